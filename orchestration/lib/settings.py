@@ -1,0 +1,71 @@
+"""Runtime settings, read from the environment variables that DESIGN.md names.
+
+Relative paths are resolved against the repository root, so that `make run`, `dagster dev`,
+pytest and dbt (which runs from `dbt_project/`) all agree on the same files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+class SettingsError(ValueError):
+    """A setting has a value Tessera cannot use; the message says which and how to fix it."""
+
+
+def _path(var: str, default: str) -> Path:
+    path = Path(os.environ.get(var) or default).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+
+def _as_of() -> dt.date | None:
+    raw = os.environ.get("TESSERA_AS_OF", "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(
+            f"TESSERA_AS_OF={raw!r} is not a date. Use the form YYYY-MM-DD, for example "
+            "TESSERA_AS_OF=2026-10-31, or unset it to use the date of the latest valid event or order."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    landing_dir: Path
+    warehouse: Path
+    as_of: dt.date | None
+    mlflow_tracking_uri: str
+    dagster_home: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.warehouse.parent
+
+
+def load_settings() -> Settings:
+    data_dir = PROJECT_ROOT / "data"
+    return Settings(
+        landing_dir=_path("TESSERA_LANDING_DIR", "data/landing"),
+        warehouse=_path("TESSERA_WAREHOUSE", "data/warehouse.duckdb"),
+        as_of=_as_of(),
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{data_dir / 'mlflow.db'}",
+        dagster_home=_path("DAGSTER_HOME", "data/dagster_home"),
+    )
+
+
+def export_for_subprocesses(settings: Settings) -> None:
+    """Publish absolute paths so that dbt (run from dbt_project/) and MLflow see the same files."""
+    os.environ["TESSERA_WAREHOUSE"] = str(settings.warehouse)
+    os.environ["TESSERA_LANDING_DIR"] = str(settings.landing_dir)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
