@@ -1,0 +1,500 @@
+"""Landing files -> typed raw tables, with every rejected line in raw.quarantine.
+
+Plain Python over DuckDB (no Dagster), so tests and benchmarks call it directly.
+
+Each load rebuilds one raw table from all files in its folder, then swaps it in with its
+quarantine rows in a single transaction: a run killed half-way leaves the previous tables.
+A row's `loaded_at` is the time its file was first seen (raw.ingested_files), so re-running on
+the same files gives identical tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import phonenumbers
+
+from orchestration.sample_data import faults as F
+
+EVENT_TYPES = ("track", "page", "screen", "identify")
+EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+TRUE_TEXT = ("true", "1", "yes", "y", "t")
+FALSE_TEXT = ("false", "0", "no", "n", "f")
+MAX_FUTURE_SKEW = "INTERVAL 1 DAY"
+
+
+@dataclass
+class LoadReport:
+    source: str
+    table: str
+    files_seen: int = 0
+    files_rejected: dict[str, str] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    deduplicated: int = 0
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row is rejected by the first rule whose condition holds (SQL over the text columns)."""
+
+    code: str
+    condition: str
+    message: str  # SQL expression giving the human-readable reason
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    name: str          # the landing folder, and `source` in raw.quarantine
+    table: str         # raw.<table>
+    columns: tuple[str, ...]
+    rules: tuple[Rule, ...]
+    select: str        # SQL turning the checked text columns into typed ones
+    dedupe: bool = False  # drop rows identical in every column
+
+
+def _list_files(root: Path, folder: str, patterns: tuple[str, ...]) -> list[Path]:
+    base = root / folder
+    if not base.is_dir():
+        return []
+    found = {p for pat in patterns for p in base.rglob(pat) if p.is_file()}
+    return sorted(found)
+
+
+def _file_loaded_at(con, source: str, files: list[Path], root: Path, now: dt.datetime) -> dict[str, dt.datetime]:
+    """First-seen time per file; a file whose size or mtime changed counts as new."""
+    known = {
+        (f, size, mtime): loaded for f, size, mtime, loaded in con.execute(
+            "SELECT file, size_bytes, modified_ns, loaded_at FROM raw.ingested_files WHERE source = ?", [source]
+        ).fetchall()
+    }
+    out = {}
+    for path in files:
+        st = path.stat()
+        rel = path.relative_to(root).as_posix()
+        out[rel] = known.get((rel, st.st_size, st.st_mtime_ns), now)
+    return out
+
+
+def _whole_file_reason(exc: Exception) -> tuple[str, str]:
+    text = str(exc)
+    if "GZIP" in text.upper():
+        return F.FILE_NOT_GZIP, "file ends in .gz but is not a gzip stream; re-export it compressed, or rename it without .gz"
+    if "unicode" in text.lower() or "utf-8" in text.lower() or isinstance(exc, UnicodeDecodeError):
+        return F.FILE_NOT_UTF8, "file is not UTF-8 text; re-export it as UTF-8"
+    return F.FILE_UNREADABLE, f"file could not be read: {text.splitlines()[0][:300]}"
+
+
+def _file_preview(path: Path) -> str:
+    return path.read_bytes()[:200].decode("utf-8", errors="backslashreplace")
+
+
+def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
+            files: dict[str, dt.datetime], file_stats: dict[str, tuple[int, int]]) -> None:
+    """Swap in the new raw table, its quarantine rows and its file manifest, atomically."""
+    per_file = {r[0]: r[1:] for r in con.execute(
+        "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
+    ).fetchall()}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
+        con.execute("DELETE FROM raw.quarantine WHERE source = ?", [report.source])
+        con.execute(f"INSERT INTO raw.quarantine {quarantine_sql}")
+        con.execute("DELETE FROM raw.ingested_files WHERE source = ?", [report.source])
+        rows = []
+        for rel, loaded_at in files.items():
+            loaded, rejected = per_file.get(rel, (0, 0))
+            status = "rejected" if rel in report.files_rejected else "loaded"
+            size, mtime = file_stats[rel]
+            rows.append((report.source, rel, size, mtime, loaded_at, status, loaded + rejected, loaded, rejected))
+        if rows:
+            con.executemany("INSERT INTO raw.ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
+    report.quarantine_by_reason = dict(con.execute(
+        "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+        [report.source]).fetchall())
+    report.rows_quarantined = sum(report.quarantine_by_reason.values())
+
+
+def _register_files(con, root: Path, files: list[Path], now: dt.datetime, source: str):
+    loaded_at = _file_loaded_at(con, source, files, root, now)
+    stats = {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+    con.execute("CREATE OR REPLACE TEMP TABLE _files (file VARCHAR, loaded_at TIMESTAMP)")
+    if loaded_at:
+        con.executemany("INSERT INTO _files VALUES (?, ?)", list(loaded_at.items()))
+    con.execute("CREATE OR REPLACE TEMP TABLE _rejected_files (file VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
+    return loaded_at, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+def _event_rules() -> tuple[Rule, ...]:
+    types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    return (
+        Rule(F.INVALID_JSON, "doc IS NULL", "'line is not valid JSON'"),
+        Rule(F.NOT_AN_OBJECT, "json_type(doc) <> 'OBJECT'",
+             "'line is JSON but not an object (found ' || lower(json_type(doc)) || ')'"),
+        Rule(F.MISSING_MESSAGE_ID, "nullif(trim(message_id), '') IS NULL", "'messageId is missing'"),
+        Rule(F.UNKNOWN_TYPE, f"type IS NULL OR type NOT IN ({types})",
+             f"'type ' || coalesce('\"' || type || '\"', 'is missing') || '; expected one of track, page, screen, identify'"),
+        Rule(F.MISSING_IDS, "nullif(trim(user_id), '') IS NULL AND nullif(trim(anonymous_id), '') IS NULL",
+             "'userId and anonymousId are both missing; a message needs at least one'"),
+        Rule(F.MISSING_TIMESTAMP, "nullif(trim(ts_text), '') IS NULL", "'timestamp is missing'"),
+        Rule(F.INVALID_TIMESTAMP, "ts IS NULL OR ts < TIMESTAMP '2000-01-01'",
+             "'timestamp \"' || ts_text || '\" is not a valid ISO-8601 time after 2000'"),
+        Rule(F.FUTURE_TIMESTAMP, f"ts > coalesce(received_at, loaded_at) + {MAX_FUTURE_SKEW}",
+             "'timestamp ' || ts_text || ' is more than a day after the message was received ('"
+             " || strftime(coalesce(received_at, loaded_at), '%Y-%m-%dT%H:%M:%SZ') || ')'"),
+        Rule(F.MISSING_EVENT_NAME, "type = 'track' AND nullif(trim(event), '') IS NULL",
+             "'track message has no event name'"),
+        Rule(F.INVALID_FIELD_TYPE,
+             "coalesce(json_type(doc->'properties'), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
+             "OR coalesce(json_type(doc->'traits'), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
+             "OR coalesce(json_type(doc->'context'), 'OBJECT') NOT IN ('OBJECT', 'NULL')",
+             "'properties, traits and context must be JSON objects'"),
+    )
+
+
+def _reason_sql(rules: tuple[Rule, ...]) -> tuple[str, str]:
+    code = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.code}'" for r in rules) + " END"
+    message = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.message}" for r in rules) + " END"
+    return code, message
+
+
+def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | None = None) -> LoadReport:
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    report = LoadReport(source="events", table="events")
+    files = _list_files(root, "events", ("*.jsonl", "*.jsonl.gz"))
+    report.files_seen = len(files)
+    loaded_at, stats = _register_files(con, root, files, now, "events")
+    con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        try:
+            # Each line as one text column: the delimiter cannot occur in valid JSON text.
+            con.execute(
+                "INSERT INTO _lines SELECT ?, row_number() OVER (), line FROM read_csv(?, columns={'line': 'VARCHAR'}, "
+                "delim='\\x01', quote='', escape='', header=false, auto_detect=false, strict_mode=false, "
+                "parallel=false) WHERE line IS NOT NULL AND trim(line) <> ''", [rel, str(path)])
+        except (duckdb.Error, UnicodeDecodeError) as exc:
+            code, reason = _whole_file_reason(exc)
+            con.execute("DELETE FROM _lines WHERE file = ?", [rel])
+            con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
+            report.files_rejected[rel] = code
+    report.rows_read = con.execute("SELECT count(*) FROM _lines").fetchone()[0]
+
+    code_sql, message_sql = _reason_sql(_event_rules())
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _checked AS
+        WITH parsed AS (
+            SELECT l.file, l.line_no, l.line, f.loaded_at,
+                   CASE WHEN json_valid(l.line) THEN CAST(l.line AS JSON) END AS doc
+            FROM _lines l JOIN _files f USING (file)
+        ), fields AS (
+            SELECT *,
+                   doc->>'messageId' AS message_id, doc->>'type' AS type, doc->>'event' AS event,
+                   doc->>'name' AS name, doc->>'userId' AS user_id, doc->>'anonymousId' AS anonymous_id,
+                   doc->>'timestamp' AS ts_text,
+                   timezone('UTC', try_cast(doc->>'timestamp' AS TIMESTAMPTZ)) AS ts,
+                   timezone('UTC', try_cast(doc->>'sentAt' AS TIMESTAMPTZ)) AS sent_at,
+                   timezone('UTC', try_cast(doc->>'receivedAt' AS TIMESTAMPTZ)) AS received_at
+            FROM parsed
+        )
+        SELECT *, {code_sql} AS reason_code FROM fields
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _file_rows AS
+        SELECT file, reason_code IS NOT NULL AS rejected FROM _checked
+    """)
+    typed = """
+        SELECT message_id, type, nullif(trim(event), '') AS event, nullif(trim(name), '') AS name,
+               nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
+               ts AS "timestamp", sent_at, received_at,
+               doc->'properties' AS properties, doc->'traits' AS traits, doc->'context' AS context,
+               file AS source_file, line_no AS source_line, loaded_at
+        FROM (
+            SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS LAST, file, line_no) AS copy_no
+            FROM _checked WHERE reason_code IS NULL
+        ) WHERE copy_no = 1
+        ORDER BY "timestamp", message_id
+    """
+    quarantine = f"""
+        SELECT 'events', file, line_no, reason_code, {message_sql}, line, loaded_at FROM _checked WHERE reason_code IS NOT NULL
+        UNION ALL
+        SELECT 'events', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
+    """
+    valid = con.execute("SELECT count(*) FROM _checked WHERE reason_code IS NULL").fetchone()[0]
+    _commit(con, report, typed, quarantine, loaded_at, stats)
+    report.deduplicated = valid - report.rows_loaded
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV sources
+# ---------------------------------------------------------------------------------------------
+
+def _read_csv_records(path: Path, columns: tuple[str, ...]):
+    """Yield (line_no, raw_text, fields) per CSV record, keeping the exact source text.
+
+    Raises ValueError with a reason code when the file as a whole is unusable.
+    """
+    text = path.read_bytes().decode("utf-8-sig")  # UnicodeDecodeError -> whole file rejected
+    lines = io.StringIO(text, newline="")
+    consumed: list[str] = []
+
+    def source():
+        for ln in lines:
+            consumed.append(ln)
+            yield ln
+
+    reader = csv.reader(source())
+    try:
+        header_raw = next(reader)
+        header = [h.strip().lower() for h in header_raw]
+    except StopIteration:
+        raise ValueError(F.FILE_MISSING_HEADER, "file is empty; expected a header row") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(F.FILE_MISSING_HEADER,
+                         f"header row is missing column(s) {', '.join(missing)}; the first line must name the columns "
+                         f"({', '.join(columns)}). Found: {', '.join(header_raw)[:200]}")
+    positions = [header.index(c) for c in columns]
+    consumed.clear()
+    line_no = 2
+    for fields in reader:
+        raw = "".join(consumed).rstrip("\r\n")
+        n_lines = len(consumed)
+        consumed.clear()
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            line_no += n_lines
+            continue
+        if len(fields) != len(header):
+            yield line_no, raw, None, len(fields), len(header)
+        else:
+            yield line_no, raw, [fields[i] for i in positions], len(fields), len(header)
+        line_no += n_lines
+
+
+def _normalise_phones(con) -> None:
+    """E.164 for every distinct (phone, country); NULL where phonenumbers cannot read it."""
+    pairs = con.execute("SELECT DISTINCT phone, country FROM _rows WHERE nullif(trim(phone), '') IS NOT NULL").fetchall()
+    out = []
+    for phone, country in pairs:
+        region = (country or "").strip().upper() or None
+        try:
+            num = phonenumbers.parse(phone, region)
+            e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164) \
+                if phonenumbers.is_possible_number(num) else None
+        except phonenumbers.NumberParseException:
+            e164 = None
+        out.append((phone, country, e164))
+    con.execute("CREATE OR REPLACE TEMP TABLE _phones (phone VARCHAR, country VARCHAR, phone_e164 VARCHAR)")
+    if out:
+        con.executemany("INSERT INTO _phones VALUES (?, ?, ?)", out)
+
+
+def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
+                    now: dt.datetime | None = None) -> LoadReport:
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    report = LoadReport(source=spec.name, table=spec.table)
+    files = _list_files(root, spec.name, ("*.csv",))
+    report.files_seen = len(files)
+    loaded_at, stats = _register_files(con, root, files, now, spec.name)
+    records: list[tuple] = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        try:
+            for line_no, raw, fields, n_fields, n_header in _read_csv_records(path, spec.columns):
+                if fields is None:
+                    records.append((rel, line_no, raw, f"{n_fields} fields where the header has {n_header}")
+                                   + (None,) * len(spec.columns))
+                else:
+                    records.append((rel, line_no, raw, None) + tuple(f.strip() for f in fields))
+        except UnicodeDecodeError as exc:
+            code, reason = _whole_file_reason(exc)
+            records = [r for r in records if r[0] != rel]
+            con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
+            report.files_rejected[rel] = code
+        except ValueError as exc:
+            code, reason = exc.args
+            records = [r for r in records if r[0] != rel]
+            con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
+            report.files_rejected[rel] = code
+    report.rows_read = len(records)
+    frame = pd.DataFrame.from_records(records, columns=["file", "line_no", "raw", "shape_error", *spec.columns])
+    frame = frame.astype({c: "string" for c in ["file", "raw", "shape_error", *spec.columns]})
+    con.register("_frame", frame)
+    con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _frame r JOIN _files f USING (file)")
+    con.unregister("_frame")
+    if "phone" in spec.columns:
+        _normalise_phones(con)
+        con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164 FROM _rows r "
+                    "LEFT JOIN _phones p ON p.phone = r.phone AND p.country IS NOT DISTINCT FROM r.country")
+    rules = (Rule(F.WRONG_FIELD_COUNT, "shape_error IS NOT NULL", "shape_error"),) + spec.rules
+    code_sql, message_sql = _reason_sql(rules)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {code_sql} AS reason_code FROM _rows")
+    con.execute("CREATE OR REPLACE TEMP TABLE _file_rows AS SELECT file, reason_code IS NOT NULL AS rejected FROM _checked")
+    typed_rows = f"SELECT {spec.select}, file AS source_file, line_no AS source_line, loaded_at FROM _checked WHERE reason_code IS NULL"
+    if spec.dedupe:
+        cols = ", ".join(spec.columns)
+        typed = (f"SELECT * EXCLUDE (copy_no) FROM (SELECT *, row_number() OVER (PARTITION BY {cols} "
+                 f"ORDER BY source_file, source_line) AS copy_no FROM ({typed_rows})) WHERE copy_no = 1 "
+                 f"ORDER BY source_file, source_line")
+    else:
+        typed = typed_rows + " ORDER BY source_file, source_line"
+    quarantine = f"""
+        SELECT '{spec.name}', file, line_no, reason_code, {message_sql}, raw, loaded_at FROM _checked WHERE reason_code IS NOT NULL
+        UNION ALL
+        SELECT '{spec.name}', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
+    """
+    valid = con.execute("SELECT count(*) FROM _checked WHERE reason_code IS NULL").fetchone()[0]
+    _commit(con, report, typed, quarantine, loaded_at, stats)
+    report.deduplicated = valid - report.rows_loaded
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The tabular sources of the landing contract
+# ---------------------------------------------------------------------------------------------
+
+def _required(*cols: str) -> Rule:
+    cond = " OR ".join(f"nullif({c}, '') IS NULL" for c in cols)
+    msg = "CASE " + " ".join(f"WHEN nullif({c}, '') IS NULL THEN '{c} is empty'" for c in cols) + " END"
+    return Rule(F.MISSING_REQUIRED, cond, msg)
+
+
+def _email(col: str) -> Rule:
+    return Rule(F.INVALID_EMAIL, f"nullif({col}, '') IS NOT NULL AND NOT regexp_full_match({col}, '{EMAIL_RE}')",
+                f"'{col} \"' || {col} || '\" is not an email address'")
+
+
+def _timestamp(col: str, optional: bool = False) -> Rule:
+    cond = f"try_cast({col} AS TIMESTAMPTZ) IS NULL"
+    if optional:
+        cond = f"nullif({col}, '') IS NOT NULL AND {cond}"
+    return Rule(F.INVALID_DATE, cond, f"'{col} \"' || {col} || '\" is not an ISO-8601 date-time'")
+
+
+def _boolean(col: str) -> Rule:
+    ok = ", ".join(f"'{v}'" for v in TRUE_TEXT + FALSE_TEXT)
+    return Rule(F.INVALID_BOOLEAN, f"nullif({col}, '') IS NOT NULL AND lower({col}) NOT IN ({ok})",
+                f"'{col} \"' || {col} || '\" is not true/false (accepted: true, false, 1, 0, yes, no)'")
+
+
+def _bool_sql(col: str) -> str:
+    return (f"CASE WHEN lower({col}) IN ({', '.join(repr(v) for v in TRUE_TEXT)}) THEN true "
+            f"WHEN lower({col}) IN ({', '.join(repr(v) for v in FALSE_TEXT)}) THEN false END AS {col}")
+
+
+def _ts_sql(col: str) -> str:
+    return f"timezone('UTC', try_cast(nullif({col}, '') AS TIMESTAMPTZ)) AS {col}"
+
+
+def _number(col: str, sql_type: str) -> Rule:
+    return Rule(F.INVALID_NUMBER, f"nullif({col}, '') IS NOT NULL AND try_cast({col} AS {sql_type}) IS NULL",
+                f"'{col} \"' || {col} || '\" is not a number (use a plain decimal such as 1234.50)'")
+
+
+CRM = CsvSource(
+    name="crm", table="crm_customers",
+    columns=("customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city",
+             "postcode", "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in"),
+    rules=(
+        _required("customer_id", "updated_at"),
+        _email("email"),
+        Rule(F.INVALID_PHONE, "nullif(phone, '') IS NOT NULL AND phone_e164 IS NULL",
+             "'phone \"' || phone || '\" is not a phone number' || coalesce(' for country ' || nullif(country, ''), '')"),
+        Rule(F.INVALID_DATE, "nullif(birth_date, '') IS NOT NULL AND try_cast(birth_date AS DATE) IS NULL",
+             "'birth_date \"' || birth_date || '\" is not a date (use YYYY-MM-DD)'"),
+        _timestamp("signup_at", optional=True),
+        _timestamp("updated_at"),
+        _boolean("marketing_opt_in"),
+        _boolean("personalization_opt_in"),
+        Rule(F.INVALID_VALUE, "nullif(country, '') IS NOT NULL AND NOT regexp_full_match(country, '[A-Za-z]{2}')",
+             "'country \"' || country || '\" is not an ISO 3166 two-letter code'"),
+    ),
+    select=("customer_id, nullif(email, '') AS email, nullif(phone, '') AS phone, phone_e164, "
+            "nullif(first_name, '') AS first_name, nullif(last_name, '') AS last_name, "
+            "try_cast(nullif(birth_date, '') AS DATE) AS birth_date, nullif(street, '') AS street, "
+            "nullif(city, '') AS city, nullif(postcode, '') AS postcode, upper(nullif(country, '')) AS country, "
+            f"{_ts_sql('signup_at')}, {_ts_sql('updated_at')}, "
+            f"{_bool_sql('marketing_opt_in')}, {_bool_sql('personalization_opt_in')}"),
+    dedupe=True,
+)
+
+ORDERS = CsvSource(
+    name="orders", table="order_lines",
+    columns=("order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"),
+    rules=(
+        _required("order_id", "ordered_at", "amount", "currency", "status"),
+        Rule(F.MISSING_CUSTOMER, "nullif(customer_id, '') IS NULL AND nullif(email, '') IS NULL",
+             "'customer_id and email are both empty; an order needs one of them'"),
+        _email("email"),
+        _timestamp("ordered_at"),
+        Rule(F.FUTURE_TIMESTAMP,
+             f"timezone('UTC', try_cast(ordered_at AS TIMESTAMPTZ)) > loaded_at + {MAX_FUTURE_SKEW}",
+             "'ordered_at ' || ordered_at || ' lies in the future'"),
+        _number("amount", "DECIMAL(18, 2)"),
+        Rule(F.INVALID_VALUE, "lower(status) NOT IN ('completed', 'refunded', 'cancelled')",
+             "'status \"' || status || '\" is not one of completed, refunded, cancelled'"),
+        Rule(F.INVALID_VALUE, "NOT regexp_full_match(currency, '[A-Za-z]{3}')",
+             "'currency \"' || currency || '\" is not an ISO 4217 code'"),
+    ),
+    select=("order_id, nullif(customer_id, '') AS customer_id, nullif(email, '') AS email, "
+            f"{_ts_sql('ordered_at')}, CAST(amount AS DECIMAL(18, 2)) AS amount, upper(currency) AS currency, "
+            "lower(status) AS status, nullif(lower(channel), '') AS channel"),
+)
+
+ENRICHMENT = CsvSource(
+    name="enrichment", table="firmographics",
+    columns=("email_domain", "company_name", "industry", "employee_count", "annual_revenue_usd"),
+    rules=(
+        _required("email_domain"),
+        _number("employee_count", "BIGINT"),
+        _number("annual_revenue_usd", "DECIMAL(18, 2)"),
+    ),
+    select=("lower(email_domain) AS email_domain, nullif(company_name, '') AS company_name, "
+            "nullif(industry, '') AS industry, try_cast(nullif(employee_count, '') AS BIGINT) AS employee_count, "
+            "try_cast(nullif(annual_revenue_usd, '') AS DECIMAL(18, 2)) AS annual_revenue_usd"),
+    dedupe=True,
+)
+
+PRIVACY = CsvSource(
+    name="privacy", table="erasure_requests",
+    columns=("requested_at", "identifier_type", "identifier"),
+    rules=(
+        _required("requested_at", "identifier_type", "identifier"),
+        _timestamp("requested_at"),
+        Rule(F.INVALID_VALUE,
+             "lower(identifier_type) NOT IN ('email', 'phone', 'user_id', 'customer_id', 'anonymous_id')",
+             "'identifier_type \"' || identifier_type || '\" is not one of email, phone, user_id, customer_id, anonymous_id'"),
+    ),
+    select=f"{_ts_sql('requested_at')}, lower(identifier_type) AS identifier_type, identifier",
+    dedupe=True,
+)
+
+CSV_SOURCES = (CRM, ORDERS, ENRICHMENT, PRIVACY)
+
+
+def load_source(con: duckdb.DuckDBPyConnection, root: Path, source: str, now: dt.datetime | None = None) -> LoadReport:
+    if source == "events":
+        return load_events(con, root, now)
+    spec = next(s for s in CSV_SOURCES if s.name == source)
+    return load_csv_source(con, root, spec, now)
+
+
+SOURCES = ("events",) + tuple(s.name for s in CSV_SOURCES)

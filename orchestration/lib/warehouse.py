@@ -1,0 +1,79 @@
+"""DuckDB warehouse access: short-lived connections, one writer at a time (STACK_NOTES.md)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+SCHEMAS = ("raw", "pii", "staging", "intermediate", "marts")
+
+QUARANTINE_DDL = """
+CREATE TABLE IF NOT EXISTS raw.quarantine (
+    source      VARCHAR NOT NULL,   -- events, crm, orders, enrichment, privacy
+    file        VARCHAR NOT NULL,   -- path relative to the landing root
+    line        BIGINT,             -- 1-based line in the file; NULL when the whole file was rejected
+    reason_code VARCHAR NOT NULL,   -- machine-readable, see orchestration/sample_data/faults.py
+    reason      VARCHAR NOT NULL,   -- what was wrong, for a person
+    raw         VARCHAR,            -- the original text
+    loaded_at   TIMESTAMP NOT NULL
+)
+"""
+
+FILES_DDL = """
+CREATE TABLE IF NOT EXISTS raw.ingested_files (
+    source           VARCHAR NOT NULL,
+    file             VARCHAR NOT NULL,
+    size_bytes       BIGINT NOT NULL,
+    modified_ns      BIGINT NOT NULL,
+    loaded_at        TIMESTAMP NOT NULL,
+    status           VARCHAR NOT NULL,   -- loaded or rejected
+    rows_read        BIGINT NOT NULL,
+    rows_loaded      BIGINT NOT NULL,
+    rows_quarantined BIGINT NOT NULL,
+    PRIMARY KEY (source, file)
+)
+"""
+
+
+@contextlib.contextmanager
+def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise RuntimeError(
+                f"The warehouse {path} is locked by another process (a notebook, the DuckDB CLI, the lookup API "
+                "or another run). DuckDB allows one writer per file: close that process, or wait for the other "
+                "run to finish, then try again."
+            ) from exc
+        raise
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            for schema in SCHEMAS:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            con.execute(QUARANTINE_DDL)
+            con.execute(FILES_DDL)
+        yield con
+    finally:
+        con.close()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table]).fetchone()[0])
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, qualified: str) -> tuple[int, str]:
+    """Row count and an order-independent content hash, to prove re-runs change nothing."""
+    count, digest = con.execute(
+        f"SELECT count(*), coalesce(md5(string_agg(r, '\n' ORDER BY r)), '') "
+        f"FROM (SELECT CAST(t AS VARCHAR) AS r FROM {qualified} AS t)").fetchone()
+    return count, digest
