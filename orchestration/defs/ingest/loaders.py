@@ -223,14 +223,14 @@ def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | N
     typed = """
         SELECT message_id, type, nullif(trim(event), '') AS event, nullif(trim(name), '') AS name,
                nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
-               ts AS "timestamp", sent_at, received_at,
+               ts AS occurred_at, sent_at, received_at,
                doc->'properties' AS properties, doc->'traits' AS traits, doc->'context' AS context,
                file AS source_file, line_no AS source_line, loaded_at
         FROM (
             SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS LAST, file, line_no) AS copy_no
             FROM _checked WHERE reason_code IS NULL
         ) WHERE copy_no = 1
-        ORDER BY "timestamp", message_id
+        ORDER BY occurred_at, message_id
     """
     quarantine = f"""
         SELECT 'events', file, line_no, reason_code, {message_sql}, line, loaded_at FROM _checked WHERE reason_code IS NOT NULL

@@ -1,0 +1,19 @@
+-- One row per order line; lines that share order_id make one order (aggregated downstream).
+with source as (
+    select * from {{ source('commerce', 'order_lines') }}
+)
+
+select
+    {{ dbt.concat(["source_file", "':'", dbt.safe_cast("source_line", dbt.type_string())]) }} as order_line_id,
+    order_id,
+    customer_id,
+    email,
+    lower(trim(email)) as email_normalised,
+    ordered_at,
+    amount,
+    currency,
+    status,
+    channel,
+    source_file,
+    loaded_at
+from source

@@ -1,0 +1,31 @@
+"""The single Dagster code location: `dagster dev -m orchestration.definitions`."""
+
+import dagster as dg
+
+from orchestration.defs.dbt import definitions as dbt_domain
+from orchestration.defs.ingest import definitions as ingest_domain
+from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.lib.settings import export_for_subprocesses, load_settings
+
+settings = load_settings()
+export_for_subprocesses(settings)
+
+# Everything in one process: DuckDB allows one writer per file, and in-process is faster here.
+materialize_all = dg.define_asset_job(
+    "materialize_all",
+    selection=dg.AssetSelection.all(),
+    executor_def=dg.in_process_executor,
+    description="Ingest every landing folder and build every downstream asset, in one process.",
+)
+
+defs = dg.Definitions.merge(
+    ingest_domain.defs,
+    dbt_domain.defs,
+    dg.Definitions(
+        jobs=[materialize_all],
+        resources={
+            "warehouse": WarehouseResource(path=str(settings.warehouse)),
+            "landing": LandingZoneResource(root=str(settings.landing_dir)),
+        },
+    ),
+)
