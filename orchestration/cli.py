@@ -29,6 +29,80 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+LANDING_FOLDERS = ("events", "crm", "orders", "enrichment", "privacy")
+DAGSTER_YAML = """# Written by `tessera run`. Telemetry off; one run at a time may hold a DuckDB-writing slot.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+"""
+
+
+def _landing_is_empty(root: Path) -> bool:
+    return not any(p.is_file() for folder in LANDING_FOLDERS if (root / folder).is_dir()
+                   for p in (root / folder).rglob("*"))
+
+
+def ensure_dagster_home(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML, encoding="utf-8")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from orchestration.lib.settings import SettingsError, export_for_subprocesses, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"tessera run: {exc}", file=sys.stderr)
+        return 2
+    export_for_subprocesses(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    ensure_dagster_home(settings.dagster_home)
+    if _landing_is_empty(settings.landing_dir):
+        print(f"The landing folder {settings.landing_dir} is empty: writing {args.sample_persons:,} sample persons first.")
+        rc = main(["generate", "--persons", str(args.sample_persons), "--out", str(settings.landing_dir)])
+        if rc:
+            return rc
+    print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home})")
+    dagster = Path(sys.executable).parent / "dagster"
+    started = time.perf_counter()
+    proc = subprocess.run([str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all"],
+                          stdout=None if args.verbose else subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        if proc.stdout:
+            print(proc.stdout[-6000:])
+        print(f"tessera run: the Dagster run failed (exit {proc.returncode}). The log above says which step; "
+              "`make ui` shows the run and its events.", file=sys.stderr)
+        return proc.returncode
+    print(f"Done in {time.perf_counter() - started:.0f}s.")
+    _print_summary(settings.warehouse)
+    print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, checks and this run.")
+    return 0
+
+
+def _print_summary(warehouse: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+            "WHERE table_schema IN ('raw', 'staging', 'intermediate', 'marts') ORDER BY 1").fetchall()
+        print("Tables:")
+        for (name,) in rows:
+            print(f"  {name:<45} {con.execute(f'SELECT count(*) FROM {name}').fetchone()[0]:>12,} rows")
+        reasons = con.execute("SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL ORDER BY 1, 3 DESC").fetchall()
+        if reasons:
+            print("Quarantined input (raw.quarantine):")
+            for source, code, n in reasons:
+                print(f"  {source:<12} {code:<22} {n:>8,}")
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -59,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--history-days", type=_positive, default=180, help="days of history before --as-of")
     gen.add_argument("--workers", type=_positive, default=None, help="processes (default: up to 2)")
     gen.set_defaults(func=_cmd_generate)
+    run = sub.add_parser("run", help="materialise every asset (writes sample data first when the landing zone is empty)",
+                         description="Run the whole pipeline with the settings from the environment (see README).")
+    run.add_argument("--sample-persons", type=_positive, default=2000,
+                     help="persons to generate when the landing folder is empty (default 2000)")
+    run.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -747,12 +747,9 @@ class Simulator:
             self.w.counts["crm_placeholder_email_rows"] += 1
 
     def _privacy(self, rng: random.Random, people: list[Person]) -> None:
-        chosen = rng.sample(people, max(1, len(people) // 200))
-        for p in chosen:
-            options = [k for k, linkable in p.identifiers.items() if linkable]
-            if not options:
-                continue
-            kind, value = rng.choice(options)
+        eligible = [p for p in people if any(p.identifiers.values())]
+        for p in rng.sample(eligible, min(len(eligible), max(1, len(people) // 200))):
+            kind, value = rng.choice(sorted(k for k, linkable in p.identifiers.items() if linkable))
             if kind == "email" and rng.random() < 0.5:
                 value = _email_variant(value, rng).strip()
             elif kind == "phone" and p.phone is not None:

@@ -1,0 +1,64 @@
+# Tessera: `make run` then `make test`. Everything installs from PyPI into .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.9
+
+export PATH := $(BIN):$(PATH)
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export UV_COMPILE_BYTECODE := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/data/mlflow.db
+export MLFLOW_TRACKING_URI
+
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
+
+.PHONY: help install run test test-quick ui mlflow-ui generate clean
+help:
+	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
+	@echo "make test       the whole test suite"
+	@echo "make ui         Dagster UI on http://127.0.0.1:3000"
+	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+$(MANIFEST): $(VENV)/.installed $(DBT_SOURCES)
+	cd dbt_project && $(BIN)/dbt parse --profiles-dir . --quiet
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml:
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
+
+run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/tessera run
+
+test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/pytest
+
+test-quick: $(MANIFEST)
+	$(BIN)/pytest -m "not slow"
+
+generate: $(VENV)/.installed
+	$(BIN)/tessera generate --persons 2000 --out data/landing
+
+ui: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+
+mlflow-ui: $(VENV)/.installed
+	@mkdir -p data
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000 --workers 1
+
+clean:
+	rm -rf data dbt_project/target dbt_project/logs

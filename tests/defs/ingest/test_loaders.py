@@ -1,0 +1,228 @@
+"""Ingestion: every bad line quarantined with its reason, nothing valid lost, re-runs identical,
+and a run killed mid-write leaving the previous tables."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orchestration.defs.ingest.loaders import CRM, ORDERS, SOURCES, load_csv_source, load_events, load_source
+from orchestration.lib.warehouse import connect, table_fingerprint
+from orchestration.sample_data import faults as F
+
+NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
+RAW_TABLES = ("raw.events", "raw.crm_customers", "raw.order_lines", "raw.firmographics", "raw.erasure_requests",
+              "raw.quarantine", "raw.ingested_files")
+
+
+def _load_all(warehouse: Path, landing: Path, now=NOW) -> dict:
+    with connect(warehouse) as con:
+        return {s: load_source(con, landing, s, now) for s in SOURCES}
+
+
+def _fingerprints(warehouse: Path) -> dict:
+    with connect(warehouse, read_only=True) as con:
+        return {t: table_fingerprint(con, t) for t in RAW_TABLES}
+
+
+def _msg(**overrides) -> dict:
+    base = {"messageId": "m-1", "type": "track", "event": "Product Viewed", "anonymousId": "a-1", "userId": None,
+            "timestamp": "2026-10-01T12:00:00.000Z", "receivedAt": "2026-10-01T12:00:01.000Z",
+            "properties": {"sku": "X"}, "context": {"ip": "198.51.100.1"}}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the generated ground truth
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded(sample, tmp_path_factory):
+    warehouse = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
+    reports = _load_all(warehouse, sample.landing)
+    return warehouse, reports
+
+
+def test_every_planted_fault_is_quarantined_with_its_reason_and_nothing_else(sample, loaded):
+    warehouse, _ = loaded
+    planted = collections.Counter(
+        (f["source"], f["file"], f["reason_code"], f["raw"] if not f["reason_code"].startswith("file_") else "")
+        for f in sample.truth_rows("faults"))
+    with connect(warehouse, read_only=True) as con:
+        rows = con.execute("SELECT source, file, reason_code, raw, reason FROM raw.quarantine").fetchall()
+    got = collections.Counter((s, f, c, "" if c.startswith("file_") else r) for s, f, c, r, _ in rows)
+    assert planted - got == collections.Counter(), "planted faults that were not quarantined (or got another reason)"
+    assert got - planted == collections.Counter(), "valid input that was wrongly rejected"
+    assert all(reason and len(reason) > 10 for *_, reason in rows)
+
+
+def test_collector_duplicates_count_once(sample, loaded):
+    warehouse, reports = loaded
+    assert reports["events"].deduplicated == sample.summary["counts"]["duplicate_messages"]
+    with connect(warehouse, read_only=True) as con:
+        total, distinct = con.execute("SELECT count(*), count(DISTINCT message_id) FROM raw.events").fetchone()
+    assert total == distinct == sample.summary["counts"]["event_messages"]
+
+
+def test_report_counts_add_up(loaded):
+    warehouse, reports = loaded
+    for source, r in reports.items():
+        # Every line read is loaded, quarantined or a collapsed duplicate; whole-file rejects add one row each.
+        assert r.rows_read == r.rows_loaded + r.deduplicated + r.rows_quarantined - len(r.files_rejected), source
+        assert sum(r.quarantine_by_reason.values()) == r.rows_quarantined
+
+
+def test_rerun_on_same_files_changes_nothing(sample, loaded, tmp_path):
+    warehouse, _ = loaded
+    before = _fingerprints(warehouse)
+    _load_all(warehouse, sample.landing, now=NOW + dt.timedelta(days=3))
+    assert _fingerprints(warehouse) == before
+
+
+def test_killed_run_leaves_previous_tables(sample, loaded, tmp_path):
+    """A process that dies inside the swap transaction (os._exit: no cleanup, no rollback) loses nothing."""
+    warehouse, _ = loaded
+    copy = tmp_path / "warehouse.duckdb"
+    copy.write_bytes(warehouse.read_bytes())
+    before = _fingerprints(copy)
+    (sample.landing / "events" / "zz-extra.jsonl").write_text(json.dumps(_msg(messageId="new-1")) + "\n")
+    try:
+        script = textwrap.dedent(f"""
+            import os
+            from pathlib import Path
+            from orchestration.defs.ingest.loaders import load_events
+            from orchestration.lib.warehouse import connect
+
+            class DiesMidSwap:
+                def __init__(self, con): self.con = con
+                def execute(self, sql, *args):
+                    if sql.startswith("INSERT INTO raw.quarantine"):
+                        os._exit(9)
+                    return self.con.execute(sql, *args)
+                def __getattr__(self, name): return getattr(self.con, name)
+
+            with connect({str(copy)!r}) as con:
+                load_events(DiesMidSwap(con), Path({str(sample.landing)!r}))
+        """)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 9, proc.stderr
+        assert _fingerprints(copy) == before
+    finally:
+        (sample.landing / "events" / "zz-extra.jsonl").unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-built fixtures with known answers
+# ---------------------------------------------------------------------------------------------
+
+def test_event_lines_get_the_expected_reason(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "events").mkdir(parents=True)
+    lines = {
+        "ok-plain": json.dumps(_msg(messageId="ok-1")),
+        "ok-offset": json.dumps(_msg(messageId="ok-2", timestamp="2026-10-01T14:00:00.000+02:00")),
+        "ok-numeric-user": json.dumps(_msg(messageId="ok-3", userId=12345, anonymousId=None)),
+        "ok-identify": json.dumps(_msg(messageId="ok-4", type="identify", event=..., traits={"email": "A@B.com"})),
+        F.INVALID_JSON: '{"messageId": "x", "type": "track"',
+        F.NOT_AN_OBJECT: '["track"]',
+        F.MISSING_MESSAGE_ID: json.dumps(_msg(messageId=...)),
+        F.UNKNOWN_TYPE: json.dumps(_msg(messageId="bad-1", type="alias")),
+        F.MISSING_IDS: json.dumps(_msg(messageId="bad-2", anonymousId=None, userId="  ")),
+        F.MISSING_TIMESTAMP: json.dumps(_msg(messageId="bad-3", timestamp=...)),
+        F.INVALID_TIMESTAMP: json.dumps(_msg(messageId="bad-4", timestamp="31/10/2026")),
+        F.FUTURE_TIMESTAMP: json.dumps(_msg(messageId="bad-5", timestamp="2027-01-01T00:00:00Z")),
+        F.MISSING_EVENT_NAME: json.dumps(_msg(messageId="bad-6", event="")),
+        F.INVALID_FIELD_TYPE: json.dumps(_msg(messageId="bad-7", properties="sku=X")),
+    }
+    (landing / "events" / "a.jsonl").write_text("\r\n".join(lines.values()) + "\r\n\r\n", encoding="utf-8")
+    with gzip.open(landing / "events" / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        # The same message from the server collector, received later: it must count once.
+        fh.write(json.dumps(_msg(messageId="ok-1", receivedAt="2026-10-01T12:00:05.000Z")) + "\n")
+    (landing / "events" / "c.jsonl.gz").write_bytes(b"plain text, not gzip")
+    (landing / "events" / "d.jsonl").write_bytes(b'{"messageId": "caf\xe9"}\n')
+
+    with connect(tmp_path / "wh.duckdb") as con:
+        report = load_events(con, landing, NOW)
+        loaded = {r[0]: r[1:] for r in con.execute(
+            "SELECT message_id, user_id, occurred_at, source_file FROM raw.events").fetchall()}
+        reasons = dict(con.execute("SELECT raw, reason_code FROM raw.quarantine WHERE line IS NOT NULL").fetchall())
+        files = dict(con.execute("SELECT file, reason_code FROM raw.quarantine WHERE line IS NULL").fetchall())
+
+    assert set(loaded) == {"ok-1", "ok-2", "ok-3", "ok-4"}
+    assert loaded["ok-1"][2] == "events/a.jsonl", "the first-received copy wins"
+    assert loaded["ok-2"][1] == dt.datetime(2026, 10, 1, 12, 0), "offsets are converted to UTC"
+    assert loaded["ok-3"][0] == "12345"
+    expected = {line: code for code, line in lines.items() if not code.startswith("ok-")}
+    assert reasons == expected
+    assert files == {"events/c.jsonl.gz": F.FILE_NOT_GZIP, "events/d.jsonl": F.FILE_NOT_UTF8}
+    assert report.deduplicated == 1
+
+
+def test_csv_rows_keep_their_exact_text_and_columns_are_matched_by_name(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "orders").mkdir(parents=True)
+    text = (
+        "\ufeffstatus,order_id,amount,currency,ordered_at,customer_id,email,channel,note\n"
+        "completed,O1,10.50,USD,2026-10-01T10:00:00Z,C1,,web,\"a note\nover two lines\"\n"
+        "refunded,O2,5,usd,2026-10-02T10:00:00Z,,Guest@Example.com ,store,\n"
+        "completed,O3,\"12,50\",USD,2026-10-02T10:00:00Z,C1,,web,\n"
+        "completed,O4,1.00,USD,2026-10-02T10:00:00Z,C1,,web\n"
+        "\n"
+        "pending,O5,1.00,USD,2026-10-02T10:00:00Z,C1,,web,\n"
+    )
+    (landing / "orders" / "o.csv").write_text(text, encoding="utf-8")
+    (landing / "orders" / "headerless.csv").write_text("completed,O9,1,USD,2026-10-01T10:00:00Z,C1,,web\n")
+    (landing / "orders" / "empty.csv").write_text("")
+    with connect(tmp_path / "wh.duckdb") as con:
+        load_csv_source(con, landing, ORDERS, NOW)
+        rows = con.execute("SELECT order_id, amount, currency, status, email, source_line FROM raw.order_lines "
+                           "ORDER BY order_id").fetchall()
+        quarantine = con.execute("SELECT file, line, reason_code, raw FROM raw.quarantine ORDER BY file, line").fetchall()
+    assert [r[0] for r in rows] == ["O1", "O2"]
+    assert float(rows[1][1]) == 5.0 and rows[1][2] == "USD" and rows[1][4] == "Guest@Example.com"
+    assert rows[1][5] == 4, "line numbers count the physical lines of a multi-line record"
+    assert quarantine == [
+        ("orders/empty.csv", None, F.FILE_MISSING_HEADER, ""),
+        ("orders/headerless.csv", None, F.FILE_MISSING_HEADER, "completed,O9,1,USD,2026-10-01T10:00:00Z,C1,,web\n"),
+        ("orders/o.csv", 5, F.INVALID_NUMBER, 'completed,O3,"12,50",USD,2026-10-02T10:00:00Z,C1,,web,'),
+        ("orders/o.csv", 6, F.WRONG_FIELD_COUNT, "completed,O4,1.00,USD,2026-10-02T10:00:00Z,C1,,web"),
+        ("orders/o.csv", 8, F.INVALID_VALUE, "pending,O5,1.00,USD,2026-10-02T10:00:00Z,C1,,web,"),
+    ]
+
+
+def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "crm").mkdir(parents=True)
+    header = ",".join(CRM.columns)
+    rows = [
+        "C1,a@x.com,020 7946 0958,A,B,1980-01-01,,,,GB,,2026-01-01T00:00:00Z,yes,TRUE",
+        "C2,b@x.com,+44 20 7946 0958,A,B,,,,,GB,,2026-01-01T00:00:00Z,0,false",
+        "C3,c@x.com,(201) 555-0123,A,B,,,,,US,,2026-01-01T00:00:00Z,,",
+        "C4,d@x.com,call me,A,B,,,,,US,,2026-01-01T00:00:00Z,,",
+    ]
+    (landing / "crm" / "c.csv").write_text("\n".join([header, *rows]) + "\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        load_csv_source(con, landing, CRM, NOW)
+        got = con.execute("SELECT customer_id, phone_e164, marketing_opt_in, personalization_opt_in "
+                          "FROM raw.crm_customers ORDER BY 1").fetchall()
+        rejected = con.execute("SELECT reason_code FROM raw.quarantine").fetchall()
+    assert got == [("C1", "+442079460958", True, True), ("C2", "+442079460958", False, False),
+                   ("C3", "+12015550123", None, None)]
+    assert rejected == [(F.INVALID_PHONE,)]
+
+
+def test_missing_source_folder_gives_an_empty_table(tmp_path):
+    (tmp_path / "landing").mkdir()
+    with connect(tmp_path / "wh.duckdb") as con:
+        report = load_source(con, tmp_path / "landing", "privacy", NOW)
+        assert con.execute("SELECT count(*) FROM raw.erasure_requests").fetchone()[0] == 0
+    assert report.rows_read == 0 and report.files_seen == 0

@@ -1,0 +1,51 @@
+"""The `tessera` command: conventions, exit codes, and messages for user mistakes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestration.cli import main
+
+
+def _tessera(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_help_lists_commands():
+    proc = _tessera("--help")
+    assert proc.returncode == 0
+    assert "generate" in proc.stdout and "run" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "--persons", "0"], "must be at least 1"),
+    (["generate", "--persons", "many"], "'many' is not a whole number"),
+    (["generate", "--as-of", "31/10/2026"], "is not a date; use YYYY-MM-DD"),
+])
+def test_bad_arguments_exit_2_with_a_message(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_rejects_a_bad_as_of_date_without_a_traceback(tmp_path):
+    proc = _tessera("run", env={"TESSERA_AS_OF": "last tuesday", "TESSERA_LANDING_DIR": str(tmp_path),
+                                "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"), "DAGSTER_HOME": str(tmp_path / "dh")})
+    assert proc.returncode == 2
+    assert "TESSERA_AS_OF='last tuesday' is not a date" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_generate_writes_the_landing_contract_and_truth(tmp_path):
+    proc = _tessera("generate", "--persons", "30", "--out", str(tmp_path / "landing"))
+    assert proc.returncode == 0, proc.stderr
+    for folder in ("events", "crm", "orders", "enrichment", "privacy"):
+        assert any((tmp_path / "landing" / folder).iterdir()), folder
+    for name in ("identifiers.csv", "persons.csv", "bots.csv", "faults.csv", "summary.json"):
+        assert (tmp_path / "truth" / name).is_file(), name
