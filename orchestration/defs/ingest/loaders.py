@@ -84,6 +84,16 @@ def _file_loaded_at(con, source: str, files: list[Path], root: Path, now: dt.dat
     return out
 
 
+def _create_from_rows(con, name: str, columns: list[str], rows: list[tuple], dtypes: dict | None = None) -> None:
+    """A temp table from Python rows in one statement (executemany costs a round trip per row)."""
+    frame = pd.DataFrame.from_records(rows, columns=columns).astype(dtypes or {})
+    con.register("_py_rows", frame)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _py_rows")
+    finally:
+        con.unregister("_py_rows")
+
+
 def _whole_file_reason(exc: Exception) -> tuple[str, str]:
     text = str(exc)
     if "GZIP" in text.upper():
@@ -116,7 +126,10 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
             size, mtime = file_stats[rel]
             rows.append((report.source, rel, size, mtime, loaded_at, status, loaded + rejected, loaded, rejected))
         if rows:
-            con.executemany("INSERT INTO raw.ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            _create_from_rows(con, "_manifest", ["source", "file", "size_bytes", "modified_ns", "loaded_at", "status",
+                                                 "rows_read", "rows_loaded", "rows_quarantined"], rows,
+                              {"loaded_at": "datetime64[us]"})
+            con.execute("INSERT INTO raw.ingested_files SELECT * FROM _manifest")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -131,9 +144,8 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
 def _register_files(con, root: Path, files: list[Path], now: dt.datetime, source: str):
     loaded_at = _file_loaded_at(con, source, files, root, now)
     stats = {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
-    con.execute("CREATE OR REPLACE TEMP TABLE _files (file VARCHAR, loaded_at TIMESTAMP)")
-    if loaded_at:
-        con.executemany("INSERT INTO _files VALUES (?, ?)", list(loaded_at.items()))
+    _create_from_rows(con, "_files", ["file", "loaded_at"], list(loaded_at.items()),
+                      {"file": "string", "loaded_at": "datetime64[us]"})
     con.execute("CREATE OR REPLACE TEMP TABLE _rejected_files (file VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
     return loaded_at, stats
 
@@ -145,9 +157,9 @@ def _register_files(con, root: Path, files: list[Path], now: dt.datetime, source
 def _event_rules() -> tuple[Rule, ...]:
     types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     return (
-        Rule(F.INVALID_JSON, "doc IS NULL", "'line is not valid JSON'"),
-        Rule(F.NOT_AN_OBJECT, "json_type(doc) <> 'OBJECT'",
-             "'line is JSON but not an object (found ' || lower(json_type(doc)) || ')'"),
+        Rule(F.INVALID_JSON, "NOT is_json", "'line is not valid JSON'"),
+        Rule(F.NOT_AN_OBJECT, "json_kind <> 'OBJECT'",
+             "'line is JSON but not an object (found ' || lower(json_kind) || ')'"),
         Rule(F.MISSING_MESSAGE_ID, "nullif(trim(message_id), '') IS NULL", "'messageId is missing'"),
         Rule(F.UNKNOWN_TYPE, f"type IS NULL OR type NOT IN ({types})",
              f"'type ' || coalesce('\"' || type || '\"', 'is missing') || '; expected one of track, page, screen, identify'"),
@@ -162,9 +174,9 @@ def _event_rules() -> tuple[Rule, ...]:
         Rule(F.MISSING_EVENT_NAME, "type = 'track' AND nullif(trim(event), '') IS NULL",
              "'track message has no event name'"),
         Rule(F.INVALID_FIELD_TYPE,
-             "coalesce(json_type(doc->'properties'), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
-             "OR coalesce(json_type(doc->'traits'), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
-             "OR coalesce(json_type(doc->'context'), 'OBJECT') NOT IN ('OBJECT', 'NULL')",
+             "coalesce(json_type(properties), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
+             "OR coalesce(json_type(traits), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
+             "OR coalesce(json_type(context), 'OBJECT') NOT IN ('OBJECT', 'NULL')",
              "'properties, traits and context must be JSON objects'"),
     )
 
@@ -175,44 +187,102 @@ def _reason_sql(rules: tuple[Rule, ...]) -> tuple[str, str]:
     return code, message
 
 
+LINES_SQL = """
+    CREATE OR REPLACE TEMP TABLE _lines AS
+    WITH numbered AS (
+        -- Each line as one text column: the delimiter cannot occur in valid JSON text.
+        SELECT filename, line, ordinality AS ord
+        FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', escape='', header=false,
+                      auto_detect=false, strict_mode=false, filename=true) WITH ORDINALITY
+    )
+    SELECT file, line_no, line FROM (
+        SELECT substr(filename, ?) AS file, ord - min(ord) OVER (PARTITION BY filename) + 1 AS line_no, line
+        FROM numbered
+    ) WHERE line IS NOT NULL AND trim(line) <> ''
+"""
+
+
+def _read_event_lines(con, root: Path, files: list[Path], report: LoadReport) -> None:
+    """All files in one scan. A file DuckDB cannot read is named in its error: reject it, scan the rest."""
+    pending = []
+    for path in files:
+        if path.suffix == ".gz" and _head(path, 2) != b"\x1f\x8b":  # not gzip: no need to scan it to know
+            _reject_file(con, root, path, report, *_whole_file_reason(OSError("not a GZIP stream")))
+        else:
+            pending.append(path)
+    while True:
+        if not pending:
+            con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
+            break
+        try:
+            con.execute(LINES_SQL, [[str(p) for p in pending], len(str(root)) + 2])
+            break
+        except (duckdb.Error, UnicodeDecodeError) as exc:
+            culprits = [p for p in pending if str(p) in str(exc)] or _unreadable_files(con, pending)
+            if not culprits:
+                raise
+            for path in culprits:
+                error = exc if len(culprits) == 1 else _probe_error(con, path)
+                _reject_file(con, root, path, report, *_whole_file_reason(error))
+                pending.remove(path)
+
+
+def _head(path: Path, n: int) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(n)
+
+
+def _reject_file(con, root: Path, path: Path, report: LoadReport, code: str, reason: str) -> None:
+    rel = path.relative_to(root).as_posix()
+    con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
+    report.files_rejected[rel] = code
+
+
+def _probe_error(con, path: Path) -> Exception | None:
+    try:
+        con.execute("SELECT count(*) FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', "
+                    "escape='', header=false, auto_detect=false, strict_mode=false)", [str(path)]).fetchall()
+        return None
+    except (duckdb.Error, UnicodeDecodeError) as exc:
+        return exc
+
+
+def _unreadable_files(con, paths: list[Path]) -> list[Path]:
+    return [p for p in paths if _probe_error(con, p) is not None]
+
+
 def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | None = None) -> LoadReport:
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source="events", table="events")
     files = _list_files(root, "events", ("*.jsonl", "*.jsonl.gz"))
     report.files_seen = len(files)
     loaded_at, stats = _register_files(con, root, files, now, "events")
-    con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
-    for path in files:
-        rel = path.relative_to(root).as_posix()
-        try:
-            # Each line as one text column: the delimiter cannot occur in valid JSON text.
-            con.execute(
-                "INSERT INTO _lines SELECT ?, row_number() OVER (), line FROM read_csv(?, columns={'line': 'VARCHAR'}, "
-                "delim='\\x01', quote='', escape='', header=false, auto_detect=false, strict_mode=false, "
-                "parallel=false) WHERE line IS NOT NULL AND trim(line) <> ''", [rel, str(path)])
-        except (duckdb.Error, UnicodeDecodeError) as exc:
-            code, reason = _whole_file_reason(exc)
-            con.execute("DELETE FROM _lines WHERE file = ?", [rel])
-            con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
-            report.files_rejected[rel] = code
+    _read_event_lines(con, root, files, report)
     report.rows_read = con.execute("SELECT count(*) FROM _lines").fetchone()[0]
 
     code_sql, message_sql = _reason_sql(_event_rules())
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _checked AS
         WITH parsed AS (
-            SELECT l.file, l.line_no, l.line, f.loaded_at,
-                   CASE WHEN json_valid(l.line) THEN CAST(l.line AS JSON) END AS doc
+            SELECT l.file, l.line_no, l.line, f.loaded_at, json_valid(l.line) AS is_json
             FROM _lines l JOIN _files f USING (file)
-        ), fields AS (
+        ), extracted AS (
+            -- List paths parse each line once; one path per call would parse it per field.
             SELECT *,
-                   doc->>'messageId' AS message_id, doc->>'type' AS type, doc->>'event' AS event,
-                   doc->>'name' AS name, doc->>'userId' AS user_id, doc->>'anonymousId' AS anonymous_id,
-                   doc->>'timestamp' AS ts_text,
-                   timezone('UTC', try_cast(doc->>'timestamp' AS TIMESTAMPTZ)) AS ts,
-                   timezone('UTC', try_cast(doc->>'sentAt' AS TIMESTAMPTZ)) AS sent_at,
-                   timezone('UTC', try_cast(doc->>'receivedAt' AS TIMESTAMPTZ)) AS received_at
+                   CASE WHEN is_json THEN json_type(line) END AS json_kind,
+                   CASE WHEN is_json THEN json_extract_string(line, ['$.messageId', '$.type', '$.event', '$.name',
+                        '$.userId', '$.anonymousId', '$.timestamp', '$.sentAt', '$.receivedAt']) END AS t,
+                   CASE WHEN is_json THEN json_extract(line, ['$.properties', '$.traits', '$.context']) END AS o
             FROM parsed
+        ), fields AS (
+            SELECT file, line_no, line, loaded_at, is_json, json_kind,
+                   t[1] AS message_id, t[2] AS type, t[3] AS event, t[4] AS name, t[5] AS user_id,
+                   t[6] AS anonymous_id, t[7] AS ts_text,
+                   timezone('UTC', try_cast(t[7] AS TIMESTAMPTZ)) AS ts,
+                   timezone('UTC', try_cast(t[8] AS TIMESTAMPTZ)) AS sent_at,
+                   timezone('UTC', try_cast(t[9] AS TIMESTAMPTZ)) AS received_at,
+                   o[1] AS properties, o[2] AS traits, o[3] AS context
+            FROM extracted
         )
         SELECT *, {code_sql} AS reason_code FROM fields
     """)
@@ -224,7 +294,7 @@ def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | N
         SELECT message_id, type, nullif(trim(event), '') AS event, nullif(trim(name), '') AS name,
                nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
                ts AS occurred_at, sent_at, received_at,
-               doc->'properties' AS properties, doc->'traits' AS traits, doc->'context' AS context,
+               properties, traits, context,
                file AS source_file, line_no AS source_line, loaded_at
         FROM (
             SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS LAST, file, line_no) AS copy_no
@@ -302,9 +372,8 @@ def _normalise_phones(con) -> None:
         except phonenumbers.NumberParseException:
             e164 = None
         out.append((phone, country, e164))
-    con.execute("CREATE OR REPLACE TEMP TABLE _phones (phone VARCHAR, country VARCHAR, phone_e164 VARCHAR)")
-    if out:
-        con.executemany("INSERT INTO _phones VALUES (?, ?, ?)", out)
+    _create_from_rows(con, "_phones", ["phone", "country", "phone_e164"], out,
+                      {"phone": "string", "country": "string", "phone_e164": "string"})
 
 
 def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
@@ -324,22 +393,15 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
                                    + (None,) * len(spec.columns))
                 else:
                     records.append((rel, line_no, raw, None) + tuple(f.strip() for f in fields))
-        except UnicodeDecodeError as exc:
-            code, reason = _whole_file_reason(exc)
+        except (UnicodeDecodeError, ValueError) as exc:
+            code, reason = _whole_file_reason(exc) if isinstance(exc, UnicodeDecodeError) else exc.args
             records = [r for r in records if r[0] != rel]
-            con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
-            report.files_rejected[rel] = code
-        except ValueError as exc:
-            code, reason = exc.args
-            records = [r for r in records if r[0] != rel]
-            con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
-            report.files_rejected[rel] = code
+            _reject_file(con, root, path, report, code, reason)
     report.rows_read = len(records)
-    frame = pd.DataFrame.from_records(records, columns=["file", "line_no", "raw", "shape_error", *spec.columns])
-    frame = frame.astype({c: "string" for c in ["file", "raw", "shape_error", *spec.columns]})
-    con.register("_frame", frame)
-    con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _frame r JOIN _files f USING (file)")
-    con.unregister("_frame")
+    text_columns = ["file", "raw", "shape_error", *spec.columns]
+    _create_from_rows(con, "_rows", ["file", "line_no", "raw", "shape_error", *spec.columns], records,
+                      {**{c: "string" for c in text_columns}, "line_no": "int64"})
+    con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _rows r JOIN _files f USING (file)")
     if "phone" in spec.columns:
         _normalise_phones(con)
         con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164 FROM _rows r "
