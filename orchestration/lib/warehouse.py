@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
         raise
     try:
         con.execute("SET TimeZone = 'UTC'")
+        # Spill to disk rather than take the machine: DuckDB's default is 80% of RAM.
+        con.execute(f"SET memory_limit = '{os.environ.get('TESSERA_DUCKDB_MEMORY_LIMIT', '6GB')}'")
         if not read_only:
             for schema in SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")

@@ -645,6 +645,8 @@ class Simulator:
         candidates = chunk_rng.sample(registered, min(len(registered), 2 * n_households))
         for i in range(0, len(candidates) - 1, 2):
             a, b = candidates[i], candidates[i + 1]
+            if b.country != a.country and b.phone is not None:
+                b.phone = _phone(a.country, chunk_rng)  # a phone of the country they now live in
             b.country, b.tz, b.city, b.postcode, b.street = a.country, a.tz, a.city, a.postcode, a.street
             b.last_name = a.last_name
             tab = Device(_uuid(chunk_rng), "tablet", "web", V.USER_AGENTS["tablet"][0],
@@ -761,13 +763,13 @@ class Simulator:
 
     def _plant_csv_faults(self, rng: random.Random) -> None:
         """Corrupted twins of valid rows, one of each kind, then more at random."""
-        def twin(rows_by_file, idx_mutations):
-            files = [f for f, rows in rows_by_file.items() if rows]
+        def twin(rows_by_file, originals, idx_mutations):
+            files = [f for f, rows in originals.items() if rows]
             if not files:
                 return
             for kind, mutate in idx_mutations:
                 fname = rng.choice(files)
-                row = list(rng.choice(rows_by_file[fname]))
+                row = list(rng.choice(originals[fname]))  # never a twin of a twin: one fault per row
                 raw = mutate(row)
                 rows_by_file[fname].append(raw)
                 self.w.faults.append([fname.split("/")[0], fname, kind, _csv_line(raw)])
@@ -789,9 +791,11 @@ class Simulator:
             (F.WRONG_FIELD_COUNT, lambda r: r + ["extra", "fields"]),
         ]
         n_rounds = max(1, (self.hi - self.lo) // 1000)
+        crm_originals = {f: list(rows) for f, rows in self.w.crm_rows.items()}
+        order_originals = {f: list(rows) for f, rows in self.w.order_rows.items()}
         for _ in range(n_rounds):
-            twin(self.w.crm_rows, crm)
-            twin(self.w.order_rows, orders)
+            twin(self.w.crm_rows, crm_originals, crm)
+            twin(self.w.order_rows, order_originals, orders)
         if self.w.privacy_rows:
             bad = [[self.w.privacy_rows[0][0], "ssn", "123-45-6789"], [self.w.privacy_rows[0][0], "email", ""]]
             self.w.privacy_rows.extend(bad)

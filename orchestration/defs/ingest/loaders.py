@@ -251,64 +251,95 @@ def _unreadable_files(con, paths: list[Path]) -> list[Path]:
     return [p for p in paths if _probe_error(con, p) is not None]
 
 
-def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | None = None) -> LoadReport:
+EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds memory at any data size
+
+EVENT_CHECK_SQL = """
+    CREATE OR REPLACE TEMP TABLE _checked AS
+    WITH parsed AS (
+        SELECT l.file, l.line_no, l.line, f.loaded_at, json_valid(l.line) AS is_json
+        FROM _lines l JOIN _files f USING (file)
+    ), extracted AS (
+        -- List paths parse each line once; one path per call would parse it per field.
+        SELECT *,
+               CASE WHEN is_json THEN json_type(line) END AS json_kind,
+               CASE WHEN is_json THEN json_extract_string(line, ['$.messageId', '$.type', '$.event', '$.name',
+                    '$.userId', '$.anonymousId', '$.timestamp', '$.sentAt', '$.receivedAt']) END AS t,
+               CASE WHEN is_json THEN json_extract(line, ['$.properties', '$.traits', '$.context']) END AS o
+        FROM parsed
+    ), fields AS (
+        SELECT file, line_no, line, loaded_at, is_json, json_kind,
+               t[1] AS message_id, t[2] AS type, t[3] AS event, t[4] AS name, t[5] AS user_id,
+               t[6] AS anonymous_id, t[7] AS ts_text,
+               timezone('UTC', try_cast(t[7] AS TIMESTAMPTZ)) AS ts,
+               timezone('UTC', try_cast(t[8] AS TIMESTAMPTZ)) AS sent_at,
+               timezone('UTC', try_cast(t[9] AS TIMESTAMPTZ)) AS received_at,
+               o[1] AS properties, o[2] AS traits, o[3] AS context
+        FROM extracted
+    )
+    SELECT *, {code_sql} AS reason_code FROM fields
+"""
+EVENT_VALID_SQL = """
+    SELECT message_id, type, nullif(trim(event), '') AS event, nullif(trim(name), '') AS name,
+           nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
+           ts AS occurred_at, sent_at, received_at, properties, traits, context, file, line_no, loaded_at
+    FROM _checked WHERE reason_code IS NULL
+"""
+EVENT_BAD_SQL = """
+    SELECT file, line_no, reason_code, {message_sql} AS reason, line AS raw, loaded_at
+    FROM _checked WHERE reason_code IS NOT NULL
+"""
+
+
+def _batches(files: list[Path], limit: int) -> list[list[Path]]:
+    batches, batch, size = [], [], 0
+    for path in files:
+        batch.append(path)
+        size += path.stat().st_size
+        if size >= limit:
+            batches.append(batch)
+            batch, size = [], 0
+    return batches + [batch] if batch or not batches else batches
+
+
+def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | None = None,
+                batch_bytes: int = EVENT_BATCH_BYTES) -> LoadReport:
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source="events", table="events")
     files = _list_files(root, "events", ("*.jsonl", "*.jsonl.gz"))
     report.files_seen = len(files)
     loaded_at, stats = _register_files(con, root, files, now, "events")
-    _read_event_lines(con, root, files, report)
-    report.rows_read = con.execute("SELECT count(*) FROM _lines").fetchone()[0]
-
     code_sql, message_sql = _reason_sql(_event_rules())
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _checked AS
-        WITH parsed AS (
-            SELECT l.file, l.line_no, l.line, f.loaded_at, json_valid(l.line) AS is_json
-            FROM _lines l JOIN _files f USING (file)
-        ), extracted AS (
-            -- List paths parse each line once; one path per call would parse it per field.
-            SELECT *,
-                   CASE WHEN is_json THEN json_type(line) END AS json_kind,
-                   CASE WHEN is_json THEN json_extract_string(line, ['$.messageId', '$.type', '$.event', '$.name',
-                        '$.userId', '$.anonymousId', '$.timestamp', '$.sentAt', '$.receivedAt']) END AS t,
-                   CASE WHEN is_json THEN json_extract(line, ['$.properties', '$.traits', '$.context']) END AS o
-            FROM parsed
-        ), fields AS (
-            SELECT file, line_no, line, loaded_at, is_json, json_kind,
-                   t[1] AS message_id, t[2] AS type, t[3] AS event, t[4] AS name, t[5] AS user_id,
-                   t[6] AS anonymous_id, t[7] AS ts_text,
-                   timezone('UTC', try_cast(t[7] AS TIMESTAMPTZ)) AS ts,
-                   timezone('UTC', try_cast(t[8] AS TIMESTAMPTZ)) AS sent_at,
-                   timezone('UTC', try_cast(t[9] AS TIMESTAMPTZ)) AS received_at,
-                   o[1] AS properties, o[2] AS traits, o[3] AS context
-            FROM extracted
-        )
-        SELECT *, {code_sql} AS reason_code FROM fields
-    """)
+    # Batches keep only typed columns of valid lines, so memory follows one batch, not all files.
+    for i, batch in enumerate(_batches(files, batch_bytes)):
+        _read_event_lines(con, root, batch, report)
+        report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
+        con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
+        verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
+        con.execute(f"{verb.format('_valid')} {EVENT_VALID_SQL}")
+        con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
+    con.execute("DROP TABLE IF EXISTS _checked")
+    con.execute("DROP TABLE IF EXISTS _lines")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _file_rows AS
-        SELECT file, reason_code IS NOT NULL AS rejected FROM _checked
+        SELECT file, false AS rejected FROM _valid UNION ALL SELECT file, true FROM _bad
     """)
     typed = """
-        SELECT message_id, type, nullif(trim(event), '') AS event, nullif(trim(name), '') AS name,
-               nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
-               ts AS occurred_at, sent_at, received_at,
-               properties, traits, context,
-               file AS source_file, line_no AS source_line, loaded_at
+        SELECT message_id, type, event, name, user_id, anonymous_id, occurred_at, sent_at, received_at,
+               properties, traits, context, file AS source_file, line_no AS source_line, loaded_at
         FROM (
             SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS LAST, file, line_no) AS copy_no
-            FROM _checked WHERE reason_code IS NULL
+            FROM _valid
         ) WHERE copy_no = 1
         ORDER BY occurred_at, message_id
     """
-    quarantine = f"""
-        SELECT 'events', file, line_no, reason_code, {message_sql}, line, loaded_at FROM _checked WHERE reason_code IS NOT NULL
+    quarantine = """
+        SELECT 'events', file, line_no, reason_code, reason, raw, loaded_at FROM _bad
         UNION ALL
         SELECT 'events', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
     """
-    valid = con.execute("SELECT count(*) FROM _checked WHERE reason_code IS NULL").fetchone()[0]
+    valid = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
     _commit(con, report, typed, quarantine, loaded_at, stats)
+    con.execute("DROP TABLE IF EXISTS _valid")
     report.deduplicated = valid - report.rows_loaded
     return report
 
@@ -360,7 +391,10 @@ def _read_csv_records(path: Path, columns: tuple[str, ...]):
 
 
 def _normalise_phones(con) -> None:
-    """E.164 for every distinct (phone, country); NULL where phonenumbers cannot read it."""
+    """E.164 for every distinct (phone, country); NULL unless phonenumbers finds a valid number.
+
+    `is_possible_number` only checks length, and accepts "12" in Germany; `is_valid_number` checks
+    the numbering plan."""
     pairs = con.execute("SELECT DISTINCT phone, country FROM _rows WHERE nullif(trim(phone), '') IS NOT NULL").fetchall()
     out = []
     for phone, country in pairs:
@@ -368,7 +402,7 @@ def _normalise_phones(con) -> None:
         try:
             num = phonenumbers.parse(phone, region)
             e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164) \
-                if phonenumbers.is_possible_number(num) else None
+                if phonenumbers.is_valid_number(num) else None
         except phonenumbers.NumberParseException:
             e164 = None
         out.append((phone, country, e164))

@@ -226,3 +226,14 @@ def test_missing_source_folder_gives_an_empty_table(tmp_path):
         report = load_source(con, tmp_path / "landing", "privacy", NOW)
         assert con.execute("SELECT count(*) FROM raw.erasure_requests").fetchone()[0] == 0
     assert report.rows_read == 0 and report.files_seen == 0
+
+
+def test_batched_event_scans_give_the_same_tables(sample, loaded, tmp_path):
+    warehouse, _ = loaded
+    one_file_per_batch = tmp_path / "batched.duckdb"
+    with connect(one_file_per_batch) as con:
+        report = load_events(con, sample.landing, NOW, batch_bytes=1)
+        for t in ("raw.events", "raw.quarantine"):
+            with connect(warehouse, read_only=True) as ref:
+                assert table_fingerprint(con, t) == table_fingerprint(ref, t), t
+    assert report.rows_read > 0
