@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.defs.dbt import definitions as dbt_domain
+from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.settings import export_for_subprocesses, load_settings
@@ -21,6 +22,7 @@ materialize_all = dg.define_asset_job(
 defs = dg.Definitions.merge(
     ingest_domain.defs,
     dbt_domain.defs,
+    identity_domain.defs,
     dg.Definitions(
         jobs=[materialize_all],
         resources={

@@ -22,3 +22,41 @@
 {% macro clean_text(expr) -%}
     nullif(trim({{ expr }}), '')
 {%- endmacro %}
+
+{# Hex SHA-256 of a text expression. #}
+{% macro sha256_hex(expr) -%}
+    {{ return(adapter.dispatch('sha256_hex', 'tessera')(expr)) }}
+{%- endmacro %}
+
+{% macro default__sha256_hex(expr) -%}
+    sha2({{ expr }}, 256)
+{%- endmacro %}
+
+{% macro duckdb__sha256_hex(expr) -%}
+    sha256({{ expr }})
+{%- endmacro %}
+
+{# True where a text expression matches a regular expression (partial match). #}
+{% macro regex_matches(expr, pattern) -%}
+    {{ return(adapter.dispatch('regex_matches', 'tessera')(expr, pattern)) }}
+{%- endmacro %}
+
+{% macro default__regex_matches(expr, pattern) -%}
+    ({{ expr }} rlike '{{ pattern }}')
+{%- endmacro %}
+
+{% macro duckdb__regex_matches(expr, pattern) -%}
+    regexp_matches({{ expr }}, '{{ pattern }}')
+{%- endmacro %}
+
+{# Lower-case with accents folded, for comparing names (portable: translate exists on both engines). #}
+{% macro fold_name(expr) -%}
+    nullif(trim(lower(translate({{ expr }},
+        'ÁÀÂÄÃÅáàâäãåÉÈÊËéèêëÍÌÎÏíìîïÓÒÔÖÕØóòôöõøÚÙÛÜúùûüÑñÇçÝýÿŁłŚśŠšŽžŻżŹź',
+        'AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOOooooooUUUUuuuuNnCcYyyLlSsSsZzZzZz'))), '')
+{%- endmacro %}
+
+{# The SQL list of identifier values that are never identity evidence. #}
+{% macro blocked_values_sql() -%}
+    ({% for v in var('identity_blocked_values') %}'{{ v | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro %}

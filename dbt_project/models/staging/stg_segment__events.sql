@@ -37,6 +37,7 @@ flattened as (
         {{ clean_text(json_text('traits', '$.email')) }} as traits_email,
         lower({{ clean_text(json_text('traits', '$.email')) }}) as traits_email_normalised,
         {{ clean_text(json_text('traits', '$.phone')) }} as traits_phone,
+        traits_phone_e164,
         source_file,
         loaded_at
     from source

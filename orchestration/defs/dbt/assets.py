@@ -11,6 +11,21 @@ translator = DagsterDbtTranslator(
 )
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator, pool="duckdb")
-def tessera_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+# Two selections around the Python identity graph, which sits between intermediate and marts
+# models: dbt assets cannot depend on an asset that depends on them.
+AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            exclude=AFTER_IDENTITY_GRAPH, name="dbt_before_identity_graph", pool="duckdb")
+def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            select=AFTER_IDENTITY_GRAPH, name="dbt_after_identity_graph", pool="duckdb")
+def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    yield from dbt.cli(["build"], context=context).stream()
+
+
+tessera_dbt_models = [dbt_before_identity_graph, dbt_after_identity_graph]

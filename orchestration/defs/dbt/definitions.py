@@ -16,6 +16,6 @@ def _dbt_executable() -> str:
 
 
 defs = dg.Definitions(
-    assets=[tessera_dbt_models],
+    assets=tessera_dbt_models,
     resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable())},
 )

@@ -337,6 +337,23 @@ def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | N
         UNION ALL
         SELECT 'events', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
     """
+    # identify traits may carry a phone: E.164 with the message's country, as for CRM records.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _event_phones AS
+        SELECT DISTINCT json_extract_string(traits, '$.phone') AS phone,
+               upper(json_extract_string(context, '$.location.country')) AS country
+        FROM _valid WHERE type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
+    """)
+    _normalise_phones(con, "_event_phones")
+    typed = f"""
+        SELECT e.*, p.phone_e164 AS traits_phone_e164
+        FROM ({typed}) e
+        LEFT JOIN _phones p
+          ON e.type = 'identify'
+         AND p.phone = json_extract_string(e.traits, '$.phone')
+         AND p.country IS NOT DISTINCT FROM upper(json_extract_string(e.context, '$.location.country'))
+        ORDER BY e.occurred_at, e.message_id
+    """
     valid = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
     _commit(con, report, typed, quarantine, loaded_at, stats)
     con.execute("DROP TABLE IF EXISTS _valid")
@@ -390,12 +407,12 @@ def _read_csv_records(path: Path, columns: tuple[str, ...]):
         line_no += n_lines
 
 
-def _normalise_phones(con) -> None:
+def _normalise_phones(con, source: str = "_rows") -> None:
     """E.164 for every distinct (phone, country); NULL unless phonenumbers finds a valid number.
 
     `is_possible_number` only checks length, and accepts "12" in Germany; `is_valid_number` checks
     the numbering plan."""
-    pairs = con.execute("SELECT DISTINCT phone, country FROM _rows WHERE nullif(trim(phone), '') IS NOT NULL").fetchall()
+    pairs = con.execute(f"SELECT DISTINCT phone, country FROM {source} WHERE nullif(trim(phone), '') IS NOT NULL").fetchall()
     out = []
     for phone, country in pairs:
         region = (country or "").strip().upper() or None

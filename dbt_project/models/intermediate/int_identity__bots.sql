@@ -1,0 +1,34 @@
+-- Devices that are bots, by user agent or by a rate no person reaches. They never become persons.
+with events as (
+    select anonymous_id, user_agent, occurred_at
+    from {{ ref('stg_segment__events') }}
+    where anonymous_id is not null
+),
+
+by_user_agent as (
+    select anonymous_id, 'user_agent' as detected_by
+    from events
+    where {{ regex_matches('user_agent', var('identity_bot_user_agent_pattern')) }}
+    group by anonymous_id
+),
+
+per_minute as (
+    select anonymous_id, {{ dbt.date_trunc('minute', 'occurred_at') }} as minute, count(*) as events_in_minute
+    from events
+    group by anonymous_id, {{ dbt.date_trunc('minute', 'occurred_at') }}
+),
+
+by_rate as (
+    select anonymous_id, 'event_rate' as detected_by
+    from per_minute
+    group by anonymous_id
+    having max(events_in_minute) > {{ var('identity_bot_max_events_per_minute') }}
+),
+
+flagged as (
+    select * from by_user_agent
+    union all
+    select r.* from by_rate r where r.anonymous_id not in (select anonymous_id from by_user_agent)
+)
+
+select anonymous_id, detected_by from flagged

@@ -1,0 +1,130 @@
+-- One row per person: ids and hashes only (PII is in pii.person_contacts). Survivorship:
+-- contact fields and consent from the latest CRM record; country and device type by frequency.
+with identity as (
+    select * from {{ ref('identity_map') }}
+),
+
+persons as (
+    select
+        person_id,
+        count(*) as identifiers,
+        count(case when identifier_type = 'anonymous_id' then 1 end) as devices,
+        max(case when identifier_type = 'user_id' then identifier end) as user_id,
+        max(case when identifier_type = 'customer_id' then 1 else 0 end) = 1 as is_customer
+    from identity
+    group by person_id
+),
+
+events as (
+    select i.person_id, e.occurred_at, e.country, e.device_type_reported, e.traits_email_normalised
+    from {{ ref('stg_segment__events') }} e
+    join identity i
+      on (i.identifier_type = 'anonymous_id' and i.identifier = e.anonymous_id)
+    where e.anonymous_id is not null
+    union all
+    select i.person_id, e.occurred_at, e.country, e.device_type_reported, e.traits_email_normalised
+    from {{ ref('stg_segment__events') }} e
+    join identity i on i.identifier_type = 'user_id' and i.identifier = e.user_id
+    where e.anonymous_id is null
+),
+
+crm as (
+    select i.person_id, c.*
+    from {{ ref('stg_crm__customers') }} c
+    join identity i on i.identifier_type = 'customer_id' and i.identifier = c.customer_id
+),
+
+orders as (
+    select coalesce(ic.person_id, ie.person_id) as person_id, o.ordered_at
+    from {{ ref('stg_commerce__order_lines') }} o
+    left join identity ic on ic.identifier_type = 'customer_id' and ic.identifier = o.customer_id
+    left join identity ie on ie.identifier_type = 'email_sha256' and ie.identifier = {{ sha256_hex('o.email_normalised') }}
+),
+
+latest_crm as (
+    select *
+    from (
+        select crm.*, row_number() over (partition by person_id order by updated_at desc, customer_id) as rn
+        from crm
+    ) ranked
+    where rn = 1
+),
+
+country_votes as (
+    select person_id, country, count(*) as n from events where country is not null group by person_id, country
+    union all
+    select person_id, country, 1000000 from latest_crm where country is not null
+),
+
+top_country as (
+    select person_id, country
+    from (
+        select person_id, country, row_number() over (partition by person_id order by sum(n) desc, country) as rn
+        from country_votes group by person_id, country
+    ) ranked
+    where rn = 1
+),
+
+top_device as (
+    select person_id, device_type_reported as primary_device_type
+    from (
+        select person_id, device_type_reported,
+               row_number() over (partition by person_id order by count(*) desc, device_type_reported) as rn
+        from events where device_type_reported is not null
+        group by person_id, device_type_reported
+    ) ranked
+    where rn = 1
+),
+
+seen as (
+    select person_id, min(seen_at) as first_seen_at, max(seen_at) as last_seen_at
+    from (
+        select person_id, occurred_at as seen_at from events
+        union all
+        select person_id, ordered_at from orders where person_id is not null
+        union all
+        select person_id, signup_at from crm where signup_at is not null
+    ) t
+    group by person_id
+),
+
+email_for_domain as (
+    select person_id, email_domain from latest_crm where email_domain is not null
+    union all
+    select person_id, {{ dbt.split_part("traits_email_normalised", "'@'", 2) }}
+    from events
+    where traits_email_normalised is not null
+      and person_id not in (select person_id from latest_crm where email_domain is not null)
+),
+
+person_domain as (
+    select person_id, max(email_domain) as email_domain from email_for_domain group by person_id
+)
+
+select
+    p.person_id,
+    p.user_id,
+    p.is_customer,
+    p.identifiers,
+    p.devices,
+    {{ sha256_hex('c.email_normalised') }} as email_sha256,
+    {{ sha256_hex('c.phone_e164') }} as phone_sha256,
+    s.first_seen_at,
+    s.last_seen_at,
+    tc.country,
+    td.primary_device_type,
+    c.personalization_opt_in,
+    c.marketing_opt_in,
+    c.updated_at as crm_updated_at,
+    d.email_domain,
+    f.company_name,
+    f.industry,
+    f.employee_count,
+    f.annual_revenue_usd
+from persons p
+left join latest_crm c on c.person_id = p.person_id
+left join seen s on s.person_id = p.person_id
+left join top_country tc on tc.person_id = p.person_id
+left join top_device td on td.person_id = p.person_id
+left join person_domain d on d.person_id = p.person_id
+left join {{ ref('stg_enrichment__firmographics') }} f on f.email_domain = d.email_domain

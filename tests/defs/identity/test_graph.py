@@ -1,0 +1,115 @@
+"""The identity graph on hand-built evidence with known answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from orchestration.defs.identity.graph import GraphLimits, resolve
+
+T0 = dt.datetime(2026, 1, 1)
+
+
+def _day(n: int) -> dt.datetime:
+    return T0 + dt.timedelta(days=n)
+
+
+def _run(edges: list[tuple], extra_nodes: list[tuple] = (), previous=None, limits=GraphLimits()):
+    """edges: (left_type, left_id, right_type, right_id, rule, weight, day)."""
+    frame = pd.DataFrame(edges, columns=["left_type", "left_id", "right_type", "right_id", "rule", "weight", "day"])
+    frame["first_seen_at"] = frame.pop("day").map(_day)
+    seen = {}
+    for lt, li, rt, ri, _, _, d in edges:
+        for key in ((lt, li), (rt, ri)):
+            seen[key] = min(seen.get(key, d), d)
+    for kind, value, d in extra_nodes:
+        seen[(kind, value)] = d
+    nodes = pd.DataFrame([(k, v, _day(d)) for (k, v), d in seen.items()],
+                         columns=["identifier_type", "identifier", "first_seen_at"])
+    result = resolve(nodes, frame, previous, limits)
+    person = dict(zip(zip(result.assignments.identifier_type, result.assignments.identifier),
+                      result.assignments.person_id))
+    return person, result
+
+
+def test_two_devices_merge_once_the_person_logs_in_on_both():
+    person, _ = _run([
+        ("anonymous_id", "phone", "user_id", "u1", "event_anonymous_user", 0.99, 3),
+        ("anonymous_id", "laptop", "user_id", "u1", "event_anonymous_user", 0.99, 5),
+    ], extra_nodes=[("anonymous_id", "never-logged-in", 1)])
+    assert person[("anonymous_id", "phone")] == person[("anonymous_id", "laptop")] == person[("user_id", "u1")]
+    assert person[("anonymous_id", "never-logged-in")] != person[("user_id", "u1")]
+
+
+def test_shared_tablet_keeps_two_registered_people_apart():
+    person, result = _run([
+        ("anonymous_id", "a-phone", "user_id", "alice", "event_anonymous_user", 0.99, 1),
+        ("anonymous_id", "b-phone", "user_id", "bob", "event_anonymous_user", 0.99, 1),
+        ("anonymous_id", "tablet", "user_id", "alice", "event_anonymous_user", 0.99, 2),
+        ("anonymous_id", "tablet", "user_id", "bob", "event_anonymous_user", 0.99, 4),
+        ("customer_id", "C-alice", "email_sha256", "alice@x", "crm_email", 1.0, 0),
+        ("user_id", "alice", "email_sha256", "alice@x", "identify_user_email", 0.95, 1),
+        ("customer_id", "C-bob", "email_sha256", "bob@x", "crm_email", 1.0, 0),
+        ("user_id", "bob", "email_sha256", "bob@x", "identify_user_email", 0.95, 1),
+    ])
+    assert person[("user_id", "alice")] != person[("user_id", "bob")]
+    # Documented: the tablet goes to the person whose equally strong evidence came first.
+    assert person[("anonymous_id", "tablet")] == person[("user_id", "alice")]
+    assert person[("anonymous_id", "b-phone")] == person[("customer_id", "C-bob")]
+    assert list(result.refused_edges["why"]) == ["two user_ids"]
+
+
+def test_crm_duplicates_merge_on_record_evidence_but_events_cannot_join_two_customers():
+    person, result = _run([
+        ("customer_id", "C1", "email_sha256", "e1", "crm_email", 1.0, 0),
+        ("customer_id", "C2", "email_sha256", "e1", "crm_email", 1.0, 1),          # same email, other case
+        ("customer_id", "C3", "email_sha256", "e3", "crm_email", 1.0, 0),
+        ("customer_id", "C4", "email_sha256", "e4", "crm_email", 1.0, 0),
+        ("customer_id", "C3", "customer_id", "C4", "crm_probabilistic", 0.995, 0),  # Splink match
+        ("anonymous_id", "dev", "email_sha256", "e1", "identify_anonymous_email", 0.9, 2),
+        ("anonymous_id", "dev", "email_sha256", "e3", "identify_anonymous_email", 0.9, 3),
+    ])
+    assert person[("customer_id", "C1")] == person[("customer_id", "C2")]
+    assert person[("customer_id", "C3")] == person[("customer_id", "C4")]
+    assert person[("customer_id", "C1")] != person[("customer_id", "C3")]
+    assert set(result.refused_edges["why"]) == {"two customer clusters"}
+
+
+def test_component_over_the_cap_is_split_on_its_weakest_edges():
+    edges = [("user_id", "u", "anonymous_id", f"d{i}", "event_anonymous_user", 0.99, i) for i in range(5)]
+    edges.append(("user_id", "u", "email_sha256", "weak", "identify_user_email", 0.5, 0))
+    person, result = _run(edges, limits=GraphLimits(max_identifiers_per_person=6))
+    assert person[("email_sha256", "weak")] != person[("user_id", "u")]
+    assert all(person[("anonymous_id", f"d{i}")] == person[("user_id", "u")] for i in range(5))
+    assert result.stats["largest_person"] == 6
+
+
+def test_same_data_gives_same_ids_and_new_data_does_not_renumber():
+    edges = [
+        ("anonymous_id", "a1", "user_id", "u1", "event_anonymous_user", 0.99, 1),
+        ("anonymous_id", "a2", "user_id", "u2", "event_anonymous_user", 0.99, 2),
+    ]
+    first, r1 = _run(edges)
+    again, _ = _run(list(reversed(edges)))
+    assert first == again
+    # New evidence arrives: an earlier-seen device joins person 2, and a new person appears.
+    previous = r1.assignments[["identifier_type", "identifier", "person_id"]]
+    later, _ = _run(edges + [("anonymous_id", "old-device", "user_id", "u2", "event_anonymous_user", 0.99, 0),
+                             ("anonymous_id", "a3", "user_id", "u3", "event_anonymous_user", 0.99, 9)],
+                    previous=previous)
+    assert later[("user_id", "u1")] == first[("user_id", "u1")]
+    assert later[("user_id", "u2")] == first[("user_id", "u2")] == later[("anonymous_id", "old-device")]
+    assert later[("user_id", "u3")] not in {first[("user_id", "u1")], first[("user_id", "u2")]}
+
+
+def test_merge_of_two_known_people_keeps_the_larger_ones_id():
+    edges = [
+        ("customer_id", "C1", "email_sha256", "e1", "crm_email", 1.0, 1),
+        ("customer_id", "C1", "phone_sha256", "p1", "crm_phone", 1.0, 1),
+        ("customer_id", "C2", "email_sha256", "e2", "crm_email", 1.0, 2),
+    ]
+    first, r1 = _run(edges)
+    later, _ = _run(edges + [("customer_id", "C1", "customer_id", "C2", "crm_probabilistic", 0.999, 3)],
+                    previous=r1.assignments[["identifier_type", "identifier", "person_id"]])
+    assert later[("customer_id", "C2")] == later[("customer_id", "C1")] == first[("customer_id", "C1")]
