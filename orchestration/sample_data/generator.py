@@ -126,12 +126,16 @@ def _typo(name: str, rng: random.Random) -> str:
     return name[:i] + name[i] + name[i:]  # double a letter
 
 
-def _phone(country: str, rng: random.Random) -> phonenumbers.PhoneNumber:
+def _phone(country: str, owner: int) -> phonenumbers.PhoneNumber:
+    """A valid mobile number of `country`, distinct for each owner (people do not share mobiles)."""
     example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
     digits = str(example.national_number)
-    for _ in range(50):
-        keep = max(3, len(digits) - 6)
-        cand = digits[:keep] + "".join(str(rng.randrange(10)) for _ in range(len(digits) - keep))
+    free = min(7, len(digits) - 3)
+    # The last free-1 digits are a bijection of the owner's index (unique below 10^(free-1) owners);
+    # the digit before them varies until the number is valid in the country's numbering plan.
+    unique = f"{_scramble(owner, 100) % 10 ** (free - 1):0{free - 1}d}"
+    for attempt in range(10):
+        cand = digits[:-free] + str((attempt + 2) % 10) + unique
         num = phonenumbers.parse("+" + str(example.country_code) + cand)
         if phonenumbers.is_valid_number(num):
             return num
@@ -275,7 +279,7 @@ def _make_person(cfg: GeneratorConfig, idx: int, rng: random.Random) -> Person:
         city=city, postcode=f"{post_prefix} {rng.randrange(1, 9)}{rng.choice('ABDEFGHJ')}{rng.choice('LNPQRSTU')}"
         if country == "GB" else (f"{post_prefix}{rng.randrange(10, 99)}" if country in ("US", "CA") else post_prefix),
         street=f"{rng.randrange(1, 200)} {rng.choice(cinfo['streets'])}",
-        phone=_phone(country, rng) if registered and rng.random() < 0.75 else None,
+        phone=_phone(country, idx) if registered and rng.random() < 0.75 else None,
         user_id=f"u{_scramble(idx, 1):08d}" if registered else None,
         customer_ids=[f"C{_scramble(idx * 2, 2):08d}"] if registered else [],
         devices=devices, active_from=active_from, active_to=active_to,
@@ -646,7 +650,7 @@ class Simulator:
         for i in range(0, len(candidates) - 1, 2):
             a, b = candidates[i], candidates[i + 1]
             if b.country != a.country and b.phone is not None:
-                b.phone = _phone(a.country, chunk_rng)  # a phone of the country they now live in
+                b.phone = _phone(a.country, b.index)  # a phone of the country they now live in
             b.country, b.tz, b.city, b.postcode, b.street = a.country, a.tz, a.city, a.postcode, a.street
             b.last_name = a.last_name
             tab = Device(_uuid(chunk_rng), "tablet", "web", V.USER_AGENTS["tablet"][0],

@@ -166,3 +166,10 @@ def test_rfm_truth_matches_the_landing_orders(sample):
     persons = sample.truth_rows("persons")
     assert sum(int(p["frequency_orders"]) for p in persons) == len(completed)
     assert abs(sum(float(p["monetary_total"]) for p in persons) - money) < 0.01 * len(completed) + 0.01
+
+
+def test_people_never_share_a_phone_number():
+    from orchestration.sample_data.generator import _phone, _e164
+
+    numbers = [_e164(_phone("GB", owner)) for owner in range(20_000)]
+    assert len(set(numbers)) == len(numbers)

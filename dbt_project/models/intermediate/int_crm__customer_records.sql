@@ -14,6 +14,7 @@ select
     birth_date,
     upper(replace(postcode, ' ', '')) as postcode,
     {{ fold_name('city') }} as city,
+    {{ fold_name('street') }} as street,
     country,
     case when email_normalised not in {{ blocked_values_sql() }} then email_normalised end as email,
     phone_e164 as phone,
