@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
 COLUMNS = ["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"]
 
 
@@ -73,8 +74,13 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     linker.training.estimate_probability_two_random_records_match(
         [block_on("first_name", "last_name", "birth_date")], recall=0.7)
     linker.training.estimate_u_using_random_sampling(max_pairs=settings.max_pairs_for_u, seed=settings.seed)
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("birth_date"))
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("postcode"))
+    for rule in ("birth_date", "postcode"):
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(block_on(rule))
+        except ValueError as exc:
+            # On small tables EM can drive an m-probability to 0, which Splink rejects; the
+            # estimates of the other pass (or Splink's defaults) then stand.
+            log.warning("Splink EM blocked on %s did not converge to usable values: %s", rule, exc)
     predictions = linker.inference.predict(threshold_match_probability=settings.threshold,
                                            warning_mode="never").as_pandas_dataframe()
     if predictions.empty:
