@@ -1,6 +1,6 @@
--- Devices that are bots, by user agent or by a rate no person reaches. They never become persons.
+-- Devices that are bots: by user agent (the parser's verdict or our pattern) or by a rate no person reaches. They never become persons.
 with events as (
-    select anonymous_id, user_agent, occurred_at
+    select anonymous_id, user_agent, user_agent_is_bot, occurred_at
     from {{ ref('stg_segment__events') }}
     where anonymous_id is not null
 ),
@@ -8,7 +8,7 @@ with events as (
 by_user_agent as (
     select anonymous_id, 'user_agent' as detected_by
     from events
-    where {{ regex_matches('user_agent', var('identity_bot_user_agent_pattern')) }}
+    where user_agent_is_bot or {{ regex_matches('user_agent', var('identity_bot_user_agent_pattern')) }}
     group by anonymous_id
 ),
 

@@ -16,13 +16,13 @@ persons as (
 ),
 
 events as (
-    select i.person_id, e.occurred_at, e.country, e.device_type_reported, e.traits_email_normalised
+    select i.person_id, e.occurred_at, e.country, e.device_type, e.traits_email_normalised
     from {{ ref('stg_segment__events') }} e
     join identity i
       on (i.identifier_type = 'anonymous_id' and i.identifier = e.anonymous_id)
     where e.anonymous_id is not null
     union all
-    select i.person_id, e.occurred_at, e.country, e.device_type_reported, e.traits_email_normalised
+    select i.person_id, e.occurred_at, e.country, e.device_type, e.traits_email_normalised
     from {{ ref('stg_segment__events') }} e
     join identity i on i.identifier_type = 'user_id' and i.identifier = e.user_id
     where e.anonymous_id is null
@@ -66,12 +66,12 @@ top_country as (
 ),
 
 top_device as (
-    select person_id, device_type_reported as primary_device_type
+    select person_id, device_type as primary_device_type
     from (
-        select person_id, device_type_reported,
-               row_number() over (partition by person_id order by count(*) desc, device_type_reported) as rn
-        from events where device_type_reported is not null
-        group by person_id, device_type_reported
+        select person_id, device_type,
+               row_number() over (partition by person_id order by count(*) desc, device_type) as rn
+        from events where device_type is not null
+        group by person_id, device_type
     ) ranked
     where rn = 1
 ),

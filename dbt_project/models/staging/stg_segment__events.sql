@@ -4,6 +4,10 @@ with source as (
     select * from {{ source('segment', 'events') }}
 ),
 
+user_agents as (
+    select * from {{ source('segment', 'user_agents') }}
+),
+
 flattened as (
     select
         message_id,
@@ -44,7 +48,12 @@ flattened as (
 )
 
 select
-    *,
+    f.*,
+    ua.device_type as device_type_parsed,
+    coalesce(f.device_type_reported, ua.device_type) as device_type,
+    ua.browser_family,
+    ua.os_family,
+    coalesce(ua.is_bot, false) as user_agent_is_bot,
     case
         when message_type in ('page', 'screen') then 'page_view'
         when event_name = '{{ var("event_product_viewed") }}' then 'product_view'
@@ -56,4 +65,5 @@ select
         when message_type = 'identify' then 'identify'
         else 'other'
     end as behaviour
-from flattened
+from flattened f
+left join user_agents ua on ua.user_agent = f.user_agent

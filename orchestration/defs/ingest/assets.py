@@ -39,29 +39,35 @@ def report_metadata(report: LoadReport) -> dict:
     }
 
 
+# Tables an ingestion step writes beside its main table, in the same transaction.
+COMPANIONS = {
+    "events": {"user_agents": "Each distinct user agent in raw.events, parsed with the `user-agents` library: "
+                              "device type, browser, OS and whether it is a bot."},
+}
+
+
 def build_ingest_asset(source: str) -> dg.AssetsDefinition:
     table = SOURCE_TABLES[source]
+    common = dict(group_name="ingest", owners=[OWNER], kinds={"duckdb", "python"})
+    specs = [dg.AssetSpec(["raw", table], description=DESCRIPTIONS[source], **common)]
+    specs += [dg.AssetSpec(["raw", name], description=text, **common)
+              for name, text in COMPANIONS.get(source, {}).items()]
 
-    @dg.asset(
-        name=table,
-        key_prefix="raw",
-        group_name="ingest",
-        owners=[OWNER],
-        kinds={"duckdb", "python"},
-        pool="duckdb",
-        description=DESCRIPTIONS[source],
-    )
-    def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                landing: LandingZoneResource) -> dg.MaterializeResult:
+    @dg.multi_asset(name=f"ingest_{source}", specs=specs, pool="duckdb")
+    def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
         root = landing.path()
         if not (root / source).is_dir():
             context.log.warning(f"{root / source} does not exist; raw.{table} will be empty.")
         with warehouse.connect() as con:
             report = load_source(con, root, source)
+            companion_rows = {name: con.execute(f"SELECT count(*) FROM raw.{name}").fetchone()[0]
+                              for name in COMPANIONS.get(source, {})}
         context.log.info(
             f"{source}: read {report.rows_read:,} rows from {report.files_seen} files, loaded {report.rows_loaded:,}, "
             f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
-        return dg.MaterializeResult(metadata=report_metadata(report))
+        yield dg.MaterializeResult(asset_key=["raw", table], metadata=report_metadata(report))
+        for name, rows in companion_rows.items():
+            yield dg.MaterializeResult(asset_key=["raw", name], metadata={"dagster/row_count": rows})
 
     return _ingest
 

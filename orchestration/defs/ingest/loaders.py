@@ -108,14 +108,18 @@ def _file_preview(path: Path) -> str:
 
 
 def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
-            files: dict[str, dt.datetime], file_stats: dict[str, tuple[int, int]]) -> None:
-    """Swap in the new raw table, its quarantine rows and its file manifest, atomically."""
+            files: dict[str, dt.datetime], file_stats: dict[str, tuple[int, int]],
+            companions: dict[str, str] | None = None) -> None:
+    """Swap in the new raw table, its quarantine rows, its file manifest and any companion
+    tables derived from it, atomically."""
     per_file = {r[0]: r[1:] for r in con.execute(
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
+        for name, sql in (companions or {}).items():
+            con.execute(f"CREATE OR REPLACE TABLE raw.{name} AS {sql}")
         con.execute("DELETE FROM raw.quarantine WHERE source = ?", [report.source])
         con.execute(f"INSERT INTO raw.quarantine {quarantine_sql}")
         con.execute("DELETE FROM raw.ingested_files WHERE source = ?", [report.source])
@@ -290,6 +294,24 @@ EVENT_BAD_SQL = """
 """
 
 
+def _parse_user_agents(con) -> None:
+    """Device type, browser and OS for each distinct user agent (the `user-agents` library)."""
+    from user_agents import parse
+
+    agents = [r[0] for r in con.execute(
+        "SELECT DISTINCT json_extract_string(context, '$.userAgent') FROM _valid "
+        "WHERE json_extract_string(context, '$.userAgent') IS NOT NULL").fetchall()]
+    rows = []
+    for agent in agents:
+        ua = parse(agent)
+        kind = ("bot" if ua.is_bot else "tablet" if ua.is_tablet else "mobile" if ua.is_mobile
+                else "desktop" if ua.is_pc else "other")
+        rows.append((agent, kind, ua.browser.family, ua.os.family, bool(ua.is_bot)))
+    _create_from_rows(con, "_user_agents", ["user_agent", "device_type", "browser_family", "os_family", "is_bot"],
+                      rows, {"user_agent": "string", "device_type": "string", "browser_family": "string",
+                             "os_family": "string", "is_bot": "bool"})
+
+
 def _batches(files: list[Path], limit: int) -> list[list[Path]]:
     batches, batch, size = [], [], 0
     for path in files:
@@ -354,8 +376,10 @@ def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | N
          AND p.country IS NOT DISTINCT FROM upper(json_extract_string(e.context, '$.location.country'))
         ORDER BY e.occurred_at, e.message_id
     """
+    _parse_user_agents(con)
     valid = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
-    _commit(con, report, typed, quarantine, loaded_at, stats)
+    _commit(con, report, typed, quarantine, loaded_at, stats,
+            companions={"user_agents": "SELECT * FROM _user_agents ORDER BY user_agent"})
     con.execute("DROP TABLE IF EXISTS _valid")
     report.deduplicated = valid - report.rows_loaded
     return report

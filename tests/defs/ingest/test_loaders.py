@@ -237,3 +237,20 @@ def test_batched_event_scans_give_the_same_tables(sample, loaded, tmp_path):
             with connect(warehouse, read_only=True) as ref:
                 assert table_fingerprint(con, t) == table_fingerprint(ref, t), t
     assert report.rows_read > 0
+
+
+def test_user_agents_are_parsed_into_device_types(tmp_path):
+    agents = {
+        "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1": "tablet",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1": "mobile",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36": "desktop",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)": "bot",
+    }
+    landing = tmp_path / "landing"
+    (landing / "events").mkdir(parents=True)
+    lines = [json.dumps(_msg(messageId=f"m{i}", context={"userAgent": ua})) for i, ua in enumerate(agents)]
+    (landing / "events" / "e.jsonl").write_text("\n".join(lines) + "\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        load_events(con, landing, NOW)
+        parsed = dict(con.execute("SELECT user_agent, device_type FROM raw.user_agents").fetchall())
+    assert parsed == agents
