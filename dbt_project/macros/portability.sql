@@ -60,3 +60,47 @@
 {% macro blocked_values_sql() -%}
     ({% for v in var('identity_blocked_values') %}'{{ v | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor %})
 {%- endmacro %}
+
+{# A UTC timestamp as wall-clock time in an IANA zone (DST-aware). #}
+{% macro to_local_time(ts, tz) -%}
+    {{ return(adapter.dispatch('to_local_time', 'tessera')(ts, tz)) }}
+{%- endmacro %}
+
+{% macro default__to_local_time(ts, tz) -%}
+    from_utc_timestamp({{ ts }}, {{ tz }})
+{%- endmacro %}
+
+{% macro duckdb__to_local_time(ts, tz) -%}
+    timezone({{ tz }}, timezone('UTC', {{ ts }}))
+{%- endmacro %}
+
+{# Whole days from a to b (dates or timestamps). #}
+{% macro days_between(a, b) -%}
+    {{ dbt.datediff(a, b, 'day') }}
+{%- endmacro %}
+
+{# The timezone if the engine knows it, else NULL (a bad zone name must not fail a model). #}
+{% macro known_timezone(tz) -%}
+    {{ return(adapter.dispatch('known_timezone', 'tessera')(tz)) }}
+{%- endmacro %}
+
+{% macro default__known_timezone(tz) -%}
+    {{ tz }}
+{%- endmacro %}
+
+{% macro duckdb__known_timezone(tz) -%}
+    case when {{ tz }} in (select name from pg_timezone_names()) then {{ tz }} end
+{%- endmacro %}
+
+{# ISO day of week, Monday = 1 .. Sunday = 7 (engines number Sunday differently). #}
+{% macro day_of_week(ts) -%}
+    {{ return(adapter.dispatch('day_of_week', 'tessera')(ts)) }}
+{%- endmacro %}
+
+{% macro default__day_of_week(ts) -%}
+    ((dayofweek({{ ts }}) + 5) % 7 + 1)
+{%- endmacro %}
+
+{% macro duckdb__day_of_week(ts) -%}
+    isodow({{ ts }})
+{%- endmacro %}

@@ -546,7 +546,10 @@ class Simulator:
                 start = ot - dt.timedelta(minutes=rng.uniform(3, 12))
                 self._session(rng, p, dev, start, uid, purchase=order, identify=identify)
                 if cfg.end - ot < dt.timedelta(days=1) and rng.random() < 0.5:
-                    order["in_export"] = False  # export lag: only the event knows this order yet
+                    # Export lag: only the event knows this order yet, and as of as_of it can only
+                    # be completed (a refund or cancellation would come later).
+                    order["in_export"] = False
+                    order["status"] = "completed"
             else:
                 order["channel"] = "store"
             p.orders.append(order)

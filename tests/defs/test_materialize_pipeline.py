@@ -144,3 +144,45 @@ def test_definitions_load_with_lineage_from_ingest_to_identity():
         dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys
     assert all(graph.get(k).owners for k in graph.get_all_asset_keys())
     assert defs.resolve_job_def("materialize_all") is not None
+
+
+def test_events_and_orders_after_as_of_change_no_feature(sample, tmp_path, monkeypatch):
+    """Future activity of already-known people must not reach features as of an earlier date."""
+    import json
+    import shutil
+
+    landing = tmp_path / "landing"
+    shutil.copytree(sample.landing, landing)
+    as_of = "2026-10-15"
+    monkeypatch.setenv("TESSERA_AS_OF", as_of)
+
+    def features(warehouse):
+        monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
+        result = dg.materialize(ALL_ASSETS, instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(path=str(warehouse)), "landing": LandingZoneResource(root=str(landing)),
+            "dbt": dbt_domain_defs.resources["dbt"]})
+        assert result.success
+        with connect(warehouse, read_only=True) as con:
+            rows = con.execute(f"SELECT count(*) FROM marts.user_features WHERE as_of = DATE '{as_of}'").fetchone()[0]
+            return rows, table_fingerprint(con, f"(SELECT * FROM marts.user_features WHERE as_of = DATE '{as_of}')")
+
+    before = features(tmp_path / "before.duckdb")
+    # Replay known messages (same ids on the same message, so no new identity evidence) after as_of.
+    with connect(tmp_path / "before.duckdb", read_only=True) as con:
+        known = con.execute("""
+            SELECT message_id, type, event, name, user_id, anonymous_id, properties, context
+            FROM raw.events WHERE type = 'track' AND occurred_at < DATE '2026-10-01' LIMIT 300""").fetchall()
+        order = con.execute("SELECT customer_id FROM raw.order_lines WHERE customer_id IS NOT NULL LIMIT 1").fetchone()[0]
+    lines = []
+    for i, (mid, mtype, event, name, uid, aid, props, ctx) in enumerate(known):
+        lines.append(json.dumps({"messageId": f"future-{i}", "type": mtype, "event": event, "userId": uid,
+                                 "anonymousId": aid, "timestamp": "2026-10-25T12:00:00Z",
+                                 "receivedAt": "2026-10-25T12:00:01Z", "properties": json.loads(props or "{}"),
+                                 "context": json.loads(ctx or "{}")}))
+    (landing / "events" / "zz-future.jsonl").write_text("\n".join(lines) + "\n")
+    (landing / "orders" / "zz-future.csv").write_text(
+        "order_id,customer_id,email,ordered_at,amount,currency,status,channel\n"
+        f"FUTURE-1,{order},,2026-10-20T10:00:00Z,500.00,USD,completed,web\n")
+    after = features(tmp_path / "after.duckdb")
+    assert before[0] > 0
+    assert after == before

@@ -27,6 +27,7 @@ flattened as (
         lower({{ clean_text(json_text('context', '$.device.type')) }}) as device_type_reported,
         {{ clean_text(json_text('context', '$.library.name')) }} as library_name,
         {{ clean_text(json_text('context', '$.page.path')) }} as page_path,
+        {{ clean_text(json_text('context', '$.page.url')) }} as page_url,
         {{ clean_text(json_text('context', '$.page.referrer')) }} as page_referrer,
         {{ clean_text(json_text('context', '$.campaign.source')) }} as campaign_source,
         {{ clean_text(json_text('context', '$.campaign.medium')) }} as campaign_medium,

@@ -1,14 +1,23 @@
 """dbt models as Dagster assets; groups, owners and asset keys come from dbt `meta`."""
 
 
+import json
+
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from orchestration.defs.dbt.project import dbt_project
+from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
 )
+
+
+def _build_args() -> list[str]:
+    """`dbt build`, with the feature date from TESSERA_AS_OF when it is set (read at run time)."""
+    as_of = load_settings().as_of
+    return ["build", "--vars", json.dumps({"as_of": as_of.isoformat()})] if as_of else ["build"]
 
 
 # Two selections around the Python identity graph, which sits between intermediate and marts
@@ -19,13 +28,13 @@ AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             exclude=AFTER_IDENTITY_GRAPH, name="dbt_before_identity_graph", pool="duckdb")
 def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(["build"], context=context).stream()
+    yield from dbt.cli(_build_args(), context=context).stream()
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_IDENTITY_GRAPH, name="dbt_after_identity_graph", pool="duckdb")
 def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(["build"], context=context).stream()
+    yield from dbt.cli(_build_args(), context=context).stream()
 
 
 tessera_dbt_models = [dbt_before_identity_graph, dbt_after_identity_graph]

@@ -1,0 +1,19 @@
+-- depends_on: {{ ref('stg_segment__events') }}, {{ ref('stg_commerce__order_lines') }}
+-- The dates features are computed as of: the scoring date (var as_of, else the latest valid event
+-- or order date; never now()) and the propensity training cutoff label_window_days before it.
+with latest as (
+    {% if var('as_of') %}
+    select cast('{{ var("as_of") }}' as date) as as_of
+    {% else %}
+    select max(d) as as_of
+    from (
+        select max(cast(occurred_at as date)) as d from {{ ref('stg_segment__events') }}
+        union all
+        select max(cast(ordered_at as date)) from {{ ref('stg_commerce__order_lines') }}
+    ) t
+    {% endif %}
+)
+
+select as_of, 'scoring' as purpose from latest
+union all
+select {{ dbt.dateadd('day', -var('label_window_days'), 'as_of') }}, 'training_cutoff' from latest
