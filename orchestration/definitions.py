@@ -5,6 +5,7 @@ import dagster as dg
 from orchestration.defs.dbt import definitions as dbt_domain
 from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
+from orchestration.defs.quality import definitions as quality_domain
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.settings import export_for_subprocesses, load_settings
 
@@ -23,6 +24,7 @@ defs = dg.Definitions.merge(
     ingest_domain.defs,
     dbt_domain.defs,
     identity_domain.defs,
+    quality_domain.defs,
     dg.Definitions(
         jobs=[materialize_all],
         resources={

@@ -13,11 +13,12 @@ from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
+from orchestration.defs.quality.checks import quality_checks
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
-ALL_ASSETS = [*ingest_assets, *quarantine_checks, *tessera_dbt_models, *identity_defs.assets]
+ALL_ASSETS = [*ingest_assets, *quarantine_checks, *tessera_dbt_models, *identity_defs.assets, *quality_checks]
 
 
 def _materialize(sample, warehouse, selection=None):
@@ -67,6 +68,9 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     checks = result.get_asset_check_evaluations()
     dbt_checks = [c for c in checks if c.asset_key.path[0] in ("staging", "intermediate", "marts")]
     assert len(dbt_checks) >= 25 and all(c.passed for c in dbt_checks)
+    gates = {c.asset_key.to_user_string(): c.passed for c in checks if c.check_name == "great_expectations_gate"}
+    assert gates == {"raw/events": True, "staging/stg_segment__events": True, "marts/identity_map": True,
+                     "marts/user_features": True}
     quarantine_results = {c.asset_key.to_user_string() for c in checks if c.check_name == "quarantine_share_below_5pct"}
     assert quarantine_results == {"raw/events", "raw/crm_customers", "raw/order_lines", "raw/firmographics",
                                   "raw/erasure_requests"}

@@ -1,0 +1,25 @@
+"""Quality gate for marts.identity_map: every segment depends on who is who, so it blocks."""
+
+from __future__ import annotations
+
+import great_expectations as gx
+
+TABLE = "marts.identity_map"
+
+
+def expectations(previous_row_count: int | None = None) -> list:
+    e = gx.expectations
+    suite: list = []
+    for col in ("identifier_type", "identifier", "person_id", "matched_by"):
+        suite.append(e.ExpectColumnValuesToNotBeNull(column=col))
+    suite.append(e.ExpectCompoundColumnsToBeUnique(column_list=["identifier_type", "identifier"]))
+    suite.append(e.ExpectColumnValuesToBeInSet(
+        column="identifier_type", value_set=["anonymous_id", "user_id", "customer_id", "email_sha256", "phone_sha256"]))
+    suite.append(e.ExpectColumnValuesToMatchRegex(column="person_id", regex=r"^p_[0-9a-f]{16}$"))
+    suite.append(e.ExpectColumnValuesToBeBetween(column="match_score", min_value=0, max_value=1))
+    if previous_row_count:
+        suite.append(e.ExpectTableRowCountToBeBetween(
+            min_value=int(previous_row_count * 0.5), max_value=int(previous_row_count * 2)))
+    else:
+        suite.append(e.ExpectTableRowCountToBeBetween(min_value=1))
+    return suite

@@ -1,0 +1,21 @@
+"""Quality gate for raw.events (what ingestion let through)."""
+
+from __future__ import annotations
+
+import great_expectations as gx
+
+TABLE = "raw.events"
+
+
+def expectations(previous_row_count: int | None = None) -> list:
+    e = gx.expectations
+    suite: list = []
+    for col in ("message_id", "type", "occurred_at", "source_file", "loaded_at"):
+        suite.append(e.ExpectColumnValuesToNotBeNull(column=col))
+    suite.append(e.ExpectColumnValuesToBeUnique(column="message_id"))
+    suite.append(e.ExpectColumnValuesToBeInSet(column="type", value_set=["track", "page", "screen", "identify"]))
+    suite.append(e.ExpectColumnPairValuesAToBeGreaterThanB(
+        column_A="loaded_at", column_B="occurred_at", or_equal=True, ignore_row_if="either_value_is_missing"))
+    if previous_row_count:
+        suite.append(e.ExpectTableRowCountToBeBetween(min_value=int(previous_row_count * 0.5)))
+    return suite

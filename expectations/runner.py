@@ -1,0 +1,82 @@
+"""Run a Great Expectations 1.x suite on a pandas frame; results and Data Docs go to a local folder.
+
+GX validates pandas frames here, not DuckDB through SQLAlchemy (see STACK_NOTES.md). Each table's
+suite lives in its own module beside this one, as `expectations(previous_row_count)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Failure:
+    expectation: str
+    column: str | None
+    unexpected_count: int | None
+    examples: list
+
+
+@dataclass
+class Outcome:
+    success: bool
+    evaluated: int
+    failures: list[Failure] = field(default_factory=list)
+    docs_index: Path | None = None
+
+    def markdown(self) -> str:
+        if not self.failures:
+            return f"All {self.evaluated} expectations passed."
+        lines = ["| expectation | column | unexpected | examples |", "|---|---|---:|---|"]
+        for f in self.failures:
+            examples = ", ".join(str(v) for v in f.examples[:5])
+            lines.append(f"| {f.expectation} | {f.column or ''} | {f.unexpected_count if f.unexpected_count is not None else ''} | {examples} |")
+        return "\n".join(lines)
+
+
+def validate(name: str, frame: pd.DataFrame, expectations: list, gx_root: Path) -> Outcome:
+    """Validate `frame` in a file-backed GX project at `gx_root`, and update its Data Docs."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    gx_root.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=str(gx_root))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    try:
+        source = context.data_sources.get("tessera")
+    except (KeyError, ValueError):
+        source = context.data_sources.add_pandas("tessera")
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch_definition = asset.get_batch_definition("whole_table")
+    except (KeyError, ValueError, LookupError):
+        batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    validation = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{name}_gate", data=batch_definition, suite=suite))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=f"{name}_checkpoint", validation_definitions=[validation],
+        actions=[UpdateDataDocsAction(name="update_data_docs")], result_format="SUMMARY"))
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    run_result = next(iter(result.run_results.values()))
+    failures = []
+    for r in run_result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        res = r.result or {}
+        failures.append(Failure(expectation=cfg.type, column=cfg.kwargs.get("column"),
+                                unexpected_count=res.get("unexpected_count"),
+                                examples=list(res.get("partial_unexpected_list") or [res.get("observed_value")])))
+    docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return Outcome(success=bool(result.success), evaluated=len(run_result.results), failures=failures,
+                   docs_index=docs if docs.exists() else None)

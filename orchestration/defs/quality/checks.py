@@ -1,0 +1,118 @@
+"""Great Expectations gates as Dagster asset checks, and feature drift against the previous run.
+
+Gates that protect models and segments are blocking: when they fail, everything downstream of the
+checked asset is skipped. Results, with failing expectations and example values, are in the check
+metadata; GX Data Docs are written to `<warehouse folder>/gx/` (git-ignored).
+"""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from expectations import identity_map, raw_events, stg_segment__events, user_features
+from expectations.runner import validate
+from orchestration.defs.resources import WarehouseResource
+
+HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS quality.gate_history (
+    table_name VARCHAR, checked_at TIMESTAMP, row_count BIGINT, success BOOLEAN, failures JSON
+)
+"""
+PROFILE_DDL = """
+CREATE TABLE IF NOT EXISTS quality.feature_profiles (
+    as_of DATE, profiled_at TIMESTAMP, feature VARCHAR, mean DOUBLE, p50 DOUBLE, p95 DOUBLE
+)
+"""
+# (suite module, checked asset, blocking)
+GATES = [
+    (raw_events, dg.AssetKey(["raw", "events"]), False),
+    (stg_segment__events, dg.AssetKey(["staging", "stg_segment__events"]), False),
+    (identity_map, dg.AssetKey(["marts", "identity_map"]), True),
+    (user_features, dg.AssetKey(["marts", "user_features"]), True),
+]
+DRIFT_FEATURES = ["recency_days", "frequency_orders", "monetary_total", "sessions_30d", "events_30d",
+                  "decayed_engagement", "mobile_share"]
+
+
+class DriftConfig(dg.Config):
+    max_relative_change_of_mean: float = 0.5
+    max_relative_change_of_p95: float = 0.75
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefinition:
+    name = module.TABLE.split(".")[1]
+
+    @dg.asset_check(asset=key, name="great_expectations_gate", blocking=blocking, pool="duckdb",
+                    description=f"Great Expectations suite `expectations/{module.__name__.split('.')[-1]}.py` "
+                                f"on {module.TABLE}" + (" (blocking)." if blocking else "."))
+    def _gate(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect() as con:
+            con.execute(HISTORY_DDL)
+            frame = con.execute(f"SELECT * FROM {module.TABLE}").df()
+            previous = con.execute(
+                "SELECT row_count FROM quality.gate_history WHERE table_name = ? AND success "
+                "ORDER BY checked_at DESC LIMIT 1", [module.TABLE]).fetchone()
+            outcome = validate(name, frame, module.expectations(previous[0] if previous else None),
+                               Path(warehouse.path).parent / "gx")
+            con.execute("INSERT INTO quality.gate_history VALUES (?, ?, ?, ?, ?)",
+                        [module.TABLE, _now(), len(frame), outcome.success,
+                         json.dumps([f.__dict__ for f in outcome.failures], default=str)])
+        metadata = {
+            "rows": len(frame),
+            "previous_rows": previous[0] if previous else None,
+            "expectations_evaluated": outcome.evaluated,
+            "expectations_failed": len(outcome.failures),
+            "failures": dg.MetadataValue.md(outcome.markdown()),
+        }
+        if outcome.docs_index:
+            metadata["data_docs"] = dg.MetadataValue.path(str(outcome.docs_index))
+        return dg.AssetCheckResult(passed=outcome.success, metadata=metadata,
+                                   severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN)
+
+    return _gate
+
+
+@dg.asset_check(asset=dg.AssetKey(["marts", "user_features"]), name="feature_drift", blocking=False, pool="duckdb",
+                description="Mean and 95th percentile of key features at the latest as_of, against the previous run.")
+def feature_drift(config: DriftConfig, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        con.execute(PROFILE_DDL)
+        as_of = con.execute("SELECT max(as_of) FROM marts.user_features").fetchone()[0]
+        current = {}
+        for f in DRIFT_FEATURES:
+            mean, p50, p95 = con.execute(
+                f"SELECT avg({f}), quantile_cont({f}, 0.5), quantile_cont({f}, 0.95) FROM marts.user_features "
+                f"WHERE as_of = ?", [as_of]).fetchone()
+            current[f] = (float(mean or 0), float(p50 or 0), float(p95 or 0))
+        last = con.execute("SELECT max(profiled_at) FROM quality.feature_profiles").fetchone()[0]
+        previous = {r[0]: r[1:] for r in con.execute(
+            "SELECT feature, mean, p50, p95 FROM quality.feature_profiles WHERE profiled_at = ?", [last]).fetchall()}
+        now = _now()
+        for f, (mean, p50, p95) in current.items():
+            con.execute("INSERT INTO quality.feature_profiles VALUES (?, ?, ?, ?, ?, ?)", [as_of, now, f, mean, p50, p95])
+
+    def change(new: float, old: float) -> float:
+        return abs(new - old) / abs(old) if old else (0.0 if new == old else float("inf"))
+
+    rows, drifted = ["| feature | mean | previous mean | p95 | previous p95 |", "|---|---:|---:|---:|---:|"], []
+    for f, (mean, _, p95) in current.items():
+        old = previous.get(f)
+        if old is None:
+            rows.append(f"| {f} | {mean:.3f} | | {p95:.3f} | |")
+            continue
+        if (change(mean, old[0]) > config.max_relative_change_of_mean
+                or change(p95, old[2]) > config.max_relative_change_of_p95):
+            drifted.append(f)
+        rows.append(f"| {f} | {mean:.3f} | {old[0]:.3f} | {p95:.3f} | {old[2]:.3f} |")
+    return dg.AssetCheckResult(passed=not drifted, severity=dg.AssetCheckSeverity.WARN, metadata={
+        "as_of": str(as_of), "drifted_features": ", ".join(drifted) or "none",
+        "profile": dg.MetadataValue.md("\n".join(rows)), "compared_with_previous": bool(previous)})
+
+
+quality_checks = [build_gate(*gate) for gate in GATES] + [feature_drift]
