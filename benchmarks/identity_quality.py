@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -27,36 +26,7 @@ import pandas as pd  # noqa: E402
 
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map  # noqa: E402
 from orchestration.defs.identity.matching import match_customer_records  # noqa: E402
-from orchestration.sample_data.generator import GeneratorConfig, default_workers, generate  # noqa: E402
-
-
-def run_pipeline(landing: Path, warehouse: Path) -> dict:
-    import dagster as dg
-
-    os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
-    from orchestration.defs.dbt.assets import tessera_dbt_models
-    from orchestration.defs.dbt.definitions import defs as dbt_defs
-    from orchestration.defs.identity.definitions import defs as identity_defs
-    from orchestration.defs.ingest.assets import ingest_assets
-    from orchestration.defs.resources import LandingZoneResource, WarehouseResource
-
-    instance = dg.DagsterInstance.ephemeral()
-    started = time.perf_counter()
-    result = dg.materialize([*ingest_assets, *tessera_dbt_models, *identity_defs.assets], instance=instance,
-                            resources={"warehouse": WarehouseResource(path=str(warehouse)),
-                                       "landing": LandingZoneResource(root=str(landing)), "dbt": dbt_defs.resources["dbt"]})
-    total = time.perf_counter() - started
-    assert result.success
-    begin, steps = {}, {}
-    for entry in instance.all_logs(result.run_id):
-        ev = entry.dagster_event
-        if ev is None or not ev.step_key:
-            continue
-        if ev.event_type_value == "STEP_START":
-            begin[ev.step_key] = entry.timestamp
-        elif ev.event_type_value == "STEP_SUCCESS":
-            steps[ev.step_key] = round(entry.timestamp - begin[ev.step_key], 2)
-    return {"run_wall_s": round(total, 1), "step_s": steps}
+from benchmarks._pipeline import ensure_generated, run_pipeline  # noqa: E402
 
 
 def febrl3() -> dict:
@@ -105,9 +75,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="default: data/bench/p<persons>")
     args = ap.parse_args()
     work = (args.workdir or Path("data/bench") / f"p{args.persons}").resolve()
-    landing, truth_dir, warehouse = work / "landing", work / "truth", work / "identity.duckdb"
-    if not (truth_dir / "summary.json").exists():
-        generate(landing, GeneratorConfig(persons=args.persons, workers=default_workers()), truth_dir)
+    landing, truth_dir = ensure_generated(work, args.persons)
+    warehouse = work / "identity.duckdb"
     warehouse.unlink(missing_ok=True)
     result: dict = {"persons": args.persons, "pipeline": run_pipeline(landing, warehouse)}
 
