@@ -5,6 +5,8 @@ from __future__ import annotations
 import great_expectations as gx
 
 TABLE = "raw.events"
+COLUMNS = ["message_id", "type", "occurred_at", "source_file", "loaded_at"]
+SAMPLE_ROWS = 500_000  # a seeded sample of a large table; dbt tests check keys over all rows
 
 
 def expectations(previous_row_count: int | None = None) -> list:

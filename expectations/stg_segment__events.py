@@ -5,6 +5,9 @@ from __future__ import annotations
 import great_expectations as gx
 
 TABLE = "staging.stg_segment__events"
+COLUMNS = ["message_id", "behaviour", "device_type", "country", "traits_email_normalised", "video_percent_watched",
+           "scroll_percent"]
+SAMPLE_ROWS = 500_000  # a seeded sample of a large table; dbt tests check keys over all rows
 
 
 def expectations(previous_row_count: int | None = None) -> list:

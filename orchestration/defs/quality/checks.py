@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from expectations import identity_map, raw_events, stg_segment__events, user_features
-from expectations.runner import validate
+from expectations.runner import Failure, validate
 from orchestration.defs.resources import WarehouseResource
 
 HISTORY_DDL = """
@@ -54,17 +54,28 @@ def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefini
     def _gate(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
             con.execute(HISTORY_DDL)
-            frame = con.execute(f"SELECT * FROM {module.TABLE}").df()
+            total = con.execute(f"SELECT count(*) FROM {module.TABLE}").fetchone()[0]
+            columns = ", ".join(getattr(module, "COLUMNS", ["*"]))
+            sample_rows = getattr(module, "SAMPLE_ROWS", None)
+            sample = f" USING SAMPLE {sample_rows} ROWS (reservoir, 42)" if sample_rows and total > sample_rows else ""
+            frame = con.execute(f"SELECT {columns} FROM {module.TABLE}{sample}").df()
             previous = con.execute(
                 "SELECT row_count FROM quality.gate_history WHERE table_name = ? AND success "
                 "ORDER BY checked_at DESC LIMIT 1", [module.TABLE]).fetchone()
-            outcome = validate(name, frame, module.expectations(previous[0] if previous else None),
+            previous_rows = previous[0] if previous else None
+            # A sample cannot answer "how many rows?": that comparison then runs on the full count.
+            outcome = validate(name, frame, module.expectations(None if sample else previous_rows),
                                Path(warehouse.path).parent / "gx")
+            if sample and previous_rows and not (0.5 * previous_rows <= total <= 2 * previous_rows):
+                outcome.success = False
+                outcome.failures.append(Failure("expect_table_row_count_to_be_between", None, total,
+                                                [f"previous run had {previous_rows} rows"]))
             con.execute("INSERT INTO quality.gate_history VALUES (?, ?, ?, ?, ?)",
-                        [module.TABLE, _now(), len(frame), outcome.success,
+                        [module.TABLE, _now(), total, outcome.success,
                          json.dumps([f.__dict__ for f in outcome.failures], default=str)])
         metadata = {
-            "rows": len(frame),
+            "rows": total,
+            "rows_validated": len(frame),
             "previous_rows": previous[0] if previous else None,
             "expectations_evaluated": outcome.evaluated,
             "expectations_failed": len(outcome.failures),

@@ -71,3 +71,28 @@ def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, co
     assert any("great_expectations_gate" in step for step in failed)
     with connect(tmp_path / "warehouse.duckdb", read_only=True) as con:
         assert con.execute("SELECT success FROM quality.gate_history").fetchall() == [(False,)]
+
+
+def test_sampled_gate_compares_the_full_row_count_with_the_previous_run(tmp_path, monkeypatch):
+    from expectations import raw_events
+
+    monkeypatch.setattr(raw_events, "SAMPLE_ROWS", 10)
+    warehouse = tmp_path / "warehouse.duckdb"
+
+    def run(rows: int) -> dg.AssetCheckEvaluation:
+        @dg.asset(key=["raw", "events"])
+        def events(warehouse: WarehouseResource) -> None:
+            with warehouse.connect() as con:
+                con.execute(f"""CREATE OR REPLACE TABLE raw.events AS
+                    SELECT 'm' || i AS message_id, 'track' AS type, TIMESTAMP '2026-10-01' AS occurred_at,
+                           'f' AS source_file, TIMESTAMP '2026-10-02' AS loaded_at FROM range({rows}) t(i)""")
+
+        gate = build_gate(raw_events, dg.AssetKey(["raw", "events"]), blocking=False)
+        result = dg.materialize([events, gate], resources={"warehouse": WarehouseResource(path=str(warehouse))})
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    first, steady, collapsed = run(100), run(120), run(30)
+    assert first.passed and steady.passed
+    assert first.metadata["rows_validated"].value == 10 and first.metadata["rows"].value == 100
+    assert not collapsed.passed and "previous run had 120 rows" in collapsed.metadata["failures"].value
