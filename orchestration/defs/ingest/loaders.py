@@ -96,6 +96,8 @@ def _create_from_rows(con, name: str, columns: list[str], rows: list[tuple], dty
 
 def _whole_file_reason(exc: Exception) -> tuple[str, str]:
     text = str(exc)
+    if "end of gzip stream" in text.lower():
+        return F.FILE_UNREADABLE, "gzip stream is truncated (the upload was cut off); re-send the whole file"
     if "GZIP" in text.upper():
         return F.FILE_NOT_GZIP, "file ends in .gz but is not a gzip stream; re-export it compressed, or rename it without .gz"
     if "unicode" in text.lower() or "utf-8" in text.lower() or isinstance(exc, UnicodeDecodeError):
@@ -222,11 +224,14 @@ def _read_event_lines(con, root: Path, files: list[Path], report: LoadReport) ->
             con.execute(LINES_SQL, [[str(p) for p in pending], len(str(root)) + 2])
             break
         except (duckdb.Error, UnicodeDecodeError) as exc:
-            culprits = [p for p in pending if str(p) in str(exc)] or _unreadable_files(con, pending)
-            if not culprits:
+            named = [p for p in pending if str(p) in str(exc)]
+            if len(named) == 1:
+                errors = {named[0]: exc}
+            else:  # named ambiguously (one path a prefix of another) or not at all: read each suspect
+                errors = {p: e for p in (named or pending) if (e := _probe_error(con, p)) is not None}
+            if not errors:
                 raise
-            for path in culprits:
-                error = exc if len(culprits) == 1 else _probe_error(con, path)
+            for path, error in errors.items():
                 _reject_file(con, root, path, report, *_whole_file_reason(error))
                 pending.remove(path)
 
@@ -249,10 +254,6 @@ def _probe_error(con, path: Path) -> Exception | None:
         return None
     except (duckdb.Error, UnicodeDecodeError) as exc:
         return exc
-
-
-def _unreadable_files(con, paths: list[Path]) -> list[Path]:
-    return [p for p in paths if _probe_error(con, p) is not None]
 
 
 EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds memory at any data size

@@ -149,6 +149,10 @@ def test_event_lines_get_the_expected_reason(tmp_path):
         fh.write(json.dumps(_msg(messageId="ok-1", receivedAt="2026-10-01T12:00:05.000Z")) + "\n")
     (landing / "events" / "c.jsonl.gz").write_bytes(b"plain text, not gzip")
     (landing / "events" / "d.jsonl").write_bytes(b'{"messageId": "caf\xe9"}\n')
+    # A truncated gzip named like a readable file: DuckDB's error names f.jsonl.gz, which contains
+    # the readable f.jsonl's path; only the broken one may be rejected.
+    (landing / "events" / "f.jsonl").write_text(json.dumps(_msg(messageId="ok-5")) + "\n")
+    (landing / "events" / "f.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines.values()) * 50).encode())[:200])
 
     with connect(tmp_path / "wh.duckdb") as con:
         report = load_events(con, landing, NOW)
@@ -157,13 +161,14 @@ def test_event_lines_get_the_expected_reason(tmp_path):
         reasons = dict(con.execute("SELECT raw, reason_code FROM raw.quarantine WHERE line IS NOT NULL").fetchall())
         files = dict(con.execute("SELECT file, reason_code FROM raw.quarantine WHERE line IS NULL").fetchall())
 
-    assert set(loaded) == {"ok-1", "ok-2", "ok-3", "ok-4"}
+    assert set(loaded) == {"ok-1", "ok-2", "ok-3", "ok-4", "ok-5"}
     assert loaded["ok-1"][2] == "events/a.jsonl", "the first-received copy wins"
     assert loaded["ok-2"][1] == dt.datetime(2026, 10, 1, 12, 0), "offsets are converted to UTC"
     assert loaded["ok-3"][0] == "12345"
     expected = {line: code for code, line in lines.items() if not code.startswith("ok-")}
     assert reasons == expected
-    assert files == {"events/c.jsonl.gz": F.FILE_NOT_GZIP, "events/d.jsonl": F.FILE_NOT_UTF8}
+    assert files == {"events/c.jsonl.gz": F.FILE_NOT_GZIP, "events/d.jsonl": F.FILE_NOT_UTF8,
+                     "events/f.jsonl.gz": F.FILE_UNREADABLE}
     assert report.deduplicated == 1
 
 
