@@ -26,6 +26,7 @@ def expectations(previous_row_count: int | None = None) -> list:
         suite.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=0, max_value=1))
     suite.append(e.ExpectColumnValuesToBeBetween(column="engagement_trend", min_value=-1, max_value=1))
     suite.append(e.ExpectColumnValuesToBeBetween(column="preferred_local_hour", min_value=0, max_value=23))
+    suite.append(e.ExpectColumnValuesToBeBetween(column="preferred_local_weekday", min_value=1, max_value=7))
     suite.append(e.ExpectColumnValuesToBeInSet(column="preferred_daypart",
                                                         value_set=["morning", "afternoon", "evening", "night"]))
     suite.append(e.ExpectColumnValuesToBeInSet(column="primary_device_type",

@@ -17,7 +17,7 @@ GOOD_ROW = dict(
     product_views=12, add_to_cart_count=2, searches=1, category_breadth=3, tenure_days=80,
     decayed_engagement=6.1, cart_abandonment_rate=0.5, video_completion_share=None, deep_scroll_share=0.25,
     mobile_share=0.7, weekend_share=0.2, business_hours_share=0.3, engagement_trend=0.1,
-    preferred_local_hour=20, preferred_daypart="evening", primary_device_type="mobile", country="GB",
+    preferred_local_hour=20, preferred_local_weekday=6, preferred_daypart="evening", primary_device_type="mobile", country="GB",
 )
 
 

@@ -79,9 +79,7 @@ session_features as (
     group by as_of, person_id
 ),
 
-{% set modes = {'local_hour': 'int_person_events', 'device_type': 'int_person_events', 'country': 'int_person_events',
-                'local_timezone': 'int_person_events'} %}
-{% for col in modes %}
+{% for col in ['local_hour', 'local_iso_weekday', 'device_type', 'country', 'local_timezone'] %}
 top_{{ col }} as (
     select as_of, person_id, {{ col }}
     from (
@@ -155,6 +153,7 @@ combined as (
         e.morning_events, e.afternoon_events, e.evening_events, e.night_events,
         coalesce(e.decayed_engagement, 0) as decayed_engagement,
         th.local_hour as preferred_local_hour,
+        tw.local_iso_weekday as preferred_local_weekday,
         td.device_type as primary_device_type,
         tc.country as country,
         tz.local_timezone as timezone,
@@ -164,6 +163,7 @@ combined as (
     left join event_features e on e.as_of = p.as_of and e.person_id = p.person_id
     left join session_features s on s.as_of = p.as_of and s.person_id = p.person_id
     left join top_local_hour th on th.as_of = p.as_of and th.person_id = p.person_id
+    left join top_local_iso_weekday tw on tw.as_of = p.as_of and tw.person_id = p.person_id
     left join top_device_type td on td.as_of = p.as_of and td.person_id = p.person_id
     left join top_country tc on tc.as_of = p.as_of and tc.person_id = p.person_id
     left join top_local_timezone tz on tz.as_of = p.as_of and tz.person_id = p.person_id
@@ -220,7 +220,7 @@ select
     s.events_total, s.events_7d, s.events_30d, s.events_90d,
     s.product_views, s.add_to_cart_count, s.cart_abandonment_rate, s.searches,
     s.video_completion_share, s.deep_scroll_share, s.category_breadth,
-    s.preferred_local_hour, s.preferred_daypart, s.weekend_share, s.business_hours_share,
+    s.preferred_local_hour, s.preferred_local_weekday, s.preferred_daypart, s.weekend_share, s.business_hours_share,
     s.engagement_trend, s.decayed_engagement,
     s.primary_device_type, s.mobile_share, s.country, s.timezone, s.top_referrer_class,
     p.company_name, p.industry, p.employee_count, p.annual_revenue_usd,
