@@ -9,6 +9,16 @@ from pathlib import Path
 from orchestration.sample_data.generator import GeneratorConfig, default_workers, generate
 
 
+def save_result(name: str, result: dict) -> None:
+    """Write a benchmark's figures to benchmarks/results/<name>.json and print them."""
+    import json
+
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(json.dumps(result, indent=2, default=float))
+
+
 def ensure_generated(work: Path, persons: int) -> tuple[Path, Path]:
     landing, truth = work / "landing", work / "truth"
     if not (truth / "summary.json").exists():

@@ -11,7 +11,6 @@ and monetary_total at the scoring date equal the generator's truth exactly.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks._pipeline import ensure_generated, run_pipeline  # noqa: E402
+from benchmarks._pipeline import ensure_generated, run_pipeline, save_result  # noqa: E402
 from orchestration.defs.identity.evaluation import truth_as_identity_map  # noqa: E402
 
 FEATURE_SELECTION = "path:models/intermediate/features path:models/marts/features"
@@ -66,10 +65,7 @@ def main() -> int:
                    env={**os.environ, "TESSERA_WAREHOUSE": str(warehouse)})
     result["features_only_dbt_build_s"] = round(time.perf_counter() - started, 1)
     result["rfm_vs_truth"] = rfm_exactness(warehouse, truth_dir)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"features_p{args.persons}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result(f"features_p{args.persons}", result)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map  # noqa: E402
 from orchestration.defs.identity.matching import match_customer_records  # noqa: E402
-from benchmarks._pipeline import ensure_generated, run_pipeline  # noqa: E402
+from benchmarks._pipeline import ensure_generated, run_pipeline, save_result  # noqa: E402
 
 
 def febrl3() -> dict:
@@ -88,10 +87,7 @@ def main() -> int:
     result["all_true_pairs"] = pairwise_scores(predicted, truth)
     result["linkable_pairs"] = pairwise_scores(predicted, truth[truth["linkable"] == "True"])
     result["febrl3"] = febrl3()
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"identity_p{args.persons}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(json.dumps(result, indent=2, default=float))
+    save_result(f"identity_p{args.persons}", result)
     return 0
 
 

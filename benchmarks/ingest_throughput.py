@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb  # noqa: E402
 
+from benchmarks._pipeline import save_result  # noqa: E402
 from orchestration.defs.ingest.loaders import SOURCES, load_source  # noqa: E402
 from orchestration.lib.warehouse import connect  # noqa: E402
 from orchestration.sample_data.generator import GeneratorConfig, default_workers, generate  # noqa: E402
@@ -83,10 +84,7 @@ def main() -> int:
     result["quarantine"] = quarantine_accuracy(truth, warehouse)
     result["generated_event_messages"] = summary["counts"]["event_messages"]
 
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"ingest_p{args.persons}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result(f"ingest_p{args.persons}", result)
     return 0
 
 

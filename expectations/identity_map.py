@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import great_expectations as gx
 
+from expectations.runner import row_count_sanity
+
 TABLE = "marts.identity_map"
 
 
@@ -17,9 +19,5 @@ def expectations(previous_row_count: int | None = None) -> list:
         column="identifier_type", value_set=["anonymous_id", "user_id", "customer_id", "email_sha256", "phone_sha256"]))
     suite.append(e.ExpectColumnValuesToMatchRegex(column="person_id", regex=r"^p_[0-9a-f]{16}$"))
     suite.append(e.ExpectColumnValuesToBeBetween(column="match_score", min_value=0, max_value=1))
-    if previous_row_count:
-        suite.append(e.ExpectTableRowCountToBeBetween(
-            min_value=int(previous_row_count * 0.5), max_value=int(previous_row_count * 2)))
-    else:
-        suite.append(e.ExpectTableRowCountToBeBetween(min_value=1))
+    suite += row_count_sanity(previous_row_count)
     return suite

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import great_expectations as gx
 
+from expectations.runner import row_count_sanity
+
 TABLE = "raw.events"
 COLUMNS = ["message_id", "type", "occurred_at", "source_file", "loaded_at"]
 SAMPLE_ROWS = 500_000  # a seeded sample of a large table; dbt tests check keys over all rows
@@ -18,6 +20,5 @@ def expectations(previous_row_count: int | None = None) -> list:
     suite.append(e.ExpectColumnValuesToBeInSet(column="type", value_set=["track", "page", "screen", "identify"]))
     suite.append(e.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="loaded_at", column_B="occurred_at", or_equal=True, ignore_row_if="either_value_is_missing"))
-    if previous_row_count:
-        suite.append(e.ExpectTableRowCountToBeBetween(min_value=int(previous_row_count * 0.5)))
+    suite += row_count_sanity(previous_row_count)
     return suite

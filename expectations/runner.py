@@ -13,6 +13,24 @@ from pathlib import Path
 import pandas as pd
 
 
+ROW_COUNT_RANGE = (0.5, 2.0)  # against the previous run: a halving or doubling is a problem, not growth
+
+
+def row_count_bounds(previous_row_count: int) -> tuple[int, int]:
+    low, high = ROW_COUNT_RANGE
+    return int(previous_row_count * low), int(previous_row_count * high)
+
+
+def row_count_sanity(previous_row_count: int | None) -> list:
+    """The table is not empty and, when there was a previous run, its size is within range of it."""
+    import great_expectations as gx
+
+    if not previous_row_count:
+        return [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)]
+    low, high = row_count_bounds(previous_row_count)
+    return [gx.expectations.ExpectTableRowCountToBeBetween(min_value=low, max_value=high)]
+
+
 @dataclass
 class Failure:
     expectation: str

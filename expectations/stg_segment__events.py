@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import great_expectations as gx
 
+from expectations.runner import row_count_sanity
+
 TABLE = "staging.stg_segment__events"
 COLUMNS = ["message_id", "behaviour", "device_type", "country", "traits_email_normalised", "video_percent_watched",
            "scroll_percent"]
@@ -23,4 +25,5 @@ def expectations(previous_row_count: int | None = None) -> list:
     suite.append(e.ExpectColumnValuesToMatchRegex(column="traits_email_normalised", regex=r"^[^A-Z\s]+@[^A-Z\s]+$"))
     suite.append(e.ExpectColumnValuesToBeBetween(column="video_percent_watched", min_value=0, max_value=100))
     suite.append(e.ExpectColumnValuesToBeBetween(column="scroll_percent", min_value=0, max_value=100))
+    suite += row_count_sanity(previous_row_count)
     return suite

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import great_expectations as gx
 
+from expectations.runner import row_count_sanity
+
 TABLE = "marts.user_features"
 SHARES = ["cart_abandonment_rate", "video_completion_share", "deep_scroll_share", "mobile_share",
           "weekend_share", "business_hours_share"]
@@ -33,10 +35,5 @@ def expectations(previous_row_count: int | None = None) -> list:
                                                         value_set=["desktop", "mobile", "tablet", "other"]))
     suite.append(e.ExpectColumnValuesToMatchRegex(column="country", regex=r"^[A-Z]{2}$"))
     suite.append(e.ExpectColumnValuesToMatchRegex(column="rfm_code", regex=r"^[1-5]{3}$"))
-    if previous_row_count:
-        # Row-count sanity against the previous run: a halving or doubling is a problem, not growth.
-        suite.append(e.ExpectTableRowCountToBeBetween(
-            min_value=int(previous_row_count * 0.5), max_value=int(previous_row_count * 2)))
-    else:
-        suite.append(e.ExpectTableRowCountToBeBetween(min_value=1))
+    suite += row_count_sanity(previous_row_count)
     return suite

@@ -810,7 +810,6 @@ class Simulator:
             self.w.faults.append(["privacy", f"privacy/erasure_requests-p{self.w.part:03d}.csv", F.MISSING_REQUIRED, _csv_line(bad[1])])
 
     def _truth(self, people: list[Person]) -> None:
-        cfg = self.cfg
         for p in people:
             for (kind, value), linkable in sorted(p.identifiers.items()):
                 self.w.truth_identifiers.append([kind, value, p.key, linkable, False, ""])

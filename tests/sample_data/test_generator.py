@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from orchestration.sample_data import faults as F
-from orchestration.sample_data.generator import GeneratorConfig, generate
+from orchestration.sample_data.generator import generate
 from tests.conftest import SMALL
 
 

@@ -168,7 +168,7 @@ def _event_rules() -> tuple[Rule, ...]:
              "'line is JSON but not an object (found ' || lower(json_kind) || ')'"),
         Rule(F.MISSING_MESSAGE_ID, "nullif(trim(message_id), '') IS NULL", "'messageId is missing'"),
         Rule(F.UNKNOWN_TYPE, f"type IS NULL OR type NOT IN ({types})",
-             f"'type ' || coalesce('\"' || type || '\"', 'is missing') || '; expected one of track, page, screen, identify'"),
+             "'type ' || coalesce('\"' || type || '\"', 'is missing') || '; expected one of track, page, screen, identify'"),
         Rule(F.MISSING_IDS, "nullif(trim(user_id), '') IS NULL AND nullif(trim(anonymous_id), '') IS NULL",
              "'userId and anonymousId are both missing; a message needs at least one'"),
         Rule(F.MISSING_TIMESTAMP, "nullif(trim(ts_text), '') IS NULL", "'timestamp is missing'"),

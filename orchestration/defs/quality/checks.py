@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from expectations import identity_map, raw_events, stg_segment__events, user_features
-from expectations.runner import Failure, validate
+from expectations.runner import Failure, row_count_bounds, validate
 from orchestration.defs.resources import WarehouseResource
 
 HISTORY_DDL = """
@@ -66,7 +66,8 @@ def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefini
             # A sample cannot answer "how many rows?": that comparison then runs on the full count.
             outcome = validate(name, frame, module.expectations(None if sample else previous_rows),
                                Path(warehouse.path).parent / "gx")
-            if sample and previous_rows and not (0.5 * previous_rows <= total <= 2 * previous_rows):
+            if sample and previous_rows and not (row_count_bounds(previous_rows)[0] <= total
+                                                 <= row_count_bounds(previous_rows)[1]):
                 outcome.success = False
                 outcome.failures.append(Failure("expect_table_row_count_to_be_between", None, total,
                                                 [f"previous run had {previous_rows} rows"]))
