@@ -241,7 +241,7 @@ def _make_person(cfg: GeneratorConfig, idx: int, rng: random.Random) -> Person:
     cinfo = V.COUNTRIES[country]
     city, post_prefix = rng.choice(cinfo["cities"])
     first, last = rng.choice(V.FIRST_NAMES), rng.choice(V.LAST_NAMES)
-    n = rng.randrange(1, 999)
+    n = _scramble(idx, 3) % 1_000_000  # unique per person: two people never share a mailbox
     if rng.random() < 0.2:
         domain = rng.choice(V.COMPANIES)[0]
     else:
@@ -554,12 +554,14 @@ class Simulator:
                 order["channel"] = "store"
             p.orders.append(order)
 
+        tablet_pending = household_tablet is not None  # each household member uses the tablet at least once
         for start in session_starts:
             day = start.date()
             st = self._local_start(rng, p, day)
             if not (cfg.start <= st < cfg.end) or st < p.active_from - dt.timedelta(days=1):
                 continue
-            dev = rng.choices(devices, weights=primary_weights)[0]
+            dev = household_tablet if tablet_pending else rng.choices(devices, weights=primary_weights)[0]
+            tablet_pending = False
             k = seen_sessions[dev.anonymous_id]
             seen_sessions[dev.anonymous_id] += 1
             logged = dev.anonymous_id in login_session and k >= login_session[dev.anonymous_id]
@@ -619,11 +621,13 @@ class Simulator:
             if duplicate_kind == "email_case":
                 email = _email_variant(p.email, rng).strip()
             elif duplicate_kind == "phone_format":
-                email = _ascii(f"{p.first_name}{p.last_name[0]}").lower().replace(" ", "") + f"{rng.randrange(10, 99)}@{rng.choice(V.FREEMAIL_DOMAINS)}"
+                email = (_ascii(f"{p.first_name}{p.last_name[0]}").lower().replace(" ", "")
+                         + f"{_scramble(p.index, 8) % 1_000_000}@{rng.choice(V.FREEMAIL_DOMAINS)}")
                 phone = _phone_text(p.phone, rng)
                 self._seen(p, "email", email.lower())
             else:  # name_typo: a different email, no phone; only names, birth date and address tie them
-                email = _ascii(f"{last}.{first}").lower().replace(" ", "").replace("'", "") + f"{rng.randrange(10, 99)}@{rng.choice(V.FREEMAIL_DOMAINS)}"
+                email = (_ascii(f"{last}.{first}").lower().replace(" ", "").replace("'", "")
+                         + f"{_scramble(p.index, 9) % 1_000_000}@{rng.choice(V.FREEMAIL_DOMAINS)}")
                 phone = ""
                 if rng.random() < 0.5:
                     first = _typo(first, rng)

@@ -173,3 +173,14 @@ def test_people_never_share_a_phone_number():
 
     numbers = [_e164(_phone("GB", owner)) for owner in range(20_000)]
     assert len(set(numbers)) == len(numbers)
+
+
+def test_people_never_share_an_email_at_scale(tmp_path):
+    """Identifiers collide by chance only at scale, so check the email rule on many people at once."""
+    import random
+
+    from orchestration.sample_data.generator import _make_person
+
+    cfg = dataclasses.replace(SMALL, persons=30_000)
+    emails = [_make_person(cfg, i, random.Random(f"7:{i}")).email for i in range(30_000)]
+    assert len(set(emails)) == len(emails)
