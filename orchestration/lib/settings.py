@@ -45,10 +45,6 @@ class Settings:
     mlflow_tracking_uri: str
     dagster_home: Path
 
-    @property
-    def data_dir(self) -> Path:
-        return self.warehouse.parent
-
 
 def load_settings() -> Settings:
     data_dir = PROJECT_ROOT / "data"

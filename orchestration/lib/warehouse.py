@@ -68,6 +68,27 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
         con.close()
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All statements inside commit together or not at all (also when the process dies)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def table_from_frame(con: duckdb.DuckDBPyConnection, name: str, frame, temp: bool = False) -> None:
+    """CREATE OR REPLACE a table from a pandas DataFrame in one statement."""
+    con.register("_frame", frame)
+    try:
+        con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {name} AS SELECT * FROM _frame")
+    finally:
+        con.unregister("_frame")
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     return bool(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",

@@ -6,7 +6,7 @@ import pandas as pd
 from orchestration.defs.identity.graph import CUSTOMER_LINK_RULES, GraphLimits, resolve
 from orchestration.defs.identity.matching import MatchSettings, match_customer_records
 from orchestration.defs.resources import WarehouseResource
-from orchestration.lib.warehouse import table_exists
+from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
 
 OWNER = "team:identity"
 PROBABILISTIC_RULE = "crm_probabilistic"
@@ -16,14 +16,6 @@ assert PROBABILISTIC_RULE in CUSTOMER_LINK_RULES
 class IdentityConfig(dg.Config):
     match_threshold: float = MatchSettings.threshold
     max_identifiers_per_person: int = GraphLimits.max_identifiers_per_person
-
-
-def _replace_table(con, qualified: str, frame: pd.DataFrame) -> None:
-    con.register("_frame", frame)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {qualified} AS SELECT * FROM _frame")
-    finally:
-        con.unregister("_frame")
 
 
 @dg.asset(
@@ -36,10 +28,7 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
     with warehouse.connect() as con:
         records = con.execute("SELECT * FROM intermediate.int_crm__customer_records").df()
         pairs = match_customer_records(records, MatchSettings(threshold=config.match_threshold))
-        with con.cursor() as cur:
-            cur.execute("BEGIN")
-            _replace_table(cur, "intermediate.crm_match_pairs", pairs)
-            cur.execute("COMMIT")
+        table_from_frame(con, "intermediate.crm_match_pairs", pairs)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(pairs), "crm_records": len(records), "threshold": config.match_threshold,
         "median_match_probability": float(pairs["match_probability"].median()) if len(pairs) else 0.0,
@@ -73,11 +62,9 @@ def identity_assignments(context: dg.AssetExecutionContext, config: IdentityConf
                     if table_exists(con, "marts", "identity_map") else None)
         result = resolve(nodes, pd.concat([edges, matches], ignore_index=True), previous,
                          GraphLimits(max_identifiers_per_person=config.max_identifiers_per_person))
-        with con.cursor() as cur:
-            cur.execute("BEGIN")
-            _replace_table(cur, "intermediate.identity_assignments", result.assignments)
-            _replace_table(cur, "intermediate.identity_refused_edges", result.refused_edges)
-            cur.execute("COMMIT")
+        with transaction(con):
+            table_from_frame(con, "intermediate.identity_assignments", result.assignments)
+            table_from_frame(con, "intermediate.identity_refused_edges", result.refused_edges)
     stats = result.stats
     changed = 0
     if previous is not None and len(previous):

@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import phonenumbers
 
+from orchestration.lib.warehouse import table_from_frame, transaction
 from orchestration.sample_data import faults as F
 
 EVENT_TYPES = ("track", "page", "screen", "identify")
@@ -86,12 +87,7 @@ def _file_loaded_at(con, source: str, files: list[Path], root: Path, now: dt.dat
 
 def _create_from_rows(con, name: str, columns: list[str], rows: list[tuple], dtypes: dict | None = None) -> None:
     """A temp table from Python rows in one statement (executemany costs a round trip per row)."""
-    frame = pd.DataFrame.from_records(rows, columns=columns).astype(dtypes or {})
-    con.register("_py_rows", frame)
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _py_rows")
-    finally:
-        con.unregister("_py_rows")
+    table_from_frame(con, name, pd.DataFrame.from_records(rows, columns=columns).astype(dtypes or {}), temp=True)
 
 
 def _whole_file_reason(exc: Exception) -> tuple[str, str]:
@@ -117,8 +113,7 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
     per_file = {r[0]: r[1:] for r in con.execute(
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
         for name, sql in (companions or {}).items():
             con.execute(f"CREATE OR REPLACE TABLE raw.{name} AS {sql}")
@@ -136,10 +131,6 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
                                                  "rows_read", "rows_loaded", "rows_quarantined"], rows,
                               {"loaded_at": "datetime64[us]"})
             con.execute("INSERT INTO raw.ingested_files SELECT * FROM _manifest")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
     report.quarantine_by_reason = dict(con.execute(
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
