@@ -5,6 +5,7 @@ import dagster as dg
 from orchestration.defs.dbt import definitions as dbt_domain
 from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
+from orchestration.defs.ml import definitions as ml_domain
 from orchestration.defs.quality import definitions as quality_domain
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.settings import export_for_subprocesses, load_settings
@@ -25,6 +26,7 @@ defs = dg.Definitions.merge(
     dbt_domain.defs,
     identity_domain.defs,
     quality_domain.defs,
+    ml_domain.defs,
     dg.Definitions(
         jobs=[materialize_all],
         resources={

@@ -1,6 +1,7 @@
 -- depends_on: {{ ref('stg_segment__events') }}, {{ ref('stg_commerce__order_lines') }}
 -- The dates features are computed as of: the scoring date (var as_of, else the latest valid event
--- or order date; never now()) and the propensity training cutoff label_window_days before it.
+-- or order date; never now()); the propensity training cutoff label_window_days before it; and the
+-- backtest cutoff one more window back, whose models are validated on the training cutoff's labels.
 with latest as (
     {% if var('as_of') %}
     select cast('{{ var("as_of") }}' as date) as as_of
@@ -17,3 +18,5 @@ with latest as (
 select as_of, 'scoring' as purpose from latest
 union all
 select {{ dbt.dateadd('day', -var('label_window_days'), 'as_of') }}, 'training_cutoff' from latest
+union all
+select {{ dbt.dateadd('day', -2 * var('label_window_days'), 'as_of') }}, 'backtest_cutoff' from latest

@@ -1,0 +1,127 @@
+"""MLflow runs, the model registry, and champion/challenger promotion.
+
+Every trained model is registered and gets the alias `challenger`. It becomes `champion` only when
+it passes the policy's minimums and beats the current champion, measured on the same data, by the
+policy's margin. Scoring always loads `models:/<name>@champion`. Aliases, never stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+from dataclasses import dataclass, field
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
+# Models are saved with skops, which loads only allow-listed types. We trust the types our own
+# package and scikit-learn put into models we trained ourselves, and nothing else.
+TRUSTED_MODULES = ("ml.", "sklearn.")
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    metric: str  # higher is better
+    margin: float = 0.0
+    minimums: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    challenger_version: str
+    challenger_metric: float
+    champion_version: str | None = None
+    champion_metric: float | None = None
+
+
+def decide(policy: PromotionPolicy, challenger: dict[str, float], champion_metric: float | None,
+           champion_version: str | None, challenger_version: str) -> PromotionDecision:
+    """Promote when every minimum holds and the challenger beats the champion by the margin."""
+    value = challenger[policy.metric]
+
+    def made(promoted: bool, reason: str) -> PromotionDecision:
+        return PromotionDecision(promoted, reason, challenger_version, value, champion_version, champion_metric)
+
+    failed = [f"{m} {challenger.get(m, float('nan')):.4f} < minimum {floor}" for m, floor in policy.minimums.items()
+              if not challenger.get(m, float("nan")) >= floor]
+    if failed:
+        return made(False, "Refused: " + "; ".join(failed) + ".")
+    if champion_version is None:
+        return made(True, f"Promoted: no champion yet, and {policy.metric} {value:.4f} passes every minimum.")
+    if champion_metric is None or math.isnan(champion_metric):
+        return made(True, f"Promoted: champion v{champion_version} cannot score the current features "
+                          f"(schema changed); {policy.metric} {value:.4f} passes every minimum.")
+    if value >= champion_metric + policy.margin:
+        return made(True, f"Promoted: {policy.metric} {value:.4f} beats champion v{champion_version} "
+                          f"({champion_metric:.4f}) by at least the margin {policy.margin}.")
+    return made(False, f"Refused: {policy.metric} {value:.4f} does not beat champion v{champion_version} "
+                       f"({champion_metric:.4f}) by the margin {policy.margin}.")
+
+
+@contextlib.contextmanager
+def run(experiment: str, run_name: str, description: str, tags: dict[str, str]):
+    """An MLflow run in `experiment`, with a description and tags (engine, as_of, data version, ...)."""
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name, description=description,
+                          tags={k: str(v) for k, v in tags.items() if v is not None}) as active:
+        yield active
+
+
+def pip_requirements() -> list[str]:
+    return [f"{p}=={importlib.metadata.version(p)}" for p in REQUIREMENTS]
+
+
+def trusted_types(model) -> list[str]:
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return [t for t in untrusted if t.startswith(TRUSTED_MODULES)]
+
+
+def log_model(model, registered_name: str, example: pd.DataFrame, output, *, predict_fn: str = "predict",
+              code_paths: list[str] | None = None) -> str:
+    """Log `model` to the active run with signature and input example, register it, return the version."""
+    info = mlflow.sklearn.log_model(
+        model, name="model", registered_model_name=registered_name,
+        signature=infer_signature(example, output), input_example=example.head(5),
+        pip_requirements=pip_requirements(), pyfunc_predict_fn=predict_fn, code_paths=code_paths,
+        skops_trusted_types=trusted_types(model),
+    )
+    return str(info.registered_model_version)
+
+
+def champion(registered_name: str):
+    """(model version, loaded sklearn model) of the current champion, or (None, None)."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(registered_name, CHAMPION)
+    except MlflowException:
+        return None, None
+    return version, mlflow.sklearn.load_model(f"models:/{registered_name}@{CHAMPION}")
+
+
+def apply(registered_name: str, decision: PromotionDecision) -> None:
+    """Move the aliases, and record the decision on the model version and the active run."""
+    client = MlflowClient()
+    client.set_registered_model_alias(registered_name, CHALLENGER, decision.challenger_version)
+    if decision.promoted:
+        client.set_registered_model_alias(registered_name, CHAMPION, decision.challenger_version)
+    client.update_model_version(registered_name, decision.challenger_version, description=decision.reason)
+    client.set_model_version_tag(registered_name, decision.challenger_version, "promotion",
+                                 "champion" if decision.promoted else "refused")
+    mlflow.set_tags({"promotion.decision": "promoted" if decision.promoted else "refused",
+                     "promotion.reason": decision.reason})
+    mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()

@@ -1,0 +1,235 @@
+"""Train, log, register, promote and score: one function per model family.
+
+Each training function runs one MLflow run in its family's experiment, logs parameters, metrics,
+tables, figures and a markdown summary, registers the model as `challenger`, and promotes it to
+`champion` when the policy allows. Scoring functions always use `@champion`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from ml import plots, tracking
+from ml.clustering import ClusteringConfig, silhouette_of, train_clustering
+from ml.propensity import PropensityConfig, model_inputs, score, train_propensity
+from ml.tracking import PromotionPolicy
+
+CLUSTERING_EXPERIMENT = "tessera-clustering"
+CLUSTERING_MODEL = "tessera_clustering"
+CLUSTERING_POLICY = PromotionPolicy(metric="silhouette", margin=0.01,
+                                    minimums={"silhouette": 0.10, "stability_ari_mean": 0.60})
+PROPENSITY_POLICY = PromotionPolicy(metric="roc_auc", margin=0.005, minimums={"roc_auc": 0.60})
+
+
+def propensity_experiment(model_name: str) -> str:
+    return f"tessera-propensity-{model_name}"
+
+
+def propensity_registered_name(model_name: str) -> str:
+    return f"tessera_{model_name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Where a training run comes from, recorded as tags on every MLflow run."""
+
+    as_of: str
+    data_version: str
+    engine: str = "duckdb"
+    dagster_run_id: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        return {"tessera.as_of": self.as_of, "tessera.data_version": self.data_version,
+                "tessera.engine": self.engine, "dagster.run_id": self.dagster_run_id or "none"}
+
+
+class NoChampionError(RuntimeError):
+    """Scoring was asked for before any model of the family passed its promotion policy."""
+
+
+def _figure(fig, path: str) -> None:
+    mlflow.log_figure(fig, path)
+    plots.close(fig)
+
+
+def _finite(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(float(v))}
+
+
+def _summary(lines: list[str]) -> str:
+    text = "\n".join(lines) + "\n"
+    mlflow.log_text(text, "summary.md")
+    return text
+
+
+def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: ClusteringConfig = ClusteringConfig(),
+                           policy: PromotionPolicy = CLUSTERING_POLICY) -> dict:
+    """Cluster `frame` (model-ready features at the scoring date), log everything, maybe promote."""
+    champion_version, champion_model = tracking.champion(CLUSTERING_MODEL)
+    previous = champion_model.centroid_frame() if champion_model is not None else None
+    result = train_clustering(frame, config, previous)
+    chosen, model = result.chosen, result.model
+    description = (f"Behavioural clusters as of {ctx.as_of}: {chosen.algorithm} with {chosen.k} clusters, "
+                   f"chosen by silhouette among {sum(c.eligible for c in result.candidates)} eligible candidates.")
+    with tracking.run(CLUSTERING_EXPERIMENT, f"clustering {ctx.as_of}", description, ctx.tags()) as active:
+        mlflow.log_params({**dataclasses.asdict(config), "chosen_algorithm": chosen.algorithm, "chosen_k": chosen.k,
+                           "features": len(model.features), "persons": len(frame),
+                           "selection_rule": "max silhouette among eligible candidates"})
+        mlflow.log_metrics(_finite(result.metrics))
+        for i, ari in enumerate(result.stability_ari):
+            mlflow.log_metric("stability_ari", ari, step=i)
+        for row in result.elbow.itertuples():
+            mlflow.log_metric("kmeans_inertia", row.inertia, step=int(row.k))
+        mlflow.log_table(pd.DataFrame([c.as_row() for c in result.candidates]), "candidates.json")
+        mlflow.log_table(result.profile.reset_index(), "cluster_profile.json")
+        mlflow.log_table(result.significance, "feature_significance.json")
+        mlflow.log_dict(model.names, "cluster_names.json")
+        if len(result.elbow):
+            _figure(plots.elbow(result.elbow, chosen.k if chosen.algorithm == "kmeans" else None), "elbow.png")
+        _figure(plots.z_score_heatmap(result.z_scores, result.names), "cluster_profiles.png")
+        example = frame[model.features]
+        version = tracking.log_model(model, CLUSTERING_MODEL, example, model.predict(example.head(5)),
+                                     code_paths=[_ml_package_dir()])
+        challenger_metrics = {**result.metrics, "silhouette": silhouette_of(model, frame, config.sample_size, config.seed)}
+        champion_metric = None
+        if champion_model is not None:
+            try:
+                champion_metric = silhouette_of(champion_model, frame, config.sample_size, config.seed)
+            except (KeyError, ValueError):
+                champion_metric = float("nan")
+        decision = tracking.decide(policy, challenger_metrics, champion_metric,
+                                   champion_version.version if champion_version else None, version)
+        tracking.apply(CLUSTERING_MODEL, decision)
+        not_separating = result.significance.loc[~result.significance["separates"], "feature"].tolist()
+        summary = _summary([
+            f"# Clustering as of {ctx.as_of}",
+            "",
+            description,
+            "",
+            f"- silhouette {chosen.silhouette:.3f}, Davies-Bouldin {chosen.davies_bouldin:.3f}, "
+            f"Calinski-Harabasz {chosen.calinski_harabasz:.0f}, noise {chosen.noise_share:.1%}",
+            f"- bootstrap ARI over {len(result.stability_ari)} resamples: mean {result.metrics['stability_ari_mean']:.3f}, "
+            f"min {result.metrics['stability_ari_min']:.3f}",
+            f"- features that do not separate clusters: {', '.join(not_separating) or 'none'}",
+            f"- promotion: {decision.reason}",
+            "",
+            "| cluster | name | persons | share |",
+            "|---|---|---|---|",
+            *[f"| {cid} | {row['cluster_name']} | {row['size']:,} | {row['share']:.1%} |" for cid, row in result.profile.iterrows()],
+        ])
+        run_id = active.info.run_id
+    return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
+            "algorithm": chosen.algorithm, "k": chosen.k, "metrics": _finite(result.metrics),
+            "names": result.names, "profile": result.profile, "summary": summary,
+            "features_not_separating": not_separating}
+
+
+def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
+    """person_id, cluster_id, cluster_name, model_version for every row, from the champion."""
+    version, model = tracking.champion(CLUSTERING_MODEL)
+    if model is None:
+        raise NoChampionError(f"The registered model {CLUSTERING_MODEL} has no champion yet: no clustering run has "
+                              "passed the promotion policy. See the latest run's promotion.reason tag in MLflow.")
+    ids = model.predict(frame[model.features])
+    return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "cluster_id": ids,
+                         "cluster_name": [model.name_of(i) for i in ids],
+                         "model_version": str(version.version)})
+
+
+def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: RunContext,
+                           config: PropensityConfig = PropensityConfig(),
+                           policy: PromotionPolicy = PROPENSITY_POLICY, label_column: str = "purchased_in_window") -> dict:
+    """Choose and fit a propensity model out of time (see ml.propensity), log it, maybe promote it."""
+    registered = propensity_registered_name(config.model_name)
+    champion_version, champion_model = tracking.champion(registered)
+    result = train_propensity(backtest.drop(columns=[label_column]), backtest[label_column],
+                              training.drop(columns=[label_column]), training[label_column], config)
+    val = result.chosen_validation
+    description = (f"{config.model_name} as of {ctx.as_of}: {result.chosen} chosen by out-of-time ROC-AUC "
+                   f"(fitted on the backtest cutoff, evaluated on the training cutoff), then refitted on the "
+                   f"training cutoff's {len(training):,} persons.")
+    with tracking.run(propensity_experiment(config.model_name), f"{config.model_name} {ctx.as_of}", description,
+                      ctx.tags()) as active:
+        mlflow.log_params({**dataclasses.asdict(config), "chosen_model": result.chosen,
+                           "backtest_rows": len(backtest), "training_rows": len(training),
+                           "features": len(result.features)})
+        mlflow.log_metrics(_finite(val.metrics()))
+        for name, ev in result.validation.items():
+            mlflow.log_metrics(_finite(ev.metrics(prefix=f"{name}.")))
+        mlflow.log_table(val.by_group, "roc_auc_by_group.json")
+        mlflow.log_table(val.calibration, "calibration.json")
+        mlflow.log_dict(val.confusion, "confusion_matrix.json")
+        _figure(plots.calibration(val.calibration, f"{result.chosen}: calibration (out of time)"), "calibration.png")
+        _figure(plots.confusion(val.confusion, val.threshold), "confusion_matrix.png")
+        example = model_inputs(training.drop(columns=[label_column]))
+        version = tracking.log_model(result.model, registered, example, score(result.model, example.head(5)),
+                                     predict_fn="predict_proba")
+        champion_metric = _propensity_champion_metric(champion_version, champion_model, training, label_column, config)
+        decision = tracking.decide(policy, val.metrics(), champion_metric,
+                                   champion_version.version if champion_version else None, version)
+        tracking.apply(registered, decision)
+        groups = "; ".join(f"{r.group_column}={r.group}: {r.roc_auc:.3f}" for r in val.by_group.itertuples())
+        summary = _summary([
+            f"# {config.model_name} as of {ctx.as_of}",
+            "",
+            description,
+            "",
+            "| model | ROC-AUC | PR-AUC | Brier |",
+            "|---|---|---|---|",
+            *[f"| {n} | {e.roc_auc:.4f} | {e.pr_auc:.4f} | {e.brier:.4f} |" for n, e in result.validation.items()],
+            "",
+            f"- threshold {val.threshold:.3f} (best F1): {json.dumps(val.confusion)}",
+            f"- ROC-AUC by group: {groups or 'no group large enough'}",
+            f"- promotion: {decision.reason}",
+        ])
+        run_id = active.info.run_id
+    return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
+            "chosen": result.chosen, "metrics": _finite(val.metrics()), "summary": summary,
+            "candidates": {n: round(e.roc_auc, 4) for n, e in result.validation.items()}}
+
+
+def _propensity_champion_metric(version, model, training: pd.DataFrame, label_column: str,
+                                config: PropensityConfig) -> float | None:
+    """The champion's ROC-AUC, comparable with the challenger's out-of-time ROC-AUC.
+
+    A champion trained on labels that end on or before the current training cutoff has never seen
+    the current validation window, so it is scored on it, like the challenger. A newer champion
+    has seen that window; its own out-of-time ROC-AUC, recorded at its run, stands instead.
+    """
+    if model is None:
+        return None
+    run = mlflow.get_run(version.run_id)
+    champion_as_of = run.data.tags.get("tessera.as_of", "")
+    cutoff = str(pd.Timestamp(training["as_of"].max()).date())
+    if champion_as_of and champion_as_of > cutoff:
+        return run.data.metrics.get("roc_auc", float("nan"))
+    try:
+        labels = training[label_column].astype(int).to_numpy()
+        return float(roc_auc_score(labels, score(model, training.drop(columns=[label_column]))))
+    except (KeyError, ValueError):
+        return float("nan")
+
+
+def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> pd.DataFrame:
+    """person_id, model_name, score, model_version for every row, from the champion."""
+    registered = propensity_registered_name(model_name)
+    version, model = tracking.champion(registered)
+    if model is None:
+        raise NoChampionError(f"The registered model {registered} has no champion yet: no {model_name} run has passed "
+                              "the promotion policy. See the latest run's promotion.reason tag in MLflow.")
+    scores = score(model, frame)
+    return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "model_name": model_name,
+                         "score": np.round(scores, 6), "model_version": str(version.version)})
+
+
+def _ml_package_dir() -> str:
+    import ml
+
+    return str(next(iter(ml.__path__)))

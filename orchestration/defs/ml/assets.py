@@ -1,0 +1,175 @@
+"""ML assets: clustering and purchase propensity, trained and registered in MLflow, scored by @champion.
+
+The work itself is plain Python in `ml/`; these assets read the feature marts, pass the run's
+context (as_of, data version, engine, Dagster run id) and write the scored marts.
+"""
+
+import os
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+
+from ml import workflows
+from ml.clustering import ClusteringConfig
+from ml.propensity import PropensityConfig
+from ml.tracking import PromotionPolicy
+from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.warehouse import table_from_frame, transaction
+
+OWNER = "team:data-science"
+FEATURES = dg.AssetKey(["marts", "user_features"])
+MODEL_READY = dg.AssetKey(["marts", "user_features_model_ready"])
+LABELS = dg.AssetKey(["marts", "purchase_labels"])
+
+
+class ClusteringAssetConfig(dg.Config):
+    k_min: int = ClusteringConfig.k_min
+    k_max: int = ClusteringConfig.k_max
+    algorithms: list[str] = list(ClusteringConfig.algorithms)
+    pca_variance: Optional[float] = None  # noqa: UP045 (Dagster config needs Optional)
+    sample_size: int = ClusteringConfig.sample_size
+    bootstrap_resamples: int = ClusteringConfig.bootstrap_resamples
+    promotion_margin: float = workflows.CLUSTERING_POLICY.margin
+
+
+class PropensityAssetConfig(dg.Config):
+    candidates: list[str] = list(PropensityConfig.candidates)
+    max_train_rows: int = PropensityConfig.max_train_rows
+    promotion_margin: float = workflows.PROPENSITY_POLICY.margin
+    min_roc_auc: float = workflows.PROPENSITY_POLICY.minimums["roc_auc"]
+
+
+def _frame(con, purpose: str, with_labels: bool = False) -> pd.DataFrame:
+    """Model-ready features at the feature date of `purpose` (scoring, training_cutoff, backtest_cutoff)."""
+    labels = ", l.purchased_in_window" if with_labels else ""
+    join = "JOIN marts.purchase_labels l ON l.person_id = f.person_id AND l.as_of = f.as_of" if with_labels else ""
+    return con.execute(f"""
+        SELECT f.*{labels}
+        FROM marts.user_features_model_ready f
+        JOIN intermediate.int_feature_dates d ON d.as_of = f.as_of AND d.purpose = ?
+        {join}
+        ORDER BY f.person_id""", [purpose]).df()
+
+
+def _context(con, context: dg.AssetExecutionContext, frame: pd.DataFrame) -> workflows.RunContext:
+    rows, digest = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM marts.user_features_model_ready t")\
+        .fetchone()
+    return workflows.RunContext(
+        as_of=str(pd.Timestamp(frame["as_of"].max()).date()) if len(frame) else "unknown",
+        data_version=f"{rows}-{int(digest) % 10**12:012d}",
+        engine=os.environ.get("TESSERA_ENGINE", "duckdb"), dagster_run_id=context.run.run_id,
+    )
+
+
+def _decision_metadata(summary: dict) -> dict:
+    return {
+        "mlflow_run_id": summary["run_id"], "model_version": summary["model_version"],
+        "promoted": summary["promoted"], "promotion_reason": summary["reason"],
+        "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
+        "summary": dg.MetadataValue.md(summary["summary"]),
+        **{f"metric/{k}": float(v) for k, v in summary["metrics"].items()},
+    }
+
+
+@dg.asset(
+    key=["ml", "clustering_model"], deps=[FEATURES, MODEL_READY], group_name="ml", owners=[OWNER],
+    kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb",
+    description="Behavioural clusters discovered from the model-ready features (KMeans, GMM, Ward, HDBSCAN), "
+                "selected by silhouette, logged to MLflow and registered; promoted to @champion only when better.",
+)
+def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetConfig,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.connect(read_only=True) as con:
+        frame = _frame(con, "scoring")
+        run_context = _context(con, context, frame)
+    try:
+        cluster_config = ClusteringConfig(k_min=config.k_min, k_max=config.k_max, algorithms=tuple(config.algorithms),
+                                          pca_variance=config.pca_variance, sample_size=config.sample_size,
+                                          bootstrap_resamples=config.bootstrap_resamples)
+    except ValueError as exc:
+        raise dg.Failure(description=f"Invalid clustering config: {exc}") from None
+    policy = PromotionPolicy(workflows.CLUSTERING_POLICY.metric, config.promotion_margin,
+                             workflows.CLUSTERING_POLICY.minimums)
+    summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy)
+    profile = summary["profile"][["cluster_name", "size", "share"]].reset_index()
+    return dg.MaterializeResult(metadata={
+        **_decision_metadata(summary), "algorithm": summary["algorithm"], "clusters": summary["k"],
+        "persons": len(frame), "cluster_profile": dg.MetadataValue.md(profile.to_markdown(index=False)),
+        "features_not_separating": ", ".join(summary["features_not_separating"]) or "none",
+    })
+
+
+@dg.asset(
+    key=["marts", "cluster_assignments"], deps=[clustering_model], group_name="ml", owners=[OWNER],
+    kinds={"duckdb", "mlflow"}, pool="duckdb",
+    description="One row per person: the @champion clustering's stable cluster id and readable name at the scoring date.",
+)
+def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        frame = _frame(con, "scoring")
+        try:
+            assigned = workflows.assign_clusters(frame)
+        except workflows.NoChampionError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        assigned["as_of"] = frame["as_of"].to_numpy()
+        with transaction(con):
+            table_from_frame(con, "marts.cluster_assignments", assigned)
+    sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(assigned), "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
+        "cluster_sizes": dg.MetadataValue.md(sizes.to_markdown(index=False)),
+    })
+
+
+@dg.asset(
+    key=["ml", "purchase_30d_model"], deps=[FEATURES, MODEL_READY, LABELS], group_name="ml", owners=[OWNER],
+    kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb",
+    description="purchase_30d propensity: logistic regression, random forest and gradient boosting compared out of "
+                "time, the best refitted on the latest labels, logged and registered; @champion only when better.",
+)
+def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAssetConfig,
+                       warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.connect(read_only=True) as con:
+        backtest = _frame(con, "backtest_cutoff", with_labels=True)
+        training = _frame(con, "training_cutoff", with_labels=True)
+        run_context = _context(con, context, _frame(con, "scoring"))
+    try:
+        propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows)
+        summary = workflows.train_propensity_model(
+            backtest, training, run_context, propensity_config,
+            PromotionPolicy("roc_auc", config.promotion_margin, {"roc_auc": config.min_roc_auc}))
+    except ValueError as exc:
+        raise dg.Failure(description=f"purchase_30d could not be trained: {exc}") from None
+    return dg.MaterializeResult(metadata={
+        **_decision_metadata(summary), "chosen_model": summary["chosen"],
+        "candidates_roc_auc": dg.MetadataValue.json(summary["candidates"]),
+        "backtest_rows": len(backtest), "training_rows": len(training),
+    })
+
+
+@dg.asset(
+    key=["marts", "propensity_scores"], deps=[purchase_30d_model], group_name="ml", owners=[OWNER],
+    kinds={"duckdb", "mlflow"}, pool="duckdb",
+    description="One row per person and model: the @champion purchase_30d probability at the scoring date.",
+)
+def propensity_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        frame = _frame(con, "scoring")
+        try:
+            scores = workflows.score_propensity(frame, "purchase_30d")
+        except workflows.NoChampionError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        scores["as_of"] = frame["as_of"].to_numpy()
+        with transaction(con):
+            table_from_frame(con, "marts.propensity_scores", scores)
+    deciles = pd.qcut(scores["score"].rank(method="first"), 10, labels=False) if len(scores) >= 10 else None
+    meta = {"dagster/row_count": len(scores), "model_version": scores["model_version"].iloc[0] if len(scores) else "",
+            "mean_score": float(scores["score"].mean()) if len(scores) else 0.0}
+    if deciles is not None:
+        meta["mean_score_by_decile"] = dg.MetadataValue.json(
+            {int(d) + 1: round(float(v), 4) for d, v in scores["score"].groupby(deciles).mean().items()})
+    return dg.MaterializeResult(metadata=meta)
+
+
+ml_assets = [clustering_model, cluster_assignments, purchase_30d_model, propensity_scores]
