@@ -13,6 +13,7 @@ from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
+from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.quality.checks import quality_checks
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
@@ -190,3 +191,67 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, tmp_path, monke
     after = features(tmp_path / "after.duckdb")
     assert before[0] > 0
     assert after == before
+
+
+def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    _, warehouse = pipeline
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = dg.materialize(ml_assets, resources={"warehouse": WarehouseResource(path=str(warehouse))},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    with connect(warehouse, read_only=True) as con:
+        persons = con.execute("""SELECT count(*) FROM marts.user_features f JOIN intermediate.int_feature_dates d
+                                 ON d.as_of = f.as_of AND d.purpose = 'scoring'""").fetchone()[0]
+        clusters = con.execute("SELECT * FROM marts.cluster_assignments").df()
+        scores = con.execute("SELECT * FROM marts.propensity_scores").df()
+    assert len(clusters) == clusters["person_id"].nunique() == persons > 0
+    assert len(scores) == scores["person_id"].nunique() == persons
+    assert set(scores["model_name"]) == {"purchase_30d"} and scores["score"].between(0, 1).all()
+    assert clusters["cluster_name"].str.len().min() > 3 and clusters["cluster_id"].nunique() >= 3
+    client = MlflowClient()
+    for name in ("tessera_clustering", "tessera_purchase_30d"):
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert client.get_run(champion.run_id).data.tags["dagster.run_id"] == result.run_id
+    metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+    assert metadata["ml/purchase_30d_model"]["promoted"].value is True
+    assert metadata["marts/propensity_scores"]["dagster/row_count"].value == persons
+
+
+def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feature(sample, tmp_path, monkeypatch):
+    """No leakage: what happens after the training cutoff reaches its label, never its features."""
+    import shutil
+
+    landing = tmp_path / "landing"
+    shutil.copytree(sample.landing, landing)
+
+    def build(warehouse):
+        monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
+        result = dg.materialize(ALL_ASSETS, instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(path=str(warehouse)), "landing": LandingZoneResource(root=str(landing)),
+            "dbt": dbt_domain_defs.resources["dbt"]})
+        assert result.success
+        return connect(warehouse, read_only=True)
+
+    with build(tmp_path / "before.duckdb") as con:
+        cutoff = con.execute("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'training_cutoff'")\
+            .fetchone()[0]
+        earlier = f"(SELECT * FROM marts.user_features WHERE as_of <= DATE '{cutoff}')"
+        features_before = table_fingerprint(con, earlier)
+        customer, person = con.execute("""
+            SELECT m.identifier, m.person_id FROM marts.identity_map m
+            JOIN marts.purchase_labels l ON l.person_id = m.person_id AND l.as_of = ?
+            WHERE m.identifier_type = 'customer_id' ORDER BY m.identifier LIMIT 1""", [cutoff]).fetchone()
+        labels_before = con.execute("SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?",
+                                    [person, cutoff]).fetchone()[0]
+    ordered_at = (pd.Timestamp(cutoff) + pd.Timedelta(days=5, hours=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (landing / "orders" / "zz-in-window.csv").write_text(
+        "order_id,customer_id,email,ordered_at,amount,currency,status,channel\n"
+        f"IN-WINDOW-1,{customer},,{ordered_at},80.00,USD,completed,web\n")
+    with build(tmp_path / "after.duckdb") as con:
+        assert table_fingerprint(con, earlier) == features_before
+        labels_after = con.execute("SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?",
+                                   [person, cutoff]).fetchone()[0]
+    assert labels_after == labels_before + 1

@@ -1,0 +1,63 @@
+"""Champion/challenger promotion, against a real MLflow store."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ml import workflows
+from ml.tracking import PromotionPolicy, decide
+
+POLICY = PromotionPolicy(metric="roc_auc", margin=0.01, minimums={"roc_auc": 0.6})
+
+
+def test_decide_refuses_a_worse_or_weak_challenger_and_says_why():
+    worse = decide(POLICY, {"roc_auc": 0.80}, champion_metric=0.85, champion_version="3", challenger_version="4")
+    assert not worse.promoted and "does not beat champion v3 (0.8500)" in worse.reason
+    tie = decide(POLICY, {"roc_auc": 0.855}, champion_metric=0.85, champion_version="3", challenger_version="4")
+    assert not tie.promoted  # better, but not by the margin
+    weak = decide(POLICY, {"roc_auc": 0.55}, champion_metric=None, champion_version=None, challenger_version="1")
+    assert not weak.promoted and "roc_auc 0.5500 < minimum 0.6" in weak.reason
+    better = decide(POLICY, {"roc_auc": 0.87}, champion_metric=0.85, champion_version="3", challenger_version="4")
+    assert better.promoted
+
+
+def _frame(seed: int, n: int, as_of: str, x_weight: float = 3.0, z_weight: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x, z = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    return pd.DataFrame({"person_id": [f"p{i}" for i in range(n)], "as_of": pd.Timestamp(as_of), "x": x, "z": z,
+                         "purchased_in_window": rng.random(n) < 1 / (1 + np.exp(-(x_weight * x + z_weight * z)))})
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return MlflowClient()
+
+
+def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_store):
+    ctx = workflows.RunContext(as_of="2026-10-31", data_version="v1", dagster_run_id="run-1")
+    strong = workflows.train_propensity_model(_frame(1, 600, "2026-09-01"), _frame(2, 600, "2026-10-01"), ctx)
+    assert strong["promoted"] and strong["model_version"] == "1"
+    # Same dates, but backtest labels driven mostly by z: a model that passes the minimum, yet ranks worse.
+    weak = workflows.train_propensity_model(_frame(3, 600, "2026-09-01", x_weight=2.0, z_weight=2.0),
+                                            _frame(4, 600, "2026-10-01"), ctx)
+    assert not weak["promoted"] and weak["model_version"] == "2"
+
+    name = workflows.propensity_registered_name("purchase_30d")
+    assert str(mlflow_store.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(mlflow_store.get_model_version_by_alias(name, "challenger").version) == "2"
+    assert "does not beat champion v1" in mlflow_store.get_model_version(name, "2").description
+    run = mlflow_store.get_run(weak["run_id"])
+    assert run.data.tags["promotion.decision"] == "refused"
+    assert run.data.tags["dagster.run_id"] == "run-1" and run.data.tags["tessera.as_of"] == "2026-10-31"
+    artifacts = {a.path for a in mlflow_store.list_artifacts(weak["run_id"])}
+    assert {"summary.md", "calibration.png", "confusion_matrix.png", "roc_auc_by_group.json"} <= artifacts
+
+    scores = workflows.score_propensity(_frame(5, 50, "2026-10-31"))
+    assert set(scores["model_version"]) == {"1"} and scores["score"].between(0, 1).all()
+
+
+def test_scoring_without_a_champion_explains_itself(mlflow_store):
+    with pytest.raises(workflows.NoChampionError, match="has no champion yet"):
+        workflows.assign_clusters(pd.DataFrame({"person_id": ["p1"]}))
