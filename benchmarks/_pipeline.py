@@ -26,8 +26,9 @@ def ensure_generated(work: Path, persons: int) -> tuple[Path, Path]:
     return landing, truth
 
 
-def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False) -> dict:
-    """Every asset (optionally with asset checks) into `warehouse`; wall time per step from the event log."""
+def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False) -> dict:
+    """Every asset (optionally with asset checks and the ML assets) into `warehouse`; wall time per step
+    from the event log."""
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
@@ -35,10 +36,12 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False) -> d
     from orchestration.defs.dbt.definitions import defs as dbt_defs
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
+    from orchestration.defs.ml.assets import ml_assets
     from orchestration.defs.quality.checks import quality_checks
     from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 
-    assets = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets] + (quality_checks if with_checks else [])
+    assets = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets] + (quality_checks if with_checks else []) \
+        + (ml_assets if with_ml else [])
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     result = dg.materialize(assets, instance=instance,
