@@ -333,6 +333,15 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
     )
 
 
+def top_categories(person_ids, labels: np.ndarray, person_categories: pd.DataFrame, n: int = 3) -> pd.Series:
+    """The `n` categories with most events per cluster; person_categories: person_id, category, events."""
+    members = pd.DataFrame({"person_id": np.asarray(person_ids), "cluster_id": labels})
+    joined = person_categories.merge(members, on="person_id")
+    totals = joined.groupby(["cluster_id", "category"])["events"].sum().reset_index()
+    totals = totals.sort_values(["cluster_id", "events", "category"], ascending=[True, False, True])
+    return totals.groupby("cluster_id")["category"].apply(lambda c: ", ".join(c.head(n)))
+
+
 def silhouette_of(model: ClusterModel, frame: pd.DataFrame, sample_size: int = 5000, seed: int = 42) -> float:
     """A fitted model's silhouette on `frame`, in that model's own feature space (for champion vs challenger)."""
     X = numeric_matrix(frame, model.features)

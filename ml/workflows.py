@@ -17,7 +17,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ml import plots, tracking
-from ml.clustering import ClusteringConfig, silhouette_of, train_clustering
+from ml.features import numeric_matrix
+from ml.clustering import ClusteringConfig, silhouette_of, top_categories, train_clustering
 from ml.propensity import PropensityConfig, model_inputs, score, train_propensity
 from ml.tracking import PromotionPolicy
 
@@ -70,11 +71,19 @@ def _summary(lines: list[str]) -> str:
 
 
 def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: ClusteringConfig = ClusteringConfig(),
-                           policy: PromotionPolicy = CLUSTERING_POLICY) -> dict:
-    """Cluster `frame` (model-ready features at the scoring date), log everything, maybe promote."""
+                           policy: PromotionPolicy = CLUSTERING_POLICY,
+                           person_categories: pd.DataFrame | None = None) -> dict:
+    """Cluster `frame` (model-ready features at the scoring date), log everything, maybe promote.
+
+    `person_categories` (person_id, category, events), when given, adds each cluster's top
+    categories to the logged profile.
+    """
     champion_version, champion_model = tracking.champion(CLUSTERING_MODEL)
     previous = champion_model.centroid_frame() if champion_model is not None else None
     result = train_clustering(frame, config, previous)
+    if person_categories is not None and len(person_categories):
+        tops = top_categories(frame["person_id"], result.labels, person_categories)
+        result.profile.insert(3, "top_categories", tops.reindex(result.profile.index).fillna(""))
     chosen, model = result.chosen, result.model
     description = (f"Behavioural clusters as of {ctx.as_of}: {chosen.algorithm} with {chosen.k} clusters, "
                    f"chosen by silhouette among {sum(c.eligible for c in result.candidates)} eligible candidates.")
@@ -94,7 +103,7 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
         if len(result.elbow):
             _figure(plots.elbow(result.elbow, chosen.k if chosen.algorithm == "kmeans" else None), "elbow.png")
         _figure(plots.z_score_heatmap(result.z_scores, result.names), "cluster_profiles.png")
-        example = frame[model.features]
+        example = numeric_matrix(frame, model.features)  # floats, as the model reads them
         version = tracking.log_model(model, CLUSTERING_MODEL, example, model.predict(example.head(5)),
                                      code_paths=[_ml_package_dir()])
         challenger_metrics = {**result.metrics, "silhouette": silhouette_of(model, frame, config.sample_size, config.seed)}
@@ -120,9 +129,10 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
             f"- features that do not separate clusters: {', '.join(not_separating) or 'none'}",
             f"- promotion: {decision.reason}",
             "",
-            "| cluster | name | persons | share |",
-            "|---|---|---|---|",
-            *[f"| {cid} | {row['cluster_name']} | {row['size']:,} | {row['share']:.1%} |" for cid, row in result.profile.iterrows()],
+            "| cluster | name | persons | share | top categories |",
+            "|---|---|---|---|---|",
+            *[f"| {cid} | {row['cluster_name']} | {row['size']:,} | {row['share']:.1%} | {row.get('top_categories', '')} |"
+              for cid, row in result.profile.iterrows()],
         ])
         run_id = active.info.run_id
     return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,

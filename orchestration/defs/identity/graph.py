@@ -1,7 +1,7 @@
 """The identity graph: identifiers joined by evidence into persons, without over-merging.
 
-Plain Python (no Dagster). Edges are accepted strongest first, Kruskal-style, into a union-find
-that refuses any merge which would give a person
+Plain Python (no Dagster). Observed edges are accepted strongest first, then probabilistic ones,
+Kruskal-style, into a union-find that refuses any merge which would give a person
 
 - two `user_id`s (two registered accounts are two people, even on one shared tablet);
 - two customer clusters, unless the edge itself is record evidence linking customers
@@ -28,6 +28,10 @@ import pandas as pd
 TYPE_RANK = {"customer_id": 0, "user_id": 1, "email": 2, "phone": 3, "anonymous_id": 4}
 # Rules that are record-level evidence that two customer records are one customer.
 CUSTOMER_LINK_RULES = frozenset({"crm_email", "crm_phone", "crm_probabilistic", "order_customer_email"})
+# Inferred links come after every observed one, whatever their probability: a person's own
+# accounts and orders attach first, so that a false match between two people's CRM records meets
+# the one-user_id rule instead of splitting one of them.
+PROBABILISTIC_RULES = frozenset({"crm_probabilistic"})
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,11 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     refused = []
 
     ordered = edges.assign(_left=[index.get(k) for k in zip(edges["left_type"], edges["left_id"])],
-                           _right=[index.get(k) for k in zip(edges["right_type"], edges["right_id"])])
+                           _right=[index.get(k) for k in zip(edges["right_type"], edges["right_id"])],
+                           _inferred=edges["rule"].isin(PROBABILISTIC_RULES))
     ordered = ordered.dropna(subset=["_left", "_right"]).sort_values(
-        ["weight", "first_seen_at", "left_type", "left_id", "right_type", "right_id"],
-        ascending=[False, True, True, True, True, True], kind="stable")
+        ["_inferred", "weight", "first_seen_at", "left_type", "left_id", "right_type", "right_id"],
+        ascending=[True, False, True, True, True, True, True], kind="stable")
     for left, right, rule, weight in zip(ordered["_left"].astype(int), ordered["_right"].astype(int),
                                          ordered["rule"], ordered["weight"]):
         a, b = sets.find(left), sets.find(right)

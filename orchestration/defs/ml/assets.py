@@ -21,6 +21,7 @@ OWNER = "team:data-science"
 FEATURES = dg.AssetKey(["marts", "user_features"])
 MODEL_READY = dg.AssetKey(["marts", "user_features_model_ready"])
 LABELS = dg.AssetKey(["marts", "purchase_labels"])
+PERSON_EVENTS = dg.AssetKey(["intermediate", "int_person_events"])
 
 
 class ClusteringAssetConfig(dg.Config):
@@ -73,7 +74,7 @@ def _decision_metadata(summary: dict) -> dict:
 
 
 @dg.asset(
-    key=["ml", "clustering_model"], deps=[FEATURES, MODEL_READY], group_name="ml", owners=[OWNER],
+    key=["ml", "clustering_model"], deps=[FEATURES, MODEL_READY, PERSON_EVENTS], group_name="ml", owners=[OWNER],
     kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb",
     description="Behavioural clusters discovered from the model-ready features (KMeans, GMM, Ward, HDBSCAN), "
                 "selected by silhouette, logged to MLflow and registered; promoted to @champion only when better.",
@@ -83,6 +84,12 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
     with warehouse.connect(read_only=True) as con:
         frame = _frame(con, "scoring")
         run_context = _context(con, context, frame)
+        categories = con.execute("""
+            SELECT e.person_id, e.category, count(*) AS events
+            FROM intermediate.int_person_events e
+            JOIN intermediate.int_feature_dates d ON d.purpose = 'scoring' AND e.event_date <= d.as_of
+            WHERE e.category IS NOT NULL
+            GROUP BY ALL""").df()
     try:
         cluster_config = ClusteringConfig(k_min=config.k_min, k_max=config.k_max, algorithms=tuple(config.algorithms),
                                           pca_variance=config.pca_variance, sample_size=config.sample_size,
@@ -91,8 +98,8 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
         raise dg.Failure(description=f"Invalid clustering config: {exc}") from None
     policy = PromotionPolicy(workflows.CLUSTERING_POLICY.metric, config.promotion_margin,
                              workflows.CLUSTERING_POLICY.minimums)
-    summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy)
-    profile = summary["profile"][["cluster_name", "size", "share"]].reset_index()
+    summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy, categories)
+    profile = summary["profile"][["cluster_name", "size", "share", "top_categories"]].reset_index()
     return dg.MaterializeResult(metadata={
         **_decision_metadata(summary), "algorithm": summary["algorithm"], "clusters": summary["k"],
         "persons": len(frame), "cluster_profile": dg.MetadataValue.md(profile.to_markdown(index=False)),

@@ -113,3 +113,18 @@ def test_merge_of_two_known_people_keeps_the_larger_ones_id():
     later, _ = _run(edges + [("customer_id", "C1", "customer_id", "C2", "crm_probabilistic", 0.999, 3)],
                     previous=r1.assignments[["identifier_type", "identifier", "person_id"]])
     assert later[("customer_id", "C2")] == later[("customer_id", "C1")] == first[("customer_id", "C1")]
+
+
+def test_a_confident_false_crm_match_cannot_pull_a_customer_away_from_their_account():
+    # Two registered people, each tied to their CRM record by an order event. Splink matches their
+    # records (same name and address, birth dates years apart) with a probability above every
+    # observed edge. Observed links attach first, so the match meets the one-user_id rule.
+    person, result = _run([
+        ("customer_id", "C1", "customer_id", "C2", "crm_probabilistic", 0.999, 1),
+        ("user_id", "u1", "customer_id", "C1", "order_event_user_customer", 0.97, 2),
+        ("user_id", "u2", "customer_id", "C2", "order_event_user_customer", 0.97, 3),
+    ])
+    assert person[("customer_id", "C1")] == person[("user_id", "u1")]
+    assert person[("customer_id", "C2")] == person[("user_id", "u2")]
+    assert person[("user_id", "u1")] != person[("user_id", "u2")]
+    assert result.refused_edges["rule"].tolist() == ["crm_probabilistic"]
