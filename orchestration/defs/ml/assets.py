@@ -90,15 +90,16 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
             JOIN intermediate.int_feature_dates d ON d.purpose = 'scoring' AND e.event_date <= d.as_of
             WHERE e.category IS NOT NULL
             GROUP BY ALL""").df()
+    policy = PromotionPolicy(workflows.CLUSTERING_POLICY.metric, config.promotion_margin,
+                             workflows.CLUSTERING_POLICY.minimums)
     try:
         cluster_config = ClusteringConfig(k_min=config.k_min, k_max=config.k_max, algorithms=tuple(config.algorithms),
                                           pca_variance=config.pca_variance, sample_size=config.sample_size,
                                           bootstrap_resamples=config.bootstrap_resamples)
+        summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy, categories)
     except ValueError as exc:
-        raise dg.Failure(description=f"Invalid clustering config: {exc}") from None
-    policy = PromotionPolicy(workflows.CLUSTERING_POLICY.metric, config.promotion_margin,
-                             workflows.CLUSTERING_POLICY.minimums)
-    summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy, categories)
+        raise dg.Failure(description=f"Clustering could not be trained: {exc} Change the clustering_model run "
+                                     "config (k range, algorithms) or add data.") from None
     profile = summary["profile"][["cluster_name", "size", "share", "top_categories"]].reset_index()
     return dg.MaterializeResult(metadata={
         **_decision_metadata(summary), "algorithm": summary["algorithm"], "clusters": summary["k"],
