@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,21 @@ def save_result(name: str, result: dict) -> None:
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps(result, indent=2, default=float))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tier_parser(doc: str, default_persons: int) -> argparse.ArgumentParser:
+    """`--persons` and `--workdir`, shared by the benchmarks that run on generated tiers."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--persons", type=int, default=default_persons)
+    ap.add_argument("--workdir", type=Path, default=None, help="default: data/bench/p<persons>")
+    return ap
+
+
+def tier_workdir(args: argparse.Namespace) -> Path:
+    return (args.workdir or ROOT / "data" / "bench" / f"p{args.persons}").resolve()
 
 
 def ensure_generated(work: Path, persons: int) -> tuple[Path, Path]:

@@ -10,7 +10,6 @@ and monetary_total at the scoring date equal the generator's truth exactly.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks._pipeline import ensure_generated, run_pipeline, save_result  # noqa: E402
+from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration.defs.identity.evaluation import truth_as_identity_map  # noqa: E402
 
 FEATURE_SELECTION = "path:models/intermediate/features path:models/marts/features"
@@ -50,11 +49,8 @@ def rfm_exactness(warehouse: Path, truth_dir: Path) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--persons", type=int, default=100_000)
-    ap.add_argument("--workdir", type=Path, default=None, help="default: data/bench/p<persons>")
-    args = ap.parse_args()
-    work = (args.workdir or ROOT / "data" / "bench" / f"p{args.persons}").resolve()
+    args = tier_parser(__doc__, 100_000).parse_args()
+    work = tier_workdir(args)
     landing, truth_dir = ensure_generated(work, args.persons)
     warehouse = work / "features.duckdb"
     warehouse.unlink(missing_ok=True)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -25,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map  # noqa: E402
 from orchestration.defs.identity.matching import match_customer_records  # noqa: E402
-from benchmarks._pipeline import ensure_generated, run_pipeline, save_result  # noqa: E402
+from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 
 
 def febrl3() -> dict:
@@ -69,11 +68,8 @@ def febrl3() -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--persons", type=int, default=10_000)
-    ap.add_argument("--workdir", type=Path, default=None, help="default: data/bench/p<persons>")
-    args = ap.parse_args()
-    work = (args.workdir or Path("data/bench") / f"p{args.persons}").resolve()
+    args = tier_parser(__doc__, 10_000).parse_args()
+    work = tier_workdir(args)
     landing, truth_dir = ensure_generated(work, args.persons)
     warehouse = work / "identity.duckdb"
     warehouse.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ many planted malformed lines were quarantined against how many valid lines were 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import json
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb  # noqa: E402
 
-from benchmarks._pipeline import save_result  # noqa: E402
+from benchmarks._pipeline import save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration.defs.ingest.loaders import SOURCES, load_source  # noqa: E402
 from orchestration.lib.warehouse import connect  # noqa: E402
 from orchestration.sample_data.generator import GeneratorConfig, default_workers, generate  # noqa: E402
@@ -43,12 +42,10 @@ def quarantine_accuracy(truth: Path, warehouse: Path) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--persons", type=int, default=100_000)
-    ap.add_argument("--workdir", type=Path, default=None, help="default: data/bench/p<persons>")
+    ap = tier_parser(__doc__, 100_000)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
-    work = args.workdir or Path("data/bench") / f"p{args.persons}"
+    work = tier_workdir(args)
     landing, truth = work / "landing", work / "truth"
     result: dict = {"persons": args.persons}
 

@@ -11,7 +11,6 @@ then reports:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import adjusted_rand_score, roc_auc_score  # noqa: E402
 
-from benchmarks._pipeline import ensure_generated, run_pipeline, save_result  # noqa: E402
+from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration.defs.identity.evaluation import truth_as_identity_map  # noqa: E402
 
 
@@ -36,11 +35,8 @@ def true_person_of(con, truth_dir: Path) -> pd.Series:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--persons", type=int, default=10_000)
-    ap.add_argument("--workdir", type=Path, default=None, help="default: data/bench/p<persons>")
-    args = ap.parse_args()
-    work = (args.workdir or ROOT / "data" / "bench" / f"p{args.persons}").resolve()
+    args = tier_parser(__doc__, 10_000).parse_args()
+    work = tier_workdir(args)
     landing, truth_dir = ensure_generated(work, args.persons)
     warehouse, store = work / "ml.duckdb", work / "mlflow.db"
     warehouse.unlink(missing_ok=True)
