@@ -17,7 +17,7 @@ centroids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -134,7 +134,6 @@ class ClusteringResult:
     profile: pd.DataFrame  # per cluster: name, size, share, feature means
     z_scores: pd.DataFrame  # per cluster and feature
     elbow: pd.DataFrame  # k, inertia (KMeans)
-    relabelled_from_previous: dict = field(default_factory=dict)
 
     @property
     def names(self) -> dict[int, str]:
@@ -329,7 +328,7 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
         model=model, chosen=chosen, candidates=candidates, labels=labels, sample_index=sample_index,
         stability_ari=_bootstrap_ari(chosen, z_fit, z_sample, config),
         significance=significance_by_feature(X, labels, config), profile=profile, z_scores=z_scores,
-        elbow=pd.DataFrame(elbow), relabelled_from_previous={int(k): int(v) for k, v in id_map.items()},
+        elbow=pd.DataFrame(elbow),
     )
 
 

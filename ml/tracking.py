@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import math
-import os
 from dataclasses import dataclass, field
 
 import mlflow
@@ -122,6 +121,3 @@ def apply(registered_name: str, decision: PromotionDecision) -> None:
                      "promotion.reason": decision.reason})
     mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
 
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()

@@ -22,13 +22,13 @@ pytestmark = pytest.mark.slow
 ALL_ASSETS = [*ingest_assets, *quarantine_checks, *tessera_dbt_models, *identity_defs.assets, *quality_checks]
 
 
-def _materialize(sample, warehouse, selection=None):
+def _materialize(landing, warehouse, selection=None):
     return dg.materialize(
         ALL_ASSETS,
         selection=selection,
         resources={
             "warehouse": WarehouseResource(path=str(warehouse)),
-            "landing": LandingZoneResource(root=str(sample.landing)),
+            "landing": LandingZoneResource(root=str(landing)),
             "dbt": dbt_domain_defs.resources["dbt"],
         },
         instance=dg.DagsterInstance.ephemeral(),
@@ -40,7 +40,7 @@ def pipeline(sample, tmp_path_factory):
     warehouse = tmp_path_factory.mktemp("pipeline") / "warehouse.duckdb"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TESSERA_WAREHOUSE", str(warehouse))  # read by the dbt profile
-        result = _materialize(sample, warehouse)
+        result = _materialize(sample.landing, warehouse)
     assert result.success
     return result, warehouse
 
@@ -133,7 +133,7 @@ def test_rerun_gives_the_same_person_ids(sample, pipeline, monkeypatch):
     with connect(warehouse, read_only=True) as con:
         before = table_fingerprint(con, "marts.identity_map")
     monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
-    again = _materialize(sample, warehouse, selection=dg.AssetSelection.groups("identity"))
+    again = _materialize(sample.landing, warehouse, selection=dg.AssetSelection.groups("identity"))
     assert again.success
     with connect(warehouse, read_only=True) as con:
         assert table_fingerprint(con, "marts.identity_map") == before
@@ -163,10 +163,7 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, tmp_path, monke
 
     def features(warehouse):
         monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
-        result = dg.materialize(ALL_ASSETS, instance=dg.DagsterInstance.ephemeral(), resources={
-            "warehouse": WarehouseResource(path=str(warehouse)), "landing": LandingZoneResource(root=str(landing)),
-            "dbt": dbt_domain_defs.resources["dbt"]})
-        assert result.success
+        assert _materialize(landing, warehouse).success
         with connect(warehouse, read_only=True) as con:
             rows = con.execute(f"SELECT count(*) FROM marts.user_features WHERE as_of = DATE '{as_of}'").fetchone()[0]
             return rows, table_fingerprint(con, f"(SELECT * FROM marts.user_features WHERE as_of = DATE '{as_of}')")
@@ -229,10 +226,7 @@ def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feat
 
     def build(warehouse):
         monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
-        result = dg.materialize(ALL_ASSETS, instance=dg.DagsterInstance.ephemeral(), resources={
-            "warehouse": WarehouseResource(path=str(warehouse)), "landing": LandingZoneResource(root=str(landing)),
-            "dbt": dbt_domain_defs.resources["dbt"]})
-        assert result.success
+        assert _materialize(landing, warehouse).success
         return connect(warehouse, read_only=True)
 
     with build(tmp_path / "before.duckdb") as con:

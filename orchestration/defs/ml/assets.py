@@ -53,11 +53,12 @@ def _frame(con, purpose: str, with_labels: bool = False) -> pd.DataFrame:
         ORDER BY f.person_id""", [purpose]).df()
 
 
-def _context(con, context: dg.AssetExecutionContext, frame: pd.DataFrame) -> workflows.RunContext:
+def _context(con, context: dg.AssetExecutionContext) -> workflows.RunContext:
     rows, digest = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM marts.user_features_model_ready t")\
         .fetchone()
+    as_of = con.execute("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'scoring'").fetchone()
     return workflows.RunContext(
-        as_of=str(pd.Timestamp(frame["as_of"].max()).date()) if len(frame) else "unknown",
+        as_of=str(pd.Timestamp(as_of[0]).date()) if as_of else "unknown",
         data_version=f"{rows}-{int(digest) % 10**12:012d}",
         engine=os.environ.get("TESSERA_ENGINE", "duckdb"), dagster_run_id=context.run.run_id,
     )
@@ -83,7 +84,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect(read_only=True) as con:
         frame = _frame(con, "scoring")
-        run_context = _context(con, context, frame)
+        run_context = _context(con, context)
         categories = con.execute("""
             SELECT e.person_id, e.category, count(*) AS events
             FROM intermediate.int_person_events e
@@ -141,7 +142,7 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
     with warehouse.connect(read_only=True) as con:
         backtest = _frame(con, "backtest_cutoff", with_labels=True)
         training = _frame(con, "training_cutoff", with_labels=True)
-        run_context = _context(con, context, _frame(con, "scoring"))
+        run_context = _context(con, context)
     try:
         propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows)
         summary = workflows.train_propensity_model(
