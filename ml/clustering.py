@@ -115,6 +115,18 @@ class ClusterModel(BaseEstimator, ClusterMixin):
         raw = self.assigner.predict(self.preprocess.transform(numeric_matrix(X, self.features)))
         return np.array([self.id_map.get(str(int(r)), NOISE) for r in raw], dtype="int64")
 
+    def distance_to_centroid(self, X: pd.DataFrame, cluster_ids: np.ndarray) -> np.ndarray:
+        """Euclidean distance, in the model's scaled space, from each row to its cluster's centroid
+        (NaN for noise)."""
+        z = self.preprocess.transform(numeric_matrix(X, self.features))
+        centres = self.preprocess.transform(self.centroid_frame())
+        row_of = {int(c): i for i, c in enumerate(self.centroid_ids)}
+        out = np.full(len(z), np.nan)
+        for i, cid in enumerate(cluster_ids):
+            if int(cid) in row_of:
+                out[i] = float(np.linalg.norm(z[i] - centres[row_of[int(cid)]]))
+        return out
+
     def name_of(self, cluster_id: int) -> str:
         return self.names.get(str(int(cluster_id)), str(cluster_id))
 

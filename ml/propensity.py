@@ -181,3 +181,22 @@ def train_propensity(backtest: pd.DataFrame, backtest_labels: pd.Series, trainin
 def score(model, frame: pd.DataFrame) -> np.ndarray:
     """Probabilities of the positive class for every row of `frame` (model-ready features)."""
     return model.predict_proba(model_inputs(frame))[:, 1]
+
+
+def top_contributions(model, frame: pd.DataFrame, n: int = 3) -> list[list[dict]]:
+    """Per row, the `n` features that raise its score most, by occlusion: the score drop when the
+    feature is set to the population's typical value (median, or most frequent category).
+    Model-agnostic, so it explains whichever candidate became champion."""
+    inputs = model_inputs(frame)
+    base = model.predict_proba(inputs)[:, 1]
+    effects = {}
+    for col in inputs.columns:
+        typical = inputs[col].median() if col in numeric_columns(inputs) else inputs[col].mode().iat[0]
+        occluded = inputs.copy()
+        occluded[col] = typical
+        effects[col] = base - model.predict_proba(occluded)[:, 1]
+    names = np.array(list(effects))
+    values = np.column_stack(list(effects.values()))
+    order = np.argsort(-values, axis=1, kind="stable")[:, :n]
+    return [[{"feature": str(names[j]), "contribution": round(float(values[i, j]), 4)} for j in row if values[i, j] > 0]
+            for i, row in enumerate(order)]

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from ml import plots, tracking
 from ml.features import numeric_matrix
 from ml.clustering import ClusteringConfig, silhouette_of, top_categories, train_clustering
-from ml.propensity import PropensityConfig, model_inputs, score, train_propensity
+from ml.propensity import PropensityConfig, model_inputs, score, top_contributions, train_propensity
 from ml.tracking import PromotionPolicy
 
 CLUSTERING_EXPERIMENT = "tessera-clustering"
@@ -150,6 +150,7 @@ def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
     ids = model.predict(frame[model.features])
     return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "cluster_id": ids,
                          "cluster_name": [model.name_of(i) for i in ids],
+                         "distance_to_centroid": np.round(model.distance_to_centroid(frame[model.features], ids), 6),
                          "model_version": str(version.version)})
 
 
@@ -228,7 +229,7 @@ def _propensity_champion_metric(version, model, training: pd.DataFrame, label_co
 
 
 def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> pd.DataFrame:
-    """person_id, model_name, score, model_version for every row, from the champion."""
+    """person_id, model_name, score, top_features (JSON), model_version for every row, from the champion."""
     registered = propensity_registered_name(model_name)
     version, model = tracking.champion(registered)
     if model is None:
@@ -236,7 +237,9 @@ def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> p
                               "the promotion policy. See the latest run's promotion.reason tag in MLflow.")
     scores = score(model, frame)
     return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "model_name": model_name,
-                         "score": np.round(scores, 6), "model_version": str(version.version)})
+                         "score": np.round(scores, 6),
+                         "top_features": [json.dumps(t) for t in top_contributions(model, frame)],
+                         "model_version": str(version.version)})
 
 
 def _ml_package_dir() -> str:

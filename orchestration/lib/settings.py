@@ -37,6 +37,14 @@ def _as_of() -> dt.date | None:
         ) from None
 
 
+def _consent_default() -> bool:
+    raw = os.environ.get("TESSERA_CONSENT_DEFAULT", "allowed").strip().lower()
+    if raw not in ("allowed", "denied"):
+        raise SettingsError(f"TESSERA_CONSENT_DEFAULT={raw!r} must be 'allowed' or 'denied': it decides whether people "
+                            "with no CRM record (anonymous visitors) may be in segments and exports.")
+    return raw == "allowed"
+
+
 @dataclass(frozen=True)
 class Settings:
     landing_dir: Path
@@ -44,6 +52,9 @@ class Settings:
     as_of: dt.date | None
     mlflow_tracking_uri: str
     dagster_home: Path
+    segments_dir: Path
+    exports_dir: Path
+    consent_default_allowed: bool
 
 
 def load_settings() -> Settings:
@@ -55,6 +66,9 @@ def load_settings() -> Settings:
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{data_dir / 'mlflow.db'}",
         dagster_home=_path("DAGSTER_HOME", "data/dagster_home"),
+        segments_dir=_path("TESSERA_SEGMENTS_DIR", "segments"),
+        exports_dir=_path("TESSERA_EXPORTS_DIR", "data/exports"),
+        consent_default_allowed=_consent_default(),
     )
 
 

@@ -20,21 +20,28 @@ def _build_args() -> list[str]:
     return ["build", "--vars", json.dumps({"as_of": as_of.isoformat()})] if as_of else ["build"]
 
 
-# Two selections around the Python identity graph, which sits between intermediate and marts
-# models: dbt assets cannot depend on an asset that depends on them.
+# Three selections around the Python steps that sit between dbt models (the identity graph, then
+# the ML scores): dbt assets cannot depend on an asset that depends on them.
 AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
+AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+"
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
-            exclude=AFTER_IDENTITY_GRAPH, name="dbt_before_identity_graph", pool="duckdb")
+            exclude=f"{AFTER_IDENTITY_GRAPH} {AFTER_ML}", name="dbt_before_identity_graph", pool="duckdb")
 def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(_build_args(), context=context).stream()
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
-            select=AFTER_IDENTITY_GRAPH, name="dbt_after_identity_graph", pool="duckdb")
+            select=AFTER_IDENTITY_GRAPH, exclude=AFTER_ML, name="dbt_after_identity_graph", pool="duckdb")
 def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(_build_args(), context=context).stream()
 
 
-tessera_dbt_models = [dbt_before_identity_graph, dbt_after_identity_graph]
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            select=AFTER_ML, name="dbt_after_ml", pool="duckdb")
+def dbt_after_ml(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    yield from dbt.cli(_build_args(), context=context).stream()
+
+
+tessera_dbt_models = [dbt_before_identity_graph, dbt_after_identity_graph, dbt_after_ml]

@@ -1,0 +1,168 @@
+"""Segment definitions: YAML files in segments/, validated and compiled when they load.
+
+Every problem in every file is collected into one SegmentConfigError, each line naming the
+file, the segment, the key, what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestration.defs.segments.rules import CompiledRule, Compiler, RuleError, rule_type
+
+ATTRIBUTES_MODEL = "model.tessera.segment_attributes"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class SegmentConfigError(ValueError):
+    """One or more segment definitions cannot be used."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Segment definitions have problems:\n" + "\n".join(f"- {p}" for p in problems))
+
+
+class SegmentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    type: Literal["rule", "contextual", "cluster", "propensity"]
+    rule: str = Field(min_length=1)
+    min_size: int = Field(default=0, ge=0)
+    # `cluster`: one segment per cluster of the champion clustering, named <name>_<cluster name>.
+    for_each: Literal["cluster"] | None = None
+    # Attribute columns written to the audience export beside the ids and hashed email.
+    export_attributes: tuple[str, ...] = ()
+
+
+class _SegmentFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    segments: list[dict]
+
+
+@dataclass(frozen=True)
+class Segment:
+    spec: SegmentSpec
+    compiled: CompiledRule
+    source: str  # the YAML file it came from
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class Catalog:
+    segments: dict[str, Segment]
+    schema: dict[str, str]
+
+    def compiler(self, extra: dict[str, str] | None = None) -> Compiler:
+        return Compiler(self.schema, {**{n: s.spec.rule for n, s in self.segments.items()}, **(extra or {})})
+
+
+def attribute_schema(manifest_path: Path) -> dict[str, str]:
+    """Column -> rule type, from the enforced dbt contract of segment_attributes."""
+    if not manifest_path.exists():
+        raise SegmentConfigError([f"{manifest_path} does not exist: run `make install` (it runs `dbt parse`)."])
+    node = json.loads(manifest_path.read_text())["nodes"].get(ATTRIBUTES_MODEL)
+    if node is None:
+        raise SegmentConfigError([f"{manifest_path} has no segment_attributes model: re-run `dbt parse`."])
+    schema = {}
+    for name, column in node["columns"].items():
+        kind = rule_type(column.get("data_type") or "")
+        if kind:
+            schema[name] = kind
+    return schema
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "unnamed"
+
+
+def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            fields = ", ".join(SegmentSpec.model_fields)
+            out.append(f"{where}, key '{key}': unknown key. Allowed keys: {fields}.")
+        elif err["type"] == "missing":
+            out.append(f"{where}, key '{key}': required but missing. Add it.")
+        elif err["type"] == "string_pattern_mismatch":
+            out.append(f"{where}, key '{key}': {err['input']!r} is not a valid name. Use lower-case letters, "
+                       "digits and underscores, starting with a letter (it becomes a folder name).")
+        else:
+            out.append(f"{where}, key '{key}': {err['msg']} (got {err.get('input')!r}).")
+    return out
+
+
+def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
+    files = sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml"))
+    if not folder.is_dir() or not files:
+        raise SegmentConfigError([f"{folder}: no segment definitions (*.yml) found. Set TESSERA_SEGMENTS_DIR to "
+                                  "the folder that holds them, or copy the project's segments/ folder."])
+    problems: list[str] = []
+    specs: dict[str, tuple[SegmentSpec, str]] = {}
+    for path in files:
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+            entries = _SegmentFile.model_validate(document).segments
+        except yaml.YAMLError as exc:
+            problems.append(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]}). Check the indentation.")
+            continue
+        except ValidationError as exc:
+            problems += _pydantic_problems(path.name, exc)
+            continue
+        for i, entry in enumerate(entries):
+            label = f"{path.name}, segment '{entry.get('name', f'#{i + 1}')}'" if isinstance(entry, dict) \
+                else f"{path.name}, entry #{i + 1}"
+            try:
+                spec = SegmentSpec.model_validate(entry)
+            except ValidationError as exc:
+                problems += _pydantic_problems(label, exc)
+                continue
+            if spec.name in specs:
+                problems.append(f"{label}: the name is already used in {specs[spec.name][1]}. Segment names are unique.")
+                continue
+            for column in spec.export_attributes:
+                if column not in schema:
+                    problems.append(f"{label}, key 'export_attributes': unknown column '{column}'. Use columns of "
+                                    "marts.segment_attributes.")
+            specs[spec.name] = (spec, path.name)
+    compiler = Compiler(schema, {name: spec.rule for name, (spec, _) in specs.items()})
+    segments = {}
+    for name, (spec, source) in specs.items():
+        try:
+            segments[name] = Segment(spec, compiler.compile(name), source)
+        except RuleError as exc:
+            problems.append(f"{source}, key 'rule': {exc}")
+    if problems:
+        raise SegmentConfigError(problems)
+    return Catalog(segments, schema)
+
+
+def expand_clusters(catalog: Catalog, clusters: list[tuple[int, str]]) -> list[Segment]:
+    """Concrete segments: each `for_each: cluster` entry becomes one segment per cluster."""
+    out = []
+    compiler = catalog.compiler()
+    for segment in catalog.segments.values():
+        if segment.spec.for_each != "cluster":
+            out.append(segment)
+            continue
+        for cluster_id, cluster_name in clusters:
+            name = f"{segment.name}_{slug(cluster_name)}"[:63]
+            rule = f"({segment.spec.rule}) and cluster_id = {int(cluster_id)}"
+            spec = segment.spec.model_copy(update={
+                "name": name, "rule": rule, "for_each": None,
+                "description": f"{segment.spec.description} Cluster {cluster_id}: {cluster_name}."})
+            out.append(Segment(spec, compiler.compile(name, rule), segment.source))
+    return out

@@ -1,0 +1,59 @@
+"""Identifiers as the identity map keys them: the lookup type and value for any identifier a user holds.
+
+Emails are trimmed and lower-cased, phones put in E.164 (phonenumbers); both are then SHA-256
+hashed, because marts.identity_map never holds them in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import phonenumbers
+
+PLAIN_TYPES = ("person_id", "anonymous_id", "user_id", "customer_id")
+HASHED_TYPES = ("email_sha256", "phone_sha256")
+LOOKUP_TYPES = PLAIN_TYPES + ("email", "phone") + HASHED_TYPES
+
+
+class IdentifierError(ValueError):
+    """An identifier that cannot be looked up; the message says why."""
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def normalise_phone(value: str, region: str | None = None) -> str | None:
+    """E.164, or None when the text is not a phone number (national numbers need a region)."""
+    try:
+        parsed = phonenumbers.parse(value.strip(), region.upper() if region else None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def lookup_key(identifier_type: str, value: str, region: str | None = None) -> tuple[str, str]:
+    """(identifier_type, identifier) as stored in marts.identity_map (person_id passes through)."""
+    kind = identifier_type.strip().lower()
+    if kind not in LOOKUP_TYPES:
+        raise IdentifierError(f"unknown identifier type '{identifier_type}'; use one of {', '.join(LOOKUP_TYPES)}")
+    value = value.strip()
+    if not value:
+        raise IdentifierError("the identifier is empty")
+    if kind == "email":
+        return "email_sha256", sha256_hex(normalise_email(value))
+    if kind == "phone":
+        e164 = normalise_phone(value, region)
+        if e164 is None:
+            raise IdentifierError(f"'{value}' is not a phone number in international form (+44...); national "
+                                  "numbers need a region")
+        return "phone_sha256", sha256_hex(e164)
+    if kind in HASHED_TYPES:
+        return kind, value.lower()
+    return kind, value
