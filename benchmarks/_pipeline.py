@@ -48,16 +48,17 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
-    from orchestration.defs.dbt.assets import tessera_dbt_models
+    from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_after_ml, dbt_before_identity_graph
     from orchestration.defs.dbt.definitions import defs as dbt_defs
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
     from orchestration.defs.ml.assets import ml_assets
     from orchestration.defs.quality.checks import quality_checks
     from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+    from orchestration.defs.segments.assets import segment_assets
 
-    assets = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets] + (quality_checks if with_checks else []) \
-        + (ml_assets if with_ml else [])
+    assets = [*ingest_assets, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
+        + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     result = dg.materialize(assets, instance=instance,

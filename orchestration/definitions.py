@@ -3,10 +3,13 @@
 import dagster as dg
 
 from orchestration.defs.dbt import definitions as dbt_domain
+from orchestration.defs.exports import definitions as exports_domain
 from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
 from orchestration.defs.ml import definitions as ml_domain
+from orchestration.defs.privacy import definitions as privacy_domain
 from orchestration.defs.quality import definitions as quality_domain
+from orchestration.defs.segments import definitions as segments_domain
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.settings import export_for_subprocesses, load_settings
 
@@ -27,6 +30,9 @@ defs = dg.Definitions.merge(
     identity_domain.defs,
     quality_domain.defs,
     ml_domain.defs,
+    segments_domain.defs,
+    privacy_domain.defs,
+    exports_domain.defs,
     dg.Definitions(
         jobs=[materialize_all],
         resources={

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMAS = ("raw", "pii", "staging", "intermediate", "marts", "quality")
+SCHEMAS = ("raw", "pii", "staging", "intermediate", "marts", "quality", "privacy")
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS raw.quarantine (

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from orchestration.defs.dbt.assets import tessera_dbt_models
+from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_before_identity_graph
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
@@ -19,7 +19,9 @@ from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
-ALL_ASSETS = [*ingest_assets, *quarantine_checks, *tessera_dbt_models, *identity_defs.assets, *quality_checks]
+# Up to features and their gates; the ML, segment and export chain is tested in test_segments_pipeline.py.
+ALL_ASSETS = [*ingest_assets, *quarantine_checks, dbt_before_identity_graph, dbt_after_identity_graph,
+              *identity_defs.assets, *quality_checks]
 
 
 def _materialize(landing, warehouse, selection=None):

@@ -31,6 +31,8 @@ def report_metadata(report: LoadReport) -> dict:
         "rows_loaded": report.rows_loaded,
         "rows_quarantined": report.rows_quarantined,
         "rows_deduplicated": report.deduplicated,
+        "rows_suppressed_erased_persons": report.rows_suppressed,
+        "quarantined_lines_suppressed_erased_persons": report.quarantine_suppressed,
         "quarantine_by_reason": dg.MetadataValue.md(
             _markdown_table(("reason", "rows"), sorted(report.quarantine_by_reason.items(), key=lambda kv: -kv[1]))),
         "files_rejected": dg.MetadataValue.md(

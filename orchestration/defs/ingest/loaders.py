@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import phonenumbers
 
+from orchestration.lib import suppression
 from orchestration.lib.warehouse import table_from_frame, transaction
 from orchestration.sample_data import faults as F
 
@@ -40,6 +41,8 @@ class LoadReport:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     deduplicated: int = 0
+    rows_suppressed: int = 0  # valid rows of erased persons, dropped (privacy.suppression_list)
+    quarantine_suppressed: int = 0  # quarantined lines of erased persons, dropped
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -113,12 +116,24 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
     per_file = {r[0]: r[1:] for r in con.execute(
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
+    suppressing = suppression.has_suppressions(con)
+    if suppressing:  # erased persons' rows never land again
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {typed_sql}")
+        cols = [r[0] for r in con.execute("DESCRIBE _typed").fetchall()]
+        erased = suppression.predicate(cols)
+        report.rows_suppressed = con.execute(f"SELECT count(*) FROM _typed t WHERE {erased}").fetchone()[0]
+        typed_sql = f"SELECT * FROM _typed t WHERE NOT ({erased})"
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
         for name, sql in (companions or {}).items():
             con.execute(f"CREATE OR REPLACE TABLE raw.{name} AS {sql}")
         con.execute("DELETE FROM raw.quarantine WHERE source = ?", [report.source])
         con.execute(f"INSERT INTO raw.quarantine {quarantine_sql}")
+        if suppressing:
+            erased = f"source = '{report.source}' AND ({suppression.predicate(['raw'])})"
+            report.quarantine_suppressed = con.execute(
+                f"SELECT count(*) FROM raw.quarantine t WHERE {erased}").fetchone()[0]
+            con.execute(f"DELETE FROM raw.quarantine AS t WHERE {erased}")
         con.execute("DELETE FROM raw.ingested_files WHERE source = ?", [report.source])
         rows = []
         for rel, loaded_at in files.items():
@@ -131,6 +146,7 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
                                                  "rows_read", "rows_loaded", "rows_quarantined"], rows,
                               {"loaded_at": "datetime64[us]"})
             con.execute("INSERT INTO raw.ingested_files SELECT * FROM _manifest")
+    con.execute("DROP TABLE IF EXISTS _typed")
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
     report.quarantine_by_reason = dict(con.execute(
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
@@ -373,7 +389,7 @@ def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | N
     _commit(con, report, typed, quarantine, loaded_at, stats,
             companions={"user_agents": "SELECT * FROM _user_agents ORDER BY user_agent"})
     con.execute("DROP TABLE IF EXISTS _valid")
-    report.deduplicated = valid - report.rows_loaded
+    report.deduplicated = valid - report.rows_loaded - report.rows_suppressed
     return report
 
 
@@ -492,7 +508,7 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
     """
     valid = con.execute("SELECT count(*) FROM _checked WHERE reason_code IS NULL").fetchone()[0]
     _commit(con, report, typed, quarantine, loaded_at, stats)
-    report.deduplicated = valid - report.rows_loaded
+    report.deduplicated = valid - report.rows_loaded - report.rows_suppressed
     return report
 
 

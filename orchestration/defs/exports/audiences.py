@@ -1,0 +1,106 @@
+"""Audience exports: one Parquet and one CSV file per published segment, with a manifest.
+
+data/exports/<segment>/<as_of>/{members.parquet, members.csv, manifest.json}. Each folder is
+written beside its target and renamed into place, so a reader never sees half a folder. Rows
+carry the person_id, the SHA-256 of the normalised email (the form ad platforms match on) and
+the attributes the segment declares. Plain Python over DuckDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from orchestration.defs.segments.catalog import Segment
+from orchestration.lib import suppression
+
+FILES = ("members.parquet", "members.csv")
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_folder(con, table: str, target: Path, manifest: dict) -> dict:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    con.execute(f"COPY (SELECT * FROM {table} ORDER BY person_id) TO '{tmp / FILES[0]}' (FORMAT parquet)")
+    con.execute(f"COPY (SELECT * FROM {table} ORDER BY person_id) TO '{tmp / FILES[1]}' (FORMAT csv, HEADER)")
+    manifest = {**manifest, "rows": con.execute(f"SELECT count(*) FROM {table}").fetchone()[0],
+                "columns": [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()],
+                "files": {name: {"sha256": _sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                          for name in FILES}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    _swap_in(tmp, target)
+    return manifest
+
+
+def write_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path, segments: list[Segment],
+                    published: set[str], as_of: dt.datetime) -> list[dict]:
+    """Write every published segment's audience for as_of; drop the as_of folder of unpublished ones."""
+    manifests = []
+    for segment in segments:
+        target = exports_dir / segment.name / f"{as_of:%Y-%m-%d}"
+        if segment.name not in published:
+            shutil.rmtree(target, ignore_errors=True)
+            continue
+        attributes = "".join(f', a."{c}"' for c in segment.spec.export_attributes)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _audience AS
+            SELECT m.person_id, p.email_sha256{attributes}
+            FROM marts.segment_membership m
+            LEFT JOIN marts.profiles p ON p.person_id = m.person_id
+            LEFT JOIN marts.segment_attributes a ON a.person_id = m.person_id
+            WHERE m.segment_name = ?""", [segment.name])
+        manifests.append(_write_folder(con, "_audience", target, {
+            "segment": segment.name, "segment_type": segment.spec.type, "description": segment.spec.description,
+            "owner": segment.spec.owner, "rule": segment.spec.rule.strip(), "as_of": f"{as_of:%Y-%m-%d}",
+            "email_hash": "SHA-256 of the trimmed, lower-cased email"}))
+    con.execute("DROP TABLE IF EXISTS _audience")
+    return manifests
+
+
+def _folders(exports_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in exports_dir.glob("*/*/manifest.json") if not p.parent.name.startswith("."))
+
+
+def _suppressed_rows(con, folder: Path) -> int:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _export AS SELECT * FROM read_parquet('{folder / FILES[0]}')")
+    cols = [r[0] for r in con.execute("DESCRIBE _export").fetchall()]
+    return con.execute(f"SELECT count(*) FROM _export t WHERE {suppression.predicate(cols)}").fetchone()[0]
+
+
+def export_traces(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> dict[str, int]:
+    """Rows of suppressed persons per export folder."""
+    return {str(folder.relative_to(exports_dir)): _suppressed_rows(con, folder) for folder in _folders(exports_dir)}
+
+
+def scrub_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> int:
+    """Rewrite every export folder that holds a suppressed person without them; rows removed."""
+    removed = 0
+    for folder in _folders(exports_dir):
+        n = _suppressed_rows(con, folder)
+        if not n:
+            continue
+        cols = [r[0] for r in con.execute("DESCRIBE _export").fetchall()]
+        con.execute(f"DELETE FROM _export AS t WHERE {suppression.predicate(cols)}")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        _write_folder(con, "_export", folder, {k: v for k, v in manifest.items() if k not in ("rows", "files")})
+        removed += n
+    con.execute("DROP TABLE IF EXISTS _export")
+    return removed

@@ -1,0 +1,87 @@
+"""Segment membership, its SCD2 history, the per-run report and overlaps, from segments/*.yml."""
+
+import dagster as dg
+import pandas as pd
+
+from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.segments.loading import segment_catalog
+from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
+from orchestration.lib.settings import load_settings
+
+OWNER = "team:marketing-analytics"
+ATTRIBUTES = dg.AssetKey(["marts", "segment_attributes"])
+MEMBERSHIP = dg.AssetKey(["marts", "segment_membership"])
+TABLES = {
+    "segment_membership": "Current members of every published segment: person_id, segment_name, segment_type, "
+                          "entered_at (start of the open interval), as_of.",
+    "segment_membership_history": "SCD2 intervals per person and segment (valid_from, valid_to; NULL while a member), "
+                                  "derived by comparing each run with the open intervals.",
+    "segment_report": "Per run and segment: matched, excluded by consent, size, entered, exited, minimum size, "
+                      "and whether it was published.",
+    "segment_overlap": "Per run, pairs of published segments sharing members: both_members and Jaccard index.",
+}
+
+
+class SegmentMembershipConfig(dg.Config):
+    reset_history: bool = False  # drop past intervals first (history otherwise only moves forward)
+
+
+@dg.multi_asset(
+    name="segment_membership",
+    specs=[dg.AssetSpec(["marts", name], description=text, deps=[ATTRIBUTES], group_name="segments",
+                        owners=[OWNER], kinds={"duckdb", "python"}) for name, text in TABLES.items()],
+    pool="duckdb",
+)
+def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembershipConfig,
+                       warehouse: WarehouseResource):
+    catalog = segment_catalog()
+    with warehouse.connect() as con:
+        if config.reset_history:
+            reset_history(con)
+        try:
+            report = build_membership(con, catalog, load_settings().consent_default_allowed)
+        except MembershipError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        overlap = con.execute("""SELECT segment_a, segment_b, both_members, round(jaccard, 3) AS jaccard
+                                 FROM marts.segment_overlap WHERE as_of = ? ORDER BY jaccard DESC LIMIT 10""",
+                              [report.as_of]).df()
+        history_rows = con.execute("SELECT count(*) FROM marts.segment_membership_history").fetchone()[0]
+    table = pd.DataFrame([{"segment": s.name, "type": s.type, "size": s.size, "entered": s.entered,
+                           "exited": s.exited, "left out (consent)": s.excluded_by_consent,
+                           "min size": s.min_size, "published": s.published} for s in report.segments])
+    if report.unpublished:
+        context.log.warning(f"Below their minimum size, not published: {', '.join(report.unpublished)}")
+    members = int(table.loc[table["published"], "size"].sum())
+    yield dg.MaterializeResult(asset_key=MEMBERSHIP, metadata={
+        "dagster/row_count": members, "as_of": str(report.as_of.date()),
+        "segments": len(report.segments), "segments_published": len(report.segments) - len(report.unpublished),
+        "segments_below_minimum": dg.MetadataValue.text(", ".join(report.unpublished) or "none"),
+        "persons": report.persons, "persons_left_out_for_consent": report.persons_without_consent,
+        "memberships_left_out_for_consent": int(table["left out (consent)"].sum()),
+        "entered": int(table["entered"].sum()), "exited": int(table["exited"].sum()),
+        "rerun_of_as_of": report.rewound,
+        "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+    })
+    yield dg.MaterializeResult(asset_key=["marts", "segment_membership_history"],
+                               metadata={"dagster/row_count": history_rows})
+    yield dg.MaterializeResult(asset_key=["marts", "segment_report"], metadata={
+        "dagster/row_count": len(table), "segment_report": dg.MetadataValue.md(table.to_markdown(index=False))})
+    yield dg.MaterializeResult(asset_key=["marts", "segment_overlap"], metadata={
+        "top_overlaps": dg.MetadataValue.md(overlap.to_markdown(index=False) if len(overlap) else "none")})
+
+
+@dg.asset_check(asset=MEMBERSHIP, description="Every segment reaches its min_size; smaller ones are not published.")
+def segments_meet_minimum_size(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute("""
+            SELECT segment_name, size, min_size FROM marts.segment_report
+            WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) AND NOT published ORDER BY 1""").fetchall()
+    return dg.AssetCheckResult(
+        passed=not rows, severity=dg.AssetCheckSeverity.WARN,
+        description="Below minimum and not published: " + ", ".join(f"{n} ({s} < {m})" for n, s, m in rows)
+        if rows else "All segments reached their minimum size.",
+        metadata={"segments_below_minimum": len(rows)})
+
+
+segment_assets = [segment_membership]
+segment_checks = [segments_meet_minimum_size]
