@@ -66,6 +66,8 @@ STRING: /'(?:[^']|'')*'/
 %ignore WS
 """
 
+SQL_STATEMENTS = {"select", "with", "insert", "update", "delete", "drop", "create", "alter", "attach", "copy",
+                  "pragma", "call", "set", "install", "load", "export", "import"}
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 NUMBER, TEXT, BOOLEAN, TIMESTAMP, NULLTYPE = "number", "text", "boolean", "timestamp", "null"
@@ -121,23 +123,27 @@ class Function:
     help: str = ""
 
 
+LAST_SEEN = '"last_seen_at"'
+
+
 def _local(ts: str) -> str:
     # Timestamps are UTC; the person's IANA zone comes from the attributes (UTC when unknown).
     return f"timezone(coalesce(\"timezone\", 'UTC'), timezone('UTC', CAST({ts} AS TIMESTAMP)))"
 
 
 FUNCTIONS: dict[str, Function] = {
-    "days_since": Function(((TIMESTAMP,),), NUMBER, lambda a: f"date_diff('day', CAST({a[0]} AS TIMESTAMP), \"as_of\")",
-                           help="days_since(timestamp): whole days from the timestamp to as_of"),
+    "days_since": Function(((TIMESTAMP,),), NUMBER,
+                           lambda a: f"date_diff('day', CAST({a[0]} AS DATE), CAST(\"as_of\" AS DATE))",
+                           help="days_since(timestamp): calendar days from the timestamp's date to as_of"),
     "hours_since": Function(((TIMESTAMP,),), NUMBER,
-                            lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"as_of\")",
-                            help="hours_since(timestamp): whole hours from the timestamp to as_of"),
-    "local_hour": Function(((TIMESTAMP,),), NUMBER, lambda a: f"hour({_local(a[0] if a else 'last_seen_at')})",
+                            lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"as_of\" + INTERVAL 1 DAY)",
+                            help="hours_since(timestamp): whole hours from the timestamp to the end of the as_of day"),
+    "local_hour": Function(((TIMESTAMP,),), NUMBER, lambda a: f"hour({_local(a[0] if a else LAST_SEEN)})",
                            optional_args=1,
                            help="local_hour([timestamp]): hour 0-23 in the person's time zone, of their latest "
                                 "activity when no timestamp is given"),
     "local_weekday": Function(((TIMESTAMP,),), NUMBER,
-                              lambda a: f"isodow({_local(a[0] if a else 'last_seen_at')})", optional_args=1,
+                              lambda a: f"isodow({_local(a[0] if a else LAST_SEEN)})", optional_args=1,
                               help="local_weekday([timestamp]): 1 (Monday) to 7 (Sunday) in the person's time zone"),
     "greatest": Function(((NUMBER,), (NUMBER,)), NUMBER, lambda a: f"greatest({a[0]}, {a[1]})",
                          help="greatest(number, number)"),
@@ -184,6 +190,11 @@ def parse(segment: str, rule: str) -> Tree:
     if not isinstance(rule, str) or not rule.strip():
         raise RuleError(segment, str(rule or ""), None, "the rule is empty",
                         "Write one boolean expression, for example: recency_days <= 7 and events_7d > 10")
+    first = rule.split(None, 1)[0].lower()
+    if first in SQL_STATEMENTS:
+        raise RuleError(segment, rule, len(rule) - len(rule.lstrip()), "the rule is an SQL statement, not an expression",
+                        "Write one condition over the attribute columns, for example: country = 'GB'; raw SQL is "
+                        "never run.")
     try:
         return _PARSER.parse(rule)
     except UnexpectedCharacters as exc:
