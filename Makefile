@@ -17,12 +17,13 @@ export MLFLOW_TRACKING_URI
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
 
-.PHONY: help install run test test-quick ui mlflow-ui generate clean
+.PHONY: help install run test test-quick ui mlflow-ui api generate clean
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
+	@echo "make api        lookup API on http://127.0.0.1:8000 (set TESSERA_API_TOKEN; OpenAPI at /docs)"
 
 install: $(VENV)/.installed
 
@@ -59,6 +60,9 @@ ui: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 mlflow-ui: $(VENV)/.installed
 	@mkdir -p data
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000 --workers 1
+
+api: $(VENV)/.installed
+	$(BIN)/tessera api --host 127.0.0.1 --port 8000
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,42 @@ def _positive(text: str) -> int:
     return value
 
 
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from orchestration.api.app import app_from_environment
+
+    try:
+        app = app_from_environment()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tessera api: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _cmd_why(args: argparse.Namespace) -> int:
+    from orchestration.defs.segments.catalog import SegmentConfigError
+    from orchestration.defs.segments.explain import ExplainError, explain, render, resolve_person
+    from orchestration.defs.segments.loading import segment_catalog
+    from orchestration.lib.settings import load_settings
+    from orchestration.lib.warehouse import connect
+
+    warehouse = load_settings().warehouse
+    if not warehouse.exists():
+        print(f"tessera why: {warehouse} does not exist; run `make run` first.", file=sys.stderr)
+        return 2
+    try:
+        with connect(warehouse, read_only=True) as con:
+            person = resolve_person(con, args.identifier_type, args.identifier)
+            result = explain(con, segment_catalog(), person, args.segment)
+    except (ExplainError, SegmentConfigError, RuntimeError) as exc:
+        print(f"tessera why: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str) if args.json else render(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera user-segmentation platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -139,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="persons to generate when the landing folder is empty (default 2000)")
     run.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
     run.set_defaults(func=_cmd_run)
+    why = sub.add_parser("why", help="explain why a person is (or is not) in a segment",
+                         description="Resolve an identifier to its person and show each clause of the segment's rule "
+                                     "with its value for them (cluster: distance to centroid; propensity: score and "
+                                     "top features).")
+    why.add_argument("identifier_type", help="person_id, anonymous_id, user_id, customer_id, email or phone")
+    why.add_argument("identifier", help="the identifier's value")
+    why.add_argument("segment", help="the segment name (see marts.segment_report)")
+    why.add_argument("--json", action="store_true", help="print JSON instead of text")
+    why.set_defaults(func=_cmd_why)
+    api = sub.add_parser("api", help="serve the read-only lookup API (needs TESSERA_API_TOKEN)",
+                         description="Serve GET /v1/identities/{type}/{value}/segments, /v1/segments and "
+                                     "/v1/segments/{name}; OpenAPI at /docs and /openapi.json.")
+    api.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    api.set_defaults(func=_cmd_api)
     return parser
 
 

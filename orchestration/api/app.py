@@ -1,0 +1,201 @@
+"""The read-only lookup API: identifiers to segments, and the segment catalogue.
+
+The warehouse is opened read-only, copied into an in-memory snapshot and closed again, so the API
+never holds DuckDB's file lock against a pipeline run. The snapshot reloads when the file changes
+(checked at most every `refresh_seconds`); while a run holds the lock, the last snapshot serves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from orchestration.lib.identifiers import LOOKUP_TYPES, IdentifierError, lookup_key
+from orchestration.lib.warehouse import table_exists
+
+log = logging.getLogger("tessera.api")
+
+
+class SegmentMembership(BaseModel):
+    segment: str
+    type: str
+    entered_at: dt.datetime
+
+
+class IdentitySegments(BaseModel):
+    person_id: str
+    as_of: dt.date | None
+    segments: list[SegmentMembership]
+
+
+class Segment(BaseModel):
+    name: str
+    type: str
+    description: str | None
+    owner: str | None
+    rule: str | None
+    size: int
+    entered: int
+    exited: int
+    published: bool
+    status: str
+    as_of: dt.date
+
+
+class Health(BaseModel):
+    status: str
+    as_of: dt.date | None
+    snapshot_loaded_at: dt.datetime | None
+    persons: int
+    identifiers: int
+
+
+@dataclass
+class Snapshot:
+    as_of: dt.date | None = None
+    identities: dict[tuple[str, str], str] = field(default_factory=dict)
+    persons: set[str] = field(default_factory=set)
+    memberships: dict[str, list[SegmentMembership]] = field(default_factory=dict)
+    segments: dict[str, Segment] = field(default_factory=dict)
+    loaded_at: dt.datetime | None = None
+
+
+def load_snapshot(warehouse: Path) -> Snapshot:
+    snap = Snapshot(loaded_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        if table_exists(con, "marts", "identity_map"):
+            for kind, identifier, person in con.execute(
+                    "SELECT identifier_type, identifier, person_id FROM marts.identity_map").fetchall():
+                snap.identities[(kind, identifier)] = person
+                snap.persons.add(person)
+        if table_exists(con, "marts", "segment_membership"):
+            for person, segment, kind, entered in con.execute(
+                    "SELECT person_id, segment_name, segment_type, entered_at FROM marts.segment_membership "
+                    "ORDER BY person_id, segment_name").fetchall():
+                snap.memberships.setdefault(person, []).append(
+                    SegmentMembership(segment=segment, type=kind, entered_at=entered))
+        if table_exists(con, "marts", "segment_report"):
+            cursor = con.execute("""
+                SELECT segment_name AS name, segment_type AS type, description, owner, rule, size, entered, exited,
+                       published, status, CAST(as_of AS DATE) AS as_of
+                FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1""")
+            columns = [d[0] for d in cursor.description]
+            for row in cursor.fetchall():
+                segment = Segment(**dict(zip(columns, row)))
+                snap.segments[segment.name] = segment
+                snap.as_of = segment.as_of
+    return snap
+
+
+class SnapshotStore:
+    def __init__(self, warehouse: Path, refresh_seconds: float = 30.0):
+        self.warehouse, self.refresh_seconds = warehouse, refresh_seconds
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._mtime = self._file_mtime()
+        self.snapshot = load_snapshot(warehouse)
+
+    def _file_mtime(self) -> float:
+        return self.warehouse.stat().st_mtime
+
+    def current(self) -> Snapshot:
+        now = time.monotonic()
+        if now - self._checked >= self.refresh_seconds and self._lock.acquire(blocking=False):
+            try:
+                self._checked = now
+                mtime = self._file_mtime()
+                if mtime != self._mtime:
+                    self.snapshot, self._mtime = load_snapshot(self.warehouse), mtime
+            except (duckdb.IOException, OSError) as exc:  # a run holds the lock: keep serving the last snapshot
+                log.warning("Keeping the previous snapshot: %s", exc)
+            finally:
+                self._lock.release()
+        return self.snapshot
+
+
+def _problem(status: int, detail: str, headers: dict | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0) -> FastAPI:
+    if not warehouse.exists():
+        raise FileNotFoundError(f"The warehouse {warehouse} does not exist: run `make run` first, or point "
+                                "TESSERA_WAREHOUSE at an existing DuckDB file.")
+    store = SnapshotStore(warehouse, refresh_seconds)
+    expected = f"Bearer {token}".encode()
+
+    def authorised(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise _problem(401, "A valid bearer token is required: send 'Authorization: Bearer <TESSERA_API_TOKEN>'.",
+                           {"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title="Tessera lookup API", version="1", description=(
+        "Read-only lookups of segment membership by any identifier. Every /v1 route needs "
+        "`Authorization: Bearer <TESSERA_API_TOKEN>`."))
+    secured = [Depends(authorised)]
+
+    @app.get("/health", response_model=Health, summary="Liveness and the snapshot's as_of (no token needed)")
+    def health() -> Health:
+        snap = store.current()
+        return Health(status="ok", as_of=snap.as_of, snapshot_loaded_at=snap.loaded_at, persons=len(snap.persons),
+                      identifiers=len(snap.identities))
+
+    @app.get("/v1/identities/{identifier_type}/{value}/segments", response_model=IdentitySegments,
+             dependencies=secured, responses={404: {"description": "Unknown identifier"},
+                                              422: {"description": "Invalid identifier type or value"}},
+             summary="Resolve an identifier to its person and return their current segments")
+    def identity_segments(identifier_type: str, value: str) -> IdentitySegments:
+        """`identifier_type` is one of person_id, anonymous_id, user_id, customer_id, email, phone (E.164),
+        email_sha256 or phone_sha256. Emails and phones are normalised and hashed before the lookup."""
+        snap = store.current()
+        try:
+            kind, key = lookup_key(identifier_type, value)
+        except IdentifierError as exc:
+            raise _problem(422, f"{exc}. Identifier types: {', '.join(LOOKUP_TYPES)}.") from None
+        person = key if kind == "person_id" and key in snap.persons else snap.identities.get((kind, key))
+        if person is None:
+            raise _problem(404, f"No person has this {identifier_type}.")
+        return IdentitySegments(person_id=person, as_of=snap.as_of, segments=snap.memberships.get(person, []))
+
+    @app.get("/v1/segments", response_model=list[Segment], dependencies=secured,
+             summary="Every segment of the latest run, with its size and whether it was published")
+    def segments() -> list[Segment]:
+        return list(store.current().segments.values())
+
+    @app.get("/v1/segments/{name}", response_model=Segment, dependencies=secured,
+             responses={404: {"description": "Unknown segment"}}, summary="One segment")
+    def segment(name: str) -> Segment:
+        found = store.current().segments.get(name)
+        if found is None:
+            raise _problem(404, f"No segment is named '{name}'. GET /v1/segments lists them.")
+        return found
+
+    @app.exception_handler(HTTPException)
+    def _errors(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app with TESSERA_WAREHOUSE and TESSERA_API_TOKEN (for `uvicorn --factory`)."""
+    from orchestration.lib.settings import load_settings
+
+    token = os.environ.get("TESSERA_API_TOKEN", "")
+    if len(token) < 16:
+        raise ValueError("TESSERA_API_TOKEN must be set to a secret of at least 16 characters, for example "
+                         "`export TESSERA_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`.")
+    return create_app(load_settings().warehouse, token,
+                      float(os.environ.get("TESSERA_API_REFRESH_SECONDS", "30")))
