@@ -1,10 +1,9 @@
-"""Audience files per published segment, written after erasures so they never hold an erased person."""
+"""Audience files per published segment, from the membership (built after erasures, so never an erased person)."""
 
 import dagster as dg
 import pandas as pd
 
 from orchestration.defs.exports.audiences import write_audiences
-from orchestration.defs.privacy.assets import ERASURE_LOG
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import MEMBERSHIP
 from orchestration.defs.segments.loading import segment_catalog
@@ -13,7 +12,7 @@ from orchestration.lib.settings import load_settings
 
 
 @dg.asset(
-    key=["exports", "audiences"], deps=[MEMBERSHIP, ERASURE_LOG], group_name="exports",
+    key=["exports", "audiences"], deps=[MEMBERSHIP], group_name="exports",
     owners=["team:marketing-analytics"], kinds={"parquet", "csv"}, pool="duckdb",
     description="data/exports/<segment>/<as_of>/: members.parquet and members.csv (person_id, SHA-256 of the "
                 "normalised email, the segment's export_attributes) with manifest.json, for each published "

@@ -116,13 +116,15 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
     per_file = {r[0]: r[1:] for r in con.execute(
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
-    suppressing = suppression.has_suppressions(con)
+    suppressing = f"raw.{report.table}" not in suppression.EXEMPT_TABLES and suppression.has_suppressions(con)
     if suppressing:  # erased persons' rows never land again
         con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {typed_sql}")
-        cols = [r[0] for r in con.execute("DESCRIBE _typed").fetchall()]
-        erased = suppression.predicate(cols)
-        report.rows_suppressed = con.execute(f"SELECT count(*) FROM _typed t WHERE {erased}").fetchone()[0]
-        typed_sql = f"SELECT * FROM _typed t WHERE NOT ({erased})"
+        erased = suppression.predicate([r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
+        if erased:
+            report.rows_suppressed = con.execute(f"SELECT count(*) FROM _typed t WHERE {erased}").fetchone()[0]
+            typed_sql = f"SELECT * FROM _typed t WHERE NOT ({erased})"
+        else:
+            typed_sql = "SELECT * FROM _typed"
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
         for name, sql in (companions or {}).items():

@@ -14,14 +14,16 @@ ERASURE_LOG = dg.AssetKey(["privacy", "erasure_log"])
 
 @dg.asset(
     key=ERASURE_LOG,
+    # After every table that holds person rows, before membership and exports read them.
     deps=[dg.AssetKey(["raw", "erasure_requests"]), dg.AssetKey(["marts", "identity_map"]),
-          dg.AssetKey(["marts", "segment_membership"]), dg.AssetKey(["marts", "propensity_scores"]),
+          dg.AssetKey(["marts", "segment_attributes"]), dg.AssetKey(["marts", "propensity_scores"]),
           dg.AssetKey(["marts", "cluster_assignments"])],
-    group_name="exports", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
+    group_name="segments", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
     description="Applies erasure requests (privacy/ folder): each resolves through marts.identity_map to a person, "
                 "whose identifiers join privacy.suppression_list as SHA-256 hashes, and whose rows leave every "
-                "raw, pii, intermediate and marts table and every audience export. Later data for the person is "
-                "dropped at ingestion. The log keeps hashes only.",
+                "raw, pii, intermediate and marts table (membership history included) and every audience export, "
+                "before this run's membership is built. Later data for the person is dropped at ingestion. The log "
+                "keeps hashes only.",
 )
 def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     exports_dir = load_settings().exports_dir

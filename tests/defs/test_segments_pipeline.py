@@ -1,0 +1,170 @@
+"""The consumer end of the chain through Dagster on generated data: ML scores, segment membership,
+erasure with suppression at re-ingestion, and audience exports, checked against ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from orchestration.defs.dbt.assets import tessera_dbt_models
+from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
+from orchestration.defs.exports.assets import export_assets
+from orchestration.defs.identity.definitions import defs as identity_defs
+from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ml.assets import ml_assets
+from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
+from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.segments.assets import segment_assets, segment_checks
+from orchestration.lib.identifiers import sha256_hex
+from orchestration.lib.warehouse import connect, table_fingerprint
+
+pytestmark = pytest.mark.slow
+CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets, *segment_checks,
+         *privacy_assets, *privacy_checks, *export_assets]
+SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_report", "segment_overlap")
+
+
+def _materialize(env, selection=None):
+    return dg.materialize(CHAIN, selection=selection, instance=dg.DagsterInstance.ephemeral(), resources={
+        "warehouse": WarehouseResource(path=str(env["warehouse"])),
+        "landing": LandingZoneResource(root=str(env["landing"])), "dbt": dbt_domain_defs.resources["dbt"]})
+
+
+@pytest.fixture(scope="module")
+def chain(sample, tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    env = {"landing": root / "landing", "warehouse": root / "warehouse.duckdb", "exports": root / "exports"}
+    shutil.copytree(sample.landing, env["landing"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TESSERA_WAREHOUSE", str(env["warehouse"]))
+        mp.setenv("TESSERA_EXPORTS_DIR", str(env["exports"]))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        first = _materialize(env)
+        assert first.success
+        env["first"] = first
+        yield env, mp
+
+
+def _metadata(result) -> dict:
+    return {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+
+
+def _erased_truth_identifiers(sample) -> list[tuple[str, str]]:
+    erased = {p["person_key"] for p in sample.truth_rows("persons") if p["erased"] == "True"}
+    return [(r["identifier_type"], r["identifier"]) for r in sample.truth_rows("identifiers")
+            if r["person_key"] in erased and r["shared_device"] != "True"]
+
+
+def _traces(con, identifiers: list[tuple[str, str]]) -> list[str]:
+    """Every place an identifier of an erased person still appears, in clear or hashed."""
+    found = []
+    checks = {
+        "marts.identity_map": "identifier IN (?, ?)",
+        "raw.events": "user_id = ? OR anonymous_id = ? OR traits::VARCHAR LIKE '%' || ? || '%'",
+        "raw.crm_customers": "customer_id = ? OR lower(email) = ? OR phone_e164 = ?",
+        "raw.order_lines": "customer_id = ? OR lower(email) = ?",
+        "pii.person_contacts": "email = ? OR phone = ?",
+        "raw.quarantine": "contains(lower(raw), ?)",
+    }
+    for kind, value in identifiers:
+        plain = value.strip().lower() if kind == "email" else value
+        hashed = sha256_hex(plain)
+        for table, where in checks.items():
+            params = {1: [plain], 2: [plain, hashed], 3: [plain, plain, plain]}[where.count("?")]
+            if table == "marts.identity_map":
+                params = [plain, hashed]
+            if con.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]:
+                found.append(f"{table}: {kind} {value}")
+    return found
+
+
+def test_segments_are_built_with_consent_respected(chain):
+    env, _ = chain
+    metadata = _metadata(env["first"])["marts/segment_membership"]
+    with connect(env["warehouse"], read_only=True) as con:
+        no_consent = {r[0] for r in con.execute(
+            "SELECT person_id FROM marts.segment_attributes WHERE personalization_opt_in = false").fetchall()}
+        members = con.execute("SELECT person_id, segment_name, segment_type FROM marts.segment_membership").df()
+        report = con.execute("SELECT * FROM marts.segment_report").df()
+    assert no_consent and not (set(members["person_id"]) & no_consent)
+    assert metadata["persons_left_out_for_consent"].value == len(no_consent)
+    assert set(members["segment_type"]) == {"rule", "contextual", "cluster", "propensity"}
+    sizes = members.groupby("segment_name").size()
+    published = report[report["published"]].set_index("segment_name")["size"]
+    assert sizes.sort_index().equals(published.sort_index().astype(sizes.dtype))
+    assert (report["size"] == report["matched"] - report["excluded_by_consent"]).all()
+    with connect(env["warehouse"], read_only=True) as con:
+        scored = con.execute("SELECT count(*) FROM marts.segment_attributes").fetchone()[0]
+    decile = report.set_index("segment_name").loc["purchase_30d_top_decile"]
+    assert abs(decile["matched"] - scored / 10) <= 1  # ntile(10): a tenth of the scored persons, before consent
+
+
+def test_erasure_removes_every_trace_of_the_requested_people(sample, chain):
+    env, _ = chain
+    identifiers = _erased_truth_identifiers(sample)
+    metadata = _metadata(env["first"])["privacy/erasure_log"]
+    checks = {e.asset_check_key.name: e.passed for e in env["first"].get_asset_check_evaluations()}
+    assert checks["no_trace_of_erased_persons"]
+    assert metadata["persons_erased_now"].value == len({p["person_key"] for p in sample.truth_rows("persons")
+                                                        if p["erased"] == "True"})
+    assert metadata["rows_removed"].value > 0
+    with connect(env["warehouse"], read_only=True) as con:
+        assert identifiers and _traces(con, identifiers) == []
+        log = con.execute("SELECT * FROM privacy.erasure_log").df()
+        listed = con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").df()
+    plain_values = {v for _, v in identifiers}
+    assert not (plain_values & set(log.astype(str).to_numpy().ravel()))  # the log holds hashes only
+    assert {sha256_hex(v.strip().lower() if k == "email" else v) for k, v in identifiers} <= set(listed["identifier_sha256"])
+
+
+def test_exports_hold_published_consenting_members_with_hashed_emails(chain):
+    env, _ = chain
+    with connect(env["warehouse"], read_only=True) as con:
+        report = con.execute("SELECT segment_name, size, published, as_of FROM marts.segment_report").df()
+        contacts = dict(con.execute("SELECT person_id, email FROM pii.person_contacts WHERE email IS NOT NULL")
+                        .fetchall())
+        no_consent = {r[0] for r in con.execute(
+            "SELECT person_id FROM marts.profiles WHERE personalization_opt_in = false").fetchall()}
+    folders = {p.parent.parent.name: p.parent for p in env["exports"].glob("*/*/manifest.json")}
+    assert set(folders) == set(report.loc[report["published"], "segment_name"])
+    assert not list(env["exports"].glob("*/.*"))  # no half-written folders
+    for _, row in report[report["published"]].iterrows():
+        folder = folders[row["segment_name"]]
+        manifest = json.loads((folder / "manifest.json").read_text())
+        parquet = pd.read_parquet(folder / "members.parquet")
+        csv = pd.read_csv(folder / "members.csv")
+        assert manifest["rows"] == len(parquet) == len(csv) == row["size"]
+        assert manifest["files"]["members.parquet"]["sha256"] == sha256_hex_file(folder / "members.parquet")
+        assert not (set(parquet["person_id"]) & no_consent)
+        for person, email_hash in parquet[["person_id", "email_sha256"]].dropna().itertuples(index=False):
+            if person in contacts:
+                assert email_hash == sha256_hex(contacts[person].strip().lower())
+
+
+def sha256_hex_file(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_rerun_suppresses_erased_people_at_ingestion_and_changes_no_segment(sample, chain):
+    env, _ = chain
+    with connect(env["warehouse"], read_only=True) as con:
+        before = [table_fingerprint(con, f"marts.{t}") for t in SEGMENT_TABLES]
+    again = _materialize(env)
+    assert again.success
+    metadata = _metadata(again)
+    assert metadata["raw/events"]["rows_suppressed_erased_persons"].value > 0
+    assert metadata["raw/crm_customers"]["rows_suppressed_erased_persons"].value > 0
+    assert metadata["privacy/erasure_log"]["persons_erased_now"].value == 0
+    assert metadata["privacy/erasure_log"]["rows_removed"].value == 0  # nothing came back
+    assert metadata["marts/segment_membership"]["rerun_of_as_of"].value is True
+    with connect(env["warehouse"], read_only=True) as con:
+        assert _traces(con, _erased_truth_identifiers(sample)) == []
+        after = [table_fingerprint(con, f"marts.{t}") for t in SEGMENT_TABLES]
+    assert after == before
