@@ -58,8 +58,8 @@ def membership_times(warehouse: Path) -> dict:
 
 def lookup_paths(warehouse: Path, n: int = 20000, seed: int = 7) -> list[str]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute("""SELECT identifier_type, identifier FROM marts.identity_map
-                              USING SAMPLE reservoir(? ROWS) REPEATABLE (7)""", [n]).fetchall()
+        rows = con.execute(f"""SELECT identifier_type, identifier FROM marts.identity_map
+                               USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})""").fetchall()
     rng = random.Random(seed)
     paths = [f"/v1/identities/{t}/{v}/segments" for t, v in rows]
     paths += [f"/v1/identities/customer_id/NOPE{rng.randrange(10**9)}/segments" for _ in range(n // 20)]  # 404s
