@@ -18,7 +18,6 @@ from pathlib import Path
 
 import duckdb
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from orchestration.lib.identifiers import LOOKUP_TYPES, IdentifierError, lookup_key
@@ -181,10 +180,6 @@ def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0) -> Fa
         if found is None:
             raise _problem(404, f"No segment is named '{name}'. GET /v1/segments lists them.")
         return found
-
-    @app.exception_handler(HTTPException)
-    def _errors(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     return app
 

@@ -65,8 +65,8 @@ class Catalog:
     segments: dict[str, Segment]
     schema: dict[str, str]
 
-    def compiler(self, extra: dict[str, str] | None = None) -> Compiler:
-        return Compiler(self.schema, {**{n: s.spec.rule for n, s in self.segments.items()}, **(extra or {})})
+    def compiler(self) -> Compiler:
+        return Compiler(self.schema, {n: s.spec.rule for n, s in self.segments.items()})
 
 
 def attribute_schema(manifest_path: Path) -> dict[str, str]:

@@ -143,8 +143,8 @@ def build_membership(con: duckdb.DuckDBPyConnection, catalog: Catalog,
         _write_membership(con, as_of, segments)
         _write_report(con, report, segments)
         _write_overlap(con, as_of)
-    for ddl_table in ("_matches", "_published", "_current"):
-        con.execute(f"DROP TABLE IF EXISTS {ddl_table}")
+    for temp in ("_matches", "_published", "_current", "_types"):
+        con.execute(f"DROP TABLE IF EXISTS {temp}")
     return report
 
 

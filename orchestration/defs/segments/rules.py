@@ -199,11 +199,13 @@ def parse(segment: str, rule: str) -> Tree:
         return _PARSER.parse(rule)
     except UnexpectedCharacters as exc:
         char = rule[exc.pos_in_stream]
-        hint = ("Strings use single quotes: 'text'." if char == '"' else
-                "Rules are one expression: no ';', no SQL statements, no comments." if char in ";-#" and
-                rule[exc.pos_in_stream:exc.pos_in_stream + 2] in (";", "--", "#", ";\n") or char == ";" else
-                "Use column names, numbers, 'strings', comparisons, and/or/not, in (...), between ... and ..., "
-                "and the functions " + ", ".join(sorted(FUNCTIONS)) + ".")
+        if char == '"':
+            hint = "Strings use single quotes: 'text'."
+        elif char in ";#":
+            hint = "Rules are one expression: no ';', no SQL statements, no comments."
+        else:
+            hint = ("Use column names, numbers, 'strings', comparisons, and/or/not, in (...), between ... and ..., "
+                    "and the functions " + ", ".join(sorted(FUNCTIONS)) + ".")
         raise RuleError(segment, rule, exc.pos_in_stream, f"unexpected character {char!r}", hint) from None
     except UnexpectedEOF:
         raise RuleError(segment, rule, len(rule.rstrip()), "the rule ends too early",
@@ -331,7 +333,6 @@ class Compiler:
         return self._in_list(node, state, negate=False)
 
     def _not_in(self, node, state):
-        node.children = [node.children[0]] + node.children[2:]
         return self._in_list(node, state, negate=True)
 
     def _range(self, node, state, negate: bool) -> Sql:
