@@ -102,6 +102,16 @@ def _print_summary(warehouse: Path) -> None:
             print("Quarantined input (raw.quarantine):")
             for source, code, n in reasons:
                 print(f"  {source:<12} {code:<22} {n:>8,}")
+        segments = con.execute("""
+            SELECT segment_name, segment_type, size, entered, exited, excluded_by_consent, status
+            FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1
+        """).fetchall() if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' "
+                                       "AND table_name = 'segment_report'").fetchone()[0] else []
+        if segments:
+            print("Segments (marts.segment_report; audiences in data/exports/):")
+            print(f"  {'segment':<40} {'type':<11} {'size':>7} {'entered':>8} {'exited':>7} {'no consent':>10}  status")
+            for name, kind, size, entered, exited, excluded, status in segments:
+                print(f"  {name:<40} {kind:<11} {size:>7,} {entered:>8,} {exited:>7,} {excluded:>10,}  {status}")
 
 
 def _date(text: str) -> dt.date:
