@@ -63,6 +63,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"tessera run: {exc}", file=sys.stderr)
         return 2
     export_for_subprocesses(settings)
+    from orchestration.defs.segments.catalog import SegmentConfigError
+    from orchestration.defs.segments.loading import segment_catalog
+
+    try:
+        segment_catalog()
+    except SegmentConfigError as exc:
+        print(f"tessera run: {exc}", file=sys.stderr)
+        return 2
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     ensure_dagster_home(settings.dagster_home)
     if _landing_is_empty(settings.landing_dir):

@@ -49,3 +49,32 @@ def test_generate_writes_the_landing_contract_and_truth(tmp_path):
         assert any((tmp_path / "landing" / folder).iterdir()), folder
     for name in ("identifiers.csv", "persons.csv", "bots.csv", "faults.csv", "summary.json"):
         assert (tmp_path / "truth" / name).is_file(), name
+
+
+def test_run_rejects_a_bad_segment_rule_before_starting(tmp_path):
+    (tmp_path / "bad.yml").write_text("segments:\n  - name: vip\n    description: x\n    owner: me\n    type: rule\n"
+                                      "    rule: monetary_totl > 5\n")
+    proc = _tessera("run", env={"TESSERA_SEGMENTS_DIR": str(tmp_path), "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad.yml, key 'rule': Segment 'vip': unknown column 'monetary_totl'" in proc.stderr
+    assert "Did you mean column 'monetary_total'?" in proc.stderr
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["why", "email", "nobody@example.com", "vip"], 1, "No person has email 'nobody@example.com'"),
+    (["why", "ssn", "123", "vip"], 1, "unknown identifier type 'ssn'"),
+])
+def test_why_explains_what_is_wrong(tmp_path, args, code, message):
+    from orchestration.lib.warehouse import connect
+
+    warehouse = tmp_path / "w.duckdb"
+    with connect(warehouse) as con:
+        con.execute("CREATE TABLE marts.identity_map (identifier_type VARCHAR, identifier VARCHAR, person_id VARCHAR)")
+    proc = _tessera(*args, env={"TESSERA_WAREHOUSE": str(warehouse)})
+    assert proc.returncode == code and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_api_refuses_to_start_without_a_token(tmp_path):
+    proc = _tessera("api", env={"TESSERA_API_TOKEN": ""})
+    assert proc.returncode == 2 and "TESSERA_API_TOKEN must be set" in proc.stderr

@@ -1,5 +1,10 @@
 import dagster as dg
 
 from orchestration.defs.segments.assets import segment_assets, segment_checks
+from orchestration.defs.segments.loading import segment_catalog
+
+# Validate segments/*.yml when the code location loads: a bad rule stops it with the file, the
+# segment, the position and a fix, instead of failing a run later.
+segment_catalog()
 
 defs = dg.Definitions(assets=segment_assets, asset_checks=segment_checks)
