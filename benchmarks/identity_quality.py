@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
+from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map  # noqa: E402
 from orchestration.defs.identity.matching import match_customer_records  # noqa: E402
-from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 
 
 def febrl3() -> dict:

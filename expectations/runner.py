@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 
-
 ROW_COUNT_RANGE = (0.5, 2.0)  # against the previous run: a halving or doubling is a problem, not growth
 
 

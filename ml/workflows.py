@@ -17,8 +17,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ml import plots, tracking
-from ml.features import numeric_matrix
 from ml.clustering import ClusteringConfig, silhouette_of, top_categories, train_clustering
+from ml.features import numeric_matrix
 from ml.propensity import PropensityConfig, model_inputs, score, top_contributions, train_propensity
 from ml.tracking import PromotionPolicy
 

@@ -9,8 +9,8 @@ from orchestration.defs.ingest import definitions as ingest_domain
 from orchestration.defs.ml import definitions as ml_domain
 from orchestration.defs.privacy import definitions as privacy_domain
 from orchestration.defs.quality import definitions as quality_domain
-from orchestration.defs.segments import definitions as segments_domain
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.segments import definitions as segments_domain
 from orchestration.lib.settings import export_for_subprocesses, load_settings
 
 settings = load_settings()

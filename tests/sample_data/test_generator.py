@@ -169,7 +169,7 @@ def test_rfm_truth_matches_the_landing_orders(sample):
 
 
 def test_people_never_share_a_phone_number():
-    from orchestration.sample_data.generator import _phone, _e164
+    from orchestration.sample_data.generator import _e164, _phone
 
     numbers = [_e164(_phone("GB", owner)) for owner in range(20_000)]
     assert len(set(numbers)) == len(numbers)
