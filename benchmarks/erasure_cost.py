@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/erasure_cost.py --persons 100000
 
 Needs <workdir>/segments.duckdb from benchmarks/segments_api.py (it is modified: the requested
-persons are erased from it).
+persons are erased from it). --reingest then times re-ingesting every event file with the
+suppression list in force (compare with ingest_events in the segments_api result).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from orchestration.lib.warehouse import connect  # noqa: E402
 
 
 def main() -> int:
-    args = tier_parser(__doc__, 100_000).parse_args()
+    ap = tier_parser(__doc__, 100_000)
+    ap.add_argument("--reingest", action="store_true")
+    args = ap.parse_args()
     warehouse = tier_workdir(args) / "segments.duckdb"
     if not warehouse.exists():
         print(f"{warehouse} does not exist: run benchmarks/segments_api.py --persons {args.persons} first.")
@@ -35,12 +38,21 @@ def main() -> int:
         traces = remaining_traces(con)
         check_s = time.perf_counter() - started
         tables = len(suppression.person_tables(con))
+        reingest = None
+        if args.reingest:
+            from orchestration.defs.ingest.loaders import load_source
+
+            started = time.perf_counter()
+            loaded = load_source(con, tier_workdir(args) / "landing", "events")
+            reingest = {"events_s": round(time.perf_counter() - started, 1), "rows_loaded": loaded.rows_loaded,
+                        "rows_suppressed": loaded.rows_suppressed,
+                        "quarantined_lines_suppressed": loaded.quarantine_suppressed}
     save_result(f"erasure_cost_p{args.persons}", {
         "persons": args.persons, "requests": report.requests, "erased_now": report.erased,
         "already_erased": report.already_erased, "not_found": report.not_found,
         "identifiers_suppressed": report.identifiers_suppressed, "rows_removed": sum(report.rows_removed.values()),
         "tables_scanned": tables, "erasure_s": round(erase_s, 2), "no_trace_check_s": round(check_s, 2),
-        "traces_left": traces})
+        "traces_left": traces, "reingest_with_suppression": reingest})
     return 0
 
 

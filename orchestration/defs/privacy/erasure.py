@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import duckdb
+import phonenumbers
 
 from orchestration.lib import suppression
 from orchestration.lib.identifiers import IdentifierError, lookup_key, normalise_phone, sha256_hex
@@ -35,16 +36,19 @@ class ErasureReport:
 
 
 def _national_phone_key(con, text: str) -> tuple[str, str] | None:
-    """A phone without a country code: the first reading, in one of the CRM's countries, that the
-    identity map knows."""
-    countries = [r[0] for r in con.execute("SELECT DISTINCT country FROM raw.crm_customers WHERE country IS NOT NULL "
-                                           "ORDER BY 1").fetchall()]
-    for country in countries:
-        e164 = normalise_phone(text, country)
-        if e164 and con.execute("SELECT count(*) FROM marts.identity_map WHERE identifier_type = 'phone_sha256' AND "
-                                "identifier = ?", [sha256_hex(e164)]).fetchone()[0]:
-            return "phone_sha256", sha256_hex(e164)
-    return None
+    """A phone without a country code: its reading in any region that the identity map or the
+    suppression list (an earlier erasure) knows. Two known readings are ambiguous: nothing is erased."""
+    readings = {sha256_hex(e164) for region in phonenumbers.SUPPORTED_REGIONS
+                if (e164 := normalise_phone(text, region))}
+    if not readings:
+        return None
+    known = con.execute("""
+        SELECT DISTINCT identifier FROM (
+            SELECT identifier FROM marts.identity_map WHERE identifier_type = 'phone_sha256'
+            UNION ALL
+            SELECT identifier_sha256 FROM privacy.suppression_list WHERE identifier_type = 'phone_sha256')
+        WHERE identifier IN (SELECT unnest(?))""", [sorted(readings)]).fetchall()
+    return ("phone_sha256", known[0][0]) if len(known) == 1 else None
 
 
 def _request_key(con, identifier_type: str, identifier: str) -> tuple[str, str] | None:
