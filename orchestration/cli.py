@@ -98,6 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(warehouse: Path) -> None:
     import duckdb
 
+    from orchestration.lib.warehouse import table_exists
+
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables "
@@ -113,8 +115,7 @@ def _print_summary(warehouse: Path) -> None:
         segments = con.execute("""
             SELECT segment_name, segment_type, size, entered, exited, excluded_by_consent, status
             FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1
-        """).fetchall() if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' "
-                                       "AND table_name = 'segment_report'").fetchone()[0] else []
+        """).fetchall() if table_exists(con, "marts", "segment_report") else []
         if segments:
             print("Segments (marts.segment_report; audiences in data/exports/):")
             print(f"  {'segment':<40} {'type':<11} {'size':>7} {'entered':>8} {'exited':>7} {'no consent':>10}  status")

@@ -38,6 +38,17 @@ def normalise_phone(value: str, region: str | None = None) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def person_of(con, identifier_type: str, identifier: str) -> str | None:
+    """The person marts.identity_map gives a lookup key from lookup_key() (a person_id gives itself)."""
+    if identifier_type == "person_id":
+        row = con.execute("SELECT any_value(person_id) FROM marts.identity_map WHERE person_id = ?",
+                          [identifier]).fetchone()
+    else:
+        row = con.execute("SELECT any_value(person_id) FROM marts.identity_map WHERE identifier_type = ? "
+                          "AND identifier = ?", [identifier_type, identifier]).fetchone()
+    return row[0] if row else None
+
+
 def lookup_key(identifier_type: str, value: str, region: str | None = None) -> tuple[str, str]:
     """(identifier_type, identifier) as stored in marts.identity_map (person_id passes through)."""
     kind = identifier_type.strip().lower()

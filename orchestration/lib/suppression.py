@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import duckdb
 
+from orchestration.lib.warehouse import table_exists
+
 SUPPRESSION_DDL = """
 CREATE TABLE IF NOT EXISTS privacy.suppression_list (
     identifier_type        VARCHAR NOT NULL,  -- person_id, anonymous_id, user_id, customer_id, email_sha256, phone_sha256
@@ -69,9 +71,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def has_suppressions(con: duckdb.DuckDBPyConnection) -> bool:
-    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'privacy' "
-                         "AND table_name = 'suppression_list'").fetchone()[0]
-    return bool(exists) and bool(con.execute("SELECT count(*) FROM privacy.suppression_list").fetchone()[0])
+    return table_exists(con, "privacy", "suppression_list") and \
+        bool(con.execute("SELECT count(*) FROM privacy.suppression_list").fetchone()[0])
 
 
 def _listed(kind: str, value_sql: str) -> str:
@@ -118,12 +119,14 @@ def count_traces(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return out
 
 
+def delete_suppressed(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str = "true") -> int:
+    """Delete the rows of suppressed persons from `table` (only those matching `where`); rows deleted."""
+    erased = predicate(columns)
+    if erased is None:
+        return 0
+    return con.execute(f"DELETE FROM {table} AS t WHERE ({where}) AND ({erased})").fetchone()[0]
+
+
 def scrub(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Delete every row of every suppressed person; rows removed per table."""
-    removed = {}
-    for table, cols in person_tables(con).items():
-        n = con.execute(f"SELECT count(*) FROM {table} t WHERE {predicate(cols)}").fetchone()[0]
-        if n:
-            con.execute(f"DELETE FROM {table} AS t WHERE {predicate(cols)}")
-        removed[table] = n
-    return removed
+    return {table: delete_suppressed(con, table, cols) for table, cols in person_tables(con).items()}

@@ -79,26 +79,26 @@ def _folders(exports_dir: Path) -> list[Path]:
     return sorted(p.parent for p in exports_dir.glob("*/*/manifest.json") if not p.parent.name.startswith("."))
 
 
-def _suppressed_rows(con, folder: Path) -> int:
+def _drop_suppressed(con, folder: Path) -> int:
+    """Load a folder's members into the temp table _export without suppressed persons; rows dropped."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _export AS SELECT * FROM read_parquet('{folder / FILES[0]}')")
-    cols = [r[0] for r in con.execute("DESCRIBE _export").fetchall()]
-    return con.execute(f"SELECT count(*) FROM _export t WHERE {suppression.predicate(cols)}").fetchone()[0]
+    return suppression.delete_suppressed(con, "_export", [r[0] for r in con.execute("DESCRIBE _export").fetchall()])
 
 
 def export_traces(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> dict[str, int]:
-    """Rows of suppressed persons per export folder."""
-    return {str(folder.relative_to(exports_dir)): _suppressed_rows(con, folder) for folder in _folders(exports_dir)}
+    """Rows of suppressed persons per export folder (the files are not changed)."""
+    traces = {str(folder.relative_to(exports_dir)): _drop_suppressed(con, folder) for folder in _folders(exports_dir)}
+    con.execute("DROP TABLE IF EXISTS _export")
+    return traces
 
 
 def scrub_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> int:
     """Rewrite every export folder that holds a suppressed person without them; rows removed."""
     removed = 0
     for folder in _folders(exports_dir):
-        n = _suppressed_rows(con, folder)
+        n = _drop_suppressed(con, folder)
         if not n:
             continue
-        cols = [r[0] for r in con.execute("DESCRIBE _export").fetchall()]
-        con.execute(f"DELETE FROM _export AS t WHERE {suppression.predicate(cols)}")
         manifest = json.loads((folder / "manifest.json").read_text())
         _write_folder(con, "_export", folder, {k: v for k, v in manifest.items() if k not in ("rows", "files")})
         removed += n

@@ -119,12 +119,9 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
     suppressing = f"raw.{report.table}" not in suppression.EXEMPT_TABLES and suppression.has_suppressions(con)
     if suppressing:  # erased persons' rows never land again
         con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {typed_sql}")
-        erased = suppression.predicate([r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
-        if erased:
-            report.rows_suppressed = con.execute(f"SELECT count(*) FROM _typed t WHERE {erased}").fetchone()[0]
-            typed_sql = f"SELECT * FROM _typed t WHERE NOT ({erased})"
-        else:
-            typed_sql = "SELECT * FROM _typed"
+        report.rows_suppressed = suppression.delete_suppressed(
+            con, "_typed", [r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
+        typed_sql = "SELECT * FROM _typed"
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
         for name, sql in (companions or {}).items():
@@ -132,10 +129,8 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
         con.execute("DELETE FROM raw.quarantine WHERE source = ?", [report.source])
         con.execute(f"INSERT INTO raw.quarantine {quarantine_sql}")
         if suppressing:
-            erased = f"source = '{report.source}' AND ({suppression.predicate(['raw'])})"
-            report.quarantine_suppressed = con.execute(
-                f"SELECT count(*) FROM raw.quarantine t WHERE {erased}").fetchone()[0]
-            con.execute(f"DELETE FROM raw.quarantine AS t WHERE {erased}")
+            report.quarantine_suppressed = suppression.delete_suppressed(
+                con, "raw.quarantine", ["raw"], where=f"t.source = '{report.source}'")
         con.execute("DELETE FROM raw.ingested_files WHERE source = ?", [report.source])
         rows = []
         for rel, loaded_at in files.items():

@@ -15,7 +15,7 @@ import duckdb
 import phonenumbers
 
 from orchestration.lib import suppression
-from orchestration.lib.identifiers import IdentifierError, lookup_key, normalise_phone, sha256_hex
+from orchestration.lib.identifiers import IdentifierError, lookup_key, normalise_phone, person_of, sha256_hex
 from orchestration.lib.warehouse import transaction
 
 
@@ -80,11 +80,7 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
         if logged.get(request_hash) in ("erased", "already_erased"):
             report.already_erased += 1
             continue
-        person = None
-        if key:
-            row = con.execute("SELECT person_id FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?",
-                              list(key)).fetchone()
-            person = row[0] if row else None
+        person = person_of(con, *key) if key else None
         if person is None:
             listed = key and con.execute("SELECT count(*) FROM privacy.suppression_list WHERE identifier_type = ? AND "
                                          "identifier_sha256 = ?", [key[0], _suppression_value(*key)]).fetchone()[0]

@@ -12,7 +12,7 @@ import duckdb
 
 from orchestration.defs.segments.catalog import Catalog
 from orchestration.defs.segments.membership import ATTRIBUTES, concrete_segments
-from orchestration.lib.identifiers import IdentifierError, lookup_key
+from orchestration.lib.identifiers import IdentifierError, lookup_key, person_of
 from orchestration.lib.warehouse import table_exists
 
 
@@ -25,14 +25,10 @@ def resolve_person(con: duckdb.DuckDBPyConnection, identifier_type: str, value: 
         kind, key = lookup_key(identifier_type, value)
     except IdentifierError as exc:
         raise ExplainError(str(exc)) from None
-    if kind == "person_id":
-        row = con.execute("SELECT DISTINCT person_id FROM marts.identity_map WHERE person_id = ?", [key]).fetchone()
-    else:
-        row = con.execute("SELECT person_id FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?",
-                          [kind, key]).fetchone()
-    if row is None:
+    person = person_of(con, kind, key)
+    if person is None:
         raise ExplainError(f"No person has {identifier_type} '{value}' in marts.identity_map.")
-    return row[0]
+    return person
 
 
 def _plain(value):

@@ -121,9 +121,11 @@ class Function:
     render: Callable[[list[str]], str]
     optional_args: int = 0  # trailing arguments that may be left out
     help: str = ""
+    reads: tuple[str, ...] = ()  # attribute columns the SQL reads besides its arguments
 
 
 LAST_SEEN = '"last_seen_at"'
+LOCAL_TIME_READS = ("as_of", "timezone", "last_seen_at")
 
 
 def _local(ts: str) -> str:
@@ -134,16 +136,19 @@ def _local(ts: str) -> str:
 FUNCTIONS: dict[str, Function] = {
     "days_since": Function(((TIMESTAMP,),), NUMBER,
                            lambda a: f"date_diff('day', CAST({a[0]} AS DATE), CAST(\"as_of\" AS DATE))",
-                           help="days_since(timestamp): calendar days from the timestamp's date to as_of"),
+                           help="days_since(timestamp): calendar days from the timestamp's date to as_of",
+                           reads=("as_of",)),
     "hours_since": Function(((TIMESTAMP,),), NUMBER,
                             lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"as_of\" + INTERVAL 1 DAY)",
-                            help="hours_since(timestamp): whole hours from the timestamp to the end of the as_of day"),
+                            help="hours_since(timestamp): whole hours from the timestamp to the end of the as_of day",
+                            reads=("as_of",)),
     "local_hour": Function(((TIMESTAMP,),), NUMBER, lambda a: f"hour({_local(a[0] if a else LAST_SEEN)})",
-                           optional_args=1,
+                           optional_args=1, reads=LOCAL_TIME_READS,
                            help="local_hour([timestamp]): hour 0-23 in the person's time zone, of their latest "
                                 "activity when no timestamp is given"),
     "local_weekday": Function(((TIMESTAMP,),), NUMBER,
                               lambda a: f"isodow({_local(a[0] if a else LAST_SEEN)})", optional_args=1,
+                              reads=LOCAL_TIME_READS,
                               help="local_weekday([timestamp]): 1 (Monday) to 7 (Sunday) in the person's time zone"),
     "greatest": Function(((NUMBER,), (NUMBER,)), NUMBER, lambda a: f"greatest({a[0]}, {a[1]})",
                          help="greatest(number, number)"),
@@ -157,9 +162,6 @@ FUNCTIONS: dict[str, Function] = {
     "in_segment": Function(((TEXT,),), BOOLEAN, lambda a: a[0],
                            help="in_segment('name'): the rule of another segment"),
 }
-
-# Attribute columns the functions above read implicitly.
-IMPLICIT_COLUMNS = ("as_of", "timezone", "last_seen_at")
 
 
 @dataclass
@@ -282,11 +284,8 @@ class Compiler:
         names = {c.children[0].value for c in node.find_data("column")}
         for call in node.find_data("call"):
             name = call.children[0].value.lower()
-            if name in ("days_since", "hours_since"):
-                names.add("as_of")
-            elif name in ("local_hour", "local_weekday"):
-                names.update(IMPLICIT_COLUMNS)
-            elif name == "in_segment":
+            names.update(FUNCTIONS[name].reads)
+            if name == "in_segment":
                 target = call.children[1].children[0].value[1:-1]
                 names.update(self.compile(target).columns)
         return sorted(n for n in names if n in self.schema)
@@ -419,10 +418,7 @@ class Compiler:
         for i, (arg, child) in enumerate(zip(args, arg_nodes)):
             self._expect(arg, fn.args[i], child, state, f"argument {i + 1} of {name}() must be "
                          f"{' or '.join(fn.args[i])}")
-        if len(args) < len(fn.args):
-            state.columns.update(c for c in IMPLICIT_COLUMNS if c in self.schema)
-        if name in ("days_since", "hours_since"):
-            state.columns.add("as_of")
+        state.columns.update(c for c in fn.reads if c in self.schema)
         returns = fn.returns([a.type for a in args]) if callable(fn.returns) else fn.returns
         if name == "coalesce":
             self._same_type(args[0], args[1], node, state, "coalesce()")
