@@ -17,13 +17,15 @@ export MLFLOW_TRACKING_URI
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
 
-.PHONY: help install run test test-quick ui mlflow-ui api generate clean
+.PHONY: help install run test test-quick ui mlflow-ui api generate check-config example-online-retail clean
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make api        lookup API on http://127.0.0.1:8000 (set TESSERA_API_TOKEN; OpenAPI at /docs)"
+	@echo "make check-config          validate TESSERA_SOURCES_CONFIG and segments/ without running anything"
+	@echo "make example-online-retail the whole pipeline on UCI Online Retail (docs/examples/online_retail.md)"
 
 install: $(VENV)/.installed
 
@@ -63,6 +65,17 @@ mlflow-ui: $(VENV)/.installed
 
 api: $(VENV)/.installed
 	$(BIN)/tessera api --host 127.0.0.1 --port 8000
+
+check-config: $(MANIFEST)
+	$(BIN)/tessera check-config
+
+# The real-data walkthrough: its own landing folder (for erasure requests), warehouse and MLflow store.
+EXAMPLE_DIR := $(CURDIR)/data/examples/online_retail
+example-online-retail: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(EXAMPLE_DIR)/landing
+	TESSERA_SOURCES_CONFIG=$(CURDIR)/examples/online_retail/sources.yml TESSERA_LANDING_DIR=$(EXAMPLE_DIR)/landing \
+	TESSERA_WAREHOUSE=$(EXAMPLE_DIR)/warehouse.duckdb TESSERA_EXPORTS_DIR=$(EXAMPLE_DIR)/exports \
+	MLFLOW_TRACKING_URI=sqlite:///$(EXAMPLE_DIR)/mlflow.db $(BIN)/tessera run
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs

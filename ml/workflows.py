@@ -81,9 +81,10 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
     champion_version, champion_model = tracking.champion(CLUSTERING_MODEL)
     previous = champion_model.centroid_frame() if champion_model is not None else None
     result = train_clustering(frame, config, previous)
-    if person_categories is not None and len(person_categories):
+    tops = pd.Series(dtype=object)
+    if person_categories is not None and len(person_categories):  # none without events (orders-only data)
         tops = top_categories(frame["person_id"], result.labels, person_categories)
-        result.profile.insert(3, "top_categories", tops.reindex(result.profile.index).fillna(""))
+    result.profile.insert(3, "top_categories", tops.reindex(result.profile.index).fillna(""))
     chosen, model = result.chosen, result.model
     description = (f"Behavioural clusters as of {ctx.as_of}: {chosen.algorithm} with {chosen.k} clusters, "
                    f"chosen by silhouette among {sum(c.eligible for c in result.candidates)} eligible candidates.")

@@ -63,17 +63,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"tessera run: {exc}", file=sys.stderr)
         return 2
     export_for_subprocesses(settings)
-    from orchestration.defs.segments.catalog import SegmentConfigError
-    from orchestration.defs.segments.loading import segment_catalog
-
-    try:
-        segment_catalog()
-    except SegmentConfigError as exc:
-        print(f"tessera run: {exc}", file=sys.stderr)
+    problems = _config_problems(settings)
+    if problems:
+        print("tessera run: the configuration has problems; nothing was run.\n" + "\n".join(problems), file=sys.stderr)
         return 2
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     ensure_dagster_home(settings.dagster_home)
-    if _landing_is_empty(settings.landing_dir):
+    if settings.sources_config is None and _landing_is_empty(settings.landing_dir):
         print(f"The landing folder {settings.landing_dir} is empty: writing {args.sample_persons:,} sample persons first.")
         rc = main(["generate", "--persons", str(args.sample_persons), "--out", str(settings.landing_dir)])
         if rc:
@@ -90,12 +86,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
               "`make ui` shows the run and its events.", file=sys.stderr)
         return proc.returncode
     print(f"Done in {time.perf_counter() - started:.0f}s.")
-    _print_summary(settings.warehouse)
+    _print_summary(settings.warehouse, settings.exports_dir)
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, checks and this run.")
     return 0
 
 
-def _print_summary(warehouse: Path) -> None:
+def _config_problems(settings) -> list[str]:
+    """Every problem in the sources config and the segment definitions, as printable lines."""
+    from orchestration.defs.ingest.sources_config import SourcesConfigError, cached_sources_config
+    from orchestration.defs.segments.catalog import SegmentConfigError
+    from orchestration.defs.segments.loading import segment_catalog
+
+    problems = []
+    try:
+        cached_sources_config(settings.sources_config)
+    except SourcesConfigError as exc:
+        problems.append(f"Sources config ({settings.sources_config}):")
+        problems += [f"  - {p}" for p in exc.problems]
+    try:
+        segment_catalog()
+    except SegmentConfigError as exc:
+        problems.append(f"Segment definitions ({settings.segments_dir}):")
+        problems += [f"  - {p}" for p in exc.problems]
+    return problems
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from orchestration.defs.ingest.loaders import SOURCES
+    from orchestration.defs.ingest.sources_config import cached_sources_config
+    from orchestration.defs.segments.loading import segment_catalog
+    from orchestration.lib.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"tessera check-config: {exc}", file=sys.stderr)
+        return 2
+    problems = _config_problems(settings)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        print("tessera check-config: fix the problems above; nothing was run.", file=sys.stderr)
+        return 2
+    config = cached_sources_config(settings.sources_config)
+    print(f"Sources config: {settings.sources_config or 'none (the landing folders of DESIGN.md)'}")
+    print(f"Landing folder: {settings.landing_dir}")
+    for source in SOURCES:
+        files = config.files(source, settings.landing_dir)
+        how = (f"{files.format}, {len(files.columns)} mapped columns" if files.mapped
+               else "declared, landing-contract format" if source in config.sources else "landing folder")
+        print(f"  {source:<11} {len(files.files):>4} file(s)  {how}")
+    print("Event taxonomy:")
+    for name, names in config.taxonomy.model_dump().items():
+        print(f"  {name:<18} {', '.join(names)}")
+    print(f"Segments: {len(segment_catalog().segments)} definitions in {settings.segments_dir}")
+    print("OK: the configuration is valid.")
+    return 0
+
+
+def _print_summary(warehouse: Path, exports_dir: Path) -> None:
     import duckdb
 
     from orchestration.lib.warehouse import table_exists
@@ -117,7 +165,7 @@ def _print_summary(warehouse: Path) -> None:
             FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1
         """).fetchall() if table_exists(con, "marts", "segment_report") else []
         if segments:
-            print("Segments (marts.segment_report; audiences in data/exports/):")
+            print(f"Segments (marts.segment_report; audiences in {exports_dir}):")
             print(f"  {'segment':<40} {'type':<11} {'size':>7} {'entered':>8} {'exited':>7} {'no consent':>10}  status")
             for name, kind, size, entered, exited, excluded, status in segments:
                 print(f"  {name:<40} {kind:<11} {size:>7,} {entered:>8,} {exited:>7,} {excluded:>10,}  {status}")
@@ -204,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("segment", help="the segment name (see marts.segment_report)")
     why.add_argument("--json", action="store_true", help="print JSON instead of text")
     why.set_defaults(func=_cmd_why)
+    check = sub.add_parser("check-config", help="validate the sources config and segment definitions; run nothing",
+                           description="Check TESSERA_SOURCES_CONFIG (keys, required mappings, globs, expressions "
+                                       "tried on a sample of each file) and the segment definitions, and print what "
+                                       "each ingestion step would read. Exit 0 when valid, 2 otherwise.")
+    check.set_defaults(func=_cmd_check_config)
     api = sub.add_parser("api", help="serve the read-only lookup API (needs TESSERA_API_TOKEN)",
                          description="Serve GET /v1/identities/{type}/{value}/segments, /v1/segments and "
                                      "/v1/segments/{name}; OpenAPI at /docs and /openapi.json.")

@@ -37,7 +37,8 @@ defs = dg.Definitions.merge(
         jobs=[materialize_all],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse)),
-            "landing": LandingZoneResource(root=str(settings.landing_dir)),
+            "landing": LandingZoneResource(root=str(settings.landing_dir), sources_config=(
+                str(settings.sources_config) if settings.sources_config else None)),
         },
     ),
 )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
+from orchestration.defs.ingest.mapping import SourceFiles
 from orchestration.lib import warehouse as wh
 
 
@@ -22,18 +24,25 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """The input root of DESIGN.md's landing contract (TESSERA_LANDING_DIR)."""
+    """The input root of DESIGN.md's landing contract (TESSERA_LANDING_DIR), and optionally a
+    sources config (TESSERA_SOURCES_CONFIG) that maps a user's own files onto it."""
 
     root: str
+    sources_config: Optional[str] = None
 
-    def path(self) -> Path:
+    def files(self, source: str) -> SourceFiles:
+        """What the ingestion step of `source` reads: declared files, or its landing folder."""
+        from orchestration.defs.ingest.sources_config import cached_sources_config
+
+        config = cached_sources_config(Path(self.sources_config) if self.sources_config else None)
         root = Path(self.root)
-        if not root.is_dir():
+        if source not in config.sources and not root.is_dir():
             raise dg.Failure(
                 description=(
                     f"The landing folder {root} does not exist. Point TESSERA_LANDING_DIR at a folder with "
-                    "events/, crm/, orders/, enrichment/ and privacy/ sub-folders, or write sample data there "
-                    f"with `tessera generate --out {root}`."
+                    "events/, crm/, orders/, enrichment/ and privacy/ sub-folders, write sample data there "
+                    f"with `tessera generate --out {root}`, or declare your own files in a sources config "
+                    "(TESSERA_SOURCES_CONFIG, see docs/sources.md)."
                 )
             )
-        return root
+        return config.files(source, root)

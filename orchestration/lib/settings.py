@@ -55,6 +55,7 @@ class Settings:
     segments_dir: Path
     exports_dir: Path
     consent_default_allowed: bool
+    sources_config: Path | None  # None: read the landing folders as DESIGN.md lays them out
 
 
 def load_settings() -> Settings:
@@ -69,6 +70,7 @@ def load_settings() -> Settings:
         segments_dir=_path("TESSERA_SEGMENTS_DIR", "segments"),
         exports_dir=_path("TESSERA_EXPORTS_DIR", "data/exports"),
         consent_default_allowed=_consent_default(),
+        sources_config=_path("TESSERA_SOURCES_CONFIG", "") if os.environ.get("TESSERA_SOURCES_CONFIG") else None,
     )
 
 
@@ -76,6 +78,8 @@ def export_for_subprocesses(settings: Settings) -> None:
     """Publish absolute paths so that dbt (run from dbt_project/) and MLflow see the same files."""
     os.environ["TESSERA_WAREHOUSE"] = str(settings.warehouse)
     os.environ["TESSERA_LANDING_DIR"] = str(settings.landing_dir)
+    if settings.sources_config:
+        os.environ["TESSERA_SOURCES_CONFIG"] = str(settings.sources_config)
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -57,12 +57,12 @@ select
     coalesce(ua.is_bot, false) as user_agent_is_bot,
     case
         when message_type in ('page', 'screen') then 'page_view'
-        when event_name = '{{ var("event_product_viewed") }}' then 'product_view'
-        when event_name = '{{ var("event_product_added") }}' then 'add_to_cart'
-        when event_name = '{{ var("event_order_completed") }}' then 'purchase'
-        when event_name = '{{ var("event_products_searched") }}' then 'search'
-        when event_name = '{{ var("event_video_watched") }}' then 'video'
-        when event_name = '{{ var("event_scroll_depth") }}' then 'scroll'
+        when event_name in ({{ event_names("event_product_viewed") }}) then 'product_view'
+        when event_name in ({{ event_names("event_product_added") }}) then 'add_to_cart'
+        when event_name in ({{ event_names("event_order_completed") }}) then 'purchase'
+        when event_name in ({{ event_names("event_products_searched") }}) then 'search'
+        when event_name in ({{ event_names("event_video_watched") }}) then 'video'
+        when event_name in ({{ event_names("event_scroll_depth") }}) then 'scroll'
         when message_type = 'identify' then 'identify'
         else 'other'
     end as behaviour

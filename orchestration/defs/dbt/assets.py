@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from orchestration.defs.dbt.project import dbt_project
+from orchestration.defs.ingest.sources_config import sources_config
 from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
@@ -15,9 +16,11 @@ translator = DagsterDbtTranslator(
 
 
 def _build_args() -> list[str]:
-    """`dbt build`, with the feature date from TESSERA_AS_OF when it is set (read at run time)."""
+    """`dbt build`, with the feature date from TESSERA_AS_OF when it is set and the event taxonomy
+    of the sources config (both read at run time)."""
     as_of = load_settings().as_of
-    return ["build", "--vars", json.dumps({"as_of": as_of.isoformat()})] if as_of else ["build"]
+    dbt_vars = sources_config().taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
+    return ["build", "--vars", json.dumps(dbt_vars)]
 
 
 # Three selections around the Python steps that sit between dbt models (the identity graph, then

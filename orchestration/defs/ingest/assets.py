@@ -11,7 +11,8 @@ SOURCE_TABLES = {"events": "events", **{s.name: s.table for s in CSV_SOURCES}}
 DESCRIPTIONS = {
     "events": "Segment-spec messages from events/*.jsonl[.gz], one row per messageId (collector duplicates collapsed).",
     "crm": "CRM customer records from crm/*.csv, typed, with phones normalised to E.164.",
-    "orders": "Order lines from orders/*.csv; lines sharing an order_id form one order.",
+    "orders": "Order lines from orders/*.csv (or the files a sources config maps); lines sharing an order_id "
+              "form one order.",
     "enrichment": "Firmographics from enrichment/*.csv, keyed by email domain.",
     "privacy": "Erasure requests from privacy/*.csv.",
 }
@@ -57,11 +58,11 @@ def build_ingest_asset(source: str) -> dg.AssetsDefinition:
 
     @dg.multi_asset(name=f"ingest_{source}", specs=specs, pool="duckdb")
     def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
-        root = landing.path()
-        if not (root / source).is_dir():
-            context.log.warning(f"{root / source} does not exist; raw.{table} will be empty.")
+        files = landing.files(source)
+        if not files.files:
+            context.log.warning(f"No {source} files (looked in {files.root}); raw.{table} will be empty.")
         with warehouse.connect() as con:
-            report = load_source(con, root, source)
+            report = load_source(con, files, source)
             companion_rows = {name: con.execute(f"SELECT count(*) FROM raw.{name}").fetchone()[0]
                               for name in COMPANIONS.get(source, {})}
         context.log.info(

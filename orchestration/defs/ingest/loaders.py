@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import phonenumbers
 
+from orchestration.defs.ingest.mapping import SourceFiles, canonical_sql, event_line_sql, read_mapped
 from orchestration.lib import suppression
 from orchestration.lib.warehouse import table_from_frame, transaction
 from orchestration.sample_data import faults as F
@@ -65,15 +66,22 @@ class CsvSource:
     dedupe: bool = False  # drop rows identical in every column
 
 
-def _list_files(root: Path, folder: str, patterns: tuple[str, ...]) -> list[Path]:
-    base = root / folder
-    if not base.is_dir():
-        return []
-    found = {p for pat in patterns for p in base.rglob(pat) if p.is_file()}
-    return sorted(found)
+CONTRACT_PATTERNS = {"events": ("*.jsonl", "*.jsonl.gz")}  # the CSV sources: *.csv
 
 
-def _file_loaded_at(con, source: str, files: list[Path], root: Path, now: dt.datetime) -> dict[str, dt.datetime]:
+def contract_files(root: Path, source: str) -> SourceFiles:
+    """The files of one landing-contract folder, `<root>/<source>/`."""
+    base = root / source
+    patterns = CONTRACT_PATTERNS.get(source, ("*.csv",))
+    found = {p for pat in patterns for p in base.rglob(pat) if p.is_file()} if base.is_dir() else set()
+    return SourceFiles(root=root, files=sorted(found))
+
+
+def _plan(files: Path | SourceFiles, source: str) -> SourceFiles:
+    return files if isinstance(files, SourceFiles) else contract_files(files, source)
+
+
+def _file_loaded_at(con, source: str, plan: SourceFiles, now: dt.datetime) -> dict[str, dt.datetime]:
     """First-seen time per file; a file whose size or mtime changed counts as new."""
     known = {
         (f, size, mtime): loaded for f, size, mtime, loaded in con.execute(
@@ -81,9 +89,9 @@ def _file_loaded_at(con, source: str, files: list[Path], root: Path, now: dt.dat
         ).fetchall()
     }
     out = {}
-    for path in files:
+    for path in plan.files:
         st = path.stat()
-        rel = path.relative_to(root).as_posix()
+        rel = plan.relative(path)
         out[rel] = known.get((rel, st.st_size, st.st_mtime_ns), now)
     return out
 
@@ -151,13 +159,65 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
 
 
-def _register_files(con, root: Path, files: list[Path], now: dt.datetime, source: str):
-    loaded_at = _file_loaded_at(con, source, files, root, now)
-    stats = {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
-    _create_from_rows(con, "_files", ["file", "loaded_at"], list(loaded_at.items()),
-                      {"file": "string", "loaded_at": "datetime64[us]"})
+def _register_files(con, plan: SourceFiles, now: dt.datetime, source: str):
+    loaded_at = _file_loaded_at(con, source, plan, now)
+    stats = {plan.relative(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in plan.files}
+    _create_from_rows(con, "_files", ["file", "path", "loaded_at"],
+                      [(plan.relative(p), str(p), loaded_at[plan.relative(p)]) for p in plan.files],
+                      {"file": "string", "path": "string", "loaded_at": "datetime64[us]"})
     con.execute("CREATE OR REPLACE TEMP TABLE _rejected_files (file VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
+    # Rows of mapped files that could not be parsed into columns (CSV rows that do not fit the header).
+    con.execute("CREATE OR REPLACE TEMP TABLE _unparsed_rows "
+                "(file VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
     return loaded_at, stats
+
+
+def _scan_files(con, plan: SourceFiles, files: list[Path], report: LoadReport, scan) -> None:
+    """`scan(files)` over all files at once. A file DuckDB cannot read is named in its error:
+    reject it, scan the rest."""
+    pending = []
+    for path in files:
+        if path.suffix == ".gz" and _head(path, 2) != b"\x1f\x8b":  # not gzip: no need to scan it to know
+            _reject_file(con, plan, path, report, *_whole_file_reason(OSError("not a GZIP stream")))
+        else:
+            pending.append(path)
+    while True:
+        try:
+            scan(pending)
+            return
+        except (duckdb.Error, UnicodeDecodeError) as exc:
+            named = [p for p in pending if str(p) in str(exc)]
+            if len(named) == 1:
+                errors = {named[0]: exc}
+            else:  # named ambiguously (one path a prefix of another) or not at all: read each suspect
+                errors = {p: e for p in (named or pending) if (e := _probe_error(scan, p)) is not None}
+            if not errors:
+                raise
+            for path, error in errors.items():
+                _reject_file(con, plan, path, report, *_whole_file_reason(error))
+                pending.remove(path)
+
+
+def _probe_error(scan, path: Path) -> Exception | None:
+    try:
+        scan([path])
+        return None
+    except (duckdb.Error, UnicodeDecodeError) as exc:
+        return exc
+
+
+def _scan_mapped(con, plan: SourceFiles, select: list[str], files: list[Path]) -> None:
+    """`_mapped(file, line_no, raw, ...)` from mapped files; unparseable rows into _unparsed_rows."""
+    if not files:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * FROM (SELECT NULL::VARCHAR AS file, "
+                    f"NULL::BIGINT AS line_no, NULL::VARCHAR AS raw, {', '.join(select)}) WHERE false")
+        return
+    header = (1 if plan.csv.header else 0) + plan.csv.skip_rows if plan.format == "csv" else 0
+    read_mapped(con, plan, files, select, header)
+    con.execute("CREATE OR REPLACE TEMP TABLE _mapped AS SELECT f.file, m.* EXCLUDE (path) "
+                "FROM _mapped m JOIN _files f USING (path)")
+    con.execute(f"INSERT INTO _unparsed_rows SELECT f.file, u.line_no, '{F.WRONG_FIELD_COUNT}', u.reason, u.raw "
+                "FROM _unparsed u JOIN _files f USING (path)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,39 +265,26 @@ LINES_SQL = """
         FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', escape='', header=false,
                       auto_detect=false, strict_mode=false, filename=true) WITH ORDINALITY
     )
-    SELECT file, line_no, line FROM (
-        SELECT substr(filename, ?) AS file, ord - min(ord) OVER (PARTITION BY filename) + 1 AS line_no, line
+    SELECT f.file, n.line_no, n.line, NULL::VARCHAR AS raw FROM (
+        SELECT filename, ord - min(ord) OVER (PARTITION BY filename) + 1 AS line_no, line
         FROM numbered
-    ) WHERE line IS NOT NULL AND trim(line) <> ''
+    ) n JOIN _files f ON f.path = n.filename
+    WHERE n.line IS NOT NULL AND trim(n.line) <> ''
 """
 
 
-def _read_event_lines(con, root: Path, files: list[Path], report: LoadReport) -> None:
-    """All files in one scan. A file DuckDB cannot read is named in its error: reject it, scan the rest."""
-    pending = []
-    for path in files:
-        if path.suffix == ".gz" and _head(path, 2) != b"\x1f\x8b":  # not gzip: no need to scan it to know
-            _reject_file(con, root, path, report, *_whole_file_reason(OSError("not a GZIP stream")))
-        else:
-            pending.append(path)
-    while True:
-        if not pending:
-            con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
-            break
-        try:
-            con.execute(LINES_SQL, [[str(p) for p in pending], len(str(root)) + 2])
-            break
-        except (duckdb.Error, UnicodeDecodeError) as exc:
-            named = [p for p in pending if str(p) in str(exc)]
-            if len(named) == 1:
-                errors = {named[0]: exc}
-            else:  # named ambiguously (one path a prefix of another) or not at all: read each suspect
-                errors = {p: e for p in (named or pending) if (e := _probe_error(con, p)) is not None}
-            if not errors:
-                raise
-            for path, error in errors.items():
-                _reject_file(con, root, path, report, *_whole_file_reason(error))
-                pending.remove(path)
+def _read_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadReport) -> None:
+    """`_lines(file, line_no, line, raw)`: Segment JSON lines as they are, or built from a mapping."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR, raw VARCHAR)")
+    if plan.mapped:
+        def scan(batch):
+            _scan_mapped(con, plan, [f"{event_line_sql(plan)} AS line"], batch)
+            con.execute("CREATE OR REPLACE TEMP TABLE _lines AS SELECT file, line_no, line, raw FROM _mapped")
+    else:
+        def scan(batch):
+            if batch:
+                con.execute(LINES_SQL, [[str(p) for p in batch]])
+    _scan_files(con, plan, files, report, scan)
 
 
 def _head(path: Path, n: int) -> bytes:
@@ -245,19 +292,10 @@ def _head(path: Path, n: int) -> bytes:
         return fh.read(n)
 
 
-def _reject_file(con, root: Path, path: Path, report: LoadReport, code: str, reason: str) -> None:
-    rel = path.relative_to(root).as_posix()
+def _reject_file(con, plan: SourceFiles, path: Path, report: LoadReport, code: str, reason: str) -> None:
+    rel = plan.relative(path)
     con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
     report.files_rejected[rel] = code
-
-
-def _probe_error(con, path: Path) -> Exception | None:
-    try:
-        con.execute("SELECT count(*) FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', "
-                    "escape='', header=false, auto_detect=false, strict_mode=false)", [str(path)]).fetchall()
-        return None
-    except (duckdb.Error, UnicodeDecodeError) as exc:
-        return exc
 
 
 EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds memory at any data size
@@ -265,7 +303,7 @@ EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds
 EVENT_CHECK_SQL = """
     CREATE OR REPLACE TEMP TABLE _checked AS
     WITH parsed AS (
-        SELECT l.file, l.line_no, l.line, f.loaded_at, json_valid(l.line) AS is_json
+        SELECT l.file, l.line_no, l.line, l.raw, f.loaded_at, json_valid(l.line) AS is_json
         FROM _lines l JOIN _files f USING (file)
     ), extracted AS (
         -- List paths parse each line once; one path per call would parse it per field.
@@ -276,7 +314,7 @@ EVENT_CHECK_SQL = """
                CASE WHEN is_json THEN json_extract(line, ['$.properties', '$.traits', '$.context']) END AS o
         FROM parsed
     ), fields AS (
-        SELECT file, line_no, line, loaded_at, is_json, json_kind,
+        SELECT file, line_no, line, raw, loaded_at, is_json, json_kind,
                t[1] AS message_id, t[2] AS type, t[3] AS event, t[4] AS name, t[5] AS user_id,
                t[6] AS anonymous_id, t[7] AS ts_text,
                timezone('UTC', try_cast(t[7] AS TIMESTAMPTZ)) AS ts,
@@ -294,7 +332,7 @@ EVENT_VALID_SQL = """
     FROM _checked WHERE reason_code IS NULL
 """
 EVENT_BAD_SQL = """
-    SELECT file, line_no, reason_code, {message_sql} AS reason, line AS raw, loaded_at
+    SELECT file, line_no, reason_code, {message_sql} AS reason, coalesce(raw, line) AS raw, loaded_at
     FROM _checked WHERE reason_code IS NOT NULL
 """
 
@@ -328,27 +366,30 @@ def _batches(files: list[Path], limit: int) -> list[list[Path]]:
     return batches + [batch] if batch or not batches else batches
 
 
-def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | None = None,
+def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: dt.datetime | None = None,
                 batch_bytes: int = EVENT_BATCH_BYTES) -> LoadReport:
+    """`files`: the landing root (its events/ folder), or the files a sources config declares."""
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source="events", table="events")
-    files = _list_files(root, "events", ("*.jsonl", "*.jsonl.gz"))
-    report.files_seen = len(files)
-    loaded_at, stats = _register_files(con, root, files, now, "events")
+    plan = _plan(files, "events")
+    report.files_seen = len(plan.files)
+    loaded_at, stats = _register_files(con, plan, now, "events")
     code_sql, message_sql = _reason_sql(_event_rules())
     # Batches keep only typed columns of valid lines, so memory follows one batch, not all files.
-    for i, batch in enumerate(_batches(files, batch_bytes)):
-        _read_event_lines(con, root, batch, report)
+    for i, batch in enumerate(_batches(plan.files, batch_bytes)):
+        _read_event_lines(con, plan, batch, report)
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
         con.execute(f"{verb.format('_valid')} {EVENT_VALID_SQL}")
         con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
+    report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute("DROP TABLE IF EXISTS _lines")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _file_rows AS
         SELECT file, false AS rejected FROM _valid UNION ALL SELECT file, true FROM _bad
+        UNION ALL SELECT file, true FROM _unparsed_rows
     """)
     typed = """
         SELECT message_id, type, event, name, user_id, anonymous_id, occurred_at, sent_at, received_at,
@@ -361,6 +402,8 @@ def load_events(con: duckdb.DuckDBPyConnection, root: Path, now: dt.datetime | N
     """
     quarantine = """
         SELECT 'events', file, line_no, reason_code, reason, raw, loaded_at FROM _bad
+        UNION ALL
+        SELECT 'events', u.file, u.line_no, u.reason_code, u.reason, u.raw, f.loaded_at FROM _unparsed_rows u JOIN _files f USING (file)
         UNION ALL
         SELECT 'events', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
     """
@@ -456,16 +499,12 @@ def _normalise_phones(con, source: str = "_rows") -> None:
                       {"phone": "string", "country": "string", "phone_e164": "string"})
 
 
-def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
-                    now: dt.datetime | None = None) -> LoadReport:
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    report = LoadReport(source=spec.name, table=spec.table)
-    files = _list_files(root, spec.name, ("*.csv",))
-    report.files_seen = len(files)
-    loaded_at, stats = _register_files(con, root, files, now, spec.name)
+def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) -> None:
+    """`_rows(file, line_no, raw, shape_error, <columns>)` from landing-contract CSV files, keeping
+    each record's exact source text."""
     records: list[tuple] = []
-    for path in files:
-        rel = path.relative_to(root).as_posix()
+    for path in plan.files:
+        rel = plan.relative(path)
         try:
             for line_no, raw, fields, n_fields, n_header in _read_csv_records(path, spec.columns):
                 if fields is None:
@@ -476,11 +515,32 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
         except (UnicodeDecodeError, ValueError) as exc:
             code, reason = _whole_file_reason(exc) if isinstance(exc, UnicodeDecodeError) else exc.args
             records = [r for r in records if r[0] != rel]
-            _reject_file(con, root, path, report, code, reason)
-    report.rows_read = len(records)
+            _reject_file(con, plan, path, report, code, reason)
     text_columns = ["file", "raw", "shape_error", *spec.columns]
     _create_from_rows(con, "_rows", ["file", "line_no", "raw", "shape_error", *spec.columns], records,
                       {**{c: "string" for c in text_columns}, "line_no": "int64"})
+
+
+def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) -> None:
+    """`_rows` from a user's files through the declared column expressions."""
+    select = canonical_sql(plan, spec.columns)
+    _scan_files(con, plan, plan.files, report, lambda batch: _scan_mapped(con, plan, select, batch))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT file, line_no, raw, NULL::VARCHAR AS shape_error, "
+                f"{', '.join(spec.columns)} FROM _mapped")
+    con.execute("DROP TABLE IF EXISTS _mapped")
+
+
+def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, spec: CsvSource,
+                    now: dt.datetime | None = None) -> LoadReport:
+    """`files`: the landing root (its <source>/ folder), or the files a sources config declares."""
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    report = LoadReport(source=spec.name, table=spec.table)
+    plan = _plan(files, spec.name)
+    report.files_seen = len(plan.files)
+    loaded_at, stats = _register_files(con, plan, now, spec.name)
+    (_read_mapped_rows if plan.mapped else _read_csv_rows)(con, plan, spec, report)
+    report.rows_read = con.execute("SELECT count(*) FROM _rows").fetchone()[0] + \
+        con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _rows r JOIN _files f USING (file)")
     if "phone" in spec.columns:
         _normalise_phones(con)
@@ -489,7 +549,8 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
     rules = (Rule(F.WRONG_FIELD_COUNT, "shape_error IS NOT NULL", "shape_error"),) + spec.rules
     code_sql, message_sql = _reason_sql(rules)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {code_sql} AS reason_code FROM _rows")
-    con.execute("CREATE OR REPLACE TEMP TABLE _file_rows AS SELECT file, reason_code IS NOT NULL AS rejected FROM _checked")
+    con.execute("CREATE OR REPLACE TEMP TABLE _file_rows AS SELECT file, reason_code IS NOT NULL AS rejected FROM _checked "
+                "UNION ALL SELECT file, true FROM _unparsed_rows")
     typed_rows = f"SELECT {spec.select}, file AS source_file, line_no AS source_line, loaded_at FROM _checked WHERE reason_code IS NULL"
     if spec.dedupe:
         cols = ", ".join(spec.columns)
@@ -500,6 +561,8 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, root: Path, spec: CsvSource,
         typed = typed_rows + " ORDER BY source_file, source_line"
     quarantine = f"""
         SELECT '{spec.name}', file, line_no, reason_code, {message_sql}, raw, loaded_at FROM _checked WHERE reason_code IS NOT NULL
+        UNION ALL
+        SELECT '{spec.name}', u.file, u.line_no, u.reason_code, u.reason, u.raw, f.loaded_at FROM _unparsed_rows u JOIN _files f USING (file)
         UNION ALL
         SELECT '{spec.name}', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
     """
@@ -632,11 +695,12 @@ PRIVACY = CsvSource(
 CSV_SOURCES = (CRM, ORDERS, ENRICHMENT, PRIVACY)
 
 
-def load_source(con: duckdb.DuckDBPyConnection, root: Path, source: str, now: dt.datetime | None = None) -> LoadReport:
+def load_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, source: str,
+                now: dt.datetime | None = None) -> LoadReport:
     if source == "events":
-        return load_events(con, root, now)
+        return load_events(con, files, now)
     spec = next(s for s in CSV_SOURCES if s.name == source)
-    return load_csv_source(con, root, spec, now)
+    return load_csv_source(con, files, spec, now)
 
 
 SOURCES = ("events",) + tuple(s.name for s in CSV_SOURCES)

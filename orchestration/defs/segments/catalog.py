@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestration.lib.config_errors import pydantic_problems
 from orchestration.defs.segments.rules import CompiledRule, Compiler, RuleError, rule_type
 
 ATTRIBUTES_MODEL = "model.tessera.segment_attributes"
@@ -88,23 +89,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "unnamed"
 
 
-def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
-    out = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            fields = ", ".join(SegmentSpec.model_fields)
-            out.append(f"{where}, key '{key}': unknown key. Allowed keys: {fields}.")
-        elif err["type"] == "missing":
-            out.append(f"{where}, key '{key}': required but missing. Add it.")
-        elif err["type"] == "string_pattern_mismatch":
-            out.append(f"{where}, key '{key}': {err['input']!r} is not a valid name. Use lower-case letters, "
-                       "digits and underscores, starting with a letter (it becomes a folder name).")
-        else:
-            out.append(f"{where}, key '{key}': {err['msg']} (got {err.get('input')!r}).")
-    return out
-
-
 def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
     files = sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml"))
     if not folder.is_dir() or not files:
@@ -120,7 +104,7 @@ def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
             problems.append(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]}). Check the indentation.")
             continue
         except ValidationError as exc:
-            problems += _pydantic_problems(path.name, exc)
+            problems += pydantic_problems(path.name, exc, _SegmentFile)
             continue
         for i, entry in enumerate(entries):
             label = f"{path.name}, segment '{entry.get('name', f'#{i + 1}')}'" if isinstance(entry, dict) \
@@ -128,7 +112,7 @@ def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
             try:
                 spec = SegmentSpec.model_validate(entry)
             except ValidationError as exc:
-                problems += _pydantic_problems(label, exc)
+                problems += pydantic_problems(label, exc, SegmentSpec)
                 continue
             if spec.name in specs:
                 problems.append(f"{label}: the name is already used in {specs[spec.name][1]}. Segment names are unique.")

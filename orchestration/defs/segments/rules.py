@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from rapidfuzz import process
+
+from orchestration.lib.config_errors import suggest as _suggest
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -181,11 +182,6 @@ class CompiledRule:
     columns: list[str]
     references: list[str]
     clauses: list[Clause]
-
-
-def _suggest(name: str, choices, kind: str) -> str:
-    match = process.extractOne(name, list(choices), score_cutoff=60)
-    return f"Did you mean {kind} '{match[0]}'?" if match else ""
 
 
 def parse(segment: str, rule: str) -> Tree:

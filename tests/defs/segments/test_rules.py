@@ -155,7 +155,8 @@ def test_the_shipped_segments_load_against_the_dbt_contract():
     catalog = load_catalog(load_settings().segments_dir, attribute_schema(dbt_project.manifest_path))
     expected = {"active", "churned", "vip", "frequent_buyers", "occasional_buyers", "rare_buyers", "deep_browsers",
                 "quick_lookers", "cart_abandoners", "new_users", "browsers_never_buy", "mobile_europe_business_hours",
-                "cluster", "purchase_30d_top_decile", "churn_risk"}
+                "cluster", "purchase_30d_top_decile", "churn_risk", "rfm_champions", "rfm_loyal", "rfm_new_customers",
+                "rfm_at_risk", "rfm_hibernating"}
     assert set(catalog.segments) == expected
     assert {s.spec.type for s in catalog.segments.values()} == {"rule", "contextual", "cluster", "propensity"}
 
@@ -170,12 +171,12 @@ GOOD = """
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("segments:" + GOOD + "    colour: red\n", "a.yml, segment 'vip', key 'colour': unknown key. Allowed keys: name"),
+    ("segments:" + GOOD + "    colour: red\n", "a.yml, segment 'vip', key 'colour': unknown key. Allowed keys here: name, description"),
     ("segments:\n  - name: vip\n    description: x\n    type: rule\n    rule: recency_days < 3\n",
      "a.yml, segment 'vip', key 'owner': required but missing"),
     ("segments:" + GOOD.replace("name: vip", "name: ../../etc"),
      "key 'name': '../../etc' is not a valid name"),
-    ("segments:" + GOOD.replace("type: rule", "type: magic"), "key 'type': Input should be 'rule'"),
+    ("segments:" + GOOD.replace("type: rule", "type: magic"), "key 'type': 'magic' is not allowed. Input should be 'rule'"),
     ("segments:" + GOOD.replace("rule: monetary_total > 500", "rule: monetary_totl > 500"),
      "a.yml, key 'rule': Segment 'vip': unknown column 'monetary_totl' at line 1, column 1"),
     ("segments:" + GOOD + "    export_attributes: [email]\n",
