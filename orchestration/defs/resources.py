@@ -30,11 +30,15 @@ class LandingZoneResource(dg.ConfigurableResource):
     root: str
     sources_config: Optional[str] = None
 
-    def files(self, source: str) -> SourceFiles:
-        """What the ingestion step of `source` reads: declared files, or its landing folder."""
+    def config(self):
+        """The validated sources config (the landing contract's defaults when none is set)."""
         from orchestration.defs.ingest.sources_config import cached_sources_config
 
-        config = cached_sources_config(Path(self.sources_config) if self.sources_config else None)
+        return cached_sources_config(Path(self.sources_config) if self.sources_config else None)
+
+    def files(self, source: str) -> SourceFiles:
+        """What the ingestion step of `source` reads: declared files, or its landing folder."""
+        config = self.config()
         root = Path(self.root)
         if source not in config.sources and not root.is_dir():
             raise dg.Failure(

@@ -18,12 +18,12 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the last key of `loc` (walks nested models, lists and dicts)."""
     current = model
     for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return None
-        current = _nested_model(field.annotation)
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None:
+            current = _nested_model(field.annotation)
+            if current is None:
+                return None
+        # else: a list index or a dict key; `current` is already the model of the items
     return current
 
 

@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from orchestration.defs.dbt.project import dbt_project
-from orchestration.defs.ingest.sources_config import sources_config
+from orchestration.defs.resources import LandingZoneResource
 from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
@@ -15,11 +15,11 @@ translator = DagsterDbtTranslator(
 )
 
 
-def _build_args() -> list[str]:
+def _build_args(landing: LandingZoneResource) -> list[str]:
     """`dbt build`, with the feature date from TESSERA_AS_OF when it is set and the event taxonomy
     of the sources config (both read at run time)."""
     as_of = load_settings().as_of
-    dbt_vars = sources_config().taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
+    dbt_vars = landing.config().taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
     return ["build", "--vars", json.dumps(dbt_vars)]
 
 
@@ -31,20 +31,20 @@ AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+"
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             exclude=f"{AFTER_IDENTITY_GRAPH} {AFTER_ML}", name="dbt_before_identity_graph", pool="duckdb")
-def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(_build_args(), context=context).stream()
+def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource):
+    yield from dbt.cli(_build_args(landing), context=context).stream()
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_IDENTITY_GRAPH, exclude=AFTER_ML, name="dbt_after_identity_graph", pool="duckdb")
-def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(_build_args(), context=context).stream()
+def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource):
+    yield from dbt.cli(_build_args(landing), context=context).stream()
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_ML, name="dbt_after_ml", pool="duckdb")
-def dbt_after_ml(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(_build_args(), context=context).stream()
+def dbt_after_ml(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource):
+    yield from dbt.cli(_build_args(landing), context=context).stream()
 
 
 tessera_dbt_models = [dbt_before_identity_graph, dbt_after_identity_graph, dbt_after_ml]

@@ -39,7 +39,7 @@ def report_metadata(report: LoadReport) -> dict:
         "files_rejected": dg.MetadataValue.md(
             _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
         "table": f"raw.{report.table}",
-    }
+    } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {})
 
 
 # Tables an ingestion step writes beside its main table, in the same transaction.

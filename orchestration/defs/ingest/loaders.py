@@ -45,6 +45,7 @@ class LoadReport:
     rows_suppressed: int = 0  # valid rows of erased persons, dropped (privacy.suppression_list)
     quarantine_suppressed: int = 0  # quarantined lines of erased persons, dropped
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    guest_orders: int = 0  # orders with neither customer_id nor email: quarantined, they cannot be resolved
 
 
 @dataclass(frozen=True)
@@ -567,6 +568,9 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
         SELECT '{spec.name}', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
     """
     valid = con.execute("SELECT count(*) FROM _checked WHERE reason_code IS NULL").fetchone()[0]
+    if spec is ORDERS:
+        report.guest_orders = con.execute(f"SELECT count(DISTINCT order_id) FROM _checked "
+                                          f"WHERE reason_code = '{F.MISSING_CUSTOMER}'").fetchone()[0]
     _commit(con, report, typed, quarantine, loaded_at, stats)
     report.deduplicated = valid - report.rows_loaded - report.rows_suppressed
     return report

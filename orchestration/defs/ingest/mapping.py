@@ -64,8 +64,10 @@ def reader_sql(fmt: str, files: list[Path], csv: CsvOptions, rejects: bool = Fal
                f"encoding={_quote(csv.encoding)}", f"skip={csv.skip_rows}", "filename=true"]
     if csv.types:
         options.append("types={" + ", ".join(f"{_quote(c)}: {_quote(t)}" for c, t in csv.types) + "}")
-    if rejects:  # malformed rows go to _csv_rejects instead of failing the scan
-        options.append("store_rejects=true, rejects_table='_csv_rejects', rejects_scan='_csv_scans'")
+    # Malformed rows must not fail the scan (or the dialect sniffing): the loader keeps them in
+    # _csv_rejects for the quarantine; samples and schema look-ups skip them.
+    options.append("store_rejects=true, rejects_table='_csv_rejects', rejects_scan='_csv_scans'" if rejects
+                   else "ignore_errors=true")
     return f"read_csv({paths}, {', '.join(options)})"
 
 

@@ -202,8 +202,11 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
             except duckdb.Error as exc:
                 message = str(exc).splitlines()[0]
                 missing = _missing_column(message)
-                hint = (suggest(missing, columns, "column") + " ") if missing and suggest(missing, columns, "column") \
-                    else ""
+                hint = suggest(missing, columns, "column") if missing else ""
+                if message.startswith("Parser Error"):
+                    hint = ("Put a column name that is an SQL keyword or holds spaces in double quotes, "
+                            "for example '\"at\"'.")
+                hint = hint + " " if hint else ""
                 problems.append(f"{where}, key 'sources.{source}.{key}': `{plan.columns[key.split('.', 1)[1]]}` "
                                 f"does not work on {first.name} ({message}). {hint}The file's columns: "
                                 f"{', '.join(columns)}.")
