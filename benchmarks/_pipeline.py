@@ -42,9 +42,10 @@ def ensure_generated(work: Path, persons: int) -> tuple[Path, Path]:
     return landing, truth
 
 
-def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False) -> dict:
+def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
+                 sources_config: Path | None = None) -> dict:
     """Every asset (optionally with asset checks and the ML assets) into `warehouse`; wall time per step
-    from the event log."""
+    from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG)."""
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
@@ -63,7 +64,8 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     started = time.perf_counter()
     result = dg.materialize(assets, instance=instance,
                             resources={"warehouse": WarehouseResource(path=str(warehouse)),
-                                       "landing": LandingZoneResource(root=str(landing)), "dbt": dbt_defs.resources["dbt"]})
+                                       "landing": LandingZoneResource(root=str(landing), sources_config=(
+                                           str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})
     total = time.perf_counter() - started
     assert result.success
     begin, steps = {}, {}

@@ -40,7 +40,7 @@ class LandingZoneResource(dg.ConfigurableResource):
         """What the ingestion step of `source` reads: declared files, or its landing folder."""
         config = self.config()
         root = Path(self.root)
-        if source not in config.sources and not root.is_dir():
+        if not config.sources and not root.is_dir():  # with a sources config, absent folders are absent sources
             raise dg.Failure(
                 description=(
                     f"The landing folder {root} does not exist. Point TESSERA_LANDING_DIR at a folder with "

@@ -25,6 +25,7 @@ from orchestration.lib.config_errors import pydantic_problems, suggest
 
 SourceName = Literal["events", "crm", "orders", "enrichment", "privacy"]
 SAMPLE_ROWS = 1000
+SAMPLE_FILES = 5
 
 # Canonical columns per source: (required, one-of groups); the rest of the contract's columns are optional.
 CANONICAL: dict[str, tuple[str, ...]] = {"events": EVENT_FIELDS, **{s.name: s.columns for s in CSV_SOURCES}}
@@ -182,16 +183,23 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
                 f"(relative paths start at {config.base_dir}). Fix the path or glob, or remove the source."]
     if not plan.mapped:
         return []
-    first = plan.files[0]
     problems = []
     with duckdb.connect() as con:
-        try:
-            columns = source_columns(con, plan, [first])
-            con.execute(f"CREATE TEMP TABLE _sample AS SELECT * EXCLUDE (filename) "
-                        f"FROM {reader_sql(plan.format, [first], plan.csv)} LIMIT {SAMPLE_ROWS}")
-        except duckdb.Error as exc:
+        # The first readable file of the first few: one damaged file is the loader's business (it
+        # quarantines it), files none of which read as declared are a config problem.
+        for first in plan.files[:SAMPLE_FILES]:
+            try:
+                columns = source_columns(con, plan, [first])
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _sample AS SELECT * EXCLUDE (filename) "
+                            f"FROM {reader_sql(plan.format, [first], plan.csv)} LIMIT {SAMPLE_ROWS}")
+                break
+            except duckdb.Error as exc:
+                error = exc
+        else:
+            tried = min(len(plan.files), SAMPLE_FILES)
+            before = f", nor can the {tried - 1} file(s) before it" if tried > 1 else ""
             return [f"{where}, key 'sources.{source}.format': {first} cannot be read as {spec.format} "
-                    f"({str(exc).splitlines()[0]}). Check the format and the csv options."]
+                    f"({str(error).splitlines()[0]}){before}. Check the format and the csv options."]
         checks = ([(f"columns.{c}", s) for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]))
                    if c in plan.columns] if source != "events" else
                   [(f"columns.{c}", f"{event_line_sql(SourceFiles(plan.root, [], columns={c: e}))} AS line")

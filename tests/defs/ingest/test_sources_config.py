@@ -225,3 +225,33 @@ def test_the_shipped_online_retail_config_is_valid():
     files = config.files("orders", Path("/nonexistent"))
     assert files.format == "parquet" and len(files.files) == 1
     assert pd.read_parquet(files.files[0], columns=["InvoiceNo"]).shape[0] == 541_909
+
+
+def test_a_mapped_file_that_cannot_be_read_is_quarantined_whole_and_the_others_load(tmp_path):
+    import gzip
+
+    _write(tmp_path, {"sources.yml": CLICKS_CONFIG.replace("clicks/*.jsonl", "clicks/*.jsonl.gz")
+                      .replace("format: jsonl", "format: jsonl.gz")})
+    (tmp_path / "clicks").mkdir()
+    (tmp_path / "clicks" / "good.jsonl.gz").write_bytes(gzip.compress(CLICKS.encode()))
+    (tmp_path / "clicks" / "cut.jsonl.gz").write_bytes(gzip.compress(CLICKS.encode() * 50)[:60])
+    config = load_sources_config(tmp_path / "sources.yml")
+    with connect(tmp_path / "w.duckdb") as con:
+        report = load_source(con, config.files("events", tmp_path), "events", NOW)
+        whole = con.execute("SELECT file, reason_code FROM raw.quarantine WHERE line IS NULL").fetchall()
+    assert report.files_rejected == {"clicks/cut.jsonl.gz": "file_unreadable"}
+    assert whole == [("clicks/cut.jsonl.gz", "file_unreadable")]
+    assert report.rows_loaded == 2
+
+
+def test_parquet_with_the_contract_column_names_needs_no_mapping(tmp_path):
+    pd.DataFrame({"email_domain": ["Acme.com", None], "company_name": ["Acme", "Nobody"], "industry": ["x", "y"],
+                  "employee_count": [10, 5], "annual_revenue_usd": [1000.5, 2.0]}).to_parquet(tmp_path / "firms.parquet")
+    path = _write(tmp_path, {"sources.yml": "sources:\n  enrichment: {paths: firms.parquet, format: parquet}\n"})
+    config = load_sources_config(path)
+    with connect(tmp_path / "w.duckdb") as con:
+        load_source(con, config.files("enrichment", tmp_path), "enrichment", NOW)
+        rows = con.execute("SELECT email_domain, employee_count, annual_revenue_usd FROM raw.firmographics").fetchall()
+        reasons = con.execute("SELECT reason FROM raw.quarantine").fetchall()
+    assert [(d, n, float(r)) for d, n, r in rows] == [("acme.com", 10, 1000.5)]
+    assert reasons == [("email_domain is empty",)]
