@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def _whole_file_reason(exc: Exception) -> tuple[str, str]:
         return F.FILE_NOT_GZIP, "file ends in .gz but is not a gzip stream; re-export it compressed, or rename it without .gz"
     if "unicode" in text.lower() or "utf-8" in text.lower() or isinstance(exc, UnicodeDecodeError):
         return F.FILE_NOT_UTF8, "file is not UTF-8 text; re-export it as UTF-8"
+    if missing := re.search(r'Referenced column "([^"]+)" not found', text):  # a mapped file unlike the others
+        return F.FILE_UNREADABLE, (f"file has no column \"{missing.group(1)}\", which the sources config maps; "
+                                   "check its delimiter, encoding and header row against the config")
     return F.FILE_UNREADABLE, f"file could not be read: {text.splitlines()[0][:300]}"
 
 
@@ -208,16 +212,23 @@ def _probe_error(scan, path: Path) -> Exception | None:
 
 
 def _scan_mapped(con, plan: SourceFiles, select: list[str], files: list[Path]) -> None:
-    """`_mapped(file, line_no, raw, ...)` from mapped files; unparseable rows into _unparsed_rows."""
+    """`_mapped(file, line_no, raw, ...)` and `_unparsed(path, line_no, reason, raw)` from mapped
+    files. No side effect beyond these two tables, so _scan_files may probe file by file."""
     if not files:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * FROM (SELECT NULL::VARCHAR AS file, "
                     f"NULL::BIGINT AS line_no, NULL::VARCHAR AS raw, {', '.join(select)}) WHERE false")
+        con.execute("CREATE OR REPLACE TEMP TABLE _unparsed "
+                    "(path VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
         return
     header = (1 if plan.csv.header else 0) + plan.csv.skip_rows if plan.format == "csv" else 0
     read_mapped(con, plan, files, select, header)
     con.execute("CREATE OR REPLACE TEMP TABLE _mapped AS SELECT f.file, m.* EXCLUDE (path) "
                 "FROM _mapped m JOIN _files f USING (path)")
-    con.execute(f"INSERT INTO _unparsed_rows SELECT f.file, u.line_no, '{F.WRONG_FIELD_COUNT}', u.reason, u.raw "
+
+
+def _keep_unparsed(con) -> None:
+    """After a scan: its unparseable rows join the ones quarantined so far."""
+    con.execute("INSERT INTO _unparsed_rows SELECT f.file, u.line_no, u.reason_code, u.reason, u.raw "
                 "FROM _unparsed u JOIN _files f USING (path)")
 
 
@@ -286,6 +297,8 @@ def _read_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadRep
             if batch:
                 con.execute(LINES_SQL, [[str(p) for p in batch]])
     _scan_files(con, plan, files, report, scan)
+    if plan.mapped:
+        _keep_unparsed(con)
 
 
 def _head(path: Path, n: int) -> bytes:
@@ -526,6 +539,7 @@ def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadRepor
     """`_rows` from a user's files through the declared column expressions."""
     select = canonical_sql(plan, spec.columns)
     _scan_files(con, plan, plan.files, report, lambda batch: _scan_mapped(con, plan, select, batch))
+    _keep_unparsed(con)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT file, line_no, raw, NULL::VARCHAR AS shape_error, "
                 f"{', '.join(spec.columns)} FROM _mapped")
     con.execute("DROP TABLE IF EXISTS _mapped")

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestration.sample_data import faults as F
+
 # Segment-spec fields a mapped event can set; the object-valued ones are written as JSON.
 EVENT_SCALAR_FIELDS = ("messageId", "type", "event", "name", "userId", "anonymousId", "timestamp", "sentAt",
                        "receivedAt")
@@ -119,11 +121,26 @@ def read_mapped(con, plan: SourceFiles, files: list[Path], select: list[str], he
         FROM {reader_sql(plan.format, files, plan.csv, rejects=is_csv)} WITH ORDINALITY
     """)
     if is_csv:
+        # One row per rejected line (DuckDB may report several errors for one line).
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _unparsed AS
-            SELECT DISTINCT s.file_path AS path, CAST(e.line AS BIGINT) AS line_no,
-                   'row does not fit the header: ' || e.error_message AS reason, e.csv_line AS raw
-            FROM _csv_rejects e JOIN _csv_scans s USING (scan_id, file_id)
+            SELECT path, line_no, arg_min(reason_code, error_rank) AS reason_code, arg_min(reason, error_rank) AS reason,
+                   any_value(raw) AS raw
+            FROM (
+                SELECT s.file_path AS path, CAST(e.line AS BIGINT) AS line_no, e.csv_line AS raw,
+                       CASE WHEN e.error_type = 'INVALID ENCODING' THEN 0 WHEN e.error_type = 'CAST' THEN 2 ELSE 1 END
+                           AS error_rank,
+                       CASE WHEN e.error_type = 'INVALID ENCODING' THEN '{F.FILE_NOT_UTF8}'
+                            WHEN e.error_type = 'CAST' THEN '{F.INVALID_VALUE}' ELSE '{F.WRONG_FIELD_COUNT}' END
+                           AS reason_code,
+                       CASE WHEN e.error_type = 'INVALID ENCODING'
+                                THEN 'row is not {plan.csv.encoding} text; re-export the file, or set csv.encoding'
+                            WHEN e.error_type = 'CAST'
+                                THEN 'column ' || e.column_name || ' does not fit the type DuckDB detected for it: '
+                                     || e.error_message
+                            ELSE 'row does not fit the header: ' || e.error_message END AS reason
+                FROM _csv_rejects e JOIN _csv_scans s USING (scan_id, file_id)
+            ) GROUP BY path, line_no
         """)
         # A valid row's line: its record number, plus the header, plus rejected rows before it.
         con.execute(f"""
@@ -140,7 +157,8 @@ def read_mapped(con, plan: SourceFiles, files: list[Path], select: list[str], he
             FROM _mapped_rows m
         """)
     else:
-        con.execute("CREATE OR REPLACE TEMP TABLE _unparsed (path VARCHAR, line_no BIGINT, reason VARCHAR, raw VARCHAR)")
+        con.execute("CREATE OR REPLACE TEMP TABLE _unparsed "
+                    "(path VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
         con.execute("CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * EXCLUDE (record_no), record_no AS line_no "
                     "FROM _mapped_rows")
     con.execute("DROP TABLE _mapped_rows")

@@ -58,12 +58,13 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 def test_a_mapping_with_expressions_constants_and_csv_options(tmp_path):
     config = load_sources_config(_write(tmp_path, {"sources.yml": SHOP_CONFIG, "shop/lines.csv": SHOP_CSV}))
+    (tmp_path / "shop" / "old.csv").write_bytes(SHOP_CSV.replace("c3", "Zoë").encode("utf-16"))  # not UTF-8
     with connect(tmp_path / "w.duckdb") as con:
         report = load_source(con, config.files("orders", tmp_path / "landing"), "orders", NOW)
         lines = con.execute("SELECT order_id, customer_id, amount, currency, status, source_file, source_line "
                             "FROM raw.order_lines ORDER BY source_line").fetchall()
         quarantine = con.execute("SELECT file, line, reason_code, reason, raw FROM raw.quarantine "
-                                 "ORDER BY line").fetchall()
+                                 "WHERE line IS NOT NULL ORDER BY line").fetchall()
     amounts = {(o, line): float(a) for o, _, a, *_, line in lines}
     assert amounts == {("A-1", 2): 11.0, ("A-1", 3): 10.0, ("A-2", 4): 3.75, ("X-3", 6): -5.5, ("A-5", 8): 10.0}
     assert {r[3] for r in lines} == {"EUR"}
@@ -72,8 +73,10 @@ def test_a_mapping_with_expressions_constants_and_csv_options(tmp_path):
     # The row with a field too many and the guest line, each at its own line with a reason and its text.
     assert [(q[1], q[2]) for q in quarantine] == [(5, "wrong_field_count"), (7, "missing_customer")]
     assert quarantine[0][4] == "A-2;c2;2026-10-02 11:00:00;1;2;extra"
+    assert quarantine[0][3] == "row does not fit the header: Expected Number of Columns: 5 Found: 6"
     assert json.loads(quarantine[1][4])["Invoice"] == "A-4"
-    assert (report.rows_read, report.rows_loaded, report.rows_quarantined, report.guest_orders) == (7, 5, 2, 1)
+    assert report.files_rejected == {"shop/old.csv": "file_unreadable"}  # the whole file, with its reason
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined, report.guest_orders) == (7, 5, 3, 1)
 
 
 CLICKS_CONFIG = """\
@@ -255,3 +258,15 @@ def test_parquet_with_the_contract_column_names_needs_no_mapping(tmp_path):
         reasons = con.execute("SELECT reason FROM raw.quarantine").fetchall()
     assert [(d, n, float(r)) for d, n, r in rows] == [("acme.com", 10, 1000.5)]
     assert reasons == [("email_domain is empty",)]
+
+
+def test_a_row_in_another_encoding_is_quarantined_alone(tmp_path):
+    _write(tmp_path, {"sources.yml": SHOP_CONFIG})
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "lines.csv").write_bytes(SHOP_CSV.encode().replace(b"c3", "Zoë".encode("latin-1")))
+    config = load_sources_config(tmp_path / "sources.yml")
+    with connect(tmp_path / "w.duckdb") as con:
+        report = load_source(con, config.files("orders", tmp_path), "orders", NOW)
+        bad = con.execute("SELECT line, reason_code, reason FROM raw.quarantine WHERE line = 8").fetchall()
+    assert bad == [(8, "file_not_utf8", "row is not utf-8 text; re-export the file, or set csv.encoding")]
+    assert report.rows_loaded == 4 and report.rows_read == 7
