@@ -121,3 +121,16 @@ def apply(registered_name: str, decision: PromotionDecision) -> None:
                      "promotion.reason": decision.reason})
     mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
 
+
+
+def describe(experiment: str, registered_name: str, purpose: str, policy: PromotionPolicy) -> None:
+    """What the experiment and the registered model are for, and the promotion rule, where an
+    analyst reads them in the MLflow UI (the experiment's note, the model's description)."""
+    minimums = ", ".join(f"{m} at least {v}" for m, v in policy.minimums.items())
+    text = (f"{purpose}\n\nPromotion: a new version gets the alias `{CHALLENGER}`; it becomes `{CHAMPION}` when "
+            f"{minimums or 'it is valid'} and its {policy.metric} beats the champion's by at least {policy.margin} "
+            "on the same data. Each version's description says why it was promoted or refused.")
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    client.set_experiment_tag(experiment_id, "mlflow.note.content", text)
+    client.update_registered_model(registered_name, description=text)

@@ -117,6 +117,9 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
         decision = tracking.decide(policy, challenger_metrics, champion_metric,
                                    champion_version.version if champion_version else None, version)
         tracking.apply(CLUSTERING_MODEL, decision)
+        tracking.describe(CLUSTERING_EXPERIMENT, CLUSTERING_MODEL,
+                          "Behavioural clusters of persons, from marts.user_features_model_ready at the scoring date. "
+                          "The champion assigns marts.cluster_assignments and the cluster segments.", policy)
         not_separating = result.significance.loc[~result.significance["separates"], "feature"].tolist()
         summary = _summary([
             f"# Clustering as of {ctx.as_of}",
@@ -187,6 +190,10 @@ def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: 
         decision = tracking.decide(policy, val.metrics(), champion_metric,
                                    champion_version.version if champion_version else None, version)
         tracking.apply(registered, decision)
+        tracking.describe(propensity_experiment(config.model_name), registered,
+                          f"{config.model_name}: the probability that a person places a completed order in the "
+                          "label window after the scoring date (the model name says how many days). The champion "
+                          "scores marts.propensity_scores and the propensity segments.", policy)
         groups = "; ".join(f"{r.group_column}={r.group}: {r.roc_auc:.3f}" for r in val.by_group.itertuples())
         summary = _summary([
             f"# {config.model_name} as of {ctx.as_of}",

@@ -52,6 +52,28 @@ def _identity_map(warehouse) -> pd.DataFrame:
         return con.execute("SELECT identifier_type, identifier, person_id FROM marts.identity_map").df()
 
 
+def test_every_table_asset_shows_its_rows_schema_and_a_preview_without_personal_data(sample, pipeline):
+    result, _ = pipeline
+    metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+    personal = {r["identifier"].strip().lower() for r in sample.truth_rows("identifiers")
+                if r["identifier_type"] in ("email", "phone") and len(r["identifier"].strip()) > 5}
+    assert len(personal) > 100
+    for key, md in metadata.items():
+        assert md["dagster/row_count"].value >= 0, key
+        assert md["dagster/column_schema"].value.columns, key
+        preview = md["preview"].value.lower()
+        assert not [p for p in personal if p in preview], key
+    # Column descriptions from dbt YAML reach the materialised schema.
+    schema = {c.name: c.description for c in metadata["marts/identity_map"]["dagster/column_schema"].value.columns}
+    assert schema["person_id"] and schema["matched_by"]
+    assert "_No preview: this table holds personal data._" in metadata["pii/person_contacts"]["preview"].value
+    assert "| message_id | type |" in metadata["raw/events"]["preview"].value
+    identity = metadata["intermediate/identity_assignments"]
+    assert identity["persons_merged_since_previous_run"].value == 0  # the first run has no previous map
+    assert identity["identifiers_per_person_distribution"].value.startswith("![identifiers per person](data:image/png")
+
+
 def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     result, warehouse = pipeline
     materializations = [e.materialization for e in result.get_asset_materialization_events()]

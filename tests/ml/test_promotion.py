@@ -53,6 +53,13 @@ def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_stor
     assert run.data.tags["dagster.run_id"] == "run-1" and run.data.tags["tessera.as_of"] == "2026-10-31"
     artifacts = {a.path for a in mlflow_store.list_artifacts(weak["run_id"])}
     assert {"summary.md", "calibration.png", "confusion_matrix.png", "roc_auc_by_group.json"} <= artifacts
+    assert run.info.run_name == "purchase_30d 2026-10-31" and "chosen by out-of-time ROC-AUC" in run.data.tags[
+        "mlflow.note.content"]
+    # What the model is for and how it is promoted, for an analyst in the MLflow UI.
+    described = mlflow_store.get_registered_model(name).description
+    assert "completed order" in described and "roc_auc beats the champion's by at least 0.005" in described
+    experiment = mlflow_store.get_experiment_by_name(workflows.propensity_experiment("purchase_30d"))
+    assert experiment.tags["mlflow.note.content"] == described
 
     scores = workflows.score_propensity(_frame(5, 50, "2026-10-31"))
     assert set(scores["model_version"]) == {"1"} and scores["score"].between(0, 1).all()

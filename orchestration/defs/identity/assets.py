@@ -3,9 +3,17 @@
 import dagster as dg
 import pandas as pd
 
-from orchestration.defs.identity.graph import CUSTOMER_LINK_RULES, GraphLimits, resolve
+from orchestration.defs.identity.graph import (
+    CUSTOMER_LINK_RULES,
+    GraphLimits,
+    compare_with_previous,
+    identifiers_per_person_histogram,
+    resolve,
+)
 from orchestration.defs.identity.matching import MatchSettings, match_customer_records
+from orchestration.defs.metadata import table_metadata
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib import figures
 from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
 
 OWNER = "team:identity"
@@ -29,8 +37,9 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
         records = con.execute("SELECT * FROM intermediate.int_crm__customer_records").df()
         pairs = match_customer_records(records, MatchSettings(threshold=config.match_threshold))
         table_from_frame(con, "intermediate.crm_match_pairs", pairs)
+        metadata = table_metadata(con, "intermediate.crm_match_pairs")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(pairs), "crm_records": len(records), "threshold": config.match_threshold,
+        **metadata, "crm_records": len(records), "threshold": config.match_threshold,
         "median_match_probability": float(pairs["match_probability"].median()) if len(pairs) else 0.0,
     })
 
@@ -65,20 +74,24 @@ def identity_assignments(context: dg.AssetExecutionContext, config: IdentityConf
         with transaction(con):
             table_from_frame(con, "intermediate.identity_assignments", result.assignments)
             table_from_frame(con, "intermediate.identity_refused_edges", result.refused_edges)
+        metadata = table_metadata(con, "intermediate.identity_assignments")
     stats = result.stats
-    changed = 0
-    if previous is not None and len(previous):
-        merged = result.assignments.merge(previous, on=["identifier_type", "identifier"], suffixes=("", "_prev"))
-        changed = int((merged["person_id"] != merged["person_id_prev"]).sum())
+    changes = compare_with_previous(result.assignments, previous)
+    sizes = result.assignments.groupby("person_id").size()
     context.log.info(f"{stats['persons']:,} persons from {stats['identifiers']:,} identifiers; "
                      f"{stats['edges_refused']:,} edges refused {stats['refused_by_reason']}")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": stats["identifiers"],
+        **metadata,
         "persons": stats["persons"],
         "identifiers_per_person": round(stats["identifiers"] / max(stats["persons"], 1), 3),
         "largest_person": stats["largest_person"],
         "edges_accepted": stats["edges_accepted"],
         "edges_refused": dg.MetadataValue.json({"total": stats["edges_refused"], **stats["refused_by_reason"]}),
-        "identifiers_moved_since_previous_run": changed,
+        "identifiers_moved_since_previous_run": changes["identifiers_moved"],
+        "persons_merged_since_previous_run": changes["merges"],
+        "persons_split_since_previous_run": changes["splits"],
         "probabilistic_edges": len(matches),
+        "identifiers_per_person_distribution": dg.MetadataValue.md(figures.markdown_image(figures.histogram(
+            identifiers_per_person_histogram(sizes), "Identifiers per person", "identifiers (binned)"),
+            "identifiers per person")),
     })

@@ -176,3 +176,24 @@ def _person_ids(members: dict[int, list[int]], kinds: list[str], values: list[st
         out[root] = pid
         taken.add(pid)
     return out
+
+
+def compare_with_previous(assignments: pd.DataFrame, previous: pd.DataFrame | None) -> dict[str, int]:
+    """What changed since the previous identity map, over identifiers seen in both: identifiers
+    that moved to another person, persons that now join two or more earlier persons (merges), and
+    earlier persons now spread over two or more persons (splits)."""
+    if previous is None or not len(previous):
+        return {"identifiers_moved": 0, "merges": 0, "splits": 0}
+    both = assignments.merge(previous, on=["identifier_type", "identifier"], suffixes=("", "_prev"))
+    return {
+        "identifiers_moved": int((both["person_id"] != both["person_id_prev"]).sum()),
+        "merges": int((both.groupby("person_id")["person_id_prev"].nunique() > 1).sum()),
+        "splits": int((both.groupby("person_id_prev")["person_id"].nunique() > 1).sum()),
+    }
+
+
+def identifiers_per_person_histogram(sizes: pd.Series) -> pd.Series:
+    """Persons per size bin (1, 2, 3, 4, 5-9, 10-19, 20-49, 50+ identifiers)."""
+    bins = [0, 1, 2, 3, 4, 9, 19, 49, float("inf")]
+    labels = ["1", "2", "3", "4", "5-9", "10-19", "20-49", "50+"]
+    return pd.cut(sizes, bins=bins, labels=labels).value_counts().reindex(labels, fill_value=0)

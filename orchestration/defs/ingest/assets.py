@@ -4,6 +4,7 @@
 import dagster as dg
 
 from orchestration.defs.ingest.loaders import CSV_SOURCES, LoadReport, load_source
+from orchestration.defs.metadata import table_metadata
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 
 OWNER = "team:data-engineering"
@@ -63,14 +64,13 @@ def build_ingest_asset(source: str) -> dg.AssetsDefinition:
             context.log.warning(f"No {source} files (looked in {files.root}); raw.{table} will be empty.")
         with warehouse.connect() as con:
             report = load_source(con, files, source)
-            companion_rows = {name: con.execute(f"SELECT count(*) FROM raw.{name}").fetchone()[0]
-                              for name in COMPANIONS.get(source, {})}
+            tables = {name: table_metadata(con, f"raw.{name}") for name in [table, *COMPANIONS.get(source, {})]}
         context.log.info(
             f"{source}: read {report.rows_read:,} rows from {report.files_seen} files, loaded {report.rows_loaded:,}, "
             f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
-        yield dg.MaterializeResult(asset_key=["raw", table], metadata=report_metadata(report))
-        for name, rows in companion_rows.items():
-            yield dg.MaterializeResult(asset_key=["raw", name], metadata={"dagster/row_count": rows})
+        yield dg.MaterializeResult(asset_key=["raw", table], metadata={**tables.pop(table), **report_metadata(report)})
+        for name, metadata in tables.items():
+            yield dg.MaterializeResult(asset_key=["raw", name], metadata=metadata)
 
     return _ingest
 

@@ -19,8 +19,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from orchestration.defs.ingest.loaders import CSV_SOURCES, contract_files
-from orchestration.defs.ingest.mapping import (EVENT_FIELDS, CsvOptions, SourceFiles, canonical_sql,
-                                               event_line_sql, identifier, reader_sql, source_columns)
+from orchestration.defs.ingest.mapping import (
+    EVENT_FIELDS,
+    CsvOptions,
+    SourceFiles,
+    canonical_sql,
+    event_line_sql,
+    identifier,
+    reader_sql,
+    source_columns,
+)
 from orchestration.lib.config_errors import pydantic_problems, suggest
 
 SourceName = Literal["events", "crm", "orders", "enrichment", "privacy"]

@@ -14,6 +14,7 @@ from ml import workflows
 from ml.clustering import ClusteringConfig
 from ml.propensity import PropensityConfig
 from ml.tracking import PromotionPolicy
+from orchestration.defs.metadata import table_metadata
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import table_from_frame, transaction
 
@@ -124,9 +125,10 @@ def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
         assigned["as_of"] = frame["as_of"].to_numpy()
         with transaction(con):
             table_from_frame(con, "marts.cluster_assignments", assigned)
+        metadata = table_metadata(con, "marts.cluster_assignments")
     sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(assigned), "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
+        **metadata, "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
         "cluster_sizes": dg.MetadataValue.md(sizes.to_markdown(index=False)),
     })
 
@@ -172,8 +174,9 @@ def propensity_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
         scores["as_of"] = frame["as_of"].to_numpy()
         with transaction(con):
             table_from_frame(con, "marts.propensity_scores", scores)
+        metadata = table_metadata(con, "marts.propensity_scores")
     deciles = pd.qcut(scores["score"].rank(method="first"), 10, labels=False) if len(scores) >= 10 else None
-    meta = {"dagster/row_count": len(scores), "model_version": scores["model_version"].iloc[0] if len(scores) else "",
+    meta = {**metadata, "model_version": scores["model_version"].iloc[0] if len(scores) else "",
             "mean_score": float(scores["score"].mean()) if len(scores) else 0.0}
     if deciles is not None:
         meta["mean_score_by_decile"] = dg.MetadataValue.json(

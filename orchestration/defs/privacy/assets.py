@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from orchestration.defs.exports.audiences import export_traces, scrub_audiences
+from orchestration.defs.metadata import table_metadata
 from orchestration.defs.privacy.erasure import process_erasures, remaining_traces
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.settings import load_settings
@@ -29,12 +30,13 @@ def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = process_erasures(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
+        metadata = table_metadata(con, "privacy.erasure_log")
     removed = pd.DataFrame(sorted(((t, n) for t, n in report.rows_removed.items() if n), key=lambda r: -r[1]),
                            columns=["table", "rows removed"])
     context.log.info(f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
                      f"earlier, {report.not_found} not found; {report.total_rows_removed:,} rows removed")
     return dg.MaterializeResult(metadata={
-        "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
+        **metadata, "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
         "not_found": report.not_found, "persons_erased_now": report.persons,
         "identifiers_suppressed_now": report.identifiers_suppressed,
         "rows_removed": sum(report.rows_removed.values()), "export_rows_removed": report.export_rows_removed,

@@ -14,6 +14,7 @@ import dagster as dg
 from expectations import identity_map, raw_events, stg_segment__events, user_features
 from expectations.runner import Failure, row_count_bounds, validate
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib import figures
 
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS quality.gate_history (
@@ -108,6 +109,9 @@ def feature_drift(config: DriftConfig, warehouse: WarehouseResource) -> dg.Asset
         now = _now()
         for f, (mean, p50, p95) in current.items():
             con.execute("INSERT INTO quality.feature_profiles VALUES (?, ?, ?, ?, ?, ?)", [as_of, now, f, mean, p50, p95])
+        history = con.execute("SELECT profiled_at, feature, mean FROM quality.feature_profiles "
+                              "ORDER BY profiled_at").df().pivot_table(index="profiled_at", columns="feature",
+                                                                       values="mean")
 
     def change(new: float, old: float) -> float:
         return abs(new - old) / abs(old) if old else (0.0 if new == old else float("inf"))
@@ -122,8 +126,12 @@ def feature_drift(config: DriftConfig, warehouse: WarehouseResource) -> dg.Asset
                 or change(p95, old[2]) > config.max_relative_change_of_p95):
             drifted.append(f)
         rows.append(f"| {f} | {mean:.3f} | {old[0]:.3f} | {p95:.3f} | {old[2]:.3f} |")
+    relative = history.tail(20).div(history.tail(20).iloc[0].replace(0, float("nan")))  # 1.0 = the first run shown
+    plot = figures.markdown_image(figures.lines(relative, "Feature means per run, relative to the first run shown",
+                                                "mean / first mean"), "feature drift")
     return dg.AssetCheckResult(passed=not drifted, severity=dg.AssetCheckSeverity.WARN, metadata={
         "as_of": str(as_of), "drifted_features": ", ".join(drifted) or "none",
+        "feature_means_over_runs": dg.MetadataValue.md(plot),
         "profile": dg.MetadataValue.md("\n".join(rows)), "compared_with_previous": bool(previous)})
 
 

@@ -3,10 +3,12 @@
 import dagster as dg
 import pandas as pd
 
+from orchestration.defs.metadata import table_metadata
 from orchestration.defs.privacy.assets import ERASURE_LOG
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
+from orchestration.lib import figures
 from orchestration.lib.settings import load_settings
 
 OWNER = "team:marketing-analytics"
@@ -46,15 +48,20 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
         overlap = con.execute("""SELECT segment_a, segment_b, both_members, round(jaccard, 3) AS jaccard
                                  FROM marts.segment_overlap WHERE as_of = ? ORDER BY jaccard DESC LIMIT 10""",
                               [report.as_of]).df()
-        history_rows = con.execute("SELECT count(*) FROM marts.segment_membership_history").fetchone()[0]
+        tables = {name: table_metadata(con, f"marts.{name}") for name in TABLES}
+        sizes_over_time = con.execute("SELECT as_of, segment_name, size FROM marts.segment_report WHERE published "
+                                      "ORDER BY as_of").df().pivot(index="as_of", columns="segment_name", values="size")
     table = pd.DataFrame([{"segment": s.name, "type": s.type, "size": s.size, "entered": s.entered,
                            "exited": s.exited, "left out (consent)": s.excluded_by_consent,
                            "min size": s.min_size, "published": s.published} for s in report.segments])
     if report.unpublished:
         context.log.warning(f"Below their minimum size, not published: {', '.join(report.unpublished)}")
     members = int(table.loc[table["published"], "size"].sum())
+    sizes_plot = dg.MetadataValue.md(figures.markdown_image(
+        figures.lines(sizes_over_time, "Published segment sizes per run", "members"), "segment sizes over time")
+        if len(sizes_over_time) else "none")
     yield dg.MaterializeResult(asset_key=MEMBERSHIP, metadata={
-        "dagster/row_count": members, "as_of": str(report.as_of.date()),
+        **tables["segment_membership"], "dagster/row_count": members, "as_of": str(report.as_of.date()),
         "segments": len(report.segments), "segments_published": len(report.segments) - len(report.unpublished),
         "segments_below_minimum": dg.MetadataValue.text(", ".join(report.unpublished) or "none"),
         "persons": report.persons, "persons_left_out_for_consent": report.persons_without_consent,
@@ -62,12 +69,15 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
         "entered": int(table["entered"].sum()), "exited": int(table["exited"].sum()),
         "rerun_of_as_of": report.rewound,
         "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+        "segment_sizes_over_time": sizes_plot,
     })
     yield dg.MaterializeResult(asset_key=["marts", "segment_membership_history"],
-                               metadata={"dagster/row_count": history_rows})
+                               metadata=tables["segment_membership_history"])
     yield dg.MaterializeResult(asset_key=["marts", "segment_report"], metadata={
-        "dagster/row_count": len(table), "segment_report": dg.MetadataValue.md(table.to_markdown(index=False))})
+        **tables["segment_report"], "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+        "segment_sizes_over_time": sizes_plot})
     yield dg.MaterializeResult(asset_key=["marts", "segment_overlap"], metadata={
+        **tables["segment_overlap"],
         "top_overlaps": dg.MetadataValue.md(overlap.to_markdown(index=False) if len(overlap) else "none")})
 
 

@@ -15,8 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestration.lib.config_errors import pydantic_problems
 from orchestration.defs.segments.rules import CompiledRule, Compiler, RuleError, rule_type
+from orchestration.lib.config_errors import pydantic_problems
 
 ATTRIBUTES_MODEL = "model.tessera.segment_attributes"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"

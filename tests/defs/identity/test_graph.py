@@ -128,3 +128,17 @@ def test_a_confident_false_crm_match_cannot_pull_a_customer_away_from_their_acco
     assert person[("customer_id", "C2")] == person[("user_id", "u2")]
     assert person[("user_id", "u1")] != person[("user_id", "u2")]
     assert result.refused_edges["rule"].tolist() == ["crm_probabilistic"]
+
+
+def test_merges_and_splits_against_the_previous_map_are_counted():
+    from orchestration.defs.identity.graph import compare_with_previous, identifiers_per_person_histogram
+
+    previous = pd.DataFrame({"identifier_type": ["email"] * 5, "identifier": list("abcde"),
+                             "person_id": ["p1", "p1", "p2", "p3", "p3"]})
+    # a and c now one person (p1 and p2 merged); d and e apart (p3 split); f is new.
+    current = pd.DataFrame({"identifier_type": ["email"] * 6, "identifier": list("abcdef"),
+                            "person_id": ["p1", "p1", "p1", "p3", "p4", "p5"]})
+    assert compare_with_previous(current, previous) == {"identifiers_moved": 2, "merges": 1, "splits": 1}
+    assert compare_with_previous(current, None) == {"identifiers_moved": 0, "merges": 0, "splits": 0}
+    bins = identifiers_per_person_histogram(pd.Series([1, 1, 2, 7, 60]))
+    assert bins.to_dict() == {"1": 2, "2": 1, "3": 0, "4": 0, "5-9": 1, "10-19": 0, "20-49": 0, "50+": 1}
