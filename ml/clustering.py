@@ -281,6 +281,14 @@ def match_to_previous(centroids: pd.DataFrame, previous: pd.DataFrame | None, sc
     return mapping | {NOISE: NOISE}
 
 
+def profile_z_scores(X: pd.DataFrame, labels) -> pd.DataFrame:
+    """Per cluster (rows) and feature (columns): the cluster mean as a z-score against all persons.
+    Noise (-1) is left out."""
+    overall_mean, overall_std = X.mean(), X.std(ddof=0).replace(0, 1.0)
+    centroids = X.groupby(np.asarray(labels)).mean()
+    return ((centroids - overall_mean) / overall_std).drop(index=NOISE, errors="ignore")
+
+
 def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
                      previous_centroids: pd.DataFrame | None = None) -> ClusteringResult:
     """Fit every candidate on `frame` (model-ready features, one row per person) and keep the best."""
@@ -321,8 +329,7 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
     labels = np.array([id_map.get(int(r), NOISE) for r in raw_labels], dtype="int64")
     centroids = X.groupby(labels).mean()
 
-    overall_mean, overall_std = X.mean(), X.std(ddof=0).replace(0, 1.0)
-    z_scores = ((centroids - overall_mean) / overall_std).drop(index=NOISE, errors="ignore")
+    z_scores = profile_z_scores(X, labels)
     names = name_clusters(z_scores)
     if NOISE in centroids.index:
         names[NOISE] = "Unclustered (noise)"

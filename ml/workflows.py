@@ -158,6 +158,16 @@ def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
                          "model_version": str(version.version)})
 
 
+def champion_calibration(model_name: str = "purchase_30d") -> pd.DataFrame | None:
+    """The propensity champion's out-of-time calibration curve (mean_predicted, observed_rate), as
+    logged with its training run; None without a champion."""
+    version, _ = tracking.champion(propensity_registered_name(model_name))
+    if version is None:
+        return None
+    table = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/calibration.json")  # written by log_table
+    return pd.DataFrame(table["data"], columns=table["columns"])
+
+
 def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: RunContext,
                            config: PropensityConfig = PropensityConfig(),
                            policy: PromotionPolicy = PROPENSITY_POLICY, label_column: str = "purchased_in_window") -> dict:

@@ -42,9 +42,17 @@ def histogram(counts: pd.Series, title: str, xlabel: str, log_y: bool = True):
 
 def lines(frame: pd.DataFrame, title: str, ylabel: str, max_series: int = 12):
     """One line per column of `frame` (index: x). Beyond `max_series`, the largest are kept."""
+    if len(frame) < 2:  # one run so far: its values as bars, not points on an empty time axis
+        last = frame.iloc[-1].dropna().sort_values() if len(frame) else pd.Series(dtype=float)
+        fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(last) + 1.2)))
+        ax.barh([str(i) for i in last.index], last.to_numpy(), color="#4477aa")
+        ax.set(title=f"{title} (one run so far)", xlabel=ylabel)
+        ax.tick_params(axis="y", labelsize=8)
+        fig.tight_layout()
+        return fig
     if frame.shape[1] > max_series:
         frame = frame[frame.iloc[-1].sort_values(ascending=False).index[:max_series]]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     for column in frame.columns:
         ax.plot(frame.index, frame[column], marker="o", markersize=3, label=str(column))
     ax.set(title=title, ylabel=ylabel)

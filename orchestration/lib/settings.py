@@ -56,6 +56,7 @@ class Settings:
     exports_dir: Path
     consent_default_allowed: bool
     sources_config: Path | None  # None: read the landing folders as DESIGN.md lays them out
+    reports_dir: Path
 
 
 def load_settings() -> Settings:
@@ -71,6 +72,7 @@ def load_settings() -> Settings:
         exports_dir=_path("TESSERA_EXPORTS_DIR", "data/exports"),
         consent_default_allowed=_consent_default(),
         sources_config=_path("TESSERA_SOURCES_CONFIG", "") if os.environ.get("TESSERA_SOURCES_CONFIG") else None,
+        reports_dir=_path("TESSERA_REPORTS_DIR", "data/reports"),
     )
 
 

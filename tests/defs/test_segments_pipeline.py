@@ -42,6 +42,8 @@ def chain(sample, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TESSERA_WAREHOUSE", str(env["warehouse"]))
         mp.setenv("TESSERA_EXPORTS_DIR", str(env["exports"]))
+        mp.setenv("TESSERA_REPORTS_DIR", str(root / "reports"))
+        env["reports"] = root / "reports"
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         first = _materialize(env)
         assert first.success
@@ -169,3 +171,31 @@ def test_a_rerun_suppresses_erased_people_at_ingestion_and_changes_no_segment(sa
         assert _traces(con, _erased_truth_identifiers(sample)) == []
         after = [table_fingerprint(con, f"marts.{t}") for t in SEGMENT_TABLES]
     assert after == before
+
+
+def test_the_report_page_is_self_contained_complete_and_free_of_personal_data(sample, chain):
+    import re
+
+    env, _ = chain
+    metadata = _metadata(env["first"])["exports/segment_report_page"]
+    with connect(env["warehouse"], read_only=True) as con:
+        as_of = con.execute("SELECT max(as_of) FROM marts.segment_report").fetchone()[0]
+        names = [r[0] for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE as_of = ?",
+                                           [as_of]).fetchall()]
+        clusters = [r[0] for r in con.execute("SELECT DISTINCT cluster_name FROM marts.cluster_assignments").fetchall()]
+    page = env["reports"] / str(as_of.date()) / "index.html"
+    assert metadata["path"].value == str(page)
+    html = page.read_text(encoding="utf-8")
+    for section in ("segments", "overlap", "clusters", "propensity", "quality"):
+        assert f'<section id="{section}">' in html
+    assert all(f"<b>{name}</b>" in html for name in names) and all(name in html for name in clusters)
+    images = re.findall(r'<img alt="([^"]+)" src="([^"]+)"', html)
+    assert {alt for alt, _ in images} == {"segment sizes over time", "segment overlap heatmap",
+                                          "cluster profiles heatmap", "calibration plot"}
+    assert all(src.startswith("data:image/png;base64,") for _, src in images)
+    assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)  # opens offline
+    personal = [r["identifier"].strip() for r in sample.truth_rows("identifiers")
+                if r["identifier_type"] in ("email", "phone", "user_id", "customer_id", "anonymous_id")
+                and len(r["identifier"].strip()) > 6]
+    assert personal and not [p for p in personal if p in html]
+    assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", html)  # no email address at all

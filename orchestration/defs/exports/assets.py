@@ -1,9 +1,11 @@
-"""Audience files per published segment, from the membership (built after erasures, so never an erased person)."""
+"""What leaves the warehouse for people and tools: audience files per published segment (built after
+erasures, so never an erased person), and the segment report page."""
 
 import dagster as dg
 import pandas as pd
 
 from orchestration.defs.exports.audiences import write_audiences
+from orchestration.defs.exports.report import build_report
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import MEMBERSHIP
 from orchestration.defs.segments.loading import segment_catalog
@@ -37,4 +39,32 @@ def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
     })
 
 
-export_assets = [audiences]
+@dg.asset(
+    key=["exports", "segment_report_page"],
+    deps=[MEMBERSHIP, dg.AssetKey(["marts", "cluster_assignments"]), dg.AssetKey(["marts", "propensity_scores"])],
+    group_name="exports", owners=["team:marketing-analytics"], kinds={"html"}, pool="duckdb",
+    description="data/reports/<as_of>/index.html: one self-contained page (inline styles and figures, no personal "
+                "data) with each segment's definition, size, trend, entries and exits and overlap, the cluster "
+                "profiles, the propensity deciles and calibration, and data-quality status. Opens from disk.",
+)
+def segment_report_page(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ml import workflows
+
+    try:
+        calibration = workflows.champion_calibration()
+    except Exception as exc:  # the page is still useful without the MLflow store
+        context.log.warning(f"No calibration from MLflow ({exc}); the page leaves it out.")
+        calibration = None
+    with warehouse.connect(read_only=True) as con:
+        try:
+            page = build_report(con, load_settings().reports_dir, calibration)
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc)) from None
+    context.log.info(f"Segment report: {page.path}")
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(page.path)), "open": dg.MetadataValue.url(page.path.as_uri()),
+        "as_of": str(page.as_of), "segments": page.segments, "bytes": page.path.stat().st_size,
+    })
+
+
+export_assets = [audiences, segment_report_page]
