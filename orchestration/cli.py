@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,7 +56,6 @@ def ensure_dagster_home(home: Path) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
     from orchestration.lib.settings import SettingsError, export_for_subprocesses, load_settings
 
@@ -77,17 +79,96 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home})")
     dagster = Path(sys.executable).parent / "dagster"
     started = time.perf_counter()
-    proc = subprocess.run([str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all"],
-                          stdout=None if args.verbose else subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        if proc.stdout:
-            print(proc.stdout[-6000:])
-        print(f"tessera run: the Dagster run failed (exit {proc.returncode}). The log above says which step; "
+    returncode, log_tail = _execute_with_progress(
+        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all"], args.verbose)
+    if returncode != 0:
+        if not args.verbose:
+            print(log_tail[-6000:])
+        print(f"tessera run: the Dagster run failed (exit {returncode}). The log above says which step; "
               "`make ui` shows the run and its events.", file=sys.stderr)
-        return proc.returncode
+        return returncode
     print(f"Done in {time.perf_counter() - started:.0f}s.")
     _print_summary(settings.warehouse, settings.exports_dir)
+    report = _latest_report(settings.reports_dir)
+    if report:
+        print(f"Segment report: {report} (open it in a browser; no server needed)")
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, checks and this run.")
+    return 0
+
+
+STEP_DONE = re.compile(r" - ([\w.\[\]-]+) - (STEP_SUCCESS|STEP_FAILURE|STEP_SKIPPED) - ")
+
+
+def _job_steps() -> int | None:
+    """How many steps materialize_all has (loading the definitions costs a few seconds)."""
+    try:
+        from orchestration.definitions import defs
+
+        return len(defs.resolve_job_def("materialize_all").graph.nodes)
+    except Exception:  # the bar then counts without a total; the run itself reports any load error
+        return None
+
+
+def _execute_with_progress(command: list[str], verbose: bool) -> tuple[int, str]:
+    """Run `dagster job execute`, with a bar of finished steps on a terminal (the log with -v)."""
+    from tqdm import tqdm
+
+    show_bar = sys.stderr.isatty() and not verbose
+    tail: collections.deque[str] = collections.deque(maxlen=400)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    with tqdm(total=_job_steps() if show_bar else None, desc="materialising", unit="step",
+              disable=not show_bar) as bar:
+        for line in proc.stdout:
+            if verbose:
+                print(line, end="")
+            tail.append(line)
+            if done := STEP_DONE.search(line):
+                bar.update(1)
+                bar.set_postfix_str(done.group(1)[:40])
+    return proc.wait(), "".join(tail)
+
+
+def _latest_report(reports_dir: Path) -> Path | None:
+    pages = sorted(reports_dir.glob("*/index.html"))
+    return pages[-1] if pages else None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from orchestration.lib.settings import SettingsError, export_for_subprocesses, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"tessera report: {exc}", file=sys.stderr)
+        return 2
+    if args.latest:
+        page = _latest_report(settings.reports_dir)
+        if page is None:
+            print(f"tessera report: no report in {settings.reports_dir} yet; run `tessera report` or `make run`.",
+                  file=sys.stderr)
+            return 1
+        print(page)
+        return 0
+    if not settings.warehouse.exists():
+        print(f"tessera report: {settings.warehouse} does not exist; run `make run` first.", file=sys.stderr)
+        return 2
+    export_for_subprocesses(settings)
+    from ml import workflows
+    from orchestration.defs.exports.report import build_report
+    from orchestration.lib.warehouse import connect
+
+    try:
+        calibration = workflows.champion_calibration()
+    except Exception as exc:
+        print(f"tessera report: no calibration from MLflow ({exc}); the page leaves it out.", file=sys.stderr)
+        calibration = None
+    try:
+        with connect(settings.warehouse, read_only=True) as con:
+            page = build_report(con, settings.reports_dir, calibration)
+    except (ValueError, RuntimeError) as exc:
+        print(f"tessera report: {exc}", file=sys.stderr)
+        return 1
+    print(page.path)
     return 0
 
 
@@ -252,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("segment", help="the segment name (see marts.segment_report)")
     why.add_argument("--json", action="store_true", help="print JSON instead of text")
     why.set_defaults(func=_cmd_why)
+    report = sub.add_parser("report", help="write the segment report page and print its path",
+                            description="Build data/reports/<as_of>/index.html (TESSERA_REPORTS_DIR) from the "
+                                        "warehouse and MLflow, as the exports/segment_report_page asset does, and "
+                                        "print its path. Exit 0 on success, 1 when there is nothing to report yet, "
+                                        "2 for a setting or a missing warehouse.")
+    report.add_argument("--latest", action="store_true", help="only print the path of the newest existing page")
+    report.set_defaults(func=_cmd_report)
     check = sub.add_parser("check-config", help="validate the sources config and segment definitions; run nothing",
                            description="Check TESSERA_SOURCES_CONFIG (keys, required mappings, globs, expressions "
                                        "tried on a sample of each file) and the segment definitions, and print what "

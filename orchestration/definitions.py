@@ -24,6 +24,13 @@ materialize_all = dg.define_asset_job(
     description="Ingest every landing folder and build every downstream asset, in one process.",
 )
 
+daily_refresh = dg.ScheduleDefinition(
+    name="daily_refresh", job=materialize_all, cron_schedule="0 3 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every day at 03:00 UTC: ingest what has landed and rebuild everything downstream. Start it in the "
+                "UI (Automation) once the landing zone is fed by your collectors.",
+)
+
 defs = dg.Definitions.merge(
     ingest_domain.defs,
     dbt_domain.defs,
@@ -35,6 +42,7 @@ defs = dg.Definitions.merge(
     exports_domain.defs,
     dg.Definitions(
         jobs=[materialize_all],
+        schedules=[daily_refresh],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse)),
             "landing": LandingZoneResource(root=str(settings.landing_dir), sources_config=(

@@ -19,7 +19,8 @@ def _tessera(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 def test_help_lists_commands():
     proc = _tessera("--help")
     assert proc.returncode == 0
-    assert "generate" in proc.stdout and "run" in proc.stdout
+    for command in ("generate", "run", "why", "check-config", "report", "api"):
+        assert command in proc.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -78,3 +79,34 @@ def test_why_explains_what_is_wrong(tmp_path, args, code, message):
 def test_api_refuses_to_start_without_a_token(tmp_path):
     proc = _tessera("api", env={"TESSERA_API_TOKEN": ""})
     assert proc.returncode == 2 and "TESSERA_API_TOKEN must be set" in proc.stderr
+
+
+def test_report_says_what_is_missing(tmp_path):
+    from orchestration.lib.warehouse import connect
+
+    env = {"TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"), "TESSERA_REPORTS_DIR": str(tmp_path / "reports")}
+    missing = _tessera("report", env=env)
+    assert missing.returncode == 2 and "w.duckdb does not exist; run `make run` first" in missing.stderr
+    with connect(tmp_path / "w.duckdb"):
+        pass
+    empty = _tessera("report", env=env)
+    assert empty.returncode == 1 and "marts.segment_report is empty" in empty.stderr
+    latest = _tessera("report", "--latest", env=env)
+    assert latest.returncode == 1 and "no report in" in latest.stderr
+    for proc in (missing, empty, latest):
+        assert "Traceback" not in proc.stderr
+
+
+def test_run_shows_a_bar_of_finished_steps_on_a_terminal(monkeypatch, capsys):
+    from orchestration import cli
+
+    lines = [f"2026-11-25 10:00:00 +0000 - dagster - DEBUG - materialize_all - r1 - 1 - {step} - {event} - done"
+             for step, event in [("ingest_events", "STEP_SUCCESS"), ("dbt_before_identity_graph", "STEP_START"),
+                                 ("dbt_before_identity_graph", "STEP_SUCCESS"), ("ml__clustering_model", "STEP_SKIPPED")]]
+    script = "import sys; sys.stdout.write(" + repr("\n".join(lines) + "\n") + "); sys.exit(3)"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(cli, "_job_steps", lambda: 4)
+    code, tail = cli._execute_with_progress([sys.executable, "-c", script], verbose=False)
+    err = capsys.readouterr().err
+    assert code == 3 and tail.count("\n") == 4
+    assert "materialising" in err and "3/4" in err and "ml__clustering_model" in err

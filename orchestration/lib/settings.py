@@ -84,4 +84,5 @@ def export_for_subprocesses(settings: Settings) -> None:
         os.environ["TESSERA_SOURCES_CONFIG"] = str(settings.sources_config)
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")

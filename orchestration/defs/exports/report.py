@@ -120,7 +120,8 @@ def _quality(con) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -> ReportResult:
     """Write `<out_root>/<as_of>/index.html` for the latest membership run, atomically."""
-    as_of = con.execute("SELECT max(as_of) FROM marts.segment_report").fetchone()[0]
+    as_of = con.execute("SELECT max(as_of) FROM marts.segment_report").fetchone()[0] \
+        if table_exists(con, "marts", "segment_report") else None
     if as_of is None:
         raise ValueError("marts.segment_report is empty: materialise segment_membership first.")
     segments, sizes = _segments(con, as_of)
