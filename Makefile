@@ -17,7 +17,7 @@ export MLFLOW_TRACKING_URI
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
 
-.PHONY: help install run test test-quick ui mlflow-ui api generate check-config example-online-retail clean
+.PHONY: help install run test test-quick browser-deps ui mlflow-ui api generate check-config example-online-retail clean
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
@@ -47,11 +47,17 @@ $(DAGSTER_HOME)/dagster.yaml:
 run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/tessera run
 
-test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps
 	$(BIN)/pytest
 
 test-quick: $(MANIFEST)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not browser"
+
+# The browser tests drive Debian's Chromium with Playwright (no browser download).
+browser-deps: /usr/bin/chromium
+/usr/bin/chromium:
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 generate: $(VENV)/.installed
 	$(BIN)/tessera generate --persons 2000 --out data/landing
