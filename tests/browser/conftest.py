@@ -69,7 +69,7 @@ def _serve(command: list[str], env: dict, url: str, log: Path, timeout: float):
         handle.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deployment(sample, tmp_path_factory) -> dict:
     """Settings of a materialised deployment (warehouse, Dagster instance, MLflow store, report)."""
     root = tmp_path_factory.mktemp("deployment")
@@ -85,7 +85,7 @@ def deployment(sample, tmp_path_factory) -> dict:
     return {"env": env, "root": root, "run_output": run.stdout}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # servers stop when the browser tests are done
 def dagster_url(deployment):
     port = _free_port()
     log = deployment["root"] / "dagster_dev.log"
@@ -94,7 +94,7 @@ def dagster_url(deployment):
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # servers stop when the browser tests are done
 def mlflow_url(deployment):
     port = _free_port()
     log = deployment["root"] / "mlflow_ui.log"
@@ -105,7 +105,7 @@ def mlflow_url(deployment):
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's loop must be gone before other modules run Dagster
 def browser():
     from playwright.sync_api import sync_playwright
 

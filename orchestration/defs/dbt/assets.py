@@ -48,22 +48,22 @@ AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+"
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             exclude=f"{AFTER_IDENTITY_GRAPH} {AFTER_ML}", name="dbt_before_identity_graph", pool="duckdb")
-def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
-    warehouse: WarehouseResource):
+def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                              landing: LandingZoneResource, warehouse: WarehouseResource):
     yield from _build(context, dbt, landing, warehouse)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_IDENTITY_GRAPH, exclude=AFTER_ML, name="dbt_after_identity_graph", pool="duckdb")
-def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
-    warehouse: WarehouseResource):
+def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                             landing: LandingZoneResource, warehouse: WarehouseResource):
     yield from _build(context, dbt, landing, warehouse)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_ML, name="dbt_after_ml", pool="duckdb")
-def dbt_after_ml(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
-    warehouse: WarehouseResource):
+def dbt_after_ml(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                 landing: LandingZoneResource, warehouse: WarehouseResource):
     yield from _build(context, dbt, landing, warehouse)
 
 
