@@ -1,5 +1,7 @@
 """Identity resolution assets: Splink matches between CRM records, then the identity graph."""
 
+from typing import Optional
+
 import dagster as dg
 import pandas as pd
 
@@ -24,6 +26,9 @@ assert PROBABILISTIC_RULE in CUSTOMER_LINK_RULES
 class IdentityConfig(dg.Config):
     match_threshold: float = MatchSettings.threshold
     max_identifiers_per_person: int = GraphLimits.max_identifiers_per_person
+    # Hard guards on probabilistic CRM matches (see MatchSettings); null turns one off.
+    max_birth_date_gap_days: Optional[int] = MatchSettings.max_birth_date_gap_days
+    min_name_similarity: Optional[float] = MatchSettings.min_name_similarity
 
 
 @dg.asset(
@@ -35,7 +40,9 @@ class IdentityConfig(dg.Config):
 def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         records = con.execute("SELECT * FROM intermediate.int_crm__customer_records").df()
-        pairs = match_customer_records(records, MatchSettings(threshold=config.match_threshold))
+        pairs = match_customer_records(records, MatchSettings(
+            threshold=config.match_threshold, max_birth_date_gap_days=config.max_birth_date_gap_days,
+            min_name_similarity=config.min_name_similarity))
         table_from_frame(con, "intermediate.crm_match_pairs", pairs)
         metadata = table_metadata(con, "intermediate.crm_match_pairs")
     return dg.MaterializeResult(metadata={

@@ -28,6 +28,52 @@ class MatchSettings:
     threshold: float = 0.99
     max_pairs_for_u: float = 2e6
     seed: int = 42
+    # Birth dates both known that differ by more than a one-character typo or a day/month swap,
+    # and by more than this many days, belong to two people, however well names and address agree
+    # (a parent and child of one name at one address): Fellegi-Sunter adds that disagreement up
+    # as one weak factor. Precision first: a duplicate whose birth date was replaced outright stays
+    # two persons. None turns the guard off.
+    max_birth_date_gap_days: int | None = 31
+    # Records that share no similar name in any order (Jaro-Winkler below this, first and last
+    # names compared both ways) are two people, even at one address with one birth date.
+    min_name_similarity: float | None = 0.8
+
+
+def names_conflict(left: pd.DataFrame, right: pd.DataFrame, min_similarity: float) -> pd.Series:
+    """True where both records have first and last names and none of one record's names is
+    similar to any of the other's (a changed surname or swapped names still agree somewhere)."""
+    from rapidfuzz.distance import JaroWinkler
+
+    if min_similarity is None:
+        return pd.Series(False, index=left.index)
+    out = []
+    for (fl, ll), (fr, lr) in zip(left[["first_name", "last_name"]].itertuples(index=False),
+                                  right[["first_name", "last_name"]].itertuples(index=False)):
+        names = (fl, ll, fr, lr)
+        if any(pd.isna(n) for n in names):
+            out.append(False)
+            continue
+        best = max(JaroWinkler.similarity(a, b) for a in (fl, ll) for b in (fr, lr))
+        out.append(best < min_similarity)
+    return pd.Series(out, index=left.index, dtype=bool)
+
+
+def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | None) -> pd.Series:
+    """True where both ISO dates are known and differ beyond a typo (Damerau-Levenshtein 1 on the
+    text: one wrong or two adjacent swapped digits), beyond a day/month swap, and beyond
+    `max_gap_days`."""
+    from rapidfuzz.distance import DamerauLevenshtein
+
+    if max_gap_days is None:
+        return pd.Series(False, index=left.index)
+    left_dates, right_dates = pd.to_datetime(left, errors="coerce"), pd.to_datetime(right, errors="coerce")
+    known = left_dates.notna() & right_dates.notna()
+    gap = (left_dates - right_dates).dt.days.abs()
+    swapped = (left_dates.dt.year == right_dates.dt.year) & (left_dates.dt.month == right_dates.dt.day) \
+        & (left_dates.dt.day == right_dates.dt.month)
+    typo = pd.Series([bool(k) and DamerauLevenshtein.distance(str(a), str(b)) <= 1
+                      for a, b, k in zip(left, right, known)], index=left.index)
+    return known & ~typo & ~swapped & (gap > max_gap_days)
 
 
 def match_customer_records(records: pd.DataFrame, settings: MatchSettings = MatchSettings()) -> pd.DataFrame:
@@ -92,7 +138,15 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
                                            warning_mode="never").as_pandas_dataframe()
     if predictions.empty:
         return empty
-    out = predictions[["customer_id_l", "customer_id_r", "match_probability", "match_weight"]].copy()
+    # Hard disagreements that outweigh any score (see MatchSettings).
+    by_id = frame.set_index("customer_id")
+    left, right = by_id.loc[predictions["customer_id_l"]], by_id.loc[predictions["customer_id_r"]]
+    left.index = right.index = predictions.index
+    conflict = (birth_dates_conflict(left["birth_date"], right["birth_date"], settings.max_birth_date_gap_days)
+                | names_conflict(left, right, settings.min_name_similarity))
+    if conflict.any():
+        log.info("%d candidate pairs refused: birth dates or names disagree beyond a typo", int(conflict.sum()))
+    out = predictions.loc[~conflict, ["customer_id_l", "customer_id_r", "match_probability", "match_weight"]].copy()
     # The same pair in the same order every run: the smaller id on the left.
     swap = out["customer_id_l"] > out["customer_id_r"]
     out.loc[swap, ["customer_id_l", "customer_id_r"]] = out.loc[swap, ["customer_id_r", "customer_id_l"]].values

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestration.defs.identity.matching import match_customer_records
+from orchestration.defs.identity.matching import MatchSettings, match_customer_records
 
 
 def test_too_few_records_give_no_pairs_not_an_error():
@@ -33,3 +33,43 @@ def test_typo_duplicate_matches_and_namesake_does_not(sample):
     matched = set(zip(pairs.customer_id_l, pairs.customer_id_r))
     assert ("X1", "X2") in matched
     assert ("X1", "X3") not in matched and ("X2", "X3") not in matched
+
+
+def test_hard_guards_refuse_a_parent_and_child_and_strangers_at_one_address():
+    from orchestration.defs.identity.matching import birth_dates_conflict, names_conflict
+
+    left = pd.Series(["1975-05-25", "1961-03-14", "1961-03-14", "1985-03-07", "1980-01-01", None, "1980-01-01"])
+    right = pd.Series(["1951-08-18", "1961-03-41", "1961-03-15", "1985-07-03", "1980-01-20", "1990-01-01",
+                       "1987-06-15"])
+    # parent/child; a digit typo; a day off; a day/month swap; within a month; one unknown; years apart
+    assert birth_dates_conflict(left, right, 31).tolist() == [True, False, False, False, False, False, True]
+    assert not birth_dates_conflict(left, right, None).any()
+    names_l = pd.DataFrame({"first_name": ["marco", "ann", "jan", "noah", None],
+                            "last_name": ["kowalski", "lee", "de vries", "cook", "x"]})
+    names_r = pd.DataFrame({"first_name": ["noah", "ann", "de vries", "noah", "y"],
+                            "last_name": ["cook", "smith", "jan", "cooke", "z"]})
+    # nothing in common; a changed surname; swapped names; a typo; a name unknown
+    assert names_conflict(names_l, names_r, 0.8).tolist() == [True, False, False, False, False]
+
+
+def test_a_namesake_at_the_same_address_with_another_birth_year_is_not_merged(sample):
+    """Same name, same full address: Splink's score passes 0.99 on that alone; the birth dates
+    (24 years apart) say parent and child."""
+    base = pd.DataFrame([
+        ("P1", "marco", "peterson", "1975-05-25", "3000", "melbourne", "114 george street"),
+        ("P2", "marco", "peterson", "1951-08-18", "3000", "melbourne", "114 george street"),
+        ("P3", "marco", "petersen", "1975-05-25", "3000", "melbourne", "114 george street"),  # typo twin of P1
+    ], columns=["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"])
+    crm = pd.read_csv(next((sample.landing / "crm").glob("customers_base-*.csv")), dtype=str).dropna(subset=["customer_id"])
+    crm = crm.drop_duplicates("customer_id").assign(
+        first_name=lambda d: d.first_name.str.lower(), last_name=lambda d: d.last_name.str.lower(),
+        city=lambda d: d.city.str.lower(), street=lambda d: d.street.str.lower())
+    records = pd.concat([crm[base.columns], base], ignore_index=True)
+
+    def matched(settings: MatchSettings) -> set:
+        return set(zip(*match_customer_records(records, settings)[["customer_id_l", "customer_id_r"]].T.to_numpy()))
+
+    guarded = matched(MatchSettings())
+    assert ("P1", "P3") in guarded
+    assert ("P1", "P2") not in guarded and ("P2", "P3") not in guarded
+    assert ("P1", "P2") in matched(MatchSettings(max_birth_date_gap_days=None))  # the score alone merges them
