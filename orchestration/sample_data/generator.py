@@ -358,11 +358,12 @@ class Simulator:
         msg["_owner"] = (p, dev)
         return msg
 
-    def _emit(self, rng, msg: dict, collector: str) -> None:
+    def _emit(self, rng, msg: dict, collector: str) -> bool:
+        """Write the message (maybe twice, maybe with a planted fault); False if it arrives after as_of."""
         received = msg.pop("_received")
         owner, dev = msg.pop("_owner")
         if received >= self.cfg.end:
-            return  # not yet arrived by as_of
+            return False  # not yet arrived by as_of
         if owner is not None:
             self._record_identifiers(owner, dev, msg)
         line = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
@@ -378,6 +379,7 @@ class Simulator:
             self.w.counts["duplicate_messages"] += 1
         if rng.random() < self.cfg.fault_rate:
             self._plant_event_fault(rng, msg, fname)
+        return True
 
     def _plant_event_fault(self, rng, msg: dict, fname: str) -> None:
         bad = json.loads(json.dumps(msg))
@@ -483,7 +485,7 @@ class Simulator:
                                    "quantity": ln["qty"]} for ln in purchase["lines"]]}
             m = self._message(rng, p, dev, purchase["event_at"], "track", user_id=uid, event=TAXONOMY["purchase"],
                               props=props, tz=p.tz)
-            self._emit(rng, m, dev.platform)
+            purchase["event_arrived"] = self._emit(rng, m, dev.platform)
         return t
 
     # -- people ------------------------------------------------------------------------------------
@@ -545,9 +547,10 @@ class Simulator:
                     guest_identified.add(dev.anonymous_id)
                 start = ot - dt.timedelta(minutes=rng.uniform(3, 12))
                 self._session(rng, p, dev, start, uid, purchase=order, identify=identify)
-                if cfg.end - ot < dt.timedelta(days=1) and rng.random() < 0.5:
+                if cfg.end - ot < dt.timedelta(days=1) and rng.random() < 0.5 and order["event_arrived"]:
                     # Export lag: only the event knows this order yet, and as of as_of it can only
-                    # be completed (a refund or cancellation would come later).
+                    # be completed (a refund or cancellation would come later). An order whose
+                    # event has not arrived either stays in the export: no input would know it.
                     order["in_export"] = False
                     order["status"] = "completed"
             else:
