@@ -28,11 +28,12 @@ class MatchSettings:
     threshold: float = 0.99
     max_pairs_for_u: float = 2e6
     seed: int = 42
-    # Optional: birth dates both known that differ by more than a one-character typo or a day/month
-    # swap, and by more than this many days, mean two people however well names and address agree
-    # (a parent and child of one name at one address). Off by default: where birth dates are
-    # re-keyed or replaced (FEBRL3), it splits true duplicates (F1 0.990 -> 0.962).
-    max_birth_date_gap_days: int | None = None
+    # Records whose birth dates differ beyond a one-character typo, a day/month swap and this many
+    # days, and whose contact details differ too (both have an email and they differ, or both a
+    # phone), are two people however well names and address agree: a parent and child of one name
+    # at one address. A birth-date conflict alone may be a re-keyed date (FEBRL3 has many), so it
+    # does not split records without contact details. None turns the guard off.
+    max_birth_date_gap_days: int | None = 31
     # Records that share no similar name in any order (Jaro-Winkler below this, first and last
     # names compared both ways) are two people, even at one address with one birth date.
     min_name_similarity: float | None = 0.8
@@ -55,6 +56,19 @@ def names_conflict(left: pd.DataFrame, right: pd.DataFrame, min_similarity: floa
         best = max(JaroWinkler.similarity(a, b) for a in (fl, ll) for b in (fr, lr))
         out.append(best < min_similarity)
     return pd.Series(out, index=left.index, dtype=bool)
+
+
+def contacts_conflict(left: pd.DataFrame, right: pd.DataFrame) -> pd.Series:
+    """True where both records have an email and the (trimmed, lower-cased) emails differ, or both
+    have a phone and the phones differ."""
+    def differ(column: str) -> pd.Series:
+        if column not in left or column not in right:
+            return pd.Series(False, index=left.index)
+        a = left[column].astype("string").str.strip().str.lower()
+        b = right[column].astype("string").str.strip().str.lower()
+        return (a.notna() & b.notna() & (a != b)).fillna(False).astype(bool)
+
+    return differ("email") | differ("phone")
 
 
 def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | None) -> pd.Series:
@@ -140,11 +154,13 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     if predictions.empty:
         return empty
     # Hard disagreements that outweigh any score (see MatchSettings).
-    by_id = frame.set_index("customer_id")
+    by_id = frame.join(records.set_index("customer_id").reindex(columns=["email", "phone"]), on="customer_id") \
+        .set_index("customer_id")
     left, right = by_id.loc[predictions["customer_id_l"]], by_id.loc[predictions["customer_id_r"]]
     left.index = right.index = predictions.index
-    conflict = (birth_dates_conflict(left["birth_date"], right["birth_date"], settings.max_birth_date_gap_days)
-                | names_conflict(left, right, settings.min_name_similarity))
+    household = (birth_dates_conflict(left["birth_date"], right["birth_date"], settings.max_birth_date_gap_days)
+                 & contacts_conflict(left, right))
+    conflict = household | names_conflict(left, right, settings.min_name_similarity)
     if conflict.any():
         log.info("%d candidate pairs refused: birth dates or names disagree beyond a typo", int(conflict.sum()))
     out = predictions.loc[~conflict, ["customer_id_l", "customer_id_r", "match_probability", "match_weight"]].copy()

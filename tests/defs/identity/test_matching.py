@@ -36,7 +36,7 @@ def test_typo_duplicate_matches_and_namesake_does_not(sample):
 
 
 def test_hard_guards_refuse_a_parent_and_child_and_strangers_at_one_address():
-    from orchestration.defs.identity.matching import birth_dates_conflict, names_conflict
+    from orchestration.defs.identity.matching import birth_dates_conflict, contacts_conflict, names_conflict
 
     left = pd.Series(["1975-05-25", "1961-03-14", "1961-03-14", "1985-03-07", "1980-01-01", None, "1980-01-01"])
     right = pd.Series(["1951-08-18", "1961-03-41", "1961-03-15", "1985-07-03", "1980-01-20", "1990-01-01",
@@ -50,26 +50,35 @@ def test_hard_guards_refuse_a_parent_and_child_and_strangers_at_one_address():
                             "last_name": ["cook", "smith", "jan", "cooke", "z"]})
     # nothing in common; a changed surname; swapped names; a typo; a name unknown
     assert names_conflict(names_l, names_r, 0.8).tolist() == [True, False, False, False, False]
+    contacts_l = pd.DataFrame({"email": ["a@x.com", "A@x.com ", None, "a@x.com"], "phone": [None, "+1", "+1", "+1"]})
+    contacts_r = pd.DataFrame({"email": ["b@x.com", "a@x.com", "b@x.com", None], "phone": [None, "+2", None, "+1"]})
+    # other emails; same email (case) but other phones; nothing comparable; same phone
+    assert contacts_conflict(contacts_l, contacts_r).tolist() == [True, True, False, False]
+    assert not contacts_conflict(contacts_l[[]], contacts_r[[]]).any()  # sources without contact details
 
 
-def test_the_birth_date_guard_keeps_a_parent_and_child_of_one_name_at_one_address_apart(sample):
-    """Same name, same full address: Splink's score passes 0.99 on that alone; with the guard on,
-    the birth dates (24 years apart) say parent and child."""
+def test_a_parent_and_child_of_one_name_at_one_address_stay_apart(sample):
+    """Same name, same full address: Splink's score passes 0.99 on that alone. Birth dates 24 years
+    apart and different emails say parent and child; a re-keyed birth date alone does not."""
     base = pd.DataFrame([
-        ("P1", "marco", "peterson", "1975-05-25", "3000", "melbourne", "114 george street"),
-        ("P2", "marco", "peterson", "1951-08-18", "3000", "melbourne", "114 george street"),
-        ("P3", "marco", "petersen", "1975-05-25", "3000", "melbourne", "114 george street"),  # typo twin of P1
-    ], columns=["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"])
+        ("P1", "marco", "peterson", "1975-05-25", "3000", "melbourne", "114 george street", "marco.p@gmx.de"),
+        ("P2", "marco", "peterson", "1951-08-18", "3000", "melbourne", "114 george street", "mp51@globex.io"),
+        ("P3", "marco", "petersen", "1975-05-25", "3000", "melbourne", "114 george street", "marco.p@gmx.de"),
+    ], columns=["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street", "email"])
+    # P3 is P1's record with a typo in the surname.
     crm = pd.read_csv(next((sample.landing / "crm").glob("customers_base-*.csv")), dtype=str).dropna(subset=["customer_id"])
     crm = crm.drop_duplicates("customer_id").assign(
         first_name=lambda d: d.first_name.str.lower(), last_name=lambda d: d.last_name.str.lower(),
         city=lambda d: d.city.str.lower(), street=lambda d: d.street.str.lower())
     records = pd.concat([crm[base.columns], base], ignore_index=True)
+    without_contacts = records.drop(columns=["email"])
 
     def matched(settings: MatchSettings) -> set:
         return set(zip(*match_customer_records(records, settings)[["customer_id_l", "customer_id_r"]].T.to_numpy()))
 
-    guarded = matched(MatchSettings(max_birth_date_gap_days=31))
+    guarded = matched(MatchSettings())
     assert ("P1", "P3") in guarded
     assert ("P1", "P2") not in guarded and ("P2", "P3") not in guarded
-    assert ("P1", "P2") in matched(MatchSettings())  # the score alone merges them: the guard is opt-in
+    assert ("P1", "P2") in matched(MatchSettings(max_birth_date_gap_days=None))  # the score alone merges them
+    records = without_contacts  # no contact details to disagree on: the birth dates alone do not split them
+    assert ("P1", "P2") in matched(MatchSettings())
