@@ -92,7 +92,8 @@ def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | 
 def match_customer_records(records: pd.DataFrame, settings: MatchSettings = MatchSettings()) -> pd.DataFrame:
     """Pairs of customer records that are one person: customer_id_l, customer_id_r, match_probability.
 
-    `records` has one row per customer_id and the columns in COLUMNS (street may be absent).
+    `records` has one row per customer_id and the columns in COLUMNS (street may be absent);
+    email and phone, when present, are not compared by Splink but feed the household guard.
     """
     empty = pd.DataFrame({"customer_id_l": pd.Series(dtype="string"), "customer_id_r": pd.Series(dtype="string"),
                           "match_probability": pd.Series(dtype="float64"), "match_weight": pd.Series(dtype="float64")})
