@@ -48,6 +48,17 @@ def _landing_is_empty(root: Path) -> bool:
                    for p in (root / folder).rglob("*"))
 
 
+def _settings(command: str):
+    """The settings from the environment, or None after saying which one is wrong (exit 2)."""
+    from orchestration.lib.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"tessera {command}: {exc}", file=sys.stderr)
+        return None
+
+
 def ensure_dagster_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
@@ -57,12 +68,10 @@ def ensure_dagster_home(home: Path) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
-    from orchestration.lib.settings import SettingsError, export_for_subprocesses, load_settings
+    from orchestration.lib.settings import export_for_subprocesses
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"tessera run: {exc}", file=sys.stderr)
+    settings = _settings("run")
+    if settings is None:
         return 2
     export_for_subprocesses(settings)
     problems = _config_problems(settings)
@@ -134,12 +143,10 @@ def _latest_report(reports_dir: Path) -> Path | None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from orchestration.lib.settings import SettingsError, export_for_subprocesses, load_settings
+    from orchestration.lib.settings import export_for_subprocesses
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"tessera report: {exc}", file=sys.stderr)
+    settings = _settings("report")
+    if settings is None:
         return 2
     if args.latest:
         page = _latest_report(settings.reports_dir)
@@ -153,15 +160,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"tessera report: {settings.warehouse} does not exist; run `make run` first.", file=sys.stderr)
         return 2
     export_for_subprocesses(settings)
-    from ml import workflows
-    from orchestration.defs.exports.report import build_report
+    from orchestration.defs.exports.report import build_report, champion_calibration
     from orchestration.lib.warehouse import connect
 
-    try:
-        calibration = workflows.champion_calibration()
-    except Exception as exc:
-        print(f"tessera report: no calibration from MLflow ({exc}); the page leaves it out.", file=sys.stderr)
-        calibration = None
+    calibration = champion_calibration(lambda text: print(f"tessera report: {text}", file=sys.stderr))
     try:
         with connect(settings.warehouse, read_only=True) as con:
             page = build_report(con, settings.reports_dir, calibration)
@@ -196,12 +198,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from orchestration.defs.ingest.loaders import SOURCES
     from orchestration.defs.ingest.sources_config import cached_sources_config
     from orchestration.defs.segments.loading import segment_catalog
-    from orchestration.lib.settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"tessera check-config: {exc}", file=sys.stderr)
+    settings = _settings("check-config")
+    if settings is None:
         return 2
     problems = _config_problems(settings)
     if problems:

@@ -8,6 +8,16 @@ from pydantic import BaseModel, ValidationError
 from rapidfuzz import process
 
 
+class ConfigProblems(ValueError):
+    """A configuration that cannot be used; `problems` lists every reason, each naming file and key."""
+
+    heading = "The configuration has problems:"
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(self.heading + "\n" + "\n".join(f"- {p}" for p in problems))
+
+
 def suggest(name: str, choices: Iterable[str], kind: str) -> str:
     """'Did you mean column 'amount'?' for a close match, else ''."""
     match = process.extractOne(name, list(choices), score_cutoff=60)

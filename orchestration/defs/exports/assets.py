@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from orchestration.defs.exports.audiences import write_audiences
-from orchestration.defs.exports.report import build_report
+from orchestration.defs.exports.report import build_report, champion_calibration
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import MEMBERSHIP
 from orchestration.defs.segments.loading import segment_catalog
@@ -48,13 +48,7 @@ def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
                 "profiles, the propensity deciles and calibration, and data-quality status. Opens from disk.",
 )
 def segment_report_page(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ml import workflows
-
-    try:
-        calibration = workflows.champion_calibration()
-    except Exception as exc:  # the page is still useful without the MLflow store
-        context.log.warning(f"No calibration from MLflow ({exc}); the page leaves it out.")
-        calibration = None
+    calibration = champion_calibration(context.log.warning)
     with warehouse.connect(read_only=True) as con:
         try:
             page = build_report(con, load_settings().reports_dir, calibration)

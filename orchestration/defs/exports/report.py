@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,10 @@ def _segments(con, as_of) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _overlap_figure(con, as_of, published: list[str]) -> str | None:
-    pairs = con.execute("SELECT segment_a, segment_b, jaccard FROM marts.segment_overlap WHERE as_of = ?",
-                        [as_of]).df()
     if len(published) < 2:
         return None
+    pairs = con.execute("SELECT segment_a, segment_b, jaccard FROM marts.segment_overlap WHERE as_of = ?",
+                        [as_of]).df()
     matrix = pd.DataFrame(0.0, index=published, columns=published)
     for a, b, j in pairs.itertuples(index=False):
         if a in matrix.index and b in matrix.index:
@@ -116,6 +117,18 @@ def _quality(con) -> tuple[pd.DataFrame, pd.DataFrame]:
                              "GROUP BY ALL ORDER BY source, rows DESC").df() \
         if table_exists(con, "raw", "quarantine") else pd.DataFrame()
     return gates, quarantine
+
+
+def champion_calibration(warn: Callable[[str], None]) -> pd.DataFrame | None:
+    """The purchase_30d champion's calibration from MLflow; None (with a warning) without it, since
+    the page is still useful."""
+    from ml import workflows
+
+    try:
+        return workflows.champion_calibration()
+    except Exception as exc:
+        warn(f"No calibration from MLflow ({exc}); the page leaves it out.")
+        return None
 
 
 def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -> ReportResult:

@@ -29,7 +29,7 @@ from orchestration.defs.ingest.mapping import (
     reader_sql,
     source_columns,
 )
-from orchestration.lib.config_errors import pydantic_problems, suggest
+from orchestration.lib.config_errors import ConfigProblems, pydantic_problems, suggest
 
 SourceName = Literal["events", "crm", "orders", "enrichment", "privacy"]
 SAMPLE_ROWS = 1000
@@ -49,12 +49,10 @@ CONTRACT_FORMAT = {"events": ("jsonl", "jsonl.gz"), "crm": ("csv",), "orders": (
                    "privacy": ("csv",)}
 
 
-class SourcesConfigError(ValueError):
+class SourcesConfigError(ConfigProblems):
     """The sources config cannot be used; `problems` lists every reason."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("The sources config has problems:\n" + "\n".join(f"- {p}" for p in problems))
+    heading = "The sources config has problems:"
 
 
 class _Strict(BaseModel):

@@ -75,6 +75,20 @@ def _decision_metadata(summary: dict) -> dict:
     }
 
 
+def _score_into(con, table: str, score) -> tuple[pd.DataFrame, dict]:
+    """Score every person at the scoring date with a @champion (`score(frame)`), replace `table`
+    with the result, and return it with the table's metadata."""
+    frame = _frame(con, "scoring")
+    try:
+        out = score(frame)
+    except workflows.NoChampionError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    out["as_of"] = frame["as_of"].to_numpy()
+    with transaction(con):
+        table_from_frame(con, table, out)
+    return out, table_metadata(con, table)
+
+
 @dg.asset(
     key=["ml", "clustering_model"], deps=[FEATURES, MODEL_READY, PERSON_EVENTS], group_name="ml", owners=[OWNER],
     kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb",
@@ -117,15 +131,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
 )
 def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
-        frame = _frame(con, "scoring")
-        try:
-            assigned = workflows.assign_clusters(frame)
-        except workflows.NoChampionError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        assigned["as_of"] = frame["as_of"].to_numpy()
-        with transaction(con):
-            table_from_frame(con, "marts.cluster_assignments", assigned)
-        metadata = table_metadata(con, "marts.cluster_assignments")
+        assigned, metadata = _score_into(con, "marts.cluster_assignments", workflows.assign_clusters)
     sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
     return dg.MaterializeResult(metadata={
         **metadata, "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
@@ -166,15 +172,8 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
 )
 def propensity_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
-        frame = _frame(con, "scoring")
-        try:
-            scores = workflows.score_propensity(frame, "purchase_30d")
-        except workflows.NoChampionError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        scores["as_of"] = frame["as_of"].to_numpy()
-        with transaction(con):
-            table_from_frame(con, "marts.propensity_scores", scores)
-        metadata = table_metadata(con, "marts.propensity_scores")
+        scores, metadata = _score_into(con, "marts.propensity_scores",
+                                       lambda frame: workflows.score_propensity(frame, "purchase_30d"))
     deciles = pd.qcut(scores["score"].rank(method="first"), 10, labels=False) if len(scores) >= 10 else None
     meta = {**metadata, "model_version": scores["model_version"].iloc[0] if len(scores) else "",
             "mean_score": float(scores["score"].mean()) if len(scores) else 0.0}

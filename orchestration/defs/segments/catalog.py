@@ -16,18 +16,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestration.defs.segments.rules import CompiledRule, Compiler, RuleError, rule_type
-from orchestration.lib.config_errors import pydantic_problems
+from orchestration.lib.config_errors import ConfigProblems, pydantic_problems
 
 ATTRIBUTES_MODEL = "model.tessera.segment_attributes"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
 
-class SegmentConfigError(ValueError):
+class SegmentConfigError(ConfigProblems):
     """One or more segment definitions cannot be used."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("Segment definitions have problems:\n" + "\n".join(f"- {p}" for p in problems))
+    heading = "Segment definitions have problems:"
 
 
 class SegmentSpec(BaseModel):
