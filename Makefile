@@ -40,9 +40,9 @@ $(MANIFEST): $(VENV)/.installed $(DBT_SOURCES)
 	cd dbt_project && $(BIN)/dbt parse --profiles-dir . --quiet
 	@touch $@
 
-$(DAGSTER_HOME)/dagster.yaml:
+$(DAGSTER_HOME)/dagster.yaml: $(VENV)/.installed orchestration/cli.py
 	@mkdir -p $(DAGSTER_HOME)
-	@printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
+	$(BIN)/python -c 'from pathlib import Path; from orchestration.cli import ensure_dagster_home; ensure_dagster_home(Path("$(DAGSTER_HOME)"))'
 
 run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/tessera run

@@ -49,20 +49,22 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
-    from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_after_ml, dbt_before_identity_graph
+    from orchestration.defs.dbt.assets import (dbt_after_identity_graph, dbt_after_ml, dbt_before_identity_graph,
+                                               dbt_daily_events)
     from orchestration.defs.dbt.definitions import defs as dbt_defs
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
+    from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.ml.assets import ml_assets
     from orchestration.defs.quality.checks import quality_checks
     from orchestration.defs.resources import LandingZoneResource, WarehouseResource
     from orchestration.defs.segments.assets import segment_assets
 
-    assets = [*ingest_assets, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
+    assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
         + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = dg.materialize(assets, instance=instance,
+    result = dg.materialize(assets, instance=instance, tags=all_days_tags(),
                             resources={"warehouse": WarehouseResource(path=str(warehouse)),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(
                                            str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})

@@ -34,12 +34,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 LANDING_FOLDERS = ("events", "crm", "orders", "enrichment", "privacy")
-DAGSTER_YAML = """# Written by `tessera run`. Telemetry off; one run at a time may hold a DuckDB-writing slot.
+DAGSTER_YAML = """# Written by `tessera run` and `make`. Telemetry off; one step at a time, across runs, may hold the
+# DuckDB pool (every asset that opens the warehouse); a run whose process died is retried twice
+# (failed steps retry by their own retry policies).
 telemetry:
   enabled: false
 concurrency:
   pools:
     default_limit: 1
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
 """
 
 
@@ -60,9 +66,11 @@ def _settings(command: str):
 
 
 def ensure_dagster_home(home: Path) -> None:
+    """Write $DAGSTER_HOME/dagster.yaml, unless the user wrote their own."""
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML, encoding="utf-8")
+    path = home / "dagster.yaml"
+    if not path.exists() or path.read_text(encoding="utf-8").startswith("# Written by `tessera run`"):
+        path.write_text(DAGSTER_YAML, encoding="utf-8")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -85,11 +93,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rc = main(["generate", "--persons", str(args.sample_persons), "--out", str(settings.landing_dir)])
         if rc:
             return rc
-    print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home})")
+    tags = _partition_tags(args.day)
+    print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
+          + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day"))
     dagster = Path(sys.executable).parent / "dagster"
     started = time.perf_counter()
     returncode, log_tail = _execute_with_progress(
-        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all"], args.verbose)
+        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all",
+         "--tags", json.dumps(tags)], args.verbose)
     if returncode != 0:
         if not args.verbose:
             print(log_tail[-6000:])
@@ -103,6 +114,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"Segment report: {report} (open it in a browser; no server needed)")
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, checks and this run.")
     return 0
+
+
+def _partition_tags(day: str | None) -> dict[str, str]:
+    """Run tags for the daily event partitions a run covers: all of them, or one day."""
+    from orchestration.defs.partitions import all_days_tags, daily_event_partitions
+
+    if day is None:
+        return all_days_tags()
+    keys = daily_event_partitions.get_partition_keys()
+    if day not in keys:
+        raise SystemExit(f"tessera run: there is no daily partition {day}; the partitions run from {keys[0]} to "
+                         f"{keys[-1]} (set TESSERA_PARTITIONS_START to start them earlier).")
+    return {"dagster/partition": day}
 
 
 STEP_DONE = re.compile(r" - ([\w.\[\]-]+) - (STEP_SUCCESS|STEP_FAILURE|STEP_SKIPPED) - ")
@@ -257,6 +281,13 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
 
 
+def _partition_day(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -320,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run the whole pipeline with the settings from the environment (see README).")
     run.add_argument("--sample-persons", type=_positive, default=2000,
                      help="persons to generate when the landing folder is empty (default 2000)")
+    run.add_argument("--day", type=_partition_day, default=None, metavar="YYYY-MM-DD",
+                     help="rebuild the events of one daily partition (and the lookback before it) instead of all "
+                          "days; everything downstream is rebuilt as usual")
     run.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
     run.set_defaults(func=_cmd_run)
     why = sub.add_parser("why", help="explain why a person is (or is not) in a segment",

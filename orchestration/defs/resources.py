@@ -12,6 +12,17 @@ from orchestration.defs.ingest.mapping import SourceFiles
 from orchestration.lib import warehouse as wh
 
 
+# A lock held outside Dagster (a notebook, the API, a run of another instance) is transient: the
+# step waits and tries again. Other failures are not retried; they need a person.
+LOCK_RETRY = dict(max_retries=3, seconds_to_wait=20)
+
+
+def retry_when_locked(exc: BaseException) -> None:
+    """Turn a failure caused by DuckDB's file lock into a step retry."""
+    if isinstance(exc, wh.WarehouseLockedError) or "could not set lock on file" in str(exc).lower():
+        raise dg.RetryRequested(**LOCK_RETRY) from exc
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The embedded DuckDB file that every table lives in (TESSERA_WAREHOUSE)."""
 
@@ -19,7 +30,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False):
-        with wh.connect(self.path, read_only=read_only) as con:
+        with contextlib.ExitStack() as stack:
+            try:
+                con = stack.enter_context(wh.connect(self.path, read_only=read_only))
+            except wh.WarehouseLockedError as exc:
+                retry_when_locked(exc)
+                raise
             yield con
 
 

@@ -37,6 +37,25 @@ def _as_of() -> dt.date | None:
         ) from None
 
 
+def _partitions_start() -> dt.date:
+    raw = os.environ.get("TESSERA_PARTITIONS_START", "").strip() or "2025-01-01"
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(
+            f"TESSERA_PARTITIONS_START={raw!r} is not a date. Use the form YYYY-MM-DD: the first day of the daily "
+            "event partitions (events before it belong to the first partition)."
+        ) from None
+
+
+def _lookback_days() -> int:
+    raw = os.environ.get("TESSERA_LOOKBACK_DAYS", "").strip() or "3"
+    if not raw.isdigit() or int(raw) > 365:
+        raise SettingsError(f"TESSERA_LOOKBACK_DAYS={raw!r} must be a whole number of days from 0 to 365: how many "
+                            "days before a daily partition its run rebuilds too, for events that arrive late.")
+    return int(raw)
+
+
 def _consent_default() -> bool:
     raw = os.environ.get("TESSERA_CONSENT_DEFAULT", "allowed").strip().lower()
     if raw not in ("allowed", "denied"):
@@ -57,6 +76,8 @@ class Settings:
     consent_default_allowed: bool
     sources_config: Path | None  # None: read the landing folders as DESIGN.md lays them out
     reports_dir: Path
+    partitions_start: dt.date  # the first daily event partition
+    lookback_days: int  # days before a partition that its run rebuilds too (late events)
 
 
 def load_settings() -> Settings:
@@ -73,6 +94,8 @@ def load_settings() -> Settings:
         consent_default_allowed=_consent_default(),
         sources_config=_path("TESSERA_SOURCES_CONFIG", "") if os.environ.get("TESSERA_SOURCES_CONFIG") else None,
         reports_dir=_path("TESSERA_REPORTS_DIR", "data/reports"),
+        partitions_start=_partitions_start(),
+        lookback_days=_lookback_days(),
     )
 
 

@@ -34,9 +34,18 @@ CREATE TABLE IF NOT EXISTS raw.ingested_files (
     rows_read        BIGINT NOT NULL,
     rows_loaded      BIGINT NOT NULL,
     rows_quarantined BIGINT NOT NULL,
+    event_dates      DATE[],             -- events: the days (UTC) of the file's valid messages
+    home_date        DATE,               -- events: the daily partition that owns the file's quarantined lines
     PRIMARY KEY (source, file)
 )
 """
+# Warehouses created before daily partitions lack the two event columns.
+FILES_MIGRATIONS = ("ALTER TABLE raw.ingested_files ADD COLUMN IF NOT EXISTS event_dates DATE[]",
+                    "ALTER TABLE raw.ingested_files ADD COLUMN IF NOT EXISTS home_date DATE")
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process holds the DuckDB file; waiting and trying again usually helps."""
 
 
 @contextlib.contextmanager
@@ -48,7 +57,7 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
-            raise RuntimeError(
+            raise WarehouseLockedError(
                 f"The warehouse {path} is locked by another process (a notebook, the DuckDB CLI, the lookup API "
                 "or another run). DuckDB allows one writer per file: close that process, or wait for the other "
                 "run to finish, then try again."
@@ -63,6 +72,8 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             con.execute(QUARANTINE_DDL)
             con.execute(FILES_DDL)
+            for statement in FILES_MIGRATIONS:
+                con.execute(statement)
         yield con
     finally:
         con.close()

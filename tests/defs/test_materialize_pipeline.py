@@ -7,20 +7,21 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_before_identity_graph
+from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_before_identity_graph, dbt_daily_events
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
 from orchestration.defs.ml.assets import ml_assets
+from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.quality.checks import quality_checks
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
 # Up to features and their gates; the ML, segment and export chain is tested in test_segments_pipeline.py.
-ALL_ASSETS = [*ingest_assets, *quarantine_checks, dbt_before_identity_graph, dbt_after_identity_graph,
+ALL_ASSETS = [*ingest_assets, *quarantine_checks, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph,
               *identity_defs.assets, *quality_checks]
 
 
@@ -34,6 +35,7 @@ def _materialize(landing, warehouse, selection=None):
             "dbt": dbt_domain_defs.resources["dbt"],
         },
         instance=dg.DagsterInstance.ephemeral(),
+        tags=all_days_tags(),
     )
 
 
@@ -82,19 +84,19 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     with connect(warehouse, read_only=True) as con:
         quarantined = con.execute("SELECT count(*) FROM raw.quarantine WHERE source = 'events'").fetchone()[0]
         raw_events = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]
-        staged = con.execute("SELECT count(*) FROM staging.stg_segment__events").fetchone()[0]
+        staged = con.execute("SELECT count(*) FROM intermediate.int_segment__events").fetchone()[0]
     assert events_md["rows_quarantined"].value == quarantined > 0
     assert events_md["rows_deduplicated"].value == sample.summary["counts"]["duplicate_messages"]
     assert "invalid_json" in events_md["quarantine_by_reason"].value
     assert events_md["dagster/row_count"].value == raw_events == staged
-    assert {"staging/stg_segment__events", "staging/stg_crm__customers", "staging/stg_commerce__order_lines",
+    assert {"staging/stg_segment__events", "intermediate/int_segment__events", "staging/stg_crm__customers", "staging/stg_commerce__order_lines",
             "staging/stg_enrichment__firmographics", "staging/stg_privacy__erasure_requests",
             "marts/identity_map", "marts/profiles", "intermediate/identity_assignments"} <= set(metadata)
     checks = result.get_asset_check_evaluations()
     dbt_checks = [c for c in checks if c.asset_key.path[0] in ("staging", "intermediate", "marts")]
     assert len(dbt_checks) >= 25 and all(c.passed for c in dbt_checks)
     gates = {c.asset_key.to_user_string(): c.passed for c in checks if c.check_name == "great_expectations_gate"}
-    assert gates == {"raw/events": True, "staging/stg_segment__events": True, "marts/identity_map": True,
+    assert gates == {"raw/events": True, "intermediate/int_segment__events": True, "marts/identity_map": True,
                      "marts/user_features": True}
     quarantine_results = {c.asset_key.to_user_string() for c in checks if c.check_name == "quarantine_share_below_5pct"}
     assert quarantine_results == {"raw/events", "raw/crm_customers", "raw/order_lines", "raw/firmographics",

@@ -16,6 +16,7 @@ from orchestration.defs.dbt.assets import tessera_dbt_models
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
@@ -47,7 +48,7 @@ def example(tmp_path_factory):
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         result = dg.materialize(
             [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets],
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
             resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                        "landing": LandingZoneResource(root=str(root / "landing"), sources_config=str(root / "sources.yml")),
                        "dbt": dbt_domain_defs.resources["dbt"]})

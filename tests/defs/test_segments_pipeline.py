@@ -15,6 +15,7 @@ from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.exports.assets import export_assets
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
@@ -29,7 +30,7 @@ SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_r
 
 
 def _materialize(env, selection=None):
-    return dg.materialize(CHAIN, selection=selection, instance=dg.DagsterInstance.ephemeral(), resources={
+    return dg.materialize(CHAIN, selection=selection, instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(), resources={
         "warehouse": WarehouseResource(path=str(env["warehouse"])),
         "landing": LandingZoneResource(root=str(env["landing"])), "dbt": dbt_domain_defs.resources["dbt"]})
 

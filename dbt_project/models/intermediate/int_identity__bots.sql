@@ -1,7 +1,7 @@
 -- Devices that are bots: by user agent (the parser's verdict or our pattern) or by a rate no person reaches. They never become persons.
 with events as (
     select anonymous_id, user_agent, user_agent_is_bot, occurred_at
-    from {{ ref('stg_segment__events') }}
+    from {{ ref('int_segment__events') }}
     where anonymous_id is not null
 ),
 

@@ -1,7 +1,7 @@
 -- Every identifier observation, normalised (emails trimmed and lower-cased, phones in E.164) and
 -- hashed where it is PII. Junk values and bot devices are dropped here, before any edge exists.
 with events as (
-    select * from {{ ref('stg_segment__events') }}
+    select * from {{ ref('int_segment__events') }}
     where anonymous_id is null or anonymous_id not in (select anonymous_id from {{ ref('int_identity__bots') }})
 ),
 

@@ -17,13 +17,13 @@ persons as (
 
 events as (
     select i.person_id, e.occurred_at, e.country, e.device_type, e.traits_email_normalised
-    from {{ ref('stg_segment__events') }} e
+    from {{ ref('int_segment__events') }} e
     join identity i
       on (i.identifier_type = 'anonymous_id' and i.identifier = e.anonymous_id)
     where e.anonymous_id is not null
     union all
     select i.person_id, e.occurred_at, e.country, e.device_type, e.traits_email_normalised
-    from {{ ref('stg_segment__events') }} e
+    from {{ ref('int_segment__events') }} e
     join identity i on i.identifier_type = 'user_id' and i.identifier = e.user_id
     where e.anonymous_id is null
 ),

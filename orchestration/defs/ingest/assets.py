@@ -1,10 +1,15 @@
-"""One ingestion asset per landing folder: files -> raw.<table>, rejects -> raw.quarantine."""
+"""One ingestion asset per landing folder: files -> raw.<table>, rejects -> raw.quarantine.
+
+Events are partitioned by day (orchestration/defs/partitions.py); the other sources are small
+snapshots, read whole on every run.
+"""
 
 
 import dagster as dg
 
-from orchestration.defs.ingest.loaders import CSV_SOURCES, LoadReport, load_source
+from orchestration.defs.ingest.loaders import CSV_SOURCES, DayWindow, LoadReport, load_source
 from orchestration.defs.metadata import table_metadata
+from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, single_run, window_to_rebuild
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 
 OWNER = "team:data-engineering"
@@ -25,10 +30,11 @@ def _markdown_table(header: tuple[str, str], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def report_metadata(report: LoadReport) -> dict:
+def report_metadata(report: LoadReport, window: DayWindow) -> dict:
     return {
         "dagster/row_count": report.rows_loaded,
-        "files_read": report.files_seen,
+        "files_seen": report.files_seen,
+        "files_read": report.files_read if report.source == "events" else report.files_seen,
         "rows_read": report.rows_read,
         "rows_loaded": report.rows_loaded,
         "rows_quarantined": report.rows_quarantined,
@@ -40,7 +46,8 @@ def report_metadata(report: LoadReport) -> dict:
         "files_rejected": dg.MetadataValue.md(
             _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
         "table": f"raw.{report.table}",
-    } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {})
+    } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {}) \
+      | ({"days_rebuilt": str(window)} if report.source == "events" else {})
 
 
 # Tables an ingestion step writes beside its main table, in the same transaction.
@@ -50,29 +57,44 @@ COMPANIONS = {
 }
 
 
-def build_ingest_asset(source: str) -> dg.AssetsDefinition:
-    table = SOURCE_TABLES[source]
+def _specs(source: str) -> list[dg.AssetSpec]:
     common = dict(group_name="ingest", owners=[OWNER], kinds={"duckdb", "python"})
-    specs = [dg.AssetSpec(["raw", table], description=DESCRIPTIONS[source], **common)]
-    specs += [dg.AssetSpec(["raw", name], description=text, **common)
-              for name, text in COMPANIONS.get(source, {}).items()]
-
-    @dg.multi_asset(name=f"ingest_{source}", specs=specs, pool="duckdb")
-    def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
-        files = landing.files(source)
-        if not files.files:
-            context.log.warning(f"No {source} files (looked in {files.root}); raw.{table} will be empty.")
-        with warehouse.connect() as con:
-            report = load_source(con, files, source)
-            tables = {name: table_metadata(con, f"raw.{name}") for name in [table, *COMPANIONS.get(source, {})]}
-        context.log.info(
-            f"{source}: read {report.rows_read:,} rows from {report.files_seen} files, loaded {report.rows_loaded:,}, "
-            f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
-        yield dg.MaterializeResult(asset_key=["raw", table], metadata={**tables.pop(table), **report_metadata(report)})
-        for name, metadata in tables.items():
-            yield dg.MaterializeResult(asset_key=["raw", name], metadata=metadata)
-
-    return _ingest
+    return [dg.AssetSpec(["raw", SOURCE_TABLES[source]], description=DESCRIPTIONS[source], **common)] + [
+        dg.AssetSpec(["raw", name], description=text, **common) for name, text in COMPANIONS.get(source, {}).items()]
 
 
-ingest_assets = [build_ingest_asset(source) for source in SOURCE_TABLES]
+def _ingest(context: dg.AssetExecutionContext, source: str, window: DayWindow, warehouse: WarehouseResource,
+            landing: LandingZoneResource):
+    table = SOURCE_TABLES[source]
+    files = landing.files(source)
+    if not files.files:
+        context.log.warning(f"No {source} files (looked in {files.root}); raw.{table} will be empty.")
+    with warehouse.connect() as con:
+        report = load_source(con, files, source, window=window)
+        tables = {name: table_metadata(con, f"raw.{name}") for name in [table, *COMPANIONS.get(source, {})]}
+    context.log.info(
+        f"{source}: read {report.rows_read:,} rows from {report.files_read or report.files_seen} files"
+        + (f" for the days {window}" if source == "events" else "") + f", loaded {report.rows_loaded:,}, "
+        f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
+    yield dg.MaterializeResult(asset_key=["raw", table], metadata={**tables.pop(table), **report_metadata(report, window)})
+    for name, metadata in tables.items():
+        yield dg.MaterializeResult(asset_key=["raw", name], metadata=metadata)
+
+
+def build_ingest_asset(source: str) -> dg.AssetsDefinition:
+    @dg.multi_asset(name=f"ingest_{source}", specs=_specs(source), pool="duckdb")
+    def _snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
+        yield from _ingest(context, source, DayWindow(), warehouse, landing)
+
+    return _snapshot
+
+
+@dg.multi_asset(name="ingest_events", specs=_specs("events"), pool="duckdb",
+                partitions_def=daily_event_partitions, backfill_policy=single_run)
+def ingest_events(context: dg.AssetExecutionContext, config: IncrementalConfig, warehouse: WarehouseResource,
+                  landing: LandingZoneResource):
+    """The partition's days of events (plus the lookback), from the files that hold them."""
+    yield from _ingest(context, "events", window_to_rebuild(context, config), warehouse, landing)
+
+
+ingest_assets = [ingest_events] + [build_ingest_asset(source) for source in SOURCE_TABLES if source != "events"]

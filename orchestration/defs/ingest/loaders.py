@@ -4,6 +4,8 @@ Plain Python over DuckDB (no Dagster), so tests and benchmarks call it directly.
 
 Each load rebuilds one raw table from all files in its folder, then swaps it in with its
 quarantine rows in a single transaction: a run killed half-way leaves the previous tables.
+Events may instead be loaded for a window of days (a Dagster daily partition): only the files
+with events on those days are read, and only those days are replaced.
 A row's `loaded_at` is the time its file was first seen (raw.ingested_files), so re-running on
 the same files gives identical tables.
 """
@@ -23,7 +25,7 @@ import phonenumbers
 
 from orchestration.defs.ingest.mapping import SourceFiles, canonical_sql, event_line_sql, read_mapped
 from orchestration.lib import suppression
-from orchestration.lib.warehouse import table_from_frame, transaction
+from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
 from orchestration.sample_data import faults as F
 
 EVENT_TYPES = ("track", "page", "screen", "identify")
@@ -47,6 +49,7 @@ class LoadReport:
     quarantine_suppressed: int = 0  # quarantined lines of erased persons, dropped
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     guest_orders: int = 0  # orders with neither customer_id nor email: quarantined, they cannot be resolved
+    files_read: int = 0  # events: the files a daily load had to read (all of them for a full load)
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
             _create_from_rows(con, "_manifest", ["source", "file", "size_bytes", "modified_ns", "loaded_at", "status",
                                                  "rows_read", "rows_loaded", "rows_quarantined"], rows,
                               {"loaded_at": "datetime64[us]"})
-            con.execute("INSERT INTO raw.ingested_files SELECT * FROM _manifest")
+            con.execute("INSERT INTO raw.ingested_files BY NAME SELECT * FROM _manifest")
     con.execute("DROP TABLE IF EXISTS _typed")
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
     report.quarantine_by_reason = dict(con.execute(
@@ -352,12 +355,16 @@ EVENT_BAD_SQL = """
 
 
 def _parse_user_agents(con) -> None:
-    """Device type, browser and OS for each distinct user agent (the `user-agents` library)."""
+    """raw.user_agents gains the agents of the rows just loaded, parsed with the `user-agents`
+    library (device type, browser, OS, bot). A daily load only adds: agents are few, and an agent
+    whose events were reloaded away does no harm to the join in stg_segment__events."""
     from user_agents import parse
 
+    con.execute("CREATE TABLE IF NOT EXISTS raw.user_agents (user_agent VARCHAR, device_type VARCHAR, "
+                "browser_family VARCHAR, os_family VARCHAR, is_bot BOOLEAN)")
     agents = [r[0] for r in con.execute(
-        "SELECT DISTINCT json_extract_string(context, '$.userAgent') FROM _valid "
-        "WHERE json_extract_string(context, '$.userAgent') IS NOT NULL").fetchall()]
+        "SELECT DISTINCT json_extract_string(context, '$.userAgent') AS agent FROM _typed "
+        "WHERE agent IS NOT NULL AND agent NOT IN (SELECT user_agent FROM raw.user_agents) ORDER BY 1").fetchall()]
     rows = []
     for agent in agents:
         ua = parse(agent)
@@ -367,6 +374,7 @@ def _parse_user_agents(con) -> None:
     _create_from_rows(con, "_user_agents", ["user_agent", "device_type", "browser_family", "os_family", "is_bot"],
                       rows, {"user_agent": "string", "device_type": "string", "browser_family": "string",
                              "os_family": "string", "is_bot": "bool"})
+    con.execute("INSERT INTO raw.user_agents SELECT * FROM _user_agents")
 
 
 def _batches(files: list[Path], limit: int) -> list[list[Path]]:
@@ -380,17 +388,89 @@ def _batches(files: list[Path], limit: int) -> list[list[Path]]:
     return batches + [batch] if batch or not batches else batches
 
 
+@dataclass(frozen=True)
+class DayWindow:
+    """The event days [start, end) (UTC) a load replaces in raw.events; None leaves that side open,
+    so DayWindow() is the whole history. Dagster's daily partitions map onto it."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.start is None and self.end is None
+
+    def holds(self, day_sql: str) -> str:
+        """SQL: the DATE expression `day_sql` lies in the window."""
+        bounds = ([f"{day_sql} >= DATE '{self.start}'"] if self.start else []) + \
+                 ([f"{day_sql} < DATE '{self.end}'"] if self.end else [])
+        return " AND ".join(bounds) or "true"
+
+    def contains(self, day: dt.date) -> bool:
+        return (self.start is None or day >= self.start) and (self.end is None or day < self.end)
+
+    def __str__(self) -> str:
+        return f"[{self.start or 'the first event'}, {self.end or 'the last event'})"
+
+
+def _event_files_to_read(con, plan: SourceFiles, stats: dict[str, tuple[int, int]], window: DayWindow) -> list[Path]:
+    """New or changed files, and known files with events in the window or whose quarantined lines
+    it owns: a daily load reads a few days of files, not the history."""
+    if window.everything:
+        return list(plan.files)
+    known = {f: (size, mtime, dates or [], home) for f, size, mtime, dates, home in con.execute(
+        "SELECT file, size_bytes, modified_ns, event_dates, home_date FROM raw.ingested_files WHERE source = 'events'"
+    ).fetchall()}
+    selected = []
+    for path in plan.files:
+        rel = plan.relative(path)
+        size, mtime, dates, home = known.get(rel, (None, None, [], None))
+        if (size, mtime) != stats[rel] or any(map(window.contains, dates)) or (home and window.contains(home)):
+            selected.append(path)
+    return selected
+
+
+def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict[str, list[dt.date]]:
+    """The days (UTC) of each file's valid messages, read with the loader's own checks in an
+    in-memory DuckDB (the warehouse stays untouched, so a sensor may call this during a run).
+    A file with no valid message maps to an empty list."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    days: dict[str, list[dt.date]] = {files.relative(p): [] for p in files.files}
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.ingested_files (source VARCHAR, file VARCHAR, size_bytes BIGINT, "
+                    "modified_ns BIGINT, loaded_at TIMESTAMP)")
+        _register_files(con, files, now, "events")
+        code_sql, _ = _reason_sql(_event_rules())
+        for batch in _batches(files.files, batch_bytes):
+            _read_event_lines(con, files, batch, LoadReport(source="events", table="events"))
+            con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
+            for file, dates in con.execute("SELECT file, list(DISTINCT CAST(ts AS DATE) ORDER BY 1) FROM _checked "
+                                           "WHERE reason_code IS NULL GROUP BY file").fetchall():
+                days[file] = dates
+    return days
+
+
 def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: dt.datetime | None = None,
-                batch_bytes: int = EVENT_BATCH_BYTES) -> LoadReport:
-    """`files`: the landing root (its events/ folder), or the files a sources config declares."""
+                batch_bytes: int = EVENT_BATCH_BYTES, window: DayWindow = DayWindow()) -> LoadReport:
+    """Replace the events of the days in `window` (default: all) with what the landing files hold.
+
+    `files`: the landing root (its events/ folder), or the files a sources config declares. A
+    file's quarantined lines belong to its home day (its last valid event day; for a file without
+    one, the last day of the window that first read it), so daily loads own them too. A message
+    sent twice keeps its earliest copy, also when the copies fall on different days.
+    """
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source="events", table="events")
     plan = _plan(files, "events")
     report.files_seen = len(plan.files)
     loaded_at, stats = _register_files(con, plan, now, "events")
+    to_read = _event_files_to_read(con, plan, stats, window)
+    report.files_read = len(to_read)
     code_sql, message_sql = _reason_sql(_event_rules())
     # Batches keep only typed columns of valid lines, so memory follows one batch, not all files.
-    for i, batch in enumerate(_batches(plan.files, batch_bytes)):
+    for i, batch in enumerate(_batches(to_read, batch_bytes)):
         _read_event_lines(con, plan, batch, report)
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
@@ -400,51 +480,120 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute("DROP TABLE IF EXISTS _lines")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _file_rows AS
-        SELECT file, false AS rejected FROM _valid UNION ALL SELECT file, true FROM _bad
-        UNION ALL SELECT file, true FROM _unparsed_rows
-    """)
-    typed = """
+    _event_file_homes(con, to_read, plan, stats, window, now)
+    in_window = window.holds("CAST(occurred_at AS DATE)")
+    candidates = con.execute(f"SELECT count(*) FROM _valid WHERE {in_window}").fetchone()[0]
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _typed AS
         SELECT message_id, type, event, name, user_id, anonymous_id, occurred_at, sent_at, received_at,
                properties, traits, context, file AS source_file, line_no AS source_line, loaded_at
         FROM (
-            SELECT *, row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS LAST, file, line_no) AS copy_no
-            FROM _valid
+            SELECT *, row_number() OVER (PARTITION BY message_id
+                                         ORDER BY occurred_at, received_at NULLS LAST, file, line_no) AS copy_no
+            FROM _valid WHERE {in_window}
         ) WHERE copy_no = 1
-        ORDER BY occurred_at, message_id
+    """)
+    stored = table_exists(con, "raw", "events")
+    if stored and not window.everything:  # a copy stored on an earlier day outside the window wins
+        con.execute("DELETE FROM _typed t USING raw.events e "
+                    "WHERE e.message_id = t.message_id AND e.occurred_at < t.occurred_at")
+    _add_event_phones(con)
+    if suppression.has_suppressions(con):  # erased persons' rows never land again
+        report.rows_suppressed = suppression.delete_suppressed(
+            con, "_typed", [r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
+    quarantine = f"""
+        SELECT 'events' AS source, q.file, q.line_no AS line, q.reason_code, q.reason, q.raw, q.loaded_at FROM (
+            SELECT file, line_no, reason_code, reason, raw, loaded_at FROM _bad
+            UNION ALL
+            SELECT u.file, u.line_no, u.reason_code, u.reason, u.raw, f.loaded_at FROM _unparsed_rows u JOIN _files f USING (file)
+            UNION ALL
+            SELECT r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
+        ) q JOIN _homes h USING (file)
+        WHERE {window.holds('h.home_date')}
     """
-    quarantine = """
-        SELECT 'events', file, line_no, reason_code, reason, raw, loaded_at FROM _bad
-        UNION ALL
-        SELECT 'events', u.file, u.line_no, u.reason_code, u.reason, u.raw, f.loaded_at FROM _unparsed_rows u JOIN _files f USING (file)
-        UNION ALL
-        SELECT 'events', r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
-    """
-    # identify traits may carry a phone: E.164 with the message's country, as for CRM records.
+    with transaction(con):
+        if window.everything or not stored:
+            con.execute("CREATE OR REPLACE TABLE raw.events AS SELECT * FROM _typed ORDER BY occurred_at, message_id")
+            con.execute("DELETE FROM raw.quarantine WHERE source = 'events'")
+            con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
+        else:
+            con.execute(f"DELETE FROM raw.events WHERE {in_window}")
+            con.execute("DELETE FROM raw.events e USING _typed t "  # later copies on other days
+                        "WHERE e.message_id = t.message_id AND e.occurred_at > t.occurred_at")
+            con.execute("INSERT INTO raw.events SELECT * FROM _typed ORDER BY occurred_at, message_id")
+            con.execute(f"DELETE FROM raw.quarantine WHERE source = 'events' AND file IN "
+                        f"(SELECT file FROM _homes WHERE {window.holds('home_date')})")
+            con.execute("DELETE FROM raw.ingested_files WHERE source = 'events' AND file IN (SELECT file FROM _homes)")
+        con.execute(f"INSERT INTO raw.quarantine BY NAME {quarantine}")
+        if suppression.has_suppressions(con):
+            report.quarantine_suppressed = suppression.delete_suppressed(
+                con, "raw.quarantine", ["raw"], where="t.source = 'events'")
+        _parse_user_agents(con)
+        con.execute("""
+            INSERT INTO raw.ingested_files BY NAME
+            SELECT 'events' AS source, h.file, h.size_bytes, h.modified_ns, f.loaded_at,
+                   CASE WHEN r.file IS NULL THEN 'loaded' ELSE 'rejected' END AS status,
+                   h.rows_loaded + h.rows_quarantined AS rows_read, h.rows_loaded, h.rows_quarantined,
+                   h.event_dates, h.home_date
+            FROM _homes h JOIN _files f USING (file) LEFT JOIN _rejected_files r USING (file)
+        """)
+    report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.events WHERE {in_window}").fetchone()[0]
+    report.quarantine_by_reason = dict(con.execute(
+        "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' AND file IN "
+        f"(SELECT file FROM _homes WHERE {window.holds('home_date')}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
+    report.rows_quarantined = sum(report.quarantine_by_reason.values())
+    report.deduplicated = candidates - con.execute("SELECT count(*) FROM _typed").fetchone()[0] - report.rows_suppressed
+    for name in ("_valid", "_bad", "_typed"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    return report
+
+
+def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str, tuple[int, int]],
+                      window: DayWindow, now: dt.datetime) -> None:
+    """`_homes(file, size_bytes, modified_ns, event_dates, home_date, rows_loaded, rows_quarantined)`
+    for the files read."""
+    first_sight = (window.end - dt.timedelta(days=1)) if window.end else now.date()
+    stored = {f: home for f, home, size, mtime in con.execute(
+        "SELECT file, home_date, size_bytes, modified_ns FROM raw.ingested_files WHERE source = 'events'").fetchall()
+        if home is not None}
+    rows = [(rel, *stats[rel], stored.get(rel)) for rel in map(plan.relative, read)]
+    _create_from_rows(con, "_read", ["file", "size_bytes", "modified_ns", "stored_home"], rows,
+                      {"file": "string", "size_bytes": "int64", "modified_ns": "int64", "stored_home": "datetime64[s]"})
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _homes AS
+        WITH good AS (
+            SELECT file, list(DISTINCT CAST(occurred_at AS DATE) ORDER BY 1) AS event_dates, count(*) AS n
+            FROM _valid GROUP BY file
+        ), bad AS (
+            SELECT file, count(*) AS n FROM (
+                SELECT file FROM _bad UNION ALL SELECT file FROM _unparsed_rows UNION ALL SELECT file FROM _rejected_files
+            ) GROUP BY file
+        )
+        SELECT r.file, r.size_bytes, r.modified_ns, coalesce(g.event_dates, []::DATE[]) AS event_dates,
+               coalesce(list_max(g.event_dates), CAST(r.stored_home AS DATE), DATE '{first_sight}') AS home_date,
+               coalesce(g.n, 0) AS rows_loaded, coalesce(b.n, 0) AS rows_quarantined
+        FROM _read r LEFT JOIN good g USING (file) LEFT JOIN bad b USING (file)
+    """)
+
+
+def _add_event_phones(con) -> None:
+    """identify traits may carry a phone: E.164 with the message's country, as for CRM records."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _event_phones AS
         SELECT DISTINCT json_extract_string(traits, '$.phone') AS phone,
                upper(json_extract_string(context, '$.location.country')) AS country
-        FROM _valid WHERE type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
+        FROM _typed WHERE type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
     """)
     _normalise_phones(con, "_event_phones")
-    typed = f"""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _typed AS
         SELECT e.*, p.phone_e164 AS traits_phone_e164
-        FROM ({typed}) e
+        FROM _typed e
         LEFT JOIN _phones p
           ON e.type = 'identify'
          AND p.phone = json_extract_string(e.traits, '$.phone')
          AND p.country IS NOT DISTINCT FROM upper(json_extract_string(e.context, '$.location.country'))
-        ORDER BY e.occurred_at, e.message_id
-    """
-    _parse_user_agents(con)
-    valid = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
-    _commit(con, report, typed, quarantine, loaded_at, stats,
-            companions={"user_agents": "SELECT * FROM _user_agents ORDER BY user_agent"})
-    con.execute("DROP TABLE IF EXISTS _valid")
-    report.deduplicated = valid - report.rows_loaded - report.rows_suppressed
-    return report
+    """)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,9 +863,10 @@ CSV_SOURCES = (CRM, ORDERS, ENRICHMENT, PRIVACY)
 
 
 def load_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, source: str,
-                now: dt.datetime | None = None) -> LoadReport:
+                now: dt.datetime | None = None, window: DayWindow = DayWindow()) -> LoadReport:
+    """`window` narrows an events load to some days; the other sources are always loaded whole."""
     if source == "events":
-        return load_events(con, files, now)
+        return load_events(con, files, now, window=window)
     spec = next(s for s in CSV_SOURCES if s.name == source)
     return load_csv_source(con, files, spec, now)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from expectations import identity_map, raw_events, stg_segment__events, user_features
+from expectations import identity_map, int_segment__events, raw_events, user_features
 from expectations.runner import Failure, row_count_bounds, validate
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import figures
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS quality.feature_profiles (
 # (suite module, checked asset, blocking)
 GATES = [
     (raw_events, dg.AssetKey(["raw", "events"]), False),
-    (stg_segment__events, dg.AssetKey(["staging", "stg_segment__events"]), False),
+    (int_segment__events, dg.AssetKey(["intermediate", "int_segment__events"]), False),
     (identity_map, dg.AssetKey(["marts", "identity_map"]), True),
     (user_features, dg.AssetKey(["marts", "user_features"]), True),
 ]

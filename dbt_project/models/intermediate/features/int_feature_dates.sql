@@ -1,4 +1,4 @@
--- depends_on: {{ ref('stg_segment__events') }}, {{ ref('stg_commerce__order_lines') }}
+-- depends_on: {{ ref('int_segment__events') }}, {{ ref('stg_commerce__order_lines') }}
 -- The dates features are computed as of: the scoring date (var as_of, else the latest valid event
 -- or order date; never now()); the propensity training cutoff label_window_days before it; and the
 -- backtest cutoff one more window back, whose models are validated on the training cutoff's labels.
@@ -8,7 +8,7 @@ with latest as (
     {% else %}
     select max(d) as as_of
     from (
-        select max(cast(occurred_at as date)) as d from {{ ref('stg_segment__events') }}
+        select max(cast(occurred_at as date)) as d from {{ ref('int_segment__events') }}
         union all
         select max(cast(ordered_at as date)) from {{ ref('stg_commerce__order_lines') }}
     ) t

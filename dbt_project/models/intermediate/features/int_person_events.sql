@@ -5,7 +5,7 @@ with identity as (
 ),
 
 events as (
-    select * from {{ ref('stg_segment__events') }}
+    select * from {{ ref('int_segment__events') }}
 ),
 
 attributed as (

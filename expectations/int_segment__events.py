@@ -1,4 +1,4 @@
-"""Quality gate for staging.stg_segment__events (typing and normalisation)."""
+"""Quality gate for intermediate.int_segment__events (typing and normalisation of the flattened events)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import great_expectations as gx
 
 from expectations.runner import row_count_sanity
 
-TABLE = "staging.stg_segment__events"
+TABLE = "intermediate.int_segment__events"
 COLUMNS = ["message_id", "behaviour", "device_type", "country", "traits_email_normalised", "video_percent_watched",
            "scroll_percent"]
 SAMPLE_ROWS = 500_000  # a seeded sample of a large table; dbt tests check keys over all rows
