@@ -34,7 +34,7 @@ class IncrementalConfig(dg.Config):
 
 def partition_window(context: dg.AssetExecutionContext) -> DayWindow:
     """The run's partition days, with open ends at the first and last partitions."""
-    if not context.has_partition_key_range:
+    if not (context.has_partition_key or context.has_partition_key_range):
         return DayWindow()
     window = context.partition_time_window
     keys = daily_event_partitions.get_partition_keys()

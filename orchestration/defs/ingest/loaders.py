@@ -446,7 +446,7 @@ def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict
         for batch in _batches(files.files, batch_bytes):
             _read_event_lines(con, files, batch, LoadReport(source="events", table="events"))
             con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
-            for file, dates in con.execute("SELECT file, list(DISTINCT CAST(ts AS DATE) ORDER BY 1) FROM _checked "
+            for file, dates in con.execute("SELECT file, list_sort(list(DISTINCT CAST(ts AS DATE))) FROM _checked "
                                            "WHERE reason_code IS NULL GROUP BY file").fetchall():
                 days[file] = dates
     return days
@@ -562,7 +562,7 @@ def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str,
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _homes AS
         WITH good AS (
-            SELECT file, list(DISTINCT CAST(occurred_at AS DATE) ORDER BY 1) AS event_dates, count(*) AS n
+            SELECT file, list_sort(list(DISTINCT CAST(occurred_at AS DATE))) AS event_dates, count(*) AS n
             FROM _valid GROUP BY file
         ), bad AS (
             SELECT file, count(*) AS n FROM (
