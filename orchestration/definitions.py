@@ -1,5 +1,7 @@
 """The single Dagster code location: `dagster dev -m orchestration.definitions`."""
 
+import datetime as dt
+
 import dagster as dg
 
 from orchestration.defs.dbt import definitions as dbt_domain
@@ -24,12 +26,24 @@ materialize_all = dg.define_asset_job(
     description="Ingest every landing folder and build every downstream asset, in one process.",
 )
 
-daily_refresh = dg.ScheduleDefinition(
-    name="daily_refresh", job=materialize_all, cron_schedule="0 3 * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Every day at 03:00 UTC: ingest what has landed and rebuild everything downstream. Start it in the "
-                "UI (Automation) once the landing zone is fed by your collectors.",
-)
+
+
+@dg.schedule(job=materialize_all, cron_schedule="0 3 * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED)
+def daily_refresh(context: dg.ScheduleEvaluationContext):
+    """Every day at 03:00 UTC: yesterday's event partition (and the lookback before it), the
+    snapshot sources, and everything downstream. Start it in the UI (Automation) once collectors
+    feed the landing zone."""
+    day = (context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    return dg.RunRequest(partition_key=day, run_key=day)
+
+
+# Declarative automation: when the sensor has ingested new days, or a run has reloaded a snapshot
+# source, everything downstream of ingestion follows, one warehouse step at a time (the pool).
+downstream_of_ingestion = dg.AssetSelection.all() - dg.AssetSelection.groups("ingest")
+eager_downstream = dg.AutomationConditionSensorDefinition(
+    "eager_downstream", target=downstream_of_ingestion, default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Materialises identity, features, models, segments and exports after new data is ingested.")
 
 defs = dg.Definitions.merge(
     ingest_domain.defs,
@@ -43,10 +57,12 @@ defs = dg.Definitions.merge(
     dg.Definitions(
         jobs=[materialize_all],
         schedules=[daily_refresh],
+        sensors=[eager_downstream],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse)),
             "landing": LandingZoneResource(root=str(settings.landing_dir), sources_config=(
                 str(settings.sources_config) if settings.sources_config else None)),
         },
     ),
-)
+).map_asset_specs(func=lambda spec: spec if spec.group_name == "ingest"
+                   else spec.replace_attributes(automation_condition=dg.AutomationCondition.eager()))

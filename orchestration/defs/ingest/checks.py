@@ -10,7 +10,7 @@ MAX_QUARANTINE_SHARE = 0.05
 
 
 def build_quarantine_check(source: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=dg.AssetKey(["raw", SOURCE_TABLES[source]]), name="quarantine_share_below_5pct",
+    @dg.asset_check(asset=dg.AssetKey(["raw", SOURCE_TABLES[source]]), name="quarantine_share_below_5pct", pool="duckdb",
                     blocking=False, description=f"Warns when more than {MAX_QUARANTINE_SHARE:.0%} of {source} rows are rejected.")
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect(read_only=True) as con:

@@ -44,7 +44,7 @@ def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
     })
 
 
-@dg.asset_check(asset=ERASURE_LOG, blocking=True,
+@dg.asset_check(asset=ERASURE_LOG, blocking=True, pool="duckdb",
                 description="No table and no export holds a row of an erased person (by any hashed identifier).")
 def no_trace_of_erased_persons(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     exports_dir = load_settings().exports_dir

@@ -81,7 +81,7 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
         "top_overlaps": dg.MetadataValue.md(overlap.to_markdown(index=False) if len(overlap) else "none")})
 
 
-@dg.asset_check(asset=MEMBERSHIP, description="Every segment reaches its min_size; smaller ones are not published.")
+@dg.asset_check(asset=MEMBERSHIP, pool="duckdb", description="Every segment reaches its min_size; smaller ones are not published.")
 def segments_meet_minimum_size(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
         rows = con.execute("""

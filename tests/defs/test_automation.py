@@ -1,0 +1,136 @@
+"""Schedules, sensors, freshness checks, retries and the DuckDB pool: what keeps Tessera running
+unattended."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration.defs.ingest.sensors import landing_events_sensor, partitions_for
+from orchestration.defs.resources import LandingZoneResource
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _message(message_id: str, timestamp: str) -> str:
+    return json.dumps({"messageId": message_id, "type": "track", "event": "Product Viewed", "anonymousId": "a1",
+                       "timestamp": timestamp, "receivedAt": timestamp, "properties": {}, "context": {}})
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
+    from orchestration.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert {s.name for s in defs.schedules} == {"daily_refresh"}
+    assert {s.name for s in defs.sensors} == {"landing_events_sensor", "segment_freshness_sensor", "eager_downstream"}
+    job = defs.resolve_job_def("materialize_all")
+    assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
+    assert defs.resolve_job_def("ingest_daily_events").partitions_def == job.partitions_def
+    graph = defs.resolve_asset_graph()
+    partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
+    assert partitioned == {"raw/events", "raw/user_agents", "staging/stg_segment__events",
+                           "intermediate/int_segment__events"}
+    assert graph.get(dg.AssetKey(["marts", "segment_membership"])).automation_condition is not None
+    assert graph.get(dg.AssetKey(["raw", "events"])).automation_condition is None  # the sensor and schedule decide
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("marts/segment_membership", "freshness_check") in checks
+    # Every step that opens the warehouse holds the one DuckDB slot (freshness checks only read Dagster's log).
+    job_all = defs.resolve_implicit_global_asset_job_def()
+    pools = {node.name: node.definition.pool for node in job_all.graph.node_dict.values()}
+    assert all(name.startswith("freshness_check") for name, pool in pools.items() if pool != "duckdb"), pools
+
+
+def test_daily_refresh_runs_yesterdays_partition():
+    from orchestration.definitions import daily_refresh
+
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc))
+    request = daily_refresh(context)
+    assert request.partition_key == "2026-10-31"
+
+
+def test_sensor_requests_exactly_the_days_new_files_hold(tmp_path):
+    landing = LandingZoneResource(root=str(tmp_path))
+    _write(tmp_path / "events" / "2026-10-01-app.jsonl.gz", [_message("m1", "2026-10-01T10:00:00Z")])
+    first = landing_events_sensor(dg.build_sensor_context(resources={"landing": landing}))
+    assert "Started watching 1 event files" in first.skip_reason.skip_message and not first.run_requests
+    # A new file: events of its arrival day, one late event of two days before, and a broken line.
+    late = tmp_path / "events" / "2026-10-03-app.jsonl"
+    _write(late, [_message("m2", "2026-10-03T09:00:00Z"), _message("m3", "2026-10-01T23:59:00Z"), "{not json"])
+    os.utime(late, ns=(late.stat().st_mtime_ns + 10**9,) * 2)
+    second = landing_events_sensor(dg.build_sensor_context(resources={"landing": landing}, cursor=first.cursor))
+    assert sorted(r.partition_key for r in second.run_requests) == ["2026-10-01", "2026-10-03"]
+    third = landing_events_sensor(dg.build_sensor_context(resources={"landing": landing}, cursor=second.cursor))
+    assert not third.run_requests and third.skip_reason.skip_message == "No new event files."
+
+
+def test_partitions_for_clips_to_the_partition_range():
+    keys = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    days = {"old.jsonl": [dt.date(2025, 6, 1)], "future.jsonl": [dt.date(2026, 2, 1)], "broken.jsonl": [],
+            "mid.jsonl": [dt.date(2026, 1, 2)]}
+    assert partitions_for(days, keys) == {"2026-01-01": ["old.jsonl"], "2026-01-03": ["broken.jsonl", "future.jsonl"],
+                                          "2026-01-02": ["mid.jsonl"]}
+
+
+def test_segment_freshness_check_fails_until_the_segments_are_rebuilt():
+    from orchestration.defs.segments.definitions import freshness_checks
+
+    instance = dg.DagsterInstance.ephemeral()
+    keys = [dg.AssetKey(["marts", "segment_membership"]), dg.AssetKey(["marts", "segment_membership_history"])]
+    checks = dg.AssetSelection.all_asset_checks()
+    stale = dg.materialize(freshness_checks, instance=instance, selection=checks)
+    assert stale.success and {e.passed for e in stale.get_asset_check_evaluations()} == {False}
+    for key in keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    fresh = dg.materialize(freshness_checks, instance=instance, selection=checks)
+    assert {e.passed for e in fresh.get_asset_check_evaluations()} == {True}
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_path):
+    """Two `dagster job execute` processes on one warehouse: the DuckDB pool (limit 1 in
+    dagster.yaml) makes their warehouse steps take turns, so neither meets the file lock."""
+    from orchestration.cli import ensure_dagster_home
+
+    home = tmp_path / "dagster_home"
+    ensure_dagster_home(home)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "TESSERA_LANDING_DIR": str(sample.landing),
+           "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    dagster = str(Path(sys.executable).parent / "dagster")
+    commands = [[dagster, "job", "execute", "-m", "orchestration.definitions", "-j", "ingest_daily_events",
+                 "--tags", json.dumps({"dagster/partition": day})] for day in ("2026-10-29", "2026-10-30")]
+    processes = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for c in commands]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert all("RUN_SUCCESS" in o for o in outputs)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2
+        spans = []
+        for run in runs:
+            begin = {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                assert not (event and event.event_type_value == "STEP_UP_FOR_RETRY")  # the pool, not lock retries
+                if event and event.event_type_value == "STEP_START":
+                    begin[event.step_key] = entry.timestamp
+                elif event and event.event_type_value == "STEP_SUCCESS":
+                    spans.append((begin[event.step_key], entry.timestamp, run.run_id))
+    spans.sort()
+    overlapping = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1] and a[2] != b[2]]
+    assert not overlapping
