@@ -42,10 +42,26 @@ def ensure_generated(work: Path, persons: int) -> tuple[Path, Path]:
     return landing, truth
 
 
+# Pipeline stages, as the step keys of a run start.
+STAGES = {"ingest": ("ingest_", "dbt_daily_events"), "identity": ("dbt_before_identity_graph", "intermediate__"),
+          "features": ("dbt_after_identity_graph",), "ml": ("ml__", "marts__cluster", "marts__propensity"),
+          "segments": ("dbt_after_ml", "segment_membership")}
+GATE_MARKERS = ("great_expectations", "drift", "quarantine_share", "no_trace", "minimum_size")
+
+
+def stage_times(step_s: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage (ingest, identity, features, gates, ml, segments) from a run's step times."""
+    gates = {step for step in step_s if any(marker in step for marker in GATE_MARKERS)}
+    stages = {stage: round(sum(s for step, s in step_s.items() if step.startswith(prefixes) and step not in gates), 1)
+              for stage, prefixes in STAGES.items()}
+    return {**stages, "gates": round(sum(step_s[step] for step in gates), 1)}
+
+
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
-                 sources_config: Path | None = None) -> dict:
+                 sources_config: Path | None = None, partition_key: str | None = None) -> dict:
     """Every asset (optionally with asset checks and the ML assets) into `warehouse`; wall time per step
-    from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG)."""
+    from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
+    of every day are loaded, or only those of `partition_key` (a daily run, with its lookback)."""
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
@@ -64,7 +80,8 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
         + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = dg.materialize(assets, instance=instance, tags=all_days_tags(),
+    days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
+    result = dg.materialize(assets, instance=instance, **days,
                             resources={"warehouse": WarehouseResource(path=str(warehouse)),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(
                                            str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})

@@ -27,15 +27,12 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from benchmarks._pipeline import run_pipeline, save_result  # noqa: E402
+from benchmarks._pipeline import run_pipeline, save_result, stage_times  # noqa: E402
 from benchmarks.online_retail_propensity import bg_nbd, labels, load  # noqa: E402
 
 CONFIG = ROOT / "examples" / "online_retail" / "sources.yml"
 DATA = ROOT / "examples" / "online_retail" / "online_retail_2010-2011.parquet"
 PUBLISHED = {"customers": 4372, "invoices_including_cancellations": 25900}
-STAGES = {"ingest": ("ingest_",), "identity": ("dbt_before_identity_graph", "intermediate__"),
-          "features": ("dbt_after_identity_graph",), "ml": ("ml__", "marts__cluster", "marts__propensity"),
-          "segments": ("dbt_after_ml", "segment_membership")}
 
 
 def _fresh_run(work: Path, as_of: dt.date | None) -> dict:
@@ -50,11 +47,7 @@ def _fresh_run(work: Path, as_of: dt.date | None) -> dict:
     (work / "landing").mkdir(exist_ok=True)
     timing = run_pipeline(work / "landing", work / "warehouse.duckdb", with_checks=True, with_ml=True,
                           sources_config=CONFIG)
-    stages = {stage: round(sum(s for step, s in timing["step_s"].items() if step.startswith(prefixes)), 1)
-              for stage, prefixes in STAGES.items()}
-    stages["quality_gates"] = round(sum(s for step, s in timing["step_s"].items()
-                                        if "great_expectations" in step or "drift" in step), 1)
-    return {"wall_s": timing["run_wall_s"], "stage_s": stages}
+    return {"wall_s": timing["run_wall_s"], "stage_s": stage_times(timing["step_s"])}
 
 
 def _found(warehouse: Path) -> dict:

@@ -86,6 +86,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problems:
         print("tessera run: the configuration has problems; nothing was run.\n" + "\n".join(problems), file=sys.stderr)
         return 2
+    tags = _partition_tags(args.day)
+    if not tags:
+        print(f"tessera run: there is no daily partition {args.day}; the partitions start on "
+              f"{settings.partitions_start} (TESSERA_PARTITIONS_START) and end today.", file=sys.stderr)
+        return 2
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     ensure_dagster_home(settings.dagster_home)
     if settings.sources_config is None and _landing_is_empty(settings.landing_dir):
@@ -93,7 +98,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rc = main(["generate", "--persons", str(args.sample_persons), "--out", str(settings.landing_dir)])
         if rc:
             return rc
-    tags = _partition_tags(args.day)
     print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
           + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day"))
     dagster = Path(sys.executable).parent / "dagster"
@@ -117,15 +121,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _partition_tags(day: str | None) -> dict[str, str]:
-    """Run tags for the daily event partitions a run covers: all of them, or one day."""
+    """Run tags for the daily event partitions a run covers: all of them, or one day ({} when
+    there is no such partition)."""
     from orchestration.defs.partitions import all_days_tags, daily_event_partitions
 
     if day is None:
         return all_days_tags()
     keys = daily_event_partitions.get_partition_keys()
     if day not in keys:
-        raise SystemExit(f"tessera run: there is no daily partition {day}; the partitions run from {keys[0]} to "
-                         f"{keys[-1]} (set TESSERA_PARTITIONS_START to start them earlier).")
+        return {}
     return {"dagster/partition": day}
 
 

@@ -43,6 +43,17 @@ def test_run_rejects_a_bad_as_of_date_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_run_rejects_a_day_outside_the_partitions_without_a_traceback(tmp_path):
+    env = {"TESSERA_LANDING_DIR": str(tmp_path), "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"),
+           "DAGSTER_HOME": str(tmp_path / "dh"), "TESSERA_PARTITIONS_START": "2026-01-01"}
+    proc = _tessera("run", "--day", "2025-12-31", env=env)
+    assert proc.returncode == 2
+    assert "there is no daily partition 2025-12-31; the partitions start on 2026-01-01" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "events").exists()  # nothing was generated
+    bad = _tessera("run", "--day", "yesterday", env=env)
+    assert bad.returncode == 2 and "'yesterday' is not a date; use YYYY-MM-DD" in bad.stderr
+
+
 def test_generate_writes_the_landing_contract_and_truth(tmp_path):
     proc = _tessera("generate", "--persons", "30", "--out", str(tmp_path / "landing"))
     assert proc.returncode == 0, proc.stderr

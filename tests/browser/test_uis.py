@@ -78,6 +78,14 @@ def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, pa
     assert "Succeeded" in checks and "Failed" not in checks
     automation = _open(page, f"{dagster_url}/automation", "daily_refresh", "dagster_automation.png")
     assert "daily_refresh" in automation and "03:00" in automation
+    for sensor in ("landing_events_sensor", "eager_downstream", "segment_freshness_sensor"):
+        assert sensor in automation
+    freshness = _open(page, f"{dagster_url}/assets/marts/segment_membership?view=checks", "freshness_check",
+                      "dagster_segment_membership_checks.png")
+    assert "freshness_check" in freshness and "segments_meet_minimum_size" in freshness
+    partitions = _open(page, f"{dagster_url}/assets/raw/events?view=partitions", "Partitions",
+                       "dagster_raw_events_partitions.png")
+    assert "Materialized" in partitions
     runs = _open(page, f"{dagster_url}/runs", "materialize_all", "dagster_runs.png")
     assert "Success" in runs
 
