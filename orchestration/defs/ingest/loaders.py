@@ -469,20 +469,23 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     to_read = _event_files_to_read(con, plan, stats, window)
     report.files_read = len(to_read)
     code_sql, message_sql = _reason_sql(_event_rules())
-    # Batches keep only typed columns of valid lines, so memory follows one batch, not all files.
+    # Batches keep only typed columns of the window's valid lines, and each file's days, so memory
+    # follows one batch and the window, not all files.
+    in_window = window.holds("CAST(occurred_at AS DATE)")
     for i, batch in enumerate(_batches(to_read, batch_bytes)):
         _read_event_lines(con, plan, batch, report)
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
-        con.execute(f"{verb.format('_valid')} {EVENT_VALID_SQL}")
+        con.execute(f"{verb.format('_valid')} SELECT * FROM ({EVENT_VALID_SQL}) WHERE {in_window}")
         con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
+        con.execute(f"{verb.format('_file_days')} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
+                    "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
     report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute("DROP TABLE IF EXISTS _lines")
     _event_file_homes(con, to_read, plan, stats, window, now)
-    in_window = window.holds("CAST(occurred_at AS DATE)")
-    candidates = con.execute(f"SELECT count(*) FROM _valid WHERE {in_window}").fetchone()[0]
+    candidates = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _typed AS
         SELECT message_id, type, event, name, user_id, anonymous_id, occurred_at, sent_at, received_at,
@@ -490,7 +493,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         FROM (
             SELECT *, row_number() OVER (PARTITION BY message_id
                                          ORDER BY occurred_at, received_at NULLS LAST, file, line_no) AS copy_no
-            FROM _valid WHERE {in_window}
+            FROM _valid
         ) WHERE copy_no = 1
     """)
     stored = table_exists(con, "raw", "events")
@@ -543,7 +546,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         f"(SELECT file FROM _homes WHERE {window.holds('home_date')}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
     report.deduplicated = candidates - con.execute("SELECT count(*) FROM _typed").fetchone()[0] - report.rows_suppressed
-    for name in ("_valid", "_bad", "_typed"):
+    for name in ("_valid", "_bad", "_typed", "_file_days"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
 
@@ -562,8 +565,7 @@ def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str,
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _homes AS
         WITH good AS (
-            SELECT file, list_sort(list(DISTINCT CAST(occurred_at AS DATE))) AS event_dates, count(*) AS n
-            FROM _valid GROUP BY file
+            SELECT file, list_sort(list(day)) AS event_dates, sum(n) AS n FROM _file_days GROUP BY file
         ), bad AS (
             SELECT file, count(*) AS n FROM (
                 SELECT file FROM _bad UNION ALL SELECT file FROM _unparsed_rows UNION ALL SELECT file FROM _rejected_files
