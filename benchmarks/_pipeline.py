@@ -67,13 +67,17 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
-    from orchestration.defs.dbt.assets import (dbt_after_identity_graph, dbt_after_ml, dbt_before_identity_graph,
-                                               dbt_daily_events)
+    from orchestration.defs.dbt.assets import (
+        dbt_after_identity_graph,
+        dbt_after_ml,
+        dbt_before_identity_graph,
+        dbt_daily_events,
+    )
     from orchestration.defs.dbt.definitions import defs as dbt_defs
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
-    from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.ml.assets import ml_assets
+    from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.quality.checks import quality_checks
     from orchestration.defs.resources import LandingZoneResource, WarehouseResource
     from orchestration.defs.segments.assets import segment_assets

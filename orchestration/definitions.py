@@ -27,7 +27,6 @@ materialize_all = dg.define_asset_job(
 )
 
 
-
 @dg.schedule(job=materialize_all, cron_schedule="0 3 * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def daily_refresh(context: dg.ScheduleEvaluationContext):

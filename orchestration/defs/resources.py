@@ -11,7 +11,6 @@ import dagster as dg
 from orchestration.defs.ingest.mapping import SourceFiles
 from orchestration.lib import warehouse as wh
 
-
 # A lock held outside Dagster (a notebook, the API, a run of another instance) is transient: the
 # step waits and tries again. Other failures are not retried; they need a person.
 LOCK_RETRY = dict(max_retries=3, seconds_to_wait=20)

@@ -109,7 +109,8 @@ def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_p
     home = tmp_path / "dagster_home"
     ensure_dagster_home(home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "TESSERA_LANDING_DIR": str(sample.landing),
-           "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+           "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     dagster = str(Path(sys.executable).parent / "dagster")
     commands = [[dagster, "job", "execute", "-m", "orchestration.definitions", "-j", "ingest_daily_events",
                  "--tags", json.dumps({"dagster/partition": day})] for day in ("2026-10-29", "2026-10-30")]

@@ -9,8 +9,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.metadata import table_metadata
-from orchestration.defs.partitions import (IncrementalConfig, daily_event_partitions, partition_window,
-                                           single_run)
+from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, partition_window, single_run
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource, retry_when_locked
 from orchestration.lib.settings import load_settings
 

@@ -486,7 +486,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     con.execute("DROP TABLE IF EXISTS _lines")
     _event_file_homes(con, to_read, plan, stats, window, now)
     candidates = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
-    con.execute(f"""
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE _typed AS
         SELECT message_id, type, event, name, user_id, anonymous_id, occurred_at, sent_at, received_at,
                properties, traits, context, file AS source_file, line_no AS source_line, loaded_at
