@@ -39,6 +39,9 @@ def daily_refresh(context: dg.ScheduleEvaluationContext):
 
 # Declarative automation: when the sensor has ingested new days, or a run has reloaded a snapshot
 # source, everything downstream of ingestion follows, one warehouse step at a time (the pool).
+# Without the missing-dependency guard: today's event partition, or a day without data, is never
+# materialised, and would hold everything back forever.
+EAGER = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 downstream_of_ingestion = dg.AssetSelection.all() - dg.AssetSelection.groups("ingest")
 eager_downstream = dg.AutomationConditionSensorDefinition(
     "eager_downstream", target=downstream_of_ingestion, default_status=dg.DefaultSensorStatus.STOPPED,
@@ -64,4 +67,4 @@ defs = dg.Definitions.merge(
         },
     ),
 ).map_asset_specs(func=lambda spec: spec if spec.group_name == "ingest"
-                   else spec.replace_attributes(automation_condition=dg.AutomationCondition.eager()))
+                   else spec.replace_attributes(automation_condition=EAGER))

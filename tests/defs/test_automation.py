@@ -44,7 +44,7 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     graph = defs.resolve_asset_graph()
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
     assert partitioned == {"raw/events", "raw/user_agents", "staging/stg_segment__events",
-                           "intermediate/int_segment__events"}
+                           "staging/stg_segment__user_agents", "intermediate/int_segment__events"}
     assert graph.get(dg.AssetKey(["marts", "segment_membership"])).automation_condition is not None
     assert graph.get(dg.AssetKey(["raw", "events"])).automation_condition is None  # the sensor and schedule decide
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}

@@ -169,8 +169,9 @@ def test_definitions_load_with_lineage_from_ingest_to_identity():
     from orchestration.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey(["staging", "stg_segment__events"])).parent_keys == {
-        dg.AssetKey(["raw", "events"]), dg.AssetKey(["raw", "user_agents"])}
+    assert graph.get(dg.AssetKey(["staging", "stg_segment__events"])).parent_keys == {dg.AssetKey(["raw", "events"])}
+    assert graph.get(dg.AssetKey(["intermediate", "int_segment__events"])).parent_keys == {
+        dg.AssetKey(["staging", "stg_segment__events"]), dg.AssetKey(["staging", "stg_segment__user_agents"])}
     assert dg.AssetKey(["intermediate", "identity_assignments"]) in graph.get(
         dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys
     assert all(graph.get(k).owners for k in graph.get_all_asset_keys())

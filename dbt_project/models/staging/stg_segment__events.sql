@@ -1,11 +1,9 @@
 -- One row per behavioural message, with the Segment context and the properties the product
 -- uses flattened into typed columns. `behaviour` maps event names through the taxonomy vars.
+-- No joins: a query that needs a few columns (int_segment__events asks for each day's message
+-- ids) reads only those, without parsing the JSON.
 with source as (
     select * from {{ source('segment', 'events') }}
-),
-
-user_agents as (
-    select * from {{ source('segment', 'user_agents') }}
 ),
 
 flattened as (
@@ -50,11 +48,6 @@ flattened as (
 
 select
     f.*,
-    ua.device_type as device_type_parsed,
-    coalesce(f.device_type_reported, ua.device_type) as device_type,
-    ua.browser_family,
-    ua.os_family,
-    coalesce(ua.is_bot, false) as user_agent_is_bot,
     case
         when message_type in ('page', 'screen') then 'page_view'
         when event_name in ({{ event_names("event_product_viewed") }}) then 'product_view'
@@ -67,4 +60,3 @@ select
         else 'other'
     end as behaviour
 from flattened f
-left join user_agents ua on ua.user_agent = f.user_agent

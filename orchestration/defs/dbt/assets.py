@@ -60,7 +60,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: Land
 # Selections around the Python steps that sit between dbt models (the identity graph, then the ML
 # scores): dbt assets cannot depend on an asset that depends on them. The event models are
 # partitioned by day, so they are a selection of their own.
-DAILY_EVENTS = "stg_segment__events int_segment__events"
+DAILY_EVENTS = "stg_segment__events stg_segment__user_agents int_segment__events"
 AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
 AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+"
 

@@ -13,6 +13,7 @@ the same files gives identical tables.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -50,6 +51,7 @@ class LoadReport:
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     guest_orders: int = 0  # orders with neither customer_id nor email: quarantined, they cannot be resolved
     files_read: int = 0  # events: the files a daily load had to read (all of them for a full load)
+    extra_days: int = 0  # events: days outside the window a daily load replaced (changed, new or gone files)
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,7 @@ EVENT_BAD_SQL = """
 def _parse_user_agents(con) -> None:
     """raw.user_agents gains the agents of the rows just loaded, parsed with the `user-agents`
     library (device type, browser, OS, bot). A daily load only adds: agents are few, and an agent
-    whose events were reloaded away does no harm to the join in stg_segment__events."""
+    whose events were reloaded away does no harm to the join in int_segment__events."""
     from user_agents import parse
 
     con.execute("CREATE TABLE IF NOT EXISTS raw.user_agents (user_agent VARCHAR, device_type VARCHAR, "
@@ -413,21 +415,33 @@ class DayWindow:
         return f"[{self.start or 'the first event'}, {self.end or 'the last event'})"
 
 
-def _event_files_to_read(con, plan: SourceFiles, stats: dict[str, tuple[int, int]], window: DayWindow) -> list[Path]:
-    """New or changed files, and known files with events in the window or whose quarantined lines
-    it owns: a daily load reads a few days of files, not the history."""
-    if window.everything:
-        return list(plan.files)
-    known = {f: (size, mtime, dates or [], home) for f, size, mtime, dates, home in con.execute(
+def _event_files_to_read(con, plan: SourceFiles, stats: dict[str, tuple[int, int]],
+                         window: DayWindow) -> tuple[list[Path], set[dt.date], set[str]]:
+    """(files to read, extra days, gone files). A load replaces the window's days and every day
+    that a fresh file (new, changed, or indexed before the file index) holds or held, or that a
+    gone file held: copies of one message share its day, so a file that changes or goes may
+    bring back a copy from a file that did not. Files are read when they hold those days or own
+    quarantined lines there, so a daily load reads a few days of files, not the history."""
+    known = {f: (size, mtime, dates, home) for f, size, mtime, dates, home in con.execute(
         "SELECT file, size_bytes, modified_ns, event_dates, home_date FROM raw.ingested_files WHERE source = 'events'"
     ).fetchall()}
-    selected = []
-    for path in plan.files:
-        rel = plan.relative(path)
-        size, mtime, dates, home = known.get(rel, (None, None, [], None))
-        if (size, mtime) != stats[rel] or any(map(window.contains, dates)) or (home and window.contains(home)):
-            selected.append(path)
-    return selected
+    current = {plan.relative(p): p for p in plan.files}
+    gone = set(known) - set(current)
+    if window.everything:
+        return list(plan.files), set(), gone
+    fresh = {rel for rel in current if rel not in known or known[rel][2] is None or known[rel][:2] != stats[rel]}
+    extra = {d for rel in gone | fresh if rel in known for d in known[rel][2] or []}
+    if fresh:
+        extra |= {d for days in event_days(dataclasses.replace(plan, files=[current[r] for r in sorted(fresh)])).values()
+                  for d in days}
+    extra = {d for d in extra if not window.contains(d)}
+
+    def wanted(day) -> bool:
+        return day is not None and (window.contains(day) or day in extra)
+
+    selected = [p for rel, p in current.items() if rel in fresh or any(map(wanted, known[rel][2] or []))
+                or wanted(known[rel][3])]
+    return selected, extra, gone
 
 
 def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict[str, list[dt.date]]:
@@ -466,18 +480,30 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     plan = _plan(files, "events")
     report.files_seen = len(plan.files)
     loaded_at, stats = _register_files(con, plan, now, "events")
-    to_read = _event_files_to_read(con, plan, stats, window)
+    if not table_exists(con, "raw", "events"):
+        window = DayWindow()  # the first load reads every file anyway: it loads every day
+    to_read, extra_days, gone = _event_files_to_read(con, plan, stats, window)
     report.files_read = len(to_read)
+    report.extra_days = len(extra_days)
+    con.execute("CREATE OR REPLACE TEMP TABLE _extra_days (day DATE)")
+    if extra_days:
+        con.executemany("INSERT INTO _extra_days VALUES (?)", [[d] for d in sorted(extra_days)])
+    _create_from_rows(con, "_gone", ["file"], [(f,) for f in sorted(gone)], {"file": "string"})
     code_sql, message_sql = _reason_sql(_event_rules())
-    # Batches keep only typed columns of the window's valid lines, and each file's days, so memory
-    # follows one batch and the window, not all files.
+    # Batches keep only typed columns of the valid lines of the days to replace, and each file's
+    # days, so memory follows one batch and those days, not all files.
+    def replacing(day_sql: str) -> str:
+        return f"(({window.holds(day_sql)}) OR {day_sql} IN (SELECT day FROM _extra_days))"
+
     in_window = window.holds("CAST(occurred_at AS DATE)")
+    to_load = replacing("CAST(occurred_at AS DATE)")
+    owned = replacing("home_date")
     for i, batch in enumerate(_batches(to_read, batch_bytes)):
         _read_event_lines(con, plan, batch, report)
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
-        con.execute(f"{verb.format('_valid')} SELECT * FROM ({EVENT_VALID_SQL}) WHERE {in_window}")
+        con.execute(f"{verb.format('_valid')} SELECT * FROM ({EVENT_VALID_SQL}) WHERE {to_load}")
         con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
         con.execute(f"{verb.format('_file_days')} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
                     "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
@@ -497,9 +523,8 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         ) WHERE copy_no = 1
     """)
     stored = table_exists(con, "raw", "events")
-    if stored and not window.everything:  # a copy stored on an earlier day outside the window wins
-        con.execute("DELETE FROM _typed t USING raw.events e "
-                    "WHERE e.message_id = t.message_id AND e.occurred_at < t.occurred_at")
+    if stored and not window.everything:
+        _contest_stored_copies(con, to_load)
     _add_event_phones(con)
     if suppression.has_suppressions(con):  # erased persons' rows never land again
         report.rows_suppressed = suppression.delete_suppressed(
@@ -512,7 +537,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
             UNION ALL
             SELECT r.file, NULL, r.reason_code, r.reason, r.raw, f.loaded_at FROM _rejected_files r JOIN _files f USING (file)
         ) q JOIN _homes h USING (file)
-        WHERE {window.holds('h.home_date')}
+        WHERE {owned}
     """
     with transaction(con):
         if window.everything or not stored:
@@ -520,13 +545,14 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
             con.execute("DELETE FROM raw.quarantine WHERE source = 'events'")
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
         else:
-            con.execute(f"DELETE FROM raw.events WHERE {in_window}")
-            con.execute("DELETE FROM raw.events e USING _typed t "  # later copies on other days
-                        "WHERE e.message_id = t.message_id AND e.occurred_at > t.occurred_at")
+            con.execute(f"DELETE FROM raw.events WHERE {to_load} OR source_file IN (SELECT file FROM _gone)")
+            con.execute("DELETE FROM raw.events e USING _superseded s "  # stored copies that lost to a new one
+                        "WHERE e.message_id = s.message_id AND e.source_file = s.file AND e.source_line = s.line_no")
             con.execute("INSERT INTO raw.events SELECT * FROM _typed ORDER BY occurred_at, message_id")
-            con.execute(f"DELETE FROM raw.quarantine WHERE source = 'events' AND file IN "
-                        f"(SELECT file FROM _homes WHERE {window.holds('home_date')})")
-            con.execute("DELETE FROM raw.ingested_files WHERE source = 'events' AND file IN (SELECT file FROM _homes)")
+            con.execute(f"DELETE FROM raw.quarantine WHERE source = 'events' AND (file IN "
+                        f"(SELECT file FROM _homes WHERE {owned}) OR file IN (SELECT file FROM _gone))")
+            con.execute("DELETE FROM raw.ingested_files WHERE source = 'events' AND "
+                        "file IN (SELECT file FROM _homes UNION ALL SELECT file FROM _gone)")
         con.execute(f"INSERT INTO raw.quarantine BY NAME {quarantine}")
         if suppression.has_suppressions(con):
             report.quarantine_suppressed = suppression.delete_suppressed(
@@ -543,12 +569,35 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.events WHERE {in_window}").fetchone()[0]
     report.quarantine_by_reason = dict(con.execute(
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' AND file IN "
-        f"(SELECT file FROM _homes WHERE {window.holds('home_date')}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
+        f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
     report.deduplicated = candidates - con.execute("SELECT count(*) FROM _typed").fetchone()[0] - report.rows_suppressed
-    for name in ("_valid", "_bad", "_typed", "_file_days"):
+    for name in ("_valid", "_bad", "_typed", "_file_days", "_extra_days", "_gone", "_superseded"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
+
+
+def _contest_stored_copies(con, replaced: str) -> None:
+    """A message kept outside what this load replaces competes with its new copy: the earliest
+    (occurred_at, received_at, file, line) wins, as in a full load. Losing new copies leave
+    `_typed`; losing stored ones are listed in `_superseded(message_id, file, line_no)`."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _contest AS
+        SELECT message_id, file, line_no, stored, row_number() OVER (
+                   PARTITION BY message_id ORDER BY occurred_at, received_at NULLS LAST, file, line_no) AS rank
+        FROM (
+            SELECT message_id, occurred_at, received_at, source_file AS file, source_line AS line_no, false AS stored
+            FROM _typed
+            UNION ALL
+            SELECT message_id, occurred_at, received_at, source_file, source_line, true
+            FROM raw.events WHERE message_id IN (SELECT message_id FROM _typed) AND NOT {replaced}
+        )
+    """)
+    con.execute("DELETE FROM _typed t USING _contest c WHERE c.rank > 1 AND NOT c.stored "
+                "AND c.message_id = t.message_id AND c.file = t.source_file AND c.line_no = t.source_line")
+    con.execute("CREATE OR REPLACE TEMP TABLE _superseded AS SELECT message_id, file, line_no FROM _contest "
+                "WHERE rank > 1 AND stored")
+    con.execute("DROP TABLE _contest")
 
 
 def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str, tuple[int, int]],

@@ -1,7 +1,8 @@
 """New event files in the landing zone start ingestion of exactly the days they hold.
 
-The sensor reads only the files that appeared since its last tick (their modification time is the
-cursor), finds the UTC days of their valid messages with the loader's own checks, in memory, and
+The sensor reads only the files that appeared since its last tick (the cursor is the newest
+change time: unlike the modification time, it is set when a file is moved in or copied with its
+old time kept, as `mv`, `cp -p` and `rsync -t` do), finds the UTC days of their valid messages with the loader's own checks, in memory, and
 requests one run per day. A file of late events for an earlier day requests that day. The warehouse
 is never opened here, so a tick cannot collide with a run holding DuckDB's lock.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 
 import dagster as dg
@@ -22,7 +24,8 @@ from orchestration.defs.resources import LandingZoneResource
 ingest_daily_events = dg.define_asset_job(
     "ingest_daily_events",
     selection=dg.AssetSelection.assets(ingest_events)
-    | dg.AssetSelection.assets(["staging", "stg_segment__events"], ["intermediate", "int_segment__events"]),
+    | dg.AssetSelection.assets(["staging", "stg_segment__events"], ["staging", "stg_segment__user_agents"],
+                               ["intermediate", "int_segment__events"]),
     description="One day of events: ingestion and the incremental dbt event models (with the lookback before it). "
                 "Everything downstream follows by declarative automation.",
 )
@@ -45,7 +48,7 @@ def partitions_for(days: dict[str, list[dt.date]], keys: list[str]) -> dict[str,
            description="Requests the daily event partitions that new landing files hold (late events included).")
 def landing_events_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
     plan = landing.files("events")
-    mtimes = {plan.relative(p): p.stat().st_mtime_ns for p in plan.files}
+    mtimes = {plan.relative(p): max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in plan.files}
     newest = max(mtimes.values(), default=0)
     cursor = json.dumps({"mtime_ns": newest, "files": sorted(f for f, m in mtimes.items() if m == newest)})
     if not context.cursor:  # history is loaded by a backfill or `tessera run`, not by a flood of runs
@@ -60,6 +63,8 @@ def landing_events_sensor(context: dg.SensorEvaluationContext, landing: LandingZ
     by_partition = partitions_for(event_days(dataclasses.replace(plan, files=new)),
                                   daily_event_partitions.get_partition_keys())
     context.log.info(f"{len(new)} new event files hold the days {', '.join(sorted(by_partition))}.")
+    # Two ticks can see the same newest time (a bulk copy): the run key names the files, too.
     return dg.SensorResult(cursor=cursor, run_requests=[
-        dg.RunRequest(partition_key=key, run_key=f"{key}@{newest}", tags={"tessera/new_files": str(len(files))})
+        dg.RunRequest(partition_key=key, tags={"tessera/new_files": str(len(files))},
+                      run_key=f"{key}@{newest}:{hashlib.sha256(' '.join(files).encode()).hexdigest()[:12]}")
         for key, files in sorted(by_partition.items())])

@@ -1,18 +1,33 @@
--- stg_segment__events materialised, incremental by event day: a daily run flattens the JSON of
--- one partition plus the late-arrival lookback (macros/event_window.sql), not the whole history.
--- Every model downstream reads events from here.
+-- stg_segment__events materialised with each message's parsed user agent, incremental by event
+-- day: a daily run flattens the JSON of its partition plus the late-arrival lookback, and any day
+-- whose messages no longer match the landing zone (a file re-sent, withdrawn or arriving very
+-- late), not the whole history (macros/event_window.sql). Every model downstream reads events here.
 {{ config(
     materialized='incremental',
     unique_key='message_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
-    pre_hook="{{ delete_event_window() }}",
+    pre_hook="{{ delete_event_days_to_rebuild() }}",
 ) }}
 
+with events as (
+    select * from {{ ref('stg_segment__events') }}
+    {% if is_incremental() %}
+    where {{ event_days_to_rebuild('occurred_at') }}
+    {% endif %}
+),
+
+user_agents as (
+    select * from {{ ref('stg_segment__user_agents') }}
+)
+
 select
-    *,
-    cast({{ dbt.date_trunc('day', 'occurred_at') }} as date) as event_date
-from {{ ref('stg_segment__events') }}
-{% if is_incremental() %}
-where {{ event_window('occurred_at') }}
-{% endif %}
+    e.*,
+    ua.device_type as device_type_parsed,
+    coalesce(e.device_type_reported, ua.device_type) as device_type,
+    ua.browser_family,
+    ua.os_family,
+    coalesce(ua.is_bot, false) as user_agent_is_bot,
+    cast({{ dbt.date_trunc('day', 'e.occurred_at') }} as date) as event_date
+from events e
+left join user_agents ua on ua.user_agent = e.user_agent
