@@ -102,18 +102,21 @@ def test_segment_freshness_check_fails_until_the_segments_are_rebuilt():
 
 @pytest.mark.slow
 def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_path):
-    """Two `dagster job execute` processes on one warehouse: the DuckDB pool (limit 1 in
+    """Two `dagster asset materialize` processes on one warehouse: the DuckDB pool (limit 1 in
     dagster.yaml) makes their warehouse steps take turns, so neither meets the file lock."""
     from orchestration.cli import ensure_dagster_home
 
     home = tmp_path / "dagster_home"
     ensure_dagster_home(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # an existing instance, as in any deployment:
+        instance.get_runs()  # two first-ever processes would race to create its SQLite tables
+        instance.event_log_storage.get_concurrency_keys()
     env = {**os.environ, "DAGSTER_HOME": str(home), "TESSERA_LANDING_DIR": str(sample.landing),
            "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     dagster = str(Path(sys.executable).parent / "dagster")
-    commands = [[dagster, "job", "execute", "-m", "orchestration.definitions", "-j", "ingest_daily_events",
-                 "--tags", json.dumps({"dagster/partition": day})] for day in ("2026-10-29", "2026-10-30")]
+    commands = [[dagster, "asset", "materialize", "-m", "orchestration.definitions", "--select", "raw/events,raw/user_agents",
+                 "--partition", day] for day in ("2026-10-29", "2026-10-30")]
     processes = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for c in commands]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
