@@ -47,7 +47,7 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
             _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
         "table": f"raw.{report.table}",
     } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {}) \
-      | ({"days_rebuilt": str(window)} if report.source == "events" else {})
+      | ({"days_rebuilt": str(window), "other_days_rebuilt": report.extra_days} if report.source == "events" else {})
 
 
 # Tables an ingestion step writes beside its main table, in the same transaction.

@@ -468,7 +468,8 @@ def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict
 
 def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: dt.datetime | None = None,
                 batch_bytes: int = EVENT_BATCH_BYTES, window: DayWindow = DayWindow()) -> LoadReport:
-    """Replace the events of the days in `window` (default: all) with what the landing files hold.
+    """Replace the events of the days in `window` (default: all) with what the landing files hold,
+    and of every day a new, changed or withdrawn file touches (see _event_files_to_read).
 
     `files`: the landing root (its events/ folder), or the files a sources config declares. A
     file's quarantined lines belong to its home day (its last valid event day; for a file without
