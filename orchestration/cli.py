@@ -35,8 +35,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 LANDING_FOLDERS = ("events", "crm", "orders", "enrichment", "privacy")
 DAGSTER_YAML = """# Written by `tessera run` and `make`. Telemetry off; one step at a time, across runs, may hold the
-# DuckDB pool (every asset that opens the warehouse); a run whose process died is retried twice
-# (failed steps retry by their own retry policies).
+# DuckDB pool (every asset that opens the warehouse); a run whose process died is retried twice (a
+# step that meets a DuckDB lock held outside Dagster retries itself; other failures need a person).
 telemetry:
   enabled: false
 concurrency:
