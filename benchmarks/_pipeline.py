@@ -58,12 +58,10 @@ def stage_times(step_s: dict[str, float]) -> dict[str, float]:
 
 
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
-                 sources_config: Path | None = None, partition_key: str | None = None,
-                 partition_range: tuple[str, str] | None = None, events_only: bool = False) -> dict:
+                 sources_config: Path | None = None, partition_key: str | None = None) -> dict:
     """Every asset (optionally with asset checks and the ML assets) into `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
-    of every day are loaded, or only those of `partition_key` (a daily run, with its lookback) or of
-    `partition_range` (a backfill); `events_only` stops after the partitioned event assets."""
+    of every day are loaded, or only those of `partition_key` (a daily run, with its lookback)."""
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
@@ -86,13 +84,7 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
         + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    if events_only:
-        assets = [a for a in assets if a.partitions_def is not None]
-    if partition_range:
-        days = {"tags": {"dagster/asset_partition_range_start": partition_range[0],
-                         "dagster/asset_partition_range_end": partition_range[1]}}
-    else:
-        days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
+    days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
     result = dg.materialize(assets, instance=instance, **days,
                             resources={"warehouse": WarehouseResource(path=str(warehouse)),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py --persons 10000
     .venv/bin/python benchmarks/scale.py --persons 100000
-    .venv/bin/python benchmarks/scale.py --persons 1000000 --no-daily --chunk-days 30
+    .venv/bin/python benchmarks/scale.py --persons 1000000 --no-daily
 
 For the tier (generated into data/bench/p<persons>/ unless it is there already):
 1. the reference: DuckDB alone reading the event JSONL files once (`read_json` and a count);
@@ -85,39 +85,16 @@ def read_once_reference(events: Path) -> dict:
     return {"seconds": round(time.perf_counter() - started, 1), "rows": rows, "files": len(files)}
 
 
-def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None, chunk_days: int = 0) -> dict:
-    """One run of the whole pipeline; with `chunk_days`, the event history is first backfilled in
-    ranges of that many daily partitions (one run each, as a user loads a large history), then the
-    whole pipeline runs once more with every day."""
-    step_s: dict[str, float] = {}
-    wall = 0.0
+def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None) -> dict:
     with PeakMemory() as memory:
-        if chunk_days:
-            from orchestration.defs.partitions import daily_event_partitions
-
-            days = sorted(p.name[:10] for p in (landing / "events").iterdir() if p.name[:4].isdigit())
-            keys = daily_event_partitions.get_partition_keys()
-            keys = keys[:keys.index(days[-1]) + 1]
-            for i in range(0, len(keys), chunk_days):
-                chunk = (keys[i], keys[min(i + chunk_days, len(keys)) - 1])
-                timing = run_pipeline(landing, warehouse, partition_range=chunk, events_only=True)
-                wall += timing["run_wall_s"]
-                for step, seconds in timing["step_s"].items():
-                    step_s[step] = round(step_s.get(step, 0) + seconds, 2)
-            partition_key = keys[-1]  # the rest of the chain, with the last day's window as a daily run does
         timing = run_pipeline(landing, warehouse, with_checks=True, with_ml=True, partition_key=partition_key)
-    wall += timing["run_wall_s"]
-    for step, seconds in timing["step_s"].items():
-        step_s[step] = round(step_s.get(step, 0) + seconds, 2)
-    return {"wall_s": round(wall, 1), "stage_s": stage_times(step_s),
-            "peak_memory_gb": round(memory.peak / 1024 ** 3, 2), "step_s": step_s}
+    return {"wall_s": timing["run_wall_s"], "stage_s": stage_times(timing["step_s"]),
+            "peak_memory_gb": round(memory.peak / 1024 ** 3, 2), "step_s": timing["step_s"]}
 
 
 def main() -> None:
     parser = tier_parser(__doc__, 10_000)
     parser.add_argument("--no-daily", action="store_true", help="skip the daily run (step 3)")
-    parser.add_argument("--chunk-days", type=int, default=0,
-                        help="load the event history in backfills of this many days before the full run (0: at once)")
     args = parser.parse_args()
     work = tier_workdir(args)
     generate_started = time.perf_counter()
@@ -139,7 +116,7 @@ def main() -> None:
     os.environ.pop("TESSERA_AS_OF", None)
     try:
         reference = read_once_reference(events)
-        full = timed_run(landing, run_dir / "warehouse.duckdb", chunk_days=args.chunk_days)
+        full = timed_run(landing, run_dir / "warehouse.duckdb")
     finally:
         for path in held.iterdir():
             shutil.move(str(path), events / path.name)
@@ -147,7 +124,7 @@ def main() -> None:
         "persons": args.persons,
         "generate_s": generated_s if generated_s > 1 else "already generated",
         "duckdb_read_json_once": reference,
-        "full_run_all_days_but_the_last": full | {"history_loaded_in_chunks_of_days": args.chunk_days or "all at once",
+        "full_run_all_days_but_the_last": full | {
             "events_per_s": round(reference["rows"] / full["wall_s"]),
             "ratio_to_read_once": round(full["wall_s"] / reference["seconds"], 1)},
     }

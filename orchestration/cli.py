@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problems:
         print("tessera run: the configuration has problems; nothing was run.\n" + "\n".join(problems), file=sys.stderr)
         return 2
-    tags = _partition_tags(args.day)
+    tags = _partition_tags(args.day.isoformat() if args.day else None)
     if not tags:
         print(f"tessera run: there is no daily partition {args.day}; the partitions start on "
               f"{settings.partitions_start} (TESSERA_PARTITIONS_START) and end today.", file=sys.stderr)
@@ -285,13 +285,6 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
 
 
-def _partition_day(text: str) -> str:
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -355,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run the whole pipeline with the settings from the environment (see README).")
     run.add_argument("--sample-persons", type=_positive, default=2000,
                      help="persons to generate when the landing folder is empty (default 2000)")
-    run.add_argument("--day", type=_partition_day, default=None, metavar="YYYY-MM-DD",
+    run.add_argument("--day", type=_date, default=None, metavar="YYYY-MM-DD",
                      help="rebuild the events of one daily partition (and the lookback before it) instead of all "
                           "days; everything downstream is rebuilt as usual")
     run.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")

@@ -127,8 +127,7 @@ def _file_preview(path: Path) -> str:
 
 
 def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
-            files: dict[str, dt.datetime], file_stats: dict[str, tuple[int, int]],
-            companions: dict[str, str] | None = None) -> None:
+            files: dict[str, dt.datetime], file_stats: dict[str, tuple[int, int]]) -> None:
     """Swap in the new raw table, its quarantine rows, its file manifest and any companion
     tables derived from it, atomically."""
     per_file = {r[0]: r[1:] for r in con.execute(
@@ -142,8 +141,6 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
         typed_sql = "SELECT * FROM _typed"
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
-        for name, sql in (companions or {}).items():
-            con.execute(f"CREATE OR REPLACE TABLE raw.{name} AS {sql}")
         con.execute("DELETE FROM raw.quarantine WHERE source = ?", [report.source])
         con.execute(f"INSERT INTO raw.quarantine {quarantine_sql}")
         if suppressing:
@@ -523,8 +520,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
             FROM _valid
         ) WHERE copy_no = 1
     """)
-    stored = table_exists(con, "raw", "events")
-    if stored and not window.everything:
+    if not window.everything:  # raw.events exists: a first load always loads everything
         _contest_stored_copies(con, to_load)
     _add_event_phones(con)
     if suppression.has_suppressions(con):  # erased persons' rows never land again
@@ -541,7 +537,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         WHERE {owned}
     """
     with transaction(con):
-        if window.everything or not stored:
+        if window.everything:
             con.execute("CREATE OR REPLACE TABLE raw.events AS SELECT * FROM _typed ORDER BY occurred_at, message_id")
             con.execute("DELETE FROM raw.quarantine WHERE source = 'events'")
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
@@ -606,9 +602,8 @@ def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str,
     """`_homes(file, size_bytes, modified_ns, event_dates, home_date, rows_loaded, rows_quarantined)`
     for the files read."""
     first_sight = (window.end - dt.timedelta(days=1)) if window.end else now.date()
-    stored = {f: home for f, home, size, mtime in con.execute(
-        "SELECT file, home_date, size_bytes, modified_ns FROM raw.ingested_files WHERE source = 'events'").fetchall()
-        if home is not None}
+    stored = dict(con.execute("SELECT file, home_date FROM raw.ingested_files "
+                              "WHERE source = 'events' AND home_date IS NOT NULL").fetchall())
     rows = [(rel, *stats[rel], stored.get(rel)) for rel in map(plan.relative, read)]
     _create_from_rows(con, "_read", ["file", "size_bytes", "modified_ns", "stored_home"], rows,
                       {"file": "string", "size_bytes": "int64", "modified_ns": "int64", "stored_home": "datetime64[s]"})
