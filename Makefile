@@ -47,8 +47,9 @@ $(DAGSTER_HOME)/dagster.yaml: $(VENV)/.installed orchestration/cli.py
 run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/tessera run
 
+# Two workers, each taking whole test files, so module fixtures still run once.
 test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test-quick: $(MANIFEST)
 	$(BIN)/pytest -m "not slow and not browser"

@@ -244,19 +244,14 @@ def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path
     assert metadata["marts/propensity_scores"]["dagster/row_count"].value == persons
 
 
-def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feature(sample, tmp_path, monkeypatch):
+def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feature(
+        sample, pipeline, tmp_path, monkeypatch):
     """No leakage: what happens after the training cutoff reaches its label, never its features."""
     import shutil
 
     landing = tmp_path / "landing"
     shutil.copytree(sample.landing, landing)
-
-    def build(warehouse):
-        monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
-        assert _materialize(landing, warehouse).success
-        return connect(warehouse, read_only=True)
-
-    with build(tmp_path / "before.duckdb") as con:
+    with connect(pipeline[1], read_only=True) as con:  # the module's run over the same landing files
         cutoff = con.execute("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'training_cutoff'")\
             .fetchone()[0]
         earlier = f"(SELECT * FROM marts.user_features WHERE as_of <= DATE '{cutoff}')"
@@ -271,7 +266,10 @@ def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feat
     (landing / "orders" / "zz-in-window.csv").write_text(
         "order_id,customer_id,email,ordered_at,amount,currency,status,channel\n"
         f"IN-WINDOW-1,{customer},,{ordered_at},80.00,USD,completed,web\n")
-    with build(tmp_path / "after.duckdb") as con:
+    after = tmp_path / "after.duckdb"
+    monkeypatch.setenv("TESSERA_WAREHOUSE", str(after))
+    assert _materialize(landing, after).success
+    with connect(after, read_only=True) as con:
         assert table_fingerprint(con, earlier) == features_before
         labels_after = con.execute("SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?",
                                    [person, cutoff]).fetchone()[0]
