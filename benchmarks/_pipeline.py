@@ -58,10 +58,11 @@ def stage_times(step_s: dict[str, float]) -> dict[str, float]:
 
 
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
-                 sources_config: Path | None = None, partition_key: str | None = None) -> dict:
+                 sources_config: Path | None = None, partition_key: str | None = None, train: bool = True) -> dict:
     """Every asset (optionally with asset checks and the ML assets) into `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
-    of every day are loaded, or only those of `partition_key` (a daily run, with its lookback)."""
+    of every day are loaded, or only those of `partition_key` (a daily run, with its lookback).
+    `train=False` scores with the @champion models without retraining them, as daily_refresh_job does."""
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
@@ -74,7 +75,7 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.dbt.definitions import defs as dbt_defs
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
-    from orchestration.defs.ml.assets import ml_assets
+    from orchestration.defs.ml.assets import ml_assets, training_assets
     from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.quality.checks import quality_checks
     from orchestration.defs.resources import LandingZoneResource, WarehouseResource
@@ -85,7 +86,8 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
-    result = dg.materialize(assets, instance=instance, **days,
+    selection = None if train or not with_ml else dg.AssetSelection.all() - training_assets
+    result = dg.materialize(assets, selection=selection, instance=instance, **days,
                             resources={"warehouse": WarehouseResource(path=str(warehouse)),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(
                                            str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})

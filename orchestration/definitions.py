@@ -9,6 +9,7 @@ from orchestration.defs.exports import definitions as exports_domain
 from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
 from orchestration.defs.ml import definitions as ml_domain
+from orchestration.defs.ml.assets import training_assets
 from orchestration.defs.privacy import definitions as privacy_domain
 from orchestration.defs.quality import definitions as quality_domain
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
@@ -27,18 +28,40 @@ materialize_all = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=materialize_all, cron_schedule="0 3 * * *", execution_timezone="UTC",
+daily_refresh_job = dg.define_asset_job(
+    "daily_refresh_job",
+    selection=dg.AssetSelection.all() - training_assets,
+    executor_def=dg.in_process_executor,
+    description="One day's events (and the lookback before it), the snapshot sources, and everything downstream, "
+                "scored with the @champion models: training is weekly (train_models).",
+)
+train_models = dg.define_asset_job(
+    "train_models",
+    selection=training_assets.downstream(),
+    executor_def=dg.in_process_executor,
+    description="Retrain the clustering and propensity models, then rescore and rebuild what follows them.",
+)
+
+
+@dg.schedule(job=daily_refresh_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def daily_refresh(context: dg.ScheduleEvaluationContext):
     """Every day at 03:00 UTC: yesterday's event partition (and the lookback before it), the
-    snapshot sources, and everything downstream. Start it in the UI (Automation) once collectors
-    feed the landing zone."""
+    snapshot sources, and everything downstream but model training. Start it in the UI
+    (Automation) once collectors feed the landing zone."""
     day = (context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
     return dg.RunRequest(partition_key=day, run_key=day)
 
 
+weekly_model_training = dg.ScheduleDefinition(
+    name="weekly_model_training", job=train_models, cron_schedule="0 4 * * 1", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Mondays at 04:00 UTC, after the daily refresh: retrain, register, promote when better, rescore.")
+
+
 # Declarative automation: when the sensor has ingested new days, or a run has reloaded a snapshot
 # source, everything downstream of ingestion follows, one warehouse step at a time (the pool).
+# Assets with a condition of their own (model training, on a weekly cron) keep it.
 # Without the missing-dependency guard: today's event partition, or a day without data, is never
 # materialised, and would hold everything back forever.
 EAGER = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
@@ -57,8 +80,8 @@ defs = dg.Definitions.merge(
     privacy_domain.defs,
     exports_domain.defs,
     dg.Definitions(
-        jobs=[materialize_all],
-        schedules=[daily_refresh],
+        jobs=[materialize_all, daily_refresh_job, train_models],
+        schedules=[daily_refresh, weekly_model_training],
         sensors=[eager_downstream],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse)),
@@ -66,5 +89,5 @@ defs = dg.Definitions.merge(
                 str(settings.sources_config) if settings.sources_config else None)),
         },
     ),
-).map_asset_specs(func=lambda spec: spec if spec.group_name == "ingest"
+).map_asset_specs(func=lambda spec: spec if spec.group_name == "ingest" or spec.automation_condition
                    else spec.replace_attributes(automation_condition=EAGER))

@@ -4,19 +4,21 @@
   partition holds everything before it, the last everything after). The start moves back by
   lookback_days, so events that arrived late for the days before land on the next run. A plain
   `dbt build` without those vars rebuilds from the latest day in staging minus the lookback.
+
+  The days are looked up once and written into the SQL as literal dates: a filter of constants
+  reaches the raw.events scan under the staging view, where a subquery would make DuckDB flatten
+  the JSON of every event before filtering.
 #}
-{% macro event_window(column) -%}
+{% macro event_window_bounds() -%}
     {%- set start = var('partition_start', none) -%}
     {%- set end = var('partition_end', none) -%}
     {%- set lookback = var('lookback_days') | int -%}
     {%- if start is none and end is none -%}
-        {{ column }} >= {{ dbt.dateadd('day', -lookback,
-            "(select cast(max(occurred_at) as date) from " ~ ref('stg_segment__events') ~ ")") }}
-    {%- else -%}
-        1 = 1
-        {%- if start %} and {{ column }} >= {{ dbt.dateadd('day', -lookback, "cast('" ~ start ~ "' as date)") }}{% endif %}
-        {%- if end %} and {{ column }} < cast('{{ end }}' as date){% endif %}
+        {%- set latest = run_query("select cast(max(occurred_at) as date) from " ~ ref('stg_segment__events')).columns[0].values()[0] -%}
+        {%- set start = (latest | string) if latest is not none else '' -%}
     {%- endif -%}
+    {%- set start = (modules.datetime.date.fromisoformat(start) - modules.datetime.timedelta(days=lookback)).isoformat() if start else '' -%}
+    {{- return((start, end or '')) -}}
 {%- endmacro %}
 
 {#
@@ -24,31 +26,50 @@
   of message-id hashes: ingestion replaced them because a file was re-sent, withdrawn or arrived
   with events older than the lookback. Reads two columns of each side, no JSON.
 #}
-{% macro changed_event_days() -%}
-    select coalesce(s.event_date, m.event_date) as event_date
-    from (
-        select cast(occurred_at as date) as event_date, count(*) as messages, sum(hash(message_id)) as digest
-        from {{ ref('stg_segment__events') }}
-        group by 1
-    ) s
-    full outer join (
-        select event_date, count(*) as messages, sum(hash(message_id)) as digest
-        from {{ this }}
-        group by 1
-    ) m on m.event_date = s.event_date
-    where s.event_date is null or m.event_date is null or s.messages <> m.messages or s.digest <> m.digest
+{% macro changed_event_days(start, end) -%}
+    {%- set query -%}
+        select coalesce(s.event_date, m.event_date) as event_date
+        from (
+            select cast(occurred_at as date) as event_date, count(*) as messages, sum(hash(message_id)) as digest
+            from {{ ref('stg_segment__events') }}
+            group by 1
+        ) s
+        full outer join (
+            select event_date, count(*) as messages, sum(hash(message_id)) as digest
+            from {{ this }}
+            group by 1
+        ) m on m.event_date = s.event_date
+        where s.event_date is null or m.event_date is null or s.messages <> m.messages or s.digest <> m.digest
+        order by 1
+    {%- endset -%}
+    {%- set outside = [] -%}
+    {%- for day in run_query(query).columns[0].values() | map('string') -%}
+        {%- if (start and day < start) or (end and day >= end) -%}{%- do outside.append(day) -%}{%- endif -%}
+    {%- endfor -%}
+    {{- return(outside) -}}
 {%- endmacro %}
 
+{# SQL: `timestamp_column` falls on a day to rebuild (the window, or a changed day outside it). #}
 {% macro event_days_to_rebuild(timestamp_column) -%}
-    ({{ event_window(timestamp_column) }}
-     or cast({{ timestamp_column }} as date) in ({{ changed_event_days() }}))
+    {%- if not execute -%}
+        false
+    {%- else -%}
+        {%- set start, end = event_window_bounds() -%}
+        {%- set window -%}
+            true{% if start %} and {{ timestamp_column }} >= date '{{ start }}'{% endif %}
+            {%- if end %} and {{ timestamp_column }} < date '{{ end }}'{% endif %}
+        {%- endset -%}
+        ({{ window }}
+        {%- for day in changed_event_days(start, end) %}
+            or ({{ timestamp_column }} >= date '{{ day }}' and {{ timestamp_column }} < date '{{ day }}' + interval 1 day)
+        {%- endfor %})
+    {%- endif -%}
 {%- endmacro %}
 
 {# Pre-hook of the models incremental by event day: empty the days to rebuild first, so that events
    gone from them (reloaded away, erased) leave the model too, as they would in a full rebuild. #}
 {% macro delete_event_days_to_rebuild() -%}
     {%- if is_incremental() -%}
-        delete from {{ this }} where {{ event_window('event_date') }}
-            or event_date in ({{ changed_event_days() }})
+        delete from {{ this }} where {{ event_days_to_rebuild('event_date') }}
     {%- endif -%}
 {%- endmacro %}

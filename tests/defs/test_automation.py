@@ -36,7 +36,7 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     from orchestration.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
-    assert {s.name for s in defs.schedules} == {"daily_refresh"}
+    assert {s.name for s in defs.schedules} == {"daily_refresh", "weekly_model_training"}
     assert {s.name for s in defs.sensors} == {"landing_events_sensor", "segment_freshness_sensor", "eager_downstream"}
     job = defs.resolve_job_def("materialize_all")
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
@@ -47,6 +47,13 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
                            "staging/stg_segment__user_agents", "intermediate/int_segment__events"}
     assert graph.get(dg.AssetKey(["marts", "segment_membership"])).automation_condition is not None
     assert graph.get(dg.AssetKey(["raw", "events"])).automation_condition is None  # the sensor and schedule decide
+    # Models retrain weekly; the daily job scores with the champion and never trains.
+    training = {dg.AssetKey(["ml", "clustering_model"]), dg.AssetKey(["ml", "purchase_30d_model"])}
+    assert all("cron" in graph.get(k).automation_condition.get_label().lower() for k in training)
+    daily = defs.resolve_job_def("daily_refresh_job").asset_layer.selected_asset_keys
+    assert not training & daily and dg.AssetKey(["marts", "propensity_scores"]) in daily
+    assert defs.resolve_job_def("train_models").asset_layer.selected_asset_keys >= training | {
+        dg.AssetKey(["marts", "segment_membership"])}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("marts/segment_membership", "freshness_check") in checks
     # Every step that opens the warehouse holds the one DuckDB slot (freshness checks only read Dagster's log).
@@ -61,6 +68,7 @@ def test_daily_refresh_runs_yesterdays_partition():
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc))
     request = daily_refresh(context)
     assert request.partition_key == "2026-10-31"
+    assert daily_refresh.job_name == "daily_refresh_job"
 
 
 def test_sensor_requests_exactly_the_days_new_files_hold(tmp_path):

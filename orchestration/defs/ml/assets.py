@@ -19,6 +19,9 @@ from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import table_from_frame, transaction
 
 OWNER = "team:data-science"
+# Models retrain weekly (Mondays 04:00 UTC, after the daily refresh); scoring follows every feature
+# update with the @champion. Retraining daily would cost more than the rest of a daily run.
+TRAINING = dg.AutomationCondition.on_cron("0 4 * * 1", cron_timezone="UTC")
 FEATURES = dg.AssetKey(["marts", "user_features"])
 MODEL_READY = dg.AssetKey(["marts", "user_features_model_ready"])
 LABELS = dg.AssetKey(["marts", "purchase_labels"])
@@ -91,7 +94,7 @@ def _score_into(con, table: str, score) -> tuple[pd.DataFrame, dict]:
 
 @dg.asset(
     key=["ml", "clustering_model"], deps=[FEATURES, MODEL_READY, PERSON_EVENTS], group_name="ml", owners=[OWNER],
-    kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb",
+    kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb", automation_condition=TRAINING,
     description="Behavioural clusters discovered from the model-ready features (KMeans, GMM, Ward, HDBSCAN), "
                 "selected by silhouette, logged to MLflow and registered; promoted to @champion only when better.",
 )
@@ -125,7 +128,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
 
 
 @dg.asset(
-    key=["marts", "cluster_assignments"], deps=[clustering_model], group_name="ml", owners=[OWNER],
+    key=["marts", "cluster_assignments"], deps=[clustering_model, MODEL_READY], group_name="ml", owners=[OWNER],
     kinds={"duckdb", "mlflow"}, pool="duckdb",
     description="One row per person: the @champion clustering's stable cluster id and readable name at the scoring date.",
 )
@@ -141,7 +144,7 @@ def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 @dg.asset(
     key=["ml", "purchase_30d_model"], deps=[FEATURES, MODEL_READY, LABELS], group_name="ml", owners=[OWNER],
-    kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb",
+    kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb", automation_condition=TRAINING,
     description="purchase_30d propensity: logistic regression, random forest and gradient boosting compared out of "
                 "time, the best refitted on the latest labels, logged and registered; @champion only when better.",
 )
@@ -166,7 +169,7 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
 
 
 @dg.asset(
-    key=["marts", "propensity_scores"], deps=[purchase_30d_model], group_name="ml", owners=[OWNER],
+    key=["marts", "propensity_scores"], deps=[purchase_30d_model, MODEL_READY], group_name="ml", owners=[OWNER],
     kinds={"duckdb", "mlflow"}, pool="duckdb",
     description="One row per person and model: the @champion purchase_30d probability at the scoring date.",
 )
@@ -184,3 +187,4 @@ def propensity_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 
 ml_assets = [clustering_model, cluster_assignments, purchase_30d_model, propensity_scores]
+training_assets = dg.AssetSelection.assets(clustering_model, purchase_30d_model)
