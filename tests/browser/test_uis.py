@@ -77,7 +77,7 @@ def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, pa
     assert "This is a blocking asset check." in checks or "Succeeded" in checks
     assert "Succeeded" in checks and "Failed" not in checks
     automation = _open(page, f"{dagster_url}/automation", "daily_refresh", "dagster_automation.png")
-    assert "daily_refresh" in automation and "03:00" in automation
+    assert "daily_refresh" in automation and "03:00" in automation and "weekly_model_training" in automation
     for sensor in ("landing_events_sensor", "eager_downstream", "segment_freshness_sensor"):
         assert sensor in automation
     freshness = _open(page, f"{dagster_url}/assets/marts/segment_membership?view=checks", "freshness_check",

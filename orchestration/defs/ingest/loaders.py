@@ -341,11 +341,17 @@ EVENT_CHECK_SQL = """
     )
     SELECT *, {code_sql} AS reason_code FROM fields
 """
-EVENT_VALID_SQL = """
-    SELECT message_id, type, nullif(trim(event), '') AS event, nullif(trim(name), '') AS name,
-           nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
-           ts AS occurred_at, sent_at, received_at, properties, traits, context, file, line_no, loaded_at
-    FROM _checked WHERE reason_code IS NULL
+EVENT_TYPED_SQL = """
+    SELECT c.message_id, c.type, nullif(trim(c.event), '') AS event, nullif(trim(c.name), '') AS name,
+           nullif(trim(c.user_id), '') AS user_id, nullif(trim(c.anonymous_id), '') AS anonymous_id,
+           c.ts AS occurred_at, c.sent_at, c.received_at, c.properties, c.traits, c.context,
+           c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164
+    FROM _checked c
+    LEFT JOIN _phones p  -- identify traits may carry a phone: E.164 with the message's country, as for CRM records
+      ON c.type = 'identify'
+     AND p.phone = json_extract_string(c.traits, '$.phone')
+     AND p.country IS NOT DISTINCT FROM upper(json_extract_string(c.context, '$.location.country'))
+    WHERE c.reason_code IS NULL
 """
 EVENT_BAD_SQL = """
     SELECT file, line_no, reason_code, {message_sql} AS reason, coalesce(raw, line) AS raw, loaded_at
@@ -488,8 +494,8 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         con.executemany("INSERT INTO _extra_days VALUES (?)", [[d] for d in sorted(extra_days)])
     _create_from_rows(con, "_gone", ["file"], [(f,) for f in sorted(gone)], {"file": "string"})
     code_sql, message_sql = _reason_sql(_event_rules())
-    # Batches keep only typed columns of the valid lines of the days to replace, and each file's
-    # days, so memory follows one batch and those days, not all files.
+    # Batches keep only the typed rows of the days to replace, and each file's days: memory follows
+    # one batch, and disk (DuckDB spills) one copy of those rows, sorted by nothing.
     def replacing(day_sql: str) -> str:
         return f"(({window.holds(day_sql)}) OR {day_sql} IN (SELECT day FROM _extra_days))"
 
@@ -500,8 +506,9 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         _read_event_lines(con, plan, batch, report)
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
+        _batch_phones(con)
         verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
-        con.execute(f"{verb.format('_valid')} SELECT * FROM ({EVENT_VALID_SQL}) WHERE {to_load}")
+        con.execute(f"{verb.format('_typed')} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load}")
         con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
         con.execute(f"{verb.format('_file_days')} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
                     "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
@@ -509,20 +516,10 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute("DROP TABLE IF EXISTS _lines")
     _event_file_homes(con, to_read, plan, stats, window, now)
-    candidates = con.execute("SELECT count(*) FROM _valid").fetchone()[0]
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _typed AS
-        SELECT message_id, type, event, name, user_id, anonymous_id, occurred_at, sent_at, received_at,
-               properties, traits, context, file AS source_file, line_no AS source_line, loaded_at
-        FROM (
-            SELECT *, row_number() OVER (PARTITION BY message_id
-                                         ORDER BY occurred_at, received_at NULLS LAST, file, line_no) AS copy_no
-            FROM _valid
-        ) WHERE copy_no = 1
-    """)
+    candidates = con.execute("SELECT count(*) FROM _typed").fetchone()[0]
+    _drop_later_copies(con)
     if not window.everything:  # raw.events exists: a first load always loads everything
         _contest_stored_copies(con, to_load)
-    _add_event_phones(con)
     if suppression.has_suppressions(con):  # erased persons' rows never land again
         report.rows_suppressed = suppression.delete_suppressed(
             con, "_typed", [r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
@@ -538,7 +535,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     """
     with transaction(con):
         if window.everything:
-            con.execute("CREATE OR REPLACE TABLE raw.events AS SELECT * FROM _typed ORDER BY occurred_at, message_id")
+            con.execute("CREATE OR REPLACE TABLE raw.events AS SELECT * FROM _typed")  # in file order: no sort to spill
             con.execute("DELETE FROM raw.quarantine WHERE source = 'events'")
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
         else:
@@ -569,7 +566,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
     report.deduplicated = candidates - con.execute("SELECT count(*) FROM _typed").fetchone()[0] - report.rows_suppressed
-    for name in ("_valid", "_bad", "_typed", "_file_days", "_extra_days", "_gone", "_superseded"):
+    for name in ("_bad", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
 
@@ -623,24 +620,33 @@ def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str,
     """)
 
 
-def _add_event_phones(con) -> None:
-    """identify traits may carry a phone: E.164 with the message's country, as for CRM records."""
+def _batch_phones(con) -> None:
+    """`_phones` for the phones in this batch's valid identify traits (see EVENT_TYPED_SQL)."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _event_phones AS
         SELECT DISTINCT json_extract_string(traits, '$.phone') AS phone,
                upper(json_extract_string(context, '$.location.country')) AS country
-        FROM _typed WHERE type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
+        FROM _checked
+        WHERE reason_code IS NULL AND type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
     """)
     _normalise_phones(con, "_event_phones")
+
+
+def _drop_later_copies(con) -> None:
+    """A message sent twice keeps its earliest copy (occurred_at, received_at, file, line). Only
+    repeated ids are ranked, and the losers deleted in place: no second copy of every row."""
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE _typed AS
-        SELECT e.*, p.phone_e164 AS traits_phone_e164
-        FROM _typed e
-        LEFT JOIN _phones p
-          ON e.type = 'identify'
-         AND p.phone = json_extract_string(e.traits, '$.phone')
-         AND p.country IS NOT DISTINCT FROM upper(json_extract_string(e.context, '$.location.country'))
+        CREATE OR REPLACE TEMP TABLE _later_copies AS
+        SELECT source_file, source_line FROM (
+            SELECT source_file, source_line, row_number() OVER (
+                       PARTITION BY message_id ORDER BY occurred_at, received_at NULLS LAST, source_file, source_line
+                   ) AS copy_no
+            FROM _typed
+            WHERE message_id IN (SELECT message_id FROM _typed GROUP BY message_id HAVING count(*) > 1)
+        ) WHERE copy_no > 1
     """)
+    con.execute("DELETE FROM _typed t USING _later_copies c "
+                "WHERE t.source_file = c.source_file AND t.source_line = c.source_line")
 
 
 # ---------------------------------------------------------------------------------------------
