@@ -495,7 +495,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     _create_from_rows(con, "_gone", ["file"], [(f,) for f in sorted(gone)], {"file": "string"})
     code_sql, message_sql = _reason_sql(_event_rules())
     # Batches keep only the typed rows of the days to replace, and each file's days: memory follows
-    # one batch, and disk (DuckDB spills) one copy of those rows, sorted by nothing.
+    # one batch, and disk (DuckDB spills) one copy of those rows, in file order with no global sort.
     def replacing(day_sql: str) -> str:
         return f"(({window.holds(day_sql)}) OR {day_sql} IN (SELECT day FROM _extra_days))"
 
@@ -508,7 +508,8 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         _batch_phones(con)
         verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
-        con.execute(f"{verb.format('_typed')} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load}")
+        con.execute(f"{verb.format('_typed')} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
+                    "ORDER BY source_file, source_line")  # the same files load in the same order
         con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
         con.execute(f"{verb.format('_file_days')} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
                     "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
