@@ -55,6 +55,13 @@ class NoChampionError(RuntimeError):
     """Scoring was asked for before any model of the family passed its promotion policy."""
 
 
+def _no_champion(registered: str) -> NoChampionError:
+    return NoChampionError(
+        f"The registered model {registered} has no champion yet, so nothing can be scored. Train it first (the "
+        "train_models job in Dagster, or `tessera run`); if it was trained, no run passed the promotion policy: "
+        "see the latest run's promotion.reason tag in MLflow.")
+
+
 def _figure(fig, path: str) -> None:
     mlflow.log_figure(fig, path)
     plots.close(fig)
@@ -149,8 +156,7 @@ def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
     """person_id, cluster_id, cluster_name, model_version for every row, from the champion."""
     version, model = tracking.champion(CLUSTERING_MODEL)
     if model is None:
-        raise NoChampionError(f"The registered model {CLUSTERING_MODEL} has no champion yet: no clustering run has "
-                              "passed the promotion policy. See the latest run's promotion.reason tag in MLflow.")
+        raise _no_champion(CLUSTERING_MODEL)
     ids = model.predict(frame[model.features])
     return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "cluster_id": ids,
                          "cluster_name": [model.name_of(i) for i in ids],
@@ -251,8 +257,7 @@ def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> p
     registered = propensity_registered_name(model_name)
     version, model = tracking.champion(registered)
     if model is None:
-        raise NoChampionError(f"The registered model {registered} has no champion yet: no {model_name} run has passed "
-                              "the promotion policy. See the latest run's promotion.reason tag in MLflow.")
+        raise _no_champion(registered)
     scores = score(model, frame)
     return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "model_name": model_name,
                          "score": np.round(scores, 6),
