@@ -315,6 +315,9 @@ def _reject_file(con, plan: SourceFiles, path: Path, report: LoadReport, code: s
 
 
 EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds memory at any data size
+# A full load builds its events here, compressed in the warehouse file (a temp table would spill
+# them uncompressed, twice the disk), and renames it to raw.events when it commits.
+EVENTS_LOADING = "raw._events_loading"
 
 EVENT_CHECK_SQL = """
     CREATE OR REPLACE TEMP TABLE _checked AS
@@ -359,7 +362,7 @@ EVENT_BAD_SQL = """
 """
 
 
-def _parse_user_agents(con) -> None:
+def _parse_user_agents(con, typed: str) -> None:
     """raw.user_agents gains the agents of the rows just loaded, parsed with the `user-agents`
     library (device type, browser, OS, bot). A daily load only adds: agents are few, and an agent
     whose events were reloaded away does no harm to the join in int_segment__events."""
@@ -368,7 +371,7 @@ def _parse_user_agents(con) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS raw.user_agents (user_agent VARCHAR, device_type VARCHAR, "
                 "browser_family VARCHAR, os_family VARCHAR, is_bot BOOLEAN)")
     agents = [r[0] for r in con.execute(
-        "SELECT DISTINCT json_extract_string(context, '$.userAgent') AS agent FROM _typed "
+        f"SELECT DISTINCT json_extract_string(context, '$.userAgent') AS agent FROM {typed} "
         "WHERE agent IS NOT NULL AND agent NOT IN (SELECT user_agent FROM raw.user_agents) ORDER BY 1").fetchall()]
     rows = []
     for agent in agents:
@@ -495,7 +498,9 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     _create_from_rows(con, "_gone", ["file"], [(f,) for f in sorted(gone)], {"file": "string"})
     code_sql, message_sql = _reason_sql(_event_rules())
     # Batches keep only the typed rows of the days to replace, and each file's days: memory follows
-    # one batch, and disk (DuckDB spills) one copy of those rows, in file order with no global sort.
+    # one batch, and disk one copy of those rows, in file order with no global sort.
+    con.execute(f"DROP TABLE IF EXISTS {EVENTS_LOADING}")  # left by a killed full load
+    typed = EVENTS_LOADING if window.everything else "_typed"
     def replacing(day_sql: str) -> str:
         return f"(({window.holds(day_sql)}) OR {day_sql} IN (SELECT day FROM _extra_days))"
 
@@ -507,23 +512,23 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         _batch_phones(con)
-        verb = "CREATE OR REPLACE TEMP TABLE {} AS" if i == 0 else "INSERT INTO {}"
-        con.execute(f"{verb.format('_typed')} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
+        con.execute(f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
                     "ORDER BY source_file, source_line")  # the same files load in the same order
-        con.execute(f"{verb.format('_bad')} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
-        con.execute(f"{verb.format('_file_days')} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
+        con.execute(f"{_into('_bad', i)} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
+        con.execute(f"{_into('_file_days', i)} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
                     "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
     report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute("DROP TABLE IF EXISTS _lines")
     _event_file_homes(con, to_read, plan, stats, window, now)
-    candidates = con.execute("SELECT count(*) FROM _typed").fetchone()[0]
-    _drop_later_copies(con)
+    candidates = con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0]
+    _drop_later_copies(con, typed)
     if not window.everything:  # raw.events exists: a first load always loads everything
         _contest_stored_copies(con, to_load)
     if suppression.has_suppressions(con):  # erased persons' rows never land again
         report.rows_suppressed = suppression.delete_suppressed(
-            con, "_typed", [r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
+            con, typed, [r[0] for r in con.execute(f"DESCRIBE {typed}").fetchall()])
+    report.deduplicated = candidates - con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0] - report.rows_suppressed
     quarantine = f"""
         SELECT 'events' AS source, q.file, q.line_no AS line, q.reason_code, q.reason, q.raw, q.loaded_at FROM (
             SELECT file, line_no, reason_code, reason, raw, loaded_at FROM _bad
@@ -535,8 +540,10 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         WHERE {owned}
     """
     with transaction(con):
+        _parse_user_agents(con, typed)
         if window.everything:
-            con.execute("CREATE OR REPLACE TABLE raw.events AS SELECT * FROM _typed")  # in file order: no sort to spill
+            con.execute("DROP TABLE IF EXISTS raw.events")
+            con.execute(f"ALTER TABLE {EVENTS_LOADING} RENAME TO events")
             con.execute("DELETE FROM raw.quarantine WHERE source = 'events'")
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
         else:
@@ -552,7 +559,6 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         if suppression.has_suppressions(con):
             report.quarantine_suppressed = suppression.delete_suppressed(
                 con, "raw.quarantine", ["raw"], where="t.source = 'events'")
-        _parse_user_agents(con)
         con.execute("""
             INSERT INTO raw.ingested_files BY NAME
             SELECT 'events' AS source, h.file, h.size_bytes, h.modified_ns, f.loaded_at,
@@ -566,10 +572,15 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' AND file IN "
         f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
-    report.deduplicated = candidates - con.execute("SELECT count(*) FROM _typed").fetchone()[0] - report.rows_suppressed
     for name in ("_bad", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
+
+
+def _into(table: str, batch_no: int) -> str:
+    """The first batch creates `table` (a temp table, but for the full load's EVENTS_LOADING); the others append."""
+    temp = "" if table == EVENTS_LOADING else "TEMP "
+    return f"CREATE OR REPLACE {temp}TABLE {table} AS" if batch_no == 0 else f"INSERT INTO {table}"
 
 
 def _contest_stored_copies(con, replaced: str) -> None:
@@ -633,20 +644,20 @@ def _batch_phones(con) -> None:
     _normalise_phones(con, "_event_phones")
 
 
-def _drop_later_copies(con) -> None:
+def _drop_later_copies(con, typed: str) -> None:
     """A message sent twice keeps its earliest copy (occurred_at, received_at, file, line). Only
     repeated ids are ranked, and the losers deleted in place: no second copy of every row."""
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _later_copies AS
         SELECT source_file, source_line FROM (
             SELECT source_file, source_line, row_number() OVER (
                        PARTITION BY message_id ORDER BY occurred_at, received_at NULLS LAST, source_file, source_line
                    ) AS copy_no
-            FROM _typed
-            WHERE message_id IN (SELECT message_id FROM _typed GROUP BY message_id HAVING count(*) > 1)
+            FROM {typed}
+            WHERE message_id IN (SELECT message_id FROM {typed} GROUP BY message_id HAVING count(*) > 1)
         ) WHERE copy_no > 1
     """)
-    con.execute("DELETE FROM _typed t USING _later_copies c "
+    con.execute(f"DELETE FROM {typed} t USING _later_copies c "
                 "WHERE t.source_file = c.source_file AND t.source_line = c.source_line")
 
 

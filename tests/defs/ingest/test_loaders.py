@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.defs.ingest.loaders import CRM, ORDERS, SOURCES, load_csv_source, load_events, load_source
-from orchestration.lib.warehouse import connect, table_fingerprint
+from orchestration.lib.warehouse import connect, table_exists, table_fingerprint
 from orchestration.sample_data import faults as F
 
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
@@ -116,6 +116,11 @@ def test_killed_run_leaves_previous_tables(sample, loaded, tmp_path):
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 9, proc.stderr
         assert _fingerprints(copy) == before
+        with connect(copy) as con:  # the next load clears what the killed one staged, and lands the new file
+            assert table_exists(con, "raw", "_events_loading")
+            load_events(con, sample.landing, now=NOW)
+            assert not table_exists(con, "raw", "_events_loading")
+            assert con.execute("SELECT count(*) FROM raw.events WHERE message_id = 'new-1'").fetchone()[0] == 1
     finally:
         (sample.landing / "events" / "zz-extra.jsonl").unlink()
 
