@@ -61,9 +61,9 @@ weekly_model_training = dg.ScheduleDefinition(
 
 # Declarative automation: when the sensor has ingested new days, or a run has reloaded a snapshot
 # source, everything downstream of ingestion follows, one warehouse step at a time (the pool).
-# Assets with a condition of their own (model training, on a weekly cron) keep it.
 # Without the missing-dependency guard: today's event partition, or a day without data, is never
-# materialised, and would hold everything back forever.
+# materialised, and would hold everything back forever. Assets with a condition of their own
+# (model training, on a weekly cron) keep it.
 EAGER = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 downstream_of_ingestion = dg.AssetSelection.all() - dg.AssetSelection.groups("ingest")
 eager_downstream = dg.AutomationConditionSensorDefinition(
