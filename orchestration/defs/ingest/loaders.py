@@ -356,6 +356,9 @@ EVENT_TYPED_SQL = """
      AND p.country IS NOT DISTINCT FROM upper(json_extract_string(c.context, '$.location.country'))
     WHERE c.reason_code IS NULL
 """
+# Of a message's copies the earliest wins, in a full load as against stored copies.
+COPY_RANK = ("row_number() OVER (PARTITION BY message_id "
+             "ORDER BY occurred_at, received_at NULLS LAST, source_file, source_line)")
 EVENT_BAD_SQL = """
     SELECT file, line_no, reason_code, {message_sql} AS reason, coalesce(raw, line) AS raw, loaded_at
     FROM _checked WHERE reason_code IS NOT NULL
@@ -589,10 +592,9 @@ def _contest_stored_copies(con, replaced: str) -> None:
     `_typed`; losing stored ones are listed in `_superseded(message_id, file, line_no)`."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _contest AS
-        SELECT message_id, file, line_no, stored, row_number() OVER (
-                   PARTITION BY message_id ORDER BY occurred_at, received_at NULLS LAST, file, line_no) AS rank
+        SELECT message_id, source_file, source_line, stored, {COPY_RANK} AS rank
         FROM (
-            SELECT message_id, occurred_at, received_at, source_file AS file, source_line AS line_no, false AS stored
+            SELECT message_id, occurred_at, received_at, source_file, source_line, false AS stored
             FROM _typed
             UNION ALL
             SELECT message_id, occurred_at, received_at, source_file, source_line, true
@@ -600,8 +602,9 @@ def _contest_stored_copies(con, replaced: str) -> None:
         )
     """)
     con.execute("DELETE FROM _typed t USING _contest c WHERE c.rank > 1 AND NOT c.stored "
-                "AND c.message_id = t.message_id AND c.file = t.source_file AND c.line_no = t.source_line")
-    con.execute("CREATE OR REPLACE TEMP TABLE _superseded AS SELECT message_id, file, line_no FROM _contest "
+                "AND c.message_id = t.message_id AND c.source_file = t.source_file AND c.source_line = t.source_line")
+    con.execute("CREATE OR REPLACE TEMP TABLE _superseded AS "
+                "SELECT message_id, source_file AS file, source_line AS line_no FROM _contest "
                 "WHERE rank > 1 AND stored")
     con.execute("DROP TABLE _contest")
 
@@ -650,9 +653,7 @@ def _drop_later_copies(con, typed: str) -> None:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _later_copies AS
         SELECT source_file, source_line FROM (
-            SELECT source_file, source_line, row_number() OVER (
-                       PARTITION BY message_id ORDER BY occurred_at, received_at NULLS LAST, source_file, source_line
-                   ) AS copy_no
+            SELECT source_file, source_line, {COPY_RANK} AS copy_no
             FROM {typed}
             WHERE message_id IN (SELECT message_id FROM {typed} GROUP BY message_id HAVING count(*) > 1)
         ) WHERE copy_no > 1
