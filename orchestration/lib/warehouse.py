@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,26 @@ class WarehouseLockedError(RuntimeError):
     """Another process holds the DuckDB file; waiting and trying again usually helps."""
 
 
+def memory_limit() -> str:
+    """DuckDB's memory limit for every connection we open. DuckDB's own default is 80% of RAM; past the
+    limit it spills to disk instead of taking the machine."""
+    return os.environ.get("TESSERA_DUCKDB_MEMORY_LIMIT", "6GB")
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB under the same memory limit, spilling to a temporary directory that goes
+    away with it (for libraries such as Splink that bring their own tables)."""
+    with tempfile.TemporaryDirectory(prefix="tessera-duckdb-") as spill:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit()}'")
+            con.execute(f"SET temp_directory = '{spill}'")
+            yield con
+        finally:
+            con.close()
+
+
 @contextlib.contextmanager
 def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = Path(path)
@@ -65,8 +86,7 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
         raise
     try:
         con.execute("SET TimeZone = 'UTC'")
-        # Spill to disk rather than take the machine: DuckDB's default is 80% of RAM.
-        con.execute(f"SET memory_limit = '{os.environ.get('TESSERA_DUCKDB_MEMORY_LIMIT', '6GB')}'")
+        con.execute(f"SET memory_limit = '{memory_limit()}'")
         if not read_only:
             for schema in SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")

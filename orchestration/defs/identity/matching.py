@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from orchestration.lib.warehouse import scratch_database
+
 log = logging.getLogger(__name__)
 COLUMNS = ["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"]
 
@@ -138,20 +140,21 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     # Small CRM tables leave some comparison levels unobserved; Splink then uses its defaults, which
     # is expected, so only its errors are worth showing.
     logging.getLogger("splink").setLevel(logging.ERROR)
-    db = DuckDBAPI()
-    linker = Linker(db.register(frame), creator, log_level=None)
-    linker.training.estimate_probability_two_random_records_match(
-        [block_on("first_name", "last_name", "birth_date")], recall=0.7)
-    linker.training.estimate_u_using_random_sampling(max_pairs=settings.max_pairs_for_u, seed=settings.seed)
-    for fields in EM_PASSES:
-        try:
-            linker.training.estimate_parameters_using_expectation_maximisation(block_on(*fields))
-        except ValueError as exc:
-            # On small tables EM can drive an m-probability to 0, which Splink rejects; the
-            # estimates of the other pass (or Splink's defaults) then stand.
-            log.warning("Splink EM blocked on %s did not converge to usable values: %s", fields, exc)
-    predictions = linker.inference.predict(threshold_match_probability=settings.threshold,
-                                           warning_mode="never").as_pandas_dataframe()
+    with scratch_database() as con:
+        db = DuckDBAPI(connection=con)
+        linker = Linker(db.register(frame), creator, log_level=None)
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on("first_name", "last_name", "birth_date")], recall=0.7)
+        linker.training.estimate_u_using_random_sampling(max_pairs=settings.max_pairs_for_u, seed=settings.seed)
+        for fields in EM_PASSES:
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(block_on(*fields))
+            except ValueError as exc:
+                # On small tables EM can drive an m-probability to 0, which Splink rejects; the
+                # estimates of the other pass (or Splink's defaults) then stand.
+                log.warning("Splink EM blocked on %s did not converge to usable values: %s", fields, exc)
+        predictions = linker.inference.predict(threshold_match_probability=settings.threshold,
+                                               warning_mode="never").as_pandas_dataframe()
     if predictions.empty:
         return empty
     # Hard disagreements that outweigh any score (see MatchSettings).
