@@ -15,15 +15,18 @@ MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/data/mlflow.db
 export MLFLOW_TRACKING_URI
 
 MANIFEST := dbt_project/target/manifest.json
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
 
-.PHONY: help install run test test-quick browser-deps ui mlflow-ui api generate check-config example-online-retail clean
+.PHONY: help install run test test-quick browser-deps services-deps services-up services-down ui mlflow-ui api generate check-config example-online-retail clean
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make api        lookup API on http://127.0.0.1:8000 (set TESSERA_API_TOKEN; OpenAPI at /docs)"
+	@echo "make services-up  start PostgreSQL, an MLflow server on it and a Spark cluster (PIDs in data/services/)"
+	@echo "make services-down stop exactly those PIDs"
 	@echo "make check-config          validate TESSERA_SOURCES_CONFIG and segments/ without running anything"
 	@echo "make example-online-retail the whole pipeline on UCI Online Retail (docs/examples/online_retail.md)"
 
@@ -48,17 +51,32 @@ run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/tessera run
 
 # Two workers, each taking whole test files, so module fixtures still run once.
-test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps
+test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps services-deps
 	$(BIN)/pytest -n 2 --dist loadfile
 
 test-quick: $(MANIFEST)
-	$(BIN)/pytest -m "not slow and not browser"
+	$(BIN)/pytest -m "not slow and not browser and not services"
 
 # The browser tests drive Debian's Chromium with Playwright (no browser download).
 browser-deps: /usr/bin/chromium
 /usr/bin/chromium:
-	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+# The production profile's PostgreSQL and the Spark cluster's Java, from Debian's packages.
+services-deps: /usr/lib/postgresql/15/bin/postgres /usr/bin/java
+/usr/lib/postgresql/15/bin/postgres:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
+/usr/bin/java:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
+
+services-up: $(MANIFEST) services-deps
+	$(BIN)/tessera services up
+
+services-down:
+	$(BIN)/tessera services down
 
 generate: $(VENV)/.installed
 	$(BIN)/tessera generate --persons 2000 --out data/landing

@@ -331,6 +331,24 @@ def _cmd_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_services(args: argparse.Namespace) -> int:
+    from orchestration import services
+
+    try:
+        if args.action == "up":
+            started = services.up(args.names or None)
+            print(f"started: {', '.join(started) or 'nothing (all were running)'}")
+        elif args.action == "down":
+            stopped = services.down(args.names or None)
+            print(f"stopped: {', '.join(stopped) or 'nothing (none was running)'}")
+        for name, pid in services.status().items():
+            print(f"  {name:<13} {'pid ' + str(pid) if pid else 'stopped'}")
+    except services.ServiceError as exc:
+        print(f"tessera services: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera user-segmentation platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -380,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(func=_cmd_api)
+    svc = sub.add_parser("services", help="start, stop or list the local PostgreSQL, MLflow server and Spark cluster",
+                         description="Local services for the production profile (PostgreSQL, an MLflow server on it) "
+                                     "and the Spark engine (master, worker, Thrift server). PIDs are kept in "
+                                     "data/services/ and `down` stops exactly those.")
+    svc.add_argument("action", choices=["up", "down", "status"])
+    svc.add_argument("names", nargs="*", metavar="NAME",
+                     help="postgres, mlflow, spark-master, spark-worker, spark-thrift, or the groups 'production' "
+                          "and 'spark' (default: all)")
+    svc.set_defaults(func=_cmd_services)
     return parser
 
 

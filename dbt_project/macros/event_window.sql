@@ -49,27 +49,59 @@
     {{- return(outside) -}}
 {%- endmacro %}
 
+{# The days to rebuild: the window (start, end; '' is open) and the changed days outside it. #}
+{% macro event_rebuild_plan() -%}
+    {%- set start, end = event_window_bounds() -%}
+    {{- return({'start': start, 'end': end, 'changed': changed_event_days(start, end)}) -}}
+{%- endmacro %}
+
 {# SQL: `timestamp_column` falls on a day to rebuild (the window, or a changed day outside it). #}
 {% macro event_days_to_rebuild(timestamp_column) -%}
     {%- if not execute -%}
         false
     {%- else -%}
-        {%- set start, end = event_window_bounds() -%}
+        {%- set plan = event_rebuild_plan() -%}
         {%- set window -%}
-            true{% if start %} and {{ timestamp_column }} >= date '{{ start }}'{% endif %}
-            {%- if end %} and {{ timestamp_column }} < date '{{ end }}'{% endif %}
+            true{% if plan.start %} and {{ timestamp_column }} >= date '{{ plan.start }}'{% endif %}
+            {%- if plan.end %} and {{ timestamp_column }} < date '{{ plan.end }}'{% endif %}
         {%- endset -%}
         ({{ window }}
-        {%- for day in changed_event_days(start, end) %}
+        {%- for day in plan.changed %}
             or ({{ timestamp_column }} >= date '{{ day }}' and {{ timestamp_column }} < date '{{ day }}' + interval 1 day)
         {%- endfor %})
     {%- endif -%}
 {%- endmacro %}
 
-{# Pre-hook of the models incremental by event day: empty the days to rebuild first, so that events
-   gone from them (reloaded away, erased) leave the model too, as they would in a full rebuild. #}
+{#
+  Pre-hook of the models incremental by event day, whose strategy is `append` (the one both engines
+  run): empty the days to rebuild first, so that the append replaces them whole, and events gone
+  from them (reloaded away, erased) leave the model too, as they would in a full rebuild.
+  DuckDB deletes the rows; Spark's Parquet tables cannot delete, so the model is partitioned by
+  event_date there and the days' partitions are dropped.
+#}
 {% macro delete_event_days_to_rebuild() -%}
     {%- if is_incremental() -%}
-        delete from {{ this }} where {{ event_days_to_rebuild('event_date') }}
+        {{ return(adapter.dispatch('delete_event_days_to_rebuild', 'tessera')()) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro default__delete_event_days_to_rebuild() -%}
+    delete from {{ this }} where {{ event_days_to_rebuild('event_date') }}
+{%- endmacro %}
+
+{% macro spark__delete_event_days_to_rebuild() -%}
+    {%- set plan = event_rebuild_plan() -%}
+    {%- set days = [] -%}
+    {%- for row in run_query("show partitions " ~ this) -%}
+        {%- set day = row[0].split('=')[1] -%}
+        {%- if ((not plan.start or day >= plan.start) and (not plan.end or day < plan.end)) or day in plan.changed -%}
+            {%- do days.append(day) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if days -%}
+        alter table {{ this }} drop if exists
+        {%- for day in days %} partition (event_date = date '{{ day }}'){{ "," if not loop.last }}{% endfor %}
+    {%- else -%}
+        select 1 {# nothing stored for these days yet #}
     {%- endif -%}
 {%- endmacro %}

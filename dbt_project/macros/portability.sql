@@ -79,19 +79,6 @@
     {{ dbt.datediff(a, b, 'day') }}
 {%- endmacro %}
 
-{# The timezone if the engine knows it, else NULL (a bad zone name must not fail a model). #}
-{% macro known_timezone(tz) -%}
-    {{ return(adapter.dispatch('known_timezone', 'tessera')(tz)) }}
-{%- endmacro %}
-
-{% macro default__known_timezone(tz) -%}
-    {{ tz }}
-{%- endmacro %}
-
-{% macro duckdb__known_timezone(tz) -%}
-    case when {{ tz }} in (select name from pg_timezone_names()) then {{ tz }} end
-{%- endmacro %}
-
 {# ISO day of week, Monday = 1 .. Sunday = 7 (engines number Sunday differently). #}
 {% macro day_of_week(ts) -%}
     {{ return(adapter.dispatch('day_of_week', 'tessera')(ts)) }}

@@ -13,8 +13,9 @@ attributed as (
         e.*,
         -- A userId decides over a shared device's anonymousId.
         coalesce(u.person_id, a.person_id) as person_id,
-        coalesce({{ known_timezone('e.timezone') }}, 'UTC') as local_timezone
+        coalesce(tz.time_zone, 'UTC') as local_timezone
     from events e
+    left join {{ ref('time_zones') }} tz on tz.time_zone = e.timezone
     left join identity u on u.identifier_type = 'user_id' and u.identifier = e.user_id
     left join identity a on a.identifier_type = 'anonymous_id' and a.identifier = e.anonymous_id
 ),

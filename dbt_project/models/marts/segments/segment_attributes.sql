@@ -1,6 +1,8 @@
 -- Everything a segment rule may read, one row per person at the scoring date: features, profile
 -- attributes, the champion cluster and propensity scores. The contract in _segments__models.yml
 -- is the rule language's schema (orchestration/defs/segments/rules.py type-checks against it).
+-- Numeric columns are cast to their contract types: Spark keeps DECIMAL through ratios and gives
+-- INT for day counts and ntile, where DuckDB gives DOUBLE and BIGINT.
 with scoring as (
     select as_of from {{ ref('int_feature_dates') }} where purpose = 'scoring'
 ),
@@ -34,21 +36,17 @@ purchase_30d as (
         ntile(10) over (order by score desc, person_id) as decile
     from {{ ref('stg_ml__propensity_scores') }}
     where model_name = 'purchase_30d'
-),
-
-time_zones as (
-    select name from pg_timezone_names()
 )
 
 select
     f.person_id,
     f.as_of,
     {{ dbt.dateadd('day', 1, 'f.as_of') }} as evaluated_at,
-    f.recency_days,
-    f.days_since_last_order,
+    cast(f.recency_days as bigint) as recency_days,
+    cast(f.days_since_last_order as bigint) as days_since_last_order,
     f.frequency_orders,
     f.monetary_total,
-    f.avg_order_value,
+    cast(f.avg_order_value as double) as avg_order_value,
     f.refunded_orders,
     cast(f.frequency_orders as double) * 30 / greatest(f.tenure_days, 30) as orders_per_month,
     f.r_score,
@@ -66,23 +64,23 @@ select
     f.events_90d,
     f.product_views,
     f.add_to_cart_count,
-    f.cart_abandonment_rate,
+    cast(f.cart_abandonment_rate as double) as cart_abandonment_rate,
     c.last_add_to_cart_at,
     o.last_order_at,
     f.searches,
-    f.video_completion_share,
-    f.deep_scroll_share,
+    cast(f.video_completion_share as double) as video_completion_share,
+    cast(f.deep_scroll_share as double) as deep_scroll_share,
     f.category_breadth,
-    f.preferred_local_hour,
+    cast(f.preferred_local_hour as bigint) as preferred_local_hour,
     f.preferred_daypart,
-    f.weekend_share,
-    f.business_hours_share,
-    f.engagement_trend,
+    cast(f.weekend_share as double) as weekend_share,
+    cast(f.business_hours_share as double) as business_hours_share,
+    cast(f.engagement_trend as double) as engagement_trend,
     f.decayed_engagement,
     f.primary_device_type,
-    f.mobile_share,
+    cast(f.mobile_share as double) as mobile_share,
     f.country,
-    tz.name as timezone,
+    tz.time_zone as timezone,
     f.top_referrer_class,
     f.company_name,
     f.industry,
@@ -90,7 +88,7 @@ select
     f.annual_revenue_usd,
     f.first_seen_at,
     f.last_seen_at,
-    f.tenure_days,
+    cast(f.tenure_days as bigint) as tenure_days,
     p.is_customer,
     p.personalization_opt_in,
     p.marketing_opt_in,
@@ -101,11 +99,11 @@ select
     ca.cluster_name,
     ca.distance_to_centroid,
     pr.score as purchase_30d_score,
-    pr.decile as purchase_30d_decile
+    cast(pr.decile as bigint) as purchase_30d_decile
 from features f
 left join {{ ref('profiles') }} p on p.person_id = f.person_id
 left join carts c on c.person_id = f.person_id
 left join orders o on o.person_id = f.person_id
 left join {{ ref('stg_ml__cluster_assignments') }} ca on ca.person_id = f.person_id
 left join purchase_30d pr on pr.person_id = f.person_id
-left join time_zones tz on tz.name = f.timezone
+left join {{ ref('time_zones') }} tz on tz.time_zone = f.timezone
