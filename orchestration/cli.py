@@ -82,6 +82,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     export_for_subprocesses(settings)
+    if settings.engine == "spark":
+        print("tessera run: TESSERA_ENGINE=spark runs the dbt models on Spark, but the Python steps of a whole run "
+              "(ingestion, identity graph, ML, segments) still work on the DuckDB warehouse, so `tessera run` needs "
+              "TESSERA_ENGINE=duckdb for now. To build the dbt project on Spark from a DuckDB run's sources, see "
+              "README, 'Production profile and the Spark engine'.", file=sys.stderr)
+        return 2
     problems = _config_problems(settings)
     if problems:
         print("tessera run: the configuration has problems; nothing was run.\n" + "\n".join(problems), file=sys.stderr)
@@ -349,6 +355,27 @@ def _cmd_services(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_spark_build(args: argparse.Namespace) -> int:
+    from orchestration.lib import spark
+    from orchestration.lib.settings import export_for_subprocesses
+
+    settings = _settings("spark-build")
+    if settings is None:
+        return 2
+    if not settings.warehouse.exists():
+        print(f"tessera spark-build: {settings.warehouse} does not exist; run `make run` first.", file=sys.stderr)
+        return 2
+    export_for_subprocesses(settings)
+    dbt_args = ["build", "--exclude", "test_type:unit", *(["--full-refresh"] if args.full_refresh else [])]
+    try:
+        result = spark.dbt_on_spark(settings.warehouse, dbt_args)
+    except (spark.SparkUnavailableError, RuntimeError) as exc:
+        print(f"tessera spark-build: {exc}", file=sys.stderr)
+        return 1
+    print(result.stdout.strip().splitlines()[-1])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera user-segmentation platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -398,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(func=_cmd_api)
+    sb = sub.add_parser("spark-build", help="build the dbt project on Spark from the DuckDB warehouse's sources",
+                        description="Publish the tables dbt reads as sources (raw.*, the identity graph, the scores) "
+                                    "from the DuckDB warehouse to the Parquet lake (TESSERA_LAKE_DIR), register them "
+                                    "in Spark, and run `dbt build --target spark` (unit tests stay on DuckDB). Needs a "
+                                    "Thrift server: `make services-up`.")
+    sb.add_argument("--full-refresh", action="store_true", help="rebuild the incremental models from scratch")
+    sb.set_defaults(func=_cmd_spark_build)
     svc = sub.add_parser("services", help="start, stop or list the local PostgreSQL, MLflow server and Spark cluster",
                          description="Local services for the production profile (PostgreSQL, an MLflow server on it) "
                                      "and the Spark engine (master, worker, Thrift server). PIDs are kept in "

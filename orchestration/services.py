@@ -33,15 +33,15 @@ SERVICES_DIR = Path(os.environ.get("TESSERA_SERVICES_DIR") or PROJECT_ROOT / "da
 POSTGRES_BIN = Path(os.environ.get("TESSERA_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-def env_int(name: str, default: int) -> int:
+class ServiceError(RuntimeError):
+    """A service could not start or stop; the message says why and where its log is."""
+
+
+def _port(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip() or str(default)
     if not raw.isdigit():
         raise ServiceError(f"{name}={raw!r} must be a port number, for example {name}={default}.")
     return int(raw)
-
-
-class ServiceError(RuntimeError):
-    """A service could not start or stop; the message says why and where its log is."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,11 @@ class Ports:
 
     @classmethod
     def from_env(cls) -> "Ports":
-        return cls(postgres=env_int("TESSERA_POSTGRES_PORT", 5433), mlflow=env_int("TESSERA_MLFLOW_PORT", 5001),
-                   spark_master=env_int("TESSERA_SPARK_MASTER_PORT", 7077),
-                   spark_master_ui=env_int("TESSERA_SPARK_MASTER_UI_PORT", 8088),
-                   spark_worker_ui=env_int("TESSERA_SPARK_WORKER_UI_PORT", 8089),
-                   spark_thrift=env_int("TESSERA_SPARK_PORT", 10000))
+        return cls(postgres=_port("TESSERA_POSTGRES_PORT", 5433), mlflow=_port("TESSERA_MLFLOW_PORT", 5001),
+                   spark_master=_port("TESSERA_SPARK_MASTER_PORT", 7077),
+                   spark_master_ui=_port("TESSERA_SPARK_MASTER_UI_PORT", 8088),
+                   spark_worker_ui=_port("TESSERA_SPARK_WORKER_UI_PORT", 8089),
+                   spark_thrift=_port("TESSERA_SPARK_PORT", 10000))
 
 
 def postgres_url(database: str, ports: Ports | None = None) -> str:
@@ -126,6 +126,12 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _require_free(port: int, variable: str) -> None:
+    if port_open(port):
+        raise ServiceError(f"Port {port} on 127.0.0.1 is taken by a process that `tessera services` did not start: "
+                           f"stop it, or choose another port with {variable}.")
+
+
 # PostgreSQL's SIGTERM waits for every client to disconnect; SIGINT is its fast, clean shutdown.
 STOP_SIGNALS = {"postgres": signal.SIGINT}
 
@@ -168,6 +174,7 @@ def start_postgres(ports: Ports) -> None:
     if not (POSTGRES_BIN / "postgres").exists():
         raise ServiceError(f"PostgreSQL is not installed at {POSTGRES_BIN}: run `make services-deps` (Debian's "
                            "postgresql package), or set TESSERA_POSTGRES_BIN to its bin folder.")
+    _require_free(ports.postgres, "TESSERA_POSTGRES_PORT")
     user = _postgres_user()
     data = SERVICES_DIR / "postgres"
     if not (data / "PG_VERSION").exists():
@@ -211,6 +218,7 @@ def _ensure_database(ports: Ports, name: str) -> None:
 
 
 def start_mlflow(ports: Ports) -> None:
+    _require_free(ports.mlflow, "TESSERA_MLFLOW_PORT")
     artifacts = SERVICES_DIR / "mlflow-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     spawn("mlflow", [str(Path(sys.executable).parent / "mlflow"), "server",
@@ -250,6 +258,7 @@ def _spark_env() -> dict[str, str]:
 
 
 def start_spark_master(ports: Ports) -> None:
+    _require_free(ports.spark_master, "TESSERA_SPARK_MASTER_PORT")
     spawn("spark-master", [str(spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
                            "--host", "127.0.0.1", "--port", str(ports.spark_master),
                            "--webui-port", str(ports.spark_master_ui)], env=_spark_env())
@@ -281,6 +290,7 @@ def spark_warehouse_dir() -> Path:
 
 
 def start_spark_thrift(ports: Ports) -> None:
+    _require_free(ports.spark_thrift, "TESSERA_SPARK_PORT")
     metastore = SERVICES_DIR / "spark" / "metastore"
     metastore.mkdir(parents=True, exist_ok=True)
     # The Thrift server is the Spark driver that dbt talks to; its executors run on the worker.

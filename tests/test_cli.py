@@ -121,3 +121,23 @@ def test_run_shows_a_bar_of_finished_steps_on_a_terminal(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 3 and tail.count("\n") == 4
     assert "materialising" in err and "3/4" in err and "ml__clustering_model" in err
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({}, ["services", "up", "kafka"], "Unknown service 'kafka': choose from postgres, mlflow"),
+    ({"TESSERA_POSTGRES_PORT": "five"}, ["services", "up", "postgres"], "TESSERA_POSTGRES_PORT='five' must be a port number"),
+    ({"TESSERA_ENGINE": "snowflake"}, ["run"], "TESSERA_ENGINE='snowflake' must be 'duckdb'"),
+    ({"TESSERA_ENGINE": "spark"}, ["run"], "still work on the DuckDB warehouse"),
+])
+def test_engine_and_services_mistakes_exit_2_with_a_message(tmp_path, env, args, message):
+    proc = _tessera(*args, env={**env, "TESSERA_SERVICES_DIR": str(tmp_path / "services"),
+                                "TESSERA_LANDING_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dh")})
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_spark_build_says_what_is_missing(tmp_path):
+    proc = _tessera("spark-build", env={"TESSERA_WAREHOUSE": str(tmp_path / "none.duckdb")})
+    assert proc.returncode == 2
+    assert "does not exist; run `make run` first" in proc.stderr

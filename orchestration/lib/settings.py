@@ -64,6 +64,14 @@ def _consent_default() -> bool:
     return raw == "allowed"
 
 
+def _engine() -> str:
+    raw = os.environ.get("TESSERA_ENGINE", "").strip().lower() or "duckdb"
+    if raw not in ("duckdb", "spark"):
+        raise SettingsError(f"TESSERA_ENGINE={raw!r} must be 'duckdb' (the embedded default) or 'spark' (dbt-spark "
+                            "over Thrift to the cluster in TESSERA_SPARK_HOST and TESSERA_SPARK_PORT).")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     landing_dir: Path
@@ -78,6 +86,7 @@ class Settings:
     reports_dir: Path
     partitions_start: dt.date  # the first daily event partition
     lookback_days: int  # days before a partition that its run rebuilds too (late events)
+    engine: str  # duckdb or spark: where dbt runs
 
 
 def load_settings() -> Settings:
@@ -96,6 +105,7 @@ def load_settings() -> Settings:
         reports_dir=_path("TESSERA_REPORTS_DIR", "data/reports"),
         partitions_start=_partitions_start(),
         lookback_days=_lookback_days(),
+        engine=_engine(),
     )
 
 

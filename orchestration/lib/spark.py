@@ -18,16 +18,6 @@ class SparkUnavailableError(RuntimeError):
     """The Spark Thrift server did not answer; the message says where it looked."""
 
 
-def engine() -> str:
-    value = os.environ.get("TESSERA_ENGINE", "duckdb").strip().lower() or "duckdb"
-    if value not in ("duckdb", "spark"):
-        from orchestration.lib.settings import SettingsError
-
-        raise SettingsError(f"TESSERA_ENGINE={value!r} must be 'duckdb' (the embedded default) or 'spark' "
-                            "(dbt-spark over Thrift; see README, 'Running on Spark').")
-    return value
-
-
 @contextlib.contextmanager
 def connect() -> Iterator:
     from pyhive import hive
@@ -55,16 +45,19 @@ def read_frame(cursor, sql: str) -> pd.DataFrame:
     return pd.DataFrame(cursor.fetchall(), columns=columns)
 
 
-def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None) -> subprocess.CompletedProcess:
-    """Publish the dbt sources held in a DuckDB warehouse to the lake, register them in Spark, and run
-    `dbt <dbt_args>` against the spark target. dbt's output is returned; a failure raises with it."""
+def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None,
+                 publish: bool = True) -> subprocess.CompletedProcess:
+    """Publish the dbt sources held in a DuckDB warehouse to the lake and register them in Spark (unless
+    `publish` is False), then run `dbt <dbt_args>` against the spark target. dbt's output is returned;
+    a failure raises with it."""
     from orchestration.lib import lake as lake_lib
     from orchestration.lib.settings import DBT_PROJECT_DIR
     from orchestration.lib.warehouse import connect as duckdb_connect
 
-    tables = lake_lib.dbt_source_tables(DBT_PROJECT_DIR / "target" / "manifest.json")
-    with duckdb_connect(duckdb_warehouse, read_only=True) as con, connect() as cursor:
-        lake_lib.publish_sources(con, cursor, tables, lake)
+    if publish:
+        tables = lake_lib.dbt_source_tables(DBT_PROJECT_DIR / "target" / "manifest.json")
+        with duckdb_connect(duckdb_warehouse, read_only=True) as con, connect() as cursor:
+            lake_lib.publish_sources(con, cursor, tables, lake)
     dbt = Path(sys.executable).parent / "dbt"
     result = subprocess.run([str(dbt), *dbt_args, "--target", "spark", "--profiles-dir", "."],
                             cwd=DBT_PROJECT_DIR, capture_output=True, text=True, env={**os.environ, "TESSERA_ENGINE": "spark"})

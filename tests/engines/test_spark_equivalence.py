@@ -119,3 +119,31 @@ def test_a_daily_incremental_run_on_spark_keeps_the_events_equal(engines):
     left, right = _both(engines, sql, ["event_date"])
     _assert_frames_match(left, right)
     assert (right["events"] == right["messages"]).all()
+
+
+def test_connected_components_on_spark_equal_scipy_on_the_duckdb_graph(engines):
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    from orchestration.defs.identity.spark_components import connected_components
+
+    with spark.connect() as cursor:
+        result = connected_components(cursor)
+        on_spark = spark.read_frame(cursor, f"select node, component from {result.table}")
+    nodes = _duckdb(engines["warehouse"], "select identifier_type || ':' || identifier as node "
+                                          "from intermediate.int_identity__nodes")
+    edges = _duckdb(engines["warehouse"], "select left_type || ':' || left_id as a, right_type || ':' || right_id as b "
+                                          "from intermediate.int_identity__edges")
+    index = {node: i for i, node in enumerate(sorted(set(nodes["node"]) | set(edges["a"]) | set(edges["b"])))}
+    graph = sp.coo_matrix((np.ones(len(edges)), ([index[a] for a in edges["a"]], [index[b] for b in edges["b"]])),
+                          shape=(len(index), len(index)))
+    count, labels = scipy_components(graph, directed=False)
+    expected: dict[int, set] = {}
+    for node, label in zip(index, labels):
+        expected.setdefault(label, set()).add(node)
+
+    assert result.nodes == len(index) and result.components == count
+    assert result.components < result.nodes  # the graph has real merges, not only singletons
+    assert {frozenset(g) for _, g in on_spark.groupby("component")["node"]} == {frozenset(s) for s in expected.values()}
+    # Each component is named by its smallest member, so the labels do not depend on the order of rounds.
+    assert (on_spark.groupby("component")["node"].min() == on_spark.groupby("component")["node"].min().index).all()
