@@ -77,11 +77,12 @@ def log_file(name: str) -> Path:
     return SERVICES_DIR / "logs" / f"{name}.log"
 
 
+_spawned: dict[int, subprocess.Popen] = {}
+
+
 def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that exited
-    except ChildProcessError:
-        pass
+    if pid in _spawned:  # our own child: poll() reaps it once it has exited
+        return _spawned[pid].poll() is None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -105,6 +106,7 @@ def spawn(name: str, command: list[str], env: dict[str, str] | None = None, cwd:
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **(env or {})}, cwd=cwd, user=user, start_new_session=True)
+    _spawned[process.pid] = process  # outlives this call on purpose; kept so that it is not reported as leaked
     pid_file(name).write_text(f"{process.pid}\n")
     return process.pid
 
