@@ -138,7 +138,7 @@ def _require_free(port: int, variable: str) -> None:
 STOP_SIGNALS = {"postgres": signal.SIGINT}
 
 
-def stop(name: str, timeout_s: float = 60) -> bool:
+def stop(name: str, timeout_s: float = 20) -> bool:
     """Stop the recorded PID (and the process group it leads): SIGTERM, then SIGKILL after the timeout."""
     pid = running_pid(name)
     if pid is None:
