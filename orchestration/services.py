@@ -138,24 +138,23 @@ def _require_free(port: int, variable: str) -> None:
 STOP_SIGNALS = {"postgres": signal.SIGINT}
 
 
-def stop(name: str, timeout_s: float = 20) -> bool:
-    """Stop the recorded PID (and the process group it leads): SIGTERM, then SIGKILL after the timeout."""
-    pid = running_pid(name)
-    if pid is None:
-        pid_file(name).unlink(missing_ok=True)
-        return False
-    for sig in (STOP_SIGNALS.get(name, signal.SIGTERM), signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
+def stop(names: list[str], timeout_s: float = 20) -> list[str]:
+    """Stop the recorded PIDs (and the process groups they lead) of `names` together: their stop signal,
+    then SIGKILL for any still alive after the timeout. Returns the names that were running."""
+    running = {name: pid for name in names if (pid := running_pid(name)) is not None}
+    for sig in ("stop", signal.SIGKILL):
+        alive = {name: pid for name, pid in running.items() if running_pid(name) is not None}
+        for name, pid in alive.items():
+            try:
+                os.killpg(pid, STOP_SIGNALS.get(name, signal.SIGTERM) if sig == "stop" else sig)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and running_pid(name) is not None:
+        while time.monotonic() < deadline and any(running_pid(name) is not None for name in alive):
             time.sleep(0.5)
-        if running_pid(name) is None:
-            break
-    pid_file(name).unlink(missing_ok=True)
-    return True
+    for name in names:
+        pid_file(name).unlink(missing_ok=True)
+    return list(running)
 
 
 # --- the services ---------------------------------------------------------------------------------
@@ -363,7 +362,7 @@ def up(names: list[str] | None = None) -> list[str]:
         try:
             SERVICES[name](ports)
         except BaseException:
-            stop(name)
+            stop([name])
             raise
         started.append(name)
     return started
@@ -371,7 +370,7 @@ def up(names: list[str] | None = None) -> list[str]:
 
 def down(names: list[str] | None = None) -> list[str]:
     """Stop the recorded PIDs of `names` (all when None); returns the ones that were running."""
-    return [name for name in reversed(resolve(list(SERVICES) if names is None else names)) if stop(name)]
+    return stop(list(reversed(resolve(list(SERVICES) if names is None else names))))
 
 
 def status() -> dict[str, int | None]:
