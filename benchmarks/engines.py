@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration import services  # noqa: E402
-from orchestration.lib import lake, spark  # noqa: E402
+from orchestration.lib import spark  # noqa: E402
 from orchestration.lib.settings import DBT_PROJECT_DIR  # noqa: E402
 from orchestration.lib.warehouse import connect  # noqa: E402
 
@@ -57,21 +57,18 @@ def main() -> None:
         duckdb_s = dbt_on_duckdb(warehouse, dbt_vars)
 
         started = time.perf_counter()
-        tables = lake.dbt_source_tables(DBT_PROJECT_DIR / "target" / "manifest.json")
-        with connect(warehouse, read_only=True) as con, spark.connect() as cursor:
-            lake.publish_sources(con, cursor, tables)
+        spark.publish_warehouse_sources(warehouse)
         publish_s = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         spark.dbt_on_spark(warehouse, [*DBT_BUILD, "--vars", dbt_vars], publish=False)
         spark_s = round(time.perf_counter() - started, 1)
 
         counts = {}
-        for table in ("marts.identity_map", "marts.user_features", "marts.segment_attributes"):
-            with connect(warehouse, read_only=True) as con:
+        with connect(warehouse, read_only=True) as con, spark.connect() as cursor:
+            for table in ("marts.identity_map", "marts.user_features", "marts.segment_attributes"):
                 left = con.execute(f"select count(*) from {table}").fetchone()[0]
-            with spark.connect() as cursor:
                 right = spark.read_frame(cursor, f"select count(*) as n from {table}")["n"][0]
-            counts[table] = {"duckdb": int(left), "spark": int(right)}
+                counts[table] = {"duckdb": int(left), "spark": int(right)}
     finally:
         services.down(started_services)
     save_result(f"engines_p{args.persons}", {

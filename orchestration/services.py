@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestration.lib.settings import PROJECT_ROOT
+from orchestration.lib.settings import path_setting
 
-SERVICES_DIR = Path(os.environ.get("TESSERA_SERVICES_DIR") or PROJECT_ROOT / "data" / "services")
+SERVICES_DIR = path_setting("TESSERA_SERVICES_DIR", "data/services")
 POSTGRES_BIN = Path(os.environ.get("TESSERA_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -194,20 +194,26 @@ def start_postgres(ports: Ports) -> None:
         _ensure_database(ports, database)
 
 
+def pg_connect(database: str, ports: Ports | None = None):
+    """A psycopg2 connection to `database` on the local PostgreSQL, as the `tessera` role."""
+    import psycopg2
+
+    return psycopg2.connect(host="127.0.0.1", port=(ports or Ports.from_env()).postgres, user="tessera",
+                            dbname=database)
+
+
 def _pg_accepts(ports: Ports) -> bool:
     import psycopg2
 
     try:
-        psycopg2.connect(host="127.0.0.1", port=ports.postgres, user="tessera", dbname="postgres").close()
+        pg_connect("postgres", ports).close()
     except psycopg2.OperationalError:
         return False
     return True
 
 
 def _ensure_database(ports: Ports, name: str) -> None:
-    import psycopg2
-
-    con = psycopg2.connect(host="127.0.0.1", port=ports.postgres, user="tessera", dbname="postgres")
+    con = pg_connect("postgres", ports)
     con.autocommit = True
     try:
         with con.cursor() as cur:

@@ -9,19 +9,17 @@ so a killed publish leaves the previous copy readable.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from pathlib import Path
 
 import duckdb
 
-from orchestration.lib.settings import PROJECT_ROOT
+from orchestration.lib.settings import DBT_PROJECT_DIR, path_setting
 
 
 def lake_dir() -> Path:
-    path = Path(os.environ.get("TESSERA_LAKE_DIR") or PROJECT_ROOT / "data" / "lake").expanduser()
-    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+    return path_setting("TESSERA_LAKE_DIR", "data/lake")
 
 
 def table_path(table: str, lake: Path | None = None) -> Path:
@@ -67,7 +65,7 @@ def register_in_spark(cursor, table: str, lake: Path | None = None) -> None:
     cursor.execute(f"CREATE TABLE {table} USING parquet LOCATION '{table_path(table, lake).as_uri()}'")
 
 
-def dbt_source_tables(manifest_path: Path) -> list[str]:
+def dbt_source_tables(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.json") -> list[str]:
     """`schema.table` of every dbt source: the tables Python writes and dbt reads."""
     import json
 

@@ -19,7 +19,8 @@ class SettingsError(ValueError):
     """A setting has a value Tessera cannot use; the message says which and how to fix it."""
 
 
-def _path(var: str, default: str) -> Path:
+def path_setting(var: str, default: str) -> Path:
+    """The path in environment variable `var` (or `default`); a relative one is relative to the repository root."""
     path = Path(os.environ.get(var) or default).expanduser()
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
@@ -92,17 +93,17 @@ class Settings:
 def load_settings() -> Settings:
     data_dir = PROJECT_ROOT / "data"
     return Settings(
-        landing_dir=_path("TESSERA_LANDING_DIR", "data/landing"),
-        warehouse=_path("TESSERA_WAREHOUSE", "data/warehouse.duckdb"),
+        landing_dir=path_setting("TESSERA_LANDING_DIR", "data/landing"),
+        warehouse=path_setting("TESSERA_WAREHOUSE", "data/warehouse.duckdb"),
         as_of=_as_of(),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{data_dir / 'mlflow.db'}",
-        dagster_home=_path("DAGSTER_HOME", "data/dagster_home"),
-        segments_dir=_path("TESSERA_SEGMENTS_DIR", "segments"),
-        exports_dir=_path("TESSERA_EXPORTS_DIR", "data/exports"),
+        dagster_home=path_setting("DAGSTER_HOME", "data/dagster_home"),
+        segments_dir=path_setting("TESSERA_SEGMENTS_DIR", "segments"),
+        exports_dir=path_setting("TESSERA_EXPORTS_DIR", "data/exports"),
         consent_default_allowed=_consent_default(),
-        sources_config=_path("TESSERA_SOURCES_CONFIG", "") if os.environ.get("TESSERA_SOURCES_CONFIG") else None,
-        reports_dir=_path("TESSERA_REPORTS_DIR", "data/reports"),
+        sources_config=path_setting("TESSERA_SOURCES_CONFIG", "") if os.environ.get("TESSERA_SOURCES_CONFIG") else None,
+        reports_dir=path_setting("TESSERA_REPORTS_DIR", "data/reports"),
         partitions_start=_partitions_start(),
         lookback_days=_lookback_days(),
         engine=_engine(),

@@ -45,19 +45,23 @@ def read_frame(cursor, sql: str) -> pd.DataFrame:
     return pd.DataFrame(cursor.fetchall(), columns=columns)
 
 
-def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None,
-                 publish: bool = True) -> subprocess.CompletedProcess:
-    """Publish the dbt sources held in a DuckDB warehouse to the lake and register them in Spark (unless
-    `publish` is False), then run `dbt <dbt_args>` against the spark target. dbt's output is returned;
-    a failure raises with it."""
+def publish_warehouse_sources(duckdb_warehouse: Path, lake: Path | None = None) -> list[str]:
+    """Publish the dbt sources held in a DuckDB warehouse to the lake and register them in Spark."""
     from orchestration.lib import lake as lake_lib
-    from orchestration.lib.settings import DBT_PROJECT_DIR
     from orchestration.lib.warehouse import connect as duckdb_connect
 
+    with duckdb_connect(duckdb_warehouse, read_only=True) as con, connect() as cursor:
+        return lake_lib.publish_sources(con, cursor, lake_lib.dbt_source_tables(), lake)
+
+
+def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None,
+                 publish: bool = True) -> subprocess.CompletedProcess:
+    """Publish the warehouse's dbt sources (unless `publish` is False), then run `dbt <dbt_args>` against
+    the spark target. dbt's output is returned; a failure raises with it."""
+    from orchestration.lib.settings import DBT_PROJECT_DIR
+
     if publish:
-        tables = lake_lib.dbt_source_tables(DBT_PROJECT_DIR / "target" / "manifest.json")
-        with duckdb_connect(duckdb_warehouse, read_only=True) as con, connect() as cursor:
-            lake_lib.publish_sources(con, cursor, tables, lake)
+        publish_warehouse_sources(duckdb_warehouse, lake)
     dbt = Path(sys.executable).parent / "dbt"
     result = subprocess.run([str(dbt), *dbt_args, "--target", "spark", "--profiles-dir", "."],
                             cwd=DBT_PROJECT_DIR, capture_output=True, text=True, env={**os.environ, "TESSERA_ENGINE": "spark"})

@@ -70,7 +70,6 @@ def test_dagster_instance_keeps_runs_in_postgres(production, tmp_path, monkeypat
 
 def test_mlflow_server_stores_runs_in_postgres(production):
     import mlflow
-    import psycopg2
 
     ports = services.Ports.from_env()
     client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{ports.mlflow}")
@@ -79,7 +78,7 @@ def test_mlflow_server_stores_runs_in_postgres(production):
     run = client.create_run(experiment_id)
     client.log_metric(run.info.run_id, "auc", 0.75)
     client.set_terminated(run.info.run_id)
-    con = psycopg2.connect(host="127.0.0.1", port=ports.postgres, user="tessera", dbname="mlflow")
+    con = services.pg_connect("mlflow", ports)
     try:
         with con.cursor() as cur:
             cur.execute("SELECT value FROM metrics WHERE run_uuid = %s AND key = 'auc'", (run.info.run_id,))
