@@ -58,8 +58,10 @@ def stage_times(step_s: dict[str, float]) -> dict[str, float]:
 
 
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
-                 sources_config: Path | None = None, partition_key: str | None = None, train: bool = True) -> dict:
-    """Every asset (optionally with asset checks and the ML assets) into `warehouse`; wall time per step
+                 sources_config: Path | None = None, partition_key: str | None = None, train: bool = True,
+                 with_privacy: bool = False) -> dict:
+    """Every asset (optionally with asset checks, the ML and segment assets, and the erasures) into
+    `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
     of every day are loaded, or only those of `partition_key` (a daily run, with its lookback).
     `train=False` scores with the @champion models without retraining them, as daily_refresh_job does."""
@@ -77,18 +79,21 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.ingest.assets import ingest_assets
     from orchestration.defs.ml.assets import ml_assets, training_assets
     from orchestration.defs.partitions import all_days_tags
+    from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
     from orchestration.defs.quality.checks import quality_checks
     from orchestration.defs.resources import LandingZoneResource, WarehouseResource
     from orchestration.defs.segments.assets import segment_assets
+    from orchestration.lib.settings import load_settings
 
     assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
-        + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
+        + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) \
+        + ([*privacy_assets, *(privacy_checks if with_checks else [])] if with_privacy else [])
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
     selection = None if train or not with_ml else dg.AssetSelection.all() - training_assets
     result = dg.materialize(assets, selection=selection, instance=instance, **days,
-                            resources={"warehouse": WarehouseResource(path=str(warehouse)),
+                            resources={"warehouse": WarehouseResource(path=str(warehouse), engine=load_settings().engine),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(
                                            str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})
     total = time.perf_counter() - started

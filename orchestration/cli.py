@@ -83,11 +83,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     export_for_subprocesses(settings)
     if settings.engine == "spark":
-        print("tessera run: TESSERA_ENGINE=spark runs the dbt models on Spark, but the Python steps of a whole run "
-              "(ingestion, identity graph, ML, segments) still work on the DuckDB warehouse, so `tessera run` needs "
-              "TESSERA_ENGINE=duckdb for now. To build the dbt project on Spark from a DuckDB run's sources, see "
-              "README, 'Production profile and the Spark engine'.", file=sys.stderr)
-        return 2
+        from orchestration.lib import spark
+
+        try:
+            with spark.connect():
+                pass
+        except spark.SparkUnavailableError as exc:
+            print(f"tessera run: TESSERA_ENGINE=spark, but {exc}", file=sys.stderr)
+            return 2
     problems = _config_problems(settings)
     if problems:
         print("tessera run: the configuration has problems; nothing was run.\n" + "\n".join(problems), file=sys.stderr)

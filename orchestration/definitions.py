@@ -84,7 +84,7 @@ defs = dg.Definitions.merge(
         schedules=[daily_refresh, weekly_model_training],
         sensors=[eager_downstream],
         resources={
-            "warehouse": WarehouseResource(path=str(settings.warehouse)),
+            "warehouse": WarehouseResource(path=str(settings.warehouse), engine=settings.engine),
             "landing": LandingZoneResource(root=str(settings.landing_dir), sources_config=(
                 str(settings.sources_config) if settings.sources_config else None)),
         },

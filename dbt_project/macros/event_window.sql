@@ -55,7 +55,11 @@
     {{- return({'start': start, 'end': end, 'changed': changed_event_days(start, end)}) -}}
 {%- endmacro %}
 
-{# SQL: `timestamp_column` falls on a day to rebuild (the window, or a changed day outside it). #}
+{#
+  SQL: `timestamp_column` falls on a day to rebuild (the window, or a changed day outside it). It
+  never starts with "(": Spark, outside ANSI mode, reads `from t where (true)` as the alias `where`
+  with a column list.
+#}
 {% macro event_days_to_rebuild(timestamp_column) -%}
     {%- if not execute -%}
         false
@@ -65,7 +69,7 @@
             true{% if plan.start %} and {{ timestamp_column }} >= date '{{ plan.start }}'{% endif %}
             {%- if plan.end %} and {{ timestamp_column }} < date '{{ plan.end }}'{% endif %}
         {%- endset -%}
-        ({{ window }}
+        true and ({{ window }}
         {%- for day in plan.changed %}
             or ({{ timestamp_column }} >= date '{{ day }}' and {{ timestamp_column }} < date '{{ day }}' + interval 1 day)
         {%- endfor %})

@@ -1,4 +1,5 @@
-"""Resources shared by every domain: the DuckDB warehouse and the landing zone."""
+"""Resources shared by every domain: the warehouse (DuckDB, with Spark as the engine when
+TESSERA_ENGINE=spark) and the landing zone."""
 
 from __future__ import annotations
 
@@ -23,9 +24,21 @@ def retry_when_locked(exc: BaseException) -> None:
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The embedded DuckDB file that every table lives in (TESSERA_WAREHOUSE)."""
+    """The embedded DuckDB file that every step reads and writes (TESSERA_WAREHOUSE), and the engine
+    that runs the dbt models (TESSERA_ENGINE).
+
+    On `duckdb` the file is the whole warehouse. On `spark` the dbt models live on the cluster:
+    tables that Python writes and dbt reads are published to the Parquet lake (`publish`), and the
+    tables dbt builds are mirrored into the file as views over Spark's Parquet files (`mirror`), so
+    the same steps read them under the same names. `read_frame` runs a query on the engine itself.
+    """
 
     path: str
+    engine: str = "duckdb"
+
+    @property
+    def on_spark(self) -> bool:
+        return self.engine == "spark"
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False):
@@ -36,6 +49,36 @@ class WarehouseResource(dg.ConfigurableResource):
                 retry_when_locked(exc)
                 raise
             yield con
+
+    def publish(self, con, tables: list[str]) -> list[str]:
+        """On Spark, publish `tables` (those the file holds) to the lake and register them in the Spark
+        catalog, for dbt's sources and the cluster's steps; returns those published (none on DuckDB)."""
+        if not self.on_spark:
+            return []
+        from orchestration.lib import lake, spark
+
+        with spark.connect() as cursor:
+            return lake.publish_tables(con, cursor, tables)
+
+    def mirror(self, tables: list[str]) -> list[str]:
+        """On Spark, (re)create DuckDB views over the Spark tables of `tables`; returns those mirrored."""
+        if not self.on_spark:
+            return []
+        from orchestration.lib import spark
+
+        with self.connect() as con, spark.connect() as cursor:
+            return spark.mirror_tables(con, cursor, tables)
+
+    def read_frame(self, sql: str):
+        """A pandas frame of `sql` (portable SQL) computed by the engine: the DuckDB file, or the
+        Spark cluster, where only the result travels."""
+        if self.on_spark:
+            from orchestration.lib import spark
+
+            with spark.connect() as cursor:
+                return spark.read_frame(cursor, sql)
+        with self.connect(read_only=True) as con:
+            return con.execute(sql).df()
 
 
 class LandingZoneResource(dg.ConfigurableResource):

@@ -73,7 +73,7 @@ def dbt_source_tables(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manife
     return sorted({f"{s['schema']}.{s['name']}" for s in sources})
 
 
-def publish_sources(con: duckdb.DuckDBPyConnection, spark_cursor, tables: list[str], lake: Path | None = None) -> list[str]:
+def publish_tables(con: duckdb.DuckDBPyConnection, spark_cursor, tables: list[str], lake: Path | None = None) -> list[str]:
     """Publish the DuckDB copies of `tables` that exist and register them in Spark; returns those published."""
     present = {f"{schema}.{name}" for schema, name in
                con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}

@@ -73,6 +73,14 @@ def _engine() -> str:
     return raw
 
 
+def _ml_frame_rows() -> int:
+    raw = os.environ.get("TESSERA_ML_FRAME_ROWS", "").strip().replace("_", "") or "1000000"
+    if not raw.isdigit() or int(raw) < 1000:
+        raise SettingsError(f"TESSERA_ML_FRAME_ROWS={raw!r} must be a whole number of at least 1000: the most rows an ML "
+                            "step takes from the engine at once (larger training frames are sampled, scoring is chunked).")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     landing_dir: Path
@@ -88,6 +96,7 @@ class Settings:
     partitions_start: dt.date  # the first daily event partition
     lookback_days: int  # days before a partition that its run rebuilds too (late events)
     engine: str  # duckdb or spark: where dbt runs
+    ml_frame_rows: int  # the most rows an ML step reads from the engine at once
 
 
 def load_settings() -> Settings:
@@ -107,6 +116,7 @@ def load_settings() -> Settings:
         partitions_start=_partitions_start(),
         lookback_days=_lookback_days(),
         engine=_engine(),
+        ml_frame_rows=_ml_frame_rows(),
     )
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+from orchestration.lib.dbt_subprocess import run_dbt
 
 
 class SparkUnavailableError(RuntimeError):
@@ -40,9 +41,17 @@ def connect() -> Iterator:
 
 
 def read_frame(cursor, sql: str) -> pd.DataFrame:
+    """The result of `sql` with the dtypes DuckDB's `.df()` gives: decimals as floats, dates and
+    timestamps as datetime64 (Thrift returns Decimal objects and dates as text)."""
     cursor.execute(sql)
-    columns = [d[0].split(".")[-1] for d in cursor.description]
-    return pd.DataFrame(cursor.fetchall(), columns=columns)
+    columns = [(d[0].split(".")[-1], d[1]) for d in cursor.description]
+    frame = pd.DataFrame(cursor.fetchall(), columns=[name for name, _ in columns])
+    for name, kind in columns:
+        if kind == "DECIMAL_TYPE":
+            frame[name] = pd.to_numeric(frame[name]).astype(float)
+        elif kind in ("DATE_TYPE", "TIMESTAMP_TYPE"):
+            frame[name] = pd.to_datetime(frame[name]).astype("datetime64[us]")
+    return frame
 
 
 def publish_warehouse_sources(duckdb_warehouse: Path, lake: Path | None = None) -> list[str]:
@@ -51,20 +60,49 @@ def publish_warehouse_sources(duckdb_warehouse: Path, lake: Path | None = None) 
     from orchestration.lib.warehouse import connect as duckdb_connect
 
     with duckdb_connect(duckdb_warehouse, read_only=True) as con, connect() as cursor:
-        return lake_lib.publish_sources(con, cursor, lake_lib.dbt_source_tables(), lake)
+        return lake_lib.publish_tables(con, cursor, lake_lib.dbt_source_tables(), lake)
 
 
 def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None,
                  publish: bool = True) -> subprocess.CompletedProcess:
     """Publish the warehouse's dbt sources (unless `publish` is False), then run `dbt <dbt_args>` against
-    the spark target. dbt's output is returned; a failure raises with it."""
-    from orchestration.lib.settings import DBT_PROJECT_DIR
-
+    the spark target."""
     if publish:
         publish_warehouse_sources(duckdb_warehouse, lake)
-    dbt = Path(sys.executable).parent / "dbt"
-    result = subprocess.run([str(dbt), *dbt_args, "--target", "spark", "--profiles-dir", "."],
-                            cwd=DBT_PROJECT_DIR, capture_output=True, text=True, env={**os.environ, "TESSERA_ENGINE": "spark"})
-    if result.returncode != 0:
-        raise RuntimeError(f"dbt {' '.join(dbt_args)} failed on Spark (exit {result.returncode}):\n{result.stdout[-6000:]}")
-    return result
+    return run_dbt(dbt_args, "spark")
+
+
+def table_location(cursor, table: str) -> str | None:
+    """Where Spark keeps `schema.name`'s files, or None for a view or a missing table."""
+    cursor.execute(f"SHOW TABLES IN {table.split('.')[0]} LIKE '{table.split('.')[1]}'")
+    if not cursor.fetchall():
+        return None
+    cursor.execute(f"DESCRIBE TABLE EXTENDED {table}")
+    details = {str(name).strip(): value for name, value, *_ in cursor.fetchall()}
+    if str(details.get("Type", "")).upper() == "VIEW":
+        return None
+    location = details.get("Location")
+    return location.removeprefix("file:") if location and location.startswith("file:") else location
+
+
+def mirror_tables(con, cursor, tables: list[str]) -> list[str]:
+    """Make each Spark table `schema.name` readable in the DuckDB warehouse under the same name: a
+    view over the Parquet files Spark wrote (partition columns recovered from the directory names),
+    replacing a DuckDB table of that name if the warehouse ran on DuckDB before. The Python steps
+    (GX gates, segments, exports, the API) then read the engine's tables unchanged. Spark views have
+    no files and are skipped; returns the tables mirrored."""
+    mirrored = []
+    for table in tables:
+        location = table_location(cursor, table)
+        if location is None:
+            continue
+        schema, name = table.split(".")
+        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                           [schema, name]).fetchall()
+        if kind and kind[0][0] == "BASE TABLE":
+            con.execute(f"DROP TABLE {table}")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
+                    f"'{location.rstrip('/')}/**/part-*', hive_partitioning = true, union_by_name = true)")
+        mirrored.append(table)
+    return mirrored

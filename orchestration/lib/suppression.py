@@ -100,21 +100,23 @@ def predicate(columns: list[str], alias: str = "t") -> str | None:
     return " OR ".join(parts) if parts else None
 
 
-def person_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    """Every base table that may hold a person's rows -> its columns."""
+def person_tables(con: duckdb.DuckDBPyConnection, include_views: bool = False) -> dict[str, list[str]]:
+    """Every base table (and view, if asked) that may hold a person's rows -> its columns."""
+    kinds = ("BASE TABLE", "VIEW") if include_views else ("BASE TABLE", "")
     rows = con.execute(f"""
         SELECT c.table_schema || '.' || c.table_name, list(c.column_name ORDER BY c.ordinal_position)
         FROM information_schema.columns c
         JOIN information_schema.tables t USING (table_catalog, table_schema, table_name)
-        WHERE t.table_type = 'BASE TABLE' AND c.table_schema IN {SCHEMAS}
+        WHERE t.table_type IN {kinds} AND c.table_schema IN {SCHEMAS}
         GROUP BY 1 ORDER BY 1""").fetchall()
     return {name: cols for name, cols in rows if name not in EXEMPT_TABLES and predicate(cols)}
 
 
-def count_traces(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Rows of suppressed persons per table (all zero after an erasure)."""
+def count_traces(con: duckdb.DuckDBPyConnection, include_views: bool = False) -> dict[str, int]:
+    """Rows of suppressed persons per table (all zero after an erasure); with `include_views`, also
+    per view (the Spark engine's tables, mirrored as views)."""
     out = {}
-    for table, cols in person_tables(con).items():
+    for table, cols in person_tables(con, include_views).items():
         out[table] = con.execute(f"SELECT count(*) FROM {table} t WHERE {predicate(cols)}").fetchone()[0]
     return out
 

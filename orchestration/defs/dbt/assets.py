@@ -2,15 +2,19 @@
 
 
 import json
+from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from orchestration.defs.dbt.project import dbt_project
+from orchestration.defs.ingest.sources_config import cached_sources_config
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, partition_window, single_run
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource, retry_when_locked
+from orchestration.lib import spark
+from orchestration.lib.dbt_subprocess import run_dbt
 from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
@@ -18,12 +22,30 @@ translator = DagsterDbtTranslator(
 )
 
 
-def _build_args(landing: LandingZoneResource, extra_vars: dict | None = None) -> list[str]:
-    """`dbt build`, with the feature date from TESSERA_AS_OF when it is set and the event taxonomy
-    of the sources config (both read at run time)."""
+def _run_vars(sources_config) -> dict:
+    """The event taxonomy of the sources config, and the feature date from TESSERA_AS_OF when it is
+    set (both read at run time)."""
     as_of = load_settings().as_of
-    dbt_vars = landing.config().taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
-    return ["build", "--vars", json.dumps(dbt_vars | (extra_vars or {}))]
+    return sources_config.taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
+
+
+def _build_args(landing: LandingZoneResource, warehouse: WarehouseResource, extra_vars: dict | None = None) -> list[str]:
+    """`dbt build` with the run's vars. dbt's target follows TESSERA_ENGINE (profiles.yml); on Spark
+    the unit tests stay out, as dbt-spark cannot run them (dbt-labs/dbt-adapters#481)."""
+    return ["build", "--vars", json.dumps(_run_vars(landing.config()) | (extra_vars or {}))] + \
+        (["--exclude", "test_type:unit"] if warehouse.on_spark else [])
+
+
+def rebuild_after_erasure(warehouse: WarehouseResource) -> None:
+    """Every dbt model again from the scrubbed sources, so that nothing this run builds still counts
+    an erased person (deciles, quintiles, feature caps). On DuckDB the event models were scrubbed in
+    place and stay; Spark's Parquet tables have no row-level DELETE, so there every model is rebuilt
+    in full from sources published afresh."""
+    run_vars = ["--vars", json.dumps(_run_vars(cached_sources_config(load_settings().sources_config)))]
+    if warehouse.on_spark:
+        spark.dbt_on_spark(Path(warehouse.path), ["run", "--full-refresh", *run_vars])
+    else:
+        run_dbt(["run", "--exclude", DAILY_EVENTS, *run_vars], "duckdb")
 
 
 def _partition_args(context: dg.AssetExecutionContext, config: IncrementalConfig) -> tuple[dict, list[str]]:
@@ -39,21 +61,27 @@ def _partition_args(context: dg.AssetExecutionContext, config: IncrementalConfig
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
            warehouse: WarehouseResource, config: IncrementalConfig | None = None):
     """`dbt build`, then each model's row count and a preview without personal data. dbt holds
-    DuckDB's write lock until it exits, so the events wait for it."""
+    DuckDB's write lock until it exits, so the events wait for it. On Spark the built tables are
+    mirrored into the DuckDB file first, for the steps that read them there."""
     extra_vars, flags = _partition_args(context, config) if config else ({}, [])
     try:
-        events = list(dbt.cli(_build_args(landing, extra_vars) + flags, context=context).stream())
+        events = list(dbt.cli(_build_args(landing, warehouse, extra_vars) + flags, context=context).stream())
     except DagsterDbtCliRuntimeError as exc:  # dbt lost DuckDB's lock to a process outside Dagster
         retry_when_locked(exc)
         raise
+
+    def table(event: dg.Output) -> str:
+        return ".".join(context.asset_key_for_output(event.output_name).path)
+
+    built = [table(event) for event in events if isinstance(event, dg.Output)]
+    readable = set(warehouse.mirror(built) if warehouse.on_spark else built)
     with warehouse.connect(read_only=True) as con:
         for event in events:
-            if isinstance(event, dg.Output):
-                key = context.asset_key_for_output(event.output_name)
-                spec_schema = context.assets_def.specs_by_key[key].metadata.get("dagster/column_schema")
+            if isinstance(event, dg.Output) and table(event) in readable:
+                spec = context.assets_def.specs_by_key[context.asset_key_for_output(event.output_name)]
+                spec_schema = spec.metadata.get("dagster/column_schema")
                 described = {c.name: c.description for c in spec_schema.columns} if spec_schema else {}
-                event = event.with_metadata({**event.metadata,
-                                             **table_metadata(con, ".".join(key.path), described)})
+                event = event.with_metadata({**event.metadata, **table_metadata(con, table(event), described)})
             yield event
 
 

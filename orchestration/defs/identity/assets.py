@@ -1,5 +1,6 @@
 """Identity resolution assets: Splink matches between CRM records, then the identity graph."""
 
+import math
 from typing import Optional
 
 import dagster as dg
@@ -10,9 +11,10 @@ from orchestration.defs.identity.graph import (
     GraphLimits,
     compare_with_previous,
     identifiers_per_person_histogram,
-    resolve,
+    resolve_in_batches,
 )
 from orchestration.defs.identity.matching import MatchSettings, match_customer_records
+from orchestration.defs.identity.spark_components import connected_components
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import figures
@@ -51,6 +53,61 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
     })
 
 
+# The graph as portable SQL: one batch is everything whose node joins `{batch}` (all, on DuckDB).
+GRAPH_SQL = {
+    "nodes": "SELECT n.identifier_type, n.identifier, n.first_seen_at FROM intermediate.int_identity__nodes n {batch}",
+    "edges": f"""
+        SELECT e.left_type, e.left_id, e.right_type, e.right_id, e.rule, e.weight, e.first_seen_at
+        FROM intermediate.int_identity__edges e {{batch}}
+        UNION ALL
+        SELECT 'customer_id', m.customer_id_l, 'customer_id', m.customer_id_r, '{PROBABILISTIC_RULE}',
+               m.match_probability, least(l.first_seen_at, r.first_seen_at)
+        FROM intermediate.crm_match_pairs m
+        JOIN intermediate.int_identity__nodes l ON l.identifier_type = 'customer_id' AND l.identifier = m.customer_id_l
+        JOIN intermediate.int_identity__nodes r ON r.identifier_type = 'customer_id' AND r.identifier = m.customer_id_r
+        {{match_batch}}""",
+    "previous": "SELECT p.identifier_type, p.identifier, p.person_id FROM marts.identity_map p {batch}",
+}
+BATCH_JOIN = {"nodes": ("n.identifier_type", "n.identifier"), "edges": ("e.left_type", "e.left_id"),
+              "match_batch": ("'customer_id'", "m.customer_id_l"), "previous": ("p.identifier_type", "p.identifier")}
+# Identifiers per batch when the graph is resolved from the Spark engine.
+BATCH_IDENTIFIERS = 2_000_000
+
+
+def _graph_frames(run_sql, has_previous: bool, batch: str | None = None):
+    """(nodes, edges with the probabilistic matches, previous map or None) of one batch. `run_sql`
+    runs a query on the engine; `batch` is a query of the batch's node keys ("<type>:<value>")."""
+    def join(name: str) -> str:
+        kind, value = BATCH_JOIN[name]
+        return f"JOIN ({batch}) b ON b.node = concat({kind}, ':', {value})" if batch else ""
+
+    nodes = run_sql(GRAPH_SQL["nodes"].format(batch=join("nodes")))
+    edges = run_sql(GRAPH_SQL["edges"].format(batch=join("edges"), match_batch=join("match_batch")))
+    previous = run_sql(GRAPH_SQL["previous"].format(batch=join("previous"))) if has_previous else None
+    return nodes, edges, previous
+
+
+def _batches_on_spark(context: dg.AssetExecutionContext, has_previous: bool):
+    """The graph in batches from the Spark engine: connected components on the cluster (of the
+    evidence edges, the probabilistic matches and the previous persons, so that neither an edge nor
+    a previous person spans two batches), then whole components together, about BATCH_IDENTIFIERS
+    identifiers per batch."""
+    from orchestration.lib import spark
+
+    links = ["SELECT left_type, left_id, right_type, right_id FROM intermediate.int_identity__edges",
+             "SELECT 'customer_id', customer_id_l, 'customer_id', customer_id_r FROM intermediate.crm_match_pairs"]
+    if has_previous:
+        links.append("SELECT identifier_type, identifier, 'previous_person', person_id FROM marts.identity_map")
+    with spark.connect() as cursor:
+        components = connected_components(cursor, edges="(" + " UNION ALL ".join(links) + ") AS links")
+        count = math.ceil(components.nodes / BATCH_IDENTIFIERS)
+        context.log.info(f"Connected components on Spark: {components.components:,} components of {components.nodes:,} "
+                         f"nodes in {components.rounds} rounds; resolved in {count} batch(es)")
+        for index in range(count):
+            batch = f"SELECT node FROM {components.table} WHERE pmod(hash(component), {count}) = {index}"
+            yield _graph_frames(lambda sql: spark.read_frame(cursor, sql), has_previous, batch)
+
+
 @dg.asset(
     key=["intermediate", "identity_assignments"],
     deps=[dg.AssetKey(["intermediate", "int_identity__nodes"]), dg.AssetKey(["intermediate", "int_identity__edges"]),
@@ -62,26 +119,22 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
 )
 def identity_assignments(context: dg.AssetExecutionContext, config: IdentityConfig,
                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+    limits = GraphLimits(max_identifiers_per_person=config.max_identifiers_per_person)
     with warehouse.connect() as con:
-        nodes = con.execute("SELECT identifier_type, identifier, first_seen_at FROM intermediate.int_identity__nodes").df()
-        edges = con.execute("SELECT left_type, left_id, right_type, right_id, rule, weight, first_seen_at "
-                            "FROM intermediate.int_identity__edges").df()
-        matches = con.execute(f"""
-            SELECT 'customer_id' AS left_type, m.customer_id_l AS left_id, 'customer_id' AS right_type,
-                   m.customer_id_r AS right_id, '{PROBABILISTIC_RULE}' AS rule, m.match_probability AS weight,
-                   least(l.first_seen_at, r.first_seen_at) AS first_seen_at
-            FROM intermediate.crm_match_pairs m
-            JOIN intermediate.int_identity__nodes l ON l.identifier_type = 'customer_id' AND l.identifier = m.customer_id_l
-            JOIN intermediate.int_identity__nodes r ON r.identifier_type = 'customer_id' AND r.identifier = m.customer_id_r
-        """).df()
-        previous = (con.execute("SELECT identifier_type, identifier, person_id FROM marts.identity_map").df()
-                    if table_exists(con, "marts", "identity_map") else None)
-        result = resolve(nodes, pd.concat([edges, matches], ignore_index=True), previous,
-                         GraphLimits(max_identifiers_per_person=config.max_identifiers_per_person))
+        has_previous = table_exists(con, "marts", "identity_map")
+        if warehouse.on_spark:
+            warehouse.publish(con, ["intermediate.crm_match_pairs"])
+            batches = list(_batches_on_spark(context, has_previous))
+        else:
+            batches = [_graph_frames(lambda sql: con.execute(sql).df(), has_previous)]
+        result = resolve_in_batches(batches, limits)
         with transaction(con):
             table_from_frame(con, "intermediate.identity_assignments", result.assignments)
             table_from_frame(con, "intermediate.identity_refused_edges", result.refused_edges)
+        warehouse.publish(con, ["intermediate.identity_assignments"])
         metadata = table_metadata(con, "intermediate.identity_assignments")
+    previous = pd.concat([b[2] for b in batches], ignore_index=True) if has_previous else None
+    matches = sum(int((b[1]["rule"] == PROBABILISTIC_RULE).sum()) for b in batches)
     stats = result.stats
     changes = compare_with_previous(result.assignments, previous)
     sizes = result.assignments.groupby("person_id").size()
@@ -97,7 +150,7 @@ def identity_assignments(context: dg.AssetExecutionContext, config: IdentityConf
         "identifiers_moved_since_previous_run": changes["identifiers_moved"],
         "persons_merged_since_previous_run": changes["merges"],
         "persons_split_since_previous_run": changes["splits"],
-        "probabilistic_edges": len(matches),
+        "probabilistic_edges": matches,
         "identifiers_per_person_distribution": dg.MetadataValue.md(figures.markdown_image(figures.histogram(
             identifiers_per_person_histogram(sizes), "Identifiers per person", "identifiers (binned)"),
             "identifiers per person")),

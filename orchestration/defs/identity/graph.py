@@ -146,6 +146,28 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     return GraphResult(assignments, refused_df, stats)
 
 
+
+def resolve_in_batches(batches, limits: GraphLimits = GraphLimits()) -> GraphResult:
+    """`resolve` over independent parts of the graph, one at a time: (nodes, edges, previous) per
+    batch, where no edge and no previous person crosses two batches (connected components of the
+    graph and the previous map, as spark_components computes them). The result is the one `resolve`
+    gives for the whole graph, with the memory of the largest batch."""
+    results = [resolve(nodes, edges, previous, limits) for nodes, edges, previous in batches]
+    if len(results) == 1:
+        return results[0]
+    refused_by_reason = Counter()
+    for result in results:
+        refused_by_reason.update(result.stats["refused_by_reason"])
+    stats = {key: sum(r.stats[key] for r in results)
+             for key in ("persons", "identifiers", "edges_accepted", "edges_refused")}
+    return GraphResult(
+        pd.concat([r.assignments for r in results], ignore_index=True),
+        pd.concat([r.refused_edges for r in results if len(r.refused_edges)] or [results[0].refused_edges],
+                  ignore_index=True),
+        {**stats, "largest_person": max(r.stats["largest_person"] for r in results),
+         "refused_by_reason": dict(refused_by_reason)})
+
+
 def _person_ids(members: dict[int, list[int]], kinds: list[str], values: list[str],
                 previous: pd.DataFrame | None) -> dict[int, str]:
     """Keep previous ids where the majority of a person's identifiers already had one."""

@@ -72,6 +72,7 @@ def _ingest(context: dg.AssetExecutionContext, source: str, window: DayWindow, w
     with warehouse.connect() as con:
         report = load_source(con, files, source, window=window)
         tables = {name: table_metadata(con, f"raw.{name}") for name in [table, *COMPANIONS.get(source, {})]}
+        warehouse.publish(con, [f"raw.{name}" for name in tables])
     context.log.info(
         f"{source}: read {report.rows_read:,} rows from {report.files_read or report.files_seen} files"
         + (f" for the days {window}" if source == "events" else "") + f", loaded {report.rows_loaded:,}, "

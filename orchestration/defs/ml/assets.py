@@ -4,6 +4,7 @@ The work itself is plain Python in `ml/`; these assets read the feature marts, p
 context (as_of, data version, engine, Dagster run id) and write the scored marts.
 """
 
+import math
 import os
 from typing import Optional
 
@@ -16,6 +17,7 @@ from ml.propensity import PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.settings import load_settings
 from orchestration.lib.warehouse import table_from_frame, transaction
 
 OWNER = "team:data-science"
@@ -45,26 +47,56 @@ class PropensityAssetConfig(dg.Config):
     min_roc_auc: float = workflows.PROPENSITY_POLICY.minimums["roc_auc"]
 
 
-def _frame(con, purpose: str, with_labels: bool = False) -> pd.DataFrame:
-    """Model-ready features at the feature date of `purpose` (scoring, training_cutoff, backtest_cutoff)."""
-    labels = ", l.purchased_in_window" if with_labels else ""
+def _frame_sql(purpose: str, with_labels: bool, where: str = "true", select: str = "f.*") -> str:
+    """Model-ready features at the feature date of `purpose` (scoring, training_cutoff, backtest_cutoff),
+    in SQL that both engines run."""
+    labels = ", l.purchased_in_window" if with_labels and select == "f.*" else ""
     join = "JOIN marts.purchase_labels l ON l.person_id = f.person_id AND l.as_of = f.as_of" if with_labels else ""
-    return con.execute(f"""
-        SELECT f.*{labels}
+    return f"""
+        SELECT {select}{labels}
         FROM marts.user_features_model_ready f
-        JOIN intermediate.int_feature_dates d ON d.as_of = f.as_of AND d.purpose = ?
+        JOIN intermediate.int_feature_dates d ON d.as_of = f.as_of AND d.purpose = '{purpose}'
         {join}
-        ORDER BY f.person_id""", [purpose]).df()
+        WHERE {where}"""
 
 
-def _context(con, context: dg.AssetExecutionContext) -> workflows.RunContext:
-    rows, digest = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM marts.user_features_model_ready t")\
-        .fetchone()
-    as_of = con.execute("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'scoring'").fetchone()
+def _hash_range(low: float, high: float) -> str:
+    """The persons whose md5(person_id) falls in [low, high) of the hash space: the same persons on
+    every engine, and on every run."""
+    def bound(x: float) -> str:
+        return f"'{min(int(x * 16**8), 16**8 - 1):08x}'"
+
+    parts = ([f"substr(md5(f.person_id), 1, 8) >= {bound(low)}"] if low > 0 else []) + \
+            ([f"substr(md5(f.person_id), 1, 8) < {bound(high)}"] if high < 1 else [])
+    return " AND ".join(parts) or "true"
+
+
+def _rows(warehouse: WarehouseResource, purpose: str, with_labels: bool = False) -> int:
+    return int(warehouse.read_frame(_frame_sql(purpose, with_labels, select="count(*) AS n"))["n"].iloc[0])
+
+
+def _frame(warehouse: WarehouseResource, purpose: str, with_labels: bool = False,
+           context: dg.AssetExecutionContext | None = None) -> pd.DataFrame:
+    """The features of `purpose` from the engine that holds them; above TESSERA_ML_FRAME_ROWS rows, a
+    fixed hash sample of persons of that size, computed by the engine."""
+    rows, limit = _rows(warehouse, purpose, with_labels), load_settings().ml_frame_rows
+    where = _hash_range(0, limit / rows) if rows > limit else "true"
+    if rows > limit and context:
+        context.log.info(f"{purpose}: {rows:,} rows on the {warehouse.engine} engine; training on a hash sample of "
+                         f"about {limit:,} (TESSERA_ML_FRAME_ROWS)")
+    return warehouse.read_frame(_frame_sql(purpose, with_labels, where) + " ORDER BY f.person_id")
+
+
+def _context(warehouse: WarehouseResource, frame: pd.DataFrame,
+             context: dg.AssetExecutionContext) -> workflows.RunContext:
+    """The run's lineage for MLflow: the scoring date, a digest of the frame the model learns from
+    (rows and content), the engine, the Dagster run."""
+    as_of = warehouse.read_frame("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'scoring'")["as_of"]
+    digest = int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0
     return workflows.RunContext(
-        as_of=str(pd.Timestamp(as_of[0]).date()) if as_of else "unknown",
-        data_version=f"{rows}-{int(digest) % 10**12:012d}",
-        engine=os.environ.get("TESSERA_ENGINE", "duckdb"), dagster_run_id=context.run.run_id,
+        as_of=str(pd.Timestamp(as_of.iloc[0]).date()) if len(as_of) else "unknown",
+        data_version=f"{len(frame)}-{digest % 10**12:012d}",
+        engine=warehouse.engine, dagster_run_id=context.run.run_id,
     )
 
 
@@ -78,18 +110,27 @@ def _decision_metadata(summary: dict) -> dict:
     }
 
 
-def _score_into(con, table: str, score) -> tuple[pd.DataFrame, dict]:
-    """Score every person at the scoring date with a @champion (`score(frame)`), replace `table`
-    with the result, and return it with the table's metadata."""
-    frame = _frame(con, "scoring")
-    try:
-        out = score(frame)
-    except workflows.NoChampionError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    out["as_of"] = frame["as_of"].to_numpy()
-    with transaction(con):
-        table_from_frame(con, table, out)
-    return out, table_metadata(con, table)
+def _score_into(warehouse: WarehouseResource, table: str, score) -> tuple[pd.DataFrame, dict]:
+    """Score every person at the scoring date with a @champion (`score(frame)`), in chunks of at most
+    TESSERA_ML_FRAME_ROWS persons read from the engine, replace `table` with the result (published
+    to the engine on Spark), and return it with the table's metadata."""
+    chunks = max(1, math.ceil(_rows(warehouse, "scoring") / load_settings().ml_frame_rows))
+    scored = []
+    for index in range(chunks):
+        frame = warehouse.read_frame(_frame_sql("scoring", False, _hash_range(index / chunks, (index + 1) / chunks))
+                                     + " ORDER BY f.person_id")
+        try:
+            out = score(frame)
+        except workflows.NoChampionError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        out["as_of"] = frame["as_of"].to_numpy()
+        scored.append(out)
+    out = pd.concat(scored, ignore_index=True)
+    with warehouse.connect() as con:
+        with transaction(con):
+            table_from_frame(con, table, out)
+        warehouse.publish(con, [table])
+        return out, table_metadata(con, table)
 
 
 @dg.asset(
@@ -100,15 +141,14 @@ def _score_into(con, table: str, score) -> tuple[pd.DataFrame, dict]:
 )
 def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetConfig,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
-    with warehouse.connect(read_only=True) as con:
-        frame = _frame(con, "scoring")
-        run_context = _context(con, context)
-        categories = con.execute("""
-            SELECT e.person_id, e.category, count(*) AS events
-            FROM intermediate.int_person_events e
-            JOIN intermediate.int_feature_dates d ON d.purpose = 'scoring' AND e.event_date <= d.as_of
-            WHERE e.category IS NOT NULL
-            GROUP BY ALL""").df()
+    frame = _frame(warehouse, "scoring", context=context)
+    categories = warehouse.read_frame("""
+        SELECT e.person_id, e.category, count(*) AS events
+        FROM intermediate.int_person_events e
+        JOIN intermediate.int_feature_dates d ON d.purpose = 'scoring' AND e.event_date <= d.as_of
+        WHERE e.category IS NOT NULL
+        GROUP BY e.person_id, e.category""")
+    run_context = _context(warehouse, frame, context)
     policy = PromotionPolicy(workflows.CLUSTERING_POLICY.metric, config.promotion_margin,
                              workflows.CLUSTERING_POLICY.minimums)
     try:
@@ -133,8 +173,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
     description="One row per person: the @champion clustering's stable cluster id and readable name at the scoring date.",
 )
 def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    with warehouse.connect() as con:
-        assigned, metadata = _score_into(con, "marts.cluster_assignments", workflows.assign_clusters)
+    assigned, metadata = _score_into(warehouse, "marts.cluster_assignments", workflows.assign_clusters)
     sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
     return dg.MaterializeResult(metadata={
         **metadata, "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
@@ -150,10 +189,9 @@ def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
 )
 def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAssetConfig,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
-    with warehouse.connect(read_only=True) as con:
-        backtest = _frame(con, "backtest_cutoff", with_labels=True)
-        training = _frame(con, "training_cutoff", with_labels=True)
-        run_context = _context(con, context)
+    backtest = _frame(warehouse, "backtest_cutoff", with_labels=True, context=context)
+    training = _frame(warehouse, "training_cutoff", with_labels=True, context=context)
+    run_context = _context(warehouse, training, context)
     try:
         propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows)
         summary = workflows.train_propensity_model(
@@ -174,9 +212,8 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
     description="One row per person and model: the @champion purchase_30d probability at the scoring date.",
 )
 def propensity_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    with warehouse.connect() as con:
-        scores, metadata = _score_into(con, "marts.propensity_scores",
-                                       lambda frame: workflows.score_propensity(frame, "purchase_30d"))
+    scores, metadata = _score_into(warehouse, "marts.propensity_scores",
+                                   lambda frame: workflows.score_propensity(frame, "purchase_30d"))
     deciles = pd.qcut(scores["score"].rank(method="first"), 10, labels=False) if len(scores) >= 10 else None
     meta = {**metadata, "model_version": scores["model_version"].iloc[0] if len(scores) else "",
             "mean_score": float(scores["score"].mean()) if len(scores) else 0.0}

@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from orchestration.defs.dbt.assets import rebuild_after_erasure
 from orchestration.defs.exports.audiences import export_traces, scrub_audiences
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.privacy.erasure import process_erasures, remaining_traces
@@ -23,14 +24,18 @@ ERASURE_LOG = dg.AssetKey(["privacy", "erasure_log"])
     description="Applies erasure requests (privacy/ folder): each resolves through marts.identity_map to a person, "
                 "whose identifiers join privacy.suppression_list as SHA-256 hashes, and whose rows leave every "
                 "raw, pii, intermediate and marts table (membership history included) and every audience export, "
-                "before this run's membership is built. Later data for the person is dropped at ingestion. The log "
-                "keeps hashes only.",
+                "before this run's membership is built; the dbt models are then rebuilt from the scrubbed sources, so "
+                "no decile or quintile still counts the person. Later data for the person is dropped at ingestion. "
+                "The log keeps hashes only.",
 )
 def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = process_erasures(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "privacy.erasure_log")
+    if any(report.rows_removed.values()):
+        context.log.info(f"Rebuilding the dbt models on {warehouse.engine} from the scrubbed sources")
+        rebuild_after_erasure(warehouse)
     removed = pd.DataFrame(sorted(((t, n) for t, n in report.rows_removed.items() if n), key=lambda r: -r[1]),
                            columns=["table", "rows removed"])
     context.log.info(f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
@@ -49,7 +54,7 @@ def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
 def no_trace_of_erased_persons(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
-        traces = remaining_traces(con, lambda c: export_traces(c, exports_dir))
+        traces = remaining_traces(con, lambda c: export_traces(c, exports_dir), include_views=warehouse.on_spark)
     return dg.AssetCheckResult(
         passed=not traces,
         description="No trace left." if not traces else

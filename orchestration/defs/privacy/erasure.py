@@ -116,11 +116,13 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
     return report
 
 
-def remaining_traces(con: duckdb.DuckDBPyConnection, count_export_traces=None) -> dict[str, int]:
-    """Rows left for suppressed persons, per table and export folder; empty when none are left."""
+def remaining_traces(con: duckdb.DuckDBPyConnection, count_export_traces=None,
+                     include_views: bool = False) -> dict[str, int]:
+    """Rows left for suppressed persons, per table (and view, if asked) and export folder; empty
+    when none are left."""
     if not suppression.has_suppressions(con):
         return {}
-    traces = {t: n for t, n in suppression.count_traces(con).items() if n}
+    traces = {t: n for t, n in suppression.count_traces(con, include_views).items() if n}
     if count_export_traces is not None:
         traces.update({k: n for k, n in count_export_traces(con).items() if n})
     return traces

@@ -142,3 +142,74 @@ def test_merges_and_splits_against_the_previous_map_are_counted():
     assert compare_with_previous(current, None) == {"identifiers_moved": 0, "merges": 0, "splits": 0}
     bins = identifiers_per_person_histogram(pd.Series([1, 1, 2, 7, 60]))
     assert bins.to_dict() == {"1": 2, "2": 1, "3": 0, "4": 0, "5-9": 1, "10-19": 0, "20-49": 0, "50+": 1}
+
+
+def _components(pairs: list[tuple]) -> dict:
+    """node -> component label, by union-find over undirected pairs (the test's own, for batching)."""
+    parent: dict = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    return {node: find(node) for node in list(parent)}
+
+
+def test_resolving_in_batches_of_components_equals_resolving_the_whole_graph():
+    from orchestration.defs.identity.graph import resolve_in_batches
+
+    edges = [
+        # a shared tablet between two registered people
+        ("anonymous_id", "a-phone", "user_id", "alice", "event_anonymous_user", 0.99, 1),
+        ("anonymous_id", "tablet", "user_id", "alice", "event_anonymous_user", 0.99, 2),
+        ("anonymous_id", "tablet", "user_id", "bob", "event_anonymous_user", 0.99, 4),
+        # a person over the cap of 3 identifiers
+        ("user_id", "u9", "anonymous_id", "d1", "event_anonymous_user", 0.99, 1),
+        ("user_id", "u9", "anonymous_id", "d2", "event_anonymous_user", 0.98, 1),
+        ("user_id", "u9", "anonymous_id", "d3", "event_anonymous_user", 0.97, 1),
+        # x and y were one person last time; their link is gone, so they are two components now
+        ("anonymous_id", "x", "user_id", "ux", "event_anonymous_user", 0.99, 1),
+        ("anonymous_id", "y", "user_id", "uy", "event_anonymous_user", 0.99, 2),
+    ]
+    previous = pd.DataFrame({"identifier_type": ["anonymous_id", "anonymous_id", "user_id"],
+                             "identifier": ["x", "y", "alice"], "person_id": ["p_old", "p_old", "p_alice"]})
+    limits = GraphLimits(max_identifiers_per_person=3)
+    whole, expected = _run(edges, previous=previous, limits=limits)
+    frame = pd.DataFrame(edges, columns=["left_type", "left_id", "right_type", "right_id", "rule", "weight", "day"])
+    frame["first_seen_at"] = frame.pop("day").map(_day)
+    nodes = expected.assignments[["identifier_type", "identifier"]].assign(first_seen_at=T0)
+    nodes["first_seen_at"] = [min(frame.loc[((frame.left_type == t) & (frame.left_id == v)) |
+                                            ((frame.right_type == t) & (frame.right_id == v)), "first_seen_at"])
+                              for t, v in zip(nodes.identifier_type, nodes.identifier)]
+
+    def batches(link_previous: bool):
+        pairs = [((a, b), (c, d)) for a, b, c, d, *_ in edges]
+        if link_previous:  # as spark_components does: a previous person holds its identifiers together
+            pairs += [((t, v), ("previous_person", p)) for t, v, p in previous.itertuples(index=False)]
+        component = _components(pairs)
+        key = lambda t, v: component[(t, v)]  # noqa: E731
+        for label in sorted(set(component.values()), key=str):
+            in_batch = lambda t, v: key(t, v) == label  # noqa: E731
+            batch_nodes = nodes[[in_batch(t, v) for t, v in zip(nodes.identifier_type, nodes.identifier)]]
+            if not len(batch_nodes):
+                continue
+            yield (batch_nodes, frame[[in_batch(t, v) for t, v in zip(frame.left_type, frame.left_id)]],
+                   previous[[in_batch(t, v) and (t, v) in component for t, v in
+                             zip(previous.identifier_type, previous.identifier)]])
+
+    batched = resolve_in_batches(list(batches(link_previous=True)), limits)
+    assert len(list(batches(link_previous=True))) == 3  # the tablet, the capped person, x and y
+    key = ["identifier_type", "identifier"]
+    pd.testing.assert_frame_equal(batched.assignments.sort_values(key).reset_index(drop=True),
+                                  expected.assignments.sort_values(key).reset_index(drop=True))
+    assert batched.stats == expected.stats
+    assert sorted(batched.refused_edges["why"]) == sorted(expected.refused_edges["why"]) == \
+        ["more than 3 identifiers", "two user_ids"]
+    assert whole[("anonymous_id", "x")] == "p_old" != whole[("anonymous_id", "y")]
+    # Batched without the previous persons, x's person and y's person would both keep p_old.
+    unlinked = resolve_in_batches(list(batches(link_previous=False)), limits).assignments
+    assert (unlinked.loc[unlinked.identifier.isin(["x", "y"]), "person_id"] == "p_old").all()

@@ -1,4 +1,5 @@
-{{ config(materialized='view') }}
+-- A view on DuckDB. On Spark a table: the Python steps read Spark's tables as their Parquet files.
+{{ config(materialized='table' if target.type == 'spark' else 'view') }}
 -- Model-ready features: skewed counts and amounts capped at their 95th percentile within each
 -- as_of, then log1p; shares and scores pass through. marts.user_features stays untouched.
 {% set skewed = ['recency_days', 'frequency_orders', 'monetary_total', 'avg_order_value', 'sessions_total',
