@@ -94,11 +94,22 @@ def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None, 
             "peak_memory_gb": round(memory.peak / 1024 ** 3, 2), "step_s": timing["step_s"]}
 
 
+# Disk a tier needs, measured at 1M persons: 12 GB of landing files, a 34 GB warehouse and spill.
+DISK_BYTES_PER_PERSON = 60_000
+
+
 def main() -> None:
     parser = tier_parser(__doc__, 10_000)
     parser.add_argument("--no-daily", action="store_true", help="skip the daily run (step 3)")
+    parser.add_argument("--ignore-disk", action="store_true", help="start even with less free disk than the tier needs")
     args = parser.parse_args()
     work = tier_workdir(args)
+    work.mkdir(parents=True, exist_ok=True)
+    free, needed = shutil.disk_usage(work).free, args.persons * DISK_BYTES_PER_PERSON
+    if free < needed and not args.ignore_disk:
+        sys.exit(f"benchmarks/scale.py: {args.persons:,} persons need about {needed / 1e9:.0f} GB of free disk in {work} "
+                 f"(landing files, warehouse, spill) and {free / 1e9:.0f} GB are free. Free some, choose --workdir "
+                 "elsewhere, or pass --ignore-disk.")
     generate_started = time.perf_counter()
     landing, _ = ensure_generated(work, args.persons)
     generated_s = round(time.perf_counter() - generate_started, 1)

@@ -89,7 +89,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             with spark.connect():
                 pass
         except spark.SparkUnavailableError as exc:
-            print(f"tessera run: TESSERA_ENGINE=spark, but {exc}", file=sys.stderr)
+            print(f"tessera run: TESSERA_ENGINE=spark: {exc}", file=sys.stderr)
             return 2
     problems = _config_problems(settings)
     if problems:

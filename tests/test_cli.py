@@ -127,7 +127,10 @@ def test_run_shows_a_bar_of_finished_steps_on_a_terminal(monkeypatch, capsys):
     ({}, ["services", "up", "kafka"], "Unknown service 'kafka': choose from postgres, mlflow"),
     ({"TESSERA_POSTGRES_PORT": "five"}, ["services", "up", "postgres"], "TESSERA_POSTGRES_PORT='five' must be a port number"),
     ({"TESSERA_ENGINE": "snowflake"}, ["run"], "TESSERA_ENGINE='snowflake' must be 'duckdb'"),
-    ({"TESSERA_ENGINE": "spark"}, ["run"], "still work on the DuckDB warehouse"),
+    ({"TESSERA_ENGINE": "spark", "TESSERA_SPARK_PORT": "1"}, ["run"],
+     "TESSERA_ENGINE=spark: No Spark Thrift server answers at 127.0.0.1:1 (TESSERA_SPARK_HOST, TESSERA_SPARK_PORT): "
+     "start the local cluster with `make services-up`"),
+    ({"TESSERA_ML_FRAME_ROWS": "ten"}, ["run"], "TESSERA_ML_FRAME_ROWS='ten' must be a whole number of at least 1000"),
 ])
 def test_engine_and_services_mistakes_exit_2_with_a_message(tmp_path, env, args, message):
     proc = _tessera(*args, env={**env, "TESSERA_SERVICES_DIR": str(tmp_path / "services"),

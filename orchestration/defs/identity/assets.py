@@ -4,12 +4,10 @@ import math
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
 
 from orchestration.defs.identity.graph import (
     CUSTOMER_LINK_RULES,
     GraphLimits,
-    compare_with_previous,
     identifiers_per_person_histogram,
     resolve_in_batches,
 )
@@ -124,19 +122,16 @@ def identity_assignments(context: dg.AssetExecutionContext, config: IdentityConf
         has_previous = table_exists(con, "marts", "identity_map")
         if warehouse.on_spark:
             warehouse.publish(con, ["intermediate.crm_match_pairs"])
-            batches = list(_batches_on_spark(context, has_previous))
+            batches = _batches_on_spark(context, has_previous)
         else:
             batches = [_graph_frames(lambda sql: con.execute(sql).df(), has_previous)]
-        result = resolve_in_batches(batches, limits)
+        result, changes = resolve_in_batches(batches, limits)
         with transaction(con):
             table_from_frame(con, "intermediate.identity_assignments", result.assignments)
             table_from_frame(con, "intermediate.identity_refused_edges", result.refused_edges)
         warehouse.publish(con, ["intermediate.identity_assignments"])
         metadata = table_metadata(con, "intermediate.identity_assignments")
-    previous = pd.concat([b[2] for b in batches], ignore_index=True) if has_previous else None
-    matches = sum(int((b[1]["rule"] == PROBABILISTIC_RULE).sum()) for b in batches)
     stats = result.stats
-    changes = compare_with_previous(result.assignments, previous)
     sizes = result.assignments.groupby("person_id").size()
     context.log.info(f"{stats['persons']:,} persons from {stats['identifiers']:,} identifiers; "
                      f"{stats['edges_refused']:,} edges refused {stats['refused_by_reason']}")
@@ -150,7 +145,7 @@ def identity_assignments(context: dg.AssetExecutionContext, config: IdentityConf
         "identifiers_moved_since_previous_run": changes["identifiers_moved"],
         "persons_merged_since_previous_run": changes["merges"],
         "persons_split_since_previous_run": changes["splits"],
-        "probabilistic_edges": matches,
+        "probabilistic_edges": stats["probabilistic_edges"],
         "identifiers_per_person_distribution": dg.MetadataValue.md(figures.markdown_image(figures.histogram(
             identifiers_per_person_histogram(sizes), "Identifiers per person", "identifiers (binned)"),
             "identifiers per person")),

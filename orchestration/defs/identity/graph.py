@@ -141,32 +141,36 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
         "edges_accepted": int(len(ordered) - len(refused)),
         "edges_refused": len(refused),
         "refused_by_reason": dict(Counter(r[-1] for r in refused)),
+        "probabilistic_edges": int(edges["rule"].isin(PROBABILISTIC_RULES).sum()),
     }
     refused_df = pd.DataFrame(refused, columns=["left_type", "left_id", "right_type", "right_id", "rule", "weight", "why"])
     return GraphResult(assignments, refused_df, stats)
 
 
 
-def resolve_in_batches(batches, limits: GraphLimits = GraphLimits()) -> GraphResult:
-    """`resolve` over independent parts of the graph, one at a time: (nodes, edges, previous) per
-    batch, where no edge and no previous person crosses two batches (connected components of the
+def resolve_in_batches(batches, limits: GraphLimits = GraphLimits()) -> tuple[GraphResult, dict[str, int]]:
+    """`resolve` over independent parts of the graph, one at a time: an iterable of (nodes, edges,
+    previous) where no edge and no previous person crosses two batches (connected components of the
     graph and the previous map, as spark_components computes them). The result is the one `resolve`
-    gives for the whole graph, with the memory of the largest batch."""
-    results = [resolve(nodes, edges, previous, limits) for nodes, edges, previous in batches]
+    gives for the whole graph, with the memory of the largest batch; with it, what changed against
+    the previous map (compare_with_previous, summed over batches: exact, as no person spans two)."""
+    results, changes = [], Counter({"identifiers_moved": 0, "merges": 0, "splits": 0})
+    for nodes, edges, previous in batches:
+        results.append(resolve(nodes, edges, previous, limits))
+        changes.update(compare_with_previous(results[-1].assignments, previous))
     if len(results) == 1:
-        return results[0]
+        return results[0], dict(changes)
     refused_by_reason = Counter()
     for result in results:
         refused_by_reason.update(result.stats["refused_by_reason"])
     stats = {key: sum(r.stats[key] for r in results)
-             for key in ("persons", "identifiers", "edges_accepted", "edges_refused")}
+             for key in ("persons", "identifiers", "edges_accepted", "edges_refused", "probabilistic_edges")}
     return GraphResult(
         pd.concat([r.assignments for r in results], ignore_index=True),
         pd.concat([r.refused_edges for r in results if len(r.refused_edges)] or [results[0].refused_edges],
                   ignore_index=True),
         {**stats, "largest_person": max(r.stats["largest_person"] for r in results),
-         "refused_by_reason": dict(refused_by_reason)})
-
+         "refused_by_reason": dict(refused_by_reason)}), dict(changes)
 
 def _person_ids(members: dict[int, list[int]], kinds: list[str], values: list[str],
                 previous: pd.DataFrame | None) -> dict[int, str]:

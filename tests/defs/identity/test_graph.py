@@ -160,7 +160,7 @@ def _components(pairs: list[tuple]) -> dict:
 
 
 def test_resolving_in_batches_of_components_equals_resolving_the_whole_graph():
-    from orchestration.defs.identity.graph import resolve_in_batches
+    from orchestration.defs.identity.graph import compare_with_previous, resolve_in_batches
 
     edges = [
         # a shared tablet between two registered people
@@ -201,15 +201,17 @@ def test_resolving_in_batches_of_components_equals_resolving_the_whole_graph():
                    previous[[in_batch(t, v) and (t, v) in component for t, v in
                              zip(previous.identifier_type, previous.identifier)]])
 
-    batched = resolve_in_batches(list(batches(link_previous=True)), limits)
+    batched, changes = resolve_in_batches(batches(link_previous=True), limits)
     assert len(list(batches(link_previous=True))) == 3  # the tablet, the capped person, x and y
     key = ["identifier_type", "identifier"]
     pd.testing.assert_frame_equal(batched.assignments.sort_values(key).reset_index(drop=True),
                                   expected.assignments.sort_values(key).reset_index(drop=True))
     assert batched.stats == expected.stats
+    assert changes == compare_with_previous(expected.assignments, previous) == \
+        {"identifiers_moved": 1, "merges": 0, "splits": 1}
     assert sorted(batched.refused_edges["why"]) == sorted(expected.refused_edges["why"]) == \
         ["more than 3 identifiers", "two user_ids"]
     assert whole[("anonymous_id", "x")] == "p_old" != whole[("anonymous_id", "y")]
     # Batched without the previous persons, x's person and y's person would both keep p_old.
-    unlinked = resolve_in_batches(list(batches(link_previous=False)), limits).assignments
+    unlinked = resolve_in_batches(batches(link_previous=False), limits)[0].assignments
     assert (unlinked.loc[unlinked.identifier.isin(["x", "y"]), "person_id"] == "p_old").all()
