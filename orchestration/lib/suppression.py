@@ -102,7 +102,7 @@ def predicate(columns: list[str], alias: str = "t") -> str | None:
 
 def person_tables(con: duckdb.DuckDBPyConnection, include_views: bool = False) -> dict[str, list[str]]:
     """Every base table (and view, if asked) that may hold a person's rows -> its columns."""
-    kinds = ("BASE TABLE", "VIEW") if include_views else ("BASE TABLE", "")
+    kinds = "('BASE TABLE', 'VIEW')" if include_views else "('BASE TABLE')"
     rows = con.execute(f"""
         SELECT c.table_schema || '.' || c.table_name, list(c.column_name ORDER BY c.ordinal_position)
         FROM information_schema.columns c

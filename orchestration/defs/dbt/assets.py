@@ -70,18 +70,15 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: Land
         retry_when_locked(exc)
         raise
 
-    def table(event: dg.Output) -> str:
-        return ".".join(context.asset_key_for_output(event.output_name).path)
-
-    built = [table(event) for event in events if isinstance(event, dg.Output)]
+    keys = {e.output_name: context.asset_key_for_output(e.output_name) for e in events if isinstance(e, dg.Output)}
+    built = [".".join(key.path) for key in keys.values()]
     readable = set(warehouse.mirror(built) if warehouse.on_spark else built)
     with warehouse.connect(read_only=True) as con:
         for event in events:
-            if isinstance(event, dg.Output) and table(event) in readable:
-                spec = context.assets_def.specs_by_key[context.asset_key_for_output(event.output_name)]
-                spec_schema = spec.metadata.get("dagster/column_schema")
+            if isinstance(event, dg.Output) and (table := ".".join(keys[event.output_name].path)) in readable:
+                spec_schema = context.assets_def.specs_by_key[keys[event.output_name]].metadata.get("dagster/column_schema")
                 described = {c.name: c.description for c in spec_schema.columns} if spec_schema else {}
-                event = event.with_metadata({**event.metadata, **table_metadata(con, table(event), described)})
+                event = event.with_metadata({**event.metadata, **table_metadata(con, table, described)})
             yield event
 
 

@@ -71,6 +71,10 @@ def _hash_range(low: float, high: float) -> str:
     return " AND ".join(parts) or "true"
 
 
+def _read(warehouse: WarehouseResource, purpose: str, with_labels: bool, where: str) -> pd.DataFrame:
+    return warehouse.read_frame(_frame_sql(purpose, with_labels, where) + " ORDER BY f.person_id")
+
+
 def _rows(warehouse: WarehouseResource, purpose: str, with_labels: bool = False) -> int:
     return int(warehouse.read_frame(_frame_sql(purpose, with_labels, select="count(*) AS n"))["n"].iloc[0])
 
@@ -84,7 +88,7 @@ def _frame(warehouse: WarehouseResource, purpose: str, with_labels: bool = False
     if rows > limit and context:
         context.log.info(f"{purpose}: {rows:,} rows on the {warehouse.engine} engine; training on a hash sample of "
                          f"about {limit:,} (TESSERA_ML_FRAME_ROWS)")
-    return warehouse.read_frame(_frame_sql(purpose, with_labels, where) + " ORDER BY f.person_id")
+    return _read(warehouse, purpose, with_labels, where)
 
 
 def _context(warehouse: WarehouseResource, frame: pd.DataFrame,
@@ -117,8 +121,7 @@ def _score_into(warehouse: WarehouseResource, table: str, score) -> tuple[pd.Dat
     chunks = max(1, math.ceil(_rows(warehouse, "scoring") / load_settings().ml_frame_rows))
     scored = []
     for index in range(chunks):
-        frame = warehouse.read_frame(_frame_sql("scoring", False, _hash_range(index / chunks, (index + 1) / chunks))
-                                     + " ORDER BY f.person_id")
+        frame = _read(warehouse, "scoring", False, _hash_range(index / chunks, (index + 1) / chunks))
         try:
             out = score(frame)
         except workflows.NoChampionError as exc:
