@@ -6,44 +6,21 @@ with dates as (
     select as_of from {{ ref('int_feature_dates') }}
 ),
 
-events as (
-    select d.as_of, e.*, {{ days_between('e.event_date', 'd.as_of') }} as age_days
+-- Events are summed per person and day first, and each as_of date adds up the days before it,
+-- so the events are read once rather than once per date.
+person_events as (
+    select e.*
     from {{ ref('int_person_events') }} e
-    join dates d on e.event_date <= d.as_of
+    where e.event_date <= (select max(as_of) from dates)
 ),
 
-orders as (
-    select d.as_of, o.*
-    from {{ ref('int_orders') }} o
-    join dates d on cast(o.ordered_at as date) <= d.as_of
-    where o.person_id is not null
-),
-
-order_features as (
+event_days as (
     select
-        as_of,
         person_id,
-        count(case when status = 'completed' then 1 end) as frequency_orders,
-        coalesce(sum(case when status = 'completed' then amount end), 0) as monetary_total,
-        max(case when status = 'completed' then ordered_at end) as last_order_at,
-        min(ordered_at) as first_order_at,
-        max(ordered_at) as last_order_any_at,
-        count(case when status = 'refunded' then 1 end) as refunded_orders
-    from orders
-    group by as_of, person_id
-),
-
-event_features as (
-    select
-        as_of,
-        person_id,
-        min(occurred_at) as first_event_at,
-        max(occurred_at) as last_event_at,
-        count(*) as events_total,
-        count(case when age_days < 7 then 1 end) as events_7d,
-        count(case when age_days < 30 then 1 end) as events_30d,
-        count(case when age_days < 90 then 1 end) as events_90d,
-        count(case when age_days >= 30 and age_days < 60 then 1 end) as events_prev_30d,
+        event_date,
+        min(occurred_at) as first_at,
+        max(occurred_at) as last_at,
+        count(*) as events,
         count(case when behaviour = 'product_view' then 1 end) as product_views,
         count(case when behaviour = 'add_to_cart' then 1 end) as add_to_cart_count,
         count(case when behaviour = 'search' then 1 end) as searches,
@@ -51,17 +28,68 @@ event_features as (
         count(case when behaviour = 'video' and video_percent_watched >= 80 then 1 end) as videos_completed,
         count(case when behaviour = 'scroll' then 1 end) as scrolls,
         count(case when behaviour = 'scroll' and scroll_percent >= 75 then 1 end) as deep_scrolls,
-        count(distinct case when behaviour in ('product_view', 'add_to_cart', 'purchase') then category end) as category_breadth,
         count(case when device_type = 'mobile' then 1 end) as mobile_events,
         count(case when local_hour >= 6 and local_hour < 12 then 1 end) as morning_events,
         count(case when local_hour >= 12 and local_hour < 18 then 1 end) as afternoon_events,
         count(case when local_hour >= 18 then 1 end) as evening_events,
         count(case when local_hour < 6 then 1 end) as night_events,
         count(case when local_iso_weekday >= 6 then 1 end) as weekend_events,
-        count(case when local_iso_weekday <= 5 and local_hour >= 9 and local_hour < 17 then 1 end) as business_hours_events,
-        sum(exp(-ln(2) * age_days / {{ half_life }})) as decayed_engagement
-    from events
+        count(case when local_iso_weekday <= 5 and local_hour >= 9 and local_hour < 17 then 1 end) as business_hours_events
+    from person_events
+    group by person_id, event_date
+),
+
+order_features as (
+    select
+        d.as_of,
+        o.person_id,
+        count(case when o.status = 'completed' then 1 end) as frequency_orders,
+        coalesce(sum(case when o.status = 'completed' then o.amount end), 0) as monetary_total,
+        max(case when o.status = 'completed' then o.ordered_at end) as last_order_at,
+        min(o.ordered_at) as first_order_at,
+        max(o.ordered_at) as last_order_any_at,
+        count(case when o.status = 'refunded' then 1 end) as refunded_orders
+    from {{ ref('int_orders') }} o
+    join dates d on cast(o.ordered_at as date) <= d.as_of
+    where o.person_id is not null
+    group by d.as_of, o.person_id
+),
+
+event_features as (
+    select
+        as_of,
+        person_id,
+        min(first_at) as first_event_at,
+        max(last_at) as last_event_at,
+        {% for name in ['events', 'product_views', 'add_to_cart_count', 'searches', 'videos', 'videos_completed',
+                        'scrolls', 'deep_scrolls', 'mobile_events', 'morning_events', 'afternoon_events',
+                        'evening_events', 'night_events', 'weekend_events', 'business_hours_events'] %}
+        cast(sum({{ name }}) as bigint) as {{ 'events_total' if name == 'events' else name }},
+        {% endfor %}
+        cast(sum(case when age_days < 7 then events else 0 end) as bigint) as events_7d,
+        cast(sum(case when age_days < 30 then events else 0 end) as bigint) as events_30d,
+        cast(sum(case when age_days < 90 then events else 0 end) as bigint) as events_90d,
+        cast(sum(case when age_days >= 30 and age_days < 60 then events else 0 end) as bigint) as events_prev_30d,
+        sum(events * exp(-ln(2) * age_days / {{ half_life }})) as decayed_engagement
+    from (
+        select d.as_of, e.*, {{ days_between('e.event_date', 'd.as_of') }} as age_days
+        from event_days e
+        join dates d on e.event_date <= d.as_of
+    ) aged
     group by as_of, person_id
+),
+
+-- Distinct categories browsed, added or bought by as_of: each counts from its first day.
+category_breadth as (
+    select d.as_of, c.person_id, count(*) as category_breadth
+    from (
+        select person_id, category, min(event_date) as first_date
+        from person_events
+        where behaviour in ('product_view', 'add_to_cart', 'purchase') and category is not null
+        group by person_id, category
+    ) c
+    join dates d on c.first_date <= d.as_of
+    group by d.as_of, c.person_id
 ),
 
 session_features as (
@@ -83,11 +111,16 @@ session_features as (
 top_{{ col }} as (
     select as_of, person_id, {{ col }}
     from (
-        select as_of, person_id, {{ col }},
-               row_number() over (partition by as_of, person_id order by count(*) desc, {{ col }}) as rn
-        from events
-        where {{ col }} is not null
-        group by as_of, person_id, {{ col }}
+        select d.as_of, v.person_id, v.{{ col }},
+               row_number() over (partition by d.as_of, v.person_id order by sum(v.events) desc, v.{{ col }}) as rn
+        from (
+            select person_id, event_date, {{ col }}, count(*) as events
+            from person_events
+            where {{ col }} is not null
+            group by person_id, event_date, {{ col }}
+        ) v
+        join dates d on v.event_date <= d.as_of
+        group by d.as_of, v.person_id, v.{{ col }}
     ) ranked
     where rn = 1
 ),
@@ -146,7 +179,7 @@ combined as (
         coalesce(e.searches, 0) as searches,
         case when e.videos > 0 then 1.0 * e.videos_completed / e.videos end as video_completion_share,
         case when e.scrolls > 0 then 1.0 * e.deep_scrolls / e.scrolls end as deep_scroll_share,
-        coalesce(e.category_breadth, 0) as category_breadth,
+        coalesce(cb.category_breadth, 0) as category_breadth,
         case when e.events_total > 0 then 1.0 * e.mobile_events / e.events_total end as mobile_share,
         case when e.events_total > 0 then 1.0 * e.weekend_events / e.events_total end as weekend_share,
         case when e.events_total > 0 then 1.0 * e.business_hours_events / e.events_total end as business_hours_share,
@@ -162,6 +195,7 @@ combined as (
     left join order_features o on o.as_of = p.as_of and o.person_id = p.person_id
     left join event_features e on e.as_of = p.as_of and e.person_id = p.person_id
     left join session_features s on s.as_of = p.as_of and s.person_id = p.person_id
+    left join category_breadth cb on cb.as_of = p.as_of and cb.person_id = p.person_id
     left join top_local_hour th on th.as_of = p.as_of and th.person_id = p.person_id
     left join top_local_iso_weekday tw on tw.as_of = p.as_of and tw.person_id = p.person_id
     left join top_device_type td on td.as_of = p.as_of and td.person_id = p.person_id
