@@ -57,14 +57,29 @@ def stage_times(step_s: dict[str, float]) -> dict[str, float]:
     return {**stages, "gates": round(sum(step_s[step] for step in gates), 1)}
 
 
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Seconds per finished step of a run, from its event log."""
+    begin, steps = {}, {}
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or not ev.step_key:
+            continue
+        if ev.event_type_value == "STEP_START":
+            begin[ev.step_key] = entry.timestamp
+        elif ev.event_type_value == "STEP_SUCCESS":
+            steps[ev.step_key] = round(entry.timestamp - begin[ev.step_key], 2)
+    return steps
+
+
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
                  sources_config: Path | None = None, partition_key: str | None = None, train: bool = True,
-                 with_privacy: bool = False) -> dict:
+                 with_privacy: bool = False, instance=None) -> dict:
     """Every asset (optionally with asset checks, the ML and segment assets, and the erasures) into
     `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
     of every day are loaded, or only those of `partition_key` (a daily run, with its lookback).
-    `train=False` scores with the @champion models without retraining them, as daily_refresh_job does."""
+    `train=False` scores with the @champion models without retraining them, as daily_refresh_job does.
+    Pass an ephemeral `instance` to watch the run's steps from another thread while it runs."""
     import dagster as dg
 
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
@@ -88,7 +103,7 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
         + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) \
         + ([*privacy_assets, *(privacy_checks if with_checks else [])] if with_privacy else [])
-    instance = dg.DagsterInstance.ephemeral()
+    instance = instance or dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
     selection = None if train or not with_ml else dg.AssetSelection.all() - training_assets
@@ -98,13 +113,4 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
                                            str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})
     total = time.perf_counter() - started
     assert result.success
-    begin, steps = {}, {}
-    for entry in instance.all_logs(result.run_id):
-        ev = entry.dagster_event
-        if ev is None or not ev.step_key:
-            continue
-        if ev.event_type_value == "STEP_START":
-            begin[ev.step_key] = entry.timestamp
-        elif ev.event_type_value == "STEP_SUCCESS":
-            steps[ev.step_key] = round(entry.timestamp - begin[ev.step_key], 2)
-    return {"run_wall_s": round(total, 1), "step_s": steps}
+    return {"run_wall_s": round(total, 1), "step_s": step_seconds(instance, result.run_id)}

@@ -12,7 +12,9 @@ For the tier (generated into data/bench/p<persons>/ unless it is there already):
 3. the last day's files land, and a daily run of that one partition (with its 3-day lookback)
    rebuilds the same chain as daily_refresh_job does, scoring with the models the full run
    trained (they retrain weekly): its wall time against the full run's.
-Figures go to benchmarks/results/scale_p<persons>.json.
+Figures go to benchmarks/results/scale_p<persons>.json. While a run goes, its finished steps, peak
+memory and free disk are rewritten every 30 s to <workdir>/scale/progress-<full|day>.json, so a run
+that does not finish still shows how far it got.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 
-from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, stage_times, tier_parser, tier_workdir  # noqa: E402
+from benchmarks._pipeline import (  # noqa: E402
+    ensure_generated,
+    run_pipeline,
+    save_result,
+    stage_times,
+    step_seconds,
+    tier_parser,
+    tier_workdir,
+)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -86,10 +96,36 @@ def read_once_reference(events: Path) -> dict:
     return {"seconds": round(time.perf_counter() - started, 1), "rows": rows, "files": len(files)}
 
 
+def _write_progress(path: Path, instance, memory: PeakMemory, started: float) -> None:
+    """The finished steps so far, peak memory and free disk, so that a run that does not finish
+    still says how far it got and what each step cost."""
+    import json
+
+    runs = instance.get_runs(limit=1)
+    steps = step_seconds(instance, runs[0].run_id) if runs else {}
+    path.write_text(json.dumps({"elapsed_s": round(time.perf_counter() - started), "peak_memory_gb": round(
+        memory.peak / 1024 ** 3, 2), "free_disk_gb": round(shutil.disk_usage(path.parent).free / 1e9, 1),
+        "step_s": steps}, indent=2) + "\n")
+
+
 def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None, train: bool = True) -> dict:
+    import dagster as dg
+
+    instance, started = dg.DagsterInstance.ephemeral(), time.perf_counter()
+    progress, done = warehouse.parent / f"progress-{partition_key or 'full'}.json", threading.Event()
     with PeakMemory() as memory:
-        timing = run_pipeline(landing, warehouse, with_checks=True, with_ml=True, partition_key=partition_key,
-                              train=train)
+        def watch() -> None:
+            while not done.wait(30):
+                _write_progress(progress, instance, memory, started)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            timing = run_pipeline(landing, warehouse, with_checks=True, with_ml=True, partition_key=partition_key,
+                                  train=train, instance=instance)
+        finally:
+            done.set()
+            watcher.join()
     return {"wall_s": timing["run_wall_s"], "stage_s": stage_times(timing["step_s"]),
             "peak_memory_gb": round(memory.peak / 1024 ** 3, 2), "step_s": timing["step_s"]}
 
@@ -129,6 +165,7 @@ def main() -> None:
     os.environ.pop("TESSERA_AS_OF", None)
     try:
         reference = read_once_reference(events)
+        print(f"read-once reference: {reference}", flush=True)
         full = timed_run(landing, run_dir / "warehouse.duckdb")
     finally:
         for path in held.iterdir():
