@@ -183,20 +183,66 @@ def score(model, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(model_inputs(frame))[:, 1]
 
 
+def _typical_row(inputs: pd.DataFrame) -> pd.DataFrame:
+    """One row of each column's typical value: the median, or the most frequent category."""
+    numeric = set(numeric_columns(inputs))
+    return pd.DataFrame({col: [inputs[col].median() if col in numeric else inputs[col].mode().iat[0]]
+                         for col in inputs.columns}).astype(inputs.dtypes.to_dict())
+
+
+def _encoded_columns(pre: ColumnTransformer, columns: list[str]) -> dict[str, np.ndarray] | None:
+    """Per input column, the positions of the encoded columns it produces (scaled numbers map one to
+    one; a category's one-hot columns are named <column>_<category>), or None if that is unclear."""
+    names = list(pre.get_feature_names_out())
+    owners = [max((c for c in columns if n == c or n.startswith(f"{c}_")), key=len, default=None) for n in names]
+    if None in owners:
+        return None
+    return {c: np.array([i for i, owner in enumerate(owners) if owner == c]) for c in columns}
+
+
+def _occlusion_effects(model, inputs: pd.DataFrame, typical: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per input column, the score drop when that column is set to its typical value.
+
+    A Tessera pipeline (features step, then an estimator) encodes the rows once: occluding a column
+    then sets its encoded columns to the typical row's, and only the estimator runs again. That
+    gives the same numbers as re-running the whole pipeline (the encoders work column by column),
+    and rows that already hold the typical value are not re-scored. Any other model is re-run whole
+    per column."""
+    steps = getattr(model, "named_steps", {})
+    pre, estimator = steps.get("features"), steps.get("model")
+    positions = _encoded_columns(pre, list(inputs.columns)) if isinstance(pre, ColumnTransformer) else None
+    if positions is not None and estimator is not None:
+        encoded = np.asarray(pre.transform(inputs), dtype="float64")
+        typical_encoded = np.asarray(pre.transform(typical), dtype="float64")[0]
+        base = estimator.predict_proba(encoded)[:, 1]
+        effects = {}
+        for col, idx in positions.items():
+            # Rows that already hold the typical value do not change: only the others are re-scored.
+            changed = np.flatnonzero((encoded[:, idx] != typical_encoded[idx]).any(axis=1))
+            occluded = encoded[changed]
+            occluded[:, idx] = typical_encoded[idx]
+            effects[col] = np.zeros(len(encoded))
+            if len(changed):
+                effects[col][changed] = base[changed] - estimator.predict_proba(occluded)[:, 1]
+        return effects
+    base = model.predict_proba(inputs)[:, 1]
+    effects = {}
+    for col in inputs.columns:
+        occluded = inputs.copy()
+        occluded[col] = typical[col].iat[0]
+        effects[col] = base - model.predict_proba(occluded)[:, 1]
+    return effects
+
+
 def top_contributions(model, frame: pd.DataFrame, n: int = 3) -> list[list[dict]]:
     """Per row, the `n` features that raise its score most, by occlusion: the score drop when the
     feature is set to the population's typical value (median, or most frequent category).
     Model-agnostic, so it explains whichever candidate became champion."""
     inputs = model_inputs(frame)
-    base = model.predict_proba(inputs)[:, 1]
-    effects = {}
-    for col in inputs.columns:
-        typical = inputs[col].median() if col in numeric_columns(inputs) else inputs[col].mode().iat[0]
-        occluded = inputs.copy()
-        occluded[col] = typical
-        effects[col] = base - model.predict_proba(occluded)[:, 1]
+    effects = _occlusion_effects(model, inputs, _typical_row(inputs))
     names = np.array(list(effects))
-    values = np.column_stack(list(effects.values()))
+    # Rounded before ranking, so that effects equal to the last bit rank by column order.
+    values = np.round(np.column_stack(list(effects.values())), 4)
     order = np.argsort(-values, axis=1, kind="stable")[:, :n]
-    return [[{"feature": str(names[j]), "contribution": round(float(values[i, j]), 4)} for j in row if values[i, j] > 0]
+    return [[{"feature": str(names[j]), "contribution": float(values[i, j])} for j in row if values[i, j] > 0]
             for i, row in enumerate(order)]
