@@ -2,9 +2,8 @@
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
-
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from ml.features import categorical_columns, numeric_columns
 from ml.propensity import PropensityConfig, build_pipeline, evaluate, model_inputs, score, top_contributions, train_propensity
