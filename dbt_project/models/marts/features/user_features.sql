@@ -70,7 +70,9 @@ event_features as (
         cast(sum(case when age_days < 30 then events else 0 end) as bigint) as events_30d,
         cast(sum(case when age_days < 90 then events else 0 end) as bigint) as events_90d,
         cast(sum(case when age_days >= 30 and age_days < 60 then events else 0 end) as bigint) as events_prev_30d,
-        sum(events * exp(-ln(2) * age_days / {{ half_life }})) as decayed_engagement
+        -- Summed as decimals: a sum of doubles depends on the order rows arrive in, and that order
+        -- varies between runs of the same data.
+        cast(sum(cast(events * exp(-ln(2) * age_days / {{ half_life }}) as decimal(38, 12))) as double) as decayed_engagement
     from (
         select d.as_of, e.*, {{ days_between('e.event_date', 'd.as_of') }} as age_days
         from event_days e
