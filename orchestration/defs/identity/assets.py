@@ -29,6 +29,7 @@ class IdentityConfig(dg.Config):
     # Hard guards on probabilistic CRM matches (see MatchSettings); null turns one off.
     max_birth_date_gap_days: Optional[int] = MatchSettings.max_birth_date_gap_days
     min_name_similarity: Optional[float] = MatchSettings.min_name_similarity
+    max_block_size: int = MatchSettings.max_block_size
 
 
 @dg.asset(
@@ -42,7 +43,7 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
         records = con.execute("SELECT * FROM intermediate.int_crm__customer_records").df()
         pairs = match_customer_records(records, MatchSettings(
             threshold=config.match_threshold, max_birth_date_gap_days=config.max_birth_date_gap_days,
-            min_name_similarity=config.min_name_similarity))
+            min_name_similarity=config.min_name_similarity, max_block_size=config.max_block_size))
         table_from_frame(con, "intermediate.crm_match_pairs", pairs)
         metadata = table_metadata(con, "intermediate.crm_match_pairs")
     return dg.MaterializeResult(metadata={

@@ -29,6 +29,8 @@ EM_PASSES = (("birth_date", "street"), ("first_name", "last_name", "street"), ("
 class MatchSettings:
     threshold: float = 0.99
     max_pairs_for_u: float = 2e6
+    # Blocks with more records than this generate no pairs (see BLOCKING_KEYS).
+    max_block_size: int = 100
     seed: int = 42
     # Records whose birth dates differ beyond a one-character typo, a day/month swap and this many
     # days, and whose contact details differ too (both have an email and they differ, or both a
@@ -91,6 +93,36 @@ def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | 
     return known & ~typo & ~swapped & (gap > max_gap_days)
 
 
+# Splink scores only pairs of records that share one of these blocking keys (SQL over the folded
+# record; a key with a null part blocks nothing). Names go unordered, so swapped names share them.
+# The narrow keys pair two rarely shared fields; the wide ones catch duplicates whose corruption
+# broke every narrow key (FEBRL3 has many), but their blocks (one birth date, one name in one town)
+# grow with the table, so their pairs grow with its square: blocks above `max_block_size` records
+# are skipped (block purging), which keeps the pairs linear in the table.
+NAMES = ("least(first_name, last_name)", "greatest(first_name, last_name)")
+BLOCKING_KEYS = (
+    (*NAMES, "substr(birth_date, 1, 4)"), (*NAMES, "postcode"), (*NAMES, "city"),
+    ("birth_date", "postcode"), ("birth_date", "street"), ("birth_date", "first_name"), ("birth_date", "last_name"),
+    ("postcode", "street"), ("first_name", "street"), ("last_name", "street"),
+    # wide
+    NAMES, ("birth_date",), ("postcode", "last_name"), ("postcode", "first_name"), ("city", "street"),
+    ("last_name", "substr(birth_date, 1, 4)"), ("first_name", "city"), ("last_name", "city"),
+)
+
+
+def with_blocking_keys(con, frame: pd.DataFrame, max_block_size: int) -> pd.DataFrame:
+    """`frame` with one column per BLOCKING_KEYS entry (block_0, block_1, ...): the key, or null
+    where it has a null part or more than `max_block_size` records share it."""
+    con.register("_records", frame)
+    keys = [" || '|' || ".join(f"({part})" for part in parts) for parts in BLOCKING_KEYS]
+    columns = ",\n".join(f"CASE WHEN count(*) OVER (PARTITION BY {key}) <= {max_block_size} THEN {key} END AS block_{i}"
+                         for i, key in enumerate(keys))
+    try:
+        return con.execute(f"SELECT *, {columns} FROM _records ORDER BY customer_id").df()
+    finally:
+        con.unregister("_records")
+
+
 def match_customer_records(records: pd.DataFrame, settings: MatchSettings = MatchSettings()) -> pd.DataFrame:
     """Pairs of customer records that are one person: customer_id_l, customer_id_r, match_probability.
 
@@ -112,19 +144,7 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     creator = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="customer_id",
-        # Several narrow passes instead of one wide one: each pass catches records whose
-        # corruption hit the fields the other passes block on, and none grows with a city's size.
-        blocking_rules_to_generate_predictions=[
-            block_on("first_name", "last_name"),
-            "l.first_name = r.last_name and l.last_name = r.first_name",  # swapped names
-            block_on("birth_date"),
-            block_on("postcode", "last_name"),
-            block_on("postcode", "first_name"),
-            block_on("city", "street"),
-            block_on("last_name", "substr(birth_date, 1, 4)"),
-            block_on("first_name", "city"),
-            block_on("last_name", "city"),
-        ],
+        blocking_rules_to_generate_predictions=[block_on(f"block_{i}") for i in range(len(BLOCKING_KEYS))],
         comparisons=[
             cl.ForenameSurnameComparison("first_name", "last_name"),
             cl.DateOfBirthComparison("birth_date", input_is_string=True, datetime_format="%Y-%m-%d"),
@@ -142,7 +162,8 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     logging.getLogger("splink").setLevel(logging.ERROR)
     with scratch_database() as con:
         db = DuckDBAPI(connection=con)
-        linker = Linker(db.register(frame), creator, log_level=None)
+        blocked = with_blocking_keys(con, frame, settings.max_block_size)
+        linker = Linker(db.register(blocked), creator, log_level=None)
         linker.training.estimate_probability_two_random_records_match(
             [block_on("first_name", "last_name", "birth_date")], recall=0.7)
         linker.training.estimate_u_using_random_sampling(max_pairs=settings.max_pairs_for_u, seed=settings.seed)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestration.defs.identity.matching import MatchSettings, match_customer_records
+from orchestration.defs.identity.matching import BLOCKING_KEYS, NAMES, MatchSettings, match_customer_records, with_blocking_keys
+
+
+def generated_crm(sample) -> pd.DataFrame:
+    """One CRM record per customer of the generated sample, names folded as the dbt model folds them."""
+    crm = pd.read_csv(next((sample.landing / "crm").glob("customers_base-*.csv")), dtype=str).dropna(subset=["customer_id"])
+    return crm.drop_duplicates("customer_id").assign(
+        first_name=lambda d: d.first_name.str.lower(), last_name=lambda d: d.last_name.str.lower(),
+        city=lambda d: d.city.str.lower(), street=lambda d: d.street.str.lower())
 
 
 def test_too_few_records_give_no_pairs_not_an_error():
@@ -24,11 +32,7 @@ def test_typo_duplicate_matches_and_namesake_does_not(sample):
         ("X2", "margarethe", "oosterhius", "1961-03-14", "3511", "utrecht", "12 molenweg"),   # typo twin of X1
         ("X3", "margarethe", "oosterhuis", "1990-11-02", "1011", "amsterdam", "3 dorpsstraat"),  # namesake
     ], columns=["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"])
-    crm = pd.read_csv(next((sample.landing / "crm").glob("customers_base-*.csv")), dtype=str).dropna(subset=["customer_id"])
-    crm = crm.drop_duplicates("customer_id").assign(
-        first_name=lambda d: d.first_name.str.lower(), last_name=lambda d: d.last_name.str.lower(),
-        city=lambda d: d.city.str.lower(), street=lambda d: d.street.str.lower())
-    records = pd.concat([crm[base.columns], base], ignore_index=True)
+    records = pd.concat([generated_crm(sample)[base.columns], base], ignore_index=True)
     pairs = match_customer_records(records)
     matched = set(zip(pairs.customer_id_l, pairs.customer_id_r))
     assert ("X1", "X2") in matched
@@ -66,11 +70,7 @@ def test_a_parent_and_child_of_one_name_at_one_address_stay_apart(sample):
         ("P3", "marco", "petersen", "1975-05-25", "3000", "melbourne", "114 george street", "marco.p@gmx.de"),
     ], columns=["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street", "email"])
     # P3 is P1's record with a typo in the surname.
-    crm = pd.read_csv(next((sample.landing / "crm").glob("customers_base-*.csv")), dtype=str).dropna(subset=["customer_id"])
-    crm = crm.drop_duplicates("customer_id").assign(
-        first_name=lambda d: d.first_name.str.lower(), last_name=lambda d: d.last_name.str.lower(),
-        city=lambda d: d.city.str.lower(), street=lambda d: d.street.str.lower())
-    records = pd.concat([crm[base.columns], base], ignore_index=True)
+    records = pd.concat([generated_crm(sample)[base.columns], base], ignore_index=True)
     without_contacts = records.drop(columns=["email"])
 
     def matched(settings: MatchSettings) -> set:
@@ -82,3 +82,35 @@ def test_a_parent_and_child_of_one_name_at_one_address_stay_apart(sample):
     assert ("P1", "P2") in matched(MatchSettings(max_birth_date_gap_days=None))  # the score alone merges them
     records = without_contacts  # no contact details to disagree on: the birth dates alone do not split them
     assert ("P1", "P2") in matched(MatchSettings())
+
+
+def test_blocks_above_the_cap_are_skipped_yet_a_twin_inside_one_still_matches(sample):
+    """150 namesakes in one town make one wide block of 150 records. With the cap at 100 that block
+    pairs nobody, yet a typo twin among them still meets its original on a narrow key (birth date
+    and street), and a record with swapped names shares the unordered names key."""
+    namesakes = pd.DataFrame({
+        "customer_id": [f"N{i:03d}" for i in range(150)], "first_name": "anna", "last_name": "visser",
+        "birth_date": [f"{1940 + i % 60}-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(150)],
+        "postcode": "3511", "city": "utrecht", "street": [f"{i + 1} oudegracht" for i in range(150)]})
+    twins = pd.DataFrame([
+        ("T1", "anna", "visser", "1977-06-05", "3512", "utrecht", "7 lange nieuwstraat"),
+        ("T2", "anna", "vissser", "1977-06-05", "3512", "utrecht", "7 lange nieuwstraat"),  # typo twin of T1
+        ("S1", "jorinde", "bakema", "1983-02-11", "9711", "groningen", "40 vismarkt"),
+        ("S2", "bakema", "jorinde", "1983-02-11", "9711", "groningen", "40 vismarkt"),  # S1, names swapped
+    ], columns=namesakes.columns)
+    records = pd.concat([generated_crm(sample)[namesakes.columns], namesakes, twins], ignore_index=True)
+
+    import duckdb
+
+    names_key = f"block_{BLOCKING_KEYS.index(NAMES)}"
+    birth_date_street_key = f"block_{BLOCKING_KEYS.index(('birth_date', 'street'))}"
+    with duckdb.connect() as con:
+        blocked = with_blocking_keys(con, records, max_block_size=100).set_index("customer_id")
+    assert blocked.loc[namesakes["customer_id"], names_key].isna().all()  # 151 Anna Vissers: skipped
+    assert blocked.loc["S1", names_key] == blocked.loc["S2", names_key]
+    assert blocked.loc["T1", birth_date_street_key] == blocked.loc["T2", birth_date_street_key]
+
+    pairs = match_customer_records(records, MatchSettings(max_block_size=100))
+    matched = set(zip(pairs.customer_id_l, pairs.customer_id_r))
+    assert ("T1", "T2") in matched and ("S1", "S2") in matched
+    assert not any(a.startswith("N") and b.startswith("N") for a, b in matched)
