@@ -7,8 +7,6 @@ import great_expectations as gx
 from expectations.runner import row_count_sanity
 
 TABLE = "intermediate.int_segment__events"
-COLUMNS = ["message_id", "behaviour", "device_type", "country", "traits_email_normalised", "video_percent_watched",
-           "scroll_percent"]
 SAMPLE_ROWS = 500_000  # a seeded sample of a large table; dbt tests check keys over all rows
 
 

@@ -7,7 +7,6 @@ import great_expectations as gx
 from expectations.runner import row_count_sanity
 
 TABLE = "raw.events"
-COLUMNS = ["message_id", "type", "occurred_at", "source_file", "loaded_at"]
 SAMPLE_ROWS = 500_000  # a seeded sample of a large table; dbt tests check keys over all rows
 
 

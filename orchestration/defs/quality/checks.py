@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from expectations import identity_map, int_segment__events, raw_events, user_features
-from expectations.runner import Failure, row_count_bounds, validate
+from expectations.runner import Failure, columns_of, row_count_bounds, validate
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import figures
 
@@ -56,7 +56,7 @@ def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefini
         with warehouse.connect() as con:
             con.execute(HISTORY_DDL)
             total = con.execute(f"SELECT count(*) FROM {module.TABLE}").fetchone()[0]
-            columns = ", ".join(getattr(module, "COLUMNS", ["*"]))
+            columns = ", ".join(columns_of(module.expectations(None)))
             sample_rows = getattr(module, "SAMPLE_ROWS", None)
             sample = f" USING SAMPLE {sample_rows} ROWS (reservoir, 42)" if sample_rows and total > sample_rows else ""
             frame = con.execute(f"SELECT {columns} FROM {module.TABLE}{sample}").df()

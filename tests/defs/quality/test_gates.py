@@ -96,3 +96,15 @@ def test_sampled_gate_compares_the_full_row_count_with_the_previous_run(tmp_path
     assert first.passed and steady.passed
     assert first.metadata["rows_validated"].value == 10 and first.metadata["rows"].value == 100
     assert not collapsed.passed and "previous run had 120 rows" in collapsed.metadata["failures"].value
+
+
+def test_a_gate_reads_only_the_columns_its_suite_names():
+    import great_expectations as gx
+
+    from expectations.runner import columns_of
+
+    e = gx.expectations
+    assert columns_of([e.ExpectColumnValuesToNotBeNull(column="a"), e.ExpectCompoundColumnsToBeUnique(column_list=["a", "b"]),
+                       e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="c", column_B="d"),
+                       e.ExpectTableRowCountToBeBetween(min_value=1)]) == ["a", "b", "c", "d"]
+    assert "person_id" in columns_of(suite.expectations()) and "rfm_code" in columns_of(suite.expectations())
