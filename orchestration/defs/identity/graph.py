@@ -20,9 +20,10 @@ the same ids and new data never renumbers existing people.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 TYPE_RANK = {"customer_id": 0, "user_id": 1, "email": 2, "phone": 3, "anonymous_id": 4}
@@ -78,6 +79,43 @@ def _hash_id(kind: str, value: str) -> str:
     return "p_" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:16]
 
 
+def _in_merge_order(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | None):
+    """(kinds, values) of the distinct nodes in first-seen order; the edges between known nodes as
+    (left position, right position, rule, weight) in the order they are tried; and the previous
+    person_id of each node that had one, as (positions, person_ids). DuckDB sorts and joins: at a
+    million identifiers, string sorts in pandas and dicts keyed by string pairs cost more than the
+    merge itself, and grew faster than the graph."""
+    import duckdb
+
+    probabilistic = ", ".join(f"'{rule}'" for rule in sorted(PROBABILISTIC_RULES))
+    with duckdb.connect() as con:
+        con.register("nodes_in", nodes)
+        con.register("edges_in", edges)
+        con.execute("""
+            CREATE TEMP TABLE node_pos AS
+            SELECT identifier_type, identifier,
+                   row_number() OVER (ORDER BY min(first_seen_at) NULLS LAST, identifier_type, identifier) - 1 AS pos
+            FROM nodes_in GROUP BY identifier_type, identifier
+        """)
+        ordered_nodes = con.execute("SELECT identifier_type, identifier FROM node_pos ORDER BY pos").df()
+        ordered_edges = con.execute(f"""
+            SELECT l.pos AS left_pos, r.pos AS right_pos, e.rule, e.weight
+            FROM edges_in e
+            JOIN node_pos l ON l.identifier_type = e.left_type AND l.identifier = e.left_id
+            JOIN node_pos r ON r.identifier_type = e.right_type AND r.identifier = e.right_id
+            ORDER BY e.rule IN ({probabilistic}), e.weight DESC NULLS LAST, e.first_seen_at NULLS LAST,
+                     e.left_type, e.left_id, e.right_type, e.right_id, e.rule
+        """).df()
+        previous_ids = (np.empty(0, dtype=np.int64), [])
+        if previous is not None and len(previous):
+            con.register("previous_in", previous)
+            found = con.execute("SELECT n.pos, p.person_id FROM previous_in p "
+                                "JOIN node_pos n USING (identifier_type, identifier)").df()
+            previous_ids = (found["pos"].to_numpy(dtype=np.int64), found["person_id"].tolist())
+    return (ordered_nodes["identifier_type"].tolist(), ordered_nodes["identifier"].tolist(), ordered_edges,
+            previous_ids)
+
+
 def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | None = None,
             limits: GraphLimits = GraphLimits()) -> GraphResult:
     """Persons from identifiers and evidence.
@@ -86,23 +124,12 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     edges:    left_type, left_id, right_type, right_id, rule, weight, first_seen_at
     previous: identifier_type, identifier, person_id (the last published identity map), optional
     """
-    nodes = nodes.sort_values(["first_seen_at", "identifier_type", "identifier"], kind="stable").drop_duplicates(
-        ["identifier_type", "identifier"]).reset_index(drop=True)
-    kinds = nodes["identifier_type"].tolist()
-    values = nodes["identifier"].tolist()
-    index = {(k, v): i for i, (k, v) in enumerate(zip(kinds, values))}
+    kinds, values, ordered, previous_ids = _in_merge_order(nodes, edges, previous)
     sets = _Sets(kinds)
     joined_by: dict[int, tuple[str, float]] = {}
     refused = []
-
-    ordered = edges.assign(_left=[index.get(k) for k in zip(edges["left_type"], edges["left_id"])],
-                           _right=[index.get(k) for k in zip(edges["right_type"], edges["right_id"])],
-                           _inferred=edges["rule"].isin(PROBABILISTIC_RULES))
-    ordered = ordered.dropna(subset=["_left", "_right"]).sort_values(
-        ["_inferred", "weight", "first_seen_at", "left_type", "left_id", "right_type", "right_id"],
-        ascending=[True, False, True, True, True, True, True], kind="stable")
-    for left, right, rule, weight in zip(ordered["_left"].astype(int), ordered["_right"].astype(int),
-                                         ordered["rule"], ordered["weight"]):
+    for left, right, rule, weight in zip(ordered["left_pos"].tolist(), ordered["right_pos"].tolist(),
+                                         ordered["rule"].tolist(), ordered["weight"].tolist()):
         a, b = sets.find(left), sets.find(right)
         if a == b:
             continue
@@ -120,24 +147,22 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
         for node in (left, right):
             joined_by.setdefault(node, (rule, float(weight)))
 
-    roots = [sets.find(i) for i in range(len(kinds))]
-    members: dict[int, list[int]] = defaultdict(list)
-    for i, r in enumerate(roots):
-        members[r].append(i)
-
-    person_of_root = _person_ids(members, kinds, values, previous)
+    roots = np.asarray(sets.parent, dtype=np.int64)
+    while len(roots) and not (roots[roots] == roots).all():  # pointer jumping to each node's root
+        roots = roots[roots]
+    person_of_root = _person_ids(roots, kinds, values, previous_ids)
     assignments = pd.DataFrame({
         "identifier_type": kinds,
         "identifier": values,
-        "person_id": [person_of_root[r] for r in roots],
+        "person_id": [person_of_root[r] for r in roots.tolist()],
         "matched_by": [joined_by.get(i, ("singleton", 1.0))[0] for i in range(len(kinds))],
         "match_score": [joined_by.get(i, ("singleton", 1.0))[1] for i in range(len(kinds))],
     })
-    sizes = Counter(len(m) for m in members.values())
+    sizes = np.bincount(roots, minlength=len(kinds))
     stats = {
-        "persons": len(members),
+        "persons": int((sizes > 0).sum()),
         "identifiers": len(kinds),
-        "largest_person": max(sizes) if sizes else 0,
+        "largest_person": int(sizes.max()) if len(kinds) else 0,
         "edges_accepted": int(len(ordered) - len(refused)),
         "edges_refused": len(refused),
         "refused_by_reason": dict(Counter(r[-1] for r in refused)),
@@ -145,7 +170,6 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     }
     refused_df = pd.DataFrame(refused, columns=["left_type", "left_id", "right_type", "right_id", "rule", "weight", "why"])
     return GraphResult(assignments, refused_df, stats)
-
 
 
 def resolve_in_batches(batches, limits: GraphLimits = GraphLimits()) -> tuple[GraphResult, dict[str, int]]:
@@ -172,28 +196,26 @@ def resolve_in_batches(batches, limits: GraphLimits = GraphLimits()) -> tuple[Gr
         {**stats, "largest_person": max(r.stats["largest_person"] for r in results),
          "refused_by_reason": dict(refused_by_reason)}), dict(changes)
 
-def _person_ids(members: dict[int, list[int]], kinds: list[str], values: list[str],
-                previous: pd.DataFrame | None) -> dict[int, str]:
-    """Keep previous ids where the majority of a person's identifiers already had one."""
-    prev = {}
-    if previous is not None and len(previous):
-        prev = dict(zip(zip(previous["identifier_type"], previous["identifier"]), previous["person_id"]))
-    claims = []  # (votes, earliest member, root, previous id)
-    for root, idx in members.items():
-        votes = Counter(prev[(kinds[i], values[i])] for i in idx if (kinds[i], values[i]) in prev)
-        for pid, n in votes.items():
-            claims.append((-n, min(idx), root, pid))
+def _person_ids(roots: np.ndarray, kinds: list[str], values: list[str],
+                previous_ids: tuple[np.ndarray, list[str]]) -> dict[int, str]:
+    """Keep previous ids where the majority of a person's identifiers already had one (most votes
+    first, then the person with the earliest-seen identifier); a new person gets the hash of its
+    earliest-seen identifier. `roots` gives each node's person; nodes are in first-seen order."""
+    earliest = pd.Series(np.arange(len(roots))).groupby(roots).min().sort_values()  # root -> earliest node
+    positions, person_ids = previous_ids
+    claims = pd.DataFrame({"root": roots[positions], "pid": person_ids}).groupby(["root", "pid"]).size() \
+        .rename("votes").reset_index()
+    claims["earliest"] = earliest.reindex(claims["root"]).to_numpy()
+    claims = claims.sort_values(["votes", "earliest", "root", "pid"], ascending=[False, True, True, True])
     out: dict[int, str] = {}
     taken: set[str] = set()
-    for _, _, root, pid in sorted(claims):
+    for root, pid in zip(claims["root"].tolist(), claims["pid"].tolist()):
         if root not in out and pid not in taken:
             out[root] = pid
             taken.add(pid)
-    for root, idx in members.items():
+    for root, anchor in zip(earliest.index.tolist(), earliest.tolist()):
         if root in out:
             continue
-        # Members are in first-seen order, so idx[0] is the earliest-seen identifier.
-        anchor = min(idx)
         pid = _hash_id(kinds[anchor], values[anchor])
         salt = 0
         while pid in taken:
