@@ -1,11 +1,12 @@
-"""Probabilistic CRM matching (Splink) alone, at growing sizes: candidate pairs per blocking rule,
+"""Probabilistic CRM matching (Splink) alone, at growing sizes: candidate pairs per blocking key,
 wall time, and precision/recall against the ground truth; then FEBRL3 as the quality guard.
 
     .venv/bin/python benchmarks/crm_matching.py --persons 100000 1000000
 
 Only the CRM side of each tier is generated. The records are the full generator's (a person's CRM
 rows are drawn before their events), so the figures hold for `crm_match_pairs` in a full run.
-Names are folded as `int_crm__customer_records` folds them (lower case, accents stripped).
+Names are folded about as `int_crm__customer_records` folds them (lower case, accents stripped), and
+rows a full run would quarantine are left out.
 """
 
 from __future__ import annotations
