@@ -230,14 +230,22 @@ def compare_with_previous(assignments: pd.DataFrame, previous: pd.DataFrame | No
     """What changed since the previous identity map, over identifiers seen in both: identifiers
     that moved to another person, persons that now join two or more earlier persons (merges), and
     earlier persons now spread over two or more persons (splits)."""
+    import duckdb
+
     if previous is None or not len(previous):
         return {"identifiers_moved": 0, "merges": 0, "splits": 0}
-    both = assignments.merge(previous, on=["identifier_type", "identifier"], suffixes=("", "_prev"))
-    return {
-        "identifiers_moved": int((both["person_id"] != both["person_id_prev"]).sum()),
-        "merges": int((both.groupby("person_id")["person_id_prev"].nunique() > 1).sum()),
-        "splits": int((both.groupby("person_id_prev")["person_id"].nunique() > 1).sum()),
-    }
+    with duckdb.connect() as con:
+        con.register("current_map", assignments[["identifier_type", "identifier", "person_id"]])
+        con.register("previous_map", previous[["identifier_type", "identifier", "person_id"]])
+        moved, merges, splits = con.execute("""
+            WITH both_maps AS (
+                SELECT n.person_id, p.person_id AS person_id_prev FROM current_map n JOIN previous_map p USING (identifier_type, identifier)
+            )
+            SELECT (SELECT count(*) FROM both_maps WHERE person_id <> person_id_prev),
+                   (SELECT count(*) FROM (SELECT person_id FROM both_maps GROUP BY 1 HAVING count(DISTINCT person_id_prev) > 1)),
+                   (SELECT count(*) FROM (SELECT person_id_prev FROM both_maps GROUP BY 1 HAVING count(DISTINCT person_id) > 1))
+        """).fetchone()
+    return {"identifiers_moved": int(moved), "merges": int(merges), "splits": int(splits)}
 
 
 def identifiers_per_person_histogram(sizes: pd.Series) -> pd.Series:
