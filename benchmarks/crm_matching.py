@@ -30,6 +30,7 @@ from orchestration.defs.identity.matching import (  # noqa: E402
     COLUMNS,
     MatchSettings,
     match_customer_records,
+    prediction_blocking_rules,
     with_blocking_keys,
 )
 from orchestration.lib.identifiers import normalise_phone  # noqa: E402
@@ -78,13 +79,13 @@ def crm_records(persons: int) -> tuple[pd.DataFrame, dict[str, tuple[str, bool]]
 
 def comparisons_per_key(records: pd.DataFrame, settings: MatchSettings) -> list[dict]:
     """Candidate pairs each blocking key adds to the keys before it (Splink's own count, exact)."""
-    from splink import DuckDBAPI, block_on
+    from splink import DuckDBAPI
     from splink.blocking_analysis import count_comparisons_from_blocking_rules
 
     with scratch_database() as con:
         blocked = with_blocking_keys(con, records.reindex(columns=COLUMNS), settings.max_block_size)
         counts = count_comparisons_from_blocking_rules(
-            DuckDBAPI(connection=con).register(blocked), blocking_rules=[block_on(f"block_{i}") for i in range(len(BLOCKING_KEYS))],
+            DuckDBAPI(connection=con).register(blocked), blocking_rules=prediction_blocking_rules(),
             link_type="dedupe_only", unique_id_column_name="customer_id", record_sample_proportion=1.0)
     return [{"key": " + ".join(parts), "pairs": int(c["marginal_comparison_count"])} for parts, c in zip(BLOCKING_KEYS, counts)]
 

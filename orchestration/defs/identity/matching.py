@@ -110,13 +110,25 @@ BLOCKING_KEYS = (
 )
 
 
+def block_column(key: tuple[str, ...]) -> str:
+    """The column `with_blocking_keys` writes for one of BLOCKING_KEYS."""
+    return f"block_{BLOCKING_KEYS.index(key)}"
+
+
+def prediction_blocking_rules() -> list:
+    """One Splink rule per blocking key, over the columns of `with_blocking_keys`."""
+    from splink import block_on
+
+    return [block_on(block_column(key)) for key in BLOCKING_KEYS]
+
+
 def with_blocking_keys(con, frame: pd.DataFrame, max_block_size: int) -> pd.DataFrame:
-    """`frame` with one column per BLOCKING_KEYS entry (block_0, block_1, ...): the key, or null
-    where it has a null part or more than `max_block_size` records share it."""
+    """`frame` with one column per BLOCKING_KEYS entry (see block_column): the key, or null where
+    it has a null part or more than `max_block_size` records share it."""
     con.register("_records", frame)
-    keys = [" || '|' || ".join(f"({part})" for part in parts) for parts in BLOCKING_KEYS]
-    columns = ",\n".join(f"CASE WHEN count(*) OVER (PARTITION BY {key}) <= {max_block_size} THEN {key} END AS block_{i}"
-                         for i, key in enumerate(keys))
+    sql_of = {key: " || '|' || ".join(f"({part})" for part in key) for key in BLOCKING_KEYS}
+    columns = ",\n".join(f"CASE WHEN count(*) OVER (PARTITION BY {sql}) <= {max_block_size} THEN {sql} END "
+                         f"AS {block_column(key)}" for key, sql in sql_of.items())
     try:
         return con.execute(f"SELECT *, {columns} FROM _records ORDER BY customer_id").df()
     finally:
@@ -144,7 +156,7 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     creator = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="customer_id",
-        blocking_rules_to_generate_predictions=[block_on(f"block_{i}") for i in range(len(BLOCKING_KEYS))],
+        blocking_rules_to_generate_predictions=prediction_blocking_rules(),
         comparisons=[
             cl.ForenameSurnameComparison("first_name", "last_name"),
             cl.DateOfBirthComparison("birth_date", input_is_string=True, datetime_format="%Y-%m-%d"),
