@@ -3,10 +3,20 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 
 from ml.features import categorical_columns, numeric_columns
-from ml.propensity import PropensityConfig, build_pipeline, evaluate, model_inputs, score, top_contributions, train_propensity
+from ml.propensity import (
+    PropensityConfig,
+    _path_effects,
+    build_pipeline,
+    evaluate,
+    model_inputs,
+    score,
+    top_contributions,
+    train_propensity,
+)
 
 
 def cohort(seed: int, n: int = 1500, as_of: str = "2026-09-01") -> tuple[pd.DataFrame, pd.Series]:
@@ -60,14 +70,42 @@ class WholePipeline:
         return self.model.predict_proba(inputs)
 
 
-@pytest.mark.parametrize("name", ["logistic_regression", "random_forest", "hist_gradient_boosting"])
-def test_explanations_from_encoded_rows_equal_re_running_the_whole_pipeline(name):
+def fitted_on_cohort(name: str):
     frame, y = cohort(4, n=800)
     inputs = model_inputs(frame)
-    model = build_pipeline(name, numeric_columns(inputs), categorical_columns(inputs), 42).fit(inputs, y)
+    return build_pipeline(name, numeric_columns(inputs), categorical_columns(inputs), 42).fit(inputs, y), frame
+
+
+def assert_the_planted_signal_explains_the_likeliest_buyers(model, frame, explanations):
+    likeliest = np.argsort(-score(model, frame))[:50]
+    named = [c["feature"] for i in likeliest for c in explanations[i][:1]]
+    assert named.count("recency_days_log1p_capped") + named.count("frequency_orders_log1p_capped") > 0.8 * len(named)
+
+
+@pytest.mark.parametrize("name", ["logistic_regression", "hist_gradient_boosting"])
+def test_occlusion_from_encoded_rows_equals_re_running_the_whole_pipeline(name):
+    model, frame = fitted_on_cohort(name)
     fast, whole = top_contributions(model, frame), top_contributions(WholePipeline(model), frame)
     assert fast == whole
-    # The planted signal explains the likeliest buyers; the irrelevant column rarely does.
-    likeliest = np.argsort(-score(model, frame))[:50]
-    named = [c["feature"] for i in likeliest for c in fast[i][:1]]
-    assert named.count("recency_days_log1p_capped") + named.count("frequency_orders_log1p_capped") > 0.8 * len(named)
+    assert_the_planted_signal_explains_the_likeliest_buyers(model, frame, fast)
+
+
+def test_a_forest_explains_by_path_attribution_which_adds_up_to_its_score():
+    model, frame = fitted_on_cohort("random_forest")
+    forest, encoded = model.named_steps["model"], model.named_steps["features"].transform(model_inputs(frame))
+    average = np.mean([t.tree_.value[0, 0, 1] / t.tree_.value[0, 0].sum() for t in forest.estimators_])
+    np.testing.assert_allclose(_path_effects(forest, encoded).sum(axis=1) + average, score(model, frame), atol=1e-12)
+    explanations = top_contributions(model, frame)
+    assert explanations != top_contributions(WholePipeline(model), frame)  # occlusion is not what ran
+    assert_the_planted_signal_explains_the_likeliest_buyers(model, frame, explanations)
+
+
+def test_path_attribution_gives_each_split_its_change_in_the_positive_share():
+    # y = x0 and x1. x1 splits first (its left side is pure), then x0 splits x1's right side.
+    # Root: 4 positives of 11. x1 = 1: 4 of 5. Then x0 = 1: 4 of 4; x0 = 0: 0 of 1.
+    rows = [((0, 0), 0)] * 4 + [((1, 0), 0)] * 2 + [((0, 1), 0)] + [((1, 1), 1)] * 4
+    x, y = np.array([r for r, _ in rows], dtype=float), np.array([label for _, label in rows])
+    forest = RandomForestClassifier(n_estimators=1, max_depth=2, bootstrap=False, max_features=None,
+                                    random_state=0).fit(x, y)
+    effects = _path_effects(forest, np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]))
+    np.testing.assert_allclose(effects, [[1.0 - 0.8, 0.8 - 4 / 11], [0.0 - 0.8, 0.8 - 4 / 11], [0.0, 0.0 - 4 / 11]])
