@@ -5,10 +5,16 @@ with events as (
     where anonymous_id is not null
 ),
 
+-- The pattern runs once per distinct user agent (ingestion lists every agent it loads), not per event.
+user_agents_by_pattern as (
+    select user_agent from {{ ref('stg_segment__user_agents') }}
+    where {{ regex_matches('user_agent', var('identity_bot_user_agent_pattern')) }}
+),
+
 by_user_agent as (
     select anonymous_id, 'user_agent' as detected_by
     from events
-    where user_agent_is_bot or {{ regex_matches('user_agent', var('identity_bot_user_agent_pattern')) }}
+    where user_agent_is_bot or user_agent in (select user_agent from user_agents_by_pattern)
     group by anonymous_id
 ),
 

@@ -7,6 +7,7 @@ metadata; GX Data Docs are written to `<warehouse folder>/gx/` (git-ignored).
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import dagster as dg
@@ -58,7 +59,10 @@ def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefini
             total = con.execute(f"SELECT count(*) FROM {module.TABLE}").fetchone()[0]
             columns = ", ".join(columns_of(module.expectations(None)))
             sample_rows = getattr(module, "SAMPLE_ROWS", None)
-            sample = f" USING SAMPLE {sample_rows} ROWS (reservoir, 42)" if sample_rows and total > sample_rows else ""
+            # The rows whose key hashes into one bucket of total / SAMPLE_ROWS: the same rows every run, read
+            # in parallel (a seeded reservoir sample reads on one thread, 7 s instead of 0.5 s for 10M events).
+            sample = (f" WHERE hash({module.SAMPLE_KEY}) % {math.ceil(total / sample_rows)} = 0"
+                      if sample_rows and total > sample_rows else "")
             frame = con.execute(f"SELECT {columns} FROM {module.TABLE}{sample}").df()
             previous = con.execute(
                 "SELECT row_count FROM quality.gate_history WHERE table_name = ? AND success "

@@ -76,7 +76,7 @@ def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, co
 def test_sampled_gate_compares_the_full_row_count_with_the_previous_run(tmp_path, monkeypatch):
     from expectations import raw_events
 
-    monkeypatch.setattr(raw_events, "SAMPLE_ROWS", 10)
+    monkeypatch.setattr(raw_events, "SAMPLE_ROWS", 1000)
     warehouse = tmp_path / "warehouse.duckdb"
 
     def run(rows: int) -> dg.AssetCheckEvaluation:
@@ -92,10 +92,10 @@ def test_sampled_gate_compares_the_full_row_count_with_the_previous_run(tmp_path
         (evaluation,) = result.get_asset_check_evaluations()
         return evaluation
 
-    first, steady, collapsed = run(100), run(120), run(30)
+    first, steady, collapsed = run(10_000), run(12_000), run(3_000)
     assert first.passed and steady.passed
-    assert first.metadata["rows_validated"].value == 10 and first.metadata["rows"].value == 100
-    assert not collapsed.passed and "previous run had 120 rows" in collapsed.metadata["failures"].value
+    assert first.metadata["rows"].value == 10_000 and 900 <= first.metadata["rows_validated"].value <= 1100
+    assert not collapsed.passed and "previous run had 12000 rows" in collapsed.metadata["failures"].value
 
 
 def test_a_gate_reads_only_the_columns_its_suite_names():
