@@ -1,10 +1,13 @@
 """Identity resolution assets: Splink matches between CRM records, then the identity graph."""
 
+import hashlib
 import math
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
+from orchestration.defs.identity import matching
 from orchestration.defs.identity.graph import (
     CUSTOMER_LINK_RULES,
     GraphLimits,
@@ -30,6 +33,13 @@ class IdentityConfig(dg.Config):
     max_birth_date_gap_days: Optional[int] = MatchSettings.max_birth_date_gap_days
     min_name_similarity: Optional[float] = MatchSettings.min_name_similarity
     max_block_size: int = MatchSettings.max_block_size
+    rematch: bool = False
+    """Run Splink even when the CRM records, the match settings and the matching code are the same as
+    when the stored pairs were computed (they are then reused)."""
+
+    def match_settings(self) -> MatchSettings:
+        return MatchSettings(threshold=self.match_threshold, max_birth_date_gap_days=self.max_birth_date_gap_days,
+                             min_name_similarity=self.min_name_similarity, max_block_size=self.max_block_size)
 
 
 @dg.asset(
@@ -39,17 +49,33 @@ class IdentityConfig(dg.Config):
     description="Pairs of CRM records that share no key but are one person (Fellegi-Sunter via Splink), with their match probability.",
 )
 def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    settings = config.match_settings()
     with warehouse.connect() as con:
-        records = con.execute("SELECT * FROM intermediate.int_crm__customer_records").df()
-        pairs = match_customer_records(records, MatchSettings(
-            threshold=config.match_threshold, max_birth_date_gap_days=config.max_birth_date_gap_days,
-            min_name_similarity=config.min_name_similarity, max_block_size=config.max_block_size))
-        table_from_frame(con, "intermediate.crm_match_pairs", pairs)
+        digest = _match_inputs_digest(con, settings)
+        reused = not config.rematch and table_exists(con, "intermediate", "crm_match_pairs_inputs") and \
+            con.execute("SELECT digest FROM intermediate.crm_match_pairs_inputs").fetchone() == (digest,)
+        if not reused:
+            pairs = match_customer_records(con.execute("SELECT * FROM intermediate.int_crm__customer_records").df(), settings)
+            with transaction(con):
+                table_from_frame(con, "intermediate.crm_match_pairs", pairs)
+                con.execute("CREATE OR REPLACE TABLE intermediate.crm_match_pairs_inputs AS SELECT ? AS digest", [digest])
         metadata = table_metadata(con, "intermediate.crm_match_pairs")
+        records, median = con.execute(
+            "SELECT (SELECT count(*) FROM intermediate.int_crm__customer_records), "
+            "coalesce(median(match_probability), 0.0) FROM intermediate.crm_match_pairs").fetchone()
     return dg.MaterializeResult(metadata={
-        **metadata, "crm_records": len(records), "threshold": config.match_threshold,
-        "median_match_probability": float(pairs["match_probability"].median()) if len(pairs) else 0.0,
+        **metadata, "crm_records": records, "threshold": config.match_threshold, "median_match_probability": float(median),
+        "reused": dg.MetadataValue.bool(reused),
+        "reused_because": "the CRM records, match settings and matching code are unchanged since the pairs were computed"
+                          if reused else "",
     })
+
+
+def _match_inputs_digest(con, settings: MatchSettings) -> str:
+    """What the pairs depend on: every CRM record (count and a sum of row hashes), the settings and the
+    matching code. A daily run whose CRM export did not change then skips Splink."""
+    records = con.execute("SELECT count(*), sum(hash(r)) FROM intermediate.int_crm__customer_records r").fetchone()
+    return hashlib.sha256(f"{records}|{settings}|".encode() + Path(matching.__file__).read_bytes()).hexdigest()
 
 
 # The graph as portable SQL: one batch is everything whose node joins `{batch}` (all, on DuckDB).

@@ -113,3 +113,35 @@ def test_blocks_above_the_cap_are_skipped_yet_a_twin_inside_one_still_matches(sa
     matched = set(zip(pairs.customer_id_l, pairs.customer_id_r))
     assert ("T1", "T2") in matched and ("S1", "S2") in matched
     assert not any(a.startswith("N") and b.startswith("N") for a, b in matched)
+
+
+def test_unchanged_crm_records_reuse_the_stored_pairs_and_a_changed_record_rematches(sample, tmp_path):
+    import dagster as dg
+
+    from orchestration.defs.identity.assets import crm_match_pairs
+    from orchestration.defs.resources import WarehouseResource
+    from orchestration.lib.warehouse import connect
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    records = generated_crm(sample)[["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"]]
+
+    def run(frame: pd.DataFrame, **config) -> tuple[bool, set]:
+        with connect(warehouse) as con:
+            con.execute("CREATE SCHEMA IF NOT EXISTS intermediate")
+            con.register("frame", frame)
+            con.execute("CREATE OR REPLACE TABLE intermediate.int_crm__customer_records AS SELECT * FROM frame")
+        result = dg.materialize([crm_match_pairs], resources={"warehouse": WarehouseResource(path=str(warehouse))},
+                                run_config={"ops": {"intermediate__crm_match_pairs": {"config": config}}})
+        (materialization,) = result.asset_materializations_for_node("intermediate__crm_match_pairs")
+        with connect(warehouse, read_only=True) as con:
+            pairs = set(con.execute("SELECT customer_id_l, customer_id_r FROM intermediate.crm_match_pairs").fetchall())
+        return materialization.metadata["reused"].value, pairs
+
+    twin = records.iloc[[0]].assign(customer_id="TWIN", last_name=lambda d: d.last_name + "x")
+    first_reused, first = run(records)
+    again_reused, again = run(records.sample(frac=1.0, random_state=1))  # the same records in another order
+    twin_reused, with_twin = run(pd.concat([records, twin]))
+    forced_reused, forced = run(pd.concat([records, twin]), rematch=True)
+    assert (first_reused, again_reused, twin_reused, forced_reused) == (False, True, False, False)
+    assert again == first and forced == with_twin
+    assert (records.customer_id.iloc[0], "TWIN") in with_twin - first
