@@ -1,5 +1,8 @@
 -- Every identifier observation, normalised (emails trimmed and lower-cased, phones in E.164) and
 -- hashed where it is PII. Junk values and bot devices are dropped here, before any edge exists.
+-- A view: the edges and the nodes each read it once, which costs less than writing one row per
+-- message to disk (at 100k persons 6 s against 15 s for the three models).
+{{ config(materialized='view') }}
 with events as (
     select * from {{ ref('int_segment__events') }}
     where anonymous_id is null or anonymous_id not in (select anonymous_id from {{ ref('int_identity__bots') }})
