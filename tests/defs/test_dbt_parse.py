@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from pathlib import Path
 
-from orchestration.defs.dbt.assets import keep_partial_parse, step_target_path
+from orchestration.defs.dbt.assets import keep_partial_parse, partial_parse_seed, step_target_path
 from orchestration.lib.dbt_subprocess import run_dbt
 
 
@@ -23,11 +22,10 @@ def test_a_dbt_step_with_the_same_vars_as_its_last_run_parses_nothing_again(tmp_
         shutil.rmtree(path)
         return output
 
-    seed = Path(step_target_path(step, "probe")).parent / "partial_parse_by_step" / f"{step}.msgpack"
     try:
         first, second, other_vars = parse("run-1", "2026-10-31"), parse("run-2", "2026-10-31"), parse("run-3", "2026-11-01")
     finally:
-        seed.unlink(missing_ok=True)
+        partial_parse_seed(step).unlink(missing_ok=True)
     assert "Starting full parse" in first
     assert "Partial parsing enabled, no changes found" in second and "Starting full parse" not in second
     assert "Unable to do partial parsing because config vars" in other_vars

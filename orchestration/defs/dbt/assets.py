@@ -64,14 +64,18 @@ def _partition_args(context: dg.AssetExecutionContext, config: IncrementalConfig
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
+def partial_parse_seed(step: str) -> Path:
+    """Where a dbt step keeps the partial-parse file of its last successful run."""
+    return Path(dbt_project.project_dir) / "target" / "partial_parse_by_step" / f"{step}.msgpack"
+
+
 def step_target_path(step: str, run_id: str) -> Path:
     """A fresh dbt target folder for one step of one run, seeded with the partial-parse file the step's
     last run left. dagster-dbt would seed it with the project's file, which `dbt parse` wrote without
     vars; every step passes vars, so dbt would parse the whole project again (about 3 s a step).
     dbt itself re-parses what changed since the seed: files, vars, profile or its own version."""
-    target = Path(dbt_project.project_dir) / "target"
-    path = target / f"{step}-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
-    seed = target / "partial_parse_by_step" / f"{step}.msgpack"
+    path = Path(dbt_project.project_dir) / "target" / f"{step}-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    seed = partial_parse_seed(step)
     if seed.exists():
         path.mkdir(parents=True)
         shutil.copy(seed, path / PARTIAL_PARSE)
@@ -82,7 +86,7 @@ def keep_partial_parse(step: str, path: Path) -> None:
     """The step's partial-parse file, for its next run (replaced whole, never half-written)."""
     parsed = path / PARTIAL_PARSE
     if parsed.exists():
-        seed = Path(dbt_project.project_dir) / "target" / "partial_parse_by_step" / f"{step}.msgpack"
+        seed = partial_parse_seed(step)
         seed.parent.mkdir(exist_ok=True)
         partial = seed.with_suffix(f".{uuid.uuid4().hex[:7]}.tmp")
         shutil.copy(parsed, partial)
