@@ -51,7 +51,9 @@ class IdentityConfig(dg.Config):
 def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     settings = config.match_settings()
     with warehouse.connect() as con:
-        digest = _match_inputs_digest(con, settings)
+        records, records_hash = con.execute(
+            "SELECT count(*), sum(hash(r)) FROM intermediate.int_crm__customer_records r").fetchone()
+        digest = _match_inputs_digest(records, records_hash, settings)
         reused = not config.rematch and table_exists(con, "intermediate", "crm_match_pairs_inputs") and \
             con.execute("SELECT digest FROM intermediate.crm_match_pairs_inputs").fetchone() == (digest,)
         if not reused:
@@ -60,9 +62,7 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
                 table_from_frame(con, "intermediate.crm_match_pairs", pairs)
                 con.execute("CREATE OR REPLACE TABLE intermediate.crm_match_pairs_inputs AS SELECT ? AS digest", [digest])
         metadata = table_metadata(con, "intermediate.crm_match_pairs")
-        records, median = con.execute(
-            "SELECT (SELECT count(*) FROM intermediate.int_crm__customer_records), "
-            "coalesce(median(match_probability), 0.0) FROM intermediate.crm_match_pairs").fetchone()
+        median = con.execute("SELECT coalesce(median(match_probability), 0.0) FROM intermediate.crm_match_pairs").fetchone()[0]
     return dg.MaterializeResult(metadata={
         **metadata, "crm_records": records, "threshold": config.match_threshold, "median_match_probability": float(median),
         "reused": dg.MetadataValue.bool(reused),
@@ -71,11 +71,11 @@ def crm_match_pairs(config: IdentityConfig, warehouse: WarehouseResource) -> dg.
     })
 
 
-def _match_inputs_digest(con, settings: MatchSettings) -> str:
-    """What the pairs depend on: every CRM record (count and a sum of row hashes), the settings and the
-    matching code. A daily run whose CRM export did not change then skips Splink."""
-    records = con.execute("SELECT count(*), sum(hash(r)) FROM intermediate.int_crm__customer_records r").fetchone()
-    return hashlib.sha256(f"{records}|{settings}|".encode() + Path(matching.__file__).read_bytes()).hexdigest()
+def _match_inputs_digest(records: int, records_hash, settings: MatchSettings) -> str:
+    """What the pairs depend on: every CRM record (their count and a sum of row hashes, which row order
+    does not change), the settings and the matching code. A daily run whose CRM export did not change
+    then skips Splink."""
+    return hashlib.sha256(f"{(records, records_hash)}|{settings}|".encode() + Path(matching.__file__).read_bytes()).hexdigest()
 
 
 # The graph as portable SQL: one batch is everything whose node joins `{batch}` (all, on DuckDB).
