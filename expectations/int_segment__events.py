@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import great_expectations as gx
-
 from expectations.runner import row_count_sanity
 
 TABLE = "intermediate.int_segment__events"
@@ -12,6 +10,8 @@ SAMPLE_KEY = "message_id"
 
 
 def expectations(previous_row_count: int | None = None) -> list:
+    import great_expectations as gx  # imported here: it takes seconds, and loading the definitions needs none of it
+
     e = gx.expectations
     suite: list = []
     suite.append(e.ExpectColumnValuesToBeUnique(column="message_id"))

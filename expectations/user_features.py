@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import great_expectations as gx
-
 from expectations.runner import row_count_sanity
 
 TABLE = "marts.user_features"
@@ -15,6 +13,8 @@ NON_NEGATIVE = ["recency_days", "frequency_orders", "monetary_total", "sessions_
 
 
 def expectations(previous_row_count: int | None = None) -> list:
+    import great_expectations as gx  # imported here: it takes seconds, and loading the definitions needs none of it
+
     e = gx.expectations
     suite: list = []
     for col in ("person_id", "as_of", "recency_days", "frequency_orders", "monetary_total", "r_score"):

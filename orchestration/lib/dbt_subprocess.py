@@ -1,22 +1,65 @@
-"""dbt as a subprocess, for the steps that run it outside Dagster's dbt resource (an erasure's
-rebuild, `tessera spark-build`)."""
+"""dbt's target folders, and dbt as a subprocess for the steps that run it outside Dagster's dbt
+resource (an erasure's rebuild, `tessera spark-build`)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+PARTIAL_PARSE = "partial_parse.msgpack"
 
-def run_dbt(dbt_args: list[str], target: str) -> subprocess.CompletedProcess:
+
+def partial_parse_seed(step: str, warehouse: str | Path) -> Path:
+    """Where a dbt step keeps the partial-parse file of its last successful run on `warehouse`. The
+    warehouse path is part of dbt's profile, and dbt parses in full when the profile changes, so each
+    warehouse keeps its own."""
+    from orchestration.lib.settings import DBT_PROJECT_DIR
+
+    key = hashlib.sha256(str(Path(warehouse).resolve()).encode()).hexdigest()[:12]
+    return Path(DBT_PROJECT_DIR) / "target" / "partial_parse_by_step" / key / f"{step}.msgpack"
+
+
+@contextlib.contextmanager
+def dbt_target(step: str, warehouse: str | Path) -> Iterator[Path]:
+    """A fresh dbt target folder for one invocation of `step`, seeded with the partial-parse file its
+    last successful run on `warehouse` left. dagster-dbt would seed it with the project's file, which
+    `dbt parse` wrote without vars; every step passes vars, so dbt would parse the whole project
+    again (about 3 s). dbt itself re-parses what changed since the seed: files, vars, profile or its
+    own version. On success the parse is kept for next time and the folder removed; a failure keeps
+    the folder, with its dbt.log."""
+    from orchestration.lib.settings import DBT_PROJECT_DIR
+
+    path = Path(DBT_PROJECT_DIR) / "target" / f"{step}-{uuid.uuid4().hex[:12]}"
+    seed = partial_parse_seed(step, warehouse)
+    path.mkdir(parents=True)
+    if seed.exists():
+        shutil.copy(seed, path / PARTIAL_PARSE)
+    yield path
+    if (path / PARTIAL_PARSE).exists():
+        seed.parent.mkdir(parents=True, exist_ok=True)
+        partial = seed.with_suffix(f".{uuid.uuid4().hex[:7]}.tmp")
+        shutil.copy(path / PARTIAL_PARSE, partial)
+        os.replace(partial, seed)  # whole, never half-written
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_dbt(dbt_args: list[str], target: str, target_path: Path | None = None) -> subprocess.CompletedProcess:
     """`dbt <dbt_args>` against `target` (duckdb or spark) in a subprocess, outside Dagster's dbt
-    resource. dbt's output is returned; a failure raises with it."""
+    resource, writing into `target_path` (dbt's own default when None). dbt's output is returned; a
+    failure raises with it."""
     from orchestration.lib.settings import DBT_PROJECT_DIR
 
     dbt = Path(sys.executable).parent / "dbt"
+    env = {**os.environ, "TESSERA_ENGINE": target} | ({"DBT_TARGET_PATH": str(target_path)} if target_path else {})
     result = subprocess.run([str(dbt), *dbt_args, "--target", target, "--profiles-dir", "."],
-                            cwd=DBT_PROJECT_DIR, capture_output=True, text=True, env={**os.environ, "TESSERA_ENGINE": target})
+                            cwd=DBT_PROJECT_DIR, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"dbt {' '.join(dbt_args)} failed on {target} (exit {result.returncode}):\n{result.stdout[-6000:]}")
     return result

@@ -64,12 +64,12 @@ def publish_warehouse_sources(duckdb_warehouse: Path, lake: Path | None = None) 
 
 
 def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None,
-                 publish: bool = True) -> subprocess.CompletedProcess:
+                 publish: bool = True, target_path: Path | None = None) -> subprocess.CompletedProcess:
     """Publish the warehouse's dbt sources (unless `publish` is False), then run `dbt <dbt_args>` against
     the spark target."""
     if publish:
         publish_warehouse_sources(duckdb_warehouse, lake)
-    return run_dbt(dbt_args, "spark")
+    return run_dbt(dbt_args, "spark", target_path)
 
 
 def table_location(cursor, table: str) -> str | None:

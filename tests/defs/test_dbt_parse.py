@@ -1,4 +1,5 @@
-"""Each dbt step starts from the partial parse its last run left, not from a parse of the whole project."""
+"""Each dbt step starts from the partial parse its last run on the same warehouse left, not from a
+parse of the whole project; and the dbt version is known without running dbt."""
 
 from __future__ import annotations
 
@@ -6,26 +7,46 @@ import json
 import shutil
 import uuid
 
-from orchestration.defs.dbt.assets import keep_partial_parse, partial_parse_seed, step_target_path
-from orchestration.lib.dbt_subprocess import run_dbt
+import dagster_dbt.core.resource
+from dagster_dbt import DbtCliResource
+
+from orchestration.defs.dbt.definitions import VenvDbtCliResource
+from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
+from orchestration.defs.dbt.project import dbt_project
+from orchestration.lib.dbt_subprocess import dbt_target, partial_parse_seed, run_dbt
 
 
 def test_a_dbt_step_with_the_same_vars_as_its_last_run_parses_nothing_again(tmp_path, monkeypatch):
     step = f"test_step_{uuid.uuid4().hex[:7]}"
-    monkeypatch.setenv("TESSERA_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    warehouse = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
 
-    def parse(run_id: str, as_of: str) -> str:
-        path = step_target_path(step, run_id)
-        monkeypatch.setenv("DBT_TARGET_PATH", str(path))
-        output = run_dbt(["--debug", "parse", "--vars", json.dumps({"as_of": as_of})], "duckdb").stdout
-        keep_partial_parse(step, path)
-        shutil.rmtree(path)
+    def parse(as_of: str) -> str:
+        with dbt_target(step, warehouse) as path:
+            output = run_dbt(["--debug", "parse", "--vars", json.dumps({"as_of": as_of})], "duckdb", path).stdout
+        assert not path.exists()
         return output
 
     try:
-        first, second, other_vars = parse("run-1", "2026-10-31"), parse("run-2", "2026-10-31"), parse("run-3", "2026-11-01")
+        first, second, other_vars = parse("2026-10-31"), parse("2026-10-31"), parse("2026-11-01")
+        other_warehouse = tmp_path / "other.duckdb"
+        monkeypatch.setenv("TESSERA_WAREHOUSE", str(other_warehouse))
+        with dbt_target(step, other_warehouse) as path:
+            elsewhere = run_dbt(["--debug", "parse", "--vars", json.dumps({"as_of": "2026-11-01"})], "duckdb", path).stdout
     finally:
-        partial_parse_seed(step).unlink(missing_ok=True)
+        for seed in (partial_parse_seed(step, warehouse), partial_parse_seed(step, tmp_path / "other.duckdb")):
+            shutil.rmtree(seed.parent, ignore_errors=True)
     assert "Starting full parse" in first
     assert "Partial parsing enabled, no changes found" in second and "Starting full parse" not in second
     assert "Unable to do partial parsing because config vars" in other_vars
+    # Another warehouse starts from nothing of the first one's: its seed is its own.
+    assert "Starting full parse" in elsewhere and "profile has changed" not in elsewhere
+
+
+def test_the_venvs_dbt_version_is_known_without_running_dbt(monkeypatch):
+    executable = dbt_domain_defs.resources["dbt"].dbt_executable
+    asked = DbtCliResource(project_dir=dbt_project, dbt_executable=executable)._cli_version  # runs `dbt --version`
+    runs = []
+    monkeypatch.setattr(dagster_dbt.core.resource, "check_output", lambda *args, **kwargs: runs.append(args))
+    assert VenvDbtCliResource(project_dir=dbt_project, dbt_executable=executable)._cli_version == asked
+    assert runs == []

@@ -2,9 +2,6 @@
 
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +14,7 @@ from orchestration.defs.metadata import table_metadata
 from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, partition_window, single_run
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource, retry_when_locked
 from orchestration.lib import spark
-from orchestration.lib.dbt_subprocess import run_dbt
+from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
 from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
@@ -45,10 +42,11 @@ def rebuild_after_erasure(warehouse: WarehouseResource) -> None:
     place and stay; Spark's Parquet tables have no row-level DELETE, so there every model is rebuilt
     in full from sources published afresh."""
     run_vars = ["--vars", json.dumps(_run_vars(cached_sources_config(load_settings().sources_config)))]
-    if warehouse.on_spark:
-        spark.dbt_on_spark(Path(warehouse.path), ["run", "--full-refresh", *run_vars])
-    else:
-        run_dbt(["run", "--exclude", DAILY_EVENTS, *run_vars], "duckdb")
+    with dbt_target("rebuild_after_erasure", warehouse.path) as target_path:
+        if warehouse.on_spark:
+            spark.dbt_on_spark(Path(warehouse.path), ["run", "--full-refresh", *run_vars], target_path=target_path)
+        else:
+            run_dbt(["run", "--exclude", DAILY_EVENTS, *run_vars], "duckdb", target_path)
 
 
 def _partition_args(context: dg.AssetExecutionContext, config: IncrementalConfig) -> tuple[dict, list[str]]:
@@ -61,53 +59,19 @@ def _partition_args(context: dg.AssetExecutionContext, config: IncrementalConfig
     return dbt_vars, ["--full-refresh"] if config.full_refresh else []
 
 
-PARTIAL_PARSE = "partial_parse.msgpack"
-
-
-def partial_parse_seed(step: str) -> Path:
-    """Where a dbt step keeps the partial-parse file of its last successful run."""
-    return Path(dbt_project.project_dir) / "target" / "partial_parse_by_step" / f"{step}.msgpack"
-
-
-def step_target_path(step: str, run_id: str) -> Path:
-    """A fresh dbt target folder for one step of one run, seeded with the partial-parse file the step's
-    last run left. dagster-dbt would seed it with the project's file, which `dbt parse` wrote without
-    vars; every step passes vars, so dbt would parse the whole project again (about 3 s a step).
-    dbt itself re-parses what changed since the seed: files, vars, profile or its own version."""
-    path = Path(dbt_project.project_dir) / "target" / f"{step}-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
-    seed = partial_parse_seed(step)
-    if seed.exists():
-        path.mkdir(parents=True)
-        shutil.copy(seed, path / PARTIAL_PARSE)
-    return path
-
-
-def keep_partial_parse(step: str, path: Path) -> None:
-    """The step's partial-parse file, for its next run (replaced whole, never half-written)."""
-    parsed = path / PARTIAL_PARSE
-    if parsed.exists():
-        seed = partial_parse_seed(step)
-        seed.parent.mkdir(exist_ok=True)
-        partial = seed.with_suffix(f".{uuid.uuid4().hex[:7]}.tmp")
-        shutil.copy(parsed, partial)
-        os.replace(partial, seed)
-
-
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
            warehouse: WarehouseResource, config: IncrementalConfig | None = None):
     """`dbt build`, then each model's row count and a preview without personal data. dbt holds
     DuckDB's write lock until it exits, so the events wait for it. On Spark the built tables are
     mirrored into the DuckDB file first, for the steps that read them there."""
     extra_vars, flags = _partition_args(context, config) if config else ({}, [])
-    step = context.op_execution_context.op.name
-    target_path = step_target_path(step, context.run.run_id)
     try:
-        events = list(dbt.cli(_build_args(landing, warehouse, extra_vars) + flags, context=context,
-                              target_path=target_path).stream())
+        with dbt_target(context.op_execution_context.op.name, warehouse.path) as target_path:
+            events = list(dbt.cli(_build_args(landing, warehouse, extra_vars) + flags, context=context,
+                                  target_path=target_path).stream())
     except DagsterDbtCliRuntimeError as exc:  # dbt lost DuckDB's lock to a process outside Dagster
         retry_when_locked(exc)
         raise
-    keep_partial_parse(step, target_path)
 
     keys = {e.output_name: context.asset_key_for_output(e.output_name) for e in events if isinstance(e, dg.Output)}
     built = [".".join(key.path) for key in keys.values()]

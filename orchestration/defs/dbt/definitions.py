@@ -1,9 +1,12 @@
+import importlib.metadata
 import shutil
 import sys
+from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
+from packaging import version
 
 from orchestration.defs.dbt.assets import tessera_dbt_models
 from orchestration.defs.dbt.project import dbt_project
@@ -15,7 +18,18 @@ def _dbt_executable() -> str:
     return str(beside_python) if beside_python.exists() else (shutil.which("dbt") or "dbt")
 
 
+class VenvDbtCliResource(DbtCliResource):
+    """dagster-dbt learns the dbt version by running `dbt --version` (4 s here) once per resource
+    instance, and Dagster makes an instance per run. The venv's own dbt is the installed dbt-core."""
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        if Path(self.dbt_executable).parent == Path(sys.executable).parent:
+            return version.parse(importlib.metadata.version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)
+
+
 defs = dg.Definitions(
     assets=tessera_dbt_models,
-    resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable())},
+    resources={"dbt": VenvDbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable())},
 )
