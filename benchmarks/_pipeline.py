@@ -73,12 +73,13 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
 
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
                  sources_config: Path | None = None, partition_key: str | None = None, train: bool = True,
-                 with_privacy: bool = False, instance=None) -> dict:
+                 with_privacy: bool = False, instance=None, dbt_tests: bool = True) -> dict:
     """Every asset (optionally with asset checks, the ML and segment assets, and the erasures) into
     `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
     of every day are loaded, or only those of `partition_key` (a daily run, with its lookback).
     `train=False` scores with the @champion models without retraining them, as daily_refresh_job does.
+    `dbt_tests=False` leaves out dbt's data tests, keeping the other checks.
     Pass an ephemeral `instance` to watch the run's steps from another thread while it runs."""
     import dagster as dg
 
@@ -100,13 +101,15 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.segments.assets import segment_assets
     from orchestration.lib.settings import load_settings
 
+    checks = (quality_checks + (privacy_checks if with_privacy else [])) if with_checks else []
     assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
-        + (quality_checks if with_checks else []) + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) \
-        + ([*privacy_assets, *(privacy_checks if with_checks else [])] if with_privacy else [])
+        + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else [])
     instance = instance or dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
-    selection = None if train or not with_ml else dg.AssetSelection.all() - training_assets
+    selection = dg.AssetSelection.all() if train or not with_ml else dg.AssetSelection.all() - training_assets
+    if not dbt_tests:
+        selection = selection - dg.AssetSelection.all_asset_checks() | dg.AssetSelection.checks(*checks)
     result = dg.materialize(assets, selection=selection, instance=instance, **days,
                             resources={"warehouse": WarehouseResource(path=str(warehouse), engine=load_settings().engine),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(

@@ -137,8 +137,9 @@ def test_windowed_event_loads_equal_one_full_load(sample, tmp_path):
 
 
 def _run(landing: Path, warehouse: Path, **kwargs) -> dg.ExecuteInProcessResult:
+    """The chain without its dbt tests: the tables themselves are compared."""
     result = dg.materialize(
-        CHAIN, instance=dg.DagsterInstance.ephemeral(),
+        CHAIN, selection=dg.AssetSelection.all() - dg.AssetSelection.all_asset_checks(), instance=dg.DagsterInstance.ephemeral(),
         resources={"warehouse": WarehouseResource(path=str(warehouse)),
                    "landing": LandingZoneResource(root=str(landing)), "dbt": dbt_domain_defs.resources["dbt"]},
         **kwargs)
