@@ -197,9 +197,10 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, tmp_path, monke
             rows = con.execute(f"SELECT count(*) FROM marts.user_features WHERE as_of = DATE '{as_of}'").fetchone()[0]
             return rows, table_fingerprint(con, f"(SELECT * FROM marts.user_features WHERE as_of = DATE '{as_of}')")
 
-    before = features(tmp_path / "before.duckdb")
+    warehouse = tmp_path / "warehouse.duckdb"
+    before = features(warehouse)
     # Replay known messages (same ids on the same message, so no new identity evidence) after as_of.
-    with connect(tmp_path / "before.duckdb", read_only=True) as con:
+    with connect(warehouse, read_only=True) as con:
         known = con.execute("""
             SELECT message_id, type, event, name, user_id, anonymous_id, properties, context
             FROM raw.events WHERE type = 'track' AND occurred_at < DATE '2026-10-01' LIMIT 300""").fetchall()
@@ -214,7 +215,10 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, tmp_path, monke
     (landing / "orders" / "zz-future.csv").write_text(
         "order_id,customer_id,email,ordered_at,amount,currency,status,channel\n"
         f"FUTURE-1,{order},,2026-10-20T10:00:00Z,500.00,USD,completed,web\n")
-    after = features(tmp_path / "after.duckdb")
+    after = features(warehouse)  # a rerun over the grown landing zone
+    with connect(warehouse, read_only=True) as con:  # the future activity did reach the warehouse
+        assert con.execute("SELECT count(*) FROM raw.events WHERE message_id LIKE 'future-%'").fetchone()[0] == len(lines)
+        assert con.execute("SELECT count(*) FROM raw.order_lines WHERE order_id = 'FUTURE-1'").fetchone()[0] == 1
     assert before[0] > 0
     assert after == before
 
