@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from expectations.runner import row_count_sanity
+from expectations.runner import gx_expectations, row_count_sanity
 
 TABLE = "marts.identity_map"
 
 
 def expectations(previous_row_count: int | None = None) -> list:
-    import great_expectations as gx  # imported here: it takes seconds, and loading the definitions needs none of it
-
-    e = gx.expectations
+    e = gx_expectations()
     suite: list = []
     for col in ("identifier_type", "identifier", "person_id", "matched_by"):
         suite.append(e.ExpectColumnValuesToNotBeNull(column=col))

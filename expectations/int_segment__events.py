@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from expectations.runner import row_count_sanity
+from expectations.runner import gx_expectations, row_count_sanity
 
 TABLE = "intermediate.int_segment__events"
 SAMPLE_ROWS = 500_000  # about this many rows of a large table; dbt tests check keys over all rows
@@ -10,9 +10,7 @@ SAMPLE_KEY = "message_id"
 
 
 def expectations(previous_row_count: int | None = None) -> list:
-    import great_expectations as gx  # imported here: it takes seconds, and loading the definitions needs none of it
-
-    e = gx.expectations
+    e = gx_expectations()
     suite: list = []
     suite.append(e.ExpectColumnValuesToBeUnique(column="message_id"))
     suite.append(e.ExpectColumnValuesToBeInSet(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from expectations.runner import row_count_sanity
+from expectations.runner import gx_expectations, row_count_sanity
 
 TABLE = "marts.user_features"
 SHARES = ["cart_abandonment_rate", "video_completion_share", "deep_scroll_share", "mobile_share",
@@ -13,9 +13,7 @@ NON_NEGATIVE = ["recency_days", "frequency_orders", "monetary_total", "sessions_
 
 
 def expectations(previous_row_count: int | None = None) -> list:
-    import great_expectations as gx  # imported here: it takes seconds, and loading the definitions needs none of it
-
-    e = gx.expectations
+    e = gx_expectations()
     suite: list = []
     for col in ("person_id", "as_of", "recency_days", "frequency_orders", "monetary_total", "r_score"):
         suite.append(e.ExpectColumnValuesToNotBeNull(column=col))

@@ -360,6 +360,7 @@ def _cmd_services(args: argparse.Namespace) -> int:
 
 def _cmd_spark_build(args: argparse.Namespace) -> int:
     from orchestration.lib import spark
+    from orchestration.lib.dbt_subprocess import dbt_target
     from orchestration.lib.settings import export_for_subprocesses
 
     settings = _settings("spark-build")
@@ -371,7 +372,8 @@ def _cmd_spark_build(args: argparse.Namespace) -> int:
     export_for_subprocesses(settings)
     dbt_args = ["build", "--exclude", "test_type:unit", *(["--full-refresh"] if args.full_refresh else [])]
     try:
-        result = spark.dbt_on_spark(settings.warehouse, dbt_args)
+        with dbt_target("spark_build", settings.warehouse) as target_path:
+            result = spark.dbt_on_spark(settings.warehouse, dbt_args, target_path=target_path)
     except (spark.SparkUnavailableError, RuntimeError) as exc:
         print(f"tessera spark-build: {exc}", file=sys.stderr)
         return 1

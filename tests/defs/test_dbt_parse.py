@@ -18,23 +18,20 @@ from orchestration.lib.dbt_subprocess import dbt_target, partial_parse_seed, run
 
 def test_a_dbt_step_with_the_same_vars_as_its_last_run_parses_nothing_again(tmp_path, monkeypatch):
     step = f"test_step_{uuid.uuid4().hex[:7]}"
-    warehouse = tmp_path / "warehouse.duckdb"
-    monkeypatch.setenv("TESSERA_WAREHOUSE", str(warehouse))
+    warehouse, other_warehouse = tmp_path / "warehouse.duckdb", tmp_path / "other.duckdb"
 
-    def parse(as_of: str) -> str:
-        with dbt_target(step, warehouse) as path:
+    def parse(as_of: str, on=warehouse) -> str:
+        monkeypatch.setenv("TESSERA_WAREHOUSE", str(on))
+        with dbt_target(step, on) as path:
             output = run_dbt(["--debug", "parse", "--vars", json.dumps({"as_of": as_of})], "duckdb", path).stdout
         assert not path.exists()
         return output
 
     try:
         first, second, other_vars = parse("2026-10-31"), parse("2026-10-31"), parse("2026-11-01")
-        other_warehouse = tmp_path / "other.duckdb"
-        monkeypatch.setenv("TESSERA_WAREHOUSE", str(other_warehouse))
-        with dbt_target(step, other_warehouse) as path:
-            elsewhere = run_dbt(["--debug", "parse", "--vars", json.dumps({"as_of": "2026-11-01"})], "duckdb", path).stdout
+        elsewhere = parse("2026-11-01", on=other_warehouse)
     finally:
-        for seed in (partial_parse_seed(step, warehouse), partial_parse_seed(step, tmp_path / "other.duckdb")):
+        for seed in (partial_parse_seed(step, warehouse), partial_parse_seed(step, other_warehouse)):
             shutil.rmtree(seed.parent, ignore_errors=True)
     assert "Starting full parse" in first
     assert "Partial parsing enabled, no changes found" in second and "Starting full parse" not in second
