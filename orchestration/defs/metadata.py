@@ -21,11 +21,18 @@ def _cell(value) -> str:
     return (text[:40] + "…" if len(text) > 40 else text).replace("|", "\\|").replace("\n", " ")
 
 
-def table_metadata(con, table: str, descriptions: dict[str, str | None] | None = None) -> dict:
+def table_metadata(con, table: str, descriptions: dict[str, str | None] | None = None,
+                   dbt_invocation_id: str | None = None) -> dict:
     """`dagster/row_count`, `dagster/column_schema` (types from DuckDB, descriptions from dbt YAML
-    where given) and a markdown `preview` of `schema.table`."""
+    where given) and a markdown `preview` of `schema.table`. An incremental model that marks its rows
+    with the dbt run that wrote them (a `dbt_invocation_id` column) also gets `rows_written`: how
+    many rows that run wrote."""
     described = con.execute(f"DESCRIBE {table}").fetchall()
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    written = {}
+    if dbt_invocation_id and any(name == "dbt_invocation_id" for name, *_ in described):
+        written = {"rows_written": con.execute(f"SELECT count(*) FROM {table} WHERE dbt_invocation_id = ?",
+                                               [dbt_invocation_id]).fetchone()[0]}
     schema = dg.TableSchema(columns=[dg.TableColumn(name, kind, description=(descriptions or {}).get(name))
                                      for name, kind, *_ in described])
     shown = [name for name, *_ in described if not PERSONAL_COLUMN.search(name)]
@@ -41,4 +48,4 @@ def table_metadata(con, table: str, descriptions: dict[str, str | None] | None =
             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown),
             *["| " + " | ".join(_cell(v) for v in row) + " |" for row in sample],
         ]) + (f"\n\n_{hidden} column(s) with personal data not shown._" if hidden else "")
-    return {"dagster/row_count": rows, "dagster/column_schema": schema, "preview": dg.MetadataValue.md(preview)}
+    return {"dagster/row_count": rows, **written, "dagster/column_schema": schema, "preview": dg.MetadataValue.md(preview)}

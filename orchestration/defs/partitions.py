@@ -23,11 +23,18 @@ daily_event_partitions = dg.DailyPartitionsDefinition(
 single_run = dg.BackfillPolicy.single_run()
 
 
-class IncrementalConfig(dg.Config):
-    """Run config of the partitioned event assets."""
+class FullRefreshConfig(dg.Config):
+    """Run config of the incremental dbt models kept in step with their sources (int_person_events,
+    int_session_days)."""
 
     full_refresh: bool = False
-    """Rebuild every day from all landing files (dbt `--full-refresh`), whatever the partitions."""
+    """Rebuild the incremental models from scratch (dbt `--full-refresh`)."""
+
+
+class IncrementalConfig(FullRefreshConfig):
+    """Run config of the partitioned event assets. `full_refresh` rebuilds every day from all
+    landing files, whatever the partitions."""
+
     lookback_days: int = _settings.lookback_days
     """Days before the partition window that the run rebuilds too, for events that arrived late."""
 

@@ -11,7 +11,13 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.ingest.sources_config import cached_sources_config
 from orchestration.defs.metadata import table_metadata
-from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, partition_window, single_run
+from orchestration.defs.partitions import (
+    FullRefreshConfig,
+    IncrementalConfig,
+    daily_event_partitions,
+    partition_window,
+    single_run,
+)
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource, retry_when_locked
 from orchestration.lib import spark
 from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
@@ -49,22 +55,26 @@ def rebuild_after_erasure(warehouse: WarehouseResource) -> None:
             run_dbt(["run", "--exclude", DAILY_EVENTS, *run_vars], "duckdb", target_path)
 
 
-def _partition_args(context: dg.AssetExecutionContext, config: IncrementalConfig) -> tuple[dict, list[str]]:
-    """The partition window as vars for macros/event_window.sql ('' is an open end), and
-    `--full-refresh` when the run config asks for it."""
-    window = partition_window(context)
-    dbt_vars = {"partition_start": window.start.isoformat() if window.start else "",
-                "partition_end": window.end.isoformat() if window.end else "",
-                "lookback_days": config.lookback_days}
+def _incremental_args(context: dg.AssetExecutionContext, config: FullRefreshConfig | None) -> tuple[dict, list[str]]:
+    """For the partitioned event models, the partition window as vars for macros/event_window.sql
+    ('' is an open end); `--full-refresh` when the run config asks for it."""
+    if config is None:
+        return {}, []
+    dbt_vars = {}
+    if isinstance(config, IncrementalConfig):
+        window = partition_window(context)
+        dbt_vars = {"partition_start": window.start.isoformat() if window.start else "",
+                    "partition_end": window.end.isoformat() if window.end else "",
+                    "lookback_days": config.lookback_days}
     return dbt_vars, ["--full-refresh"] if config.full_refresh else []
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
-           warehouse: WarehouseResource, config: IncrementalConfig | None = None):
+           warehouse: WarehouseResource, config: FullRefreshConfig | None = None):
     """`dbt build`, then each model's row count and a preview without personal data. dbt holds
     DuckDB's write lock until it exits, so the events wait for it. On Spark the built tables are
     mirrored into the DuckDB file first, for the steps that read them there."""
-    extra_vars, flags = _partition_args(context, config) if config else ({}, [])
+    extra_vars, flags = _incremental_args(context, config)
     try:
         with dbt_target(context.op_execution_context.op.name, warehouse.path) as target_path:
             events = list(dbt.cli(_build_args(landing, warehouse, extra_vars) + flags, context=context,
@@ -81,7 +91,9 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: Land
             if isinstance(event, dg.Output) and (table := ".".join(keys[event.output_name].path)) in readable:
                 spec_schema = context.assets_def.specs_by_key[keys[event.output_name]].metadata.get("dagster/column_schema")
                 described = {c.name: c.description for c in spec_schema.columns} if spec_schema else {}
-                event = event.with_metadata({**event.metadata, **table_metadata(con, table, described)})
+                invocation = event.metadata.get("invocation_id")
+                event = event.with_metadata({**event.metadata, **table_metadata(
+                    con, table, described, invocation.value if invocation else None)})
             yield event
 
 
@@ -112,9 +124,11 @@ def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliReso
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_IDENTITY_GRAPH, exclude=AFTER_ML, name="dbt_after_identity_graph", pool="duckdb")
-def dbt_after_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+def dbt_after_identity_graph(context: dg.AssetExecutionContext, config: FullRefreshConfig, dbt: DbtCliResource,
                              landing: LandingZoneResource, warehouse: WarehouseResource):
-    yield from _build(context, dbt, landing, warehouse)
+    """The models over persons. int_person_events and int_session_days are incremental on DuckDB:
+    each run changes only the events and devices that changed; `full_refresh` rebuilds them."""
+    yield from _build(context, dbt, landing, warehouse, config)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
