@@ -20,7 +20,9 @@ from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
 from orchestration.defs.resources import LandingZoneResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets, segment_checks
+from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
 from orchestration.lib.identifiers import sha256_hex
+from orchestration.lib.settings import DBT_PROJECT_DIR
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -105,6 +107,17 @@ def test_segments_are_built_with_consent_respected(chain):
         scored = con.execute("SELECT count(*) FROM marts.segment_attributes").fetchone()[0]
     decile = report.set_index("segment_name").loc["purchase_30d_top_decile"]
     assert abs(decile["matched"] - scored / 10) <= 1  # ntile(10): a tenth of the scored persons, before consent
+
+
+def test_dbt_unit_tests_pass_against_the_built_warehouse(chain):
+    """Pipeline runs leave dbt's unit tests out (they test SQL on fixed rows, not the data); they run
+    here, once, where every upstream relation exists for dbt to read column types from."""
+    env, _ = chain
+    manifest = json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
+    defined = len(manifest["unit_tests"])
+    with dbt_target("unit_tests", env["warehouse"]) as target_path:
+        output = run_dbt(["test", "--select", "test_type:unit"], "duckdb", target_path).stdout
+    assert defined > 0 and f"PASS={defined} " in output, output[-2000:]
 
 
 def test_erasure_removes_every_trace_of_the_requested_people(sample, chain):
