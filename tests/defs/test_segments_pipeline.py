@@ -4,6 +4,7 @@ erasure with suppression at re-ingestion, and audience exports, checked against 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import dagster as dg
@@ -169,14 +170,20 @@ def sha256_hex_file(path) -> str:
 
 
 def test_a_rerun_suppresses_erased_people_at_ingestion_and_changes_no_segment(sample, chain):
+    """The CRM export is sent again (a new mtime) with the erased people still in it: its re-read
+    drops them. The orders, unchanged, are not read again."""
     env, _ = chain
     with connect(env["warehouse"], read_only=True) as con:
         before = [table_fingerprint(con, f"marts.{t}") for t in SEGMENT_TABLES]
+    resent = sorted((env["landing"] / "crm").glob("*.csv"))[0]
+    os.utime(resent, ns=(resent.stat().st_atime_ns, resent.stat().st_mtime_ns + 10 ** 9))
     again = _materialize(env)
     assert again.success
     metadata = _metadata(again)
     assert metadata["raw/events"]["rows_suppressed_erased_persons"].value > 0
+    assert metadata["raw/crm_customers"]["reused_unchanged_files"].value is False
     assert metadata["raw/crm_customers"]["rows_suppressed_erased_persons"].value > 0
+    assert metadata["raw/order_lines"]["reused_unchanged_files"].value is True
     assert metadata["privacy/erasure_log"]["persons_erased_now"].value == 0
     assert {e.asset_check_key.name: e.passed for e in again.get_asset_check_evaluations()}[
         "no_trace_of_erased_persons"]

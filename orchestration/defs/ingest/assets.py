@@ -34,7 +34,7 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
     return {
         "dagster/row_count": report.rows_loaded,
         "files_seen": report.files_seen,
-        "files_read": report.files_read if report.source == "events" else report.files_seen,
+        "files_read": report.files_read if report.source == "events" else 0 if report.reused else report.files_seen,
         "rows_read": report.rows_read,
         "rows_loaded": report.rows_loaded,
         "rows_quarantined": report.rows_quarantined,
@@ -47,7 +47,8 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
             _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
         "table": f"raw.{report.table}",
     } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {}) \
-      | ({"days_rebuilt": str(window), "other_days_rebuilt": report.extra_days} if report.source == "events" else {})
+      | ({"days_rebuilt": str(window), "other_days_rebuilt": report.extra_days} if report.source == "events"
+         else {"reused_unchanged_files": report.reused})
 
 
 # Tables an ingestion step writes beside its main table, in the same transaction.
@@ -73,10 +74,14 @@ def _ingest(context: dg.AssetExecutionContext, source: str, window: DayWindow, w
         report = load_source(con, files, source, window=window)
         tables = {name: table_metadata(con, f"raw.{name}") for name in [table, *COMPANIONS.get(source, {})]}
         warehouse.publish(con, [f"raw.{name}" for name in tables])
-    context.log.info(
-        f"{source}: read {report.rows_read:,} rows from {report.files_read or report.files_seen} files"
-        + (f" for the days {window}" if source == "events" else "") + f", loaded {report.rows_loaded:,}, "
-        f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
+    if report.reused:
+        context.log.info(f"{source}: the {report.files_seen} files are as at the last load, so raw.{table} stands "
+                         f"({report.rows_loaded:,} rows, {report.rows_quarantined:,} quarantined)")
+    else:
+        context.log.info(
+            f"{source}: read {report.rows_read:,} rows from {report.files_read or report.files_seen} files"
+            + (f" for the days {window}" if source == "events" else "") + f", loaded {report.rows_loaded:,}, "
+            f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
     yield dg.MaterializeResult(asset_key=["raw", table], metadata={**tables.pop(table), **report_metadata(report, window)})
     for name, metadata in tables.items():
         yield dg.MaterializeResult(asset_key=["raw", name], metadata=metadata)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class LoadReport:
     guest_orders: int = 0  # orders with neither customer_id nor email: quarantined, they cannot be resolved
     files_read: int = 0  # events: the files a daily load had to read (all of them for a full load)
     extra_days: int = 0  # events: days outside the window a daily load replaced (changed, new or gone files)
+    reused: bool = False  # a snapshot source whose files and loader are as at its last load: nothing re-read
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,10 @@ def _file_preview(path: Path) -> str:
     return path.read_bytes()[:200].decode("utf-8", errors="backslashreplace")
 
 
-def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
-            files: dict[str, dt.datetime], file_stats: dict[str, tuple[int, int]]) -> None:
-    """Swap in the new raw table, its quarantine rows, its file manifest and any companion
-    tables derived from it, atomically."""
+def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str, files: dict[str, dt.datetime],
+            file_stats: dict[str, tuple[int, int]], fingerprint: str, valid_rows: int) -> None:
+    """Swap in the new raw table, its quarantine rows, its file manifest and the fingerprint of
+    what was read (raw.snapshot_loads, with the counts a reuse reports), atomically."""
     per_file = {r[0]: r[1:] for r in con.execute(
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
@@ -158,7 +161,18 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str,
                                                  "rows_read", "rows_loaded", "rows_quarantined"], rows,
                               {"loaded_at": "datetime64[us]"})
             con.execute("INSERT INTO raw.ingested_files BY NAME SELECT * FROM _manifest")
+        report.deduplicated = valid_rows - con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0] \
+            - report.rows_suppressed
+        con.execute(SNAPSHOT_LOADS_DDL)
+        con.execute("DELETE FROM raw.snapshot_loads WHERE source = ?", [report.source])
+        con.execute("INSERT INTO raw.snapshot_loads VALUES (?, ?, ?)",
+                    [report.source, fingerprint, json.dumps({name: getattr(report, name) for name in _CARRIED})])
     con.execute("DROP TABLE IF EXISTS _typed")
+    _count_loaded(con, report)
+
+
+def _count_loaded(con, report: LoadReport) -> None:
+    """The rows and quarantined lines a source has now."""
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
     report.quarantine_by_reason = dict(con.execute(
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
@@ -760,14 +774,48 @@ def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadRepor
     con.execute("DROP TABLE IF EXISTS _mapped")
 
 
+SNAPSHOT_LOADS_DDL = ("CREATE TABLE IF NOT EXISTS raw.snapshot_loads "
+                      "(source VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL, report JSON NOT NULL)")
+# What a reuse carries over from the load that read the files; the rest is counted from the tables.
+_CARRIED = ("files_rejected", "rows_read", "deduplicated", "rows_suppressed", "quarantine_suppressed", "guest_orders")
+
+
+def _snapshot_fingerprint(plan: SourceFiles, spec: CsvSource, stats: dict[str, tuple[int, int]]) -> str:
+    """What a snapshot load depends on: each file's name, size and mtime, the source's spec and
+    mapping, this loader's code and the phone library's metadata."""
+    parts = [repr(spec), repr((plan.format, plan.columns, plan.csv, str(plan.root))), repr(sorted(stats.items())),
+             phonenumbers.__version__, Path(__file__).read_text(encoding="utf-8")]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _reuse_snapshot(con, report: LoadReport, fingerprint: str) -> bool:
+    """True, with `report` filled in, when the last load of this source read the same files with the
+    same loader: its tables stand as they are. They equal a reload: an erasure since then scrubbed
+    them, as suppression would drop the same rows at a reload."""
+    con.execute(SNAPSHOT_LOADS_DDL)
+    stored = con.execute("SELECT report FROM raw.snapshot_loads WHERE source = ? AND fingerprint = ?",
+                         [report.source, fingerprint]).fetchone()
+    if stored is None or not table_exists(con, "raw", report.table):
+        return False
+    for name, value in json.loads(stored[0]).items():
+        setattr(report, name, value)
+    report.reused = True
+    _count_loaded(con, report)
+    return True
+
+
 def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, spec: CsvSource,
                     now: dt.datetime | None = None) -> LoadReport:
-    """`files`: the landing root (its <source>/ folder), or the files a sources config declares."""
+    """`files`: the landing root (its <source>/ folder), or the files a sources config declares.
+    When the files and this loader are as at the last load, nothing is read again (`report.reused`)."""
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source=spec.name, table=spec.table)
     plan = _plan(files, spec.name)
     report.files_seen = len(plan.files)
     loaded_at, stats = _register_files(con, plan, now, spec.name)
+    fingerprint = _snapshot_fingerprint(plan, spec, stats)
+    if _reuse_snapshot(con, report, fingerprint):
+        return report
     (_read_mapped_rows if plan.mapped else _read_csv_rows)(con, plan, spec, report)
     report.rows_read = con.execute("SELECT count(*) FROM _rows").fetchone()[0] + \
         con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
@@ -800,8 +848,7 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
     if spec is ORDERS:
         report.guest_orders = con.execute(f"SELECT count(DISTINCT order_id) FROM _checked "
                                           f"WHERE reason_code = '{F.MISSING_CUSTOMER}'").fetchone()[0]
-    _commit(con, report, typed, quarantine, loaded_at, stats)
-    report.deduplicated = valid - report.rows_loaded - report.rows_suppressed
+    _commit(con, report, typed, quarantine, loaded_at, stats, fingerprint, valid)
     return report
 
 

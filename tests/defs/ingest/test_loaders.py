@@ -7,6 +7,7 @@ import collections
 import datetime as dt
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,47 @@ def test_rerun_on_same_files_changes_nothing(sample, loaded, tmp_path):
     before = _fingerprints(warehouse)
     _load_all(warehouse, sample.landing, now=NOW + dt.timedelta(days=3))
     assert _fingerprints(warehouse) == before
+
+
+def test_an_unchanged_snapshot_is_not_read_again_and_a_changed_one_is(sample, tmp_path, monkeypatch):
+    """A daily run of a snapshot source whose files are as at its last load reads nothing and keeps
+    tables equal to a fresh load; an edited, added or removed file makes it read everything again."""
+    from orchestration.defs.ingest import loaders
+
+    landing = tmp_path / "landing"
+    shutil.copytree(sample.landing / "crm", landing / "crm")
+    # When a file was first seen differs between warehouses that saw the files on different days.
+    crm_tables = ["(SELECT * EXCLUDE (loaded_at) FROM raw.crm_customers)",
+                  "(SELECT * EXCLUDE (loaded_at) FROM raw.quarantine WHERE source = 'crm')",
+                  "(SELECT * EXCLUDE (loaded_at) FROM raw.ingested_files WHERE source = 'crm')"]
+
+    def load(warehouse: Path, now: dt.datetime):
+        with connect(warehouse) as con:
+            report = load_csv_source(con, landing, CRM, now)
+            return report, [table_fingerprint(con, t) for t in crm_tables]
+
+    first, stored = load(tmp_path / "daily.duckdb", NOW)
+    read_csv = loaders._read_csv_rows
+    with monkeypatch.context() as mp:
+        mp.setattr(loaders, "_read_csv_rows", lambda *a: pytest.fail("an unchanged snapshot was read again"))
+        again, kept = load(tmp_path / "daily.duckdb", NOW + dt.timedelta(days=1))
+    fresh, reloaded = load(tmp_path / "fresh.duckdb", NOW)
+    assert (first.reused, again.reused, fresh.reused) == (False, True, False)
+    assert kept == stored == reloaded
+    assert (again.rows_read, again.rows_loaded, again.rows_quarantined, again.deduplicated) == \
+        (first.rows_read, first.rows_loaded, first.rows_quarantined, first.deduplicated)
+
+    files = sorted((landing / "crm").glob("*.csv"))
+    with files[0].open("a", encoding="utf-8") as fh:  # edited: one more (malformed) row
+        fh.write("not,enough,fields\n")
+    files[1].unlink()
+    calls = []
+    monkeypatch.setattr(loaders, "_read_csv_rows", lambda *a: calls.append(1) or read_csv(*a))
+    changed, _ = load(tmp_path / "daily.duckdb", NOW + dt.timedelta(days=2))
+    assert calls and not changed.reused
+    assert changed.files_seen == first.files_seen - 1 and changed.rows_quarantined >= 1
+    monkeypatch.setattr(loaders, "_read_csv_rows", read_csv)
+    assert load(tmp_path / "daily.duckdb", NOW)[1] == load(tmp_path / "fresh2.duckdb", NOW)[1]  # reused, as reloaded
 
 
 def test_killed_run_leaves_previous_tables(sample, loaded, tmp_path):
