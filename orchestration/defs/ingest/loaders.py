@@ -782,7 +782,7 @@ _CARRIED = ("files_rejected", "rows_read", "deduplicated", "rows_suppressed", "q
 
 def _snapshot_fingerprint(plan: SourceFiles, spec: CsvSource, stats: dict[str, tuple[int, int]]) -> str:
     """What a snapshot load depends on: each file's name, size and mtime, the source's spec and
-    mapping, this loader's code and the phone library's metadata."""
+    mapping, this loader's code and the phone library's version."""
     parts = [repr(spec), repr((plan.format, plan.columns, plan.csv, str(plan.root))), repr(sorted(stats.items())),
              phonenumbers.__version__, Path(__file__).read_text(encoding="utf-8")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
