@@ -23,8 +23,7 @@ from orchestration.lib.warehouse import connect, table_fingerprint
 
 CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets]
 # Differ by design: the time a file was first seen and a digest over it, the dbt run that wrote a row,
-# and ids derived from person_id
-# (see _fingerprints).
+# and ids derived from person_id (see _fingerprints).
 RUN_DEPENDENT_COLUMNS = ("loaded_at", "device_digest", "dbt_invocation_id", "session_id", "session_day_id",
                          "person_as_of_key")
 

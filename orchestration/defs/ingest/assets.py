@@ -34,7 +34,7 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
     return {
         "dagster/row_count": report.rows_loaded,
         "files_seen": report.files_seen,
-        "files_read": report.files_read if report.source == "events" else 0 if report.reused else report.files_seen,
+        "files_read": report.files_read,
         "rows_read": report.rows_read,
         "rows_loaded": report.rows_loaded,
         "rows_quarantined": report.rows_quarantined,
@@ -79,7 +79,7 @@ def _ingest(context: dg.AssetExecutionContext, source: str, window: DayWindow, w
                          f"({report.rows_loaded:,} rows, {report.rows_quarantined:,} quarantined)")
     else:
         context.log.info(
-            f"{source}: read {report.rows_read:,} rows from {report.files_read or report.files_seen} files"
+            f"{source}: read {report.rows_read:,} rows from {report.files_read} files"
             + (f" for the days {window}" if source == "events" else "") + f", loaded {report.rows_loaded:,}, "
             f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates")
     yield dg.MaterializeResult(asset_key=["raw", table], metadata={**tables.pop(table), **report_metadata(report, window)})

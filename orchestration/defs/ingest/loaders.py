@@ -52,7 +52,7 @@ class LoadReport:
     quarantine_suppressed: int = 0  # quarantined lines of erased persons, dropped
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     guest_orders: int = 0  # orders with neither customer_id nor email: quarantined, they cannot be resolved
-    files_read: int = 0  # events: the files a daily load had to read (all of them for a full load)
+    files_read: int = 0  # the files this load read: a daily events load reads few, a reused snapshot none
     extra_days: int = 0  # events: days outside the window a daily load replaced (changed, new or gone files)
     reused: bool = False  # a snapshot source whose files and loader are as at its last load: nothing re-read
 
@@ -163,8 +163,7 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str, files:
             con.execute("INSERT INTO raw.ingested_files BY NAME SELECT * FROM _manifest")
         report.deduplicated = valid_rows - con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0] \
             - report.rows_suppressed
-        con.execute(SNAPSHOT_LOADS_DDL)
-        con.execute("DELETE FROM raw.snapshot_loads WHERE source = ?", [report.source])
+        con.execute("DELETE FROM raw.snapshot_loads WHERE source = ?", [report.source])  # made by _reuse_snapshot
         con.execute("INSERT INTO raw.snapshot_loads VALUES (?, ?, ?)",
                     [report.source, fingerprint, json.dumps({name: getattr(report, name) for name in _CARRIED})])
     con.execute("DROP TABLE IF EXISTS _typed")
@@ -816,6 +815,7 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
     fingerprint = _snapshot_fingerprint(plan, spec, stats)
     if _reuse_snapshot(con, report, fingerprint):
         return report
+    report.files_read = len(plan.files)
     (_read_mapped_rows if plan.mapped else _read_csv_rows)(con, plan, spec, report)
     report.rows_read = con.execute("SELECT count(*) FROM _rows").fetchone()[0] + \
         con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
