@@ -24,8 +24,8 @@ from orchestration.lib.warehouse import connect, table_fingerprint
 CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets]
 # Differ by design: the time a file was first seen and a digest over it, the dbt run that wrote a row,
 # and ids derived from person_id (see _fingerprints).
-RUN_DEPENDENT_COLUMNS = ("loaded_at", "device_digest", "dbt_invocation_id", "session_id", "session_day_id",
-                         "person_as_of_key")
+RUN_DEPENDENT_COLUMNS = ("loaded_at", "device_digest", "day_digest", "dbt_invocation_id", "session_id",
+                         "session_day_id", "person_as_of_key")
 
 
 def _file_day(path: Path) -> dt.date:
@@ -180,9 +180,10 @@ def test_full_refresh_then_daily_runs_equal_a_full_rebuild(sample, tmp_path, mon
                     for e in result.get_asset_materialization_events()}
         assert metadata["events"]["days_rebuilt"].value == f"[{day - dt.timedelta(days=3)}, {day + dt.timedelta(days=1)})"
         assert metadata["events"]["files_read"].value < metadata["events"]["files_seen"].value / 5
-        # The person models wrote only what changed: the new events and those identity moved, and the
-        # sessions of their devices (a full rebuild writes every row).
-        for model, most in (("int_person_events", 0.1), ("int_session_days", 0.5)):
+        # The incremental models wrote only what changed: the new events and those identity moved, the
+        # sessions of their devices, and the identity evidence of the changed days (a full rebuild
+        # writes every row).
+        for model, most in (("int_person_events", 0.1), ("int_session_days", 0.5), ("int_identity__event_days", 0.5)):
             assert 0 < metadata[model]["rows_written"].value < metadata[model]["dagster/row_count"].value * most, model
         after = _persons_of_events(daily)
         moved += sum(1 for m, (person, event_day) in before.items()

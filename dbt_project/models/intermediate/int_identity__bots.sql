@@ -1,7 +1,8 @@
 -- Devices that are bots: by user agent (the parser's verdict or our pattern) or by a rate no person reaches. They never become persons.
-with events as (
-    select anonymous_id, user_agent, user_agent_is_bot, occurred_at
-    from {{ ref('int_segment__events') }}
+-- Reads the events summed per device and day (int_identity__event_days), which keep each device's busiest minute.
+with devices as (
+    select anonymous_id, user_agent, user_agent_is_bot, busiest_minute_events
+    from {{ ref('int_identity__event_days') }}
     where anonymous_id is not null
 ),
 
@@ -13,22 +14,16 @@ user_agents_by_pattern as (
 
 by_user_agent as (
     select anonymous_id, 'user_agent' as detected_by
-    from events
+    from devices
     where user_agent_is_bot or user_agent in (select user_agent from user_agents_by_pattern)
     group by anonymous_id
 ),
 
-per_minute as (
-    select anonymous_id, {{ dbt.date_trunc('minute', 'occurred_at') }} as minute, count(*) as events_in_minute
-    from events
-    group by anonymous_id, {{ dbt.date_trunc('minute', 'occurred_at') }}
-),
-
 by_rate as (
     select anonymous_id, 'event_rate' as detected_by
-    from per_minute
+    from devices
     group by anonymous_id
-    having max(events_in_minute) > {{ var('identity_bot_max_events_per_minute') }}
+    having max(busiest_minute_events) > {{ var('identity_bot_max_events_per_minute') }}
 ),
 
 flagged as (

@@ -23,7 +23,7 @@ pairs as (
         '{{ left_type }}' as left_type, {{ left_col }} as left_id,
         '{{ right_type }}' as right_type, {{ right_col }} as right_id,
         '{{ rule }}' as rule, '{{ source }}' as source, {{ weight }} as weight,
-        observed_at
+        first_observed_at, observations
     from identifiers
     where source = '{{ source }}' and {{ left_col }} is not null and {{ right_col }} is not null
       {% if rule in ('identify_anonymous_email', 'order_event_anonymous_customer', 'order_event_anonymous_email') %}
@@ -35,6 +35,6 @@ pairs as (
 )
 
 select left_type, left_id, right_type, right_id, rule, source, weight,
-       min(observed_at) as first_seen_at, count(*) as evidence_count
+       min(first_observed_at) as first_seen_at, cast(sum(observations) as bigint) as evidence_count
 from pairs
 group by left_type, left_id, right_type, right_id, rule, source, weight

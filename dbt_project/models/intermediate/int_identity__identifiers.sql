@@ -1,40 +1,43 @@
 -- Every identifier observation, normalised (emails trimmed and lower-cased, phones in E.164) and
 -- hashed where it is PII. Junk values and bot devices are dropped here, before any edge exists.
--- A view: the edges and the nodes each read it once, which costs less than writing one row per
--- message to disk (at 100k persons 6 s against 15 s for the three models).
+-- Events come summed per day and combination of identifiers (int_identity__event_days), CRM records
+-- and order lines one by one: each row says when its identifiers were first and last seen together,
+-- and how often.
+-- A view: the edges and the nodes each read it once, which costs less than writing it to disk.
 {{ config(materialized='view') }}
-with events as (
-    select * from {{ ref('int_segment__events') }}
-    where anonymous_id is null or anonymous_id not in (select anonymous_id from {{ ref('int_identity__bots') }})
+with bots as (
+    select anonymous_id from {{ ref('int_identity__bots') }}
 ),
 
 observations as (
-    select message_id as evidence_id, 'events' as source, occurred_at as observed_at,
+    select 'events' as source, first_observed_at, last_observed_at, observations,
            anonymous_id, user_id, cast(null as {{ dbt.type_string() }}) as customer_id,
            traits_email_normalised as email, traits_phone_e164 as phone
-    from events
+    from {{ ref('int_identity__event_days') }}
+    where anonymous_id is null or anonymous_id not in (select anonymous_id from bots)
     union all
-    select customer_record_id, 'crm', updated_at, null, null, customer_id, email_normalised, phone_e164
+    select 'crm', updated_at, updated_at, 1, null, null, customer_id, email_normalised, phone_e164
     from {{ ref('stg_crm__customers') }}
     union all
-    select order_line_id, 'orders', ordered_at, null, null, customer_id, email_normalised, null
+    select 'orders', ordered_at, ordered_at, 1, null, null, customer_id, email_normalised, null
     from {{ ref('stg_commerce__order_lines') }}
     union all
     -- An Order Completed event and its orders/ row: the device or user that bought, and the customer.
-    select {{ dbt.concat(["e.message_id", "'|'", "o.order_id"]) }}, 'order_events', e.occurred_at,
-           e.anonymous_id, e.user_id, o.customer_id, o.email_normalised, null
-    from events e
+    select 'order_events', e.occurred_at, e.occurred_at, 1, e.anonymous_id, e.user_id, o.customer_id, o.email_normalised, null
+    from {{ ref('int_segment__events') }} e
     join (
         select distinct order_id, customer_id, email_normalised from {{ ref('stg_commerce__order_lines') }}
     ) o on o.order_id = e.order_id
     where e.behaviour = 'purchase'
+      and (e.anonymous_id is null or e.anonymous_id not in (select anonymous_id from bots))
 ),
 
 cleaned as (
     select
-        evidence_id,
         source,
-        observed_at,
+        first_observed_at,
+        last_observed_at,
+        observations,
         case when lower(anonymous_id) not in {{ blocked_values_sql() }} then anonymous_id end as anonymous_id,
         case when lower(user_id) not in {{ blocked_values_sql() }} then user_id end as user_id,
         case when lower(customer_id) not in {{ blocked_values_sql() }} then customer_id end as customer_id,
@@ -44,9 +47,10 @@ cleaned as (
 )
 
 select
-    evidence_id,
     source,
-    observed_at,
+    first_observed_at,
+    last_observed_at,
+    observations,
     anonymous_id,
     user_id,
     customer_id,

@@ -4,18 +4,15 @@ with identifiers as (
 ),
 
 unpivoted as (
-    select 'anonymous_id' as identifier_type, anonymous_id as identifier, observed_at from identifiers where anonymous_id is not null
-    union all
-    select 'user_id', user_id, observed_at from identifiers where user_id is not null
-    union all
-    select 'customer_id', customer_id, observed_at from identifiers where customer_id is not null
-    union all
-    select 'email_sha256', email_sha256, observed_at from identifiers where email_sha256 is not null
-    union all
-    select 'phone_sha256', phone_sha256, observed_at from identifiers where phone_sha256 is not null
+    {% for column in ['anonymous_id', 'user_id', 'customer_id', 'email_sha256', 'phone_sha256'] %}
+    select '{{ column }}' as identifier_type, {{ column }} as identifier, first_observed_at, last_observed_at, observations
+    from identifiers
+    where {{ column }} is not null
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
 )
 
-select identifier_type, identifier, min(observed_at) as first_seen_at, max(observed_at) as last_seen_at,
-       count(*) as observations
+select identifier_type, identifier, min(first_observed_at) as first_seen_at, max(last_observed_at) as last_seen_at,
+       cast(sum(observations) as bigint) as observations
 from unpivoted
 group by identifier_type, identifier
