@@ -183,7 +183,7 @@ def test_full_refresh_then_daily_runs_equal_a_full_rebuild(sample, tmp_path, mon
         # The incremental models wrote only what changed: the new events and those identity moved, the
         # sessions of their devices, and the identity evidence of the changed days (a full rebuild
         # writes every row).
-        for model, most in (("int_person_events", 0.1), ("int_session_days", 0.5), ("int_identity__event_days", 0.5)):
+        for model, most in (("int_person_events", 0.1), ("int_session_days", 0.5), ("int_segment__event_days", 0.5)):
             assert 0 < metadata[model]["rows_written"].value < metadata[model]["dagster/row_count"].value * most, model
         after = _persons_of_events(daily)
         moved += sum(1 for m, (person, event_day) in before.items()

@@ -1,8 +1,8 @@
 -- Devices that are bots: by user agent (the parser's verdict or our pattern) or by a rate no person reaches. They never become persons.
--- Reads the events summed per device and day (int_identity__event_days), which keep each device's busiest minute.
+-- Reads the events summed per device and day (int_segment__event_days), which keep each device's busiest minute.
 with devices as (
     select anonymous_id, user_agent, user_agent_is_bot, busiest_minute_events
-    from {{ ref('int_identity__event_days') }}
+    from {{ ref('int_segment__event_days') }}
     where anonymous_id is not null
 ),
 

@@ -1,6 +1,6 @@
 -- Every identifier observation, normalised (emails trimmed and lower-cased, phones in E.164) and
 -- hashed where it is PII. Junk values and bot devices are dropped here, before any edge exists.
--- Events come summed per day and combination of identifiers (int_identity__event_days), CRM records
+-- Events come summed per day and combination of identifiers (int_segment__event_days), CRM records
 -- and order lines one by one: each row says when its identifiers were first and last seen together,
 -- and how often.
 -- A view: the edges and the nodes each read it once, which costs less than writing it to disk.
@@ -13,7 +13,7 @@ observations as (
     select 'events' as source, first_observed_at, last_observed_at, observations,
            anonymous_id, user_id, cast(null as {{ dbt.type_string() }}) as customer_id,
            traits_email_normalised as email, traits_phone_e164 as phone
-    from {{ ref('int_identity__event_days') }}
+    from {{ ref('int_segment__event_days') }}
     where anonymous_id is null or anonymous_id not in (select anonymous_id from bots)
     union all
     select 'crm', updated_at, updated_at, 1, null, null, customer_id, email_normalised, phone_e164

@@ -15,15 +15,18 @@ persons as (
     group by person_id
 ),
 
+-- Events come summed per day and combination of identifiers, country and device type.
 events as (
-    select i.person_id, e.occurred_at, e.country, e.device_type, e.traits_email_normalised
-    from {{ ref('int_segment__events') }} e
+    select i.person_id, e.first_observed_at, e.last_observed_at, e.observations, e.country, e.device_type,
+           e.traits_email_normalised
+    from {{ ref('int_segment__event_days') }} e
     join identity i
       on (i.identifier_type = 'anonymous_id' and i.identifier = e.anonymous_id)
     where e.anonymous_id is not null
     union all
-    select i.person_id, e.occurred_at, e.country, e.device_type, e.traits_email_normalised
-    from {{ ref('int_segment__events') }} e
+    select i.person_id, e.first_observed_at, e.last_observed_at, e.observations, e.country, e.device_type,
+           e.traits_email_normalised
+    from {{ ref('int_segment__event_days') }} e
     join identity i on i.identifier_type = 'user_id' and i.identifier = e.user_id
     where e.anonymous_id is null
 ),
@@ -51,7 +54,7 @@ latest_crm as (
 ),
 
 country_votes as (
-    select person_id, country, count(*) as n from events where country is not null group by person_id, country
+    select person_id, country, sum(observations) as n from events where country is not null group by person_id, country
     union all
     select person_id, country, 1000000 from latest_crm where country is not null
 ),
@@ -69,7 +72,7 @@ top_device as (
     select person_id, device_type as primary_device_type
     from (
         select person_id, device_type,
-               row_number() over (partition by person_id order by count(*) desc, device_type) as rn
+               row_number() over (partition by person_id order by sum(observations) desc, device_type) as rn
         from events where device_type is not null
         group by person_id, device_type
     ) ranked
@@ -77,13 +80,13 @@ top_device as (
 ),
 
 seen as (
-    select person_id, min(seen_at) as first_seen_at, max(seen_at) as last_seen_at
+    select person_id, min(first_at) as first_seen_at, max(last_at) as last_seen_at
     from (
-        select person_id, occurred_at as seen_at from events
+        select person_id, first_observed_at as first_at, last_observed_at as last_at from events
         union all
-        select person_id, ordered_at from orders where person_id is not null
+        select person_id, ordered_at, ordered_at from orders where person_id is not null
         union all
-        select person_id, signup_at from crm where signup_at is not null
+        select person_id, signup_at, signup_at from crm where signup_at is not null
     ) t
     group by person_id
 ),

@@ -10,10 +10,10 @@
 {%- endmacro %}
 
 {#
-  Pre-hook of int_identity__event_days: delete the days whose events no longer match the digest
+  Pre-hook of int_segment__event_days: delete the days whose events no longer match the digest
   their rows were summed from; the run sums every day without rows.
 #}
-{% macro delete_changed_identity_event_days() -%}
+{% macro delete_changed_event_days() -%}
     {%- if is_incremental() -%}
     delete from {{ this }} t
     where not exists (

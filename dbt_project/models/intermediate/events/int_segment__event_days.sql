@@ -1,8 +1,8 @@
--- The identity evidence of events, summed per event day: one row per day and combination of
--- anonymous_id, user_id, email, phone and user agent seen on a message, with when it was first and
--- last seen that day and how often, and the device's busiest minute that day (for bot detection).
--- The bots, the identifier observations and from them the graph's nodes and edges read this, a few
--- rows per device and day, instead of every event.
+-- Events summed per event day: one row per day and combination of anonymous_id, user_id, email,
+-- phone, user agent, country and device type seen on a message, with when it was first and last
+-- seen that day and how often, and the device's busiest minute that day (for bot detection). The
+-- bots, the identity graph's evidence and the profiles read this, a few rows per device and day,
+-- instead of every event.
 -- Incremental on DuckDB by day: each row keeps its day's digest in int_segment__events (count and
 -- a sum of version hashes). The pre-hook deletes the days whose events differ from it (new or late
 -- events, a re-sent or withdrawn file, an erasure), and the run sums those days again, which gives
@@ -13,7 +13,7 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_changed_identity_event_days() }}",
+    pre_hook="{{ delete_changed_event_days() }}",
 ) }}
 
 with days as (
@@ -22,7 +22,7 @@ with days as (
 
 events as (
     select e.event_date, e.occurred_at, e.anonymous_id, e.user_id, e.traits_email_normalised, e.traits_phone_e164,
-           e.user_agent, e.user_agent_is_bot
+           e.user_agent, e.user_agent_is_bot, e.country, e.device_type
     from {{ ref('int_segment__events') }} e
     {% if is_incremental() %}
     where e.event_date not in (select distinct event_date from {{ this }})
@@ -42,9 +42,10 @@ busiest_minutes as (
 
 observations as (
     select event_date, anonymous_id, user_id, traits_email_normalised, traits_phone_e164, user_agent, user_agent_is_bot,
-           min(occurred_at) as first_observed_at, max(occurred_at) as last_observed_at, count(*) as observations
+           country, device_type, min(occurred_at) as first_observed_at, max(occurred_at) as last_observed_at, count(*) as observations
     from events
-    group by event_date, anonymous_id, user_id, traits_email_normalised, traits_phone_e164, user_agent, user_agent_is_bot
+    group by event_date, anonymous_id, user_id, traits_email_normalised, traits_phone_e164, user_agent, user_agent_is_bot,
+             country, device_type
 )
 
 select
@@ -55,6 +56,8 @@ select
     o.traits_phone_e164,
     o.user_agent,
     o.user_agent_is_bot,
+    o.country,
+    o.device_type,
     o.first_observed_at,
     o.last_observed_at,
     o.observations,
