@@ -168,7 +168,8 @@ def test_full_refresh_then_daily_runs_equal_a_full_rebuild(sample, tmp_path, mon
     _landing_until(sample.landing, landing, days[-3])
     refresh = {"full_refresh": True}
     _run(landing, daily, partition_key=days[-3].isoformat(),
-         run_config={"ops": {"ingest_events": {"config": refresh}, "dbt_daily_events": {"config": refresh}}})
+         run_config={"ops": {op: {"config": refresh} for op in ("ingest_events", "dbt_daily_events",
+                                                                 "dbt_before_identity_graph", "dbt_after_identity_graph")}})
     moved = 0
     for day in days[-2:]:
         _landing_until(sample.landing, landing, day)

@@ -118,9 +118,11 @@ def dbt_daily_events(context: dg.AssetExecutionContext, config: IncrementalConfi
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             exclude=f"{DAILY_EVENTS} {AFTER_IDENTITY_GRAPH} {AFTER_ML}", name="dbt_before_identity_graph",
             pool="duckdb")
-def dbt_before_identity_graph(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+def dbt_before_identity_graph(context: dg.AssetExecutionContext, config: FullRefreshConfig, dbt: DbtCliResource,
                               landing: LandingZoneResource, warehouse: WarehouseResource):
-    yield from _build(context, dbt, landing, warehouse)
+    """The identity evidence and the sources of the snapshots. int_segment__event_days is incremental on
+    DuckDB: each run sums again only the event days that changed; `full_refresh` rebuilds it."""
+    yield from _build(context, dbt, landing, warehouse, config)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
