@@ -13,11 +13,11 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_changed_event_days() }}",
+    pre_hook="{{ delete_changed_digests(ref('int_segment__events'), ['event_date'], 'day') }}",
 ) }}
 
 with days as (
-    {{ event_day_digests() }}
+    {{ event_digests(ref('int_segment__events'), ['event_date'], 'day') }}
 ),
 
 events as (

@@ -14,7 +14,7 @@
     unique_key='session_day_id',
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_changed_device_sessions() }}",
+    pre_hook="{{ delete_changed_digests(ref('int_person_events'), ['person_id', 'device_key'], 'device') }}",
 ) }}
 
 with events as (
@@ -27,7 +27,7 @@ with events as (
 ),
 
 devices as (
-    {{ device_event_digests('events') }}
+    {{ event_digests('events', ['person_id', 'device_key'], 'device') }}
 ),
 
 gaps as (
