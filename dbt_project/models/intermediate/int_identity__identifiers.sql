@@ -14,7 +14,6 @@ observations as (
            anonymous_id, user_id, cast(null as {{ dbt.type_string() }}) as customer_id,
            traits_email_normalised as email, traits_phone_e164 as phone
     from {{ ref('int_segment__event_days') }}
-    where anonymous_id is null or anonymous_id not in (select anonymous_id from bots)
     union all
     select 'crm', updated_at, updated_at, 1, null, null, customer_id, email_normalised, phone_e164
     from {{ ref('stg_crm__customers') }}
@@ -29,7 +28,6 @@ observations as (
         select distinct order_id, customer_id, email_normalised from {{ ref('stg_commerce__order_lines') }}
     ) o on o.order_id = e.order_id
     where e.behaviour = 'purchase'
-      and (e.anonymous_id is null or e.anonymous_id not in (select anonymous_id from bots))
 ),
 
 cleaned as (
@@ -44,6 +42,7 @@ cleaned as (
         case when email not in {{ blocked_values_sql() }} and email like '%_@_%' then email end as email,
         case when phone not in {{ blocked_values_sql() }} then phone end as phone
     from observations
+    where anonymous_id is null or anonymous_id not in (select anonymous_id from bots)
 )
 
 select

@@ -16,17 +16,17 @@
     pre_hook="{{ delete_changed_digests(ref('int_segment__events'), ['event_date'], 'day') }}",
 ) }}
 
-with days as (
-    {{ event_digests(ref('int_segment__events'), ['event_date'], 'day') }}
-),
-
-events as (
+with events as (
     select e.event_date, e.occurred_at, e.anonymous_id, e.user_id, e.traits_email_normalised, e.traits_phone_e164,
-           e.user_agent, e.user_agent_is_bot, e.country, e.device_type
+           e.user_agent, e.user_agent_is_bot, e.country, e.device_type, e.message_id, e.source_file, e.loaded_at
     from {{ ref('int_segment__events') }} e
     {% if is_incremental() %}
     where e.event_date not in (select distinct event_date from {{ this }})
     {% endif %}
+),
+
+days as (
+    {{ event_digests('events', ['event_date'], 'day') }}
 ),
 
 busiest_minutes as (
