@@ -42,6 +42,11 @@ def ensure_generated(work: Path, persons: int) -> tuple[Path, Path]:
     return landing, truth
 
 
+def event_files(events: Path) -> list[str]:
+    """The tier's event JSONL files, without the generator's deliberately unreadable ones."""
+    return sorted(str(p) for p in events.glob("*.jsonl*") if "truncated" not in p.name and "not-gzip" not in p.name)
+
+
 # Pipeline stages, as the step keys of a run start.
 STAGES = {"ingest": ("ingest_", "dbt_daily_events"), "identity": ("dbt_before_identity_graph", "intermediate__"),
           "features": ("dbt_after_identity_graph",), "ml": ("ml__", "marts__cluster", "marts__propensity"),

@@ -33,6 +33,7 @@ import duckdb  # noqa: E402
 
 from benchmarks._pipeline import (  # noqa: E402
     ensure_generated,
+    event_files,
     run_pipeline,
     save_result,
     stage_times,
@@ -88,7 +89,7 @@ class PeakMemory:
 
 
 def read_once_reference(events: Path) -> dict:
-    files = sorted(str(p) for p in events.glob("*.jsonl*") if "truncated" not in p.name and "not-gzip" not in p.name)
+    files = event_files(events)
     started = time.perf_counter()
     with duckdb.connect() as con:
         rows = con.execute("SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
