@@ -47,6 +47,19 @@ def event_files(events: Path) -> list[str]:
     return sorted(str(p) for p in events.glob("*.jsonl*") if "truncated" not in p.name and "not-gzip" not in p.name)
 
 
+def read_once_reference(events: Path) -> dict:
+    """The reference for the pipeline's time: DuckDB alone reading the event files once (`read_json`
+    and a count)."""
+    import duckdb
+
+    files = event_files(events)
+    started = time.perf_counter()
+    with duckdb.connect() as con:
+        rows = con.execute("SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
+                           [files]).fetchone()[0]
+    return {"seconds": round(time.perf_counter() - started, 1), "rows": rows, "files": len(files)}
+
+
 # Pipeline stages, as the step keys of a run start.
 STAGES = {"ingest": ("ingest_", "dbt_daily_events"), "identity": ("dbt_before_identity_graph", "intermediate__"),
           "features": ("dbt_after_identity_graph",), "ml": ("ml__", "marts__cluster", "marts__propensity"),

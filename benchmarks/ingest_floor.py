@@ -1,59 +1,49 @@
-"""How fast DuckDB alone can do the least that event ingestion must do, on a tier's files.
+"""How long the event loader's own parse and line checks take, with nothing else of ingestion.
 
     .venv/bin/python benchmarks/ingest_floor.py --persons 100000
 
-Three queries over the same JSONL files as scale.py's read-once reference, in an in-memory DuckDB:
-1. `read_json` and a count (scale.py's reference);
-2. every line as text and a count (how the loader reads, so that a bad line can be quarantined);
-3. the lines, `json_valid`, the nine fields the loader checks and the three objects it keeps,
-   written to a table: the loader's parse with no quarantine, de-duplication or file index.
-The third is a floor under `ingest_events`: no ingest that checks every line can be faster.
+On the same JSONL files as scale.py's read-once reference, in an in-memory DuckDB:
+1. the reference: `read_json` and a count;
+2. the loader reading every line as text and running its checks on it (the SQL of `load_events`,
+   batch by batch, through `event_days`, which the sensor calls). Nothing is written to a warehouse,
+   and there is no quarantine, de-duplication, user-agent parsing or file index. This is a floor
+   under `ingest_events`: no ingest that checks every line this way can be faster.
 Figures go to benchmarks/results/ingest_floor_p<persons>.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import duckdb  # noqa: E402
-
-from benchmarks._pipeline import ensure_generated, event_files, save_result, tier_parser, tier_workdir  # noqa: E402
-
-LINES = ("read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', escape='', header=false, "
-         "auto_detect=false, strict_mode=false)")
-QUERIES = {
-    "read_json_count": "SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
-    "lines_as_text_count": f"SELECT count(*) FROM {LINES}",
-    "lines_checked_extracted_written": f"""
-        CREATE OR REPLACE TABLE floor_events AS
-        SELECT t[1] AS message_id, t[2] AS type, t[3] AS event, t[4] AS name, t[5] AS user_id, t[6] AS anonymous_id,
-               try_cast(t[7] AS TIMESTAMPTZ) AS ts, try_cast(t[8] AS TIMESTAMPTZ) AS sent_at,
-               try_cast(t[9] AS TIMESTAMPTZ) AS received_at, o[1] AS properties, o[2] AS traits, o[3] AS context
-        FROM (
-            SELECT CASE WHEN json_valid(line) THEN json_extract_string(line, ['$.messageId', '$.type', '$.event',
-                        '$.name', '$.userId', '$.anonymousId', '$.timestamp', '$.sentAt', '$.receivedAt']) END AS t,
-                   CASE WHEN json_valid(line) THEN json_extract(line, ['$.properties', '$.traits', '$.context']) END AS o
-            FROM {LINES}
-        )""",
-}
+from benchmarks._pipeline import (  # noqa: E402
+    ensure_generated,
+    event_files,
+    read_once_reference,
+    save_result,
+    tier_parser,
+    tier_workdir,
+)
+from orchestration.defs.ingest.loaders import contract_files, event_days  # noqa: E402
 
 
 def main() -> None:
     args = tier_parser(__doc__, 100_000).parse_args()
     landing, _ = ensure_generated(tier_workdir(args), args.persons)
-    files = event_files(landing / "events")
-    result = {"persons": args.persons, "files": len(files)}
-    with duckdb.connect() as con:
-        for name, sql in QUERIES.items():
-            started = time.perf_counter()
-            con.execute(sql, [files])
-            result[f"{name}_s"] = round(time.perf_counter() - started, 1)
-        result["rows_written"] = con.execute("SELECT count(*) FROM floor_events").fetchone()[0]
-    save_result(f"ingest_floor_p{args.persons}", result)
+    reference = read_once_reference(landing / "events")
+    plan = dataclasses.replace(contract_files(landing, "events"), files=list(map(Path, event_files(landing / "events"))))
+    started = time.perf_counter()
+    days = event_days(plan)
+    checked_s = round(time.perf_counter() - started, 1)
+    save_result(f"ingest_floor_p{args.persons}", {
+        "persons": args.persons, "files": reference["files"], "read_json_count_s": reference["seconds"],
+        "rows": reference["rows"], "loader_lines_checked_s": checked_s,
+        "files_with_valid_events": sum(1 for d in days.values() if d),
+        "ratio_to_read_once": round(checked_s / reference["seconds"], 1)})
 
 
 if __name__ == "__main__":

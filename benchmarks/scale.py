@@ -33,7 +33,7 @@ import duckdb  # noqa: E402
 
 from benchmarks._pipeline import (  # noqa: E402
     ensure_generated,
-    event_files,
+    read_once_reference,
     run_pipeline,
     save_result,
     stage_times,
@@ -86,15 +86,6 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def read_once_reference(events: Path) -> dict:
-    files = event_files(events)
-    started = time.perf_counter()
-    with duckdb.connect() as con:
-        rows = con.execute("SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
-                           [files]).fetchone()[0]
-    return {"seconds": round(time.perf_counter() - started, 1), "rows": rows, "files": len(files)}
 
 
 def _write_progress(path: Path, instance, memory: PeakMemory, started: float) -> None:
