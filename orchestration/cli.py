@@ -35,10 +35,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 LANDING_FOLDERS = ("events", "crm", "orders", "enrichment", "privacy")
 DAGSTER_YAML = """# Written by `tessera run` and `make`. Telemetry off; one step at a time, across runs, may hold the
-# DuckDB pool (every asset that opens the warehouse); a run whose process died is retried twice (a
-# step that meets a DuckDB lock held outside Dagster retries itself; other failures need a person).
+# DuckDB pool (every asset that opens the warehouse), and runs claim its slot in turn (the event log
+# below); a run whose process died is retried twice (a step that meets a DuckDB lock held outside
+# Dagster retries itself; other failures need a person).
 telemetry:
   enabled: false
+event_log_storage:
+  module: orchestration.lib.dagster_storage
+  class: SerialClaimsSqliteEventLogStorage
+  config:
+    base_dir: {storage}
 concurrency:
   pools:
     default_limit: 1
@@ -70,7 +76,7 @@ def ensure_dagster_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
     if not path.exists() or path.read_text(encoding="utf-8").startswith("# Written by `tessera run`"):
-        path.write_text(DAGSTER_YAML, encoding="utf-8")
+        path.write_text(DAGSTER_YAML.format(storage=json.dumps(str((home / "storage").resolve()))), encoding="utf-8")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -68,6 +68,15 @@ def test_dagster_instance_keeps_runs_in_postgres(production, tmp_path, monkeypat
         assert record is not None and record.is_success
 
 
+def test_production_runs_claiming_the_duckdb_pool_at_once_get_its_one_slot_in_turn(production, tmp_path,
+                                                                                   monkeypatch):
+    from benchmarks.pool_claims import simultaneous_claims
+
+    shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("TESSERA_DAGSTER_POSTGRES_URL", services.postgres_url("dagster"))
+    assert simultaneous_claims(tmp_path, trials=30) == [1] * 30
+
+
 def test_mlflow_server_stores_runs_in_postgres(production):
     import mlflow
 
