@@ -1,7 +1,8 @@
 """How often two runs claiming the `duckdb` pool (limit 1) at the same instant both get its slot.
 
 Each trial starts two processes on one Dagster instance; they meet at a barrier and claim the slot
-for a step at once. A trial where both are granted it is a double claim: the second step then meets
+for a step at once, as a run's executor does: of a pool that exists, or of a new one, which the
+claim sets up first (the first runs on a new instance). A trial where both are granted it is a double claim: the second step then meets
 DuckDB's file lock and waits for a retry. Measured for Dagster's own event log storage and for
 Tessera's (orchestration/lib/dagster_storage.py), on SQLite and, with --postgres-url, on PostgreSQL.
 
@@ -39,31 +40,45 @@ def write_instance(home: Path, module: str, cls: str, postgres_url: str | None =
     return home
 
 
-def _claim(home: str, run_id: str, barrier, granted) -> None:
+def _claim(home: str, pool: str, run_id: str, barrier, granted) -> None:
+    """Claim as a run's executor does: it sets the pool up on its first claim, then claims a slot."""
+    import dagster as dg
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    try:
+        with dg.DagsterInstance.from_config(home) as instance:
+            instance.event_log_storage.get_pool_limits()  # connected before the barrier, as a run is
+            barrier.wait(timeout=60)
+            with InstanceConcurrencyContext(instance, DagsterRun(job_name="pool_claims", run_id=run_id)) as context:
+                granted.put(int(context.claim(pool, "ingest_events")))
+    except Exception as exc:  # a claim that fails fails its step, and so its run
+        barrier.abort()
+        granted.put(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+
+def simultaneous_claims(home: Path, trials: int, first_use: bool, claimers: int = 2) -> list[list[int | str]]:
+    """For each trial, what each of `claimers` processes claiming at once got: 1 for the one slot,
+    0 for a wait, or the error its claim raised; of a pool that exists (its setup done before), or
+    of a new one (`first_use`)."""
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(home) as instance:
-        storage = instance.event_log_storage
-        barrier.wait()
-        granted.put(storage.claim_concurrency_slot(POOL, run_id, "ingest_events", 0).is_claimed)
-
-
-def simultaneous_claims(home: Path, trials: int, claimers: int = 2) -> list[int]:
-    """For each trial, how many of `claimers` processes claiming at once were granted the one slot."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        if POOL not in instance.event_log_storage.get_concurrency_keys():
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # an instance that exists, as in any deployment
+        instance.get_runs(limit=1)  # (two first-ever processes would race to create its SQLite tables)
+        pools = instance.event_log_storage.get_concurrency_keys()
+        if not first_use and POOL not in pools:
             instance.event_log_storage.initialize_concurrency_limit_to_default(POOL)
     context = mp.get_context("fork")
     counts = []
     for _ in range(trials):
+        pool = f"{POOL}_{uuid.uuid4().hex[:8]}" if first_use else POOL
         runs = [uuid.uuid4().hex for _ in range(claimers)]
         barrier, granted = context.Barrier(claimers), context.Queue()
-        processes = [context.Process(target=_claim, args=(str(home), run, barrier, granted)) for run in runs]
+        processes = [context.Process(target=_claim, args=(str(home), pool, run, barrier, granted), daemon=True)
+                     for run in runs]
         for p in processes:
             p.start()
-        counts.append(sum(granted.get(timeout=120) for _ in processes))
+        counts.append(sorted((granted.get(timeout=120) for _ in processes), key=str))
         for p in processes:
             p.join()
         with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -85,11 +100,17 @@ def main() -> None:
             for storage, (module, cls) in STORAGES[backend].items():
                 home = write_instance(Path(tmp) / f"{backend}-{storage}", module, cls,
                                       args.postgres_url if backend == "postgres" else None)
-                counts = simultaneous_claims(home, args.trials)
-                results[f"{backend}/{storage}"] = {"trials": args.trials, "double_claims": sum(c > 1 for c in counts),
-                                                   "no_claim": sum(c == 0 for c in counts)}
-                print(f"{backend:8} {storage:8} double claims: {results[f'{backend}/{storage}']['double_claims']:3} "
-                      f"of {args.trials}   none granted: {results[f'{backend}/{storage}']['no_claim']}")
+                for scenario in ("existing pool", "new pool"):
+                    counts = simultaneous_claims(home, args.trials, first_use=scenario == "new pool")
+                    errors = [g for trial in counts for g in trial if isinstance(g, str)]
+                    granted = [sum(g for g in trial if isinstance(g, int)) for trial in counts]
+                    row = results[f"{backend}/{storage}/{scenario}"] = {
+                        "trials": args.trials, "double_claims": sum(g > 1 for g in granted),
+                        "none_granted": sum(g == 0 for g in granted), "failed_claims": len(errors),
+                        "first_error": errors[0] if errors else None}
+                    print(f"{backend:8} {storage:8} {scenario:13}  double claims: {row['double_claims']:3}   "
+                          f"none granted: {row['none_granted']:3}   failed claims: {len(errors):3}   (of {args.trials})",
+                          flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
 

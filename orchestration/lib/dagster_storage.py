@@ -1,11 +1,12 @@
 """Dagster event log storages whose pool claims take turns across processes.
 
-Dagster claims a pool slot by reading a free slot row and taking it in a second statement. Two runs
+Dagster claims a pool slot by reading a free slot row and taking it in a second statement, and
+creates a pool's slots on its first claim by counting them and adding the missing ones. Two runs
 claiming at the same instant can both take the `duckdb` pool's one slot, and the second then meets
 DuckDB's file lock; with Dagster's own storages that happens to a sixth or more of simultaneous
 claims, on SQLite and on PostgreSQL alike (benchmarks/pool_claims.py). These storages hold one
-instance-wide lock around each claim: a file lock next to the SQLite files, an advisory lock in
-PostgreSQL.
+instance-wide lock around each claim and each pool's setup: a file lock next to the SQLite files,
+an advisory lock in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as db
+from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._utils.concurrency import ConcurrencyClaimStatus
 from dagster_postgres.event_log.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.dialects import postgresql
 
 # pg_advisory_lock's key for the claims: any fixed 64-bit number that nothing else on the database uses.
 POSTGRES_CLAIMS_LOCK = 0x7E55E7A
@@ -34,6 +37,10 @@ class _SerialClaims:
                                priority: int | None = None) -> ConcurrencyClaimStatus:
         with self._claims_lock():
             return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)  # type: ignore[misc]
+
+    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
+        with self._claims_lock():
+            return super().initialize_concurrency_limit_to_default(concurrency_key)  # type: ignore[misc]
 
 
 class SerialClaimsSqliteEventLogStorage(_SerialClaims, SqliteEventLogStorage):
@@ -58,6 +65,22 @@ class SerialClaimsPostgresEventLogStorage(_SerialClaims, PostgresEventLogStorage
         return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
                    should_autocreate_tables=config_value.get("should_autocreate_tables", True),
                    token_provider=get_token_provider_from_config(config_value))
+
+    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
+        """Dagster's inserts the pool's limit and, if the pool exists, updates it in the same
+        transaction, which PostgreSQL has aborted by then: once the pool existed, a new
+        `default_limit` in dagster.yaml made every claim on it fail. Here the limit is upserted."""
+        default_limit = self._instance.global_op_concurrency_default_limit if self.has_instance else None
+        if default_limit is None or not (self.has_concurrency_limits_table and self.has_default_pool_limit_col):
+            return super().initialize_concurrency_limit_to_default(concurrency_key)
+        with self._claims_lock():
+            self._reconcile_concurrency_limits_from_slots()
+            with self.index_transaction() as conn:
+                conn.execute(postgresql.insert(ConcurrencyLimitsTable)
+                             .values(concurrency_key=concurrency_key, limit=default_limit, using_default_limit=True)
+                             .on_conflict_do_update(index_elements=["concurrency_key"], set_={"limit": default_limit}))
+                self._allocate_concurrency_slots(conn, concurrency_key, default_limit)
+        return True
 
     @contextlib.contextmanager
     def _claims_lock(self) -> Iterator[None]:
