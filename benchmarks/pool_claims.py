@@ -84,6 +84,8 @@ def simultaneous_claims(home: Path, trials: int, first_use: bool, claimers: int 
         with dg.DagsterInstance.from_config(str(home)) as instance:
             for run in runs:
                 instance.event_log_storage.free_concurrency_slots_for_run(run)
+            if first_use:  # leave no trial pools in the instance's UI
+                instance.event_log_storage.delete_concurrency_limit(pool)
     return counts
 
 

@@ -100,6 +100,8 @@ def test_a_new_default_pool_limit_applies_to_a_pool_that_exists(production_home)
             assert context.claim(pool, "ingest_events")
             assert instance.event_log_storage.get_concurrency_info(pool).slot_count == limit
             instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        instance.event_log_storage.delete_concurrency_limit(pool)
 
 
 def test_mlflow_server_stores_runs_in_postgres(production):
