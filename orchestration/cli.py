@@ -72,11 +72,20 @@ def _settings(command: str):
 
 
 def ensure_dagster_home(home: Path) -> None:
-    """Write $DAGSTER_HOME/dagster.yaml, unless the user wrote their own."""
+    """Write $DAGSTER_HOME/dagster.yaml, unless the user wrote their own, and create the new
+    instance's SQLite tables: the first processes on a new home (the webserver and the daemon, or
+    two runs) would race to create them."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
     if not path.exists() or path.read_text(encoding="utf-8").startswith("# Written by `tessera run`"):
         path.write_text(DAGSTER_YAML.format(storage=json.dumps(str((home / "storage").resolve()))), encoding="utf-8")
+        if not all((home / folder).is_dir() for folder in ("history", "storage", "schedules")):
+            import dagster as dg
+
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                instance.get_runs(limit=1)
+                instance.event_log_storage.get_concurrency_keys()
+                instance.all_instigator_state()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

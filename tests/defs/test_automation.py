@@ -108,6 +108,40 @@ def test_segment_freshness_check_fails_until_the_segments_are_rebuilt():
     assert {e.passed for e in fresh.get_asset_check_evaluations()} == {True}
 
 
+def _open_new_instance(home: str, barrier, outcomes) -> None:
+    try:
+        barrier.wait(timeout=60)
+        with dg.DagsterInstance.from_config(home) as instance:
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_concurrency_keys()
+            instance.all_instigator_state()
+        outcomes.put("ok")
+    except Exception as exc:
+        outcomes.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_two_processes_opening_a_new_dagster_home_together_both_succeed(tmp_path):
+    """Dagster creates a new SQLite instance's tables on first use, and two first processes race to
+    (6 of 40 failed here, on `alembic_version` or `secondary_indexes`); ensure_dagster_home creates them."""
+    import multiprocessing as mp
+
+    from orchestration.cli import ensure_dagster_home
+
+    context, outcomes = mp.get_context("fork"), []
+    for trial in range(20):
+        home = tmp_path / f"home{trial}"
+        ensure_dagster_home(home)
+        barrier, queue = context.Barrier(2), context.Queue()
+        processes = [context.Process(target=_open_new_instance, args=(str(home), barrier, queue), daemon=True)
+                     for _ in range(2)]
+        for process in processes:
+            process.start()
+        outcomes += [queue.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join()
+    assert [o for o in outcomes if o != "ok"] == []
+
+
 @pytest.mark.parametrize("first_use", [False, True], ids=["existing_pool", "new_pool"])
 def test_runs_claiming_the_duckdb_pool_at_once_get_its_one_slot_in_turn(tmp_path, first_use):
     """Dagster's own SQLite event log often grants two simultaneous claims the one slot
@@ -126,10 +160,7 @@ def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_p
     from orchestration.cli import ensure_dagster_home
 
     home = tmp_path / "dagster_home"
-    ensure_dagster_home(home)
-    with dg.DagsterInstance.from_config(str(home)) as instance:  # an existing instance, as in any deployment:
-        instance.get_runs()  # two first-ever processes would race to create its SQLite tables
-        instance.event_log_storage.get_concurrency_keys()
+    ensure_dagster_home(home)  # (which creates the instance's tables: two first-ever processes would race to)
     env = {**os.environ, "DAGSTER_HOME": str(home), "TESSERA_LANDING_DIR": str(sample.landing),
            "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
