@@ -2,12 +2,14 @@
 
 Each trial starts two processes on one Dagster instance; they meet at a barrier and claim the slot
 for a step at once, as a run's executor does: of a pool that exists, or of a new one, which the
-claim sets up first (the first runs on a new instance). A trial where both are granted it is a double claim: the second step then meets
-DuckDB's file lock and waits for a retry. Measured for Dagster's own event log storage and for
-Tessera's (orchestration/lib/dagster_storage.py), on SQLite and, with --postgres-url, on PostgreSQL.
+claim sets up first (the first runs on a new instance). A trial where both are granted it is a
+double claim: the second step then meets DuckDB's file lock and waits for a retry. A claim that
+raises fails its run. Measured for Dagster's own event log storage and for Tessera's
+(orchestration/lib/dagster_storage.py), on SQLite and, with --postgres-url, on PostgreSQL (a
+scratch database: dagster-postgres creates its tables there).
 
     .venv/bin/python benchmarks/pool_claims.py --trials 30
-    .venv/bin/python benchmarks/pool_claims.py --trials 30 --postgres-url postgresql+psycopg2://tessera@127.0.0.1:5433/dagster
+    .venv/bin/python benchmarks/pool_claims.py --trials 30 --postgres-url postgresql+psycopg2://tessera@127.0.0.1:5433/pool_claims
 """
 
 from __future__ import annotations
