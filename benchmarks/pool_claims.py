@@ -65,10 +65,11 @@ def simultaneous_claims(home: Path, trials: int, first_use: bool, claimers: int 
     of a new one (`first_use`)."""
     import dagster as dg
 
+    from orchestration.lib.dagster_storage import create_instance_tables
+
     with dg.DagsterInstance.from_config(str(home)) as instance:  # an instance that exists, as in any deployment
-        instance.get_runs(limit=1)  # (two first-ever processes would race to create its SQLite tables)
-        pools = instance.event_log_storage.get_concurrency_keys()
-        if not first_use and POOL not in pools:
+        create_instance_tables(instance)
+        if not first_use and POOL not in instance.event_log_storage.get_concurrency_keys():
             instance.event_log_storage.initialize_concurrency_limit_to_default(POOL)
     context = mp.get_context("fork")
     counts = []

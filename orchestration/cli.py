@@ -82,10 +82,10 @@ def ensure_dagster_home(home: Path) -> None:
         if not all((home / folder).is_dir() for folder in ("history", "storage", "schedules")):
             import dagster as dg
 
+            from orchestration.lib.dagster_storage import create_instance_tables
+
             with dg.DagsterInstance.from_config(str(home)) as instance:
-                instance.get_runs(limit=1)
-                instance.event_log_storage.get_concurrency_keys()
-                instance.all_instigator_state()
+                create_instance_tables(instance)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -25,6 +25,15 @@ from dagster_postgres.event_log.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy.dialects import postgresql
 
+
+def create_instance_tables(instance) -> None:
+    """Use each of the instance's storages once (runs, event log, schedules), so that each creates its
+    tables: a new SQLite instance creates them on first use, and first processes race to."""
+    instance.get_runs(limit=1)
+    instance.event_log_storage.get_concurrency_keys()
+    instance.all_instigator_state()
+
+
 # pg_advisory_lock's key for the claims: any fixed 64-bit number that nothing else on the database uses.
 POSTGRES_CLAIMS_LOCK = 0x7E55E7A
 

@@ -109,12 +109,12 @@ def test_segment_freshness_check_fails_until_the_segments_are_rebuilt():
 
 
 def _open_new_instance(home: str, barrier, outcomes) -> None:
+    from orchestration.lib.dagster_storage import create_instance_tables
+
     try:
         barrier.wait(timeout=60)
         with dg.DagsterInstance.from_config(home) as instance:
-            instance.get_runs(limit=1)
-            instance.event_log_storage.get_concurrency_keys()
-            instance.all_instigator_state()
+            create_instance_tables(instance)
         outcomes.put("ok")
     except Exception as exc:
         outcomes.put(f"{type(exc).__name__}: {exc}")

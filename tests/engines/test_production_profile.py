@@ -47,12 +47,18 @@ def test_services_record_their_pids_and_stop_exactly_those(monkeypatch):
     shutil.rmtree(tmp_path)
 
 
-def test_dagster_instance_keeps_runs_in_postgres(production, tmp_path, monkeypatch):
+@pytest.fixture
+def production_home(production, tmp_path, monkeypatch):
+    """A Dagster home with the production dagster.yaml, on the services' PostgreSQL."""
+    shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("TESSERA_DAGSTER_POSTGRES_URL", services.postgres_url("dagster"))
+    return tmp_path
+
+
+def test_dagster_instance_keeps_runs_in_postgres(production_home, monkeypatch):
     from dagster_postgres import PostgresRunStorage
 
-    shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv("TESSERA_DAGSTER_POSTGRES_URL", services.postgres_url("dagster"))
+    monkeypatch.setenv("DAGSTER_HOME", str(production_home))
 
     @dg.asset
     def hello() -> int:
@@ -67,14 +73,6 @@ def test_dagster_instance_keeps_runs_in_postgres(production, tmp_path, monkeypat
     with dg.DagsterInstance.get() as again:
         record = again.get_run_by_id(result.run_id)
         assert record is not None and record.is_success
-
-
-@pytest.fixture
-def production_home(production, tmp_path, monkeypatch):
-    """A Dagster home with the production dagster.yaml, on the services' PostgreSQL."""
-    shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.setenv("TESSERA_DAGSTER_POSTGRES_URL", services.postgres_url("dagster"))
-    return tmp_path
 
 
 @pytest.mark.parametrize("first_use", [False, True], ids=["existing_pool", "new_pool"])
