@@ -1,12 +1,14 @@
 """Identifiers as the identity map keys them: the lookup type and value for any identifier a user holds.
 
-Emails are trimmed and lower-cased, phones put in E.164 (phonenumbers); both are then SHA-256
-hashed, because marts.identity_map never holds them in clear.
+Emails are normalised by `email_key` (docs/input_contract.md), phones put in E.164 (phonenumbers);
+both are then SHA-256 hashed, because marts.identity_map never holds them in clear.
 """
 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
+from dataclasses import dataclass
 
 import phonenumbers
 
@@ -23,8 +25,38 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class EmailCheck:
+    key: str | None        # the normalised address, or None when it is unusable
+    issue: str | None      # invalid_email or mixed_script_email (see sample_data/faults.py)
+    reason: str | None
+
+
+def check_email(value: str) -> EmailCheck:
+    """One address as the identity graph keys it: Unicode NFKC (full-width letters fold to ASCII),
+    a display name (`Ann <ann@example.com>`) dropped, the syntax checked by email-validator (no DNS
+    lookups), the domain as IDNA ASCII (`bücher.de` -> `xn--bcher-kva.de`), all lower-cased.
+    A plus tag is kept: `ann+news@` and `ann@` stay two addresses, since providers differ on it.
+    A local part or domain mixing scripts (a Cyrillic `і` among Latin letters) is refused: such an
+    address is a look-alike far more often than a real one."""
+    from confusable_homoglyphs import confusables
+    from email_validator import EmailNotValidError, validate_email
+
+    text = unicodedata.normalize("NFKC", value).strip()
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_display_name=True, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        return EmailCheck(None, "invalid_email", f"not an email address: {exc}")
+    local, domain = checked.local_part, checked.ascii_domain
+    if confusables.is_mixed_script(local) or confusables.is_mixed_script(checked.domain):
+        return EmailCheck(None, "mixed_script_email", "the address mixes scripts (for example a Cyrillic letter among "
+                          "Latin ones), as look-alike addresses do")
+    return EmailCheck(f"{local}@{domain}".lower(), None, None)
+
+
 def normalise_email(value: str) -> str:
-    return value.strip().lower()
+    """The key of an address (check_email); text that is not one is only trimmed and lower-cased."""
+    return check_email(value).key or value.strip().lower()
 
 
 def normalise_phone(value: str, region: str | None = None) -> str | None:

@@ -24,6 +24,20 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
 )
 """
 
+FIELD_ISSUES_DDL = """
+CREATE TABLE IF NOT EXISTS raw.field_issues (
+    source      VARCHAR NOT NULL,   -- crm, orders, enrichment, events
+    file        VARCHAR NOT NULL,
+    line        BIGINT NOT NULL,    -- the record's line; the record itself loaded, with this field NULL
+    column_name VARCHAR NOT NULL,
+    reason_code VARCHAR NOT NULL,
+    reason      VARCHAR NOT NULL,
+    raw         VARCHAR,            -- the value as sent
+    customer_id VARCHAR,            -- the record's customer, so that erasure finds the row
+    loaded_at   TIMESTAMP NOT NULL
+)
+"""
+
 FILES_DDL = """
 CREATE TABLE IF NOT EXISTS raw.ingested_files (
     source           VARCHAR NOT NULL,
@@ -91,6 +105,7 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
             for schema in SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             con.execute(QUARANTINE_DDL)
+            con.execute(FIELD_ISSUES_DDL)
             con.execute(FILES_DDL)
             for statement in FILES_MIGRATIONS:
                 con.execute(statement)

@@ -7,7 +7,8 @@ landing files contain is realistic and messy; what `truth/` says about it is exa
 - identifiers.csv   every identifier that appears in the landing data, with its true person;
 - persons.csv       archetype, consent, erasure, RFM as of `as_of`, purchases after `as_of`;
 - bots.csv          the bot anonymousIds (not persons);
-- faults.csv        every planted malformed line or file, with its reason code and raw text;
+- faults.csv        every planted malformed line or file, with its reason code and raw text; `column`
+                    names the optional field of a record that loads with that field nulled;
 - summary.json      parameters and counts of every planted fault and messy pattern.
 
 Planted malformed lines are extra copies of valid records, so they never change the truth.
@@ -781,19 +782,20 @@ class Simulator:
             files = [f for f, rows in originals.items() if rows]
             if not files:
                 return
-            for kind, mutate in idx_mutations:
+            for kind, mutate, *column in idx_mutations:
                 fname = rng.choice(files)
                 row = list(rng.choice(originals[fname]))  # never a twin of a twin: one fault per row
                 raw = mutate(row)
                 rows_by_file[fname].append(raw)
-                self.w.faults.append([fname.split("/")[0], fname, kind, _csv_line(raw)])
+                self.w.faults.append([fname.split("/")[0], fname, kind, _csv_line(raw), *column])
 
+        # A bad optional field (the third item: its column) nulls that field; the record loads.
         crm = [
-            (F.INVALID_EMAIL, lambda r: _set(r, 1, r[1].replace("@", "_at_"))),
-            (F.INVALID_DATE, lambda r: _set(r, 5, rng.choice(["1985-02-31", "31/12/1985", "unknown"]))),
+            (F.INVALID_EMAIL, lambda r: _set(r, 1, r[1].replace("@", "_at_")), "email"),
+            (F.INVALID_DATE, lambda r: _set(r, 5, rng.choice(["1985-02-31", "31/12/1985", "unknown"])), "birth_date"),
             (F.MISSING_REQUIRED, lambda r: _set(r, 0, "")),
-            (F.INVALID_BOOLEAN, lambda r: _set(r, 13, rng.choice(["maybe", "ja", "2"]))),
-            (F.INVALID_PHONE, lambda r: _set(r, 2, rng.choice(["call me", "12", "n/a-555"]))),
+            (F.INVALID_BOOLEAN, lambda r: _set(r, 13, rng.choice(["maybe", "ja", "2"])), "personalization_opt_in"),
+            (F.INVALID_PHONE, lambda r: _set(r, 2, rng.choice(["call me", "12", "n/a-555"])), "phone"),
             (F.WRONG_FIELD_COUNT, lambda r: r[:9]),
         ]
         orders = [
@@ -942,7 +944,7 @@ def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | 
                [[d, c, i, str(e), str(r)] for d, c, i, e, r in V.COMPANIES]
                + [["initech.com", "Initech", "Financial Services", "lots", "410000000"]])
     faults.append(["enrichment", "enrichment/firmographics.csv", F.INVALID_NUMBER,
-                   "initech.com,Initech,Financial Services,lots,410000000"])
+                   "initech.com,Initech,Financial Services,lots,410000000", "employee_count"])
     _write_whole_file_faults(out, faults, counts)
 
     for f in faults:
@@ -955,7 +957,8 @@ def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | 
                 "n_devices", "personalization_opt_in", "erased", "frequency_orders", "monetary_total",
                 "last_order_at", "purchased_next_30d", "orders_next_30d"], files["persons"])
     _write_csv(truth / "bots.csv", ["anonymous_id", "user_agent", "detectable_by"], files["bots"])
-    _write_csv(truth / "faults.csv", ["source", "file", "reason_code", "raw"], faults)
+    _write_csv(truth / "faults.csv", ["source", "file", "reason_code", "raw", "column"],
+               [f + [""] * (5 - len(f)) for f in faults])
     summary = {
         "seed": cfg.seed, "persons": cfg.persons, "as_of": cfg.as_of.isoformat(),
         "history_days": cfg.history_days, "horizon_days": cfg.horizon_days,

@@ -22,12 +22,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import babel
+import babel.numbers
 import duckdb
 import pandas as pd
 import phonenumbers
 
 from orchestration.defs.ingest.mapping import SourceFiles, canonical_sql, event_line_sql, read_mapped
 from orchestration.lib import suppression
+from orchestration.lib.identifiers import check_email, normalise_phone
 from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
 from orchestration.sample_data import faults as F
 
@@ -35,7 +38,7 @@ EVENT_TYPES = ("track", "page", "screen", "identify")
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 TRUE_TEXT = ("true", "1", "yes", "y", "t")
 FALSE_TEXT = ("false", "0", "no", "n", "f")
-MAX_FUTURE_SKEW = "INTERVAL 1 DAY"
+MAX_FUTURE_SKEW = "INTERVAL 1 DAY"  # clock skew allowed past the load's own clock
 
 
 @dataclass
@@ -51,6 +54,8 @@ class LoadReport:
     rows_suppressed: int = 0  # valid rows of erased persons, dropped (privacy.suppression_list)
     quarantine_suppressed: int = 0  # quarantined lines of erased persons, dropped
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    field_issues_by_reason: dict[str, int] = field(default_factory=dict)  # optional fields nulled (raw.field_issues)
+    withheld_opt_outs: int = 0  # opt-outs read from rejected CRM records (raw.crm_rejected_opt_outs)
     guest_orders: int = 0  # orders with neither customer_id nor email: quarantined, they cannot be resolved
     files_read: int = 0  # the files this load read: a daily events load reads few, a reused snapshot none
     extra_days: int = 0  # events: days outside the window a daily load replaced (changed, new or gone files)
@@ -67,13 +72,25 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class FieldCheck:
+    """An optional field whose value fails `condition` is nulled; the record still loads, and the
+    value, column and reason go to raw.field_issues. The first failing check of a column counts."""
+
+    column: str
+    code: str
+    condition: str  # SQL over the text columns, true when the value is unusable
+    message: str    # SQL expression giving the human-readable reason
+
+
+@dataclass(frozen=True)
 class CsvSource:
     name: str          # the landing folder, and `source` in raw.quarantine
     table: str         # raw.<table>
     columns: tuple[str, ...]
-    rules: tuple[Rule, ...]
+    rules: tuple[Rule, ...]  # what makes a whole record unusable: quarantined
     select: str        # SQL turning the checked text columns into typed ones
     dedupe: bool = False  # drop rows identical in every column
+    fields: tuple[FieldCheck, ...] = ()  # optional fields: nulled and recorded, never the record
 
 
 CONTRACT_PATTERNS = {"events": ("*.jsonl", "*.jsonl.gz")}  # the CSV sources: *.csv
@@ -130,9 +147,11 @@ def _file_preview(path: Path) -> str:
 
 
 def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str, files: dict[str, dt.datetime],
-            file_stats: dict[str, tuple[int, int]], fingerprint: str, valid_rows: int) -> None:
-    """Swap in the new raw table, its quarantine rows, its file manifest and the fingerprint of
-    what was read (raw.snapshot_loads, with the counts a reuse reports), atomically."""
+            file_stats: dict[str, tuple[int, int]], fingerprint: str, valid_rows: int,
+            companions: dict[str, str]) -> None:
+    """Swap in the new raw table, its companion tables (`companions`: table -> SQL, including the
+    source's rows of raw.field_issues), its quarantine rows, its file manifest and the fingerprint
+    of what was read (raw.snapshot_loads, with the counts a reuse reports), atomically."""
     per_file = {r[0]: r[1:] for r in con.execute(
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
@@ -149,6 +168,7 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str, files:
         if suppressing:
             report.quarantine_suppressed = suppression.delete_suppressed(
                 con, "raw.quarantine", ["raw"], where=f"t.source = '{report.source}'")
+        _write_companions(con, report.source, companions, suppressing)
         con.execute("DELETE FROM raw.ingested_files WHERE source = ?", [report.source])
         rows = []
         for rel, loaded_at in files.items():
@@ -170,13 +190,33 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str, files:
     _count_loaded(con, report)
 
 
+def _write_companions(con, source: str, companions: dict[str, str], suppressing: bool) -> None:
+    """Inside _commit's transaction: this source's rows of raw.field_issues, and its own tables."""
+    for table, sql in companions.items():
+        if table == FIELD_ISSUES:
+            con.execute(f"DELETE FROM {FIELD_ISSUES} WHERE source = ?", [source])
+            con.execute(f"INSERT INTO {FIELD_ISSUES} BY NAME {sql}")
+            where = f"t.source = '{source}'"
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+            where = "true"
+        if suppressing:
+            suppression.delete_suppressed(con, table, [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()],
+                                          where=where)
+
+
 def _count_loaded(con, report: LoadReport) -> None:
-    """The rows and quarantined lines a source has now."""
+    """The rows, quarantined lines and field issues a source has now."""
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
     report.quarantine_by_reason = dict(con.execute(
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
         [report.source]).fetchall())
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
+    report.field_issues_by_reason = dict(con.execute(
+        f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+        [report.source]).fetchall())
+    if report.source == CRM.name and table_exists(con, "raw", "crm_rejected_opt_outs"):
+        report.withheld_opt_outs = con.execute("SELECT count(*) FROM raw.crm_rejected_opt_outs").fetchone()[0]
 
 
 def _register_files(con, plan: SourceFiles, now: dt.datetime, source: str):
@@ -265,9 +305,10 @@ def _event_rules() -> tuple[Rule, ...]:
         Rule(F.MISSING_TIMESTAMP, "nullif(trim(ts_text), '') IS NULL", "'timestamp is missing'"),
         Rule(F.INVALID_TIMESTAMP, "ts IS NULL OR ts < TIMESTAMP '2000-01-01'",
              "'timestamp \"' || ts_text || '\" is not a valid ISO-8601 time after 2000'"),
-        Rule(F.FUTURE_TIMESTAMP, f"ts > coalesce(received_at, loaded_at) + {MAX_FUTURE_SKEW}",
-             "'timestamp ' || ts_text || ' is more than a day after the message was received ('"
-             " || strftime(coalesce(received_at, loaded_at), '%Y-%m-%dT%H:%M:%SZ') || ')'"),
+        # Judged by the load's own clock (when the file arrived), never by the message's receivedAt.
+        Rule(F.FUTURE_TIMESTAMP, f"ts > loaded_at + {MAX_FUTURE_SKEW}",
+             "'timestamp ' || ts_text || ' is more than a day after the file arrived ('"
+             " || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')'"),
         Rule(F.MISSING_EVENT_NAME, "type = 'track' AND nullif(trim(event), '') IS NULL",
              "'track message has no event name'"),
         Rule(F.INVALID_FIELD_TYPE,
@@ -284,20 +325,21 @@ def _reason_sql(rules: tuple[Rule, ...]) -> tuple[str, str]:
     return code, message
 
 
+MAX_LINE_BYTES = 64 * 1024 ** 2  # the longest line (event) or field (CSV) a load reads; docs/input_contract.md
 LINES_SQL = """
     CREATE OR REPLACE TEMP TABLE _lines AS
     WITH numbered AS (
         -- Each line as one text column: the delimiter cannot occur in valid JSON text.
         SELECT filename, line, ordinality AS ord
         FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', escape='', header=false,
-                      auto_detect=false, strict_mode=false, filename=true) WITH ORDINALITY
+                      auto_detect=false, strict_mode=false, filename=true, max_line_size=MAX_LINE_BYTES) WITH ORDINALITY
     )
     SELECT f.file, n.line_no, n.line, NULL::VARCHAR AS raw FROM (
         SELECT filename, ord - min(ord) OVER (PARTITION BY filename) + 1 AS line_no, line
         FROM numbered
     ) n JOIN _files f ON f.path = n.filename
     WHERE n.line IS NOT NULL AND trim(n.line) <> ''
-"""
+""".replace("MAX_LINE_BYTES", str(MAX_LINE_BYTES))
 
 
 def _read_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadReport) -> None:
@@ -360,14 +402,29 @@ EVENT_CHECK_SQL = """
 EVENT_TYPED_SQL = """
     SELECT c.message_id, c.type, nullif(trim(c.event), '') AS event, nullif(trim(c.name), '') AS name,
            nullif(trim(c.user_id), '') AS user_id, nullif(trim(c.anonymous_id), '') AS anonymous_id,
-           c.ts AS occurred_at, c.sent_at, c.received_at, c.properties, c.traits, c.context,
+           c.ts AS occurred_at, {future}(c.sent_at) AS sent_at, {future}(c.received_at) AS received_at,
+           c.properties, c.traits, c.context,
            c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164
     FROM _checked c
     LEFT JOIN _phones p  -- identify traits may carry a phone: E.164 with the message's country, as for CRM records
       ON c.type = 'identify'
      AND p.phone = json_extract_string(c.traits, '$.phone')
      AND p.country IS NOT DISTINCT FROM upper(json_extract_string(c.context, '$.location.country'))
+     AND p.phone_valid
     WHERE c.reason_code IS NULL
+""".replace("{future}(c.sent_at)", f"CASE WHEN c.sent_at > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE c.sent_at END")\
+   .replace("{future}(c.received_at)", f"CASE WHEN c.received_at > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE c.received_at END")
+# sentAt and receivedAt after the load's clock are nulled, and recorded in raw.field_issues.
+EVENT_FIELD_ISSUES_SQL = f"""
+    SELECT 'events' AS source, file, line_no AS line, field AS column_name, '{F.FUTURE_TIMESTAMP}' AS reason_code,
+           field || ' ' || strftime(value, '%Y-%m-%dT%H:%M:%SZ') || ' is more than a day after the file arrived ('
+             || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')' AS reason,
+           CAST(value AS VARCHAR) AS raw, NULL::VARCHAR AS customer_id, loaded_at
+    FROM (
+        SELECT file, line_no, loaded_at, 'sentAt' AS field, sent_at AS value FROM _checked WHERE reason_code IS NULL
+        UNION ALL
+        SELECT file, line_no, loaded_at, 'receivedAt', received_at FROM _checked WHERE reason_code IS NULL
+    ) WHERE value > loaded_at + {MAX_FUTURE_SKEW}
 """
 # Of a message's copies the earliest wins, in a full load as against stored copies.
 COPY_RANK = ("row_number() OVER (PARTITION BY message_id "
@@ -531,6 +588,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         con.execute(f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
                     "ORDER BY source_file, source_line")  # the same files load in the same order
         con.execute(f"{_into('_bad', i)} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
+        con.execute(f"{_into('_event_issues', i)} {EVENT_FIELD_ISSUES_SQL}")
         con.execute(f"{_into('_file_days', i)} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
                     "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
     report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
@@ -544,10 +602,14 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     if suppression.has_suppressions(con):  # erased persons' rows never land again
         report.rows_suppressed = suppression.delete_suppressed(
             con, typed, [r[0] for r in con.execute(f"DESCRIBE {typed}").fetchall()])
-    report.deduplicated = candidates - con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0] - report.rows_suppressed
+    conflicts = con.execute("SELECT count(*) FROM _conflicts").fetchone()[0]
+    report.deduplicated = candidates - con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0] \
+        - report.rows_suppressed - conflicts
     quarantine = f"""
         SELECT 'events' AS source, q.file, q.line_no AS line, q.reason_code, q.reason, q.raw, q.loaded_at FROM (
             SELECT file, line_no, reason_code, reason, raw, loaded_at FROM _bad
+            UNION ALL
+            SELECT file, line_no, reason_code, reason, raw, loaded_at FROM _conflicts
             UNION ALL
             SELECT u.file, u.line_no, u.reason_code, u.reason, u.raw, f.loaded_at FROM _unparsed_rows u JOIN _files f USING (file)
             UNION ALL
@@ -561,17 +623,21 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
             con.execute("DROP TABLE IF EXISTS raw.events")
             con.execute(f"ALTER TABLE {EVENTS_LOADING} RENAME TO events")
             con.execute("DELETE FROM raw.quarantine WHERE source = 'events'")
+            con.execute(f"DELETE FROM {FIELD_ISSUES} WHERE source = 'events'")
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
         else:
             con.execute(f"DELETE FROM raw.events WHERE {to_load} OR source_file IN (SELECT file FROM _gone)")
             con.execute("DELETE FROM raw.events e USING _superseded s "  # stored copies that lost to a new one
                         "WHERE e.message_id = s.message_id AND e.source_file = s.file AND e.source_line = s.line_no")
             con.execute("INSERT INTO raw.events SELECT * FROM _typed ORDER BY occurred_at, message_id")
-            con.execute(f"DELETE FROM raw.quarantine WHERE source = 'events' AND (file IN "
-                        f"(SELECT file FROM _homes WHERE {owned}) OR file IN (SELECT file FROM _gone))")
+            for table in ("raw.quarantine", FIELD_ISSUES):
+                con.execute(f"DELETE FROM {table} WHERE source = 'events' AND (file IN "
+                            f"(SELECT file FROM _homes WHERE {owned}) OR file IN (SELECT file FROM _gone))")
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events' AND "
                         "file IN (SELECT file FROM _homes UNION ALL SELECT file FROM _gone)")
         con.execute(f"INSERT INTO raw.quarantine BY NAME {quarantine}")
+        con.execute(f"INSERT INTO {FIELD_ISSUES} BY NAME SELECT i.* FROM _event_issues i JOIN _homes h USING (file) "
+                    f"WHERE {owned}")
         if suppression.has_suppressions(con):
             report.quarantine_suppressed = suppression.delete_suppressed(
                 con, "raw.quarantine", ["raw"], where="t.source = 'events'")
@@ -588,7 +654,10 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' AND file IN "
         f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
-    for name in ("_bad", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
+    report.field_issues_by_reason = dict(con.execute(
+        f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = 'events' AND file IN "
+        f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
+    for name in ("_bad", "_conflicts", "_event_issues", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
 
@@ -605,20 +674,21 @@ def _contest_stored_copies(con, replaced: str) -> None:
     `_typed`; losing stored ones are listed in `_superseded(message_id, file, line_no)`."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _contest AS
-        SELECT message_id, source_file, source_line, stored, {COPY_RANK} AS rank
+        SELECT message_id, source_file, source_line, loaded_at, stored, {COPY_RANK} AS copy_no, digest, message
         FROM (
-            SELECT message_id, occurred_at, received_at, source_file, source_line, false AS stored
+            SELECT *, false AS stored, {MESSAGE_DIGEST} AS digest, {MESSAGE_JSON} AS message
             FROM _typed
             UNION ALL
-            SELECT message_id, occurred_at, received_at, source_file, source_line, true
+            SELECT *, true, {MESSAGE_DIGEST}, {MESSAGE_JSON}
             FROM raw.events WHERE message_id IN (SELECT message_id FROM _typed) AND NOT {replaced}
         )
     """)
-    con.execute("DELETE FROM _typed t USING _contest c WHERE c.rank > 1 AND NOT c.stored "
+    con.execute(f"INSERT INTO _conflicts {CONFLICTS_SQL.format(copies='_contest')}")
+    con.execute("DELETE FROM _typed t USING _contest c WHERE c.copy_no > 1 AND NOT c.stored "
                 "AND c.message_id = t.message_id AND c.source_file = t.source_file AND c.source_line = t.source_line")
     con.execute("CREATE OR REPLACE TEMP TABLE _superseded AS "
                 "SELECT message_id, source_file AS file, source_line AS line_no FROM _contest "
-                "WHERE rank > 1 AND stored")
+                "WHERE copy_no > 1 AND stored")
     con.execute("DROP TABLE _contest")
 
 
@@ -662,17 +732,36 @@ def _batch_phones(con) -> None:
 
 def _drop_later_copies(con, typed: str) -> None:
     """A message sent twice keeps its earliest copy (occurred_at, received_at, file, line). Only
-    repeated ids are ranked, and the losers deleted in place: no second copy of every row."""
+    repeated ids are ranked, and the losers deleted in place: no second copy of every row. A later
+    copy whose payload differs joins `_conflicts` (quarantined), not the silent duplicates."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _later_copies AS
-        SELECT source_file, source_line FROM (
-            SELECT source_file, source_line, {COPY_RANK} AS copy_no
+        SELECT source_file, source_line, message_id, loaded_at, copy_no, digest, message FROM (
+            SELECT source_file, source_line, message_id, loaded_at, {COPY_RANK} AS copy_no,
+                   {MESSAGE_DIGEST} AS digest, {MESSAGE_JSON} AS message
             FROM {typed}
             WHERE message_id IN (SELECT message_id FROM {typed} GROUP BY message_id HAVING count(*) > 1)
-        ) WHERE copy_no > 1
+        )
     """)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _conflicts AS {CONFLICTS_SQL.format(copies='_later_copies')}")
     con.execute(f"DELETE FROM {typed} t USING _later_copies c "
-                "WHERE t.source_file = c.source_file AND t.source_line = c.source_line")
+                "WHERE c.copy_no > 1 AND t.source_file = c.source_file AND t.source_line = c.source_line")
+
+
+# What makes two copies of a message the same: what it says happened, to whom and when. Not the
+# context: the client and server collectors forward one message with their own library and IP.
+MESSAGE_FIELDS = ("type", "event", "name", "user_id", "anonymous_id", "occurred_at", "properties", "traits")
+MESSAGE_DIGEST = "md5(CAST(row(" + ", ".join(MESSAGE_FIELDS) + ") AS VARCHAR))"
+MESSAGE_JSON = "json_object(" + ", ".join(f"'{f}', {f}" for f in MESSAGE_FIELDS) + ")"
+# A losing copy (copy_no > 1) whose payload differs from the winner's, with both texts.
+CONFLICTS_SQL = f"""
+    SELECT l.source_file AS file, l.source_line AS line_no, '{F.CONFLICTING_DUPLICATE}' AS reason_code,
+           'messageId ' || l.message_id || ' was sent again with another payload; the copy at ' || w.source_file
+             || ':' || w.source_line || ' was kept (the earliest timestamp wins)' AS reason,
+           json_object('kept', w.message, 'conflicting', l.message)::VARCHAR AS raw, l.loaded_at
+    FROM {{copies}} l JOIN {{copies}} w ON w.message_id = l.message_id AND w.copy_no = 1
+    WHERE l.copy_no > 1 AND l.digest <> w.digest
+"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,6 +773,7 @@ def _read_csv_records(path: Path, columns: tuple[str, ...]):
 
     Raises ValueError with a reason code when the file as a whole is unusable.
     """
+    csv.field_size_limit(MAX_LINE_BYTES)  # the module's default, 128 KiB, would fail a whole file on one field
     text = path.read_bytes().decode("utf-8-sig")  # UnicodeDecodeError -> whole file rejected
     lines = io.StringIO(text, newline="")
     consumed: list[str] = []
@@ -722,23 +812,34 @@ def _read_csv_records(path: Path, columns: tuple[str, ...]):
 
 
 def _normalise_phones(con, source: str = "_rows") -> None:
-    """E.164 for every distinct (phone, country); NULL unless phonenumbers finds a valid number.
+    """`_phones(phone, country, phone_e164, phone_valid)` for every distinct (phone, country).
 
-    `is_possible_number` only checks length, and accepts "12" in Germany; `is_valid_number` checks
-    the numbering plan."""
+    E.164 when phonenumbers finds a possible number (the right length for its country), NULL
+    otherwise. `phone_valid` says whether the numbering plan assigns it: `is_possible_number` accepts
+    unassigned US area codes such as (286) 746-7627, which real CRMs hold, and those are kept as
+    contact data but never link identities (docs/input_contract.md)."""
     pairs = con.execute(f"SELECT DISTINCT phone, country FROM {source} WHERE nullif(trim(phone), '') IS NOT NULL").fetchall()
     out = []
     for phone, country in pairs:
         region = (country or "").strip().upper() or None
-        try:
-            num = phonenumbers.parse(phone, region)
-            e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164) \
-                if phonenumbers.is_valid_number(num) else None
-        except phonenumbers.NumberParseException:
-            e164 = None
-        out.append((phone, country, e164))
-    _create_from_rows(con, "_phones", ["phone", "country", "phone_e164"], out,
-                      {"phone": "string", "country": "string", "phone_e164": "string"})
+        e164, valid = normalise_phone(phone, region), False
+        if e164 is not None:
+            valid = phonenumbers.is_valid_number(phonenumbers.parse(e164))
+        out.append((phone, country, e164, valid))
+    _create_from_rows(con, "_phones", ["phone", "country", "phone_e164", "phone_valid"], out,
+                      {"phone": "string", "country": "string", "phone_e164": "string", "phone_valid": "bool"})
+
+
+def _normalise_emails(con) -> None:
+    """`_emails(email, email_normalised, email_issue, email_issue_reason)` for every distinct email
+    in `_rows` (orchestration.lib.identifiers.check_email)."""
+    out = []
+    for (email,) in con.execute("SELECT DISTINCT email FROM _rows WHERE nullif(trim(email), '') IS NOT NULL").fetchall():
+        checked = check_email(email)
+        out.append((email, checked.key, checked.issue, checked.reason))
+    _create_from_rows(con, "_emails", ["email", "email_normalised", "email_issue", "email_issue_reason"], out,
+                      {"email": "string", "email_normalised": "string", "email_issue": "string",
+                       "email_issue_reason": "string"})
 
 
 def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) -> None:
@@ -822,11 +923,20 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
     con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _rows r JOIN _files f USING (file)")
     if "phone" in spec.columns:
         _normalise_phones(con)
-        con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164 FROM _rows r "
+        con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164, p.phone_valid FROM _rows r "
                     "LEFT JOIN _phones p ON p.phone = r.phone AND p.country IS NOT DISTINCT FROM r.country")
+    if "email" in spec.columns:
+        _normalise_emails(con)
+        con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, e.* EXCLUDE (email) FROM _rows r "
+                    "LEFT JOIN _emails e USING (email)")
     rules = (Rule(F.WRONG_FIELD_COUNT, "shape_error IS NOT NULL", "shape_error"),) + spec.rules
     code_sql, message_sql = _reason_sql(rules)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {code_sql} AS reason_code FROM _rows")
+    companions = {}
+    if spec is CRM:  # an opt-out withholds even from a record that cannot load
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _withheld AS {REJECTED_OPT_OUTS_SQL}")
+        companions["raw.crm_rejected_opt_outs"] = "SELECT * FROM _withheld ORDER BY source_file, source_line"
+    companions[FIELD_ISSUES] = _check_fields(con, spec)
     con.execute("CREATE OR REPLACE TEMP TABLE _file_rows AS SELECT file, reason_code IS NOT NULL AS rejected FROM _checked "
                 "UNION ALL SELECT file, true FROM _unparsed_rows")
     typed_rows = f"SELECT {spec.select}, file AS source_file, line_no AS source_line, loaded_at FROM _checked WHERE reason_code IS NULL"
@@ -848,8 +958,34 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
     if spec is ORDERS:
         report.guest_orders = con.execute(f"SELECT count(DISTINCT order_id) FROM _checked "
                                           f"WHERE reason_code = '{F.MISSING_CUSTOMER}'").fetchone()[0]
-    _commit(con, report, typed, quarantine, loaded_at, stats, fingerprint, valid)
+    _commit(con, report, typed, quarantine, loaded_at, stats, fingerprint, valid, companions)
+    for temp in ("_withheld", "_field_issues"):
+        con.execute(f"DROP TABLE IF EXISTS {temp}")
     return report
+
+
+FIELD_ISSUES = "raw.field_issues"
+
+
+def _check_fields(con, spec: CsvSource) -> str:
+    """Null the optional fields of loadable rows in `_checked` that fail their checks; the SQL of
+    their raw.field_issues rows (from the temp table `_field_issues`)."""
+    by_column: dict[str, list[FieldCheck]] = {}
+    for check in spec.fields:
+        by_column.setdefault(check.column, []).append(check)
+    key = "nullif(customer_id, '')" if "customer_id" in spec.columns else "NULL::VARCHAR"
+    selects = [f"""SELECT '{spec.name}' AS source, file, line_no AS line, '{column}' AS column_name,
+                       {_reason_sql(checks)[0]} AS reason_code, {_reason_sql(checks)[1]} AS reason,
+                       {column} AS raw, {key} AS customer_id, loaded_at
+                FROM _checked WHERE reason_code IS NULL AND ({' OR '.join(f'({c.condition})' for c in checks)})"""
+               for column, checks in by_column.items()]
+    con.execute("CREATE OR REPLACE TEMP TABLE _field_issues AS " + (" UNION ALL ".join(selects) or
+                f"SELECT * FROM {FIELD_ISSUES} WHERE false"))
+    if by_column:
+        nulled = ", ".join(f"CASE WHEN {' OR '.join(f'({c.condition})' for c in checks)} THEN NULL ELSE {column} END "
+                           f"AS {column}" for column, checks in by_column.items())
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT * REPLACE ({nulled}) FROM _checked")
+    return "SELECT * FROM _field_issues ORDER BY file, line, column_name"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -862,27 +998,31 @@ def _required(*cols: str) -> Rule:
     return Rule(F.MISSING_REQUIRED, cond, msg)
 
 
-def _email(col: str) -> Rule:
-    return Rule(F.INVALID_EMAIL, f"nullif({col}, '') IS NOT NULL AND NOT regexp_full_match({col}, '{EMAIL_RE}')",
-                f"'{col} \"' || {col} || '\" is not an email address'")
+def _email_checks() -> tuple[FieldCheck, ...]:
+    """`email` against check_email's verdict (`email_issue`, joined in by _normalise_emails)."""
+    return tuple(FieldCheck("email", code, f"email_issue = '{code}'", "'email \"' || email || '\": ' || email_issue_reason")
+                 for code in (F.INVALID_EMAIL, F.MIXED_SCRIPT_EMAIL))
 
 
-def _timestamp(col: str, optional: bool = False) -> Rule:
-    cond = f"try_cast({col} AS TIMESTAMPTZ) IS NULL"
-    if optional:
-        cond = f"nullif({col}, '') IS NOT NULL AND {cond}"
-    return Rule(F.INVALID_DATE, cond, f"'{col} \"' || {col} || '\" is not an ISO-8601 date-time'")
+def _timestamp(col: str) -> Rule:
+    return Rule(F.INVALID_DATE, f"try_cast({col} AS TIMESTAMPTZ) IS NULL",
+                f"'{col} \"' || {col} || '\" is not an ISO-8601 date-time'")
 
 
-def _boolean(col: str) -> Rule:
+def _optional_timestamp(col: str) -> FieldCheck:
+    rule = _timestamp(col)
+    return FieldCheck(col, rule.code, f"nullif({col}, '') IS NOT NULL AND {rule.condition}", rule.message)
+
+
+def _boolean(col: str) -> FieldCheck:
     ok = ", ".join(f"'{v}'" for v in TRUE_TEXT + FALSE_TEXT)
-    return Rule(F.INVALID_BOOLEAN, f"nullif({col}, '') IS NOT NULL AND lower({col}) NOT IN ({ok})",
-                f"'{col} \"' || {col} || '\" is not true/false (accepted: true, false, 1, 0, yes, no)'")
+    return FieldCheck(col, F.INVALID_BOOLEAN, f"nullif({col}, '') IS NOT NULL AND lower(trim({col})) NOT IN ({ok})",
+                      f"'{col} \"' || {col} || '\" is not true/false (accepted: true, false, 1, 0, yes, no)'")
 
 
 def _bool_sql(col: str) -> str:
-    return (f"CASE WHEN lower({col}) IN ({', '.join(repr(v) for v in TRUE_TEXT)}) THEN true "
-            f"WHEN lower({col}) IN ({', '.join(repr(v) for v in FALSE_TEXT)}) THEN false END AS {col}")
+    return (f"CASE WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in TRUE_TEXT)}) THEN true "
+            f"WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in FALSE_TEXT)}) THEN false END")
 
 
 def _ts_sql(col: str) -> str:
@@ -894,64 +1034,97 @@ def _number(col: str, sql_type: str) -> Rule:
                 f"'{col} \"' || {col} || '\" is not a number (use a plain decimal such as 1234.50)'")
 
 
+def _optional_number(col: str, sql_type: str) -> FieldCheck:
+    rule = _number(col, sql_type)
+    return FieldCheck(col, rule.code, rule.condition, rule.message)
+
+
+def _code_list(codes) -> str:
+    return ", ".join(f"'{c}'" for c in sorted(codes))
+
+
+# ISO 3166-1 alpha-2 countries and ISO 4217 currencies, as CLDR (through Babel) knows them.
+COUNTRY_CODES = _code_list(c for c in babel.Locale("en").territories if len(c) == 2 and c.isalpha() and c != "ZZ")
+CURRENCY_CODES = _code_list(babel.numbers.list_currencies())
+
 CRM = CsvSource(
     name="crm", table="crm_customers",
     columns=("customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city",
              "postcode", "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in"),
     rules=(
         _required("customer_id", "updated_at"),
-        _email("email"),
-        Rule(F.INVALID_PHONE, "nullif(phone, '') IS NOT NULL AND phone_e164 IS NULL",
-             "'phone \"' || phone || '\" is not a phone number' || coalesce(' for country ' || nullif(country, ''), '')"),
-        Rule(F.INVALID_DATE, "nullif(birth_date, '') IS NOT NULL AND try_cast(birth_date AS DATE) IS NULL",
-             "'birth_date \"' || birth_date || '\" is not a date (use YYYY-MM-DD)'"),
-        _timestamp("signup_at", optional=True),
         _timestamp("updated_at"),
+    ),
+    fields=(
+        *_email_checks(),
+        FieldCheck("phone", F.INVALID_PHONE, "nullif(phone, '') IS NOT NULL AND phone_e164 IS NULL",
+                   "'phone \"' || phone || '\" is not a phone number' || coalesce(' for country ' || nullif(country, ''), '')"),
+        FieldCheck("birth_date", F.INVALID_DATE, "nullif(birth_date, '') IS NOT NULL AND try_cast(birth_date AS DATE) IS NULL",
+                   "'birth_date \"' || birth_date || '\" is not a date (use YYYY-MM-DD)'"),
+        _optional_timestamp("signup_at"),
         _boolean("marketing_opt_in"),
         _boolean("personalization_opt_in"),
-        Rule(F.INVALID_VALUE, "nullif(country, '') IS NOT NULL AND NOT regexp_full_match(country, '[A-Za-z]{2}')",
-             "'country \"' || country || '\" is not an ISO 3166 two-letter code'"),
+        FieldCheck("country", F.INVALID_VALUE, f"nullif(country, '') IS NOT NULL AND upper(trim(country)) NOT IN ({COUNTRY_CODES})",
+                   "'country \"' || country || '\" is not an ISO 3166 two-letter code'"),
     ),
-    select=("customer_id, nullif(email, '') AS email, nullif(phone, '') AS phone, phone_e164, "
+    select=("customer_id, nullif(email, '') AS email, email_normalised, nullif(phone, '') AS phone, phone_e164, "
+            "CASE WHEN phone_e164 IS NOT NULL THEN phone_valid END AS phone_valid, "
             "nullif(first_name, '') AS first_name, nullif(last_name, '') AS last_name, "
             "try_cast(nullif(birth_date, '') AS DATE) AS birth_date, nullif(street, '') AS street, "
-            "nullif(city, '') AS city, nullif(postcode, '') AS postcode, upper(nullif(country, '')) AS country, "
+            "nullif(city, '') AS city, nullif(postcode, '') AS postcode, upper(trim(nullif(country, ''))) AS country, "
             f"{_ts_sql('signup_at')}, {_ts_sql('updated_at')}, "
-            f"{_bool_sql('marketing_opt_in')}, {_bool_sql('personalization_opt_in')}"),
+            f"{_bool_sql('marketing_opt_in')} AS marketing_opt_in, "
+            f"{_bool_sql('personalization_opt_in')} AS personalization_opt_in"),
     dedupe=True,
 )
+
+# CRM records that cannot load (no key, no readable updated_at) but whose consent fields say no:
+# their opt-out still withholds the person they identify (marts.profiles).
+REJECTED_OPT_OUTS_SQL = f"""
+    SELECT nullif(trim(customer_id), '') AS customer_id, email_normalised,
+           timezone('UTC', try_cast(nullif(updated_at, '') AS TIMESTAMPTZ)) AS updated_at,
+           {_bool_sql('marketing_opt_in')} AS marketing_opt_in,
+           {_bool_sql('personalization_opt_in')} AS personalization_opt_in,
+           reason_code, file AS source_file, line_no AS source_line, loaded_at
+    FROM _checked
+    WHERE reason_code IS NOT NULL AND shape_error IS NULL
+      AND (nullif(trim(customer_id), '') IS NOT NULL OR email_normalised IS NOT NULL)
+      AND false IN ({_bool_sql('marketing_opt_in')}, {_bool_sql('personalization_opt_in')})
+"""
 
 ORDERS = CsvSource(
     name="orders", table="order_lines",
     columns=("order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"),
     rules=(
-        _required("order_id", "ordered_at", "amount", "currency", "status"),
-        Rule(F.MISSING_CUSTOMER, "nullif(customer_id, '') IS NULL AND nullif(email, '') IS NULL",
-             "'customer_id and email are both empty; an order needs one of them'"),
-        _email("email"),
+        _required("order_id", "ordered_at", "amount", "status"),
+        Rule(F.MISSING_CUSTOMER, "nullif(customer_id, '') IS NULL AND email_normalised IS NULL",
+             "'customer_id is empty and email ' || coalesce('\"' || nullif(email, '') || '\" is not an address', "
+             "'is empty') || '; an order needs one of them'"),
         _timestamp("ordered_at"),
         Rule(F.FUTURE_TIMESTAMP,
              f"timezone('UTC', try_cast(ordered_at AS TIMESTAMPTZ)) > loaded_at + {MAX_FUTURE_SKEW}",
-             "'ordered_at ' || ordered_at || ' lies in the future'"),
+             "'ordered_at ' || ordered_at || ' lies after the file arrived (' || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')'"),
         _number("amount", "DECIMAL(18, 2)"),
         Rule(F.INVALID_VALUE, "lower(status) NOT IN ('completed', 'refunded', 'cancelled')",
              "'status \"' || status || '\" is not one of completed, refunded, cancelled'"),
-        Rule(F.INVALID_VALUE, "NOT regexp_full_match(currency, '[A-Za-z]{3}')",
-             "'currency \"' || currency || '\" is not an ISO 4217 code'"),
+        Rule(F.NEGATIVE_AMOUNT, "lower(status) = 'completed' AND try_cast(amount AS DECIMAL(18, 2)) < 0",
+             "'amount ' || amount || ' is negative on a completed order; send refunds with status refunded'"),
     ),
-    select=("order_id, nullif(customer_id, '') AS customer_id, nullif(email, '') AS email, "
-            f"{_ts_sql('ordered_at')}, CAST(amount AS DECIMAL(18, 2)) AS amount, upper(currency) AS currency, "
+    fields=(
+        *_email_checks(),
+        FieldCheck("currency", F.INVALID_VALUE, f"nullif(currency, '') IS NOT NULL AND upper(trim(currency)) NOT IN ({CURRENCY_CODES})",
+                   "'currency \"' || currency || '\" is not an ISO 4217 code'"),
+    ),
+    select=("order_id, nullif(customer_id, '') AS customer_id, nullif(email, '') AS email, email_normalised, "
+            f"{_ts_sql('ordered_at')}, CAST(amount AS DECIMAL(18, 2)) AS amount, upper(trim(nullif(currency, ''))) AS currency, "
             "lower(status) AS status, nullif(lower(channel), '') AS channel"),
 )
 
 ENRICHMENT = CsvSource(
     name="enrichment", table="firmographics",
     columns=("email_domain", "company_name", "industry", "employee_count", "annual_revenue_usd"),
-    rules=(
-        _required("email_domain"),
-        _number("employee_count", "BIGINT"),
-        _number("annual_revenue_usd", "DECIMAL(18, 2)"),
-    ),
+    rules=(_required("email_domain"),),
+    fields=(_optional_number("employee_count", "BIGINT"), _optional_number("annual_revenue_usd", "DECIMAL(18, 2)")),
     select=("lower(email_domain) AS email_domain, nullif(company_name, '') AS company_name, "
             "nullif(industry, '') AS industry, try_cast(nullif(employee_count, '') AS BIGINT) AS employee_count, "
             "try_cast(nullif(annual_revenue_usd, '') AS DECIMAL(18, 2)) AS annual_revenue_usd"),

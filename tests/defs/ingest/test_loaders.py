@@ -57,13 +57,35 @@ def test_every_planted_fault_is_quarantined_with_its_reason_and_nothing_else(sam
     warehouse, _ = loaded
     planted = collections.Counter(
         (f["source"], f["file"], f["reason_code"], f["raw"] if not f["reason_code"].startswith("file_") else "")
-        for f in sample.truth_rows("faults"))
+        for f in sample.truth_rows("faults") if not f["column"])
     with connect(warehouse, read_only=True) as con:
         rows = con.execute("SELECT source, file, reason_code, raw, reason FROM raw.quarantine").fetchall()
     got = collections.Counter((s, f, c, "" if c.startswith("file_") else r) for s, f, c, r, _ in rows)
     assert planted - got == collections.Counter(), "planted faults that were not quarantined (or got another reason)"
     assert got - planted == collections.Counter(), "valid input that was wrongly rejected"
     assert all(reason and len(reason) > 10 for *_, reason in rows)
+
+
+def test_a_bad_optional_field_is_nulled_and_recorded_and_its_record_loads(sample, loaded):
+    warehouse, _ = loaded
+    planted = [f for f in sample.truth_rows("faults") if f["column"]]
+    assert {f["column"] for f in planted} >= {"email", "phone", "birth_date", "personalization_opt_in", "employee_count"}
+    with connect(warehouse, read_only=True) as con:
+        issues = con.execute("SELECT source, file, column_name, reason_code, reason FROM raw.field_issues").fetchall()
+        crm_lines = {(f, n) for f, n in con.execute("SELECT source_file, source_line FROM raw.crm_customers").fetchall()}
+    got = collections.Counter((s, f, c, code) for s, f, c, code, _ in issues)
+    expected = collections.Counter((f["source"], f["file"], f["column"], f["reason_code"]) for f in planted)
+    assert expected - got == collections.Counter(), "planted bad fields that were not recorded"
+    assert got - expected == collections.Counter(), "valid fields recorded as issues"
+    assert all(len(reason) > 10 for *_, reason in issues)
+    # Each CRM record with a bad field loaded, at its own line, with that field NULL.
+    for f in (f for f in planted if f["source"] == "crm"):
+        customer_id = f["raw"].split(",")[0]
+        with connect(warehouse, read_only=True) as con:
+            values = con.execute(f"SELECT {f['column']} FROM raw.crm_customers WHERE customer_id = ? AND source_file = ?",
+                                 [customer_id, f["file"]]).fetchall()
+        assert (None,) in values, (f["column"], customer_id)
+    assert crm_lines
 
 
 def test_collector_duplicates_count_once(sample, loaded):
@@ -260,16 +282,25 @@ def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):
         "C2,b@x.com,+44 20 7946 0958,A,B,,,,,GB,,2026-01-01T00:00:00Z,0,false",
         "C3,c@x.com,(201) 555-0123,A,B,,,,,US,,2026-01-01T00:00:00Z,,",
         "C4,d@x.com,call me,A,B,,,,,US,,2026-01-01T00:00:00Z,,",
+        # Possible but unassigned (area codes 286 and 471 do not exist): kept, flagged not valid.
+        "C5,e@x.com,(286) 746-7627,A,B,,,,,US,,2026-01-01T00:00:00Z,,",
+        "C6,f@x.com,+1 471-305-6985,A,B,,,,,,,2026-01-01T00:00:00Z,,",
     ]
     (landing / "crm" / "c.csv").write_text("\n".join([header, *rows]) + "\n")
     with connect(tmp_path / "wh.duckdb") as con:
         load_csv_source(con, landing, CRM, NOW)
-        got = con.execute("SELECT customer_id, phone_e164, marketing_opt_in, personalization_opt_in "
+        got = con.execute("SELECT customer_id, phone, phone_e164, phone_valid, marketing_opt_in, personalization_opt_in "
                           "FROM raw.crm_customers ORDER BY 1").fetchall()
         rejected = con.execute("SELECT reason_code FROM raw.quarantine").fetchall()
-    assert got == [("C1", "+442079460958", True, True), ("C2", "+442079460958", False, False),
-                   ("C3", "+12015550123", None, None)]
-    assert rejected == [(F.INVALID_PHONE,)]
+        issues = con.execute("SELECT line, column_name, reason_code, raw, customer_id FROM raw.field_issues").fetchall()
+    assert got == [("C1", "020 7946 0958", "+442079460958", True, True, True),
+                   ("C2", "+44 20 7946 0958", "+442079460958", True, False, False),
+                   ("C3", "(201) 555-0123", "+12015550123", True, None, None),
+                   ("C4", None, None, None, None, None),
+                   ("C5", "(286) 746-7627", "+12867467627", False, None, None),
+                   ("C6", "+1 471-305-6985", "+14713056985", False, None, None)]
+    assert rejected == []
+    assert issues == [(5, "phone", F.INVALID_PHONE, "call me", "C4")]
 
 
 def test_missing_source_folder_gives_an_empty_table(tmp_path):
