@@ -14,6 +14,14 @@ from pathlib import Path
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    if args.messy:
+        from orchestration.sample_data.messy import MessyConfig, generate_messy
+
+        truth = args.truth or Path(args.out).parent / "truth"
+        summary = generate_messy(args.out, MessyConfig(persons=args.persons, seed=args.seed, as_of=args.as_of), truth)
+        print(f"Wrote a messy landing zone of {args.persons:,} persons to {args.out}: records {summary['records']}. "
+              f"Planted dirt and ground truth: {truth}")
+        return 0
     from tqdm import tqdm
 
     from orchestration.sample_data.generator import GeneratorConfig, default_workers, generate
@@ -291,6 +299,12 @@ def _print_summary(warehouse: Path, exports_dir: Path) -> None:
             print("Quarantined input (raw.quarantine):")
             for source, code, n in reasons:
                 print(f"  {source:<12} {code:<22} {n:>8,}")
+        issues = con.execute("SELECT source, column_name, reason_code, count(*) FROM raw.field_issues "
+                             "GROUP BY ALL ORDER BY 1, 4 DESC").fetchall() if table_exists(con, "raw", "field_issues") else []
+        if issues:
+            print("Optional fields nulled, their records kept (raw.field_issues):")
+            for source, column, code, n in issues:
+                print(f"  {source:<12} {column:<22} {code:<22} {n:>8,}")
         segments = con.execute("""
             SELECT segment_name, segment_type, size, entered, exited, excluded_by_consent, status
             FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1
@@ -408,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--as-of", type=_date, default=dt.date(2026, 10, 31), help="last day of data (default 2026-10-31)")
     gen.add_argument("--history-days", type=_positive, default=180, help="days of history before --as-of")
     gen.add_argument("--workers", type=_positive, default=None, help="processes (default: up to 2)")
+    gen.add_argument("--messy", action="store_true",
+                     help="write the messy corpus instead (orchestration/sample_data/messy.py): what real exports hold")
     gen.set_defaults(func=_cmd_generate)
     run = sub.add_parser("run", help="materialise every asset (writes sample data first when the landing zone is empty)",
                          description="Run the whole pipeline with the settings from the environment (see README).")

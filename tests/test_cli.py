@@ -43,6 +43,14 @@ def test_run_rejects_a_bad_as_of_date_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_run_refuses_a_scoring_date_after_today_before_any_step(tmp_path):
+    proc = _tessera("run", env={"TESSERA_AS_OF": "9999-12-31", "TESSERA_LANDING_DIR": str(tmp_path),
+                                "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"), "DAGSTER_HOME": str(tmp_path / "dh")})
+    assert proc.returncode == 2
+    assert "TESSERA_AS_OF='9999-12-31' lies after today" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "w.duckdb").exists()
+
+
 def test_run_rejects_a_day_outside_the_partitions_without_a_traceback(tmp_path):
     env = {"TESSERA_LANDING_DIR": str(tmp_path), "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"),
            "DAGSTER_HOME": str(tmp_path / "dh"), "TESSERA_PARTITIONS_START": "2026-01-01"}

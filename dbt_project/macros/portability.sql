@@ -91,3 +91,16 @@
 {% macro duckdb__day_of_week(ts) -%}
     isodow({{ ts }})
 {%- endmacro %}
+
+{# The first non-NULL value of an expression in a window's order. #}
+{% macro first_non_null(expr) -%}
+    {{ return(adapter.dispatch('first_non_null', 'tessera')(expr)) }}
+{%- endmacro %}
+
+{% macro default__first_non_null(expr) -%}
+    first_value({{ expr }}, true)
+{%- endmacro %}
+
+{% macro duckdb__first_non_null(expr) -%}
+    first_value({{ expr }} ignore nulls)
+{%- endmacro %}

@@ -7,6 +7,7 @@ both are then SHA-256 hashed, because marts.identity_map never holds them in cle
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ class IdentifierError(ValueError):
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+DISPLAY_NAME = re.compile(r"[^<>]*<([^<>]+)>")
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,10 @@ def check_email(value: str) -> EmailCheck:
     from email_validator import EmailNotValidError, validate_email
 
     text = unicodedata.normalize("NFKC", value).strip()
+    if named := DISPLAY_NAME.fullmatch(text):  # email-validator refuses unquoted non-ASCII names (Müller)
+        text = named.group(1).strip()
     try:
-        checked = validate_email(text, check_deliverability=False, allow_display_name=True, allow_smtputf8=True)
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         return EmailCheck(None, "invalid_email", f"not an email address: {exc}")
     local, domain = checked.local_part, checked.ascii_domain
@@ -65,7 +71,8 @@ def normalise_phone(value: str, region: str | None = None) -> str | None:
         parsed = phonenumbers.parse(value.strip(), region.upper() if region else None)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(parsed):
+    # Only a whole number: IS_POSSIBLE_LOCAL_ONLY ("555-0100" in the US) lacks its area code.
+    if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 

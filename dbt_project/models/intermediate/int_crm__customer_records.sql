@@ -17,7 +17,7 @@ select
     {{ fold_name('street') }} as street,
     country,
     case when email_normalised not in {{ blocked_values_sql() }} then email_normalised end as email,
-    phone_e164 as phone,
+    case when phone_valid then phone_e164 end as phone,
     updated_at
 from ranked
 where recency_rank = 1

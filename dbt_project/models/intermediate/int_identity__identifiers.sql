@@ -1,4 +1,4 @@
--- Every identifier observation, normalised (emails trimmed and lower-cased, phones in E.164) and
+-- Every identifier observation, normalised (emails by ingestion's check_email, valid phones in E.164) and
 -- hashed where it is PII. Junk values and bot devices are dropped here, before any edge exists.
 -- Events come summed per day and combination of identifiers (int_segment__event_days), CRM records
 -- and order lines one by one: each row says when its identifiers were first and last seen together,
@@ -15,7 +15,8 @@ observations as (
            traits_email_normalised as email, traits_phone_e164 as phone
     from {{ ref('int_segment__event_days') }}
     union all
-    select 'crm', updated_at, updated_at, 1, null, null, customer_id, email_normalised, phone_e164
+    select 'crm', updated_at, updated_at, 1, null, null, customer_id, email_normalised,
+           case when phone_valid then phone_e164 end  -- unassigned numbers are often typed-in fakes
     from {{ ref('stg_crm__customers') }}
     union all
     select 'orders', ordered_at, ordered_at, 1, null, null, customer_id, email_normalised, null

@@ -1,5 +1,8 @@
 -- One row per person: ids and hashes only (PII is in pii.person_contacts). Survivorship:
--- contact fields and consent from the latest CRM record; country and device type by frequency.
+-- contact fields from the latest CRM record; country and device type by frequency. Consent fails
+-- closed: each record's latest explicit value is current (a blank or unreadable one undoes
+-- nothing), and of a person's current values an opt-out wins over an opt-in, also when it comes
+-- from a record quarantined whole. NULL: no consent evidence at all.
 with identity as (
     select * from {{ ref('identity_map') }}
 ),
@@ -43,6 +46,48 @@ orders as (
     left join identity ic on ic.identifier_type = 'customer_id' and ic.identifier = o.customer_id
     left join identity ie on ie.identifier_type = 'email_sha256' and ie.identifier = {{ sha256_hex('o.email_normalised') }}
 ),
+
+rejected_opt_outs as (
+    select * from {{ ref('stg_crm__rejected_opt_outs') }}
+),
+
+-- Every explicit consent statement, with its subject (the record it belongs to) and when it was made.
+consent_statements as (
+    select person_id, customer_id as subject, updated_at as stated_at, customer_record_id as stated_in,
+           personalization_opt_in, marketing_opt_in
+    from crm
+    union all
+    select i.person_id, r.customer_id, r.updated_at, r.rejected_record_id, r.personalization_opt_in, r.marketing_opt_in
+    from rejected_opt_outs r
+    join identity i on i.identifier_type = 'customer_id' and i.identifier = r.customer_id
+    union all
+    select i.person_id, coalesce(r.customer_id, r.email_normalised), r.updated_at, r.rejected_record_id,
+           r.personalization_opt_in, r.marketing_opt_in
+    from rejected_opt_outs r
+    join identity i on i.identifier_type = 'email_sha256' and i.identifier = {{ sha256_hex('r.email_normalised') }}
+),
+
+{% for consent in ['personalization_opt_in', 'marketing_opt_in'] %}
+{{ consent }}_decision as (
+    select person_id, value as {{ consent }}, stated_in as {{ consent }}_decided_by, stated_at as {{ consent }}_decided_at
+    from (
+        select current_values.*,
+               row_number() over (partition by person_id
+                                  order by case when value then 1 else 0 end, stated_at desc, stated_in) as rn
+        from (
+            -- A statement with no readable date (from a rejected record) stays current: it fails closed.
+            select person_id, subject, {{ consent }} as value, stated_at, stated_in,
+                   row_number() over (partition by person_id, subject
+                                      order by case when stated_at is null then 0 else 1 end, stated_at desc,
+                                               case when {{ consent }} then 1 else 0 end, stated_in) as recency
+            from consent_statements
+            where {{ consent }} is not null
+        ) current_values
+        where recency = 1
+    ) ranked
+    where rn = 1
+),
+{% endfor %}
 
 latest_crm as (
     select *
@@ -116,8 +161,10 @@ select
     s.last_seen_at,
     tc.country,
     td.primary_device_type,
-    c.personalization_opt_in,
-    c.marketing_opt_in,
+    pc.personalization_opt_in,
+    pc.personalization_opt_in_decided_by as consent_decided_by,
+    pc.personalization_opt_in_decided_at as consent_decided_at,
+    mc.marketing_opt_in,
     c.updated_at as crm_updated_at,
     d.email_domain,
     f.company_name,
@@ -126,6 +173,8 @@ select
     f.annual_revenue_usd
 from persons p
 left join latest_crm c on c.person_id = p.person_id
+left join personalization_opt_in_decision pc on pc.person_id = p.person_id
+left join marketing_opt_in_decision mc on mc.person_id = p.person_id
 left join seen s on s.person_id = p.person_id
 left join top_country tc on tc.person_id = p.person_id
 left join top_device td on td.person_id = p.person_id

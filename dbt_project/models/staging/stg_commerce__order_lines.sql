@@ -1,4 +1,5 @@
 -- One row per order line; lines that share order_id make one order (aggregated downstream).
+-- Emails arrive normalised from ingestion.
 with source as (
     select * from {{ source('commerce', 'order_lines') }}
 )
@@ -8,7 +9,7 @@ select
     order_id,
     customer_id,
     email,
-    lower(trim(email)) as email_normalised,
+    email_normalised,
     ordered_at,
     amount,
     currency,

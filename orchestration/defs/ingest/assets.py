@@ -16,7 +16,8 @@ OWNER = "team:data-engineering"
 SOURCE_TABLES = {"events": "events", **{s.name: s.table for s in CSV_SOURCES}}
 DESCRIPTIONS = {
     "events": "Segment-spec messages from events/*.jsonl[.gz], one row per messageId (collector duplicates collapsed).",
-    "crm": "CRM customer records from crm/*.csv, typed, with phones normalised to E.164.",
+    "crm": "CRM customer records from crm/*.csv, typed, with phones in E.164 and emails normalised; a bad optional "
+           "field is nulled and recorded in raw.field_issues.",
     "orders": "Order lines from orders/*.csv (or the files a sources config maps); lines sharing an order_id "
               "form one order.",
     "enrichment": "Firmographics from enrichment/*.csv, keyed by email domain.",
@@ -43,16 +44,23 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
         "quarantined_lines_suppressed_erased_persons": report.quarantine_suppressed,
         "quarantine_by_reason": dg.MetadataValue.md(
             _markdown_table(("reason", "rows"), sorted(report.quarantine_by_reason.items(), key=lambda kv: -kv[1]))),
+        "field_issues": sum(report.field_issues_by_reason.values()),
+        "field_issues_by_reason": dg.MetadataValue.md(
+            _markdown_table(("reason", "fields nulled"),
+                            sorted(report.field_issues_by_reason.items(), key=lambda kv: -kv[1]))),
         "files_rejected": dg.MetadataValue.md(
             _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
         "table": f"raw.{report.table}",
     } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {}) \
+      | ({"opt_outs_from_rejected_records": report.withheld_opt_outs} if report.source == "crm" else {}) \
       | ({"days_rebuilt": str(window), "other_days_rebuilt": report.extra_days} if report.source == "events"
          else {"reused_unchanged_files": report.reused})
 
 
 # Tables an ingestion step writes beside its main table, in the same transaction.
 COMPANIONS = {
+    "crm": {"crm_rejected_opt_outs": "Opt-outs read from CRM records quarantined whole (no customer_id or no readable "
+                                     "updated_at): they still withhold the person their customer_id or email names."},
     "events": {"user_agents": "Each distinct user agent in raw.events, parsed with the `user-agents` library: "
                               "device type, browser, OS and whether it is a bot."},
 }

@@ -65,6 +65,7 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
         "segments": len(report.segments), "segments_published": len(report.segments) - len(report.unpublished),
         "segments_below_minimum": dg.MetadataValue.text(", ".join(report.unpublished) or "none"),
         "persons": report.persons, "persons_left_out_for_consent": report.persons_without_consent,
+        "persons_consent_by_default": report.persons_without_consent_evidence,
         "memberships_left_out_for_consent": int(table["left out (consent)"].sum()),
         "entered": int(table["entered"].sum()), "exited": int(table["exited"].sum()),
         "rerun_of_as_of": report.rewound,

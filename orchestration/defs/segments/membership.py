@@ -80,6 +80,7 @@ class MembershipReport:
     segments: list[SegmentResult] = field(default_factory=list)
     persons: int = 0
     persons_without_consent: int = 0
+    persons_without_consent_evidence: int = 0  # no explicit value anywhere: TESSERA_CONSENT_DEFAULT decides
     rewound: bool = False  # this as_of had been built before
 
     @property
@@ -126,8 +127,9 @@ def build_membership(con: duckdb.DuckDBPyConnection, catalog: Catalog,
         matched, excluded = counts.get(segment.name, (0, 0))
         report.segments.append(SegmentResult(segment.name, segment.spec.type, matched, excluded, matched - excluded,
                                              segment.spec.min_size))
-    report.persons, report.persons_without_consent = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE NOT {consent}) FROM {ATTRIBUTES}").fetchone()
+    report.persons, report.persons_without_consent, report.persons_without_consent_evidence = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE NOT {consent}), count(*) FILTER (WHERE personalization_opt_in IS NULL) "
+        f"FROM {ATTRIBUTES}").fetchone()
     published = [s.name for s in report.segments if s.published]
     con.execute("CREATE OR REPLACE TEMP TABLE _published (segment_name VARCHAR)")
     if published:
