@@ -54,7 +54,7 @@ def check_email(value: str) -> EmailCheck:
     except EmailNotValidError as exc:
         return EmailCheck(None, "invalid_email", f"not an email address: {exc}")
     local, domain = checked.local_part, checked.ascii_domain
-    if confusables.is_mixed_script(local) or confusables.is_mixed_script(checked.domain):
+    if not text.isascii() and (confusables.is_mixed_script(local) or confusables.is_mixed_script(checked.domain)):
         return EmailCheck(None, "mixed_script_email", "the address mixes scripts (for example a Cyrillic letter among "
                           "Latin ones), as look-alike addresses do")
     return EmailCheck(f"{local}@{domain}".lower(), None, None)

@@ -41,6 +41,11 @@ class MatchSettings:
     # Records that share no similar name in any order (Jaro-Winkler below this, first and last
     # names compared both ways) are two people, even at one address with one birth date.
     min_name_similarity: float | None = 0.8
+    # A column compares (and its EM passes run) when at least this share of records fill it.
+    min_column_fill: float = 0.05
+    # An EM pass (or the prior) runs only when its block pairs at least this many records: Splink
+    # stops the run on a pass with none (EMTrainingException). Small CRMs train well on a few.
+    min_em_pairs: int = 1
 
 
 def names_conflict(left: pd.DataFrame, right: pd.DataFrame, min_similarity: float) -> pd.Series:
@@ -110,6 +115,12 @@ BLOCKING_KEYS = (
 )
 
 
+def _pairs_sharing(frame: pd.DataFrame, fields: tuple[str, ...]) -> int:
+    """Record pairs that agree exactly on every one of `fields` (none of them null)."""
+    sizes = frame.dropna(subset=list(fields)).groupby(list(fields)).size()
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
 def block_column(key: tuple[str, ...]) -> str:
     """The column `with_blocking_keys` writes for one of BLOCKING_KEYS."""
     return f"block_{BLOCKING_KEYS.index(key)}"
@@ -152,20 +163,29 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     frame["birth_date"] = frame["birth_date"].astype("string")
     for col in COLUMNS:
         frame[col] = frame[col].astype("string").str.strip().replace("", pd.NA)
+    # Comparisons and EM passes are built from the columns that hold values: an export without
+    # streets or birth dates is matched on what it has.
+    present = {col for col in COLUMNS[1:] if frame[col].notna().mean() >= settings.min_column_fill}
+    comparisons = {
+        ("first_name", "last_name"): lambda: cl.ForenameSurnameComparison("first_name", "last_name"),
+        ("birth_date",): lambda: cl.DateOfBirthComparison("birth_date", input_is_string=True, datetime_format="%Y-%m-%d"),
+        ("postcode",): lambda: cl.LevenshteinAtThresholds("postcode", [1, 2]),
+        ("city",): lambda: cl.JaroWinklerAtThresholds("city", [0.9]),
+        # A street shared by many records (a big building, a common name and number) says less
+        # than a rare one: exact matches are weighted by how often the value occurs.
+        ("street",): lambda: cl.JaroWinklerAtThresholds("street", [0.9, 0.8]).configure(term_frequency_adjustments=True),
+    }
+    used = [make() for cols, make in comparisons.items() if set(cols) <= present]
+    if len(used) < 2 or not {"first_name", "last_name"} <= present:
+        log.warning("CRM matching skipped: it needs names and one more filled column; filled: %s",
+                    ", ".join(sorted(present)) or "none")
+        return empty
 
     creator = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="customer_id",
         blocking_rules_to_generate_predictions=prediction_blocking_rules(),
-        comparisons=[
-            cl.ForenameSurnameComparison("first_name", "last_name"),
-            cl.DateOfBirthComparison("birth_date", input_is_string=True, datetime_format="%Y-%m-%d"),
-            cl.LevenshteinAtThresholds("postcode", [1, 2]),
-            cl.JaroWinklerAtThresholds("city", [0.9]),
-            # A street shared by many records (a big building, a common name and number) says less
-            # than a rare one: exact matches are weighted by how often the value occurs.
-            cl.JaroWinklerAtThresholds("street", [0.9, 0.8]).configure(term_frequency_adjustments=True),
-        ],
+        comparisons=used,
         retain_intermediate_calculation_columns=False,
         retain_matching_columns=False,
     )
@@ -176,10 +196,20 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
         db = DuckDBAPI(connection=con)
         blocked = with_blocking_keys(con, frame, settings.max_block_size)
         linker = Linker(db.register(blocked), creator, log_level=None)
-        linker.training.estimate_probability_two_random_records_match(
-            [block_on("first_name", "last_name", "birth_date")], recall=0.7)
+        prior = ("first_name", "last_name", "birth_date" if "birth_date" in present else "postcode")
+        if set(prior) <= present and _pairs_sharing(frame, prior) >= settings.min_em_pairs:
+            linker.training.estimate_probability_two_random_records_match([block_on(*prior)], recall=0.7)
+        else:
+            log.warning("Splink keeps its prior match probability: too few records share %s", ", ".join(prior))
         linker.training.estimate_u_using_random_sampling(max_pairs=settings.max_pairs_for_u, seed=settings.seed)
         for fields in EM_PASSES:
+            if not set(fields) <= present:
+                continue
+            if (pairs := _pairs_sharing(frame, fields)) < settings.min_em_pairs:
+                log.warning("Splink EM pass blocked on %s skipped: %d record pairs share them (at least %d needed); "
+                            "the other passes (or Splink's defaults) stand", ", ".join(fields), pairs,
+                            settings.min_em_pairs)
+                continue
             try:
                 linker.training.estimate_parameters_using_expectation_maximisation(block_on(*fields))
             except ValueError as exc:

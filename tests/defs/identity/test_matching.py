@@ -145,3 +145,21 @@ def test_unchanged_crm_records_reuse_the_stored_pairs_and_a_changed_record_remat
     assert (first_reused, again_reused, twin_reused, forced_reused) == (False, True, False, False)
     assert again == first and forced == with_twin
     assert (records.customer_id.iloc[0], "TWIN") in with_twin - first
+
+
+def test_matching_adapts_to_the_columns_present_and_skips_passes_that_pair_nobody(caplog):
+    """A CRM export with names, birth dates and postcodes but no street or city, and no two records
+    sharing a birth date and street: Splink stopped the run on that EM pass (EMTrainingException).
+    The pass is skipped with a message, and a typo twin is still found on what the export has."""
+    people = pd.DataFrame({
+        "customer_id": [f"X{i:03d}" for i in range(200)],
+        "first_name": [f"name{i}" for i in range(200)], "last_name": [f"family{i % 37}" for i in range(200)],
+        "birth_date": [f"{1940 + i % 60}-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(200)],
+        "postcode": [f"{1000 + i}" for i in range(200)], "city": None, "street": None})
+    twin = people.iloc[[5]].assign(customer_id="X999", first_name="name5x")
+    with caplog.at_level("WARNING"):
+        pairs = match_customer_records(pd.concat([people, twin], ignore_index=True))
+    assert set(zip(pairs["customer_id_l"], pairs["customer_id_r"])) == {("X005", "X999")}
+    assert "street" not in " ".join(r.getMessage() for r in caplog.records if "EM pass" in r.getMessage())
+    alone = match_customer_records(people.assign(birth_date=None))  # no duplicates at all: no crash
+    assert alone.empty
