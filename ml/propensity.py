@@ -141,9 +141,13 @@ def evaluate(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, config: Propens
     )
 
 
+class OneClassLabelsError(ValueError):
+    """The labels hold one class only: no propensity model can be fitted on them."""
+
+
 def _check_labels(name: str, y: pd.Series) -> None:
     if y.nunique() < 2:
-        raise ValueError(f"The {name} set has only {'positive' if y.iloc[0] else 'negative'} labels "
+        raise OneClassLabelsError(f"The {name} set has only {'positive' if y.iloc[0] else 'negative'} labels "
                          f"({len(y)} persons); a propensity model needs both. Use more history or a longer window.")
 
 

@@ -157,7 +157,7 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
                 currency = rng.choice(["EUR", "usd", "GBP", "EURO", "US$"])
                 if currency in ("EURO", "US$"):
                     planted.field_issues[("orders", "currency", F.INVALID_VALUE)] += 1
-                order_rows.append([f"O{i}-{k}", cid, email if k % 2 else "", iso(at(recency + k)),
+                order_rows.append([f"O{i}-{k}", cid, email if k % 2 else "", iso(at(recency + rng.uniform(0, 80))),
                                    f"{amount:.2f}", currency, "completed", "web"])
                 money += amount
             if i % 6 == 0:

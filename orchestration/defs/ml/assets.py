@@ -13,7 +13,7 @@ import pandas as pd
 
 from ml import workflows
 from ml.clustering import ClusteringConfig
-from ml.propensity import PropensityConfig
+from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.resources import WarehouseResource
@@ -114,10 +114,12 @@ def _decision_metadata(summary: dict) -> dict:
     }
 
 
-def _score_into(warehouse: WarehouseResource, table: str, score) -> tuple[pd.DataFrame, dict]:
+def _score_into(warehouse: WarehouseResource, table: str, score, when_no_champion: pd.DataFrame | None = None,
+                context: dg.AssetExecutionContext | None = None) -> tuple[pd.DataFrame, dict]:
     """Score every person at the scoring date with a @champion (`score(frame)`), in chunks of at most
     TESSERA_ML_FRAME_ROWS persons read from the engine, replace `table` with the result (published
-    to the engine on Spark), and return it with the table's metadata."""
+    to the engine on Spark), and return it with the table's metadata. With no champion, `table`
+    becomes `when_no_champion` (an empty frame of its columns) where one is given."""
     chunks = max(1, math.ceil(_rows(warehouse, "scoring") / load_settings().ml_frame_rows))
     scored = []
     for index in range(chunks):
@@ -125,7 +127,11 @@ def _score_into(warehouse: WarehouseResource, table: str, score) -> tuple[pd.Dat
         try:
             out = score(frame)
         except workflows.NoChampionError as exc:
-            raise dg.Failure(description=str(exc)) from None
+            if when_no_champion is None:
+                raise dg.Failure(description=str(exc)) from None
+            context.log.warning(f"{exc} {table} is written empty: segments that read it stay empty.")
+            scored = [when_no_champion]
+            break
         out["as_of"] = frame["as_of"].to_numpy()
         scored.append(out)
     out = pd.concat(scored, ignore_index=True)
@@ -200,6 +206,12 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
         summary = workflows.train_propensity_model(
             backtest, training, run_context, propensity_config,
             PromotionPolicy("roc_auc", config.promotion_margin, {"roc_auc": config.min_roc_auc}))
+    except OneClassLabelsError as exc:
+        # Data that cannot train a model must not stop segments, exports and erasure downstream:
+        # the current @champion (if any) keeps scoring.
+        context.log.warning(f"purchase_30d was not trained: {exc} The current champion, if any, keeps scoring.")
+        return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc),
+                                              "backtest_rows": len(backtest), "training_rows": len(training)})
     except ValueError as exc:
         raise dg.Failure(description=f"purchase_30d could not be trained: {exc}") from None
     return dg.MaterializeResult(metadata={
@@ -214,9 +226,12 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
     kinds={"duckdb", "mlflow"}, pool="duckdb",
     description="One row per person and model: the @champion purchase_30d probability at the scoring date.",
 )
-def propensity_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    no_scores = pd.DataFrame({"person_id": pd.Series(dtype="string"), "model_name": pd.Series(dtype="string"),
+                              "score": pd.Series(dtype="float64"), "top_features": pd.Series(dtype="string"),
+                              "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
     scores, metadata = _score_into(warehouse, "marts.propensity_scores",
-                                   lambda frame: workflows.score_propensity(frame, "purchase_30d"))
+                                   lambda frame: workflows.score_propensity(frame, "purchase_30d"), no_scores, context)
     deciles = pd.qcut(scores["score"].rank(method="first"), 10, labels=False) if len(scores) >= 10 else None
     meta = {**metadata, "model_version": scores["model_version"].iloc[0] if len(scores) else "",
             "mean_score": float(scores["score"].mean()) if len(scores) else 0.0}
