@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS raw.field_issues (
     reason_code VARCHAR NOT NULL,
     reason      VARCHAR NOT NULL,
     raw         VARCHAR,            -- the value as sent
-    customer_id VARCHAR,            -- the record's customer, so that erasure finds the row
+    customer_id VARCHAR,            -- the record's ids (CRM and orders; events), so that erasure finds the row
+    user_id     VARCHAR,
+    anonymous_id VARCHAR,
     loaded_at   TIMESTAMP NOT NULL
 )
 """
@@ -106,6 +108,8 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             con.execute(QUARANTINE_DDL)
             con.execute(FIELD_ISSUES_DDL)
+            for column in ("user_id", "anonymous_id"):  # raw.field_issues before events recorded issues
+                con.execute(f"ALTER TABLE raw.field_issues ADD COLUMN IF NOT EXISTS {column} VARCHAR")
             con.execute(FILES_DDL)
             for statement in FILES_MIGRATIONS:
                 con.execute(statement)

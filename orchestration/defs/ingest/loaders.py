@@ -403,9 +403,12 @@ EVENT_TYPED_SQL = """
     SELECT c.message_id, c.type, nullif(trim(c.event), '') AS event, nullif(trim(c.name), '') AS name,
            nullif(trim(c.user_id), '') AS user_id, nullif(trim(c.anonymous_id), '') AS anonymous_id,
            c.ts AS occurred_at, {future}(c.sent_at) AS sent_at, {future}(c.received_at) AS received_at,
-           c.properties, c.traits, c.context,
-           c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164
+           c.properties,
+           -- A trait email that is no address, or a look-alike, leaves the traits (raw.field_issues keeps it).
+           CASE WHEN q.email IS NULL THEN c.traits ELSE json_merge_patch(c.traits, '{"email": null}') END AS traits,
+           c.context, c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164
     FROM _checked c
+    LEFT JOIN _event_emails q ON q.email = json_extract_string(c.traits, '$.email')
     LEFT JOIN _phones p  -- identify traits may carry a phone: E.164 with the message's country, as for CRM records
       ON c.type = 'identify'
      AND p.phone = json_extract_string(c.traits, '$.phone')
@@ -414,17 +417,25 @@ EVENT_TYPED_SQL = """
     WHERE c.reason_code IS NULL
 """.replace("{future}(c.sent_at)", f"CASE WHEN c.sent_at > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE c.sent_at END")\
    .replace("{future}(c.received_at)", f"CASE WHEN c.received_at > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE c.received_at END")
-# sentAt and receivedAt after the load's clock are nulled, and recorded in raw.field_issues.
+# sentAt and receivedAt after the load's clock, and unusable trait emails, are nulled and recorded
+# in raw.field_issues, with the message's ids so that erasure finds the row.
 EVENT_FIELD_ISSUES_SQL = f"""
     SELECT 'events' AS source, file, line_no AS line, field AS column_name, '{F.FUTURE_TIMESTAMP}' AS reason_code,
            field || ' ' || strftime(value, '%Y-%m-%dT%H:%M:%SZ') || ' is more than a day after the file arrived ('
              || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')' AS reason,
-           CAST(value AS VARCHAR) AS raw, NULL::VARCHAR AS customer_id, loaded_at
+           CAST(value AS VARCHAR) AS raw, user_id, anonymous_id, loaded_at
     FROM (
-        SELECT file, line_no, loaded_at, 'sentAt' AS field, sent_at AS value FROM _checked WHERE reason_code IS NULL
+        SELECT file, line_no, loaded_at, user_id, anonymous_id, 'sentAt' AS field, sent_at AS value
+        FROM _checked WHERE reason_code IS NULL
         UNION ALL
-        SELECT file, line_no, loaded_at, 'receivedAt', received_at FROM _checked WHERE reason_code IS NULL
+        SELECT file, line_no, loaded_at, user_id, anonymous_id, 'receivedAt', received_at
+        FROM _checked WHERE reason_code IS NULL
     ) WHERE value > loaded_at + {MAX_FUTURE_SKEW}
+    UNION ALL
+    SELECT 'events', c.file, c.line_no, 'traits.email', q.email_issue,
+           'traits.email "' || q.email || '": ' || q.email_issue_reason, q.email, c.user_id, c.anonymous_id, c.loaded_at
+    FROM _checked c JOIN _event_emails q ON q.email = json_extract_string(c.traits, '$.email')
+    WHERE c.reason_code IS NULL
 """
 # Of a message's copies the earliest wins, in a full load as against stored copies.
 COPY_RANK = ("row_number() OVER (PARTITION BY message_id "
@@ -585,6 +596,9 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         _batch_phones(con)
+        _normalise_emails(con, "(SELECT json_extract_string(traits, '$.email') AS email FROM _checked "
+                               "WHERE reason_code IS NULL)")
+        con.execute("CREATE OR REPLACE TEMP TABLE _event_emails AS SELECT * FROM _emails WHERE email_issue IS NOT NULL")
         con.execute(f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
                     "ORDER BY source_file, source_line")  # the same files load in the same order
         con.execute(f"{_into('_bad', i)} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
@@ -657,7 +671,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     report.field_issues_by_reason = dict(con.execute(
         f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = 'events' AND file IN "
         f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
-    for name in ("_bad", "_conflicts", "_event_issues", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
+    for name in ("_bad", "_conflicts", "_event_issues", "_event_emails", "_emails", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
 
@@ -830,11 +844,11 @@ def _normalise_phones(con, source: str = "_rows") -> None:
                       {"phone": "string", "country": "string", "phone_e164": "string", "phone_valid": "bool"})
 
 
-def _normalise_emails(con) -> None:
+def _normalise_emails(con, source: str = "_rows") -> None:
     """`_emails(email, email_normalised, email_issue, email_issue_reason)` for every distinct email
-    in `_rows` (orchestration.lib.identifiers.check_email)."""
+    in `source` (orchestration.lib.identifiers.check_email)."""
     out = []
-    for (email,) in con.execute("SELECT DISTINCT email FROM _rows WHERE nullif(trim(email), '') IS NOT NULL").fetchall():
+    for (email,) in con.execute(f"SELECT DISTINCT email FROM {source} WHERE nullif(trim(email), '') IS NOT NULL").fetchall():
         checked = check_email(email)
         out.append((email, checked.key, checked.issue, checked.reason))
     _create_from_rows(con, "_emails", ["email", "email_normalised", "email_issue", "email_issue_reason"], out,

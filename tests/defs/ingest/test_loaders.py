@@ -337,3 +337,60 @@ def test_user_agents_are_parsed_into_device_types(tmp_path):
         load_events(con, landing, NOW)
         parsed = dict(con.execute("SELECT user_agent, device_type FROM raw.user_agents").fetchall())
     assert parsed == agents
+
+
+def test_poison_event_values_never_load(tmp_path):
+    """A far-future timestamp is judged by the load's clock, not by the message's own receivedAt; a
+    far-future receivedAt alone is nulled; a look-alike trait email leaves the traits; a conflicting
+    copy of a message is quarantined with both texts; a line of 3 MB loads like any other."""
+    events = tmp_path / "landing" / "events"
+    events.mkdir(parents=True)
+    lines = [
+        _msg(messageId="far", timestamp="9999-12-31T00:00:00Z", receivedAt="9999-12-31T00:00:00Z"),
+        _msg(messageId="late-receipt", receivedAt="9999-12-31T00:00:00Z"),
+        _msg(messageId="look", type="identify", event=..., traits={"email": "ann\u0456@example.com", "name": "Ann"}),
+        _msg(messageId="dup", properties={"revenue": 10}),
+        _msg(messageId="dup", properties={"revenue": 99999}, timestamp="2026-10-01T12:00:05.000Z"),
+        _msg(messageId="dup", properties={"revenue": 10}, context={"library": {"name": "server"}}),
+        _msg(messageId="giant", properties={"blob": "x" * (3 * 1024 ** 2)}),
+    ]
+    (events / "e.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        report = load_events(con, tmp_path / "landing", NOW)
+        loaded = dict(con.execute("SELECT message_id, received_at FROM raw.events").fetchall())
+        traits = con.execute("SELECT traits FROM raw.events WHERE message_id = 'look'").fetchone()[0]
+        quarantined = con.execute("SELECT reason_code, raw FROM raw.quarantine ORDER BY line").fetchall()
+        issues = con.execute("SELECT column_name, reason_code, raw, anonymous_id FROM raw.field_issues "
+                             "ORDER BY line").fetchall()
+    assert set(loaded) == {"late-receipt", "look", "dup", "giant"} and loaded["late-receipt"] is None
+    assert json.loads(traits) == {"name": "Ann"}
+    assert [code for code, _ in quarantined] == [F.FUTURE_TIMESTAMP, F.CONFLICTING_DUPLICATE]
+    both = json.loads(quarantined[1][1])
+    assert both["kept"]["properties"] == {"revenue": 10} and both["conflicting"]["properties"] == {"revenue": 99999}
+    assert report.deduplicated == 1  # the third copy says what the first said (its context differs)
+    assert issues == [("receivedAt", F.FUTURE_TIMESTAMP, "9999-12-31 00:00:00", "a-1"),
+                      ("traits.email", F.MIXED_SCRIPT_EMAIL, "ann\u0456@example.com", "a-1")]
+
+
+def test_opted_out_crm_records_that_cannot_load_still_withhold(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "crm").mkdir(parents=True)
+    rows = [
+        "C1,a@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,yes,yes",
+        "C1,a@x.com,,A,B,,,,,GB,,,no,no",                               # no updated_at
+        ",b@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,,false",           # no customer_id
+        ",c@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,,true",            # no opt-out: nothing to withhold
+        "C4,Ann Müller <D@X.com>,555-0100,A,B,31/12/1985,,,,XX,,2026-01-01T00:00:00Z,N/A,",
+    ]
+    (landing / "crm" / "c.csv").write_text(",".join(CRM.columns) + "\n" + "\n".join(rows) + "\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        report = load_csv_source(con, landing, CRM, NOW)
+        withheld = con.execute("SELECT customer_id, email_normalised, updated_at, personalization_opt_in, source_line "
+                               "FROM raw.crm_rejected_opt_outs ORDER BY source_line").fetchall()
+        c4 = con.execute("SELECT email, email_normalised, phone, birth_date, country, marketing_opt_in "
+                         "FROM raw.crm_customers WHERE customer_id = 'C4'").fetchone()
+    assert withheld == [("C1", "a@x.com", None, False, 3), (None, "b@x.com", dt.datetime(2026, 1, 1), False, 4)]
+    assert report.withheld_opt_outs == 2
+    assert c4 == ("Ann Müller <D@X.com>", "d@x.com", None, None, None, None)
+    assert report.field_issues_by_reason == {F.INVALID_PHONE: 1, F.INVALID_DATE: 1, F.INVALID_VALUE: 1,
+                                             F.INVALID_BOOLEAN: 1}

@@ -1,12 +1,14 @@
--- depends_on: {{ ref('int_segment__events') }}, {{ ref('stg_commerce__order_lines') }}
+-- depends_on: {{ ref('int_segment__events') }}, {{ ref('stg_commerce__order_lines') }}, {{ ref('stg_crm__customers') }}
 -- The dates features are computed as of: the scoring date (var as_of, else the latest valid event
--- or order date; never now()); the propensity training cutoff label_window_days before it; and the
--- backtest cutoff one more window back, whose models are validated on the training cutoff's labels.
+-- or order date, else the latest CRM record's; never now()); the propensity training cutoff
+-- label_window_days before it; and the backtest cutoff one more window back, whose models are
+-- validated on the training cutoff's labels.
 with latest as (
     {% if var('as_of') %}
     select cast('{{ var("as_of") }}' as date) as as_of
     {% else %}
-    select max(d) as as_of
+    -- With no events and no orders (a CRM-only input), the latest CRM record dates the run.
+    select coalesce(max(d), (select max(cast(updated_at as date)) from {{ ref('stg_crm__customers') }})) as as_of
     from (
         select max(cast(occurred_at as date)) as d from {{ ref('int_segment__events') }}
         union all
