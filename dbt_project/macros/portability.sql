@@ -92,15 +92,15 @@
     isodow({{ ts }})
 {%- endmacro %}
 
-{# The first non-NULL value of an expression in a window's order. #}
-{% macro first_non_null(expr) -%}
-    {{ return(adapter.dispatch('first_non_null', 'tessera')(expr)) }}
+{# The last non-NULL value of an expression up to the current row of a window (its default frame). #}
+{% macro last_non_null(expr) -%}
+    {{ return(adapter.dispatch('last_non_null', 'tessera')(expr)) }}
 {%- endmacro %}
 
-{% macro default__first_non_null(expr) -%}
-    first_value({{ expr }}, true)
+{% macro default__last_non_null(expr) -%}
+    last_value({{ expr }}, true)
 {%- endmacro %}
 
-{% macro duckdb__first_non_null(expr) -%}
-    first_value({{ expr }} ignore nulls)
+{% macro duckdb__last_non_null(expr) -%}
+    last_value({{ expr }} ignore nulls)
 {%- endmacro %}

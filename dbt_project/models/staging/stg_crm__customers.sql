@@ -9,25 +9,23 @@ with source as (
     select * from {{ source('crm', 'crm_customers') }}
 ),
 
+-- Rows of a version in file order: the last one has seen them all (Spark allows no explicit
+-- frame beside row_number, so the default frame does the work).
 merged as (
     select
         customer_id,
         updated_at,
         {% for f in fields %}
-        {{ first_non_null(f) }} over version as {{ f }},
+        {{ last_non_null(f) }} over (partition by customer_id, updated_at order by source_file, source_line) as {{ f }},
         {% endfor %}
         {% for f in ['marketing_opt_in', 'personalization_opt_in'] %}
-        cast(min(cast({{ f }} as int)) over version as boolean) as {{ f }},
+        cast(min(cast({{ f }} as int)) over (partition by customer_id, updated_at) as boolean) as {{ f }},
         {% endfor %}
         source_file,
         loaded_at,
-        row_number() over version as version_rank
+        row_number() over (partition by customer_id, updated_at order by source_file desc, source_line desc)
+            as version_rank
     from source
-    window version as (
-        partition by customer_id, updated_at
-        order by source_file desc, source_line desc
-        rows between unbounded preceding and unbounded following
-    )
 )
 
 select

@@ -307,8 +307,7 @@ def _event_rules() -> tuple[Rule, ...]:
              "'timestamp \"' || ts_text || '\" is not a valid ISO-8601 time after 2000'"),
         # Judged by the load's own clock (when the file arrived), never by the message's receivedAt.
         Rule(F.FUTURE_TIMESTAMP, f"ts > loaded_at + {MAX_FUTURE_SKEW}",
-             "'timestamp ' || ts_text || ' is more than a day after the file arrived ('"
-             " || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')'"),
+             "'timestamp ' || ts_text || ' is more than a day after its file arrived (the row''s loaded_at)'"),
         Rule(F.MISSING_EVENT_NAME, "type = 'track' AND nullif(trim(event), '') IS NULL",
              "'track message has no event name'"),
         Rule(F.INVALID_FIELD_TYPE,
@@ -421,8 +420,8 @@ EVENT_TYPED_SQL = """
 # in raw.field_issues, with the message's ids so that erasure finds the row.
 EVENT_FIELD_ISSUES_SQL = f"""
     SELECT 'events' AS source, file, line_no AS line, field AS column_name, '{F.FUTURE_TIMESTAMP}' AS reason_code,
-           field || ' ' || strftime(value, '%Y-%m-%dT%H:%M:%SZ') || ' is more than a day after the file arrived ('
-             || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')' AS reason,
+           field || ' ' || strftime(value, '%Y-%m-%dT%H:%M:%SZ')
+             || ' is more than a day after its file arrived (the row''s loaded_at)' AS reason,
            CAST(value AS VARCHAR) AS raw, user_id, anonymous_id, loaded_at
     FROM (
         SELECT file, line_no, loaded_at, user_id, anonymous_id, 'sentAt' AS field, sent_at AS value
@@ -1117,7 +1116,7 @@ ORDERS = CsvSource(
         _timestamp("ordered_at"),
         Rule(F.FUTURE_TIMESTAMP,
              f"timezone('UTC', try_cast(ordered_at AS TIMESTAMPTZ)) > loaded_at + {MAX_FUTURE_SKEW}",
-             "'ordered_at ' || ordered_at || ' lies after the file arrived (' || strftime(loaded_at, '%Y-%m-%dT%H:%M:%SZ') || ')'"),
+             "'ordered_at ' || ordered_at || ' is more than a day after its file arrived (the row''s loaded_at)'"),
         _number("amount", "DECIMAL(18, 2)"),
         Rule(F.INVALID_VALUE, "lower(status) NOT IN ('completed', 'refunded', 'cancelled')",
              "'status \"' || status || '\" is not one of completed, refunded, cancelled'"),

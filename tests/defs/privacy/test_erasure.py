@@ -44,7 +44,7 @@ def test_a_national_phone_request_erases_everything_once(tmp_path):
         assert (first.erased, first.not_found, first.persons) == (1, 1, 1)
         assert first.identifiers_suppressed == 6  # five identifiers and the person_id
         assert first.rows_removed == {"marts.identity_map": 5, "marts.segment_membership": 1, "raw.crm_customers": 1,
-                                      "raw.events": 2, "raw.quarantine": 1}
+                                      "raw.events": 2, "raw.field_issues": 0, "raw.quarantine": 1}
         assert remaining_traces(con) == {}
         assert con.execute("SELECT customer_id FROM raw.crm_customers").fetchall() == [("C2",)]
         assert con.execute("SELECT message_id FROM raw.events").fetchall() == [("m3",)]
