@@ -398,13 +398,18 @@ EVENT_CHECK_SQL = """
     )
     SELECT *, {code_sql} AS reason_code FROM fields
 """
-EVENT_TYPED_SQL = """
+def _until_load(col: str) -> str:
+    """SQL: the time `col`, or NULL when it lies after the load's clock (beyond the skew)."""
+    return f"CASE WHEN {col} > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE {col} END"
+
+
+EVENT_TYPED_SQL = f"""
     SELECT c.message_id, c.type, nullif(trim(c.event), '') AS event, nullif(trim(c.name), '') AS name,
            nullif(trim(c.user_id), '') AS user_id, nullif(trim(c.anonymous_id), '') AS anonymous_id,
-           c.ts AS occurred_at, {future}(c.sent_at) AS sent_at, {future}(c.received_at) AS received_at,
+           c.ts AS occurred_at, {_until_load('c.sent_at')} AS sent_at, {_until_load('c.received_at')} AS received_at,
            c.properties,
            -- A trait email that is no address, or a look-alike, leaves the traits (raw.field_issues keeps it).
-           CASE WHEN q.email IS NULL THEN c.traits ELSE json_merge_patch(c.traits, '{"email": null}') END AS traits,
+           CASE WHEN q.email IS NULL THEN c.traits ELSE json_merge_patch(c.traits, '{{"email": null}}') END AS traits,
            c.context, c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164
     FROM _checked c
     LEFT JOIN _event_emails q ON q.email = json_extract_string(c.traits, '$.email')
@@ -414,8 +419,7 @@ EVENT_TYPED_SQL = """
      AND p.country IS NOT DISTINCT FROM upper(json_extract_string(c.context, '$.location.country'))
      AND p.phone_valid
     WHERE c.reason_code IS NULL
-""".replace("{future}(c.sent_at)", f"CASE WHEN c.sent_at > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE c.sent_at END")\
-   .replace("{future}(c.received_at)", f"CASE WHEN c.received_at > c.loaded_at + {MAX_FUTURE_SKEW} THEN NULL ELSE c.received_at END")
+"""
 # sentAt and receivedAt after the load's clock, and unusable trait emails, are nulled and recorded
 # in raw.field_issues, with the message's ids so that erasure finds the row.
 EVENT_FIELD_ISSUES_SQL = f"""
@@ -988,7 +992,7 @@ def _check_fields(con, spec: CsvSource) -> str:
         by_column.setdefault(check.column, []).append(check)
     key = "nullif(customer_id, '')" if "customer_id" in spec.columns else "NULL::VARCHAR"
     selects = [f"""SELECT '{spec.name}' AS source, file, line_no AS line, '{column}' AS column_name,
-                       {_reason_sql(checks)[0]} AS reason_code, {_reason_sql(checks)[1]} AS reason,
+                       {' AS reason_code, '.join(_reason_sql(checks))} AS reason,
                        {column} AS raw, {key} AS customer_id, loaded_at
                 FROM _checked WHERE reason_code IS NULL AND ({' OR '.join(f'({c.condition})' for c in checks)})"""
                for column, checks in by_column.items()]
