@@ -289,12 +289,17 @@ def profile_z_scores(X: pd.DataFrame, labels) -> pd.DataFrame:
     return ((centroids - overall_mean) / overall_std).drop(index=NOISE, errors="ignore")
 
 
+class TooFewPersonsError(ValueError):
+    """The data has too few persons to cluster; more data, not other settings, would fix it."""
+
+
 def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
                      previous_centroids: pd.DataFrame | None = None) -> ClusteringResult:
     """Fit every candidate on `frame` (model-ready features, one row per person) and keep the best."""
     features = numeric_columns(frame)
     if len(frame) < max(50, 5 * config.k_max):
-        raise ValueError(f"Clustering needs at least {max(50, 5 * config.k_max)} persons; the feature table has {len(frame)}.")
+        raise TooFewPersonsError(f"Clustering needs at least {max(50, 5 * config.k_max)} persons; the feature table "
+                                 f"has {len(frame)}.")
     X = numeric_matrix(frame, features)
     rng = np.random.default_rng(config.seed)
     preprocess = _preprocessor(config).fit(X)

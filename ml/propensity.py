@@ -142,13 +142,17 @@ def evaluate(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, config: Propens
 
 
 class OneClassLabelsError(ValueError):
-    """The labels hold one class only: no propensity model can be fitted on them."""
+    """The labels hold one class only (or none): no propensity model can be fitted on them."""
 
 
 def _check_labels(name: str, y: pd.Series) -> None:
+    if y.empty:
+        raise OneClassLabelsError(f"The {name} set has no persons: nobody was seen by its cutoff date. "
+                                  "Use more history or a shorter label window.")
     if y.nunique() < 2:
         raise OneClassLabelsError(f"The {name} set has only {'positive' if y.iloc[0] else 'negative'} labels "
-                         f"({len(y)} persons); a propensity model needs both. Use more history or a longer window.")
+                                  f"({len(y)} persons); a propensity model needs both. Use more history or a longer "
+                                  "window.")
 
 
 def _cap(frame: pd.DataFrame, y: pd.Series, rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:

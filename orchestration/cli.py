@@ -68,6 +68,25 @@ def _landing_is_empty(root: Path) -> bool:
                    for p in (root / folder).rglob("*"))
 
 
+def _has_dated_input(settings) -> bool:
+    """Whether an event, order or CRM file is there to read, or the warehouse kept such records from
+    an earlier run: the run is dated by the latest of them when TESSERA_AS_OF is not set."""
+    from orchestration.defs.ingest.sources_config import cached_sources_config
+
+    config = cached_sources_config(settings.sources_config)
+    if any(config.files(source, settings.landing_dir).files for source in ("events", "orders", "crm")):
+        return True
+    if not settings.warehouse.exists():
+        return False
+    from orchestration.lib.warehouse import connect
+
+    with connect(settings.warehouse, read_only=True) as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")
+                  .fetchall()}
+        return any(con.execute(f"SELECT count(*) FROM raw.{t}").fetchone()[0]
+                   for t in ("events", "order_lines", "crm_customers") if t in tables)
+
+
 def _settings(command: str):
     """The settings from the environment, or None after saying which one is wrong (exit 2)."""
     from orchestration.lib.settings import SettingsError, load_settings
@@ -130,6 +149,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rc = main(["generate", "--persons", str(args.sample_persons), "--out", str(settings.landing_dir)])
         if rc:
             return rc
+    if settings.as_of is None and not _has_dated_input(settings):
+        print(f"tessera run: nothing dates this run: there is no event, order or CRM file "
+              f"({'in the sources config ' + str(settings.sources_config) if settings.sources_config else 'under ' + str(settings.landing_dir)}) "
+              "and the warehouse holds none from earlier runs, so there is no date to compute features and segments "
+              "as of. Add event, order or CRM files, or set TESSERA_AS_OF=YYYY-MM-DD. Nothing was run.", file=sys.stderr)
+        return 2
     print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
           + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day"))
     dagster = Path(sys.executable).parent / "dagster"

@@ -152,3 +152,15 @@ def test_spark_build_says_what_is_missing(tmp_path):
     proc = _tessera("spark-build", env={"TESSERA_WAREHOUSE": str(tmp_path / "none.duckdb")})
     assert proc.returncode == 2
     assert "does not exist; run `make run` first" in proc.stderr
+
+
+def test_run_without_anything_to_date_it_says_what_to_set_before_any_step(tmp_path):
+    (tmp_path / "enrichment").mkdir()
+    (tmp_path / "enrichment" / "firms.csv").write_text("email_domain,company_name\nacme.com,Acme\n")
+    env = {"TESSERA_LANDING_DIR": str(tmp_path), "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"),
+           "DAGSTER_HOME": str(tmp_path / "dh")}
+    proc = _tessera("run", env=env)
+    assert proc.returncode == 2
+    assert "nothing dates this run: there is no event, order or CRM file" in proc.stderr
+    assert "set TESSERA_AS_OF=YYYY-MM-DD" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "w.duckdb").exists()

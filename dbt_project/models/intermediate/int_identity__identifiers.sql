@@ -39,7 +39,9 @@ cleaned as (
         observations,
         case when lower(anonymous_id) not in {{ blocked_values_sql() }} then anonymous_id end as anonymous_id,
         case when lower(user_id) not in {{ blocked_values_sql() }} then user_id end as user_id,
-        case when lower(customer_id) not in {{ blocked_values_sql() }} then customer_id end as customer_id,
+        -- A CRM record's own key is its customer id whatever it reads ("0" is a real key there); elsewhere
+        -- a placeholder such as "0" or "-1" would join every guest to one person.
+        case when source = 'crm' or lower(customer_id) not in {{ blocked_values_sql() }} then customer_id end as customer_id,
         case when email not in {{ blocked_values_sql() }} and email like '%_@_%' then email end as email,
         case when phone not in {{ blocked_values_sql() }} then phone end as phone
     from observations

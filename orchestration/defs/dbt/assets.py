@@ -56,6 +56,22 @@ def rebuild_after_erasure(warehouse: WarehouseResource) -> None:
             run_dbt(["run", "--exclude", DAILY_EVENTS, *run_vars], "duckdb", target_path)
 
 
+def _require_a_feature_date(warehouse: WarehouseResource, landing: LandingZoneResource) -> None:
+    """int_feature_dates dates the run by its latest event, order or CRM record; with none loaded and no
+    TESSERA_AS_OF there is no date, and dbt would only report a failed not_null test."""
+    if load_settings().as_of is not None:
+        return
+    with warehouse.connect(read_only=True) as con:
+        dated = con.execute("SELECT (SELECT count(*) FROM raw.events) + (SELECT count(*) FROM raw.order_lines) "
+                            "+ (SELECT count(*) FROM raw.crm_customers)").fetchone()[0]
+    if not dated:
+        raise dg.Failure(description=(
+            "Nothing dates this run: no event, order or CRM record has loaded (see raw.quarantine for records "
+            f"refused, and the files under {landing.root} or the sources config), so there is no date to compute "
+            "features and segments as of. Add event, order or CRM files, or set TESSERA_AS_OF=YYYY-MM-DD."),
+            allow_retries=False)
+
+
 def _incremental_args(context: dg.AssetExecutionContext, config: FullRefreshConfig | None) -> tuple[dict, list[str]]:
     """For the partitioned event models, the partition window as vars for macros/event_window.sql
     ('' is an open end); `--full-refresh` when the run config asks for it."""
@@ -122,6 +138,7 @@ def dbt_before_identity_graph(context: dg.AssetExecutionContext, config: FullRef
                               landing: LandingZoneResource, warehouse: WarehouseResource):
     """The identity evidence and the sources of the snapshots. int_segment__event_days is incremental on
     DuckDB: each run sums again only the event days that changed; `full_refresh` rebuilds it."""
+    _require_a_feature_date(warehouse, landing)
     yield from _build(context, dbt, landing, warehouse, config)
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ml import workflows
 from ml.clustering import ClusteringConfig
+from ml.clustering import TooFewPersonsError
 from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import table_metadata
@@ -165,6 +166,9 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
                                           pca_variance=config.pca_variance, sample_size=config.sample_size,
                                           bootstrap_resamples=config.bootstrap_resamples)
         summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy, categories)
+    except TooFewPersonsError as exc:  # as for propensity: a small input must not stop segments and exports
+        context.log.warning(f"Clustering was not trained: {exc} The current champion, if any, keeps assigning.")
+        return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc), "persons": len(frame)})
     except ValueError as exc:
         raise dg.Failure(description=f"Clustering could not be trained: {exc} Change the clustering_model run "
                                      "config (k range, algorithms) or add data.") from None
@@ -181,8 +185,13 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
     kinds={"duckdb", "mlflow"}, pool="duckdb",
     description="One row per person: the @champion clustering's stable cluster id and readable name at the scoring date.",
 )
-def cluster_assignments(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    assigned, metadata = _score_into(warehouse, "marts.cluster_assignments", workflows.assign_clusters)
+def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    no_clusters = pd.DataFrame({"person_id": pd.Series(dtype="string"), "cluster_id": pd.Series(dtype="int64"),
+                                "cluster_name": pd.Series(dtype="string"),
+                                "distance_to_centroid": pd.Series(dtype="float64"),
+                                "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
+    assigned, metadata = _score_into(warehouse, "marts.cluster_assignments", workflows.assign_clusters, no_clusters,
+                                     context)
     sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
     return dg.MaterializeResult(metadata={
         **metadata, "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",

@@ -1,5 +1,5 @@
 -- One row per person and as_of date (int_feature_dates), computed only from events and orders up
--- to that date. RFM counts completed orders once each (orders/ status wins; refunds and
+-- to that date (CRM records only date a person who has neither). RFM counts completed orders once each (orders/ status wins; refunds and
 -- cancellations excluded); R/F/M scores are quintiles among the persons of the same as_of.
 {% set half_life = var('engagement_half_life_days') %}
 with dates as (
@@ -146,6 +146,16 @@ persons as (
     cross join {{ ref('profiles') }} p
 ),
 
+-- A person known only from the CRM (no event or order by as_of) exists from their first CRM record
+-- on, and was last seen at their latest one: a prospect who never bought is still someone to segment.
+crm_seen as (
+    select d.as_of, m.person_id, min(c.updated_at) as first_crm_at, max(c.updated_at) as last_crm_at
+    from {{ ref('stg_crm__customers') }} c
+    join {{ ref('identity_map') }} m on m.identifier_type = 'customer_id' and m.identifier = c.customer_id
+    join dates d on cast(c.updated_at as date) <= d.as_of
+    group by d.as_of, m.person_id
+),
+
 combined as (
     select
         p.person_id,
@@ -153,11 +163,13 @@ combined as (
         o.last_order_at,
         e.last_event_at,
         case
+            when e.first_event_at is null and o.first_order_at is null then cr.first_crm_at
             when e.first_event_at is null then o.first_order_at
             when o.first_order_at is null then e.first_event_at
             else least(e.first_event_at, o.first_order_at)
         end as first_seen_at,
         case
+            when e.last_event_at is null and o.last_order_any_at is null then cr.last_crm_at
             when e.last_event_at is null then o.last_order_any_at
             when o.last_order_any_at is null then e.last_event_at
             else greatest(e.last_event_at, o.last_order_any_at)
@@ -204,10 +216,11 @@ combined as (
     left join top_country tc on tc.as_of = p.as_of and tc.person_id = p.person_id
     left join top_local_timezone tz on tz.as_of = p.as_of and tz.person_id = p.person_id
     left join top_referrer tr on tr.as_of = p.as_of and tr.person_id = p.person_id
+    left join crm_seen cr on cr.as_of = p.as_of and cr.person_id = p.person_id
 ),
 
 seen as (
-    -- A person exists as of a date once an event or order of theirs has happened by then.
+    -- A person exists as of a date once an event, order or CRM record of theirs has happened by then.
     select
         *,
         {{ days_between('cast(last_seen_at as date)', 'as_of') }} as recency_days,
