@@ -289,8 +289,16 @@ def profile_z_scores(X: pd.DataFrame, labels) -> pd.DataFrame:
     return ((centroids - overall_mean) / overall_std).drop(index=NOISE, errors="ignore")
 
 
-class TooFewPersonsError(ValueError):
-    """The data has too few persons to cluster; more data, not other settings, would fix it."""
+class NotClusterableError(ValueError):
+    """The data, not the settings, stops clustering: too few persons, or no structure the rule accepts."""
+
+
+class TooFewPersonsError(NotClusterableError):
+    """The data has too few persons to cluster."""
+
+
+class NoEligibleCandidateError(NotClusterableError):
+    """Every candidate broke the selection rule (for example, features that barely vary split people in two)."""
 
 
 def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
@@ -323,8 +331,9 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
             candidates.append(cand)
     eligible = [c for c in candidates if c.eligible]
     if not eligible:
-        reasons = "; ".join(f"{c.name}: {c.why_not}" for c in candidates)
-        raise ValueError(f"No clustering candidate met the selection rule. {reasons}")
+        reasons = "; ".join(dict.fromkeys(f"{c.name}: {c.why_not}" for c in candidates))
+        raise NoEligibleCandidateError(f"No clustering candidate met the selection rule. {reasons}. Widen the k "
+                                       "range or add behavioural data.")
     chosen = max(eligible, key=lambda c: (c.silhouette, -c.k))
 
     assigner = _assigner(chosen, z_sample, config.seed)

@@ -86,12 +86,36 @@ def trusted_types(model) -> list[str]:
     return [t for t in untrusted if t.startswith(TRUSTED_MODULES)]
 
 
+EXAMPLE_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def synthetic_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """Five rows shaped like `frame` that belong to nobody: row i holds each column's i-th quantile
+    (numbers, dates) or i-th most frequent value (the rest), so no row is a person's row. MLflow
+    stores the input example with the model, and a person's row there would outlive an erasure."""
+    out = {}
+    for name, column in frame.items():
+        values = column.dropna()
+        if values.empty:
+            out[name] = column.iloc[:0].reindex(range(len(EXAMPLE_QUANTILES)))
+        elif pd.api.types.is_bool_dtype(column):
+            out[name] = pd.Series([i % 2 == 0 for i in range(len(EXAMPLE_QUANTILES))], dtype=column.dtype)
+        elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+            q = values.quantile(list(EXAMPLE_QUANTILES)).reset_index(drop=True)
+            out[name] = (q.round() if pd.api.types.is_integer_dtype(column) else q).astype(column.dtype)
+        else:
+            common = values.value_counts().index.tolist()
+            out[name] = pd.Series([common[i % len(common)] for i in range(len(EXAMPLE_QUANTILES))], dtype=column.dtype)
+    return pd.DataFrame(out, columns=frame.columns)
+
+
 def log_model(model, registered_name: str, example: pd.DataFrame, output, *, predict_fn: str = "predict",
               code_paths: list[str] | None = None) -> str:
-    """Log `model` to the active run with signature and input example, register it, return the version."""
+    """Log `model` to the active run with signature and input example, register it, return the version.
+    `example` is synthetic (synthetic_example): MLflow keeps it beside the model."""
     info = mlflow.sklearn.log_model(
         model, name="model", registered_model_name=registered_name,
-        signature=infer_signature(example, output), input_example=example.head(5),
+        signature=infer_signature(example, output), input_example=example,
         pip_requirements=pip_requirements(), pyfunc_predict_fn=predict_fn, code_paths=code_paths,
         skops_trusted_types=trusted_types(model),
     )

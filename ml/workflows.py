@@ -111,8 +111,8 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
         if len(result.elbow):
             _figure(plots.elbow(result.elbow, chosen.k if chosen.algorithm == "kmeans" else None), "elbow.png")
         _figure(plots.z_score_heatmap(result.z_scores, result.names), "cluster_profiles.png")
-        example = numeric_matrix(frame, model.features)  # floats, as the model reads them
-        version = tracking.log_model(model, CLUSTERING_MODEL, example, model.predict(example.head(5)),
+        example = tracking.synthetic_example(numeric_matrix(frame, model.features))  # floats, as the model reads them
+        version = tracking.log_model(model, CLUSTERING_MODEL, example, model.predict(example),
                                      code_paths=[_ml_package_dir()])
         challenger_metrics = {**result.metrics, "silhouette": silhouette_of(model, frame, config.sample_size, config.seed)}
         champion_metric = None
@@ -199,8 +199,8 @@ def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: 
         mlflow.log_dict(val.confusion, "confusion_matrix.json")
         _figure(plots.calibration(val.calibration, f"{result.chosen}: calibration (out of time)"), "calibration.png")
         _figure(plots.confusion(val.confusion, val.threshold), "confusion_matrix.png")
-        example = model_inputs(training.drop(columns=[label_column]))
-        version = tracking.log_model(result.model, registered, example, score(result.model, example.head(5)),
+        example = tracking.synthetic_example(model_inputs(training.drop(columns=[label_column])))
+        version = tracking.log_model(result.model, registered, example, score(result.model, example),
                                      predict_fn="predict_proba")
         champion_metric = _propensity_champion_metric(champion_version, champion_model, training, label_column, config)
         decision = tracking.decide(policy, val.metrics(), champion_metric,

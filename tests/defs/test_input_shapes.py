@@ -69,8 +69,17 @@ def test_the_whole_chain_completes_on_each_shape(shape):
     assert shape["result"].success, failures
     with connect(shape["warehouse"], read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.segment_report").fetchone()[0] > 0
-        assert con.execute("SELECT count(*) FROM marts.cluster_assignments").fetchone()[0] > 0
-    assert any(shape["exports"].rglob("members.parquet"))
+        published = {r[0] for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE published").fetchall()}
+        clustered = con.execute("SELECT count(*) FROM marts.cluster_assignments").fetchone()[0]
+    # CRM records alone carry no behaviour, so no behavioural segment reaches its minimum size there.
+    assert bool(published) == (shape["sources"] != ("crm",))
+    assert {p.parent.parent.name for p in shape["exports"].rglob("members.parquet")} == published
+    clustering = shape["result"].asset_materializations_for_node("ml__clustering_model")[0].metadata
+    if shape["sources"] == ("crm",):  # no behaviour to cluster: said so, and the rest runs
+        assert clustering["trained"].value is False and "selection rule" in clustering["reason"].value
+        assert clustered == 0
+    else:
+        assert clustered > 0
 
 
 def test_every_loaded_key_has_a_person_and_features(shape):
@@ -99,12 +108,16 @@ def test_each_persons_keys_merge_and_no_two_people_do(shape):
         person_of = {(t, i): p for t, i, p in con.execute(
             "SELECT identifier_type, identifier, person_id FROM marts.identity_map").fetchall()}
         crm_records = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM raw.crm_customers").fetchone()
+        # Without CRM records, only an order that carries its buyer's email ties the customer to the login.
+        emailed = {r[0] for r in con.execute("SELECT customer_id FROM raw.order_lines WHERE email_normalised IS NOT NULL")
+                   .fetchall()}
     owners = defaultdict(set)
     for p in shape["persons"]:
         keys = [("customer_id", p["customer_id"]), ("user_id", p["user_id"]), ("anonymous_id", p["anonymous_id"])]
         found = {person_of[k] for k in keys if k in person_of}
+        linkable = "crm" in shape["sources"] or "orders" not in shape["sources"] or p["customer_id"] in emailed
         if p["lookalike_email"] == "False":  # a refused look-alike email leaves the CRM record apart from the login
-            assert len(found) <= 1, (p["index"], found)
+            assert len(found) <= (1 if linkable else 2), (p["index"], found)
         for person in found:
             owners[person].add(p["index"])
     assert len(owners) >= 0.8 * len(shape["persons"]) and all(len(truth) == 1 for truth in owners.values())

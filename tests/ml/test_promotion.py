@@ -1,5 +1,9 @@
 """Champion/challenger promotion, against a real MLflow store."""
 
+import json
+from pathlib import Path
+
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,6 +67,20 @@ def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_stor
 
     scores = workflows.score_propensity(_frame(5, 50, "2026-10-31"))
     assert set(scores["model_version"]) == {"1"} and scores["score"].between(0, 1).all()
+
+
+def test_the_models_input_example_is_nobodys_row(mlflow_store):
+    ctx = workflows.RunContext(as_of="2026-10-31", data_version="v1", dagster_run_id="run-1")
+    training = _frame(2, 600, "2026-10-01")
+    workflows.train_propensity_model(_frame(1, 600, "2026-09-01"), training, ctx)
+    name = workflows.propensity_registered_name("purchase_30d")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1"))
+    example = json.loads((folder / "input_example.json").read_text())
+    rows = pd.DataFrame(example["data"], columns=example["columns"])
+    assert len(rows) == 5 and "person_id" not in rows
+    persons = set(training[["x", "z"]].itertuples(index=False, name=None))
+    assert not persons & set(rows[["x", "z"]].itertuples(index=False, name=None))
+    assert rows["x"].is_monotonic_increasing  # quantiles of the column, not a sample of people
 
 
 def test_scoring_without_a_champion_explains_itself(mlflow_store):

@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from ml.features import categorical_columns, numeric_columns
 from ml.propensity import (
+    OneClassLabelsError,
     PropensityConfig,
     _path_effects,
     build_pipeline,
@@ -48,6 +49,14 @@ def test_planted_signal_beats_a_random_baseline():
     groups = result.chosen_validation.by_group
     assert set(groups["group_column"]) == {"primary_device_type", "country"}
     assert (groups["roc_auc"] > 0.6).all()
+
+
+@pytest.mark.parametrize("n, says", [(0, "has no persons"), (40, "only negative labels")])
+def test_training_without_both_label_classes_says_why(n, says):
+    back, y_back = cohort(1, n=n)
+    train, y_train = cohort(2)
+    with pytest.raises(OneClassLabelsError, match=says):
+        train_propensity(back, y_back & False, train, y_train)
 
 
 def test_evaluation_counts_and_calibration():

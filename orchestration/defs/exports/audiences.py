@@ -8,10 +8,12 @@ the attributes the segment declares. Plain Python over DuckDB.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -27,12 +29,41 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths in one step
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    except (AttributeError, OSError):
+        return False
+
+
 def _swap_in(tmp: Path, target: Path) -> None:
+    """Put the folder `tmp` in place of `target`: a reader sees the old folder or the new one, never
+    none and never half of one (where renameat2 exists; elsewhere, rename aside then into place)."""
+    if target.exists() and _exchange(tmp, target):
+        shutil.rmtree(tmp)  # it holds the previous folder now
+        return
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(exports_dir: Path) -> list[str]:
+    """Delete the half-written or swapped-out folders (`.<as_of>.tmp-PID`, `.<as_of>.old-PID`) a
+    killed export left behind: they may hold erased persons, and nothing reads them."""
+    removed = []
+    for folder in sorted(exports_dir.glob("*/.*")):
+        if folder.is_dir() and re.search(r"\.(tmp|old)-\d+$", folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder.relative_to(exports_dir)))
+    return removed
 
 
 def _write_folder(con, table: str, target: Path, manifest: dict) -> dict:
@@ -52,7 +83,9 @@ def _write_folder(con, table: str, target: Path, manifest: dict) -> dict:
 
 def write_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path, segments: list[Segment],
                     published: set[str], as_of: dt.datetime) -> list[dict]:
-    """Write every published segment's audience for as_of; drop the as_of folder of unpublished ones."""
+    """Write every published segment's audience for as_of; drop the as_of folder of unpublished ones,
+    and what killed exports left behind."""
+    remove_leftovers(exports_dir)
     manifests = []
     for segment in segments:
         target = exports_dir / segment.name / f"{as_of:%Y-%m-%d}"
@@ -86,14 +119,17 @@ def _drop_suppressed(con, folder: Path) -> int:
 
 
 def export_traces(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> dict[str, int]:
-    """Rows of suppressed persons per export folder (the files are not changed)."""
-    traces = {str(folder.relative_to(exports_dir)): _drop_suppressed(con, folder) for folder in _folders(exports_dir)}
+    """Rows of suppressed persons per export folder, temporaries included (the files are not changed)."""
+    folders = sorted(p.parent for p in exports_dir.glob("*/*/" + FILES[0]))
+    traces = {str(folder.relative_to(exports_dir)): _drop_suppressed(con, folder) for folder in folders}
     con.execute("DROP TABLE IF EXISTS _export")
     return traces
 
 
 def scrub_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> int:
-    """Rewrite every export folder that holds a suppressed person without them; rows removed."""
+    """Rewrite every export folder that holds a suppressed person without them, after deleting the
+    leftovers of killed exports; rows removed."""
+    remove_leftovers(exports_dir)
     removed = 0
     for folder in _folders(exports_dir):
         n = _drop_suppressed(con, folder)

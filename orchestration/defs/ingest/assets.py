@@ -50,6 +50,9 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
                             sorted(report.field_issues_by_reason.items(), key=lambda kv: -kv[1]))),
         "files_rejected": dg.MetadataValue.md(
             _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
+        "columns_absent": dg.MetadataValue.md(
+            _markdown_table(("file", "optional columns its header lacks (read as empty)"),
+                            sorted(report.columns_absent.items()))),
         "table": f"raw.{report.table}",
     } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {}) \
       | ({"opt_outs_from_rejected_records": report.withheld_opt_outs} if report.source == "crm" else {}) \

@@ -60,6 +60,7 @@ class LoadReport:
     files_read: int = 0  # the files this load read: a daily events load reads few, a reused snapshot none
     extra_days: int = 0  # events: days outside the window a daily load replaced (changed, new or gone files)
     reused: bool = False  # a snapshot source whose files and loader are as at its last load: nothing re-read
+    columns_absent: dict[str, str] = field(default_factory=dict)  # file -> optional columns its header lacks (NULL)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class CsvSource:
     select: str        # SQL turning the checked text columns into typed ones
     dedupe: bool = False  # drop rows identical in every column
     fields: tuple[FieldCheck, ...] = ()  # optional fields: nulled and recorded, never the record
+    # Column groups a file must have (one column of each); a file may leave out any other column.
+    required: tuple[tuple[str, ...], ...] = ()
 
 
 CONTRACT_PATTERNS = {"events": ("*.jsonl", "*.jsonl.gz")}  # the CSV sources: *.csv
@@ -785,10 +788,13 @@ CONFLICTS_SQL = f"""
 # CSV sources
 # ---------------------------------------------------------------------------------------------
 
-def _read_csv_records(path: Path, columns: tuple[str, ...]):
+def _read_csv_records(path: Path, columns: tuple[str, ...], required: tuple[tuple[str, ...], ...] = (),
+                      absent: list[str] | None = None):
     """Yield (line_no, raw_text, fields) per CSV record, keeping the exact source text.
 
-    Raises ValueError with a reason code when the file as a whole is unusable.
+    A column the header lacks reads as empty, unless it is one of the `required` groups; the
+    absent columns are appended to `absent`. Raises ValueError with a reason code when the file as
+    a whole is unusable.
     """
     csv.field_size_limit(MAX_LINE_BYTES)  # the module's default, 128 KiB, would fail a whole file on one field
     text = path.read_bytes().decode("utf-8-sig")  # UnicodeDecodeError -> whole file rejected
@@ -806,12 +812,15 @@ def _read_csv_records(path: Path, columns: tuple[str, ...]):
         header = [h.strip().lower() for h in header_raw]
     except StopIteration:
         raise ValueError(F.FILE_MISSING_HEADER, "file is empty; expected a header row") from None
-    missing = [c for c in columns if c not in header]
+    missing = [" or ".join(group) for group in required if not any(c in header for c in group)]
     if missing:
         raise ValueError(F.FILE_MISSING_HEADER,
-                         f"header row is missing column(s) {', '.join(missing)}; the first line must name the columns "
-                         f"({', '.join(columns)}). Found: {', '.join(header_raw)[:200]}")
-    positions = [header.index(c) for c in columns]
+                         f"header row lacks the required column(s) {', '.join(missing)}; the first line must name "
+                         f"the columns (any of {', '.join(columns)}). Found: {', '.join(header_raw)[:200]}. Name "
+                         "them, or map the file's own columns in sources.yml (docs/sources.md).")
+    if absent is not None:
+        absent.extend(c for c in columns if c not in header)
+    positions = [header.index(c) if c in header else None for c in columns]
     consumed.clear()
     line_no = 2
     for fields in reader:
@@ -824,7 +833,7 @@ def _read_csv_records(path: Path, columns: tuple[str, ...]):
         if len(fields) != len(header):
             yield line_no, raw, None, len(fields), len(header)
         else:
-            yield line_no, raw, [fields[i] for i in positions], len(fields), len(header)
+            yield line_no, raw, ["" if i is None else fields[i] for i in positions], len(fields), len(header)
         line_no += n_lines
 
 
@@ -865,8 +874,9 @@ def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) 
     records: list[tuple] = []
     for path in plan.files:
         rel = plan.relative(path)
+        absent: list[str] = []
         try:
-            for line_no, raw, fields, n_fields, n_header in _read_csv_records(path, spec.columns):
+            for line_no, raw, fields, n_fields, n_header in _read_csv_records(path, spec.columns, spec.required, absent):
                 if fields is None:
                     records.append((rel, line_no, raw, f"{n_fields} fields where the header has {n_header}")
                                    + (None,) * len(spec.columns))
@@ -876,6 +886,9 @@ def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) 
             code, reason = _whole_file_reason(exc) if isinstance(exc, UnicodeDecodeError) else exc.args
             records = [r for r in records if r[0] != rel]
             _reject_file(con, plan, path, report, code, reason)
+            continue
+        if absent:
+            report.columns_absent[rel] = ", ".join(absent)
     text_columns = ["file", "raw", "shape_error", *spec.columns]
     _create_from_rows(con, "_rows", ["file", "line_no", "raw", "shape_error", *spec.columns], records,
                       {**{c: "string" for c in text_columns}, "line_no": "int64"})
@@ -894,7 +907,7 @@ def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadRepor
 SNAPSHOT_LOADS_DDL = ("CREATE TABLE IF NOT EXISTS raw.snapshot_loads "
                       "(source VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL, report JSON NOT NULL)")
 # What a reuse carries over from the load that read the files; the rest is counted from the tables.
-_CARRIED = ("files_rejected", "rows_read", "deduplicated", "rows_suppressed", "quarantine_suppressed", "guest_orders")
+_CARRIED = ("files_rejected", "columns_absent", "rows_read", "deduplicated", "rows_suppressed", "quarantine_suppressed", "guest_orders")
 
 
 def _snapshot_fingerprint(plan: SourceFiles, spec: CsvSource, stats: dict[str, tuple[int, int]]) -> str:
@@ -1068,6 +1081,7 @@ CRM = CsvSource(
     name="crm", table="crm_customers",
     columns=("customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city",
              "postcode", "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in"),
+    required=(("customer_id",), ("updated_at",)),
     rules=(
         _required("customer_id", "updated_at"),
         _timestamp("updated_at"),
@@ -1112,6 +1126,7 @@ REJECTED_OPT_OUTS_SQL = f"""
 ORDERS = CsvSource(
     name="orders", table="order_lines",
     columns=("order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"),
+    required=(("order_id",), ("ordered_at",), ("amount",), ("status",), ("customer_id", "email")),
     rules=(
         _required("order_id", "ordered_at", "amount", "status"),
         Rule(F.MISSING_CUSTOMER, "nullif(customer_id, '') IS NULL AND email_normalised IS NULL",
@@ -1140,6 +1155,7 @@ ORDERS = CsvSource(
 ENRICHMENT = CsvSource(
     name="enrichment", table="firmographics",
     columns=("email_domain", "company_name", "industry", "employee_count", "annual_revenue_usd"),
+    required=(("email_domain",),),
     rules=(_required("email_domain"),),
     fields=(_optional_number("employee_count", "BIGINT"), _optional_number("annual_revenue_usd", "DECIMAL(18, 2)")),
     select=("lower(email_domain) AS email_domain, nullif(company_name, '') AS company_name, "
@@ -1151,6 +1167,7 @@ ENRICHMENT = CsvSource(
 PRIVACY = CsvSource(
     name="privacy", table="erasure_requests",
     columns=("requested_at", "identifier_type", "identifier"),
+    required=(("requested_at",), ("identifier_type",), ("identifier",)),
     rules=(
         _required("requested_at", "identifier_type", "identifier"),
         _timestamp("requested_at"),

@@ -39,10 +39,7 @@ SAMPLE_FILES = 5
 CANONICAL: dict[str, tuple[str, ...]] = {"events": EVENT_FIELDS, **{s.name: s.columns for s in CSV_SOURCES}}
 REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "events": (("messageId",), ("type",), ("timestamp",), ("userId", "anonymousId")),
-    "crm": (("customer_id",), ("updated_at",)),
-    "orders": (("order_id",), ("ordered_at",), ("amount",), ("currency",), ("status",), ("customer_id", "email")),
-    "enrichment": (("email_domain",),),
-    "privacy": (("requested_at",), ("identifier_type",), ("identifier",)),
+    **{s.name: s.required for s in CSV_SOURCES},
 }
 # The format a source's landing folder uses: such files need no column mapping.
 CONTRACT_FORMAT = {"events": ("jsonl", "jsonl.gz"), "crm": ("csv",), "orders": ("csv",), "enrichment": ("csv",),

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ml import workflows
 from ml.clustering import ClusteringConfig
-from ml.clustering import TooFewPersonsError
+from ml.clustering import NotClusterableError
 from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import table_metadata
@@ -166,7 +166,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
                                           pca_variance=config.pca_variance, sample_size=config.sample_size,
                                           bootstrap_resamples=config.bootstrap_resamples)
         summary = workflows.train_clustering_model(frame, run_context, cluster_config, policy, categories)
-    except TooFewPersonsError as exc:  # as for propensity: a small input must not stop segments and exports
+    except NotClusterableError as exc:  # as for propensity: data without clusters must not stop segments and exports
         context.log.warning(f"Clustering was not trained: {exc} The current champion, if any, keeps assigning.")
         return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc), "persons": len(frame)})
     except ValueError as exc:

@@ -273,6 +273,23 @@ def test_csv_rows_keep_their_exact_text_and_columns_are_matched_by_name(tmp_path
     ]
 
 
+def test_a_file_with_only_some_columns_loads_them_and_says_which_are_absent(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "crm").mkdir(parents=True)
+    (landing / "crm" / "partial.csv").write_text("Updated_At,customer_id,email\n2026-01-01,C1,a@example.com\n")
+    (landing / "crm" / "no_date.csv").write_text("customer_id,email\nC2,b@example.com\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        report = load_csv_source(con, landing, CRM, NOW)
+        rows = con.execute("SELECT customer_id, email_normalised, phone, country FROM raw.crm_customers").fetchall()
+        quarantine = con.execute("SELECT file, reason_code, reason FROM raw.quarantine").fetchall()
+    assert rows == [("C1", "a@example.com", None, None)]
+    assert report.columns_absent == {"crm/partial.csv": ", ".join(c for c in CRM.columns
+                                                                  if c not in ("customer_id", "email", "updated_at"))}
+    [(file, code, reason)] = quarantine
+    assert (file, code) == ("crm/no_date.csv", F.FILE_MISSING_HEADER)
+    assert "lacks the required column(s) updated_at" in reason and "sources.yml" in reason
+
+
 def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):
     landing = tmp_path / "landing"
     (landing / "crm").mkdir(parents=True)
