@@ -1,4 +1,5 @@
-"""Erasure cost on a tier's warehouse: apply its generated erasure requests, then run the no-trace scan.
+"""Erasure cost on a tier's warehouse: apply its generated erasure requests, compact the file, then run
+the no-trace scan of the tables and of the file's bytes.
 
     .venv/bin/python benchmarks/erasure_cost.py --persons 100000
 
@@ -19,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._pipeline import save_result, tier_parser, tier_workdir  # noqa: E402
 from orchestration.defs.privacy.erasure import process_erasures, remaining_traces  # noqa: E402
 from orchestration.lib import suppression  # noqa: E402
-from orchestration.lib.warehouse import connect  # noqa: E402
+from orchestration.lib.traces import file_traces  # noqa: E402
+from orchestration.lib.warehouse import compact, connect  # noqa: E402
 
 
 def main() -> int:
@@ -47,10 +49,21 @@ def main() -> int:
             reingest = {"events_s": round(time.perf_counter() - started, 1), "rows_loaded": loaded.rows_loaded,
                         "rows_suppressed": loaded.rows_suppressed,
                         "quarantined_lines_suppressed": loaded.quarantine_suppressed}
+    started = time.perf_counter()
+    bytes_before, bytes_after = compact(warehouse)
+    compact_s = time.perf_counter() - started
+    with connect(warehouse, read_only=True) as con:
+        listed = [r[0] for r in con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").fetchall()]
+    started = time.perf_counter()
+    file_hits = file_traces([warehouse], listed)
+    scan_s = time.perf_counter() - started
     save_result(f"erasure_cost_p{args.persons}", {
+        "compaction_s": round(compact_s, 2), "file_bytes_before": bytes_before, "file_bytes_after": bytes_after,
+        "file_byte_scan_s": round(scan_s, 2), "file_traces_after_compaction": file_hits,
         "persons": args.persons, "requests": report.requests, "erased_now": report.erased,
         "already_erased": report.already_erased, "not_found": report.not_found,
-        "identifiers_suppressed": report.identifiers_suppressed, "rows_removed": sum(report.rows_removed.values()),
+        "identifiers_suppressed": report.identifiers_suppressed,
+        "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
         "tables_scanned": tables, "erasure_s": round(erase_s, 2), "no_trace_check_s": round(check_s, 2),
         "traces_left": traces, "reingest_with_suppression": reingest})
     return 0

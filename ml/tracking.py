@@ -43,8 +43,9 @@ class PromotionDecision:
 
 
 def decide(policy: PromotionPolicy, challenger: dict[str, float], champion_metric: float | None,
-           champion_version: str | None, challenger_version: str) -> PromotionDecision:
-    """Promote when every minimum holds and the challenger beats the champion by the margin."""
+           champion_version: str | None, challenger_version: str, champion_flag: str | None = None) -> PromotionDecision:
+    """Promote when every minimum holds and the challenger beats the champion by the margin, or
+    replaces a champion flagged as trained on data that held an erased person (`champion_flag`)."""
     value = challenger[policy.metric]
 
     def made(promoted: bool, reason: str) -> PromotionDecision:
@@ -56,6 +57,9 @@ def decide(policy: PromotionPolicy, challenger: dict[str, float], champion_metri
         return made(False, "Refused: " + "; ".join(failed) + ".")
     if champion_version is None:
         return made(True, f"Promoted: no champion yet, and {policy.metric} {value:.4f} passes every minimum.")
+    if champion_flag:
+        return made(True, f"Promoted: champion v{champion_version} was trained on data that held an erased person "
+                          f"({champion_flag}); {policy.metric} {value:.4f} passes every minimum.")
     if champion_metric is None or math.isnan(champion_metric):
         return made(True, f"Promoted: champion v{champion_version} cannot score the current features "
                           f"(schema changed); {policy.metric} {value:.4f} passes every minimum.")
@@ -120,6 +124,29 @@ def log_model(model, registered_name: str, example: pd.DataFrame, output, *, pre
         skops_trusted_types=trusted_types(model),
     )
     return str(info.registered_model_version)
+
+
+# Set on every model version registered before an erasure: its training data may have held the
+# person. The next training replaces such a champion whatever the margin (docs/privacy.md).
+ERASED_TAG = "tessera.trained_before_erasure"
+
+
+def flag_versions_before(moment_ms: int, note: str) -> list[str]:
+    """Tag every registered model version created before `moment_ms` (epoch milliseconds) that is
+    not tagged yet; returns "name vN" of those tagged now."""
+    client = MlflowClient()
+    flagged = []
+    for model in client.search_registered_models():
+        for version in client.search_model_versions(f"name = '{model.name}'"):
+            if version.creation_timestamp <= moment_ms and ERASED_TAG not in (version.tags or {}):
+                client.set_model_version_tag(model.name, version.version, ERASED_TAG, note)
+                flagged.append(f"{model.name} v{version.version}")
+    return flagged
+
+
+def erasure_flag(version) -> str | None:
+    """The erasure note on a model version, if it was trained before an erasure."""
+    return (version.tags or {}).get(ERASED_TAG) if version is not None else None
 
 
 def champion(registered_name: str):

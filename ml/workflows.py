@@ -122,7 +122,8 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
             except (KeyError, ValueError):
                 champion_metric = float("nan")
         decision = tracking.decide(policy, challenger_metrics, champion_metric,
-                                   champion_version.version if champion_version else None, version)
+                                   champion_version.version if champion_version else None, version,
+                                   tracking.erasure_flag(champion_version))
         tracking.apply(CLUSTERING_MODEL, decision)
         tracking.describe(CLUSTERING_EXPERIMENT, CLUSTERING_MODEL,
                           "Behavioural clusters of persons, from marts.user_features_model_ready at the scoring date. "
@@ -204,7 +205,8 @@ def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: 
                                      predict_fn="predict_proba")
         champion_metric = _propensity_champion_metric(champion_version, champion_model, training, label_column, config)
         decision = tracking.decide(policy, val.metrics(), champion_metric,
-                                   champion_version.version if champion_version else None, version)
+                                   champion_version.version if champion_version else None, version,
+                                   tracking.erasure_flag(champion_version))
         tracking.apply(registered, decision)
         tracking.describe(propensity_experiment(config.model_name), registered,
                           f"{config.model_name}: the probability that a person places a completed order in the "

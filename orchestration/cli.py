@@ -177,6 +177,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_erase(args: argparse.Namespace) -> int:
+    import os
+
+    from orchestration.lib.settings import export_for_subprocesses
+
+    settings = _settings("erase")
+    if settings is None:
+        return 2
+    export_for_subprocesses(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    ensure_dagster_home(settings.dagster_home)
+    print(f"Applying the erasure requests under {settings.landing_dir / 'privacy'} to {settings.warehouse}, the "
+          "exports and the model registry")
+    dagster = Path(sys.executable).parent / "dagster"
+    started = time.perf_counter()
+    returncode, log_tail = _execute_with_progress(
+        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "erase"], args.verbose)
+    if returncode != 0:
+        if not args.verbose:
+            print(log_tail[-6000:])
+        print(f"tessera erase: the erasure run failed (exit {returncode}). The log above says which step; "
+              "`make ui` shows the run.", file=sys.stderr)
+        return returncode
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        outcomes = con.execute("SELECT outcome, count(*) FROM privacy.erasure_log GROUP BY 1 ORDER BY 1").fetchall()
+    print(f"Done in {time.perf_counter() - started:.0f}s. Requests so far: "
+          + (", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in outcomes) or "none"))
+    return 0
+
+
 def _partition_tags(day: str | None) -> dict[str, str]:
     """Run tags for the daily event partitions a run covers: all of them, or one day ({} when
     there is no such partition)."""
@@ -459,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "days; everything downstream is rebuilt as usual")
     run.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
     run.set_defaults(func=_cmd_run)
+    erase = sub.add_parser("erase", help="apply the erasure requests in privacy/ now, and nothing else",
+                           description="Load privacy/*.csv and erase each person from every table, export and file "
+                                       "the pipeline writes, without waiting for (or depending on) any other step.")
+    erase.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
+    erase.set_defaults(func=_cmd_erase)
     why = sub.add_parser("why", help="explain why a person is (or is not) in a segment",
                          description="Resolve an identifier to its person and show each clause of the segment's rule "
                                      "with its value for them (cluster: distance to centroid; propensity: score and "

@@ -8,8 +8,10 @@ never holds DuckDB's file lock against a pipeline run. The snapshot reloads when
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import logging
+import math
 import os
 import threading
 import time
@@ -17,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-from fastapi import Depends, FastAPI, HTTPException, Request
+import limits
+import limits.storage
+import limits.strategies
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from orchestration.lib.identifiers import LOOKUP_TYPES, IdentifierError, lookup_key
@@ -97,13 +103,33 @@ def load_snapshot(warehouse: Path) -> Snapshot:
     return snap
 
 
+def _is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
 class SnapshotStore:
-    def __init__(self, warehouse: Path, refresh_seconds: float = 30.0):
+    def __init__(self, warehouse: Path, refresh_seconds: float = 30.0, wait_seconds: float = 2.0):
         self.warehouse, self.refresh_seconds = warehouse, refresh_seconds
         self._lock = threading.Lock()
         self._checked = 0.0
         self._mtime = self._file_mtime()
-        self.snapshot = load_snapshot(warehouse)
+        self.snapshot = self._first_snapshot(wait_seconds)
+
+    def _first_snapshot(self, wait_seconds: float) -> Snapshot:
+        """With no snapshot yet to serve, wait while a pipeline run holds the warehouse's lock."""
+        said = False
+        while True:
+            try:
+                return load_snapshot(self.warehouse)
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if not said:
+                    log.warning("The warehouse %s is locked by a running pipeline step; the API starts serving as "
+                                "soon as it is released (waiting, checking every %.0f s).", self.warehouse,
+                                wait_seconds)
+                    said = True
+                time.sleep(wait_seconds)
 
     def _file_mtime(self) -> float:
         return self.warehouse.stat().st_mtime
@@ -127,22 +153,45 @@ def _problem(status: int, detail: str, headers: dict | None = None) -> HTTPExcep
     return HTTPException(status_code=status, detail=detail, headers=headers)
 
 
-def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0) -> FastAPI:
+def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0, rate_limit: str = "50/second",
+               docs_need_token: bool = False) -> FastAPI:
+    """`rate_limit` (the `limits` notation, per token): a client over it gets 429 with Retry-After.
+    With `docs_need_token`, /docs and /openapi.json need the token too."""
     if not warehouse.exists():
         raise FileNotFoundError(f"The warehouse {warehouse} does not exist: run `make run` first, or point "
                                 "TESSERA_WAREHOUSE at an existing DuckDB file.")
     store = SnapshotStore(warehouse, refresh_seconds)
-    expected = f"Bearer {token}".encode()
+    bearer = HTTPBearer(auto_error=False, description="TESSERA_API_TOKEN")
+    limit = limits.parse(rate_limit)
+    limiter = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
 
-    def authorised(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, token.encode()):
             raise _problem(401, "A valid bearer token is required: send 'Authorization: Bearer <TESSERA_API_TOKEN>'.",
                            {"WWW-Authenticate": "Bearer"})
+        client = hashlib.sha256(given).hexdigest()  # the limiter's key: never the token itself
+        if not limiter.hit(limit, client):
+            reset = limiter.get_window_stats(limit, client).reset_time
+            retry = max(1, math.ceil(reset - time.time()))
+            raise _problem(429, f"Too many requests: the limit is {rate_limit} per token "
+                                f"(TESSERA_API_RATE_LIMIT). Retry after {retry} s.", {"Retry-After": str(retry)})
 
-    app = FastAPI(title="Tessera lookup API", version="1", description=(
+    docs = {} if not docs_need_token else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="Tessera lookup API", version="1", **docs, description=(
         "Read-only lookups of segment membership by any identifier. Every /v1 route needs "
-        "`Authorization: Bearer <TESSERA_API_TOKEN>`."))
+        "`Authorization: Bearer <TESSERA_API_TOKEN>`, and allows " + rate_limit + " per token."))
+    if docs_need_token:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorised)])
+        def openapi_document() -> dict:
+            return app.openapi()
+
+        @app.get("/docs", include_in_schema=False, dependencies=[Depends(authorised)])
+        def swagger():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
     secured = [Depends(authorised)]
 
     @app.get("/health", response_model=Health, summary="Liveness and the snapshot's as_of (no token needed)")
@@ -192,5 +241,12 @@ def app_from_environment() -> FastAPI:
     if len(token) < 16:
         raise ValueError("TESSERA_API_TOKEN must be set to a secret of at least 16 characters, for example "
                          "`export TESSERA_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`.")
-    return create_app(load_settings().warehouse, token,
-                      float(os.environ.get("TESSERA_API_REFRESH_SECONDS", "30")))
+    rate_limit = os.environ.get("TESSERA_API_RATE_LIMIT", "50/second")
+    try:
+        limits.parse(rate_limit)
+    except ValueError:
+        raise ValueError(f"TESSERA_API_RATE_LIMIT={rate_limit!r} is not a rate: write it as '<count>/<unit>', "
+                         "for example 50/second or 1000/minute.") from None
+    docs_need_token = os.environ.get("TESSERA_API_DOCS_NEED_TOKEN", "false").strip().lower() in ("1", "true", "yes")
+    return create_app(load_settings().warehouse, token, float(os.environ.get("TESSERA_API_REFRESH_SECONDS", "30")),
+                      rate_limit=rate_limit, docs_need_token=docs_need_token)

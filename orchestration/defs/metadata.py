@@ -14,7 +14,7 @@ PERSONAL_COLUMN = re.compile(
     r"email|phone|first_name|last_name|full_name|birth|street|postcode|city|^ip$|user_agent|identifier(?!_type)|^raw$"
     r"|traits|context|properties|^name$|query|page_url|referrer|company_name|message|reason"
     # Keys and their hashes: person, user, device and order ids, graph edge ends, any SHA-256.
-    r"|_id$|_ids$|^id$|_key$|_keys$|^left_|^right_|device|sha256",
+    r"|_id(_[lr])?$|_ids$|^id$|_key$|_keys$|^left_|^right_|device|sha256|decided_by",
     re.IGNORECASE)
 
 

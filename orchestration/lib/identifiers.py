@@ -7,8 +7,11 @@ both are then SHA-256 hashed, because marts.identity_map never holds them in cle
 from __future__ import annotations
 
 import hashlib
+import html
+import json
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 
 import phonenumbers
@@ -107,3 +110,36 @@ def lookup_key(identifier_type: str, value: str, region: str | None = None) -> t
     if kind in HASHED_TYPES:
         return kind, value.lower()
     return kind, value
+
+
+# Shorter forms are left to the exact, column-by-column match: as text they would hit other people.
+MIN_WRITTEN_FORM = 5
+
+
+def written_forms(kind: str, value: str) -> set[str]:
+    """The ways an identifier can be written inside free text (a quarantined line, a URL, JSON):
+    as sent, trimmed and lower-cased, URL-encoded and JSON-escaped; an email also as its SHA-256 and
+    MD5 hex; a phone (E.164) also in international, national, RFC 3966 and digits-only form."""
+    text = value.strip()
+    if not text:
+        return set()
+    base = {value, text, text.lower()}
+    if kind in ("email", "email_normalised"):
+        key = normalise_email(text) if "@" in text else text.lower()
+        base |= {key, sha256_hex(key), hashlib.md5(key.encode("utf-8")).hexdigest()}
+    if kind in ("phone", "phone_e164"):
+        try:
+            number = phonenumbers.parse(text, None if text.startswith("+") else "US")
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is not None:
+            fmt = phonenumbers.PhoneNumberFormat
+            national = phonenumbers.format_number(number, fmt.NATIONAL)
+            base |= {phonenumbers.format_number(number, f) for f in (fmt.E164, fmt.INTERNATIONAL, fmt.RFC3966)}
+            base |= {national, re.sub(r"\D", "", national), str(number.country_code) + str(number.national_number)}
+    forms = set()
+    for b in base:
+        forms |= {b, urllib.parse.quote(b, safe=""), urllib.parse.quote_plus(b), urllib.parse.quote(b, safe="@+"),
+                  json.dumps(b)[1:-1], json.dumps(b, ensure_ascii=False)[1:-1], b.replace("@", "\\u0040"),
+                  html.escape(b)}
+    return {f for f in forms if len(f) >= MIN_WRITTEN_FORM}

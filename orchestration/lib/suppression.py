@@ -9,8 +9,14 @@ which drops later data for the person before it lands.
 
 from __future__ import annotations
 
-import duckdb
+import datetime as dt
+import functools
+import re
 
+import duckdb
+import yaml
+
+from orchestration.lib.settings import DBT_PROJECT_DIR
 from orchestration.lib.warehouse import table_exists
 
 SUPPRESSION_DDL = """
@@ -56,18 +62,37 @@ DIRECT_COLUMNS = {
 }
 # (type column, value column) pairs, as in identity_map and the identity graph's edges.
 TYPED_COLUMNS = (("identifier_type", "identifier"), ("left_type", "left_id"), ("right_type", "right_id"))
-# Free text (quarantined lines): split into tokens, each hashed as it is and lower-cased.
-TEXT_COLUMNS = ("raw",)
-TOKEN_SPLIT = r"""[\s,;:"{}\[\]()]+"""
+# Free text (quarantined lines, field issues and their reasons): URL-decoded and JSON-unescaped,
+# split into tokens, each hashed as it is and lower-cased. This finds an identifier written as a
+# token in any of those forms without knowing it in clear; delete_text_matches, which runs while
+# the erasure still knows it, finds it anywhere in any text column.
+TEXT_COLUMNS = ("raw", "reason")
+TOKEN_SPLIT = r"""[\s,;:"'{}\[\]()<>=&?/|\\]+"""
+PLAIN_TYPES = ("person_id", "anonymous_id", "user_id", "customer_id")
 # Never scrubbed: the requests themselves are the legal record (and the list is hashes only).
 EXEMPT_TABLES = ("raw.erasure_requests", "raw.ingested_files")
 SCHEMAS = ("raw", "pii", "intermediate", "marts", "quality")
+
+
+# Identifier kinds that a row of an erased person hands on to the list (an identify event's
+# anonymous id, a CRM record's customer id): the row ties them to the person. Phones are left out,
+# as in the identity graph, where one fake number typed by strangers would join them.
+LINK_KINDS = ("person_id", "user_id", "anonymous_id", "customer_id", "email_sha256")
+
+
+@functools.lru_cache(maxsize=1)
+def blocked_values() -> tuple[str, ...]:
+    """The placeholder identifiers the identity graph never links on (dbt var identity_blocked_values)."""
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    return tuple(str(v).lower() for v in project["vars"]["identity_blocked_values"])
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS privacy")
     con.execute(SUPPRESSION_DDL)
     con.execute(LOG_DDL)
+    con.execute("ALTER TABLE privacy.erasure_log ADD COLUMN IF NOT EXISTS landed_at TIMESTAMP")
+    con.execute(COMPACTION_DUE_DDL)
 
 
 def has_suppressions(con: duckdb.DuckDBPyConnection) -> bool:
@@ -80,24 +105,83 @@ def _listed(kind: str, value_sql: str) -> str:
             f"WHERE identifier_type = '{kind}'), false)")
 
 
-def predicate(columns: list[str], alias: str = "t") -> str | None:
-    """SQL true for rows of a table with these columns that belong to a suppressed person."""
+def predicate(columns: list[str], alias: str = "t", kinds: tuple[str, ...] | None = None) -> str | None:
+    """SQL true for rows of a table with these columns that belong to a suppressed person (by an
+    identifier of one of `kinds`, if given: then free text is not searched)."""
     names = set(columns)
     parts = [_listed(kind, expr.format(c=f'{alias}."{col}"')) for col, (kind, expr) in DIRECT_COLUMNS.items()
-             if col in names]
+             if col in names and (kinds is None or kind in kinds)]
     for type_col, value_col in TYPED_COLUMNS:
         if {type_col, value_col} <= names:
             value = (f"CASE WHEN {alias}.{type_col} IN {HASHED_TYPES} THEN {alias}.{value_col} "
                      f"ELSE sha256({alias}.{value_col}) END")
+            of_kind = "" if kinds is None else f" AND s.identifier_type IN {kinds}"
             parts.append(f"EXISTS (SELECT 1 FROM privacy.suppression_list s WHERE s.identifier_type = "
-                         f"{alias}.{type_col} AND s.identifier_sha256 = {value})")
-    for col in TEXT_COLUMNS:
+                         f"{alias}.{type_col} AND s.identifier_sha256 = {value}{of_kind})")
+    for col in TEXT_COLUMNS if kinds is None else ():
         if col in names:
-            tokens = f"unnest(regexp_split_to_array({alias}.{col}, '{TOKEN_SPLIT}'))"
+            text = f"replace({alias}.{col}, '\\u0040', '@')"
+            decoded = f"{text} || ' ' || coalesce(try(url_decode({text})), '')"
+            split = TOKEN_SPLIT.replace("'", "''")
+            tokens = f"unnest(regexp_split_to_array({decoded}, '{split}'))"
             parts.append(f"EXISTS (SELECT 1 FROM (SELECT {tokens} AS tok) x WHERE x.tok <> '' AND ("
                          f"sha256(x.tok) IN (SELECT identifier_sha256 FROM privacy.suppression_list) OR "
                          f"sha256(lower(x.tok)) IN (SELECT identifier_sha256 FROM privacy.suppression_list)))")
     return " OR ".join(parts) if parts else None
+
+
+def _link_selects(table: str, columns: list[str], erased: str) -> list[str]:
+    """SELECTs of (identifier_type, identifier_sha256) that the erased rows of `table` carry."""
+    names, blocked = set(columns), ", ".join("'" + v.replace("'", "''") + "'" for v in blocked_values())
+    selects = []
+    for col, (kind, expr) in DIRECT_COLUMNS.items():
+        if col in names and kind in LINK_KINDS:
+            column = f't."{col}"'
+            value = f"json_extract_string({column}, '$.email')" if col == "traits" else column
+            selects.append(f"SELECT '{kind}' AS identifier_type, {expr.format(c=column)} AS identifier_sha256 "
+                           f"FROM {table} t WHERE ({erased}) AND lower(trim(CAST({value} AS VARCHAR))) NOT IN ({blocked})")
+    for type_col, value_col in TYPED_COLUMNS:
+        if {type_col, value_col} <= names:  # every identifier the map (or an edge) gives the person, phones too
+            selects.append(
+                f"SELECT t.{type_col}, CASE WHEN t.{type_col} IN {HASHED_TYPES} THEN t.{value_col} "
+                f"ELSE sha256(t.{value_col}) END FROM {table} t WHERE ({erased}) "
+                f"AND lower(trim(t.{value_col})) NOT IN ({blocked})")
+    return selects
+
+
+def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason: str,
+           now: dt.datetime | None = None, max_rounds: int = 10) -> int:
+    """Put on the list every identifier that a row of a listed person carries in `tables` (table ->
+    columns), until no row adds one; identifiers added. A request by email thus reaches the
+    customer id of the CRM record, the user id of the identify event and the person of the map."""
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    added = 0
+    for _ in range(max_rounds):
+        # A row joins the person by a link identifier only: a phone (shared by a household) links nobody.
+        selects = [q for table, cols in tables.items() if (erased := predicate(cols, kinds=LINK_KINDS))
+                   for q in _link_selects(table, cols, erased)]
+        if not selects:
+            return added
+        n = con.execute(f"""
+            INSERT INTO privacy.suppression_list
+            SELECT DISTINCT n.identifier_type, n.identifier_sha256, ?, ?
+            FROM ({" UNION ALL ".join(selects)}) n
+            ANTI JOIN privacy.suppression_list s
+                ON s.identifier_type = n.identifier_type AND s.identifier_sha256 = n.identifier_sha256
+            WHERE n.identifier_sha256 IS NOT NULL""", [reason, now]).fetchone()[0]
+        if not n:
+            return added
+        added += n
+    return added
+
+
+def link_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Tables whose rows tie two identifiers of a person together (two link columns or more)."""
+    def links(cols: list[str]) -> int:
+        names = set(cols)
+        return sum(1 for c, (kind, _) in DIRECT_COLUMNS.items() if c in names and kind in LINK_KINDS) + \
+            sum(2 for t, v in TYPED_COLUMNS if {t, v} <= names)
+    return {t: cols for t, cols in person_tables(con).items() if links(cols) >= 2}
 
 
 def person_tables(con: duckdb.DuckDBPyConnection, include_views: bool = False) -> dict[str, list[str]]:
@@ -121,12 +205,62 @@ def count_traces(con: duckdb.DuckDBPyConnection, include_views: bool = False) ->
     return out
 
 
+COMPACTION_DUE_DDL = "CREATE TABLE IF NOT EXISTS privacy.compaction_due (since TIMESTAMP NOT NULL)"
+
+
 def delete_suppressed(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str = "true") -> int:
-    """Delete the rows of suppressed persons from `table` (only those matching `where`); rows deleted."""
+    """Delete the rows of suppressed persons from `table` (only those matching `where`); rows deleted.
+    Rows deleted from a table in the file leave their bytes in it: the file is then due a compaction."""
     erased = predicate(columns)
     if erased is None:
         return 0
-    return con.execute(f"DELETE FROM {table} AS t WHERE ({where}) AND ({erased})").fetchone()[0]
+    n = con.execute(f"DELETE FROM {table} AS t WHERE ({where}) AND ({erased})").fetchone()[0]
+    if n and not table.startswith("_"):
+        mark_compaction_due(con)
+    return n
+
+
+def mark_compaction_due(con: duckdb.DuckDBPyConnection) -> None:
+    ensure_tables(con)
+    con.execute("INSERT INTO privacy.compaction_due VALUES (now())")
+
+
+def compaction_due(con: duckdb.DuckDBPyConnection) -> bool:
+    return table_exists(con, "privacy", "compaction_due") and \
+        bool(con.execute("SELECT count(*) FROM privacy.compaction_due").fetchone()[0])
+
+
+def clear_compaction_due(con: duckdb.DuckDBPyConnection) -> None:
+    if table_exists(con, "privacy", "compaction_due"):
+        con.execute("DELETE FROM privacy.compaction_due")
+
+
+def text_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Every base table that may hold a person's rows -> its text (VARCHAR, JSON) columns."""
+    rows = con.execute(f"""
+        SELECT c.table_schema || '.' || c.table_name, list(c.column_name ORDER BY c.ordinal_position)
+        FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_catalog, table_schema, table_name)
+        WHERE t.table_type = 'BASE TABLE' AND c.table_schema IN {SCHEMAS} AND c.data_type IN ('VARCHAR', 'JSON')
+        GROUP BY 1 ORDER BY 1""").fetchall()
+    return {name: cols for name, cols in rows if name not in EXEMPT_TABLES}
+
+
+def delete_text_matches(con: duckdb.DuckDBPyConnection, forms: set[str], batch: int = 500) -> dict[str, int]:
+    """Delete every row, in every table, whose text holds one of `forms` (case-insensitive, not
+    inside a longer word or number); rows removed per table."""
+    removed: dict[str, int] = {}
+    ordered = sorted(forms, key=len, reverse=True)
+    for start in range(0, len(ordered), batch):
+        pattern = "(?i)(?:^|[^0-9a-z])(?:" + "|".join(re.escape(f) for f in ordered[start:start + batch]) + \
+                  ")(?:[^0-9a-z]|$)"
+        for table, cols in text_columns(con).items():
+            hit = " OR ".join(f'coalesce(regexp_matches(CAST(t."{c}" AS VARCHAR), ?), false)' for c in cols)
+            n = con.execute(f"DELETE FROM {table} AS t WHERE {hit}", [pattern] * len(cols)).fetchone()[0]
+            removed[table] = removed.get(table, 0) + n
+            if n:
+                mark_compaction_due(con)
+    return removed
 
 
 def scrub(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

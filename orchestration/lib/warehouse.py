@@ -113,9 +113,21 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
             con.execute(FILES_DDL)
             for statement in FILES_MIGRATIONS:
                 con.execute(statement)
+            _drop_leftovers(con, path)
         yield con
     finally:
         con.close()
+
+
+def _drop_leftovers(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """What a killed process left: staging tables (`raw._*`, such as a full events load's
+    `raw._events_loading`) and half-written compaction files. DuckDB admits one writer per file, so
+    none of them is in use when a write connection opens."""
+    for (name,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw' "
+                               "AND table_type = 'BASE TABLE' AND starts_with(table_name, '_')").fetchall():
+        con.execute(f'DROP TABLE raw."{name}"')
+    for stale in path.parent.glob(f".{path.name}.compact-*"):
+        stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -151,3 +163,31 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, qualified: str) -> tuple[i
         f"SELECT count(*), coalesce(md5(string_agg(r, '\n' ORDER BY r)), '') "
         f"FROM (SELECT CAST(t AS VARCHAR) AS r FROM {qualified} AS t)").fetchone()
     return count, digest
+
+
+def compact(path: Path | str) -> tuple[int, int]:
+    """Rewrite the DuckDB file so that deleted rows leave no bytes behind: DuckDB reuses the blocks
+    a DELETE frees, but does not wipe them, so an erased person's values stay readable in the file.
+    Every schema is copied into a fresh file (COPY FROM DATABASE), which replaces the old one in one
+    rename. Holds the write lock throughout. Returns the file's bytes before and after."""
+    path = Path(path)
+    fresh = path.with_name(f".{path.name}.compact-{os.getpid()}")
+    fresh.unlink(missing_ok=True)
+    before = path.stat().st_size
+    with connect(path) as con:
+        con.execute("CHECKPOINT")
+        con.execute(f"ATTACH '{fresh}' AS fresh")
+        try:
+            con.execute(f"COPY FROM DATABASE \"{_catalog(con)}\" TO fresh")
+            con.execute("DETACH fresh")
+        except BaseException:
+            con.execute("DETACH DATABASE IF EXISTS fresh")
+            fresh.unlink(missing_ok=True)
+            raise
+        os.replace(fresh, path)  # under the lock: no other process writes meanwhile
+    Path(f"{path}.wal").unlink(missing_ok=True)
+    return before, path.stat().st_size
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT current_database()").fetchone()[0]

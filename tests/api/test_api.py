@@ -45,28 +45,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    warehouse = tmp_path_factory.mktemp("api") / "warehouse.duckdb"
-    _build_warehouse(warehouse)
+def _start(warehouse: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "TESSERA_WAREHOUSE": str(warehouse), "TESSERA_API_TOKEN": TOKEN,
-           "TESSERA_API_REFRESH_SECONDS": "0"}
+           "TESSERA_API_REFRESH_SECONDS": "0", **settings}
     proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "api", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _wait_for(proc: subprocess.Popen, base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"{base}/health", timeout=1)
-            break
+            return
         except OSError:
             if proc.poll() is not None:
                 pytest.fail(f"the API exited: {proc.stdout.read().decode()}")
             time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the API did not answer /health within 60 s")
+    proc.kill()
+    pytest.fail(f"the API did not answer /health within {seconds:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    warehouse = tmp_path_factory.mktemp("api") / "warehouse.duckdb"
+    _build_warehouse(warehouse)
+    proc, base = _start(warehouse)
+    _wait_for(proc, base)
     yield base, warehouse
     proc.terminate()
     proc.wait(timeout=10)
@@ -126,11 +133,50 @@ def test_segments_list_and_detail(server):
     assert status == 200 and vip["size"] == 1 and vip["rule"] == "monetary_total > 500" and vip["published"]
 
 
-def test_openapi_schema_lists_the_routes(server):
+def test_openapi_schema_lists_the_routes_and_declares_the_bearer_scheme(server):
     status, schema, _ = get(f"{server[0]}/openapi.json", token=None)
     assert status == 200
     assert {"/v1/identities/{identifier_type}/{value}/segments", "/v1/segments", "/v1/segments/{name}"} \
         <= set(schema["paths"])
+    assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer", "description": "TESSERA_API_TOKEN"}
+    assert schema["paths"]["/v1/segments"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/health"]["get"]
+
+
+def test_a_token_over_its_rate_gets_429_with_retry_after_and_docs_can_need_the_token(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    _build_warehouse(warehouse)
+    proc, base = _start(warehouse, TESSERA_API_RATE_LIMIT="4/minute", TESSERA_API_DOCS_NEED_TOKEN="true")
+    try:
+        _wait_for(proc, base)
+        assert get(f"{base}/openapi.json", token=None)[0] == 401
+        assert get(f"{base}/openapi.json")[0] == 200  # 1 of 4
+        assert [get(f"{base}/v1/segments")[0] for _ in range(3)] == [200, 200, 200]
+        status, body, headers = get(f"{base}/v1/segments")
+        assert status == 429 and "4/minute per token" in body["detail"]
+        assert 0 < int(headers["retry-after"]) <= 60
+        assert get(f"{base}/v1/segments", token="another-token-that-is-wrong")[0] == 401  # refused before the limit
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_started_while_a_run_holds_the_warehouse_the_api_waits_and_says_so(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    _build_warehouse(warehouse)
+    with connect(warehouse) as con:  # a pipeline step holds DuckDB's write lock
+        con.execute("SELECT 1")
+        proc, base = _start(warehouse)
+        time.sleep(6)
+        assert proc.poll() is None, proc.stdout.read().decode()  # still there, no traceback exit
+    try:
+        _wait_for(proc, base, seconds=30)
+        assert get(f"{base}/v1/segments")[0] == 200
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0].decode()
+    assert "locked by a running pipeline step" in output and "Traceback" not in output
 
 
 def test_the_api_holds_no_lock_and_serves_new_data_after_a_run(server):

@@ -37,7 +37,12 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
 
     dg.Definitions.validate_loadable(defs)
     assert {s.name for s in defs.schedules} == {"daily_refresh", "weekly_model_training"}
-    assert {s.name for s in defs.sensors} == {"landing_events_sensor", "segment_freshness_sensor", "eager_downstream"}
+    assert {s.name for s in defs.sensors} == {"landing_events_sensor", "segment_freshness_sensor", "eager_downstream",
+                                              "erasure_requests_sensor"}
+    # Erasure runs alone, and first in every run: every other source loads after it.
+    erase = defs.resolve_job_def("erase")
+    assert {k.to_user_string() for k in erase.asset_layer.selected_asset_keys} == {"raw/erasure_requests",
+                                                                                  "privacy/erasure_log"}
     job = defs.resolve_job_def("materialize_all")
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
     assert defs.resolve_job_def("ingest_daily_events").partitions_def == job.partitions_def
@@ -84,6 +89,21 @@ def test_sensor_requests_exactly_the_days_new_files_hold(tmp_path):
     assert sorted(r.partition_key for r in second.run_requests) == ["2026-10-01", "2026-10-03"]
     third = landing_events_sensor(dg.build_sensor_context(resources={"landing": landing}, cursor=second.cursor))
     assert not third.run_requests and third.skip_reason.skip_message == "No new event files."
+
+
+def test_a_request_file_landing_starts_the_erase_job_once(tmp_path):
+    from orchestration.defs.privacy.definitions import erasure_requests_sensor
+
+    landing = LandingZoneResource(root=str(tmp_path))
+    (tmp_path / "privacy").mkdir()
+    (tmp_path / "privacy" / "requests.csv").write_text("requested_at,identifier_type,identifier\n")
+    first = erasure_requests_sensor(dg.build_sensor_context(resources={"landing": landing}))
+    assert len(first.run_requests) == 1  # pending requests are honoured when the sensor starts
+    again = erasure_requests_sensor(dg.build_sensor_context(resources={"landing": landing}, cursor=first.cursor))
+    assert not again.run_requests
+    (tmp_path / "privacy" / "more.csv").write_text("requested_at,identifier_type,identifier\n")
+    new = erasure_requests_sensor(dg.build_sensor_context(resources={"landing": landing}, cursor=again.cursor))
+    assert len(new.run_requests) == 1 and new.run_requests[0].run_key != first.run_requests[0].run_key
 
 
 def test_partitions_for_clips_to_the_partition_range():

@@ -32,9 +32,21 @@ pairs as (
       {% if rule == 'order_event_anonymous_email' %}and customer_id is null{% endif %}
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
+),
+
+-- A phone on CRM records with two different emails is a household's or an office's: it says
+-- nothing about which of them a record is, so it links no customers (one fake number typed by
+-- strangers, or a landline shared by a family, would otherwise join them, and detach their logins).
+shared_phones as (
+    select phone_sha256
+    from identifiers
+    where source = 'crm' and phone_sha256 is not null and email_sha256 is not null
+    group by phone_sha256
+    having count(distinct email_sha256) > 1
 )
 
 select left_type, left_id, right_type, right_id, rule, source, weight,
        min(first_observed_at) as first_seen_at, cast(sum(observations) as bigint) as evidence_count
 from pairs
+where not (rule = 'crm_phone' and right_id in (select phone_sha256 from shared_phones))
 group by left_type, left_id, right_type, right_id, rule, source, weight

@@ -51,20 +51,41 @@ rejected_opt_outs as (
     select * from {{ ref('stg_crm__rejected_opt_outs') }}
 ),
 
+-- Emails a person presented in their own identify calls.
+presented_emails as (
+    select distinct person_id, traits_email_normalised as email_normalised
+    from events
+    where traits_email_normalised is not null
+),
+
 -- Every explicit consent statement, with its subject (the record it belongs to) and when it was made.
+-- `presented`: the statement reached the person through an email they presented, not through the
+-- identity map (which keeps two logins apart even when both gave the email of one CRM record).
+-- Such a record's current value binds the person only when it is an opt-out: consent fails closed.
 consent_statements as (
     select person_id, customer_id as subject, updated_at as stated_at, customer_record_id as stated_in,
-           personalization_opt_in, marketing_opt_in
+           personalization_opt_in, marketing_opt_in, false as presented
     from crm
     union all
-    select i.person_id, r.customer_id, r.updated_at, r.rejected_record_id, r.personalization_opt_in, r.marketing_opt_in
+    select i.person_id, r.customer_id, r.updated_at, r.rejected_record_id, r.personalization_opt_in, r.marketing_opt_in,
+           false
     from rejected_opt_outs r
     join identity i on i.identifier_type = 'customer_id' and i.identifier = r.customer_id
     union all
     select i.person_id, coalesce(r.customer_id, r.email_normalised), r.updated_at, r.rejected_record_id,
-           r.personalization_opt_in, r.marketing_opt_in
+           r.personalization_opt_in, r.marketing_opt_in, false
     from rejected_opt_outs r
     join identity i on i.identifier_type = 'email_sha256' and i.identifier = {{ sha256_hex('r.email_normalised') }}
+    union all
+    select p.person_id, c.customer_id, c.updated_at, c.customer_record_id, c.personalization_opt_in,
+           c.marketing_opt_in, true
+    from {{ ref('stg_crm__customers') }} c
+    join presented_emails p on p.email_normalised = c.email_normalised
+    union all
+    select p.person_id, coalesce(r.customer_id, r.email_normalised), r.updated_at, r.rejected_record_id,
+           r.personalization_opt_in, r.marketing_opt_in, true
+    from rejected_opt_outs r
+    join presented_emails p on p.email_normalised = r.email_normalised
 ),
 
 {% for consent in ['personalization_opt_in', 'marketing_opt_in'] %}
@@ -76,14 +97,15 @@ consent_statements as (
                                   order by case when value then 1 else 0 end, stated_at desc, stated_in) as rn
         from (
             -- A statement with no readable date (from a rejected record) stays current: it fails closed.
-            select person_id, subject, {{ consent }} as value, stated_at, stated_in,
+            select person_id, subject, {{ consent }} as value, stated_at, stated_in, presented,
                    row_number() over (partition by person_id, subject
                                       order by case when stated_at is null then 0 else 1 end, stated_at desc,
-                                               case when {{ consent }} then 1 else 0 end, stated_in) as recency
+                                               case when {{ consent }} then 1 else 0 end,
+                                               case when presented then 1 else 0 end, stated_in) as recency
             from consent_statements
             where {{ consent }} is not null
         ) current_values
-        where recency = 1
+        where recency = 1 and (not presented or not value)
     ) ranked
     where rn = 1
 ),

@@ -1,4 +1,5 @@
--- One row per erasure request, with the identifier normalised like the identity graph's keys.
+-- One row per erasure request, by hash only: the identifier stays in raw until the erasure step
+-- has processed the request (then it is cleared), and never reaches a model.
 with source as (
     select * from {{ source('privacy', 'erasure_requests') }}
 ),
@@ -7,11 +8,7 @@ normalised as (
     select
         requested_at,
         identifier_type,
-        identifier,
-        case
-            when identifier_type = 'email' then lower(trim(identifier))
-            else trim(identifier)
-        end as identifier_normalised,
+        identifier_sha256,
         loaded_at
     from source
 ),
@@ -19,18 +16,15 @@ normalised as (
 ranked as (
     select
         *,
-        row_number() over (
-            partition by identifier_type, identifier_normalised order by requested_at
-        ) as request_rank
+        row_number() over (partition by identifier_type, identifier_sha256 order by requested_at) as request_rank
     from normalised
 )
 
 select
-    md5({{ dbt.concat(["identifier_type", "'|'", "identifier_normalised"]) }}) as erasure_request_id,
+    md5({{ dbt.concat(["identifier_type", "'|'", "identifier_sha256"]) }}) as erasure_request_id,
     requested_at,
     identifier_type,
-    identifier,
-    identifier_normalised,
+    identifier_sha256,
     loaded_at
 from ranked
 where request_rank = 1

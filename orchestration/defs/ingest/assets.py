@@ -69,8 +69,14 @@ COMPANIONS = {
 }
 
 
+# Erasure requests are applied before any other source loads: this run's new rows of an erased
+# person are then dropped as they load, whatever fails after.
+ERASURE_FIRST = [dg.AssetKey(["privacy", "erasure_log"])]
+
+
 def _specs(source: str) -> list[dg.AssetSpec]:
-    common = dict(group_name="ingest", owners=[OWNER], kinds={"duckdb", "python"})
+    common = dict(group_name="ingest", owners=[OWNER], kinds={"duckdb", "python"},
+                  deps=[] if source == "privacy" else ERASURE_FIRST)
     return [dg.AssetSpec(["raw", SOURCE_TABLES[source]], description=DESCRIPTIONS[source], **common)] + [
         dg.AssetSpec(["raw", name], description=text, **common) for name, text in COMPANIONS.get(source, {}).items()]
 

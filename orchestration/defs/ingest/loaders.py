@@ -1175,7 +1175,10 @@ PRIVACY = CsvSource(
              "lower(identifier_type) NOT IN ('email', 'phone', 'user_id', 'customer_id', 'anonymous_id')",
              "'identifier_type \"' || identifier_type || '\" is not one of email, phone, user_id, customer_id, anonymous_id'"),
     ),
-    select=f"{_ts_sql('requested_at')}, lower(identifier_type) AS identifier_type, identifier",
+    # identifier is cleared once the erasure step has processed the request; the hash stays as proof.
+    select=(f"{_ts_sql('requested_at')}, lower(identifier_type) AS identifier_type, identifier, "
+            "sha256(CASE WHEN lower(identifier_type) = 'email' THEN lower(trim(identifier)) ELSE trim(identifier) END) "
+            "AS identifier_sha256"),
     dedupe=True,
 )
 

@@ -1,66 +1,179 @@
-"""Erasure requests applied across the warehouse and the exports, and a check that no trace is left."""
+"""Erasure as a path of its own: requests are applied first in every run (and by `tessera erase`),
+before any other source loads, whatever else fails later; a sweep after identity resolution
+catches data that arrived under another of the person's identifiers; a check scans every store."""
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
+from ml import tracking
 from orchestration.defs.dbt.assets import rebuild_after_erasure
 from orchestration.defs.exports.audiences import export_traces, scrub_audiences
 from orchestration.defs.metadata import table_metadata
-from orchestration.defs.privacy.erasure import process_erasures, remaining_traces
+from orchestration.defs.privacy.erasure import ErasureReport, process_erasures, remaining_traces, sweep
 from orchestration.defs.resources import WarehouseResource
-from orchestration.lib.settings import load_settings
+from orchestration.lib import suppression
+from orchestration.lib.settings import DBT_PROJECT_DIR, load_settings
+from orchestration.lib.traces import file_traces
+from orchestration.lib.warehouse import compact
 
 OWNER = "team:privacy"
 ERASURE_LOG = dg.AssetKey(["privacy", "erasure_log"])
+ERASURE_SWEEP = dg.AssetKey(["privacy", "erasure_sweep"])
+
+
+def _mlflow_paths(tracking_uri: str) -> list[Path]:
+    """The MLflow store's database file and every experiment's artifact folder."""
+    paths = [Path(tracking_uri.removeprefix("sqlite:///"))] if tracking_uri.startswith("sqlite:///") else []
+    try:
+        experiments = MlflowClient().search_experiments()
+    except Exception:  # no store yet: nothing trained, nothing to search
+        return paths
+    return paths + [Path(urlparse(e.artifact_location).path) for e in experiments
+                    if urlparse(e.artifact_location).scheme in ("", "file")]
+
+
+def _stores() -> dict[str, list[Path]]:
+    """Every place outside the warehouse tables where a run writes: each is searched byte by byte."""
+    settings = load_settings()
+    return {
+        "warehouse file": [settings.warehouse, Path(f"{settings.warehouse}.wal")],
+        "exports": [settings.exports_dir],
+        "reports": [settings.reports_dir],
+        "mlflow": _mlflow_paths(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)),
+        "dagster home": [settings.dagster_home],
+        "great expectations": [settings.warehouse.parent / "gx"],
+        "dbt target and logs": [DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
+    }
+
+
+def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport) -> dict:
+    """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
+    (freed blocks keep the values), rebuild Spark's tables, and flag the models trained before;
+    metadata of each."""
+    out = {}
+    with warehouse.connect(read_only=True) as con:
+        due = suppression.compaction_due(con)
+    if due:  # on Spark too: the file holds the tables Python writes
+        started = time.perf_counter()
+        before, after = compact(warehouse.path)
+        with warehouse.connect() as con:
+            suppression.clear_compaction_due(con)
+        out |= {"compaction_seconds": round(time.perf_counter() - started, 2), "file_bytes_before": before,
+                "file_bytes_after": after}
+    if not report.identifiers_suppressed:
+        return out
+    if warehouse.on_spark:
+        context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
+        rebuild_after_erasure(warehouse)
+    now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
+    if flagged:
+        context.log.info(f"Model versions flagged as trained before an erasure (the next training replaces a flagged "
+                         f"champion): {', '.join(flagged)}")
+    return out | {"model_versions_flagged": len(flagged)}
+
+
+def _report_metadata(report: ErasureReport) -> dict:
+    removed = pd.DataFrame(sorted(((t, n) for t, n in {**report.rows_removed, **{
+        f"{t} (text)": n for t, n in report.text_rows_removed.items()}}.items() if n), key=lambda r: -r[1]),
+        columns=["table", "rows removed"])
+    return {
+        "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
+        "not_found_but_suppressed": report.not_found, "persons_erased_now": report.persons,
+        "identifiers_suppressed_now": report.identifiers_suppressed,
+        "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
+        "export_rows_removed": report.export_rows_removed,
+        "rows_removed_by_table": dg.MetadataValue.md(removed.to_markdown(index=False) if len(removed) else "none"),
+    }
 
 
 @dg.asset(
-    key=ERASURE_LOG,
-    # After every table that holds person rows, before membership and exports read them.
-    deps=[dg.AssetKey(["raw", "erasure_requests"]), dg.AssetKey(["marts", "identity_map"]),
-          dg.AssetKey(["marts", "segment_attributes"]), dg.AssetKey(["marts", "propensity_scores"]),
-          dg.AssetKey(["marts", "cluster_assignments"])],
-    group_name="segments", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
-    description="Applies erasure requests (privacy/ folder): each resolves through marts.identity_map to a person, "
-                "whose identifiers join privacy.suppression_list as SHA-256 hashes, and whose rows leave every "
-                "raw, pii, intermediate and marts table (membership history included) and every audience export, "
-                "before this run's membership is built; the dbt models are then rebuilt from the scrubbed sources, so "
-                "no decile or quintile still counts the person. Later data for the person is dropped at ingestion. "
-                "The log keeps hashes only.",
+    key=ERASURE_LOG, deps=[dg.AssetKey(["raw", "erasure_requests"])],
+    group_name="privacy", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
+    description="Applies erasure requests (privacy/ folder) before any other source loads: each identifier goes on "
+                "privacy.suppression_list as a SHA-256 hash (found or not), the list grows over every table that ties "
+                "the person's identifiers together, and every row of the person goes from every table, with every row "
+                "whose text holds one of their identifiers in any written form (quarantine and field issues "
+                "included), and from every export. The DuckDB file is then rewritten so that no freed block keeps a "
+                "value, and model versions trained before are flagged. Depends on nothing but the requests.",
 )
 def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = process_erasures(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "privacy.erasure_log")
-    if any(report.rows_removed.values()):
-        context.log.info(f"Rebuilding the dbt models on {warehouse.engine} from the scrubbed sources")
-        rebuild_after_erasure(warehouse)
-    removed = pd.DataFrame(sorted(((t, n) for t, n in report.rows_removed.items() if n), key=lambda r: -r[1]),
-                           columns=["table", "rows removed"])
+    finished = _finish(context, warehouse, report)
     context.log.info(f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
-                     f"earlier, {report.not_found} not found; {report.total_rows_removed:,} rows removed")
-    return dg.MaterializeResult(metadata={
-        **metadata, "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
-        "not_found": report.not_found, "persons_erased_now": report.persons,
-        "identifiers_suppressed_now": report.identifiers_suppressed,
-        "rows_removed": sum(report.rows_removed.values()), "export_rows_removed": report.export_rows_removed,
-        "rows_removed_by_table": dg.MetadataValue.md(removed.to_markdown(index=False) if len(removed) else "none"),
-    })
+                     f"earlier, {report.not_found} not found (suppressed all the same); "
+                     f"{report.total_rows_removed:,} rows removed")
+    landed = {} if report.seconds_since_landing is None else {
+        "seconds_from_request_landing_to_done": round(report.seconds_since_landing, 1)}
+    return dg.MaterializeResult(metadata={**metadata, **_report_metadata(report), **finished, **landed})
+
+
+@dg.asset(
+    key=ERASURE_SWEEP, deps=[dg.AssetKey(["marts", "identity_map"])],
+    group_name="privacy", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
+    description="After identity resolution, before membership: a person whom the new identity map ties to a "
+                "suppressed identifier (data that arrived under another of their identifiers) is erased whole.",
+)
+def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    exports_dir = load_settings().exports_dir
+    with warehouse.connect() as con:
+        report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
+    finished = _finish(context, warehouse, report)
+    if report.identifiers_suppressed:
+        context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
+                         f"{report.total_rows_removed:,} rows removed")
+    return dg.MaterializeResult(metadata={**_report_metadata(report), **finished})
+
+
+def _traces(warehouse: WarehouseResource) -> dict[str, int]:
+    exports_dir = load_settings().exports_dir
+    with warehouse.connect(read_only=True) as con:
+        if not suppression.has_suppressions(con):
+            return {}
+        traces = remaining_traces(con, lambda c: export_traces(c, exports_dir), include_views=warehouse.on_spark)
+        listed = [r[0] for r in con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").fetchall()]
+    stores = _stores()
+    roots = [root for paths in stores.values() for root in paths]
+    found = file_traces(roots, listed, cache=load_settings().dagster_home / "trace_scan_cache.json")
+    for path, n in found.items():
+        store = next((s for s, paths in stores.items() if any(Path(path).is_relative_to(r) for r in paths)), "file")
+        traces[f"{store}: {path}"] = n
+    return traces
+
+
+def _no_trace_result(traces: dict[str, int]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not traces,
+        description="No trace left in any table, export, or file the run writes." if not traces else
+        "Traces of erased persons remain: " + ", ".join(f"{t} ({n})" for t, n in traces.items()),
+        metadata={"stores_with_traces": len(traces), "traces_left": sum(traces.values()),
+                  "stores_searched": ", ".join(["warehouse tables", *_stores()])})
 
 
 @dg.asset_check(asset=ERASURE_LOG, blocking=True, pool="duckdb",
-                description="No table and no export holds a row of an erased person (by any hashed identifier).")
+                description="No table (any identifier column, and tokens of quarantined text in any written form), "
+                            "no export folder (temporaries included), and no byte of any file the run writes "
+                            "(warehouse file, exports, reports, MLflow, Dagster home, Data Docs, dbt target) holds "
+                            "an identifier of an erased person.")
 def no_trace_of_erased_persons(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    exports_dir = load_settings().exports_dir
-    with warehouse.connect() as con:
-        traces = remaining_traces(con, lambda c: export_traces(c, exports_dir), include_views=warehouse.on_spark)
-    return dg.AssetCheckResult(
-        passed=not traces,
-        description="No trace left." if not traces else
-        "Rows of erased persons remain: " + ", ".join(f"{t} ({n})" for t, n in traces.items()),
-        metadata={"tables_with_traces": len(traces), "rows_left": sum(traces.values())})
+    return _no_trace_result(_traces(warehouse))
 
 
-privacy_assets = [erasure_log]
-privacy_checks = [no_trace_of_erased_persons]
+@dg.asset_check(asset=ERASURE_SWEEP, blocking=True, pool="duckdb",
+                description="As no_trace_of_erased_persons, after the sweep.")
+def no_trace_after_sweep(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    return _no_trace_result(_traces(warehouse))
+
+
+privacy_assets = [erasure_log, erasure_sweep]
+privacy_checks = [no_trace_of_erased_persons, no_trace_after_sweep]

@@ -14,6 +14,7 @@ import dagster as dg
 
 from expectations import identity_map, int_segment__events, raw_events, user_features
 from expectations.runner import Failure, columns_of, row_count_bounds, validate
+from orchestration.defs.metadata import PERSONAL_COLUMN
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import figures
 
@@ -70,7 +71,7 @@ def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefini
             previous_rows = previous[0] if previous else None
             # A sample cannot answer "how many rows?": that comparison then runs on the full count.
             outcome = validate(name, frame, module.expectations(None if sample else previous_rows),
-                               Path(warehouse.path).parent / "gx")
+                               Path(warehouse.path).parent / "gx", personal=lambda c: bool(PERSONAL_COLUMN.search(c)))
             low, high = row_count_bounds(previous_rows) if previous_rows else (0, 0)
             if sample and previous_rows and not low <= total <= high:
                 outcome.success = False

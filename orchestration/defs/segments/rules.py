@@ -13,6 +13,8 @@ Plain Python (no Dagster), so the CLI, the API and tests use it directly.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -60,7 +62,7 @@ COMP_OP: "<=" | ">=" | "<>" | "!=" | "==" | "=" | "<" | ">"
 ADD_OP: "+" | "-"
 MUL_OP: "*" | "/"
 NAME: /[A-Za-z_][A-Za-z0-9_]*/
-NUMBER: /\d+(\.\d+)?/
+NUMBER: /[0-9]+(\.[0-9]+)?/
 STRING: /'(?:[^']|'')*'/
 
 %import common.WS
@@ -184,6 +186,15 @@ class CompiledRule:
     clauses: list[Clause]
 
 
+# Each and/or nests the tree one level deeper; the compiler walks it recursively. 200 clauses is
+# far beyond a readable rule and far below Python's recursion limit.
+MAX_CLAUSES = 200
+_CONNECTIVE = re.compile(r"\b(?:and|or)\b", re.IGNORECASE)
+_STRINGS = re.compile(r"'(?:[^']|'')*'")
+# A number a rule may compare with: BIGINT's range (and DOUBLE's precision) holds 18 digits.
+MAX_NUMBER_DIGITS = 18
+
+
 def parse(segment: str, rule: str) -> Tree:
     if not isinstance(rule, str) or not rule.strip():
         raise RuleError(segment, str(rule or ""), None, "the rule is empty",
@@ -193,11 +204,18 @@ def parse(segment: str, rule: str) -> Tree:
         raise RuleError(segment, rule, len(rule) - len(rule.lstrip()), "the rule is an SQL statement, not an expression",
                         "Write one condition over the attribute columns, for example: country = 'GB'; raw SQL is "
                         "never run.")
+    clauses = len(_CONNECTIVE.findall(_STRINGS.sub("''", rule))) + 1
+    if clauses > MAX_CLAUSES:
+        raise RuleError(segment, rule, None, f"the rule has {clauses} clauses; the limit is {MAX_CLAUSES}",
+                        "Use `column in (...)` for a list of values, or split the rule into segments combined with "
+                        "in_segment().")
     try:
         return _PARSER.parse(rule)
     except UnexpectedCharacters as exc:
         char = rule[exc.pos_in_stream]
-        if char == '"':
+        if char.isdigit():  # a digit of another script (Arabic-Indic, full-width...)
+            hint = "Write numbers with the digits 0-9."
+        elif char == '"':
             hint = "Strings use single quotes: 'text'."
         elif char in ";#":
             hint = "Rules are one expression: no ';', no SQL statements, no comments."
@@ -253,7 +271,12 @@ class Compiler:
         try:
             state = _State(segment, rule)
             tree = parse(segment, rule)
-            sql = self._node(tree, state)
+            try:
+                sql = self._node(tree, state)
+            except RecursionError:
+                raise RuleError(segment, rule, None, "the rule is nested too deeply",
+                                "Remove redundant parentheses, or split the rule into segments combined with "
+                                "in_segment().") from None
             if sql.type != BOOLEAN:
                 raise RuleError(segment, rule, 0, f"the rule is a {sql.type}, not a condition",
                                 "Compare it with something, for example: monetary_total > 500")
@@ -369,7 +392,12 @@ class Compiler:
         return Sql(f"(-{inner.text})", inner.params, NUMBER)
 
     def _number(self, node, state):
-        text = node.children[0].value
+        token = node.children[0]
+        text = token.value
+        if len(text.split(".")[0].lstrip("0")) > MAX_NUMBER_DIGITS:
+            raise RuleError(state.segment, state.rule, token.start_pos,
+                            f"the number {text[:24]}{'...' if len(text) > 24 else ''} is out of range",
+                            f"Numbers may have at most {MAX_NUMBER_DIGITS} digits before the decimal point.")
         return Sql("?", (float(text) if "." in text else int(text),), NUMBER)
 
     def _string(self, node, state):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def _load_all(warehouse: Path, landing: Path, now=NOW) -> dict:
 def _fingerprints(warehouse: Path) -> dict:
     with connect(warehouse, read_only=True) as con:
         return {t: table_fingerprint(con, t) for t in RAW_TABLES}
+
+
+def _per_source(warehouse: Path) -> dict:
+    """Fingerprints of each source's own table and of its rows in the tables sources share."""
+    with connect(warehouse, read_only=True) as con:
+        out = {t: table_fingerprint(con, t) for t in RAW_TABLES if t not in ("raw.quarantine", "raw.ingested_files")}
+        for shared in ("raw.quarantine", "raw.ingested_files"):
+            for source in SOURCES:
+                con.execute(f"CREATE OR REPLACE TEMP VIEW _of_source AS SELECT * FROM {shared} WHERE source = '{source}'")
+                out[(shared, source)] = table_fingerprint(con, "_of_source")
+    return out
 
 
 def _msg(**overrides) -> dict:
@@ -180,13 +192,68 @@ def test_killed_run_leaves_previous_tables(sample, loaded, tmp_path):
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 9, proc.stderr
         assert _fingerprints(copy) == before
-        with connect(copy) as con:  # the next load clears what the killed one staged, and lands the new file
-            assert table_exists(con, "raw", "_events_loading")
+        import duckdb
+
+        with duckdb.connect(str(copy), read_only=True) as raw_con:  # the kill left its staging table...
+            assert table_exists(raw_con, "raw", "_events_loading")
+        with connect(copy) as con:  # ...which the next write connection, any step's, drops
+            assert not table_exists(con, "raw", "_events_loading")
             load_events(con, sample.landing, now=NOW)
             assert not table_exists(con, "raw", "_events_loading")
             assert con.execute("SELECT count(*) FROM raw.events WHERE message_id = 'new-1'").fetchone()[0] == 1
     finally:
         (sample.landing / "events" / "zz-extra.jsonl").unlink()
+
+
+@pytest.mark.parametrize("kill_after_s", [0.5, 2.0, 4.0])
+def test_a_load_killed_with_sigkill_at_any_point_leaves_the_before_or_the_after(sample, loaded, tmp_path, kill_after_s):
+    """SIGKILL (no cleanup, no rollback) at several points of a load of every source that has new
+    data: each table is as before or as after, never half, and no staging table outlives the next
+    connection; loading again gives what an unkilled load gives."""
+    import signal
+
+    warehouse, _ = loaded
+    landing = tmp_path / "landing"
+    shutil.copytree(sample.landing, landing)
+    (landing / "events" / "zz-extra.jsonl").write_text(json.dumps(_msg(messageId="new-1")) + "\n")
+    crm = sorted((landing / "crm").glob("*.csv"))[0]
+    crm.write_text(crm.read_text() + "C-new-1,new@example.com,,,,,,,,GB,,2026-10-30T10:00:00Z,,\n")
+    when = dt.datetime(2026, 11, 2, 6)
+
+    def load_all(path: Path) -> None:
+        with connect(path) as con:
+            for source in SOURCES:
+                load_source(con, landing, source, when)
+
+    clean = tmp_path / "clean.duckdb"
+    clean.write_bytes(warehouse.read_bytes())
+    load_all(clean)
+    assert _fingerprints(warehouse) != _fingerprints(clean)
+    killed = tmp_path / "killed.duckdb"
+    killed.write_bytes(warehouse.read_bytes())
+    script = textwrap.dedent(f"""
+        import datetime as dt
+        from pathlib import Path
+        from orchestration.defs.ingest.loaders import SOURCES, load_source
+        from orchestration.lib.warehouse import connect
+        with connect({str(killed)!r}) as con:
+            for source in SOURCES:
+                load_source(con, Path({str(landing)!r}), source, dt.datetime(2026, 11, 2, 6))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    time.sleep(kill_after_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    # Each source commits alone: its own table and its rows of the shared ones are before or after.
+    state = _per_source(killed)
+    before, after = _per_source(warehouse), _per_source(clean)
+    assert all(state[k] in (before[k], after[k]) for k in state), \
+        [k for k in state if state[k] not in (before[k], after[k])]
+    with connect(killed) as con:
+        assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                               "AND starts_with(table_name, '_')").fetchone()[0]
+    load_all(killed)
+    assert _fingerprints(killed) == _fingerprints(clean)
 
 
 # ---------------------------------------------------------------------------------------------

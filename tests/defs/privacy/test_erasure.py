@@ -11,6 +11,7 @@ from orchestration.lib.identifiers import sha256_hex
 from orchestration.lib.warehouse import connect
 
 ANN_PHONE = "+12015550123"
+REQUESTS = [("phone", "201.555.0123"), ("email", "nobody@example.com")]
 
 
 def _warehouse(path, requests: list[tuple[str, str]]):
@@ -32,24 +33,33 @@ def _warehouse(path, requests: list[tuple[str, str]]):
         con.execute("INSERT INTO raw.quarantine VALUES ('orders', 'orders/x.csv', 2, 'invalid_date', 'bad date', "
                     "'O9,C1,ann@example.com,yesterday,10,USD,completed,web', TIMESTAMP '2026-10-01')")
         con.execute("CREATE TABLE raw.erasure_requests (requested_at TIMESTAMP, identifier_type VARCHAR, "
-                    "identifier VARCHAR)")
-        con.executemany("INSERT INTO raw.erasure_requests VALUES (TIMESTAMP '2026-10-30', ?, ?)", requests)
+                    "identifier VARCHAR, identifier_sha256 VARCHAR)")
+        con.executemany("INSERT INTO raw.erasure_requests VALUES (TIMESTAMP '2026-10-30', ?, ?, sha256(?))",
+                        [(t, i, i) for t, i in requests])
 
 
 def test_a_national_phone_request_erases_everything_once(tmp_path):
     warehouse = tmp_path / "w.duckdb"
-    _warehouse(warehouse, [("phone", "201.555.0123"), ("email", "nobody@example.com")])
+    _warehouse(warehouse, REQUESTS)
     with connect(warehouse) as con:
         first = process_erasures(con, now=dt.datetime(2026, 11, 1))
         assert (first.erased, first.not_found, first.persons) == (1, 1, 1)
-        assert first.identifiers_suppressed == 6  # five identifiers and the person_id
+        # Five identifiers, the person_id, and the email nobody holds yet: its data is dropped when it comes.
+        assert first.identifiers_suppressed == 7
         assert first.rows_removed == {"marts.identity_map": 5, "marts.segment_membership": 1, "raw.crm_customers": 1,
                                       "raw.events": 2, "raw.field_issues": 0, "raw.quarantine": 1}
         assert remaining_traces(con) == {}
         assert con.execute("SELECT customer_id FROM raw.crm_customers").fetchall() == [("C2",)]
         assert con.execute("SELECT message_id FROM raw.events").fetchall() == [("m3",)]
+        # Processed requests keep their hash as proof, not the identifier.
+        assert con.execute("SELECT count(identifier), count(identifier_sha256) FROM raw.erasure_requests").fetchone() \
+            == (0, 2)
+        # The same file loaded again: both are known, the one nobody held included (it was suppressed).
+        con.execute("DELETE FROM raw.erasure_requests")
+        con.executemany("INSERT INTO raw.erasure_requests VALUES (TIMESTAMP '2026-10-30', ?, ?, sha256(?))",
+                        [(t, i, i) for t, i in REQUESTS])
         second = process_erasures(con, now=dt.datetime(2026, 11, 2))
-        assert (second.erased, second.already_erased, second.not_found) == (0, 1, 1)
+        assert (second.erased, second.already_erased, second.not_found) == (0, 2, 0)
         log = con.execute("SELECT outcome, count(*) FROM privacy.erasure_log GROUP BY 1 ORDER BY 1").fetchall()
     assert log == [("erased", 1), ("not_found", 1)]
 
@@ -72,3 +82,38 @@ def test_ingestion_drops_an_erased_persons_rows(tmp_path):
         quarantined = con.execute("SELECT count(*) FROM raw.quarantine WHERE source = 'orders'").fetchone()[0]
     assert orders == [("O3",)]
     assert (report.rows_suppressed, report.quarantine_suppressed, quarantined) == (2, 1, 0)
+
+
+def test_a_request_reaches_linked_rows_and_every_written_form_before_any_identity_map(tmp_path):
+    """A first run: no identity map yet. The email links the CRM record, whose customer id links the
+    order; the identify event links the user id and the device, whose events go too. Quarantined
+    text holding the person in any form goes; other people's rows stay."""
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute("""CREATE TABLE raw.crm_customers AS SELECT * FROM (VALUES
+            ('C7', 'zoe@example.com', 'zoe@example.com', '(201) 555-0199', '+12015550199', 'US'),
+            ('C8', 'max@example.com', 'max@example.com', NULL, NULL, 'US'))
+            t(customer_id, email, email_normalised, phone, phone_e164, country)""")
+        con.execute("""CREATE TABLE raw.events AS SELECT * FROM (VALUES
+            ('m1', 'u7', 'a7', '{"email": "zoe@example.com"}'::JSON), ('m2', NULL, 'a7', NULL::JSON),
+            ('m3', 'u7', NULL, NULL::JSON), ('m4', 'u8', 'a8', NULL::JSON)) t(message_id, user_id, anonymous_id, traits)""")
+        con.execute("CREATE TABLE raw.order_lines AS SELECT * FROM (VALUES ('O7', 'C7'), ('O8', 'C8')) t(order_id, customer_id)")
+        con.executemany("INSERT INTO raw.quarantine VALUES ('events', 'events/x.jsonl', ?, 'invalid_json', 'bad', ?, "
+                        "TIMESTAMP '2026-10-01')", [
+                            (1, '{"context": {"page": {"url": "https://shop.example/?email=zoe%40example.com"}}'),
+                            (2, '{"traits": {"email": "zoe\\u0040example.com"}, "type": "identify"'),
+                            (3, "C9,Zoe Quinn,(201) 555-0199,12 High Street"),
+                            (4, '{"context": {"page": {"url": "https://shop.example/?email=max%40example.com"}}')])
+        con.execute("INSERT INTO raw.field_issues (source, file, line, column_name, reason_code, reason, raw, loaded_at) "
+                    "VALUES ('crm', 'crm/c.csv', 9, 'email', 'invalid_email', 'email \"ZOE@example.com \" is bad', "
+                    "'C10,ZOE@example.com ', TIMESTAMP '2026-10-01')")
+        con.execute("CREATE TABLE raw.erasure_requests AS SELECT TIMESTAMP '2026-10-30' AS requested_at, 'email' AS "
+                    "identifier_type, 'Zoe@Example.com' AS identifier, sha256('zoe@example.com') AS identifier_sha256")
+        report = process_erasures(con, now=dt.datetime(2026, 11, 1))
+        left = {t: con.execute(q).fetchall() for t, q in {
+            "crm": "SELECT customer_id FROM raw.crm_customers", "events": "SELECT message_id FROM raw.events",
+            "orders": "SELECT order_id FROM raw.order_lines", "quarantine": "SELECT line FROM raw.quarantine",
+            "field_issues": "SELECT line FROM raw.field_issues"}.items()}
+        assert remaining_traces(con) == {}
+    assert (report.erased, report.not_found) == (0, 1)  # nobody in a map yet; the rows went all the same
+    assert left == {"crm": [("C8",)], "events": [("m4",)], "orders": [("O8",)], "quarantine": [(4,)],
+                    "field_issues": []}

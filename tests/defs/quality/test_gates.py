@@ -52,18 +52,21 @@ def test_clean_features_pass_the_gate_and_downstream_runs(tmp_path):
     assert (tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
 
 
-@pytest.mark.parametrize("corruption, expectation, example", [
-    ({"monetary_total": -50.0}, "expect_column_values_to_be_between", "-50.0"),
-    ({"person_id": "p_0000000000000001"}, "expect_compound_columns_to_be_unique", "p_0000000000000001"),
-    ({"preferred_daypart": "lunchtime"}, "expect_column_values_to_be_in_set", "lunchtime"),
+@pytest.mark.parametrize("corruption, expectation, example, shown", [
+    ({"monetary_total": -50.0}, "expect_column_values_to_be_between", "-50.0", True),
+    # A person id is an identifier: the failure is named and counted, the value never shown or stored.
+    ({"person_id": "p_0000000000000001"}, "expect_compound_columns_to_be_unique", "p_0000000000000001", False),
+    ({"preferred_daypart": "lunchtime"}, "expect_column_values_to_be_in_set", "lunchtime", True),
 ])
-def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, corruption, expectation, example):
+def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, corruption, expectation, example, shown):
     result = _run(tmp_path, [GOOD_ROW, {**GOOD_ROW, "person_id": "p_0000000000000002", **corruption}])
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["expectations_failed"].value >= 1
     failures = evaluation.metadata["failures"].value
-    assert expectation in failures and example in failures
+    assert expectation in failures and (example in failures) == shown
+    docs = "".join(p.read_text(errors="replace") for p in (tmp_path / "gx").rglob("*") if p.is_file())
+    assert (example in docs) == shown
     assert _materialized(result) == {"marts/user_features"}, "the blocking gate must skip propensity_scores"
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}

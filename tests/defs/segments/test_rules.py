@@ -107,6 +107,19 @@ def test_every_error_names_the_segment_the_position_and_a_fix(rule, problem, col
     assert hint in message
 
 
+@pytest.mark.parametrize("rule, problem, hint", [
+    (" or ".join(["recency_days > 1"] * 400), "the rule has 400 clauses; the limit is 200", "in (...)"),
+    ("not " * 5000 + "recency_days > 1", "nested too deeply", "parentheses"),
+    ("recency_days > " + "9" * 40, "out of range", "at most 18 digits"),
+    ("recency_days > \u0663", "unexpected character", "digits 0-9"),  # Arabic-Indic three
+    ("recency_days > \uff13", "unexpected character", "digits 0-9"),  # full-width three
+])
+def test_oversized_rules_and_odd_numbers_say_what_the_limit_is(rule, problem, hint):
+    with pytest.raises(RuleError) as raised:
+        Compiler(SCHEMA).compile("huge", rule)
+    assert problem in str(raised.value) and hint in str(raised.value)
+
+
 def test_segment_reference_cycles_are_rejected():
     compiler = Compiler(SCHEMA, {"a": "in_segment('b') and recency_days < 3", "b": "in_segment('a')"})
     with pytest.raises(RuleError, match=r"segment references form a cycle \(a -> b -> a\)"):
