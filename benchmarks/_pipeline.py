@@ -91,7 +91,7 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
 
 def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
                  sources_config: Path | None = None, partition_key: str | None = None, train: bool = True,
-                 with_privacy: bool = False, instance=None, dbt_tests: bool = True) -> dict:
+                 with_privacy: bool = False, instance=None, dbt_tests: bool = True, with_exports: bool = False) -> dict:
     """Every asset (optionally with asset checks, the ML and segment assets, and the erasures) into
     `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
@@ -109,6 +109,7 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
         dbt_daily_events,
     )
     from orchestration.defs.dbt.definitions import defs as dbt_defs
+    from orchestration.defs.exports.assets import export_assets
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
     from orchestration.defs.ml.assets import ml_assets, training_assets
@@ -121,7 +122,8 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
 
     checks = (quality_checks + (privacy_checks if with_privacy else [])) if with_checks else []
     assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
-        + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else [])
+        + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else []) \
+        + (export_assets if with_exports else [])
     instance = instance or dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}

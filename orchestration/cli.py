@@ -157,16 +157,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
           + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day"))
-    dagster = Path(sys.executable).parent / "dagster"
     started = time.perf_counter()
-    returncode, log_tail = _execute_with_progress(
-        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all",
-         "--tags", json.dumps(tags)], args.verbose)
+    returncode = _execute_job("run", "materialize_all", ["--tags", json.dumps(tags)], args.verbose)
     if returncode != 0:
-        if not args.verbose:
-            print(log_tail[-6000:])
-        print(f"tessera run: the Dagster run failed (exit {returncode}). The log above says which step; "
-              "`make ui` shows the run and its events.", file=sys.stderr)
         return returncode
     print(f"Done in {time.perf_counter() - started:.0f}s.")
     _print_summary(settings.warehouse, settings.exports_dir)
@@ -190,15 +183,9 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     ensure_dagster_home(settings.dagster_home)
     print(f"Applying the erasure requests under {settings.landing_dir / 'privacy'} to {settings.warehouse}, the "
           "exports and the model registry")
-    dagster = Path(sys.executable).parent / "dagster"
     started = time.perf_counter()
-    returncode, log_tail = _execute_with_progress(
-        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "erase"], args.verbose)
+    returncode = _execute_job("erase", "erase", [], args.verbose)
     if returncode != 0:
-        if not args.verbose:
-            print(log_tail[-6000:])
-        print(f"tessera erase: the erasure run failed (exit {returncode}). The log above says which step; "
-              "`make ui` shows the run.", file=sys.stderr)
         return returncode
     import duckdb
 
@@ -207,6 +194,19 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     print(f"Done in {time.perf_counter() - started:.0f}s. Requests so far: "
           + (", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in outcomes) or "none"))
     return 0
+
+
+def _execute_job(command: str, job: str, extra: list[str], verbose: bool) -> int:
+    """`dagster job execute` of `job` with progress; on failure, the log's tail and what to do."""
+    dagster = Path(sys.executable).parent / "dagster"
+    returncode, log_tail = _execute_with_progress(
+        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job, *extra], verbose)
+    if returncode != 0:
+        if not verbose:
+            print(log_tail[-6000:])
+        print(f"tessera {command}: the Dagster run failed (exit {returncode}). The log above says which step; "
+              "`make ui` shows the run and its events.", file=sys.stderr)
+    return returncode
 
 
 def _partition_tags(day: str | None) -> dict[str, str]:
@@ -225,12 +225,12 @@ def _partition_tags(day: str | None) -> dict[str, str]:
 STEP_DONE = re.compile(r" - ([\w.\[\]-]+) - (STEP_SUCCESS|STEP_FAILURE|STEP_SKIPPED) - ")
 
 
-def _job_steps() -> int | None:
-    """How many steps materialize_all has (loading the definitions costs a few seconds)."""
+def _job_steps(job: str) -> int | None:
+    """How many steps `job` has (loading the definitions costs a few seconds)."""
     try:
         from orchestration.definitions import defs
 
-        return len(defs.resolve_job_def("materialize_all").graph.nodes)
+        return len(defs.resolve_job_def(job).graph.nodes)
     except Exception:  # the bar then counts without a total; the run itself reports any load error
         return None
 
@@ -242,7 +242,7 @@ def _execute_with_progress(command: list[str], verbose: bool) -> tuple[int, str]
     show_bar = sys.stderr.isatty() and not verbose
     tail: collections.deque[str] = collections.deque(maxlen=400)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    with tqdm(total=_job_steps() if show_bar else None, desc="materialising", unit="step",
+    with tqdm(total=_job_steps(command[command.index("-j") + 1]) if show_bar else None, desc="materialising", unit="step",
               disable=not show_bar) as bar:
         for line in proc.stdout:
             if verbose:

@@ -19,7 +19,7 @@ def _tessera(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 def test_help_lists_commands():
     proc = _tessera("--help")
     assert proc.returncode == 0
-    for command in ("generate", "run", "why", "check-config", "report", "api"):
+    for command in ("generate", "run", "erase", "why", "check-config", "report", "api"):
         assert command in proc.stdout
 
 
@@ -164,3 +164,26 @@ def test_run_without_anything_to_date_it_says_what_to_set_before_any_step(tmp_pa
     assert "nothing dates this run: there is no event, order or CRM file" in proc.stderr
     assert "set TESSERA_AS_OF=YYYY-MM-DD" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "w.duckdb").exists()
+
+
+def test_erase_applies_the_requests_alone_and_says_what_it_did(tmp_path):
+    """No events, no CRM, no gate, no model: `tessera erase` needs nothing but the requests."""
+    from orchestration.lib.warehouse import connect
+
+    warehouse = tmp_path / "w.duckdb"
+    with connect(warehouse) as con:
+        con.execute("CREATE TABLE marts.identity_map AS SELECT * FROM (VALUES ('user_id', 'u-7f1a2b', 'p_7f1a'), "
+                    "('customer_id', 'C-7f1a', 'p_7f1a'), ('user_id', 'u-other', 'p_other')) "
+                    "t(identifier_type, identifier, person_id)")
+    (tmp_path / "landing" / "privacy").mkdir(parents=True)
+    (tmp_path / "landing" / "privacy" / "requests.csv").write_text(
+        "requested_at,identifier_type,identifier\n2026-11-01T09:00:00Z,user_id,u-7f1a2b\n")
+    env = {"TESSERA_LANDING_DIR": str(tmp_path / "landing"), "TESSERA_WAREHOUSE": str(warehouse),
+           "DAGSTER_HOME": str(tmp_path / "dh"), "TESSERA_EXPORTS_DIR": str(tmp_path / "exports"),
+           "TESSERA_REPORTS_DIR": str(tmp_path / "reports"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    proc = _tessera("erase", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Requests so far: 1 erased" in proc.stdout
+    with connect(warehouse, read_only=True) as con:
+        assert con.execute("SELECT identifier FROM marts.identity_map").fetchall() == [("u-other",)]
+    assert b"u-7f1a2b" not in warehouse.read_bytes()

@@ -21,7 +21,7 @@ from orchestration.lib.warehouse import table_exists
 
 SUPPRESSION_DDL = """
 CREATE TABLE IF NOT EXISTS privacy.suppression_list (
-    identifier_type        VARCHAR NOT NULL,  -- person_id, anonymous_id, user_id, customer_id, email_sha256, phone_sha256
+    identifier_type        VARCHAR NOT NULL,  -- person_id, anonymous_id, user_id, customer_id, email_sha256, phone_sha256, order_id
     identifier_sha256      VARCHAR NOT NULL,  -- SHA-256 of the identifier (emails and phones: of the normalised value)
     erasure_request_sha256 VARCHAR NOT NULL,
     erased_at              TIMESTAMP NOT NULL,
@@ -59,7 +59,12 @@ DIRECT_COLUMNS = {
     "traits_phone_e164": ("phone_sha256", "sha256({c})"),
     "phone_sha256": ("phone_sha256", "{c}"),
     "traits": ("email_sha256", "sha256(lower(trim(json_extract_string({c}, '$.email'))))"),
+    # An order id is one person's: it ties an Order Completed event (and its login) to the order's customer.
+    "order_id": ("order_id", "sha256({c})"),
+    "properties": ("order_id", "sha256(json_extract_string({c}, '$.order_id'))"),
 }
+# JSON columns whose identifier sits at a path.
+JSON_PATHS = {"traits": "$.email", "properties": "$.order_id"}
 # (type column, value column) pairs, as in identity_map and the identity graph's edges.
 TYPED_COLUMNS = (("identifier_type", "identifier"), ("left_type", "left_id"), ("right_type", "right_id"))
 # Free text (quarantined lines, field issues and their reasons): URL-decoded and JSON-unescaped,
@@ -68,16 +73,19 @@ TYPED_COLUMNS = (("identifier_type", "identifier"), ("left_type", "left_id"), ("
 # the erasure still knows it, finds it anywhere in any text column.
 TEXT_COLUMNS = ("raw", "reason")
 TOKEN_SPLIT = r"""[\s,;:"'{}\[\]()<>=&?/|\\]+"""
-PLAIN_TYPES = ("person_id", "anonymous_id", "user_id", "customer_id")
 # Never scrubbed: the requests themselves are the legal record (and the list is hashes only).
 EXEMPT_TABLES = ("raw.erasure_requests", "raw.ingested_files")
 SCHEMAS = ("raw", "pii", "intermediate", "marts", "quality")
 
 
 # Identifier kinds that a row of an erased person hands on to the list (an identify event's
-# anonymous id, a CRM record's customer id): the row ties them to the person. Phones are left out,
-# as in the identity graph, where one fake number typed by strangers would join them.
-LINK_KINDS = ("person_id", "user_id", "anonymous_id", "customer_id", "email_sha256")
+# anonymous id, a CRM record's customer id and phone): the row ties them to the person.
+LINK_KINDS = ("person_id", "user_id", "anonymous_id", "customer_id", "email_sha256", "phone_sha256", "order_id")
+# What makes a row the person's, so that it hands its identifiers on: not a device (another person
+# may sign in on it) and not a phone on a record (a household's landline), but a phone that a login
+# gave in its own identify call, as the identity graph reads it (identify_user_phone).
+STRONG_KINDS = ("person_id", "user_id", "customer_id", "email_sha256", "order_id")
+STRONG_COLUMNS = ("traits_phone_e164",)
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,14 +118,18 @@ def predicate(columns: list[str], alias: str = "t", kinds: tuple[str, ...] | Non
     identifier of one of `kinds`, if given: then free text is not searched)."""
     names = set(columns)
     parts = [_listed(kind, expr.format(c=f'{alias}."{col}"')) for col, (kind, expr) in DIRECT_COLUMNS.items()
-             if col in names and (kinds is None or kind in kinds)]
+             if col in names and (kinds is None or kind in kinds or col in STRONG_COLUMNS)]
+    if "anonymous_id" in names and "user_id" in names and (kinds is None or "anonymous_id" in kinds):
+        # A device's rows are the person's only while nobody else is signed in on it.
+        device = _listed("anonymous_id", f'sha256({alias}."anonymous_id")')
+        parts[parts.index(device)] = f"({device} AND {alias}.user_id IS NULL)"
     for type_col, value_col in TYPED_COLUMNS:
         if {type_col, value_col} <= names:
             value = (f"CASE WHEN {alias}.{type_col} IN {HASHED_TYPES} THEN {alias}.{value_col} "
                      f"ELSE sha256({alias}.{value_col}) END")
-            of_kind = "" if kinds is None else f" AND s.identifier_type IN {kinds}"
+            # The map's and the edges' rows are the graph's decisions: every kind counts.
             parts.append(f"EXISTS (SELECT 1 FROM privacy.suppression_list s WHERE s.identifier_type = "
-                         f"{alias}.{type_col} AND s.identifier_sha256 = {value}{of_kind})")
+                         f"{alias}.{type_col} AND s.identifier_sha256 = {value})")
     for col in TEXT_COLUMNS if kinds is None else ():
         if col in names:
             text = f"replace({alias}.{col}, '\\u0040', '@')"
@@ -131,22 +143,44 @@ def predicate(columns: list[str], alias: str = "t", kinds: tuple[str, ...] | Non
 
 
 def _link_selects(table: str, columns: list[str], erased: str) -> list[str]:
-    """SELECTs of (identifier_type, identifier_sha256) that the erased rows of `table` carry."""
+    """SELECTs of (identifier_type, identifier_sha256) that the erased rows of `table` carry, but
+    a shared device (`_shared_devices`): it is not the person's alone."""
     names, blocked = set(columns), ", ".join("'" + v.replace("'", "''") + "'" for v in blocked_values())
     selects = []
     for col, (kind, expr) in DIRECT_COLUMNS.items():
-        if col in names and kind in LINK_KINDS:
+        # A phone as typed, or one the numbering plan does not assign, is too often shared: it links nobody.
+        if col in names and kind in LINK_KINDS and col != "phone":
             column = f't."{col}"'
-            value = f"json_extract_string({column}, '$.email')" if col == "traits" else column
+            value = f"json_extract_string({column}, '{JSON_PATHS[col]}')" if col in JSON_PATHS else column
+            shared = f" AND {column} NOT IN (SELECT anonymous_id FROM _shared_devices)" if kind == "anonymous_id" else ""
+            if col == "phone_e164" and "phone_valid" in names:
+                shared += " AND t.phone_valid"
             selects.append(f"SELECT '{kind}' AS identifier_type, {expr.format(c=column)} AS identifier_sha256 "
-                           f"FROM {table} t WHERE ({erased}) AND lower(trim(CAST({value} AS VARCHAR))) NOT IN ({blocked})")
+                           f"FROM {table} t WHERE ({erased}) AND lower(trim(CAST({value} AS VARCHAR))) NOT IN ({blocked})"
+                           f"{shared}")
     for type_col, value_col in TYPED_COLUMNS:
         if {type_col, value_col} <= names:  # every identifier the map (or an edge) gives the person, phones too
             selects.append(
                 f"SELECT t.{type_col}, CASE WHEN t.{type_col} IN {HASHED_TYPES} THEN t.{value_col} "
                 f"ELSE sha256(t.{value_col}) END FROM {table} t WHERE ({erased}) "
-                f"AND lower(trim(t.{value_col})) NOT IN ({blocked})")
+                f"AND lower(trim(t.{value_col})) NOT IN ({blocked}) AND NOT (t.{type_col} = 'anonymous_id' "
+                f"AND t.{value_col} IN (SELECT anonymous_id FROM _shared_devices))")
     return selects
+
+
+def _find_shared_devices(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]]) -> None:
+    """`_shared_devices(anonymous_id)`: devices on which two or more user ids signed in, in `tables`
+    or raw.events. The identity graph gives such a device to one person; erasure gives it to none,
+    since the other person's rows on it stay."""
+    sources = [t for t, cols in tables.items() if {"anonymous_id", "user_id"} <= set(cols)]
+    if table_exists(con, "raw", "events") and "raw.events" not in sources and {"anonymous_id", "user_id"} <= {
+            r[0] for r in con.execute("DESCRIBE raw.events").fetchall()}:
+        sources.append("raw.events")
+    union = " UNION ALL ".join(f"SELECT anonymous_id, user_id FROM {t} WHERE anonymous_id IS NOT NULL "
+                               "AND user_id IS NOT NULL" for t in sources) or \
+        "SELECT NULL::VARCHAR AS anonymous_id, NULL::VARCHAR AS user_id WHERE false"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _shared_devices AS SELECT anonymous_id FROM ({union}) "
+                "GROUP BY anonymous_id HAVING count(DISTINCT user_id) > 1")
 
 
 def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason: str,
@@ -155,10 +189,12 @@ def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason:
     columns), until no row adds one; identifiers added. A request by email thus reaches the
     customer id of the CRM record, the user id of the identify event and the person of the map."""
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    _find_shared_devices(con, tables)
     added = 0
     for _ in range(max_rounds):
-        # A row joins the person by a link identifier only: a phone (shared by a household) links nobody.
-        selects = [q for table, cols in tables.items() if (erased := predicate(cols, kinds=LINK_KINDS))
+        # A row joins the person by a strong identifier only: not by a phone (a household's), and not by
+        # a device (whoever else signed in on it is not the person).
+        selects = [q for table, cols in tables.items() if (erased := predicate(cols, kinds=STRONG_KINDS))
                    for q in _link_selects(table, cols, erased)]
         if not selects:
             return added

@@ -54,7 +54,7 @@ def _groups() -> dict[str, list[str]]:
 
 def test_the_asset_graph_shows_every_group_with_its_assets(deployment, dagster_url, page):
     groups = _groups()
-    assert set(groups) <= {"ingest", "identity", "features", "quality", "ml", "segments", "exports"}
+    assert set(groups) <= {"privacy", "ingest", "identity", "features", "quality", "ml", "segments", "exports"}
     overview = _open(page, f"{dagster_url}/asset-groups", "Global asset lineage", "dagster_global_lineage.png")
     for group in groups:
         assert group in overview

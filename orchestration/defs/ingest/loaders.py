@@ -159,10 +159,11 @@ def _commit(con, report: LoadReport, typed_sql: str, quarantine_sql: str, files:
         "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
     ).fetchall()}
     suppressing = f"raw.{report.table}" not in suppression.EXEMPT_TABLES and suppression.has_suppressions(con)
-    if suppressing:  # erased persons' rows never land again
+    if suppressing:  # erased persons' rows never land again, nor those their rows tie to them
         con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {typed_sql}")
-        report.rows_suppressed = suppression.delete_suppressed(
-            con, "_typed", [r[0] for r in con.execute("DESCRIBE _typed").fetchall()])
+        columns = [r[0] for r in con.execute("DESCRIBE _typed").fetchall()]
+        suppression.extend(con, {"_typed": columns}, f"linked to an erased identifier in {report.source}")
+        report.rows_suppressed = suppression.delete_suppressed(con, "_typed", columns)
         typed_sql = "SELECT * FROM _typed"
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE raw.{report.table} AS {typed_sql}")
@@ -619,9 +620,10 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     _drop_later_copies(con, typed)
     if not window.everything:  # raw.events exists: a first load always loads everything
         _contest_stored_copies(con, to_load)
-    if suppression.has_suppressions(con):  # erased persons' rows never land again
-        report.rows_suppressed = suppression.delete_suppressed(
-            con, typed, [r[0] for r in con.execute(f"DESCRIBE {typed}").fetchall()])
+    if suppression.has_suppressions(con):  # erased persons' rows never land again, nor those tied to them
+        columns = [r[0] for r in con.execute(f"DESCRIBE {typed}").fetchall()]
+        suppression.extend(con, {typed: columns}, "linked to an erased identifier in events")
+        report.rows_suppressed = suppression.delete_suppressed(con, typed, columns)
     conflicts = con.execute("SELECT count(*) FROM _conflicts").fetchone()[0]
     report.deduplicated = candidates - con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0] \
         - report.rows_suppressed - conflicts

@@ -19,6 +19,7 @@ from orchestration.defs.metadata import table_metadata
 from orchestration.defs.privacy.erasure import ErasureReport, process_erasures, remaining_traces, sweep
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import suppression
+from orchestration.lib.lake import lake_dir
 from orchestration.lib.settings import DBT_PROJECT_DIR, load_settings
 from orchestration.lib.traces import file_traces
 from orchestration.lib.warehouse import compact
@@ -49,11 +50,13 @@ def _stores() -> dict[str, list[Path]]:
         "mlflow": _mlflow_paths(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)),
         "dagster home": [settings.dagster_home],
         "great expectations": [settings.warehouse.parent / "gx"],
+        "parquet lake": [lake_dir()] if settings.engine == "spark" else [],
         "dbt target and logs": [DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
     }
 
 
-def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport) -> dict:
+def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport,
+            rebuild_on_spark: bool = True) -> dict:
     """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
     (freed blocks keep the values), rebuild Spark's tables, and flag the models trained before;
     metadata of each."""
@@ -70,8 +73,12 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, rep
     if not report.identifiers_suppressed:
         return out
     if warehouse.on_spark:
-        context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
-        rebuild_after_erasure(warehouse)
+        scrubbed = [t for t, n in {**report.rows_removed, **report.text_rows_removed}.items() if n]
+        with warehouse.connect() as con:  # the lake's copies of the tables Python writes
+            warehouse.publish(con, scrubbed)
+        if rebuild_on_spark:
+            context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
+            rebuild_after_erasure(warehouse)
     now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
     flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
     if flagged:
@@ -119,16 +126,17 @@ def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
 
 
 @dg.asset(
-    key=ERASURE_SWEEP, deps=[dg.AssetKey(["marts", "identity_map"])],
+    key=ERASURE_SWEEP, deps=[dg.AssetKey(["intermediate", "identity_assignments"])],
     group_name="privacy", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
-    description="After identity resolution, before membership: a person whom the new identity map ties to a "
-                "suppressed identifier (data that arrived under another of their identifiers) is erased whole.",
+    description="After the identity graph, before dbt reads it: a person whom the new assignments tie to a "
+                "suppressed identifier (data that arrived under another of their identifiers) is erased whole, so "
+                "no feature, model or segment of this run counts them.",
 )
 def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
-    finished = _finish(context, warehouse, report)
+    finished = _finish(context, warehouse, report, rebuild_on_spark=False)  # dbt runs next, from what it left
     if report.identifiers_suppressed:
         context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
                          f"{report.total_rows_removed:,} rows removed")

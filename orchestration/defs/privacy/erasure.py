@@ -21,6 +21,7 @@ import phonenumbers
 
 from orchestration.lib import suppression
 from orchestration.lib.identifiers import (
+    PLAIN_TYPES,
     IdentifierError,
     lookup_key,
     normalise_phone,
@@ -105,8 +106,10 @@ def _written_forms_of_listed(con, tables: dict[str, list[str]], requests: list[t
                     f'SELECT DISTINCT t."{col}" FROM {table} t WHERE {erased}').fetchall() if v is not None}
         if {"identifier_type", "identifier"} <= set(cols):
             values |= set(con.execute(f"SELECT DISTINCT identifier_type, identifier FROM {table} t WHERE {erased} AND "
-                                      f"identifier_type IN {suppression.PLAIN_TYPES}").fetchall())
+                                      f"identifier_type IN {PLAIN_TYPES}").fetchall())
     blocked = set(suppression.blocked_values())
+    shared = {v for (v,) in con.execute("SELECT anonymous_id FROM _shared_devices").fetchall()}  # from extend()
+    values = {(kind, v) for kind, v in values if not (kind == "anonymous_id" and v in shared)}
     _remember_phone_regions(con, [v for kind, v in values if kind in ("phone", "phone_e164")])
     return {form for kind, value in values if value.strip().lower() not in blocked
             for form in written_forms(kind, value)}

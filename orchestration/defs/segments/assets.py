@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from orchestration.defs.metadata import table_metadata
-from orchestration.defs.privacy.assets import ERASURE_LOG, ERASURE_SWEEP
+from orchestration.defs.privacy.assets import ERASURE_LOG
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
@@ -31,7 +31,7 @@ class SegmentMembershipConfig(dg.Config):
 
 @dg.multi_asset(
     name="segment_membership",
-    specs=[dg.AssetSpec(["marts", name], description=text, deps=[ATTRIBUTES, ERASURE_LOG, ERASURE_SWEEP], group_name="segments",
+    specs=[dg.AssetSpec(["marts", name], description=text, deps=[ATTRIBUTES, ERASURE_LOG], group_name="segments",
                         owners=[OWNER], kinds={"duckdb", "python"}) for name, text in TABLES.items()],
     pool="duckdb",
 )

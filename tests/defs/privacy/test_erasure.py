@@ -4,6 +4,7 @@ knows it is done, and ingestion drops the person's rows when they come back."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from orchestration.defs.ingest.loaders import load_source
 from orchestration.defs.privacy.erasure import process_erasures, remaining_traces
@@ -117,3 +118,51 @@ def test_a_request_reaches_linked_rows_and_every_written_form_before_any_identit
     assert (report.erased, report.not_found) == (0, 1)  # nobody in a map yet; the rows went all the same
     assert left == {"crm": [("C8",)], "events": [("m4",)], "orders": [("O8",)], "quarantine": [(4,)],
                     "field_issues": []}
+
+
+def test_a_first_run_drops_what_the_requested_identifier_ties_to_as_it_loads(tmp_path):
+    """No identity map and no data yet: the request suppresses the email; the events that arrive
+    then drop the identify call that gives it, and every event of the user and device it names."""
+    landing = tmp_path / "landing"
+    (landing / "events").mkdir(parents=True)
+    lines = [
+        {"messageId": "e1", "type": "identify", "userId": "u-kim-9", "anonymousId": "a-kim-9",
+         "traits": {"email": "kim@example.org"}, "timestamp": "2026-10-01T10:00:00Z"},
+        {"messageId": "e2", "type": "track", "event": "Product Viewed", "anonymousId": "a-kim-9",
+         "timestamp": "2026-10-02T10:00:00Z"},
+        {"messageId": "e3", "type": "track", "event": "Product Viewed", "userId": "u-kim-9",
+         "timestamp": "2026-10-03T10:00:00Z"},
+        {"messageId": "e4", "type": "track", "event": "Product Viewed", "userId": "u-lee-3",
+         "timestamp": "2026-10-03T10:00:00Z"},
+    ]
+    (landing / "events" / "e.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute("CREATE TABLE raw.erasure_requests AS SELECT TIMESTAMP '2026-10-30' AS requested_at, "
+                    "'email' AS identifier_type, 'Kim@Example.org' AS identifier, "
+                    "sha256('kim@example.org') AS identifier_sha256")
+        assert process_erasures(con).not_found == 1
+        report = load_source(con, landing, "events", dt.datetime(2026, 11, 1))
+        kept = con.execute("SELECT message_id FROM raw.events").fetchall()
+    assert kept == [("e4",)] and report.rows_suppressed == 3
+
+
+def test_a_shared_device_takes_nobody_else_with_it(tmp_path):
+    """Kim and Lee both signed in on the tablet a-tab. Erasing Kim removes Kim's events, and neither
+    Lee's events on the tablet nor Lee: the tablet is not Kim's alone, so it is not suppressed."""
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute("""CREATE TABLE raw.events AS SELECT * FROM (VALUES
+            ('e1', 'u-kim-9', 'a-tab', '{"email": "kim@example.org"}'::JSON), ('e2', 'u-kim-9', 'a-tab', NULL::JSON),
+            ('e3', 'u-lee-3', 'a-tab', NULL::JSON), ('e4', 'u-lee-3', 'a-lee-phone', NULL::JSON),
+            ('e5', 'u-kim-9', 'a-kim-phone', NULL::JSON)) t(message_id, user_id, anonymous_id, traits)""")
+        con.execute("""CREATE TABLE marts.identity_map AS SELECT * FROM (VALUES
+            ('user_id', 'u-kim-9', 'p_kim'), ('anonymous_id', 'a-tab', 'p_kim'), ('anonymous_id', 'a-kim-phone', 'p_kim'),
+            ('user_id', 'u-lee-3', 'p_lee'), ('anonymous_id', 'a-lee-phone', 'p_lee')) t(identifier_type, identifier, person_id)""")
+        con.execute("CREATE TABLE raw.erasure_requests AS SELECT TIMESTAMP '2026-10-30' AS requested_at, "
+                    "'user_id' AS identifier_type, 'u-kim-9' AS identifier, sha256('u-kim-9') AS identifier_sha256")
+        assert process_erasures(con).erased == 1
+        events = con.execute("SELECT message_id FROM raw.events ORDER BY 1").fetchall()
+        people = con.execute("SELECT DISTINCT person_id FROM marts.identity_map").fetchall()
+        listed = {t for (t,) in con.execute("SELECT identifier_type FROM privacy.suppression_list").fetchall()}
+        assert remaining_traces(con) == {}
+    assert events == [("e3",), ("e4",)] and people == [("p_lee",)]
+    assert "anonymous_id" in listed  # Kim's own phone; the tablet is not listed
