@@ -120,7 +120,8 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.segments.assets import segment_assets
     from orchestration.lib.settings import load_settings
 
-    checks = (quality_checks + (privacy_checks if with_privacy else [])) if with_checks else []
+    checks = (quality_checks + ([*privacy_checks, *identity_defs.asset_checks] if with_privacy else [])) \
+        if with_checks else []
     assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
         + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else []) \
         + (export_assets if with_exports else [])

@@ -28,7 +28,7 @@ from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
 CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets, *segment_checks,
-         *privacy_assets, *privacy_checks, *export_assets]
+         *privacy_assets, *privacy_checks, *identity_defs.asset_checks, *export_assets]
 SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_report", "segment_overlap")
 
 
