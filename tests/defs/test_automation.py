@@ -43,6 +43,13 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     erase = defs.resolve_job_def("erase")
     assert {k.to_user_string() for k in erase.asset_layer.selected_asset_keys} == {"raw/erasure_requests",
                                                                                   "privacy/erasure_log"}
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["raw", "events"])).parent_keys == {dg.AssetKey(["privacy", "erasure_log"])}
+    # dbt reads the identity assignments only once the sweep has taken erased persons out of them.
+    assert graph.get(dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys == {
+        dg.AssetKey(["privacy", "erasure_sweep"])}
+    assert graph.get(dg.AssetKey(["privacy", "erasure_sweep"])).parent_keys == {
+        dg.AssetKey(["intermediate", "identity_assignments"])}
     job = defs.resolve_job_def("materialize_all")
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
     assert defs.resolve_job_def("ingest_daily_events").partitions_def == job.partitions_def

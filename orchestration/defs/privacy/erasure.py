@@ -59,6 +59,9 @@ def _national_phone_key(con, text: str) -> tuple[str, str] | None:
     known_sql = "SELECT identifier_sha256 AS identifier FROM privacy.suppression_list WHERE identifier_type = 'phone_sha256'"
     if table_exists(con, "marts", "identity_map"):
         known_sql += " UNION ALL SELECT identifier FROM marts.identity_map WHERE identifier_type = 'phone_sha256'"
+    if table_exists(con, "raw", "crm_customers") and "phone_e164" in _columns(con, "raw.crm_customers"):
+        # A phone the numbering plan does not assign links nobody, so the map lacks it; the CRM has it.
+        known_sql += " UNION ALL SELECT sha256(phone_e164) FROM raw.crm_customers WHERE phone_e164 IS NOT NULL"
     known = con.execute(f"SELECT DISTINCT identifier FROM ({known_sql}) WHERE identifier IN (SELECT unnest(?))",
                         [sorted(readings)]).fetchall()
     return ("phone_sha256", known[0][0]) if len(known) == 1 else None
@@ -165,6 +168,8 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
         # the list grows over link identifiers only (suppression.extend).
         persons = {req: _person_of_listed(con, key) for key, req in keys.items()}
         entries = [[t, h, req, now] for (t, h), req in keys.items()]
+        entries += [["customer_id", sha256_hex(c), req, now] for (t, h), req in keys.items()
+                    if t == "phone_sha256" and not persons[req] and (c := _sole_customer_with_phone(con, h))]
         entries += [["person_id", sha256_hex(p), req, now] for req, p in persons.items() if p]
         if entries:
             con.executemany("INSERT INTO privacy.suppression_list VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", entries)
@@ -199,6 +204,16 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
     if landed:
         report.seconds_since_landing = (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - min(landed)).total_seconds()
     return report
+
+
+def _sole_customer_with_phone(con, phone_sha256: str) -> str | None:
+    """The one CRM customer whose records carry this phone (none when several share it): a request
+    by a phone the map does not link (not assigned by the numbering plan) still names them."""
+    if not (table_exists(con, "raw", "crm_customers") and "phone_e164" in _columns(con, "raw.crm_customers")):
+        return None
+    rows = con.execute("SELECT DISTINCT customer_id FROM raw.crm_customers WHERE sha256(phone_e164) = ?",
+                       [phone_sha256]).fetchall()
+    return rows[0][0] if len(rows) == 1 else None
 
 
 def _person_of_listed(con, key: tuple[str, str]) -> str | None:

@@ -166,3 +166,21 @@ def test_a_shared_device_takes_nobody_else_with_it(tmp_path):
         assert remaining_traces(con) == {}
     assert events == [("e3",), ("e4",)] and people == [("p_lee",)]
     assert "anonymous_id" in listed  # Kim's own phone; the tablet is not listed
+
+
+def test_a_request_by_a_phone_the_map_does_not_link_still_reaches_its_customer(tmp_path):
+    """(201) 555-0147 is possible but not assigned, so it links nobody and the map lacks it; the CRM
+    record that carries it is the requester's, and goes with the rest of them."""
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute("""CREATE TABLE raw.crm_customers AS SELECT * FROM (VALUES
+            ('C5', 'sam@example.org', '(201) 555-0147', '+12015550147', false, 'US'),
+            ('C6', 'ida@example.org', NULL, NULL, NULL, 'US')) t(customer_id, email_normalised, phone, phone_e164, phone_valid, country)""")
+        con.execute("""CREATE TABLE marts.identity_map AS SELECT * FROM (VALUES
+            ('customer_id', 'C5', 'p_sam'), ('email_sha256', ?, 'p_sam'), ('customer_id', 'C6', 'p_ida'))
+            t(identifier_type, identifier, person_id)""", [sha256_hex("sam@example.org")])
+        con.execute("CREATE TABLE raw.erasure_requests AS SELECT TIMESTAMP '2026-10-30' AS requested_at, "
+                    "'phone' AS identifier_type, '201 555 0147' AS identifier, sha256('201 555 0147') AS identifier_sha256")
+        process_erasures(con)
+        left = con.execute("SELECT customer_id FROM raw.crm_customers").fetchall()
+        people = con.execute("SELECT DISTINCT person_id FROM marts.identity_map").fetchall()
+    assert left == [("C6",)] and people == [("p_ida",)]
