@@ -187,3 +187,36 @@ def test_erase_applies_the_requests_alone_and_says_what_it_did(tmp_path):
     with connect(warehouse, read_only=True) as con:
         assert con.execute("SELECT identifier FROM marts.identity_map").fetchall() == [("u-other",)]
     assert b"u-7f1a2b" not in warehouse.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_s", [25])
+def test_a_run_killed_with_sigkill_leaves_nothing_half_written_and_the_next_run_completes(sample, tmp_path,
+                                                                                         kill_after_s):
+    """SIGKILL of the whole Dagster run (the job and its steps, no cleanup): the next connection finds
+    no staging table, the next run completes, and no export folder is left half-written."""
+    import shutil
+    import signal
+    import time
+
+    from orchestration.lib.warehouse import connect
+
+    landing = tmp_path / "landing"
+    shutil.copytree(sample.landing, landing)
+    env = {**os.environ, "TESSERA_LANDING_DIR": str(landing), "TESSERA_WAREHOUSE": str(tmp_path / "w.duckdb"),
+           "DAGSTER_HOME": str(tmp_path / "dh"), "TESSERA_EXPORTS_DIR": str(tmp_path / "exports"),
+           "TESSERA_REPORTS_DIR": str(tmp_path / "reports"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after_s)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, `dagster job execute` and dbt alike
+    proc.wait(timeout=30)
+    with connect(tmp_path / "w.duckdb") as con:
+        assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                               "AND starts_with(table_name, '_')").fetchone()[0]
+    again = subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert not list((tmp_path / "exports").glob("*/.*"))
+    assert not list(tmp_path.glob(".w.duckdb.compact-*"))

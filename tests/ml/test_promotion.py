@@ -24,6 +24,12 @@ def test_decide_refuses_a_worse_or_weak_challenger_and_says_why():
     assert not weak.promoted and "roc_auc 0.5500 < minimum 0.6" in weak.reason
     better = decide(POLICY, {"roc_auc": 0.87}, champion_metric=0.85, champion_version="3", challenger_version="4")
     assert better.promoted
+    # A champion trained before an erasure is replaced whatever the margin, by a challenger that passes.
+    flagged = decide(POLICY, {"roc_auc": 0.80}, champion_metric=0.85, champion_version="3", challenger_version="4",
+                     champion_flag="erasure of 2026-11-01")
+    assert flagged.promoted and "trained on data that held an erased person" in flagged.reason
+    assert not decide(POLICY, {"roc_auc": 0.55}, champion_metric=0.85, champion_version="3", challenger_version="4",
+                      champion_flag="erasure of 2026-11-01").promoted
 
 
 def _frame(seed: int, n: int, as_of: str, x_weight: float = 3.0, z_weight: float = 0.0) -> pd.DataFrame:
@@ -67,6 +73,22 @@ def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_stor
 
     scores = workflows.score_propensity(_frame(5, 50, "2026-10-31"))
     assert set(scores["model_version"]) == {"1"} and scores["score"].between(0, 1).all()
+
+
+def test_after_an_erasure_the_next_training_replaces_the_flagged_champion(mlflow_store):
+    import time
+
+    from ml import tracking
+
+    ctx = workflows.RunContext(as_of="2026-10-31", data_version="v1", dagster_run_id="run-1")
+    assert workflows.train_propensity_model(_frame(1, 600, "2026-09-01"), _frame(2, 600, "2026-10-01"), ctx)["promoted"]
+    flagged = tracking.flag_versions_before(int(time.time() * 1000) + 1, "erasure of 2026-11-01")
+    name = workflows.propensity_registered_name("purchase_30d")
+    assert flagged == [f"{name} v1"] and tracking.flag_versions_before(int(time.time() * 1000) + 1, "again") == []
+    # The same weaker challenger that the unflagged champion refuses (test above) now replaces it.
+    weak = workflows.train_propensity_model(_frame(3, 600, "2026-09-01", x_weight=2.0, z_weight=2.0),
+                                            _frame(4, 600, "2026-10-01"), ctx)
+    assert weak["promoted"] and str(mlflow_store.get_model_version_by_alias(name, "champion").version) == "2"
 
 
 def test_the_models_input_example_is_nobodys_row(mlflow_store):
