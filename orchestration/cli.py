@@ -200,7 +200,7 @@ def _execute_job(command: str, job: str, extra: list[str], verbose: bool) -> int
     """`dagster job execute` of `job` with progress; on failure, the log's tail and what to do."""
     dagster = Path(sys.executable).parent / "dagster"
     returncode, log_tail = _execute_with_progress(
-        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job, *extra], verbose)
+        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job, *extra], job, verbose)
     if returncode != 0:
         if not verbose:
             print(log_tail[-6000:])
@@ -235,14 +235,14 @@ def _job_steps(job: str) -> int | None:
         return None
 
 
-def _execute_with_progress(command: list[str], verbose: bool) -> tuple[int, str]:
+def _execute_with_progress(command: list[str], job: str, verbose: bool) -> tuple[int, str]:
     """Run `dagster job execute`, with a bar of finished steps on a terminal (the log with -v)."""
     from tqdm import tqdm
 
     show_bar = sys.stderr.isatty() and not verbose
     tail: collections.deque[str] = collections.deque(maxlen=400)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    with tqdm(total=_job_steps(command[command.index("-j") + 1]) if show_bar else None, desc="materialising", unit="step",
+    with tqdm(total=_job_steps(job) if show_bar else None, desc="materialising", unit="step",
               disable=not show_bar) as bar:
         for line in proc.stdout:
             if verbose:

@@ -124,8 +124,8 @@ def test_run_shows_a_bar_of_finished_steps_on_a_terminal(monkeypatch, capsys):
                                  ("dbt_before_identity_graph", "STEP_SUCCESS"), ("ml__clustering_model", "STEP_SKIPPED")]]
     script = "import sys; sys.stdout.write(" + repr("\n".join(lines) + "\n") + "); sys.exit(3)"
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    monkeypatch.setattr(cli, "_job_steps", lambda: 4)
-    code, tail = cli._execute_with_progress([sys.executable, "-c", script], verbose=False)
+    monkeypatch.setattr(cli, "_job_steps", lambda job: 4 if job == "materialize_all" else None)
+    code, tail = cli._execute_with_progress([sys.executable, "-c", script], "materialize_all", verbose=False)
     err = capsys.readouterr().err
     assert code == 3 and tail.count("\n") == 4
     assert "materialising" in err and "3/4" in err and "ml__clustering_model" in err

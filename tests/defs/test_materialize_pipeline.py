@@ -192,8 +192,10 @@ def test_definitions_load_with_lineage_from_ingest_to_identity():
     assert graph.get(dg.AssetKey(["staging", "stg_segment__events"])).parent_keys == {dg.AssetKey(["raw", "events"])}
     assert graph.get(dg.AssetKey(["intermediate", "int_segment__events"])).parent_keys == {
         dg.AssetKey(["staging", "stg_segment__events"]), dg.AssetKey(["staging", "stg_segment__user_agents"])}
-    assert dg.AssetKey(["intermediate", "identity_assignments"]) in graph.get(
-        dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys
+    # erasure sweeps the identity graph's output before dbt reads it
+    sweep = dg.AssetKey(["privacy", "erasure_sweep"])
+    assert graph.get(dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys == {sweep}
+    assert dg.AssetKey(["intermediate", "identity_assignments"]) in graph.get(sweep).parent_keys
     assert all(graph.get(k).owners for k in graph.get_all_asset_keys())
     assert defs.resolve_job_def("materialize_all") is not None
 

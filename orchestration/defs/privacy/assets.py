@@ -55,11 +55,10 @@ def _stores() -> dict[str, list[Path]]:
     }
 
 
-def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport,
-            rebuild_on_spark: bool = True) -> dict:
+def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport) -> dict:
     """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
-    (freed blocks keep the values), rebuild Spark's tables, and flag the models trained before;
-    metadata of each."""
+    (freed blocks keep the values), rebuild Spark's tables from the scrubbed ones (dbt built some of
+    them before the sweep), and flag the models trained before; metadata of each."""
     out = {}
     with warehouse.connect(read_only=True) as con:
         due = suppression.compaction_due(con)
@@ -72,11 +71,11 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, rep
                 "file_bytes_after": after}
     if not report.identifiers_suppressed:
         return out
-    if warehouse.on_spark:
-        scrubbed = [t for t, n in {**report.rows_removed, **report.text_rows_removed}.items() if n]
-        with warehouse.connect() as con:  # the lake's copies of the tables Python writes
-            warehouse.publish(con, scrubbed)
-        if rebuild_on_spark:
+    scrubbed = sorted({t for removed in (report.rows_removed, report.text_rows_removed) for t, n in removed.items() if n})
+    if warehouse.on_spark and (scrubbed or report.requests):
+        with warehouse.connect() as con:  # the lake's copies of the tables Python writes; requests lost their identifier
+            warehouse.publish(con, [*scrubbed, *(["raw.erasure_requests"] if report.requests else [])])
+        if scrubbed or report.persons:  # Spark's tables are views here: dbt rebuilds them without the person
             context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
             rebuild_after_erasure(warehouse)
     now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
@@ -136,11 +135,12 @@ def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
-    finished = _finish(context, warehouse, report, rebuild_on_spark=False)  # dbt runs next, from what it left
+        metadata = table_metadata(con, "intermediate.identity_assignments")  # dbt reads the swept table as this asset
+    finished = _finish(context, warehouse, report)
     if report.identifiers_suppressed:
         context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
                          f"{report.total_rows_removed:,} rows removed")
-    return dg.MaterializeResult(metadata={**_report_metadata(report), **finished})
+    return dg.MaterializeResult(metadata={**metadata, **_report_metadata(report), **finished})
 
 
 def _traces(warehouse: WarehouseResource) -> dict[str, int]:
