@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -166,8 +167,9 @@ def test_run_without_anything_to_date_it_says_what_to_set_before_any_step(tmp_pa
     assert "Traceback" not in proc.stderr and not (tmp_path / "w.duckdb").exists()
 
 
-def test_erase_applies_the_requests_alone_and_says_what_it_did(tmp_path):
-    """No events, no CRM, no gate, no model: `tessera erase` needs nothing but the requests."""
+def _a_warehouse_with_one_request(tmp_path) -> dict:
+    """A warehouse from an earlier run that knows two persons, and a request to erase one of them;
+    the environment of a run against it."""
     from orchestration.lib.warehouse import connect
 
     warehouse = tmp_path / "w.duckdb"
@@ -178,15 +180,43 @@ def test_erase_applies_the_requests_alone_and_says_what_it_did(tmp_path):
     (tmp_path / "landing" / "privacy").mkdir(parents=True)
     (tmp_path / "landing" / "privacy" / "requests.csv").write_text(
         "requested_at,identifier_type,identifier\n2026-11-01T09:00:00Z,user_id,u-7f1a2b\n")
-    env = {"TESSERA_LANDING_DIR": str(tmp_path / "landing"), "TESSERA_WAREHOUSE": str(warehouse),
-           "DAGSTER_HOME": str(tmp_path / "dh"), "TESSERA_EXPORTS_DIR": str(tmp_path / "exports"),
-           "TESSERA_REPORTS_DIR": str(tmp_path / "reports"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    return {"TESSERA_LANDING_DIR": str(tmp_path / "landing"), "TESSERA_WAREHOUSE": str(warehouse),
+            "DAGSTER_HOME": str(tmp_path / "dh"), "TESSERA_EXPORTS_DIR": str(tmp_path / "exports"),
+            "TESSERA_REPORTS_DIR": str(tmp_path / "reports"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+
+
+def _erased(warehouse) -> bool:
+    from orchestration.lib.warehouse import connect
+
+    with connect(warehouse, read_only=True) as con:
+        left = con.execute("SELECT identifier FROM marts.identity_map").fetchall()
+    return left == [("u-other",)] and b"u-7f1a2b" not in warehouse.read_bytes()
+
+
+def test_erase_applies_the_requests_alone_and_says_what_it_did(tmp_path):
+    """No events, no CRM, no gate, no model: `tessera erase` needs nothing but the requests."""
+    env = _a_warehouse_with_one_request(tmp_path)
     proc = _tessera("erase", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Requests so far: 1 erased" in proc.stdout
-    with connect(warehouse, read_only=True) as con:
-        assert con.execute("SELECT identifier FROM marts.identity_map").fetchall() == [("u-other",)]
-    assert b"u-7f1a2b" not in warehouse.read_bytes()
+    assert _erased(tmp_path / "w.duckdb")
+
+
+def test_a_run_whose_steps_fail_still_completes_its_erasures(tmp_path):
+    """The whole job, with nothing to date the run by: dbt's first step fails and everything after it
+    is skipped, but the erasure ran first and is complete, its check included."""
+    from orchestration.defs.partitions import all_days_tags
+
+    env = _a_warehouse_with_one_request(tmp_path)
+    (tmp_path / "dh").mkdir()
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    proc = subprocess.run([dagster, "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all",
+                           "--tags", json.dumps(all_days_tags())], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Nothing dates this run" in log, log[-3000:]
+    assert 'Asset check \'no_trace_of_erased_persons\' on \'privacy/erasure_log\' passed' in log, log[-3000:]
+    assert _erased(tmp_path / "w.duckdb")
 
 
 @pytest.mark.slow

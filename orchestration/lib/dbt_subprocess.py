@@ -39,15 +39,28 @@ def dbt_target(step: str, warehouse: str | Path) -> Iterator[Path]:
     path = Path(DBT_PROJECT_DIR) / "target" / f"{step}-{uuid.uuid4().hex[:12]}"
     seed = partial_parse_seed(step, warehouse)
     path.mkdir(parents=True)
-    if seed.exists():
+    with contextlib.suppress(FileNotFoundError):  # a cache: another process may have just pruned it
         shutil.copy(seed, path / PARTIAL_PARSE)
     yield path
     if (path / PARTIAL_PARSE).exists():
-        seed.parent.mkdir(parents=True, exist_ok=True)
-        partial = seed.with_suffix(f".{uuid.uuid4().hex[:7]}.tmp")
-        shutil.copy(path / PARTIAL_PARSE, partial)
-        os.replace(partial, seed)  # whole, never half-written
+        with contextlib.suppress(FileNotFoundError):
+            seed.parent.mkdir(parents=True, exist_ok=True)
+            partial = seed.with_suffix(f".{uuid.uuid4().hex[:7]}.tmp")
+            shutil.copy(path / PARTIAL_PARSE, partial)
+            os.replace(partial, seed)  # whole, never half-written
+            _forget_old_warehouses(seed.parent.parent)
     shutil.rmtree(path, ignore_errors=True)
+
+
+KEEP_WAREHOUSES = 16
+
+
+def _forget_old_warehouses(seeds: Path) -> None:
+    """Keep the partial-parse files of the warehouses used last: a warehouse seen once (a test's, a
+    benchmark's) would otherwise leave some 3 MB behind for good."""
+    by_use = sorted(seeds.iterdir(), key=lambda d: d.stat().st_mtime_ns, reverse=True)
+    for old in by_use[KEEP_WAREHOUSES:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_dbt(dbt_args: list[str], target: str, target_path: Path | None = None) -> subprocess.CompletedProcess:

@@ -47,3 +47,17 @@ def test_the_venvs_dbt_version_is_known_without_running_dbt(monkeypatch):
     monkeypatch.setattr(dagster_dbt.core.resource, "check_output", lambda *args, **kwargs: runs.append(args))
     assert VenvDbtCliResource(project_dir=dbt_project, dbt_executable=executable)._cli_version == asked
     assert runs == []
+
+
+def test_only_the_warehouses_used_last_keep_their_partial_parse(tmp_path):
+    import os
+
+    from orchestration.lib import dbt_subprocess
+
+    for age in range(dbt_subprocess.KEEP_WAREHOUSES + 3):
+        seed = tmp_path / f"warehouse-{age}"
+        seed.mkdir()
+        os.utime(seed, ns=(0, 10**18 - age * 10**9))  # warehouse-0 used last
+    dbt_subprocess._forget_old_warehouses(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"warehouse-{age}" for age in range(dbt_subprocess.KEEP_WAREHOUSES))

@@ -55,10 +55,11 @@ def _stores() -> dict[str, list[Path]]:
     }
 
 
-def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport) -> dict:
+def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport,
+            in_the_identity_chain: bool = False) -> dict:
     """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
-    (freed blocks keep the values), rebuild Spark's tables from the scrubbed ones (dbt built some of
-    them before the sweep), and flag the models trained before; metadata of each."""
+    (freed blocks keep the values), rebuild Spark's tables from the scrubbed ones (in the identity
+    chain, those dbt built before it), and flag the models trained before; metadata of each."""
     out = {}
     with warehouse.connect(read_only=True) as con:
         due = suppression.compaction_due(con)
@@ -77,7 +78,7 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, rep
             warehouse.publish(con, [*scrubbed, *(["raw.erasure_requests"] if report.requests else [])])
         if scrubbed or report.persons:  # Spark's tables are views here: dbt rebuilds them without the person
             context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
-            rebuild_after_erasure(warehouse)
+            rebuild_after_erasure(warehouse, only_before_identity_graph=in_the_identity_chain)
     now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
     flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
     if flagged:
@@ -136,7 +137,7 @@ def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     with warehouse.connect() as con:
         report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "intermediate.identity_assignments")  # dbt reads the swept table as this asset
-    finished = _finish(context, warehouse, report)
+    finished = _finish(context, warehouse, report, in_the_identity_chain=True)
     if report.identifiers_suppressed:
         context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
                          f"{report.total_rows_removed:,} rows removed")
