@@ -45,7 +45,8 @@ LANDING_FOLDERS = ("events", "crm", "orders", "enrichment", "privacy")
 DAGSTER_YAML = """# Written by `tessera run` and `make`. Telemetry off; one step at a time, across runs, may hold the
 # DuckDB pool (every asset that opens the warehouse), and runs claim its slot in turn (the event log
 # below); a run whose process died is retried twice (a step that meets a DuckDB lock held outside
-# Dagster retries itself; other failures need a person).
+# Dagster retries itself; other failures need a person); the daemon frees the slots a run still
+# holds a minute after it ended (terminated in the UI, for one whose process was killed).
 telemetry:
   enabled: false
 event_log_storage:
@@ -56,6 +57,9 @@ event_log_storage:
 concurrency:
   pools:
     default_limit: 1
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 60
 run_retries:
   enabled: true
   max_retries: 2
@@ -158,7 +162,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
           + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day"))
     started = time.perf_counter()
-    returncode = _execute_job("run", "materialize_all", ["--tags", json.dumps(tags)], args.verbose)
+    returncode = _execute_job("run", "materialize_all", tags, args.verbose)
     if returncode != 0:
         return returncode
     print(f"Done in {time.perf_counter() - started:.0f}s.")
@@ -184,7 +188,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     print(f"Applying the erasure requests under {settings.landing_dir / 'privacy'} to {settings.warehouse}, the "
           "exports and the model registry")
     started = time.perf_counter()
-    returncode = _execute_job("erase", "erase", [], args.verbose)
+    returncode = _execute_job("erase", "erase", {}, args.verbose)
     if returncode != 0:
         return returncode
     import duckdb
@@ -196,11 +200,23 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
-def _execute_job(command: str, job: str, extra: list[str], verbose: bool) -> int:
-    """`dagster job execute` of `job` with progress; on failure, the log's tail and what to do."""
+def _execute_job(command: str, job: str, tags: dict[str, str], verbose: bool) -> int:
+    """`dagster job execute` of `job` with progress, after freeing what killed runs hold; on failure,
+    the log's tail and what to do."""
+    import os
+
+    from orchestration.lib import cli_runs
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    released = cli_runs.release_dead_runs(home)
+    if released:
+        print(f"Marked failed the {len(released)} run(s) of a `tessera` command that was killed, and freed the steps "
+              f"they held: {', '.join(released)}")
     dagster = Path(sys.executable).parent / "dagster"
-    returncode, log_tail = _execute_with_progress(
-        [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job, *extra], job, verbose)
+    with cli_runs.run_lock(home) as (key, lock_fd):
+        returncode, log_tail = _execute_with_progress(
+            [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job,
+             "--tags", json.dumps({**tags, cli_runs.RUN_TAG: key})], job, verbose, keep_fds=(lock_fd,))
     if returncode != 0:
         if not verbose:
             print(log_tail[-6000:])
@@ -235,13 +251,15 @@ def _job_steps(job: str) -> int | None:
         return None
 
 
-def _execute_with_progress(command: list[str], job: str, verbose: bool) -> tuple[int, str]:
-    """Run `dagster job execute`, with a bar of finished steps on a terminal (the log with -v)."""
+def _execute_with_progress(command: list[str], job: str, verbose: bool, keep_fds: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Run `dagster job execute` (with `keep_fds` open in it), with a bar of finished steps on a
+    terminal (the log with -v)."""
     from tqdm import tqdm
 
     show_bar = sys.stderr.isatty() and not verbose
     tail: collections.deque[str] = collections.deque(maxlen=400)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            pass_fds=keep_fds)
     with tqdm(total=_job_steps(job) if show_bar else None, desc="materialising", unit="step",
               disable=not show_bar) as bar:
         for line in proc.stdout:

@@ -224,7 +224,8 @@ def test_a_run_whose_steps_fail_still_completes_its_erasures(tmp_path):
 def test_a_run_killed_with_sigkill_leaves_nothing_half_written_and_the_next_run_completes(sample, tmp_path,
                                                                                          kill_after_s):
     """SIGKILL of the whole Dagster run (the job and its steps, no cleanup): the next connection finds
-    no staging table, the next run completes, and no export folder is left half-written."""
+    no staging table, the next run frees what the killed one held and completes, and no export folder
+    is left half-written."""
     import shutil
     import signal
     import time
@@ -248,5 +249,7 @@ def test_a_run_killed_with_sigkill_leaves_nothing_half_written_and_the_next_run_
     again = subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], env=env, capture_output=True,
                            text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # The killed run held the DuckDB pool's one slot: without its release, this run would wait forever.
+    assert "Marked failed the 1 run(s) of a `tessera` command that was killed" in again.stdout
     assert not list((tmp_path / "exports").glob("*/.*"))
     assert not list(tmp_path.glob(".w.duckdb.compact-*"))
