@@ -167,9 +167,11 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
         # A request names its person through the map by any identifier, a phone included; from there
         # the list grows over link identifiers only (suppression.extend).
         persons = {req: _person_of_listed(con, key) for key, req in keys.items()}
+        by_phone = {req: c for (t, h), req in keys.items()
+                    if t == "phone_sha256" and not persons[req] and (c := _sole_customer_with_phone(con, h))}
+        persons |= {req: _person_of_listed(con, ("customer_id", sha256_hex(c))) for req, c in by_phone.items()}
         entries = [[t, h, req, now] for (t, h), req in keys.items()]
-        entries += [["customer_id", sha256_hex(c), req, now] for (t, h), req in keys.items()
-                    if t == "phone_sha256" and not persons[req] and (c := _sole_customer_with_phone(con, h))]
+        entries += [["customer_id", sha256_hex(c), req, now] for req, c in by_phone.items()]
         entries += [["person_id", sha256_hex(p), req, now] for req, p in persons.items() if p]
         if entries:
             con.executemany("INSERT INTO privacy.suppression_list VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", entries)
@@ -179,7 +181,7 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
             if row[4] is not None:
                 continue
             person = persons.get(row[0])
-            row[4] = "erased" if person else "not_found"
+            row[4] = "erased" if person or row[0] in by_phone else "not_found"
             row[5] = sha256_hex(person) if person else None
         report.erased = sum(1 for r in log_rows if r[4] == "erased")
         report.not_found = sum(1 for r in log_rows if r[4] == "not_found")

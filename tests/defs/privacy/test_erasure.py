@@ -180,7 +180,9 @@ def test_a_request_by_a_phone_the_map_does_not_link_still_reaches_its_customer(t
             t(identifier_type, identifier, person_id)""", [sha256_hex("sam@example.org")])
         con.execute("CREATE TABLE raw.erasure_requests AS SELECT TIMESTAMP '2026-10-30' AS requested_at, "
                     "'phone' AS identifier_type, '201 555 0147' AS identifier, sha256('201 555 0147') AS identifier_sha256")
-        process_erasures(con)
+        report = process_erasures(con)
         left = con.execute("SELECT customer_id FROM raw.crm_customers").fetchall()
         people = con.execute("SELECT DISTINCT person_id FROM marts.identity_map").fetchall()
+        logged = con.execute("SELECT outcome, person_sha256 FROM privacy.erasure_log").fetchall()
     assert left == [("C6",)] and people == [("p_ida",)]
+    assert (report.erased, report.not_found) == (1, 0) and logged == [("erased", sha256_hex("p_sam"))]
