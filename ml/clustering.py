@@ -1,7 +1,7 @@
 """Behavioural clusters discovered from the model-ready features.
 
 Candidates (KMeans and Gaussian mixtures over a range of k, Ward on a sample, HDBSCAN with noise)
-run on scaled features, with optional PCA. Every candidate is scored on one fixed-size sample by
+run on features whose skew Yeo-Johnson has taken out (standardised), with optional PCA. Every candidate is scored on one fixed-size sample by
 silhouette, Davies-Bouldin and Calinski-Harabasz.
 
 Selection rule: the highest silhouette among *eligible* candidates, which have between k_min and
@@ -30,7 +30,7 @@ from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import PowerTransformer, StandardScaler
 
 from ml.features import numeric_columns, numeric_matrix
 from ml.naming import name_clusters
@@ -45,6 +45,7 @@ class ClusteringConfig:
     k_max: int = 10
     algorithms: tuple[str, ...] = ALGORITHMS
     pca_variance: float | None = None  # e.g. 0.95 keeps the components explaining 95% of variance
+    unskew: bool = True  # Yeo-Johnson per feature before clustering, instead of scaling alone
     sample_size: int = 5000  # silhouette, Ward, HDBSCAN and the bootstrap run on this many rows
     fit_rows: int = 50_000  # KMeans and GMM fit on at most this many rows, then predict the rest
     min_cluster_share: float = 0.02
@@ -162,7 +163,10 @@ class ClusteringResult:
 
 
 def _preprocessor(config: ClusteringConfig) -> Pipeline:
-    steps = [("scale", StandardScaler())]
+    # Yeo-Johnson takes the long tails of counts and money out of each feature (and standardises
+    # it): on raw skewed features, distances see a few coarse groups and silhouette picks too few
+    # clusters (benchmarks/cluster_selection.py).
+    steps = [("scale", PowerTransformer(method="yeo-johnson") if config.unskew else StandardScaler())]
     if config.pca_variance:
         steps.append(("pca", PCA(n_components=config.pca_variance, random_state=config.seed)))
     return Pipeline(steps)
@@ -339,7 +343,7 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
     assigner = _assigner(chosen, z_sample, config.seed)
     raw_labels = assigner.predict(Z)
     raw_centroids = X.groupby(raw_labels).mean()
-    id_map = match_to_previous(raw_centroids, previous_centroids, preprocess.named_steps["scale"])
+    id_map = match_to_previous(raw_centroids, previous_centroids, StandardScaler().fit(X))
     labels = np.array([id_map.get(int(r), NOISE) for r in raw_labels], dtype="int64")
     centroids = X.groupby(labels).mean()
 
