@@ -60,27 +60,15 @@ def planted(seed: int, k: int, persons: int) -> tuple[pd.DataFrame, np.ndarray, 
                            "smallest_share": round(float(shares.min()), 3)}
 
 
-def _stability(candidate, z_fit: np.ndarray, z_sample: np.ndarray, seed: int, resamples: int = 4) -> float:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score
-
-    rng = np.random.default_rng(seed)
-    scores = []
-    for b in range(resamples):
-        boot = z_fit[rng.integers(0, len(z_fit), len(z_fit))]
-        labels = KMeans(n_clusters=candidate.k, n_init=2, random_state=seed + b).fit(boot).predict(z_sample)
-        scores.append(adjusted_rand_score(candidate.labels, labels))
-    return float(np.mean(scores))
-
-
 def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarray]:
     """The candidate each criterion picks, and the evaluation sample's row index."""
-    from ml.clustering import ClusteringConfig, _preprocessor, train_clustering
+    from ml.clustering import ClusteringConfig, _bootstrap_ari, train_clustering
 
     config = ClusteringConfig(seed=seed, bootstrap_resamples=1, unskew=unskew)
+    stability = ClusteringConfig(seed=seed, bootstrap_resamples=4, unskew=unskew)
     result = train_clustering(frame, config)
     eligible = [c for c in result.candidates if c.eligible]
-    z = _preprocessor(config).fit(frame).transform(frame)
+    z = result.model.preprocess.transform(frame)  # the space the candidates were fitted in
     z_sample = z[result.sample_index]
     chosen = {
         "silhouette": max(eligible, key=lambda c: (c.silhouette, -c.k)),
@@ -92,7 +80,8 @@ def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarra
         chosen["bic"] = min(mixtures, key=lambda c: c.estimator.bic(z_sample))
     kmeans = [c for c in eligible if c.algorithm == "kmeans"]
     if kmeans:
-        chosen["stability"] = max(kmeans, key=lambda c: (round(_stability(c, z, z_sample, seed), 2), c.k))
+        chosen["stability"] = max(kmeans, key=lambda c: (round(float(np.mean(_bootstrap_ari(c, z, z_sample, stability))), 2),
+                                                         c.k))
     return chosen, result.sample_index
 
 

@@ -1,8 +1,8 @@
 """Behavioural clusters discovered from the model-ready features.
 
 Candidates (KMeans and Gaussian mixtures over a range of k, Ward on a sample, HDBSCAN with noise)
-run on features whose skew Yeo-Johnson has taken out (standardised), with optional PCA. Every candidate is scored on one fixed-size sample by
-silhouette, Davies-Bouldin and Calinski-Harabasz.
+run on features whose skew Yeo-Johnson has taken out (standardised), with optional PCA. Every
+candidate is scored on one fixed-size sample by silhouette, Davies-Bouldin and Calinski-Harabasz.
 
 Selection rule: the highest silhouette among *eligible* candidates, which have between k_min and
 k_max clusters, no cluster smaller than `min_cluster_share` of the sample and at most

@@ -44,18 +44,14 @@ def _build_args(landing: LandingZoneResource, extra_vars: dict | None = None) ->
 
 
 def rebuild_after_erasure(warehouse: WarehouseResource, only_before_identity_graph: bool = False) -> None:
-    """Every dbt model again from the scrubbed sources, so that nothing this run builds still counts
-    an erased person (deciles, quintiles, feature caps). On DuckDB the event models were scrubbed in
-    place and stay; Spark's Parquet tables have no row-level DELETE, so there every model is rebuilt
-    in full from sources published afresh (`only_before_identity_graph`: those the run has built so
-    far, when dbt builds the others next)."""
+    """On Spark, every dbt model again, in full, from sources published afresh, so that nothing this
+    run builds still counts an erased person (deciles, quintiles, feature caps): Spark's Parquet
+    tables have no row-level DELETE (on DuckDB the erasure deletes from the models' tables in place).
+    `only_before_identity_graph`: the models the run has built so far, when dbt builds the others next."""
     run_vars = ["--vars", json.dumps(_run_vars(cached_sources_config(load_settings().sources_config)))]
     later = ["--exclude", AFTER_IDENTITY_GRAPH, AFTER_ML] if only_before_identity_graph else []
     with dbt_target("rebuild_after_erasure", warehouse.path) as target_path:
-        if warehouse.on_spark:
-            spark.dbt_on_spark(Path(warehouse.path), ["run", "--full-refresh", *later, *run_vars], target_path=target_path)
-        else:
-            run_dbt(["run", "--exclude", DAILY_EVENTS, *run_vars], "duckdb", target_path)
+        spark.dbt_on_spark(Path(warehouse.path), ["run", "--full-refresh", *later, *run_vars], target_path=target_path)
 
 
 def _require_a_feature_date(warehouse: WarehouseResource, landing: LandingZoneResource) -> None:
