@@ -28,7 +28,7 @@ import duckdb  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from benchmarks._pipeline import run_pipeline, save_result, stage_times  # noqa: E402
-from benchmarks.online_retail_propensity import bg_nbd, labels, load  # noqa: E402
+from benchmarks.btyd_propensity import bg_nbd, labels, load_online_retail  # noqa: E402
 
 CONFIG = ROOT / "examples" / "online_retail" / "sources.yml"
 DATA = ROOT / "examples" / "online_retail" / "online_retail_2010-2011.parquet"
@@ -80,7 +80,7 @@ def _propensity(warehouse: Path, cutoff: dt.date) -> dict:
             WHERE s.model_name = 'purchase_30d' AND m.identifier_type = 'customer_id'
         """).df().set_index("person_id")["score"]
     truth = duckdb.connect()
-    load(truth, DATA)
+    load_online_retail(truth, DATA)
     buyers = truth.execute("SELECT DISTINCT customer_id AS person_id FROM orders WHERE NOT cancelled "
                            "AND CAST(ordered_at AS DATE) <= ? ORDER BY 1", [cutoff]).df()
     scored = buyers[buyers["person_id"].isin(scores.index)]

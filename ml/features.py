@@ -6,11 +6,14 @@ import pandas as pd
 
 KEY_COLUMNS = ("person_id", "as_of")
 CATEGORICAL_COLUMNS = ("primary_device_type", "country", "preferred_daypart")
+# BTYD summaries in days (repeat purchase days, first to last purchase day, first purchase day to
+# as_of): not features themselves, the propensity model's BG/NBD step reads them (ml.propensity).
+BTYD_COLUMNS = ("btyd_frequency", "btyd_recency_days", "btyd_age_days")
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[str]:
-    """Numeric feature columns, in the frame's order (keys and categoricals excluded)."""
-    skip = set(KEY_COLUMNS) | set(CATEGORICAL_COLUMNS)
+    """Numeric feature columns, in the frame's order (keys, categoricals and BTYD summaries excluded)."""
+    skip = set(KEY_COLUMNS) | set(CATEGORICAL_COLUMNS) | set(BTYD_COLUMNS)
     return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
             and not pd.api.types.is_bool_dtype(frame[c])]
 

@@ -55,5 +55,17 @@ def confusion(counts: dict[str, int], threshold: float):
     return fig
 
 
+def predicted_by_decile(by_decile: pd.DataFrame, title: str):
+    """Mean predicted against mean actual per decile of the prediction (1 = highest)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(by_decile["decile"] - 0.2, by_decile["predicted"], width=0.4, label="predicted")
+    ax.bar(by_decile["decile"] + 0.2, by_decile["actual"], width=0.4, label="actual")
+    ax.set(xlabel="decile of predicted purchases", ylabel="purchase days per buyer", title=title)
+    ax.set_xticks(by_decile["decile"])
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def close(fig) -> None:
     plt.close(fig)

@@ -10,6 +10,14 @@ Time-aware validation, with no leakage by construction:
 Every candidate (logistic regression, random forest, histogram gradient boosting) is fitted on the
 backtest set and evaluated on the training set, which lies entirely later in time. The best by
 ROC-AUC is refitted on the training set, the most recent labelled data, and that model scores.
+
+Where the frames carry BTYD summaries (ml.features.BTYD_COLUMNS), each pipeline first fits BG/NBD
+(ml.clv) on its training rows and adds its expected purchases in the window and P(alive) as
+features: what the 2005 model knows, beside what it cannot see.
+
+Scores are probabilities: the chosen candidate's out-of-time scores on the training set fit a
+calibrator (isotonic or sigmoid, whichever has the lower Brier score on held-out persons of
+that set), and the refitted model's scores pass through it.
 """
 
 from __future__ import annotations
@@ -18,24 +26,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.calibration import calibration_curve
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ml.features import categorical_columns, numeric_columns
+from ml import clv
+from ml.features import BTYD_COLUMNS, categorical_columns, numeric_columns
 
 CANDIDATES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
+CALIBRATION_METHODS = ("isotonic", "sigmoid")
+BG_NBD_FEATURES = ("bgnbd_expected_purchases", "bgnbd_p_alive")
 GROUP_COLUMNS = ("primary_device_type", "country")
 
 
 @dataclass(frozen=True)
 class PropensityConfig:
     model_name: str = "purchase_30d"
+    window_days: int = 30  # the label window: BG/NBD's expected purchases are counted over it
     candidates: tuple[str, ...] = CANDIDATES
+    calibration_methods: tuple[str, ...] = CALIBRATION_METHODS
     max_train_rows: int = 200_000
     calibration_bins: int = 10
     min_group_size: int = 50  # per-group AUC only for groups this large with both classes
@@ -45,6 +60,9 @@ class PropensityConfig:
         unknown = set(self.candidates) - set(CANDIDATES)
         if unknown:
             raise ValueError(f"Unknown propensity models {sorted(unknown)}; choose from {list(CANDIDATES)}.")
+        unknown = set(self.calibration_methods) - set(CALIBRATION_METHODS)
+        if unknown or not self.calibration_methods:
+            raise ValueError(f"Unknown calibration methods {sorted(unknown)}; choose from {list(CALIBRATION_METHODS)}.")
 
 
 @dataclass
@@ -52,6 +70,7 @@ class Evaluation:
     roc_auc: float
     pr_auc: float
     brier: float
+    ece: float  # expected calibration error: mean |predicted - observed| over equal-width bins, by rows
     threshold: float
     confusion: dict[str, int]
     calibration: pd.DataFrame  # mean_predicted, observed_rate
@@ -60,7 +79,8 @@ class Evaluation:
     rows: int
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        out = {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc, "brier": self.brier, "threshold": self.threshold,
+        out = {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc, "brier": self.brier, "ece": self.ece,
+               "threshold": self.threshold,
                "positive_rate": self.positives / self.rows if self.rows else float("nan")}
         if len(self.by_group):
             out["group_roc_auc_min"] = float(self.by_group["roc_auc"].min())
@@ -70,9 +90,11 @@ class Evaluation:
 
 @dataclass
 class PropensityResult:
-    model: Pipeline  # refitted on the training set
+    model: CalibratedPropensity  # refitted on the training set, calibrated out of time
     chosen: str
-    validation: dict[str, Evaluation]  # per candidate: fitted on backtest, scored on training set
+    validation: dict[str, Evaluation]  # per candidate: fitted on backtest, scored on training set (uncalibrated)
+    calibration: dict[str, Evaluation]  # per method: the chosen candidate's scores, calibrated on held-out persons
+    calibration_method: str
     features: list[str] = field(default_factory=list)
 
     @property
@@ -82,28 +104,126 @@ class PropensityResult:
 
 def _estimator(name: str, seed: int):
     if name == "logistic_regression":
-        return LogisticRegression(max_iter=2000, C=1.0, class_weight="balanced")
+        return LogisticRegression(max_iter=2000, C=1.0)
     if name == "random_forest":
         return RandomForestClassifier(n_estimators=300, min_samples_leaf=20, max_features="sqrt",
-                                      class_weight="balanced_subsample", n_jobs=-1, random_state=seed)
+                                      n_jobs=-1, random_state=seed)
     return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
                                           early_stopping=True, validation_fraction=0.15, random_state=seed)
 
 
-def build_pipeline(name: str, numeric: list[str], categorical: list[str], seed: int) -> Pipeline:
+class BgNbdFeatures(BaseEstimator, TransformerMixin):
+    """Replaces the BTYD summaries with BG/NBD's expected purchases over `days` and P(alive), from
+    BG/NBD fitted on the rows it is fitted on. With too few repeat buyers both are 0."""
+
+    def __init__(self, days: int = 30):
+        self.days = days
+
+    def fit(self, X: pd.DataFrame, y=None):
+        try:
+            self.params_ = clv.fit_bg_nbd(_btyd_summary(X))
+        except clv.NotEnoughBuyersError:
+            self.params_ = None
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X.drop(columns=list(BTYD_COLUMNS))
+        summary = _btyd_summary(X)
+        if self.params_ is None:
+            out[list(BG_NBD_FEATURES)] = 0.0
+            return out
+        out[BG_NBD_FEATURES[0]] = clv.expected_purchases(self.params_, summary, self.days)
+        out[BG_NBD_FEATURES[1]] = clv.probability_alive(self.params_, summary)
+        return out
+
+
+def _btyd_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"frequency": frame["btyd_frequency"], "recency": frame["btyd_recency_days"],
+                         "T": frame["btyd_age_days"], "monetary_value": 0.0}, index=frame.index)
+
+
+def build_pipeline(name: str, numeric: list[str], categorical: list[str], seed: int,
+                   window_days: int | None = None) -> Pipeline:
+    """The candidate `name` behind its encoders; with `window_days`, behind a BG/NBD step too
+    (the frames then carry BTYD_COLUMNS, which the step turns into BG_NBD_FEATURES)."""
+    if window_days is not None:
+        numeric = [*numeric, *BG_NBD_FEATURES]
     pre = ColumnTransformer(
         [("numeric", StandardScaler(), numeric),
          ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20,
                                        sparse_output=False), categorical)],
         remainder="drop", verbose_feature_names_out=False,
     )
-    return Pipeline([("features", pre), ("model", _estimator(name, seed))])
+    steps = [("btyd", BgNbdFeatures(window_days))] if window_days is not None else []
+    return Pipeline([*steps, ("features", pre), ("model", _estimator(name, seed))])
+
+
+class CalibratedPropensity(BaseEstimator, ClassifierMixin):
+    """A fitted propensity pipeline whose scores pass through a calibrator fitted out of time:
+    isotonic regression on the score, or a logistic regression on its log-odds (Platt)."""
+
+    def __init__(self, pipeline: Pipeline, calibrator, method: str):
+        self.pipeline = pipeline
+        self.calibrator = calibrator
+        self.method = method
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array([0, 1])
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = calibrate(self.calibrator, self.method, self.pipeline.predict_proba(X)[:, 1])
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).reshape(-1, 1)
+
+
+def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray):
+    if method == "isotonic":
+        return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+    return LogisticRegression(C=1e6, max_iter=1000).fit(_log_odds(raw), y)
+
+
+def calibrate(calibrator, method: str, raw: np.ndarray) -> np.ndarray:
+    if method == "isotonic":
+        return np.clip(calibrator.predict(raw), 0.0, 1.0)
+    return calibrator.predict_proba(_log_odds(raw))[:, 1]
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |mean predicted - observed rate| over `bins` equal-width bins of the score, weighted by rows."""
+    y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(index):
+        inside = index == b
+        total += inside.sum() * abs(p[inside].mean() - y[inside].mean())
+    return float(total / len(y)) if len(y) else float("nan")
+
+
+def _cross_calibrated(method: str, raw: np.ndarray, y: np.ndarray, halves: np.ndarray) -> np.ndarray:
+    """Each half's scores calibrated by a calibrator fitted on the other half (persons held out)."""
+    out = np.empty(len(raw))
+    for half in (0, 1):
+        fit, apply = halves != half, halves == half
+        if len(np.unique(y[fit])) < 2:
+            out[apply] = y[fit].mean() if fit.any() else raw[apply]
+            continue
+        out[apply] = calibrate(fit_calibrator(method, raw[fit], y[fit]), method, raw[apply])
+    return out
 
 
 def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
     """The columns a propensity pipeline reads, typed for a stable MLflow signature."""
     numeric, categorical = numeric_columns(frame), categorical_columns(frame)
-    out = frame[numeric].astype("float64").fillna(0.0)
+    btyd = list(BTYD_COLUMNS) if set(BTYD_COLUMNS) <= set(frame.columns) else []
+    out = frame[numeric + btyd].astype("float64").fillna(0.0)
     for col in categorical:
         out[col] = frame[col].astype("object").where(frame[col].notna(), "unknown").astype(str)
     return out
@@ -133,7 +253,8 @@ def evaluate(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, config: Propens
                              "roc_auc": float(roc_auc_score(yy, p[idx]))})
     return Evaluation(
         roc_auc=float(roc_auc_score(y, p)), pr_auc=float(average_precision_score(y, p)),
-        brier=float(brier_score_loss(y, p)), threshold=threshold,
+        brier=float(brier_score_loss(y, p)), ece=expected_calibration_error(y, p, config.calibration_bins),
+        threshold=threshold,
         confusion={"true_negative": int(tn), "false_positive": int(fp), "false_negative": int(fn), "true_positive": int(tp)},
         calibration=pd.DataFrame({"mean_predicted": predicted, "observed_rate": observed}),
         by_group=pd.DataFrame(rows, columns=["group_column", "group", "rows", "positives", "roc_auc"]),
@@ -164,26 +285,41 @@ def _cap(frame: pd.DataFrame, y: pd.Series, rows: int, seed: int) -> tuple[pd.Da
 
 def train_propensity(backtest: pd.DataFrame, backtest_labels: pd.Series, training: pd.DataFrame,
                      training_labels: pd.Series, config: PropensityConfig = PropensityConfig()) -> PropensityResult:
-    """Choose a model out of time on (backtest -> training), then refit it on the training set.
+    """Choose a model out of time on (backtest -> training), calibrate its out-of-time scores,
+    then refit it on the training set behind that calibrator.
 
-    Frames are model-ready features (one row per person); labels are booleans aligned by index.
+    Frames are model-ready features (one row per person), with BTYD_COLUMNS where orders are known;
+    labels are booleans aligned by index.
     """
     _check_labels("backtest", backtest_labels)
     _check_labels("training", training_labels)
     x_back, x_train = model_inputs(backtest), model_inputs(training)
     numeric = numeric_columns(x_train)
     categorical = categorical_columns(x_train)
+    window = config.window_days if set(BTYD_COLUMNS) <= set(x_train.columns) else None
     x_back, y_back = _cap(x_back, backtest_labels.astype(int), config.max_train_rows, config.seed)
+    y_train = training_labels.astype(int).to_numpy()
     groups = x_train[[c for c in GROUP_COLUMNS if c in x_train.columns]]
-    validation = {}
+    validation, raw = {}, {}
     for name in config.candidates:
-        pipe = build_pipeline(name, numeric, categorical, config.seed).fit(x_back, y_back)
-        validation[name] = evaluate(training_labels.astype(int).to_numpy(), pipe.predict_proba(x_train)[:, 1],
-                                    groups, config)
+        pipe = build_pipeline(name, numeric, categorical, config.seed, window).fit(x_back, y_back)
+        raw[name] = pipe.predict_proba(x_train)[:, 1]
+        validation[name] = evaluate(y_train, raw[name], groups, config)
     chosen = max(validation, key=lambda n: validation[n].roc_auc)
+    # Calibration methods compete on held-out persons: each half of the training set is calibrated
+    # by the other half's fit. The winner is then fitted on all of it.
+    halves = (pd.util.hash_pandas_object(pd.Series(training.index.astype(str)), index=False).to_numpy() % 2)
+    calibration = {m: evaluate(y_train, _cross_calibrated(m, raw[chosen], y_train, halves), groups, config,
+                               threshold=None) for m in config.calibration_methods}
+    # By Brier score, a proper score: isotonic's flat steps tie persons and lose ranking, which ECE alone
+    # would not see.
+    method = min(calibration, key=lambda m: (calibration[m].brier, calibration[m].ece))
+    calibrator = fit_calibrator(method, raw[chosen], y_train)
     x_fit, y_fit = _cap(x_train, training_labels.astype(int), config.max_train_rows, config.seed)
-    model = build_pipeline(chosen, numeric, categorical, config.seed).fit(x_fit, y_fit)
-    return PropensityResult(model=model, chosen=chosen, validation=validation, features=list(x_train.columns))
+    pipeline = build_pipeline(chosen, numeric, categorical, config.seed, window).fit(x_fit, y_fit)
+    return PropensityResult(model=CalibratedPropensity(pipeline, calibrator, method), chosen=chosen,
+                            validation=validation, calibration=calibration, calibration_method=method,
+                            features=list(x_train.columns))
 
 
 def score(model, frame: pd.DataFrame) -> np.ndarray:
@@ -193,7 +329,7 @@ def score(model, frame: pd.DataFrame) -> np.ndarray:
 
 def _typical_row(inputs: pd.DataFrame) -> pd.DataFrame:
     """One row of each column's typical value: the median, or the most frequent category."""
-    numeric = set(numeric_columns(inputs))
+    numeric = set(numeric_columns(inputs)) | set(BTYD_COLUMNS)
     return pd.DataFrame({col: [inputs[col].median() if col in numeric else inputs[col].mode().iat[0]]
                          for col in inputs.columns}).astype(inputs.dtypes.to_dict())
 
@@ -246,7 +382,13 @@ def _effects(model, inputs: pd.DataFrame, typical: pd.DataFrame) -> dict[str, np
     gives the same numbers as re-running the whole pipeline (the encoders work column by column),
     and rows that already hold the typical value are not re-scored. Any other model is re-run whole
     per column."""
+    if isinstance(model, CalibratedPropensity):  # a monotone map: it keeps which features raise a score
+        model = model.pipeline
     steps = getattr(model, "named_steps", {})
+    if "btyd" in steps:  # explain what the estimator reads: BG/NBD's outputs stand for the BTYD summaries
+        inputs, typical = steps["btyd"].transform(inputs), steps["btyd"].transform(typical)
+        model = Pipeline(model.steps[1:])
+        steps = model.named_steps
     pre, estimator = steps.get("features"), steps.get("model")
     positions = _encoded_columns(pre, list(inputs.columns)) if isinstance(pre, ColumnTransformer) else None
     if positions is not None and estimator is not None:

@@ -19,7 +19,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
+REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "pymc-marketing")
 # Models are saved with skops, which loads only allow-listed types. We trust the types our own
 # package and scikit-learn put into models we trained ourselves, and nothing else.
 TRUSTED_MODULES = ("ml.", "sklearn.")
@@ -27,9 +27,15 @@ TRUSTED_MODULES = ("ml.", "sklearn.")
 
 @dataclass(frozen=True)
 class PromotionPolicy:
-    metric: str  # higher is better
+    metric: str
     margin: float = 0.0
     minimums: dict[str, float] = field(default_factory=dict)
+    lower_is_better: bool = False  # an error (MAE) rather than a score
+
+    def beats(self, challenger: float, champion: float) -> bool:
+        if self.lower_is_better:
+            return challenger <= champion - self.margin
+        return challenger >= champion + self.margin
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ def decide(policy: PromotionPolicy, challenger: dict[str, float], champion_metri
     if champion_metric is None or math.isnan(champion_metric):
         return made(True, f"Promoted: champion v{champion_version} cannot score the current features "
                           f"(schema changed); {policy.metric} {value:.4f} passes every minimum.")
-    if value >= champion_metric + policy.margin:
+    if policy.beats(value, champion_metric):
         return made(True, f"Promoted: {policy.metric} {value:.4f} beats champion v{champion_version} "
                           f"({champion_metric:.4f}) by at least the margin {policy.margin}.")
     return made(False, f"Refused: {policy.metric} {value:.4f} does not beat champion v{champion_version} "
@@ -178,9 +184,10 @@ def describe(experiment: str, registered_name: str, purpose: str, policy: Promot
     """What the experiment and the registered model are for, and the promotion rule, where an
     analyst reads them in the MLflow UI (the experiment's note, the model's description)."""
     minimums = ", ".join(f"{m} at least {v}" for m, v in policy.minimums.items())
+    direction = "lower" if policy.lower_is_better else "higher"
     text = (f"{purpose}\n\nPromotion: a new version gets the alias `{CHALLENGER}`; it becomes `{CHAMPION}` when "
-            f"{minimums or 'it is valid'} and its {policy.metric} beats the champion's by at least {policy.margin} "
-            "on the same data. Each version's description says why it was promoted or refused.")
+            f"{minimums or 'it is valid'} and its {policy.metric} ({direction} is better) beats the champion's by at "
+            f"least {policy.margin} on the same data. Each version's description says why it was promoted or refused.")
     client = MlflowClient()
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     client.set_experiment_tag(experiment_id, "mlflow.note.content", text)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from ml import plots, tracking
+from ml import clv, plots, tracking
 from ml.clustering import ClusteringConfig, silhouette_of, top_categories, train_clustering
 from ml.features import numeric_matrix
 from ml.propensity import PropensityConfig, model_inputs, score, top_contributions, train_propensity
@@ -27,6 +27,11 @@ CLUSTERING_MODEL = "tessera_clustering"
 CLUSTERING_POLICY = PromotionPolicy(metric="silhouette", margin=0.01,
                                     minimums={"silhouette": 0.10, "stability_ari_mean": 0.60})
 PROPENSITY_POLICY = PromotionPolicy(metric="roc_auc", margin=0.005, minimums={"roc_auc": 0.60})
+CLV_EXPERIMENT = "tessera-clv"
+CLV_MODEL = "tessera_clv"
+# Promoted on the holdout's purchase error; expected purchases must rank who bought in the holdout.
+CLV_POLICY = PromotionPolicy(metric="holdout_mae_purchases", margin=0.001, lower_is_better=True,
+                             minimums={"holdout_purchases_roc_auc": 0.60})
 
 
 def propensity_experiment(model_name: str) -> str:
@@ -195,10 +200,20 @@ def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: 
         mlflow.log_metrics(_finite(val.metrics()))
         for name, ev in result.validation.items():
             mlflow.log_metrics(_finite(ev.metrics(prefix=f"{name}.")))
+        mlflow.log_param("calibration_method", result.calibration_method)
+        for method, ev in result.calibration.items():
+            mlflow.log_metrics(_finite({f"calibrated_{method}.ece": ev.ece, f"calibrated_{method}.brier": ev.brier}))
+        calibrated = result.calibration[result.calibration_method]
+        mlflow.log_metrics(_finite({"calibrated_ece": calibrated.ece, "calibrated_brier": calibrated.brier,
+                                    "uncalibrated_ece": val.ece, "uncalibrated_brier": val.brier}))
         mlflow.log_table(val.by_group, "roc_auc_by_group.json")
-        mlflow.log_table(val.calibration, "calibration.json")
+        mlflow.log_table(calibrated.calibration, "calibration.json")
+        mlflow.log_table(val.calibration, "calibration_uncalibrated.json")
         mlflow.log_dict(val.confusion, "confusion_matrix.json")
-        _figure(plots.calibration(val.calibration, f"{result.chosen}: calibration (out of time)"), "calibration.png")
+        _figure(plots.calibration(calibrated.calibration, f"{result.chosen} + {result.calibration_method}: reliability "
+                                  "(out of time, persons held out)"), "calibration.png")
+        _figure(plots.calibration(val.calibration, f"{result.chosen}: reliability before calibration"),
+                "calibration_uncalibrated.png")
         _figure(plots.confusion(val.confusion, val.threshold), "confusion_matrix.png")
         example = tracking.synthetic_example(model_inputs(training.drop(columns=[label_column])))
         version = tracking.log_model(result.model, registered, example, score(result.model, example),
@@ -218,17 +233,22 @@ def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: 
             "",
             description,
             "",
-            "| model | ROC-AUC | PR-AUC | Brier |",
+            "| model | ROC-AUC | PR-AUC | Brier (uncalibrated) |",
             "|---|---|---|---|",
             *[f"| {n} | {e.roc_auc:.4f} | {e.pr_auc:.4f} | {e.brier:.4f} |" for n, e in result.validation.items()],
             "",
+            f"- calibration: {result.calibration_method} (by Brier on held-out persons); ECE "
+            f"{val.ece:.4f} -> {calibrated.ece:.4f}, Brier {val.brier:.4f} -> {calibrated.brier:.4f}; "
+            + ", ".join(f"{m}: ECE {e.ece:.4f}, Brier {e.brier:.4f}" for m, e in result.calibration.items()),
             f"- threshold {val.threshold:.3f} (best F1): {json.dumps(val.confusion)}",
             f"- ROC-AUC by group: {groups or 'no group large enough'}",
             f"- promotion: {decision.reason}",
         ])
         run_id = active.info.run_id
+    metrics = {**val.metrics(), "calibrated_ece": calibrated.ece, "calibrated_brier": calibrated.brier}
     return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
-            "chosen": result.chosen, "metrics": _finite(val.metrics()), "summary": summary,
+            "chosen": result.chosen, "metrics": _finite(metrics), "summary": summary,
+            "calibration_method": result.calibration_method,
             "candidates": {n: round(e.roc_auc, 4) for n, e in result.validation.items()}}
 
 
@@ -264,6 +284,82 @@ def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> p
     return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "model_name": model_name,
                          "score": np.round(scores, 6),
                          "top_features": [json.dumps(t) for t in top_contributions(model, frame)],
+                         "model_version": str(version.version)})
+
+
+def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_days: int, ctx: RunContext,
+                    config: clv.ClvConfig = clv.ClvConfig(), policy: PromotionPolicy = CLV_POLICY) -> dict:
+    """BG/NBD + Gamma-Gamma: fitted on the buyers' summaries at the start of the holdout
+    (`calibration`, with `holdout_purchases` and `holdout_value`: what each then did), validated on
+    the holdout, refitted on the summaries at the scoring date, logged, maybe promoted.
+
+    Frames hold person_id and clv.SUMMARY_COLUMNS, one row per person with a completed order."""
+    registered = CLV_MODEL
+    champion_version, champion_model = tracking.champion(registered)
+    validated = clv.ClvModel(horizon_days=config.horizon_days).fit(calibration)
+    check = clv.validate(validated, calibration, holdout_days, calibration["holdout_purchases"],
+                         calibration["holdout_value"], config.deciles)
+    model = clv.ClvModel(horizon_days=config.horizon_days).fit(scoring)
+    description = (f"Lifetime value as of {ctx.as_of}: BG/NBD and Gamma-Gamma (pymc-marketing, MAP) on "
+                   f"{len(scoring):,} buyers; validated by fitting on the {len(calibration):,} buyers known "
+                   f"{holdout_days} days earlier and predicting those days.")
+    with tracking.run(CLV_EXPERIMENT, f"clv {ctx.as_of}", description, ctx.tags()) as active:
+        mlflow.log_params({**dataclasses.asdict(config), "holdout_days": holdout_days,
+                           "calibration_buyers": len(calibration), "scoring_buyers": len(scoring),
+                           **{f"bg_nbd.{k}": round(v, 6) for k, v in model.bg_nbd.items()},
+                           **{f"gamma_gamma.{k}": round(v, 6) for k, v in model.gamma_gamma.items()}})
+        mlflow.log_metrics(_finite(check.metrics()))
+        mlflow.log_table(check.by_decile, "holdout_by_decile.json")
+        _figure(plots.predicted_by_decile(check.by_decile, f"Holdout purchases by decile ({holdout_days} days)"),
+                "holdout_by_decile.png")
+        example = tracking.synthetic_example(scoring[list(clv.SUMMARY_COLUMNS)].astype("float64"))
+        version = tracking.log_model(model, registered, example, model.predict(example))
+        champion_metric = None
+        if champion_model is not None:
+            champion_metric = clv.validate(champion_model, calibration, holdout_days, calibration["holdout_purchases"],
+                                           calibration["holdout_value"], config.deciles).mae_purchases
+        decision = tracking.decide(policy, check.metrics(), champion_metric,
+                                   champion_version.version if champion_version else None, version,
+                                   tracking.erasure_flag(champion_version))
+        tracking.apply(registered, decision)
+        tracking.describe(CLV_EXPERIMENT, registered,
+                          "Lifetime value: per buyer, P(alive), expected purchases in 30 days and 12 months, and the "
+                          "expected 12-month value (BG/NBD + Gamma-Gamma). The champion scores "
+                          "marts.customer_lifetime_values and the churn segments.", policy)
+        summary = _summary([
+            f"# Lifetime value as of {ctx.as_of}",
+            "",
+            description,
+            "",
+            f"- holdout ({holdout_days} days): MAE {check.mae_purchases:.4f} purchase days and {check.mae_value:.2f} in "
+            f"value per buyer; predicted {check.predicted_total:,.0f} purchase days against {check.actual_total:,.0f}; "
+            f"ROC-AUC for who bought: expected purchases {check.purchases_auc:.4f}, P(alive) among repeat buyers "
+            f"{check.p_alive_auc:.4f}",
+            f"- BG/NBD {json.dumps({k: round(v, 4) for k, v in model.bg_nbd.items()})}; Gamma-Gamma "
+            f"{json.dumps({k: round(v, 4) for k, v in model.gamma_gamma.items()})}",
+            f"- promotion: {decision.reason}",
+            "",
+            "| decile | buyers | predicted | actual |",
+            "|---|---|---|---|",
+            *[f"| {r.decile} | {r.persons:,} | {r.predicted:.3f} | {r.actual:.3f} |" for r in check.by_decile.itertuples()],
+        ])
+        run_id = active.info.run_id
+    return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
+            "metrics": _finite(check.metrics()), "summary": summary, "by_decile": check.by_decile}
+
+
+def score_clv(frame: pd.DataFrame) -> pd.DataFrame:
+    """person_id, p_alive, expected purchases (30 days, 12 months), expected 12-month value and
+    model_version for every buyer in `frame`, from the champion."""
+    version, model = tracking.champion(CLV_MODEL)
+    if model is None:
+        raise _no_champion(CLV_MODEL)
+    out = model.predict(frame[list(clv.SUMMARY_COLUMNS)].astype("float64"))
+    return pd.DataFrame({"person_id": frame["person_id"].to_numpy(),
+                         "p_alive": np.round(out["p_alive"].to_numpy(), 6),
+                         "expected_purchases_30d": np.round(out["expected_purchases_30d"].to_numpy(), 6),
+                         "expected_purchases_12m": np.round(out["expected_purchases_horizon"].to_numpy(), 6),
+                         "expected_value_12m": np.round(out["expected_value_horizon"].to_numpy(), 2),
                          "model_version": str(version.version)})
 
 

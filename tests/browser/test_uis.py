@@ -104,7 +104,7 @@ def test_the_report_opens_from_disk_with_its_sections_and_no_personal_data(deplo
     reports = sorted((deployment["root"] / "reports").glob("*/index.html"))
     assert len(reports) == 1 and str(reports[0]) in deployment["run_output"]
     text = _open(page, reports[0].as_uri(), "Segment report", "segment_report.png")
-    for heading in ("Segments", "Overlap", "Clusters", "Propensity: purchase_30d", "Data quality"):
+    for heading in ("Segments", "Overlap", "Clusters", "Propensity: purchase_30d", "Lifetime value and churn", "Data quality"):
         assert page.get_by_role("heading", name=heading).count() == 1, heading
     images = page.locator("img")
     assert images.count() == 4

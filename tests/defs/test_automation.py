@@ -60,7 +60,8 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     assert graph.get(dg.AssetKey(["marts", "segment_membership"])).automation_condition is not None
     assert graph.get(dg.AssetKey(["raw", "events"])).automation_condition is None  # the sensor and schedule decide
     # Models retrain weekly; the daily job scores with the champion and never trains.
-    training = {dg.AssetKey(["ml", "clustering_model"]), dg.AssetKey(["ml", "purchase_30d_model"])}
+    training = {dg.AssetKey(["ml", "clustering_model"]), dg.AssetKey(["ml", "purchase_30d_model"]),
+                dg.AssetKey(["ml", "clv_model"])}
     assert all("cron" in graph.get(k).automation_condition.get_label().lower() for k in training)
     daily = defs.resolve_job_def("daily_refresh_job").asset_layer.selected_asset_keys
     assert not training & daily and dg.AssetKey(["marts", "propensity_scores"]) in daily

@@ -256,12 +256,19 @@ def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path
                                  ON d.as_of = f.as_of AND d.purpose = 'scoring'""").fetchone()[0]
         clusters = con.execute("SELECT * FROM marts.cluster_assignments").df()
         scores = con.execute("SELECT * FROM marts.propensity_scores").df()
+        values = con.execute("SELECT * FROM marts.customer_lifetime_values").df()
+        buyers = con.execute("""SELECT count(*) FROM marts.user_features f JOIN intermediate.int_feature_dates d
+                                ON d.as_of = f.as_of AND d.purpose = 'scoring' WHERE f.frequency_orders > 0""").fetchone()[0]
+    # Lifetime value: one row per buyer; P(alive) is a probability, and a buyer expects more in 12 months than in 30 days.
+    assert len(values) == values["person_id"].nunique() == buyers > 0
+    assert values["p_alive"].between(0, 1).all() and (values["expected_value_12m"] >= 0).all()
+    assert (values["expected_purchases_12m"] >= values["expected_purchases_30d"]).all()
     assert len(clusters) == clusters["person_id"].nunique() == persons > 0
     assert len(scores) == scores["person_id"].nunique() == persons
     assert set(scores["model_name"]) == {"purchase_30d"} and scores["score"].between(0, 1).all()
     assert clusters["cluster_name"].str.len().min() > 3 and clusters["cluster_id"].nunique() >= 3
     client = MlflowClient()
-    for name in ("tessera_clustering", "tessera_purchase_30d"):
+    for name in ("tessera_clustering", "tessera_purchase_30d", "tessera_clv"):
         champion = client.get_model_version_by_alias(name, "champion")
         assert client.get_run(champion.run_id).data.tags["dagster.run_id"] == result.run_id
     metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata

@@ -67,7 +67,7 @@ def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_stor
         "mlflow.note.content"]
     # What the model is for and how it is promoted, for an analyst in the MLflow UI.
     described = mlflow_store.get_registered_model(name).description
-    assert "completed order" in described and "roc_auc beats the champion's by at least 0.005" in described
+    assert "completed order" in described and "roc_auc (higher is better) beats the champion's by at least 0.005" in described
     experiment = mlflow_store.get_experiment_by_name(workflows.propensity_experiment("purchase_30d"))
     assert experiment.tags["mlflow.note.content"] == described
 

@@ -12,7 +12,10 @@ from ml.propensity import (
     PropensityConfig,
     _path_effects,
     build_pipeline,
+    calibrate,
     evaluate,
+    expected_calibration_error,
+    fit_calibrator,
     model_inputs,
     score,
     top_contributions,
@@ -118,3 +121,56 @@ def test_path_attribution_gives_each_split_its_change_in_the_positive_share():
                                     random_state=0).fit(x, y)
     effects = _path_effects(forest, np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]))
     np.testing.assert_allclose(effects, [[1.0 - 0.8, 0.8 - 4 / 11], [0.0 - 0.8, 0.8 - 4 / 11], [0.0, 0.0 - 4 / 11]])
+
+
+def test_expected_calibration_error_measures_the_gap_between_score_and_rate():
+    rng = np.random.default_rng(0)
+    p = rng.random(20000)
+    assert expected_calibration_error(rng.random(20000) < p, p) < 0.01
+    assert expected_calibration_error(np.r_[np.ones(200), np.zeros(800)], np.full(1000, 0.5)) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_a_calibrator_turns_distorted_scores_back_into_probabilities(method):
+    rng = np.random.default_rng(1)
+    truth = rng.beta(1, 4, 20000)
+    y = rng.random(20000) < truth
+    distorted = truth ** 0.3  # ranks right, reads far too high, as a class-weighted model's do
+    calibrator = fit_calibrator(method, distorted[:10000], y[:10000])
+    calibrated = calibrate(calibrator, method, distorted[10000:])
+    assert expected_calibration_error(y[10000:], distorted[10000:]) > 0.25
+    assert expected_calibration_error(y[10000:], calibrated) < 0.02
+    assert roc_auc_score(y[10000:], calibrated) == pytest.approx(roc_auc_score(y[10000:], distorted[10000:]), abs=0.01)
+
+
+def test_trained_scores_are_probabilities_out_of_time():
+    back, y_back = cohort(1, n=3000, as_of="2026-08-01")
+    train, y_train = cohort(2, n=3000, as_of="2026-09-01")
+    result = train_propensity(back, y_back, train, y_train, PropensityConfig(max_train_rows=5000))
+    assert set(result.calibration) == {"isotonic", "sigmoid"}
+    assert result.calibration_method == min(result.calibration, key=lambda m: result.calibration[m].brier)
+    fresh, y_fresh = cohort(3, n=6000, as_of="2026-10-01")
+    p = score(result.model, fresh)
+    assert expected_calibration_error(y_fresh, p) < 0.03
+    assert p.mean() == pytest.approx(y_fresh.mean(), abs=0.02)
+
+
+def test_the_bg_nbd_step_turns_purchase_histories_into_features():
+    from tests.ml.btyd_simulation import simulate
+
+    def frame(seed: int) -> tuple[pd.DataFrame, pd.Series]:
+        people = simulate(2500, seed=seed)
+        out = pd.DataFrame({"person_id": people["person_id"], "as_of": pd.Timestamp("2026-09-01"),
+                            "btyd_frequency": people["frequency"], "btyd_recency_days": people["recency"],
+                            "btyd_age_days": people["T"], "noise": np.random.default_rng(seed).normal(size=len(people))})
+        return out, people["holdout_purchases"] > 0
+
+    (back, y_back), (train, y_train), (fresh, y_fresh) = frame(11), frame(12), frame(13)
+    result = train_propensity(back, y_back, train, y_train, PropensityConfig(window_days=30,
+                                                                             candidates=("logistic_regression",)))
+    assert "btyd" in result.model.pipeline.named_steps
+    auc = roc_auc_score(y_fresh, score(result.model, fresh))
+    assert auc > 0.75  # the raw BTYD columns are not features: only BG/NBD's outputs carry the signal
+    top = {t["feature"] for row in top_contributions(result.model, fresh.head(200)) for t in row}
+    assert top & {"bgnbd_expected_purchases", "bgnbd_p_alive"}
+    assert not top & {"btyd_frequency", "btyd_recency_days", "btyd_age_days"}

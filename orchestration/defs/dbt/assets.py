@@ -117,7 +117,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: Land
 # partitioned by day, so they are a selection of their own.
 DAILY_EVENTS = "stg_segment__events stg_segment__user_agents int_segment__events"
 AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
-AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+"
+AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+ stg_ml__customer_lifetime_values+"
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,

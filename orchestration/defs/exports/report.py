@@ -1,7 +1,8 @@
 """The segment report: one static, self-contained HTML page per scoring date.
 
 `data/reports/<as_of>/index.html` holds each segment's definition, size, trend, entries and exits
-and overlap; the cluster profiles; the propensity deciles and calibration; and data-quality status.
+and overlap; the cluster profiles; the propensity deciles and calibration; lifetime value by decile;
+and data-quality status.
 Everything is an aggregate (no identifier, no personal data), styles and figures are inline, and
 it opens from disk without a server. Plain Python over DuckDB (no Dagster); the asset is exports/segment_report_page.
 """
@@ -100,8 +101,21 @@ def _propensity(con, calibration: pd.DataFrame | None) -> tuple[pd.DataFrame, st
     """).df()
     figure = None
     if calibration is not None and len(calibration):
-        figure = figures.data_uri(plots.calibration(calibration, "purchase_30d champion: out-of-time calibration"))
+        figure = figures.data_uri(plots.calibration(calibration, "purchase_30d champion: reliability (calibrated)"))
     return deciles, figure
+
+
+def _lifetime_value(con) -> pd.DataFrame:
+    if not table_exists(con, "marts", "customer_lifetime_values"):
+        return pd.DataFrame()
+    return con.execute("""
+        SELECT decile, count(*) AS buyers, round(avg(p_alive), 3) AS mean_p_alive,
+               round(avg(expected_purchases_12m), 2) AS mean_expected_purchases_12m,
+               avg(expected_value_12m) AS mean_expected_value_12m, count(*) FILTER (WHERE p_alive < 0.5) AS likely_churned
+        FROM (SELECT *, ntile(10) OVER (ORDER BY expected_value_12m DESC, person_id) AS decile
+              FROM marts.customer_lifetime_values)
+        GROUP BY decile ORDER BY decile
+    """).df()
 
 
 def _quality(con) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -145,7 +159,8 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
     persons = con.execute("SELECT count(*) FROM marts.segment_attributes").fetchone()[0]
     trend_figure = figures.data_uri(figures.lines(sizes[published], "Published segment sizes per run", "members")) \
         if published else None
-    sections = ("segments", "overlap", "clusters", "propensity", "quality")
+    lifetime_value = _lifetime_value(con)
+    sections = ("segments", "overlap", "clusters", "propensity", "lifetime-value", "quality")
     html = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
         TEMPLATE.read_text(encoding="utf-8")).render(
         as_of=pd.Timestamp(as_of).date(), generated_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -153,6 +168,7 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
         trend_figure=trend_figure, overlap_figure=_overlap_figure(con, as_of, published),
         clusters=clusters.to_dict("records"), cluster_figure=cluster_figure,
         deciles=deciles.to_dict("records"), calibration_figure=calibration_figure,
+        lifetime_value=lifetime_value.to_dict("records"),
         gates=gates.to_dict("records"), quarantine=quarantine.to_dict("records"),
         gates_failing=int((~gates["success"]).sum()) if len(gates) else 0, sections=sections,
     )

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ml import workflows
 from ml.clustering import ClusteringConfig
+from ml.clv import ClvConfig, NotEnoughBuyersError
 from ml.clustering import NotClusterableError
 from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
@@ -46,6 +47,31 @@ class PropensityAssetConfig(dg.Config):
     max_train_rows: int = PropensityConfig.max_train_rows
     promotion_margin: float = workflows.PROPENSITY_POLICY.margin
     min_roc_auc: float = workflows.PROPENSITY_POLICY.minimums["roc_auc"]
+
+
+class ClvAssetConfig(dg.Config):
+    horizon_days: int = ClvConfig.horizon_days
+    promotion_margin: float = workflows.CLV_POLICY.margin
+
+
+def _buyers_sql(purpose: str, where: str = "true", select: str | None = None) -> str:
+    """Each buyer's BTYD summary at the feature date of `purpose` (ml.clv's columns), in SQL both
+    engines run; at a cutoff, also what they bought from then to the scoring date."""
+    holdout = purpose != "scoring"
+    columns = select or (
+        "f.person_id, f.btyd_frequency AS frequency, f.btyd_recency_days AS recency, f.btyd_age_days AS T, "
+        "coalesce(f.avg_order_value, 0) AS monetary_value"
+        + (", coalesce(s.btyd_frequency, f.btyd_frequency) - f.btyd_frequency AS holdout_purchases, "
+           "coalesce(s.monetary_total, f.monetary_total) - f.monetary_total AS holdout_value" if holdout else ""))
+    later = """
+        LEFT JOIN (SELECT u.person_id, u.btyd_frequency, u.monetary_total FROM marts.user_features u
+                   JOIN intermediate.int_feature_dates ds ON ds.as_of = u.as_of AND ds.purpose = 'scoring') s
+            ON s.person_id = f.person_id""" if holdout else ""
+    return f"""
+        SELECT {columns}
+        FROM marts.user_features f
+        JOIN intermediate.int_feature_dates d ON d.as_of = f.as_of AND d.purpose = '{purpose}'{later}
+        WHERE f.btyd_frequency IS NOT NULL AND {where}"""
 
 
 def _frame_sql(purpose: str, with_labels: bool, where: str = "true", select: str = "f.*") -> str:
@@ -115,16 +141,23 @@ def _decision_metadata(summary: dict) -> dict:
     }
 
 
+def _scoring_sql(where: str = "true", select: str = "f.*") -> str:
+    return _frame_sql("scoring", False, where, select)
+
+
 def _score_into(warehouse: WarehouseResource, table: str, score, when_no_champion: pd.DataFrame | None = None,
-                context: dg.AssetExecutionContext | None = None) -> tuple[pd.DataFrame, dict]:
+                context: dg.AssetExecutionContext | None = None, frame_sql=_scoring_sql) -> tuple[pd.DataFrame, dict]:
     """Score every person at the scoring date with a @champion (`score(frame)`), in chunks of at most
-    TESSERA_ML_FRAME_ROWS persons read from the engine, replace `table` with the result (published
-    to the engine on Spark), and return it with the table's metadata. With no champion, `table`
-    becomes `when_no_champion` (an empty frame of its columns) where one is given."""
-    chunks = max(1, math.ceil(_rows(warehouse, "scoring") / load_settings().ml_frame_rows))
+    TESSERA_ML_FRAME_ROWS persons read from the engine (`frame_sql(where, select)`, model-ready
+    features by default), replace `table` with the result (published to the engine on Spark), and
+    return it with the table's metadata. With no champion, `table` becomes `when_no_champion` (an
+    empty frame of its columns) where one is given."""
+    rows = int(warehouse.read_frame(frame_sql(select="count(*) AS n"))["n"].iloc[0])
+    chunks = max(1, math.ceil(rows / load_settings().ml_frame_rows))
     scored = []
     for index in range(chunks):
-        frame = _read(warehouse, "scoring", False, _hash_range(index / chunks, (index + 1) / chunks))
+        where = _hash_range(index / chunks, (index + 1) / chunks)
+        frame = warehouse.read_frame(frame_sql(where) + " ORDER BY f.person_id")
         try:
             out = score(frame)
         except workflows.NoChampionError as exc:
@@ -133,7 +166,7 @@ def _score_into(warehouse: WarehouseResource, table: str, score, when_no_champio
             context.log.warning(f"{exc} {table} is written empty: segments that read it stay empty.")
             scored = [when_no_champion]
             break
-        out["as_of"] = frame["as_of"].to_numpy()
+        out["as_of"] = as_of_of(warehouse) if "as_of" not in frame else frame["as_of"].to_numpy()
         scored.append(out)
     out = pd.concat(scored, ignore_index=True)
     with warehouse.connect() as con:
@@ -202,8 +235,9 @@ def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseR
 @dg.asset(
     key=["ml", "purchase_30d_model"], deps=[FEATURES, MODEL_READY, LABELS], group_name="ml", owners=[OWNER],
     kinds={"python", "scikitlearn", "mlflow"}, pool="duckdb", automation_condition=TRAINING,
-    description="purchase_30d propensity: logistic regression, random forest and gradient boosting compared out of "
-                "time, the best refitted on the latest labels, logged and registered; @champion only when better.",
+    description="purchase_30d propensity: logistic regression, random forest and gradient boosting, each behind a "
+                "BG/NBD step, compared out of time; the best calibrated on its out-of-time scores and refitted on the "
+                "latest labels, logged and registered; @champion only when better.",
 )
 def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAssetConfig,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -211,7 +245,9 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
     training = _frame(warehouse, "training_cutoff", with_labels=True, context=context)
     run_context = _context(warehouse, training, context)
     try:
-        propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows)
+        window = (as_of_of(warehouse) - as_of_of(warehouse, "training_cutoff")).days
+        propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows,
+                                             window_days=window)
         summary = workflows.train_propensity_model(
             backtest, training, run_context, propensity_config,
             PromotionPolicy("roc_auc", config.promotion_margin, {"roc_auc": config.min_roc_auc}))
@@ -250,5 +286,68 @@ def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     return dg.MaterializeResult(metadata=meta)
 
 
-ml_assets = [clustering_model, cluster_assignments, purchase_30d_model, propensity_scores]
-training_assets = dg.AssetSelection.assets(clustering_model, purchase_30d_model)
+def as_of_of(warehouse: WarehouseResource, purpose: str = "scoring") -> pd.Timestamp:
+    dates = warehouse.read_frame(f"SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = '{purpose}'")
+    return pd.Timestamp(dates["as_of"].iloc[0])
+
+
+@dg.asset(
+    key=["ml", "clv_model"], deps=[FEATURES], group_name="ml", owners=[OWNER],
+    kinds={"python", "pymc", "mlflow"}, pool="duckdb", automation_condition=TRAINING,
+    description="Lifetime value: BG/NBD and Gamma-Gamma (pymc-marketing) fitted on the buyers' purchase histories, "
+                "validated on a holdout (predicted against actual purchases), logged and registered; @champion only "
+                "when its holdout error is lower.",
+)
+def clv_model(context: dg.AssetExecutionContext, config: ClvAssetConfig,
+              warehouse: WarehouseResource) -> dg.MaterializeResult:
+    calibration = warehouse.read_frame(_buyers_sql("backtest_cutoff") + " ORDER BY f.person_id")
+    scoring = warehouse.read_frame(_buyers_sql("scoring") + " ORDER BY f.person_id")
+    for frame in (calibration, scoring):
+        frame[frame.columns[1:]] = frame[frame.columns[1:]].astype("float64")
+    holdout_days = (as_of_of(warehouse) - as_of_of(warehouse, "backtest_cutoff")).days
+    run_context = _context(warehouse, scoring, context)
+    policy = PromotionPolicy(workflows.CLV_POLICY.metric, config.promotion_margin, workflows.CLV_POLICY.minimums,
+                             lower_is_better=True)
+    try:
+        summary = workflows.train_clv_model(calibration, scoring, holdout_days, run_context,
+                                            ClvConfig(horizon_days=config.horizon_days), policy)
+    except NotEnoughBuyersError as exc:
+        context.log.warning(f"Lifetime value was not trained: {exc}. The current champion, if any, keeps scoring.")
+        return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc), "buyers": len(scoring),
+                                              "holdout_buyers": len(calibration)})
+    return dg.MaterializeResult(metadata={
+        **_decision_metadata(summary), "buyers": len(scoring), "holdout_buyers": len(calibration),
+        "holdout_days": holdout_days,
+        "holdout_by_decile": dg.MetadataValue.md(summary["by_decile"].to_markdown(index=False)),
+    })
+
+
+@dg.asset(
+    key=["marts", "customer_lifetime_values"], deps=[clv_model, FEATURES], group_name="ml", owners=[OWNER],
+    kinds={"duckdb", "mlflow"}, pool="duckdb",
+    description="One row per buyer: the @champion lifetime-value model's P(alive), expected purchases in 30 days "
+                "and 12 months, and expected 12-month value at the scoring date.",
+)
+def customer_lifetime_values(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    no_values = pd.DataFrame({"person_id": pd.Series(dtype="string"), "p_alive": pd.Series(dtype="float64"),
+                              "expected_purchases_30d": pd.Series(dtype="float64"),
+                              "expected_purchases_12m": pd.Series(dtype="float64"),
+                              "expected_value_12m": pd.Series(dtype="float64"),
+                              "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
+
+    def score(frame: pd.DataFrame) -> pd.DataFrame:
+        return workflows.score_clv(frame.astype({c: "float64" for c in frame.columns[1:]}))
+
+    values, metadata = _score_into(warehouse, "marts.customer_lifetime_values", score, no_values, context,
+                                   frame_sql=lambda where="true", select=None: _buyers_sql("scoring", where, select))
+    meta = {**metadata, "model_version": values["model_version"].iloc[0] if len(values) else ""}
+    if len(values):
+        meta.update({"mean_p_alive": float(values["p_alive"].mean()),
+                     "expected_value_12m_total": float(values["expected_value_12m"].sum()),
+                     "buyers_p_alive_below_half": int((values["p_alive"] < 0.5).sum())})
+    return dg.MaterializeResult(metadata=meta)
+
+
+ml_assets = [clustering_model, cluster_assignments, purchase_30d_model, propensity_scores, clv_model,
+             customer_lifetime_values]
+training_assets = dg.AssetSelection.assets(clustering_model, purchase_30d_model, clv_model)

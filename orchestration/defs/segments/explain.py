@@ -1,7 +1,8 @@
 """why(person, segment): the rule with each clause's value for one person.
 
-Cluster segments add the distance to the cluster's centroid; propensity segments add the score,
-its decile and the features that raise it most (ml.propensity.top_contributions).
+Cluster segments add the distance to the cluster's centroid; propensity segments add the
+(calibrated) probability, its decile and the features that raise it most
+(ml.propensity.top_contributions); every buyer's explanation adds their lifetime value.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from orchestration.defs.segments.catalog import Catalog
 from orchestration.defs.segments.membership import ATTRIBUTES, concrete_segments
 from orchestration.lib.identifiers import IdentifierError, lookup_key, person_of
 from orchestration.lib.warehouse import table_exists
+
+
+LIFETIME_VALUE = ["p_alive", "expected_purchases_30d", "expected_purchases_12m", "expected_value_12m"]
 
 
 class ExplainError(LookupError):
@@ -49,7 +53,8 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, person_id: str, se
         select.append(f"{clause.sql.text} AS _clause_{i}")
         params += clause.sql.params
     select += [f'"{c}"' for c in columns]
-    extra = ["cluster_id", "cluster_name", "distance_to_centroid", "purchase_30d_score", "purchase_30d_decile", "as_of"]
+    extra = ["cluster_id", "cluster_name", "distance_to_centroid", "purchase_30d_score", "purchase_30d_decile", "as_of",
+             *LIFETIME_VALUE]
     select += extra
     cursor = con.execute(f"SELECT {', '.join(select)} FROM {ATTRIBUTES} WHERE person_id = ?", [*params, person_id])
     row = cursor.fetchone()
@@ -80,6 +85,8 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, person_id: str, se
         out["propensity"] = {"model": "purchase_30d", "score": values["purchase_30d_score"],
                              "decile": values["purchase_30d_decile"],
                              "top_features": json.loads(top[0]) if top and top[0] else []}
+    if values["p_alive"] is not None:  # buyers only
+        out["lifetime_value"] = {c: _plain(values[c]) for c in LIFETIME_VALUE}
     return out
 
 
@@ -100,5 +107,10 @@ def render(explanation: dict) -> str:
     if "propensity" in explanation:
         p = explanation["propensity"]
         top = ", ".join(f"{t['feature']} (+{t['contribution']})" for t in p["top_features"]) or "none"
-        lines.append(f"{p['model']} score {p['score']} (decile {p['decile']}); raised most by: {top}")
+        lines.append(f"{p['model']} probability {p['score']} (decile {p['decile']}); raised most by: {top}")
+    if "lifetime_value" in explanation:
+        v = explanation["lifetime_value"]
+        lines.append(f"lifetime value: P(alive) {v['p_alive']}, expected purchases {v['expected_purchases_30d']} in 30 "
+                     f"days and {v['expected_purchases_12m']} in 12 months, expected 12-month value "
+                     f"{v['expected_value_12m']}")
     return "\n".join(lines)

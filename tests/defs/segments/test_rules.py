@@ -169,7 +169,7 @@ def test_the_shipped_segments_load_against_the_dbt_contract():
     expected = {"active", "churned", "vip", "frequent_buyers", "occasional_buyers", "rare_buyers", "deep_browsers",
                 "quick_lookers", "cart_abandoners", "new_users", "browsers_never_buy", "mobile_europe_business_hours",
                 "cluster", "purchase_30d_top_decile", "churn_risk", "rfm_champions", "rfm_loyal", "rfm_new_customers",
-                "rfm_at_risk", "rfm_hibernating"}
+                "rfm_at_risk", "rfm_hibernating", "high_value_at_risk"}
     assert set(catalog.segments) == expected
     assert {s.spec.type for s in catalog.segments.values()} == {"rule", "contextual", "cluster", "propensity"}
 

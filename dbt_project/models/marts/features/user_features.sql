@@ -46,6 +46,8 @@ order_features as (
         count(case when o.status = 'completed' then 1 end) as frequency_orders,
         coalesce(sum(case when o.status = 'completed' then o.amount end), 0) as monetary_total,
         max(case when o.status = 'completed' then o.ordered_at end) as last_order_at,
+        min(case when o.status = 'completed' then o.ordered_at end) as first_purchase_at,
+        count(distinct case when o.status = 'completed' then cast(o.ordered_at as date) end) as purchase_days,
         min(o.ordered_at) as first_order_at,
         max(o.ordered_at) as last_order_any_at,
         count(case when o.status = 'refunded' then 1 end) as refunded_orders
@@ -161,6 +163,8 @@ combined as (
         p.person_id,
         p.as_of,
         o.last_order_at,
+        o.first_purchase_at,
+        coalesce(o.purchase_days, 0) as purchase_days,
         e.last_event_at,
         case
             when e.first_event_at is null and o.first_order_at is null then cr.first_crm_at
@@ -225,6 +229,11 @@ seen as (
         *,
         {{ days_between('cast(last_seen_at as date)', 'as_of') }} as recency_days,
         {{ days_between('cast(last_order_at as date)', 'as_of') }} as days_since_last_order,
+        -- BTYD summaries in days (BG/NBD's x, t_x and T): repeat purchase days, first to last purchase
+        -- day, first purchase day to as_of. Null without a completed order.
+        case when purchase_days > 0 then purchase_days - 1 end as btyd_frequency,
+        {{ days_between('cast(first_purchase_at as date)', 'cast(last_order_at as date)') }} as btyd_recency_days,
+        {{ days_between('cast(first_purchase_at as date)', 'as_of') }} as btyd_age_days,
         {{ days_between('cast(first_seen_at as date)', 'as_of') }} as tenure_days,
         case when frequency_orders > 0 then monetary_total / frequency_orders end as avg_order_value,
         case
@@ -260,6 +269,9 @@ select
     s.monetary_total,
     s.avg_order_value,
     s.refunded_orders,
+    s.btyd_frequency,
+    s.btyd_recency_days,
+    s.btyd_age_days,
     s.r_score,
     s.f_score,
     s.m_score,

@@ -1,7 +1,7 @@
 -- A view on DuckDB. On Spark a table: the Python steps read Spark's tables as their Parquet files.
 {{ config(materialized='table' if target.type == 'spark' else 'view') }}
 -- Model-ready features: skewed counts and amounts capped at their 95th percentile within each
--- as_of, then log1p; shares and scores pass through. marts.user_features stays untouched.
+-- as_of, then log1p; shares, scores and BTYD summaries pass through. marts.user_features stays untouched.
 {% set skewed = ['recency_days', 'frequency_orders', 'monetary_total', 'avg_order_value', 'sessions_total',
                  'sessions_30d', 'sessions_90d', 'avg_session_duration_seconds', 'events_total', 'events_30d',
                  'events_90d', 'product_views', 'add_to_cart_count', 'searches', 'category_breadth',
@@ -9,6 +9,8 @@
 {% set passthrough = ['r_score', 'f_score', 'm_score', 'cart_abandonment_rate', 'video_completion_share',
                       'deep_scroll_share', 'mobile_share', 'weekend_share', 'business_hours_share',
                       'engagement_trend'] %}
+{# Raw, in days: the propensity model's BG/NBD step reads them (ml/features.py BTYD_COLUMNS). #}
+{% set btyd = ['btyd_frequency', 'btyd_recency_days', 'btyd_age_days'] %}
 with features as (
     select * from {{ ref('user_features') }}
 ),
@@ -29,7 +31,7 @@ select
     {% for col in skewed %}
     ln(1 + least(coalesce(f.{{ col }}, 0), c.{{ col }}_p95)) as {{ col }}_log1p_capped,
     {% endfor %}
-    {% for col in passthrough %}
+    {% for col in passthrough + btyd %}
     coalesce(f.{{ col }}, 0) as {{ col }},
     {% endfor %}
     f.primary_device_type,

@@ -1,5 +1,5 @@
 -- Everything a segment rule may read, one row per person at the scoring date: features, profile
--- attributes, the champion cluster and propensity scores. The contract in _segments__models.yml
+-- attributes, the champion cluster, propensity scores and lifetime value. The contract in _segments__models.yml
 -- is the rule language's schema (orchestration/defs/segments/rules.py type-checks against it).
 -- Numeric columns are cast to their contract types: Spark keeps DECIMAL through ratios and gives
 -- INT for day counts and ntile, where DuckDB gives DOUBLE and BIGINT.
@@ -99,11 +99,16 @@ select
     ca.cluster_name,
     ca.distance_to_centroid,
     pr.score as purchase_30d_score,
-    cast(pr.decile as bigint) as purchase_30d_decile
+    cast(pr.decile as bigint) as purchase_30d_decile,
+    lv.p_alive,
+    lv.expected_purchases_30d,
+    lv.expected_purchases_12m,
+    lv.expected_value_12m
 from features f
 left join {{ ref('profiles') }} p on p.person_id = f.person_id
 left join carts c on c.person_id = f.person_id
 left join orders o on o.person_id = f.person_id
 left join {{ ref('stg_ml__cluster_assignments') }} ca on ca.person_id = f.person_id
 left join purchase_30d pr on pr.person_id = f.person_id
+left join {{ ref('stg_ml__customer_lifetime_values') }} lv on lv.person_id = f.person_id
 left join {{ ref('time_zones') }} tz on tz.time_zone = f.timezone
