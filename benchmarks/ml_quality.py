@@ -5,7 +5,8 @@
 Materialises the whole pipeline including the ML assets (a fresh MLflow store in the work folder),
 then reports:
 - the adjusted Rand index between the chosen clusters and the true archetypes;
-- the ROC-AUC of marts.propensity_scores against the truth's purchases in the 30 days after as_of;
+- the ROC-AUC of marts.propensity_scores against the truth's purchases in the 30 days after as_of,
+  and how well calibrated they are there (ECE, Brier, mean score against the observed rate);
 - each ML step's wall time.
 """
 
@@ -20,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import adjusted_rand_score, roc_auc_score  # noqa: E402
+from sklearn.metrics import adjusted_rand_score, brier_score_loss, roc_auc_score  # noqa: E402
 
 from benchmarks._pipeline import ensure_generated, run_pipeline, save_result, tier_parser, tier_workdir  # noqa: E402
+from ml.propensity import expected_calibration_error  # noqa: E402
 from orchestration.defs.identity.evaluation import truth_as_identity_map  # noqa: E402
 
 
@@ -63,6 +65,9 @@ def main() -> int:
         "purchase_30d": {
             "persons_scored": len(s), "positive_rate": round(float(s["bought"].astype(bool).mean()), 4),
             "roc_auc_vs_truth": round(float(roc_auc_score(s["bought"].astype(bool), s["score"])), 4),
+            "ece_vs_truth": round(expected_calibration_error(s["bought"].astype(bool), s["score"]), 4),
+            "brier_vs_truth": round(float(brier_score_loss(s["bought"].astype(bool), s["score"])), 4),
+            "mean_score": round(float(s["score"].mean()), 4),
             "train_s": steps.get("ml__purchase_30d_model"), "score_s": steps.get("marts__propensity_scores"),
         },
     }

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from orchestration.defs.segments.catalog import load_catalog
-from orchestration.defs.segments.explain import explain
+from orchestration.defs.segments.explain import explain, render
 from orchestration.defs.segments.membership import MembershipError, build_membership
 from orchestration.lib.warehouse import connect, table_fingerprint
 
@@ -41,8 +41,10 @@ def write_attributes(con, as_of: dt.date, rows: list[tuple]) -> None:
     con.execute("""CREATE OR REPLACE TABLE marts.segment_attributes (person_id VARCHAR, as_of TIMESTAMP,
                    recency_days BIGINT, monetary_total DOUBLE, personalization_opt_in BOOLEAN, timezone VARCHAR,
                    last_seen_at TIMESTAMP, cluster_id BIGINT, cluster_name VARCHAR, distance_to_centroid DOUBLE,
-                   purchase_30d_score DOUBLE, purchase_30d_decile BIGINT)""")
-    con.executemany("INSERT INTO marts.segment_attributes VALUES (?, ?, ?, ?, ?, 'UTC', ?, 0, 'All', 1.0, 0.5, 5)",
+                   purchase_30d_score DOUBLE, purchase_30d_decile BIGINT, p_alive DOUBLE,
+                   expected_purchases_30d DOUBLE, expected_purchases_12m DOUBLE, expected_value_12m DOUBLE)""")
+    con.executemany("INSERT INTO marts.segment_attributes VALUES (?, ?, ?, ?, ?, 'UTC', ?, 0, 'All', 1.0, 0.5, 5, "
+                    "0.4, 0.1, 1.2, 55.0)",
                     [(p, as_of, r, m, c, as_of) for p, r, m, c in rows])
 
 
@@ -140,3 +142,6 @@ def test_why_gives_each_clause_value_for_the_person(setup):
     assert [(c["clause"], c["value"]) for c in no["clauses"]] == [("in_segment('recent')", False),
                                                                    ("in_segment('big_spenders')", True)]
     assert no["clauses"][0]["inputs"] == {"recency_days": 20} and not no["member"]
+    assert yes["lifetime_value"] == {"p_alive": 0.4, "expected_purchases_30d": 0.1, "expected_purchases_12m": 1.2,
+                                     "expected_value_12m": 55.0}
+    assert "P(alive) 0.4" in render(yes)
