@@ -289,7 +289,7 @@ def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> p
 
 def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_days: int, ctx: RunContext,
                     config: clv.ClvConfig = clv.ClvConfig(), policy: PromotionPolicy = CLV_POLICY) -> dict:
-    """BG/NBD + Gamma-Gamma: fitted on the buyers' summaries at the start of the holdout
+    """Pareto/NBD + Gamma-Gamma: fitted on the buyers' summaries at the start of the holdout
     (`calibration`, with `holdout_purchases` and `holdout_value`: what each then did), validated on
     the holdout, refitted on the summaries at the scoring date, logged, maybe promoted.
 
@@ -300,13 +300,14 @@ def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_da
     check = clv.validate(validated, calibration, holdout_days, calibration["holdout_purchases"],
                          calibration["holdout_value"], config.deciles)
     model = clv.ClvModel(horizon_days=config.horizon_days).fit(scoring)
-    description = (f"Lifetime value as of {ctx.as_of}: BG/NBD and Gamma-Gamma (pymc-marketing, MAP) on "
+    description = (f"Lifetime value as of {ctx.as_of}: Pareto/NBD and Gamma-Gamma (pymc-marketing, MAP) on "
                    f"{len(scoring):,} buyers; validated by fitting on the {len(calibration):,} buyers known "
                    f"{holdout_days} days earlier and predicting those days.")
     with tracking.run(CLV_EXPERIMENT, f"clv {ctx.as_of}", description, ctx.tags()) as active:
         mlflow.log_params({**dataclasses.asdict(config), "holdout_days": holdout_days,
                            "calibration_buyers": len(calibration), "scoring_buyers": len(scoring),
-                           **{f"bg_nbd.{k}": round(v, 6) for k, v in model.bg_nbd.items()},
+                           "purchase_model": model.kind,
+                           **{f"{model.kind}.{k}": round(v, 6) for k, v in model.purchases.items()},
                            **{f"gamma_gamma.{k}": round(v, 6) for k, v in model.gamma_gamma.items()}})
         mlflow.log_metrics(_finite(check.metrics()))
         mlflow.log_table(check.by_decile, "holdout_by_decile.json")
@@ -324,7 +325,7 @@ def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_da
         tracking.apply(registered, decision)
         tracking.describe(CLV_EXPERIMENT, registered,
                           "Lifetime value: per buyer, P(alive), expected purchases in 30 days and 12 months, and the "
-                          "expected 12-month value (BG/NBD + Gamma-Gamma). The champion scores "
+                          "expected 12-month value (Pareto/NBD + Gamma-Gamma). The champion scores "
                           "marts.customer_lifetime_values and the churn segments.", policy)
         summary = _summary([
             f"# Lifetime value as of {ctx.as_of}",
@@ -333,9 +334,8 @@ def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_da
             "",
             f"- holdout ({holdout_days} days): MAE {check.mae_purchases:.4f} purchase days and {check.mae_value:.2f} in "
             f"value per buyer; predicted {check.predicted_total:,.0f} purchase days against {check.actual_total:,.0f}; "
-            f"ROC-AUC for who bought: expected purchases {check.purchases_auc:.4f}, P(alive) among repeat buyers "
-            f"{check.p_alive_auc:.4f}",
-            f"- BG/NBD {json.dumps({k: round(v, 4) for k, v in model.bg_nbd.items()})}; Gamma-Gamma "
+            f"ROC-AUC for who bought: expected purchases {check.purchases_auc:.4f}, P(alive) {check.p_alive_auc:.4f}",
+            f"- {model.kind} {json.dumps({k: round(v, 4) for k, v in model.purchases.items()})}; Gamma-Gamma "
             f"{json.dumps({k: round(v, 4) for k, v in model.gamma_gamma.items()})}",
             f"- promotion: {decision.reason}",
             "",

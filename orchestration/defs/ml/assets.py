@@ -294,7 +294,7 @@ def as_of_of(warehouse: WarehouseResource, purpose: str = "scoring") -> pd.Times
 @dg.asset(
     key=["ml", "clv_model"], deps=[FEATURES], group_name="ml", owners=[OWNER],
     kinds={"python", "pymc", "mlflow"}, pool="duckdb", automation_condition=TRAINING,
-    description="Lifetime value: BG/NBD and Gamma-Gamma (pymc-marketing) fitted on the buyers' purchase histories, "
+    description="Lifetime value: Pareto/NBD and Gamma-Gamma (pymc-marketing) fitted on the buyers' purchase histories, "
                 "validated on a holdout (predicted against actual purchases), logged and registered; @champion only "
                 "when its holdout error is lower.",
 )
