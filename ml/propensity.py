@@ -308,7 +308,8 @@ def train_propensity(backtest: pd.DataFrame, backtest_labels: pd.Series, trainin
     chosen = max(validation, key=lambda n: validation[n].roc_auc)
     # Calibration methods compete on held-out persons: each half of the training set is calibrated
     # by the other half's fit. The winner is then fitted on all of it.
-    halves = (pd.util.hash_pandas_object(pd.Series(training.index.astype(str)), index=False).to_numpy() % 2)
+    persons = training["person_id"] if "person_id" in training else pd.Series(training.index.astype(str))
+    halves = pd.util.hash_pandas_object(persons.astype(str), index=False).to_numpy() % 2
     calibration = {m: evaluate(y_train, _cross_calibrated(m, raw[chosen], y_train, halves), groups, config,
                                threshold=None) for m in config.calibration_methods}
     # By Brier score, a proper score: isotonic's flat steps tie persons and lose ranking, which ECE alone
