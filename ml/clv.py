@@ -122,22 +122,22 @@ def _purchase_model(params: dict[str, float], data: pd.DataFrame):
     return model
 
 
+def purchase_outlook(params: dict[str, float], summary: pd.DataFrame,
+                     days: tuple[float, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per row of `summary`: the purchase model's probability that the person has not churned, and
+    their expected repeat purchase days over each of `days`, from one library model."""
+    data = _library_frame(summary)
+    if data.empty:
+        return np.zeros(0), [np.zeros(0) for _ in days]
+    with _quiet():
+        model = _purchase_model(params, data)
+        alive = np.asarray(model.expected_probability_alive().values).reshape(-1)
+        return alive, [np.asarray(model.expected_purchases(future_t=d).values).reshape(-1) for d in days]
+
+
 def expected_purchases(params: dict[str, float], summary: pd.DataFrame, days: float) -> np.ndarray:
     """The purchase model's expected repeat purchase days in the next `days`, per row of `summary`."""
-    data = _library_frame(summary)
-    if data.empty:
-        return np.zeros(0)
-    with _quiet():
-        return np.asarray(_purchase_model(params, data).expected_purchases(future_t=days).values).reshape(-1)
-
-
-def probability_alive(params: dict[str, float], summary: pd.DataFrame) -> np.ndarray:
-    """The purchase model's probability that each person has not churned at their summary's date."""
-    data = _library_frame(summary)
-    if data.empty:
-        return np.zeros(0)
-    with _quiet():
-        return np.asarray(_purchase_model(params, data).expected_probability_alive().values).reshape(-1)
+    return purchase_outlook(params, summary, (days,))[1][0]
 
 
 def expected_spend(params: dict[str, float], summary: pd.DataFrame) -> np.ndarray:
@@ -158,8 +158,7 @@ def expected_spend(params: dict[str, float], summary: pd.DataFrame) -> np.ndarra
 
 @dataclass(frozen=True)
 class ClvConfig:
-    horizon_days: int = 365  # expected purchases and value over this horizon
-    holdout_days: int = 90  # validation: fit up to the scoring date minus this, predict the rest
+    horizon_days: int = 365  # expected purchases and value over this horizon (the mart's "12m" columns)
     deciles: int = 10
 
 
@@ -180,11 +179,11 @@ class ClvModel(BaseEstimator):
         return self
 
     def predict(self, summary: pd.DataFrame) -> pd.DataFrame:
-        horizon = expected_purchases(self.purchases, summary, self.horizon_days)
+        alive, (month, horizon) = purchase_outlook(self.purchases, summary, (30, self.horizon_days))
         # The purchase model counts repeat purchase days; each expected one is worth the Gamma-Gamma spend.
         return pd.DataFrame({
-            "p_alive": probability_alive(self.purchases, summary),
-            "expected_purchases_30d": expected_purchases(self.purchases, summary, 30),
+            "p_alive": alive,
+            "expected_purchases_30d": month,
             "expected_purchases_horizon": horizon,
             "expected_value_horizon": horizon * expected_spend(self.gamma_gamma, summary),
         }, index=summary.index)
@@ -214,16 +213,15 @@ def validate(model: ClvModel, calibration: pd.DataFrame, holdout_days: int, actu
     each person did in the holdout."""
     from sklearn.metrics import roc_auc_score
 
-    predicted = expected_purchases(model.purchases, calibration, holdout_days)
+    alive, (predicted,) = purchase_outlook(model.purchases, calibration, (holdout_days,))
     value = predicted * expected_spend(model.gamma_gamma, calibration)
     actual = actual_purchases.to_numpy(dtype="float64")
     spent = actual_value.to_numpy(dtype="float64")
     bought = actual > 0
 
-    def auc(scores: np.ndarray, rows: np.ndarray) -> float:
-        return float(roc_auc_score(bought[rows], scores[rows])) if 0 < bought[rows].sum() < rows.sum() else float("nan")
+    def auc(scores: np.ndarray) -> float:
+        return float(roc_auc_score(bought, scores)) if 0 < bought.sum() < len(bought) else float("nan")
 
-    everyone = np.ones(len(bought), dtype=bool)
     rank = pd.Series(predicted).rank(method="first", ascending=False)
     decile = np.ceil(rank * deciles / max(len(rank), 1)).astype(int)
     by_decile = (pd.DataFrame({"decile": decile, "predicted": predicted, "actual": actual})
@@ -232,5 +230,4 @@ def validate(model: ClvModel, calibration: pd.DataFrame, holdout_days: int, actu
     return ClvValidation(mae_purchases=float(np.mean(np.abs(predicted - actual))),
                          mae_value=float(np.mean(np.abs(value - spent))),
                          predicted_total=float(predicted.sum()), actual_total=float(actual.sum()),
-                         purchases_auc=auc(predicted, everyone),
-                         p_alive_auc=auc(probability_alive(model.purchases, calibration), everyone), by_decile=by_decile)
+                         purchases_auc=auc(predicted), p_alive_auc=auc(alive), by_decile=by_decile)

@@ -132,8 +132,8 @@ class BgNbdFeatures(BaseEstimator, TransformerMixin):
         if self.params_ is None:
             out[list(BG_NBD_FEATURES)] = 0.0
             return out
-        out[BG_NBD_FEATURES[0]] = clv.expected_purchases(self.params_, summary, self.days)
-        out[BG_NBD_FEATURES[1]] = clv.probability_alive(self.params_, summary)
+        alive, (expected,) = clv.purchase_outlook(self.params_, summary, (self.days,))
+        out[BG_NBD_FEATURES[0]], out[BG_NBD_FEATURES[1]] = expected, alive
         return out
 
 
@@ -310,8 +310,8 @@ def train_propensity(backtest: pd.DataFrame, backtest_labels: pd.Series, trainin
     # by the other half's fit. The winner is then fitted on all of it.
     persons = training["person_id"] if "person_id" in training else pd.Series(training.index.astype(str))
     halves = pd.util.hash_pandas_object(persons.astype(str), index=False).to_numpy() % 2
-    calibration = {m: evaluate(y_train, _cross_calibrated(m, raw[chosen], y_train, halves), groups, config,
-                               threshold=None) for m in config.calibration_methods}
+    calibration = {m: evaluate(y_train, _cross_calibrated(m, raw[chosen], y_train, halves), groups, config)
+                   for m in config.calibration_methods}
     # By Brier score, a proper score: isotonic's flat steps tie persons and lose ranking, which ECE alone
     # would not see.
     method = min(calibration, key=lambda m: (calibration[m].brier, calibration[m].ece))

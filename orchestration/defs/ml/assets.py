@@ -50,7 +50,6 @@ class PropensityAssetConfig(dg.Config):
 
 
 class ClvAssetConfig(dg.Config):
-    horizon_days: int = ClvConfig.horizon_days
     promotion_margin: float = workflows.CLV_POLICY.margin
 
 
@@ -59,7 +58,7 @@ def _buyers_sql(purpose: str, where: str = "true", select: str | None = None) ->
     engines run; at a cutoff, also what they bought from then to the scoring date."""
     holdout = purpose != "scoring"
     columns = select or (
-        "f.person_id, f.btyd_frequency AS frequency, f.btyd_recency_days AS recency, f.btyd_age_days AS T, "
+        "f.person_id, f.as_of, f.btyd_frequency AS frequency, f.btyd_recency_days AS recency, f.btyd_age_days AS T, "
         "coalesce(f.avg_order_value, 0) AS monetary_value"
         + (", coalesce(s.btyd_frequency, f.btyd_frequency) - f.btyd_frequency AS holdout_purchases, "
            "coalesce(s.monetary_total, f.monetary_total) - f.monetary_total AS holdout_value" if holdout else ""))
@@ -118,14 +117,25 @@ def _frame(warehouse: WarehouseResource, purpose: str, with_labels: bool = False
     return _read(warehouse, purpose, with_labels, where)
 
 
+def _feature_dates(warehouse: WarehouseResource) -> dict[str, pd.Timestamp]:
+    """purpose (scoring, training_cutoff, backtest_cutoff) -> its feature date."""
+    dates = warehouse.read_frame("SELECT purpose, as_of FROM intermediate.int_feature_dates")
+    return {row.purpose: pd.Timestamp(row.as_of) for row in dates.itertuples()}
+
+
+def _days_before_scoring(warehouse: WarehouseResource, purpose: str) -> int:
+    dates = _feature_dates(warehouse)
+    return (dates["scoring"] - dates[purpose]).days
+
+
 def _context(warehouse: WarehouseResource, frame: pd.DataFrame,
              context: dg.AssetExecutionContext) -> workflows.RunContext:
     """The run's lineage for MLflow: the scoring date, a digest of the frame the model learns from
     (rows and content), the engine, the Dagster run."""
-    as_of = warehouse.read_frame("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'scoring'")["as_of"]
+    as_of = _feature_dates(warehouse).get("scoring")
     digest = int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0
     return workflows.RunContext(
-        as_of=str(pd.Timestamp(as_of.iloc[0]).date()) if len(as_of) else "unknown",
+        as_of=str(as_of.date()) if as_of is not None else "unknown",
         data_version=f"{len(frame)}-{digest % 10**12:012d}",
         engine=warehouse.engine, dagster_run_id=context.run.run_id,
     )
@@ -166,7 +176,7 @@ def _score_into(warehouse: WarehouseResource, table: str, score, when_no_champio
             context.log.warning(f"{exc} {table} is written empty: segments that read it stay empty.")
             scored = [when_no_champion]
             break
-        out["as_of"] = as_of_of(warehouse) if "as_of" not in frame else frame["as_of"].to_numpy()
+        out["as_of"] = frame["as_of"].to_numpy()
         scored.append(out)
     out = pd.concat(scored, ignore_index=True)
     with warehouse.connect() as con:
@@ -245,9 +255,8 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
     training = _frame(warehouse, "training_cutoff", with_labels=True, context=context)
     run_context = _context(warehouse, training, context)
     try:
-        window = (as_of_of(warehouse) - as_of_of(warehouse, "training_cutoff")).days
         propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows,
-                                             window_days=window)
+                                             window_days=_days_before_scoring(warehouse, "training_cutoff"))
         summary = workflows.train_propensity_model(
             backtest, training, run_context, propensity_config,
             PromotionPolicy("roc_auc", config.promotion_margin, {"roc_auc": config.min_roc_auc}))
@@ -286,11 +295,6 @@ def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     return dg.MaterializeResult(metadata=meta)
 
 
-def as_of_of(warehouse: WarehouseResource, purpose: str = "scoring") -> pd.Timestamp:
-    dates = warehouse.read_frame(f"SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = '{purpose}'")
-    return pd.Timestamp(dates["as_of"].iloc[0])
-
-
 @dg.asset(
     key=["ml", "clv_model"], deps=[FEATURES], group_name="ml", owners=[OWNER],
     kinds={"python", "pymc", "mlflow"}, pool="duckdb", automation_condition=TRAINING,
@@ -303,14 +307,14 @@ def clv_model(context: dg.AssetExecutionContext, config: ClvAssetConfig,
     calibration = warehouse.read_frame(_buyers_sql("backtest_cutoff") + " ORDER BY f.person_id")
     scoring = warehouse.read_frame(_buyers_sql("scoring") + " ORDER BY f.person_id")
     for frame in (calibration, scoring):
-        frame[frame.columns[1:]] = frame[frame.columns[1:]].astype("float64")
-    holdout_days = (as_of_of(warehouse) - as_of_of(warehouse, "backtest_cutoff")).days
+        numbers = frame.columns.difference(["person_id", "as_of"])
+        frame[numbers] = frame[numbers].astype("float64")
+    holdout_days = _days_before_scoring(warehouse, "backtest_cutoff")
     run_context = _context(warehouse, scoring, context)
     policy = PromotionPolicy(workflows.CLV_POLICY.metric, config.promotion_margin, workflows.CLV_POLICY.minimums,
                              lower_is_better=True)
     try:
-        summary = workflows.train_clv_model(calibration, scoring, holdout_days, run_context,
-                                            ClvConfig(horizon_days=config.horizon_days), policy)
+        summary = workflows.train_clv_model(calibration, scoring, holdout_days, run_context, ClvConfig(), policy)
     except NotEnoughBuyersError as exc:
         context.log.warning(f"Lifetime value was not trained: {exc}. The current champion, if any, keeps scoring.")
         return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc), "buyers": len(scoring),
@@ -335,10 +339,7 @@ def customer_lifetime_values(context: dg.AssetExecutionContext, warehouse: Wareh
                               "expected_value_12m": pd.Series(dtype="float64"),
                               "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
 
-    def score(frame: pd.DataFrame) -> pd.DataFrame:
-        return workflows.score_clv(frame.astype({c: "float64" for c in frame.columns[1:]}))
-
-    values, metadata = _score_into(warehouse, "marts.customer_lifetime_values", score, no_values, context,
+    values, metadata = _score_into(warehouse, "marts.customer_lifetime_values", workflows.score_clv, no_values, context,
                                    frame_sql=lambda where="true", select=None: _buyers_sql("scoring", where, select))
     meta = {**metadata, "model_version": values["model_version"].iloc[0] if len(values) else ""}
     if len(values):
