@@ -18,7 +18,7 @@ MANIFEST := dbt_project/target/manifest.json
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
 
-.PHONY: help install run test test-quick browser-deps services-deps services-up services-down ui mlflow-ui api generate check-config example-online-retail clean
+.PHONY: help install install-dev run test test-quick browser-deps services-deps services-up services-down ui mlflow-ui api generate check-config example-online-retail clean
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
@@ -31,12 +31,19 @@ help:
 	@echo "make example-online-retail the whole pipeline on UCI Online Retail (docs/examples/online_retail.md)"
 
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
+# Running needs requirements.lock; the tests add the dev, Spark and production extras
+# (requirements-dev.lock, the same pins plus those).
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-dev.lock
 	@touch $@
 
 $(MANIFEST): $(VENV)/.installed $(DBT_SOURCES)
@@ -51,10 +58,10 @@ run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/tessera run
 
 # Two workers, each taking whole test files, so module fixtures still run once.
-test: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps services-deps
+test: $(VENV)/.installed-dev $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps services-deps
 	$(BIN)/pytest -n 2 --dist loadfile
 
-test-quick: $(MANIFEST)
+test-quick: $(VENV)/.installed-dev $(MANIFEST)
 	$(BIN)/pytest -m "not slow and not browser and not services"
 
 # The browser tests drive Debian's Chromium with Playwright (no browser download).
@@ -72,7 +79,7 @@ services-deps: /usr/lib/postgresql/15/bin/postgres /usr/bin/java
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
 
-services-up: $(MANIFEST) services-deps
+services-up: $(VENV)/.installed-dev $(MANIFEST) services-deps
 	$(BIN)/tessera services up
 
 services-down:
