@@ -34,14 +34,25 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._pipeline import save_result  # noqa: E402
 
-# How ml.clustering prepares the features for the candidates (ClusteringConfig.unskew): standard
-# scaling alone, or each column's skew taken out first (Yeo-Johnson, which also takes zeros and
-# negatives), the rule since this benchmark.
-FEATURE_SPACES = {"scaled": False, "yeo_johnson": True}
+# Feature spaces: (the columns as planted, or as marts.user_features_model_ready shapes them:
+# counts and money capped at their 95th percentile and log1p'd), then how ml.clustering prepares
+# them (ClusteringConfig.unskew): standard scaling alone, or each column's skew taken out first
+# (Yeo-Johnson, which also takes zeros and negatives). The pipeline clusters the model-ready columns.
+FEATURE_SPACES = {"scaled": (False, False), "yeo_johnson": (False, True),
+                  "model_ready_scaled": (True, False), "model_ready_yeo_johnson": (True, True)}
 
 
-def planted(seed: int, k: int, persons: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """A frame of per-person features with `k` planted groups, and the group of each row."""
+def model_ready(frame: pd.DataFrame, skewed: list[str]) -> pd.DataFrame:
+    """The skewed columns as user_features_model_ready.sql shapes counts and amounts."""
+    out = frame.copy()
+    for col in skewed:
+        out[col] = np.log1p(np.minimum(out[col], out[col].quantile(0.95)))
+    return out
+
+
+def planted(seed: int, k: int, persons: int) -> tuple[pd.DataFrame, np.ndarray, dict, list[str]]:
+    """A frame of per-person features with `k` planted groups, the group of each row, the dataset's
+    shape and its skewed columns."""
     rng = np.random.default_rng(seed)
     informative, noise = int(rng.integers(8, 17)), int(rng.integers(2, 9))
     shares = rng.dirichlet(np.full(k, 2.0))
@@ -57,7 +68,8 @@ def planted(seed: int, k: int, persons: int) -> tuple[pd.DataFrame, np.ndarray, 
     frame = pd.DataFrame(np.hstack([x, rng.normal(size=(persons, noise))]),
                          columns=[f"f{i}" for i in range(informative)] + [f"noise{i}" for i in range(noise)])
     return frame, groups, {"informative": informative, "noise": noise, "separation": round(separation, 2),
-                           "smallest_share": round(float(shares.min()), 3)}
+                           "smallest_share": round(float(shares.min()), 3)}, \
+        [f"f{i}" for i in np.flatnonzero(skewed)]
 
 
 def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarray]:
@@ -70,8 +82,15 @@ def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarra
     eligible = [c for c in result.candidates if c.eligible]
     z = result.model.preprocess.transform(frame)  # the space the candidates were fitted in
     z_sample = z[result.sample_index]
+    best = max(c.silhouette for c in eligible)
     chosen = {
         "silhouette": max(eligible, key=lambda c: (c.silhouette, -c.k)),
+        # The most clusters whose silhouette is within 10% / 20% of the best: silhouette's maximum
+        # sits at few, coarse clusters when groups overlap.
+        "silhouette_within_10pct": max((c for c in eligible if c.silhouette >= 0.9 * best),
+                                       key=lambda c: (c.k, c.silhouette)),
+        "silhouette_within_20pct": max((c for c in eligible if c.silhouette >= 0.8 * best),
+                                       key=lambda c: (c.k, c.silhouette)),
         "calinski_harabasz": max(eligible, key=lambda c: c.calinski_harabasz),
         "davies_bouldin": min(eligible, key=lambda c: c.davies_bouldin),
     }
@@ -89,6 +108,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", type=int, default=25)
     ap.add_argument("--persons", type=int, default=3000)
+    ap.add_argument("--spaces", nargs="+", choices=list(FEATURE_SPACES), default=list(FEATURE_SPACES))
     args = ap.parse_args()
     from sklearn.metrics import adjusted_rand_score
 
@@ -96,9 +116,11 @@ def main() -> int:
     started = time.perf_counter()
     for i in range(args.datasets):
         k = 4 + i % 5
-        frame, truth, shape = planted(1000 + i, k, args.persons)
-        for space, unskew in FEATURE_SPACES.items():
-            chosen, sample = picks(frame, seed=i, unskew=unskew)
+        frame, truth, shape, skewed = planted(1000 + i, k, args.persons)
+        for space, (shaped, unskew) in FEATURE_SPACES.items():
+            if space not in args.spaces:
+                continue
+            chosen, sample = picks(model_ready(frame, skewed) if shaped else frame, seed=i, unskew=unskew)
             for criterion, cand in chosen.items():
                 rows.append({"dataset": i, "k_planted": k, **shape, "space": space, "criterion": criterion,
                              "candidate": f"{cand.algorithm}_k{cand.k}", "k_chosen": cand.k,
@@ -117,6 +139,11 @@ def main() -> int:
     save_result("cluster_selection", {"datasets": args.datasets, "persons": args.persons,
                                       "seconds": round(time.perf_counter() - started, 1), "criteria": summary,
                                       "rows": rows})
+    ks = sorted(table["k_planted"].unique())
+    print(f"\n{'space/criterion':<40}{'mean':>7}{'min':>7}{'K right':>9}" + "".join(f"{'K=' + str(k):>12}" for k in ks))
+    for name, row in summary.items():
+        print(f"{name:<40}{row['mean_ari']:>7.3f}{row['min_ari']:>7.3f}{row['k_right_share']:>9.2f}"
+              + "".join(f"{row['per_k'][k]['mean_ari']:>6.2f}/{row['per_k'][k]['min_ari']:<5.2f}" for k in ks))
     return 0
 
 

@@ -28,7 +28,7 @@ data/bench/planted_behaviour/, and the benchmark reports:
   and KMeans k=6 on the pipeline's own model-ready features at the scoring date (numeric columns
   except btyd_*; scaled, and Yeo-Johnson as ml.clustering does), which tells a feature-set problem
   from a selection-rule problem; and the same without the columns that restate another
-  (REPEATING_FEATURES), and with the behaviour it has no column for added (LOST_FEATURES);
+  (ml.features.clustering_columns), and with the behaviour it has no column for added (LOST_FEATURES);
 - every clustering candidate of ml.clustering refitted on the same frame with the pipeline's
   settings (what silhouette chose, and which candidate would have scored best against the truth);
 - per model-ready feature: spread and how much of it the planted groups explain (eta squared), to
@@ -127,13 +127,9 @@ COUNT_FEATURES = ["sessions", "events", "page_views", "product_views", "add_to_c
 SHARE_FEATURES = ["night_share", "mobile_share", "weekend_share", "business_hours_share", "video_completion_share",
                   "deep_scroll_share"]
 REFERENCE_FEATURES = COUNT_FEATURES + SHARE_FEATURES
-# Behaviour the events carry but marts.user_features_model_ready has no numeric column for: the
-# night share (only the categorical preferred_daypart, which clustering leaves out), and how many
-# page views, videos and scrolls (only completion and depth shares, 0 when there were none).
-LOST_FEATURES = ["night_share", "page_views", "videos", "scrolls"]
-# Model-ready columns that restate another: activity in 30- and 90-day windows and decayed (beside
-# the totals), the R/F/M quintiles (beside recency, frequency and monetary), average order value.
-REPEATING_FEATURES = ("_30d_", "_90d_", "decayed_engagement", "r_score", "f_score", "m_score", "avg_order_value")
+# Behaviour the events carry but marts.user_features_model_ready has no numeric column for: how many
+# videos and scrolls (only completion and depth shares, 0 when there were none).
+LOST_FEATURES = ["videos", "scrolls"]
 
 
 @dataclass
@@ -513,7 +509,7 @@ def main() -> int:
 
     # Reference 2: KMeans k=6 on the pipeline's model-ready features (numeric, no btyd_*).
     from ml.clustering import ClusteringConfig, train_clustering
-    from ml.features import numeric_columns, numeric_matrix
+    from ml.features import clustering_columns, numeric_columns, numeric_matrix
 
     ready["group"] = ready["person_id"].map(person_group)
     r = ready.dropna(subset=["group"]).reset_index(drop=True)
@@ -521,18 +517,22 @@ def main() -> int:
     Xr = numeric_matrix(r, cols)
     ari_ready = kmeans6(Xr, r["group"], StandardScaler())
     ari_ready_yj = kmeans6(Xr, r["group"], PowerTransformer(method="yeo-johnson"))
-    # ...without the columns that repeat another one (REPEATING_FEATURES), each behaviour counted once.
-    once = [col for col in cols if not any(part in col for part in REPEATING_FEATURES)]
+    # ...the columns clustering reads (ml.features.clustering_columns: each behaviour counted once).
+    once = clustering_columns(r.drop(columns=["group"]))
     ari_ready_once = kmeans6(Xr[once], r["group"], StandardScaler())
     ari_ready_once_yj = kmeans6(Xr[once], r["group"], PowerTransformer(method="yeo-johnson"))
     # ...plus what the model-ready table has no column for (LOST_FEATURES), from this generator's counts.
     user_of = ids.groupby("person_id")["user_id"].first()
     lost = truth.set_index("user_id")[LOST_FEATURES].reindex(r["person_id"].map(user_of)).reset_index(drop=True)
-    lost[["page_views", "videos", "scrolls"]] = np.log1p(lost[["page_views", "videos", "scrolls"]])
-    ari_ready_plus = kmeans6(pd.concat([Xr, lost], axis=1), r["group"], StandardScaler())
+    lost[LOST_FEATURES] = np.log1p(lost[LOST_FEATURES])
+    ari_ready_plus = kmeans6(pd.concat([Xr[once], lost], axis=1), r["group"], StandardScaler())
 
-    # Every candidate of the selection, refitted with the pipeline's settings on the same frame.
+    # Every candidate of the selection, refitted with the pipeline's settings on the same frame; and
+    # the rule's pick in the other space (Yeo-Johnson or scaling alone), to compare the two.
     refit = train_clustering(r.drop(columns=["group"]), ClusteringConfig())
+    other_space = ClusteringConfig(unskew=not ClusteringConfig().unskew)
+    other = train_clustering(r.drop(columns=["group"]), other_space)
+    other_ari = round(float(adjusted_rand_score(r["group"].to_numpy()[other.sample_index], other.chosen.labels)), 4)
     sample_groups = r["group"].to_numpy()[refit.sample_index]
     candidates = []
     for cand in refit.candidates:
@@ -562,11 +562,12 @@ def main() -> int:
             "kmeans6_own_16_features_log1p": ari_ref, "kmeans6_own_16_features_raw": ari_ref_raw,
             "kmeans6_model_ready_scaled": ari_ready, "kmeans6_model_ready_yeo_johnson": ari_ready_yj,
             "kmeans6_model_ready_plus_lost_features": ari_ready_plus, "lost_features": LOST_FEATURES,
-            "kmeans6_model_ready_each_once": ari_ready_once, "kmeans6_model_ready_each_once_yeo_johnson": ari_ready_once_yj,
-            "each_once_columns": once,
+            "kmeans6_clustering_columns": ari_ready_once, "kmeans6_clustering_columns_yeo_johnson": ari_ready_once_yj,
+            "clustering_columns": once,
             "model_ready_columns": cols,
         },
         "candidates": {"refit_chosen": refit.chosen.name, "best_eligible_vs_planted": best, "all": candidates},
+        "other_space": {"unskew": other_space.unskew, "chosen": other.chosen.name, "ari_vs_planted": other_ari},
         "features": features,
         "features_constant": [k for k, v in features.items() if v["std"] == 0],
         "features_not_explained_by_groups": [k for k, v in features.items() if v["eta2_groups"] < 0.02],
@@ -586,9 +587,11 @@ def main() -> int:
     print(f"{'KMeans k=6, own 16 features (raw)':<52}{6:>9}{ari_ref_raw:>8}")
     print(f"{'KMeans k=6, model-ready features (scaled)':<52}{6:>9}{ari_ready:>8}")
     print(f"{'KMeans k=6, model-ready features (Yeo-Johnson)':<52}{6:>9}{ari_ready_yj:>8}")
-    print(f"{'KMeans k=6, model-ready without repeating columns':<52}{6:>9}{ari_ready_once:>8}")
-    print(f"{'KMeans k=6, no repeating columns, Yeo-Johnson':<52}{6:>9}{ari_ready_once_yj:>8}")
-    print(f"{'KMeans k=6, model-ready + the 4 lost features':<52}{6:>9}{ari_ready_plus:>8}")
+    print(f"{'KMeans k=6, clustering columns (scaled)':<52}{6:>9}{ari_ready_once:>8}")
+    print(f"{'KMeans k=6, clustering columns (Yeo-Johnson)':<52}{6:>9}{ari_ready_once_yj:>8}")
+    print(f"{'KMeans k=6, clustering columns + video/scroll counts':<52}{6:>9}{ari_ready_plus:>8}")
+    space = "Yeo-Johnson" if other_space.unskew else "scaled"
+    print(f"{'the rule in the other space (' + space + ', ' + other.chosen.name + ')':<52}{other.chosen.k:>9}{other_ari:>8}")
     print(f"{'best eligible candidate (' + best['candidate'] + ')':<52}{best['k']:>9}{best['ari_vs_planted']:>8}")
     print("\n" + crosstab.to_string())
     return 0

@@ -32,7 +32,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import PowerTransformer, StandardScaler
 
-from ml.features import numeric_columns, numeric_matrix
+from ml.features import clustering_columns, numeric_matrix
 from ml.naming import name_clusters
 
 NOISE = -1
@@ -308,7 +308,7 @@ class NoEligibleCandidateError(NotClusterableError):
 def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
                      previous_centroids: pd.DataFrame | None = None) -> ClusteringResult:
     """Fit every candidate on `frame` (model-ready features, one row per person) and keep the best."""
-    features = numeric_columns(frame)
+    features = clustering_columns(frame)
     if len(frame) < max(50, 5 * config.k_max):
         raise TooFewPersonsError(f"Clustering needs at least {max(50, 5 * config.k_max)} persons; the feature table "
                                  f"has {len(frame)}.")

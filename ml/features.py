@@ -18,6 +18,20 @@ def numeric_columns(frame: pd.DataFrame) -> list[str]:
             and not pd.api.types.is_bool_dtype(frame[c])]
 
 
+# Columns that restate another behaviour, left out of clustering so that no behaviour weighs several
+# times: activity in 30- and 90-day windows and decayed (beside the totals and the trend), the R/F/M
+# quintiles (beside recency, frequency and monetary) and the average order value (monetary over
+# frequency). With them, volume counted about eight times and the clusters followed it alone
+# (benchmarks/planted_behaviour.py).
+RESTATING_COLUMNS = ("sessions_30d", "sessions_90d", "events_30d", "events_90d", "decayed_engagement",
+                     "r_score", "f_score", "m_score", "avg_order_value")
+
+
+def clustering_columns(frame: pd.DataFrame) -> list[str]:
+    """The numeric columns clustering reads: each behaviour once (RESTATING_COLUMNS left out)."""
+    return [c for c in numeric_columns(frame) if c.removesuffix("_log1p_capped") not in RESTATING_COLUMNS]
+
+
 def categorical_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in CATEGORICAL_COLUMNS if c in frame.columns]
 

@@ -24,7 +24,7 @@ VIDEO = "video_completion_share"
 SCROLL = "deep_scroll_share"
 MOBILE = "mobile_share"
 TREND = "engagement_trend"
-SESSIONS = "sessions_30d_log1p_capped"
+SESSIONS = "sessions_total_log1p_capped"
 
 
 def _noun(z: Mapping[str, float]) -> str:

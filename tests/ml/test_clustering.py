@@ -80,7 +80,7 @@ def test_six_planted_groups_in_skewed_features_are_not_collapsed(seed):
     set gives k=4, 0.75)."""
     from benchmarks.cluster_selection import planted as planted_skewed
 
-    frame, truth, _ = planted_skewed(seed, 6, 3000)
+    frame, truth, _, _ = planted_skewed(seed, 6, 3000)
     result = train_clustering(frame, ClusteringConfig(seed=seed, bootstrap_resamples=1))
     assert result.chosen.k >= 4
     assert adjusted_rand_score(truth, result.labels) >= 0.7
@@ -91,7 +91,7 @@ def test_taking_the_skew_out_is_what_keeps_eight_groups_apart():
     (ARI 0.14); with Yeo-Johnson first it finds the eight groups."""
     from benchmarks.cluster_selection import planted as planted_skewed
 
-    frame, truth, _ = planted_skewed(1009, 8, 3000)
+    frame, truth, _, _ = planted_skewed(1009, 8, 3000)
     unskewed = train_clustering(frame, ClusteringConfig(seed=9, bootstrap_resamples=1))
     scaled = train_clustering(frame, ClusteringConfig(seed=9, bootstrap_resamples=1, unskew=False))
     assert unskewed.chosen.k >= 7 and adjusted_rand_score(truth, unskewed.labels) >= 0.9

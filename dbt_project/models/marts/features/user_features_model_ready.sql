@@ -4,10 +4,10 @@
 -- as_of, then log1p; shares, scores and BTYD summaries pass through. marts.user_features stays untouched.
 {% set skewed = ['recency_days', 'frequency_orders', 'monetary_total', 'avg_order_value', 'sessions_total',
                  'sessions_30d', 'sessions_90d', 'avg_session_duration_seconds', 'events_total', 'events_30d',
-                 'events_90d', 'product_views', 'add_to_cart_count', 'searches', 'category_breadth',
+                 'events_90d', 'page_views', 'product_views', 'add_to_cart_count', 'searches', 'category_breadth',
                  'decayed_engagement', 'tenure_days'] %}
 {% set passthrough = ['r_score', 'f_score', 'm_score', 'cart_abandonment_rate', 'video_completion_share',
-                      'deep_scroll_share', 'mobile_share', 'weekend_share', 'business_hours_share',
+                      'deep_scroll_share', 'mobile_share', 'weekend_share', 'business_hours_share', 'night_share',
                       'engagement_trend'] %}
 {# Raw, in days: the propensity model's BG/NBD step reads them (ml/features.py BTYD_COLUMNS). #}
 {% set btyd = ['btyd_frequency', 'btyd_recency_days', 'btyd_age_days'] %}
