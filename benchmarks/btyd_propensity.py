@@ -18,8 +18,8 @@ cutoff's persons, each half calibrated by a calibrator fitted on the other half)
 
 Data: CDNOW (the 1/10 sample of the CDNOW master file shipped with the `lifetimes` package: 23,570
 customers, first purchases in Q1 1997, orders to June 1998) and UCI Online Retail
-(../shared/data/online_retail: invoices of a UK online retailer, Dec 2010 to Dec 2011; cancellations,
-numbered "C...", excluded and counted; guest lines without a CustomerID dropped).
+(the copy shipped in examples/online_retail/: invoices of a UK online retailer, Dec 2010 to Dec 2011;
+cancellations, numbered "C...", excluded and counted; guest lines without a CustomerID dropped).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from ml.propensity import (  # noqa: E402
     train_propensity,
 )
 
-ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail_2010-2011.parquet"
+ONLINE_RETAIL = ROOT / "examples" / "online_retail" / "online_retail_2010-2011.parquet"
 DATES = {
     "cdnow": ["1997-06-30", "1997-09-30", "1997-12-31", "1998-03-31"],
     "online_retail": ["2011-06-30", "2011-08-31", "2011-09-30", "2011-11-08"],

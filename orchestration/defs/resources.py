@@ -82,7 +82,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """The input root of DESIGN.md's landing contract (TESSERA_LANDING_DIR), and optionally a
+    """The input root of the landing contract (TESSERA_LANDING_DIR, docs/input_contract.md), and optionally a
     sources config (TESSERA_SOURCES_CONFIG) that maps a user's own files onto it."""
 
     root: str

@@ -1,4 +1,4 @@
-"""Runtime settings, read from the environment variables that DESIGN.md names.
+"""Runtime settings, read from the environment variables that docs/settings.md lists.
 
 Relative paths are resolved against the repository root, so that `make run`, `dagster dev`,
 pytest and dbt (which runs from `dbt_project/`) all agree on the same files.
@@ -98,7 +98,7 @@ class Settings:
     segments_dir: Path
     exports_dir: Path
     consent_default_allowed: bool
-    sources_config: Path | None  # None: read the landing folders as DESIGN.md lays them out
+    sources_config: Path | None  # None: read the landing folders (docs/input_contract.md)
     reports_dir: Path
     partitions_start: dt.date  # the first daily event partition
     lookback_days: int  # days before a partition that its run rebuilds too (late events)

@@ -1,4 +1,4 @@
-"""DuckDB warehouse access: short-lived connections, one writer at a time (STACK_NOTES.md)."""
+"""DuckDB warehouse access: short-lived connections, one writer at a time (docs/stack_notes.md)."""
 
 from __future__ import annotations
 

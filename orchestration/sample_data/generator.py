@@ -1,4 +1,4 @@
-"""Sample data to the landing contract (DESIGN.md), with a ground-truth folder.
+"""Sample data to the landing contract (docs/input_contract.md), with a ground-truth folder.
 
 People are simulated one at a time from their own random stream (seed, person index), so the
 output is deterministic for a seed and chunks of people can be generated in parallel. What the

@@ -89,7 +89,7 @@ class SourceSpec(_Strict):
 
 
 class Taxonomy(_Strict):
-    """Which event names mean each behaviour (DESIGN.md's defaults)."""
+    """Which event names mean each behaviour (the defaults of docs/input_contract.md)."""
 
     product_viewed: list[str] = Field(default=["Product Viewed"], min_length=1)
     product_added: list[str] = Field(default=["Product Added"], min_length=1)
