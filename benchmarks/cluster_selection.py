@@ -9,8 +9,11 @@ exponential), columns of pure noise, and groups that overlap more or less. `ml.c
 fits its candidates as the pipeline does (KMeans and diagonal Gaussian mixtures for k in 3..10,
 Ward, HDBSCAN; the same eligibility rule, minimum cluster size included); each criterion then
 picks among the eligible candidates, and the pick is scored by its adjusted Rand index against the
-planted groups on the evaluation sample. Criteria: silhouette (today's rule), Calinski-Harabasz,
-Davies-Bouldin, BIC (mixtures only), and bootstrap stability (mean ARI of refits; KMeans only).
+planted groups on the evaluation sample. Criteria: the highest silhouette; the most clusters whose
+silhouette is within 10% or 20% of the highest; the same among silhouette peaks over k (peaks
+within 20% is the pipeline's rule, ml.clustering.select);
+Calinski-Harabasz, Davies-Bouldin, BIC (mixtures only), and bootstrap stability (mean ARI of
+refits; KMeans only).
 Results: per criterion, mean and minimum ARI overall and per K, and how often it chose K itself,
 in benchmarks/results/cluster_selection.json, for each feature space (FEATURE_SPACES).
 
@@ -74,7 +77,7 @@ def planted(seed: int, k: int, persons: int) -> tuple[pd.DataFrame, np.ndarray, 
 
 def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarray]:
     """The candidate each criterion picks, and the evaluation sample's row index."""
-    from ml.clustering import ClusteringConfig, _bootstrap_ari, train_clustering
+    from ml.clustering import ClusteringConfig, _bootstrap_ari, select, train_clustering
 
     config = ClusteringConfig(seed=seed, bootstrap_resamples=1, unskew=unskew)
     stability = ClusteringConfig(seed=seed, bootstrap_resamples=4, unskew=unskew)
@@ -85,12 +88,14 @@ def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarra
     best = max(c.silhouette for c in eligible)
     chosen = {
         "silhouette": max(eligible, key=lambda c: (c.silhouette, -c.k)),
-        # The most clusters whose silhouette is within 10% / 20% of the best: silhouette's maximum
-        # sits at few, coarse clusters when groups overlap.
-        "silhouette_within_10pct": max((c for c in eligible if c.silhouette >= 0.9 * best),
+        # The most clusters whose silhouette is within 10% / 20% of the best, and the same among
+        # silhouette peaks over k (ml.clustering.select; peaks within 20% is the pipeline's rule).
+        "silhouette_within_10pct": max((c for c in eligible if c.silhouette >= best - 0.1 * abs(best)),
                                        key=lambda c: (c.k, c.silhouette)),
-        "silhouette_within_20pct": max((c for c in eligible if c.silhouette >= 0.8 * best),
+        "silhouette_within_20pct": max((c for c in eligible if c.silhouette >= best - 0.2 * abs(best)),
                                        key=lambda c: (c.k, c.silhouette)),
+        "silhouette_peak_within_10pct": select(result.candidates, 0.1),
+        "silhouette_peak_within_20pct": select(result.candidates, 0.2),
         "calinski_harabasz": max(eligible, key=lambda c: c.calinski_harabasz),
         "davies_bouldin": min(eligible, key=lambda c: c.davies_bouldin),
     }

@@ -1,13 +1,18 @@
 """Behavioural clusters discovered from the model-ready features.
 
 Candidates (KMeans and Gaussian mixtures over a range of k, Ward on a sample, HDBSCAN with noise)
-run on features whose skew Yeo-Johnson has taken out (standardised), with optional PCA. Every
-candidate is scored on one fixed-size sample by silhouette, Davies-Bouldin and Calinski-Harabasz.
+run on the model-ready features that count each behaviour once (ml.features.clustering_columns),
+each standardised with its skew taken out by Yeo-Johnson, with optional PCA. Every candidate is
+scored on one fixed-size sample by silhouette, Davies-Bouldin and Calinski-Harabasz.
 
-Selection rule: the highest silhouette among *eligible* candidates, which have between k_min and
-k_max clusters, no cluster smaller than `min_cluster_share` of the sample and at most
-`max_noise_share` noise. Davies-Bouldin, Calinski-Harabasz and the KMeans elbow are logged for
-review, not used to choose.
+Selection rule: among *eligible* candidates (between k_min and k_max clusters, no cluster smaller
+than `min_cluster_share` of the sample, at most `max_noise_share` noise), the one with the most
+clusters whose silhouette is a peak over k (at least its neighbours') and within
+`silhouette_tolerance` (20%) of the best. Silhouette's maximum sits at few, coarse clusters when
+behaviour groups overlap and differ in size; a second peak at a larger k that is nearly as well
+separated is structure, where splitting a real group only lowers the silhouette
+(benchmarks/cluster_selection.py and planted_behaviour.py; docs/models.md). Davies-Bouldin, Calinski-Harabasz and the KMeans elbow are
+logged for review, not used to choose.
 
 The chosen model is then checked for stability (mean ARI of refits on bootstrap resamples against
 its own labels), tested feature by feature (Kruskal-Wallis), named from its centroid profile
@@ -45,7 +50,10 @@ class ClusteringConfig:
     k_max: int = 10
     algorithms: tuple[str, ...] = ALGORITHMS
     pca_variance: float | None = None  # e.g. 0.95 keeps the components explaining 95% of variance
-    unskew: bool = True  # Yeo-Johnson per feature before clustering, instead of scaling alone
+    # Yeo-Johnson per feature before clustering, instead of scaling alone: with the selection rule it
+    # did best on the generated and the planted event data (benchmarks/cluster_selection.py).
+    unskew: bool = True
+    silhouette_tolerance: float = 0.2  # the most clusters whose silhouette is within this share of the best
     sample_size: int = 5000  # silhouette, Ward, HDBSCAN and the bootstrap run on this many rows
     fit_rows: int = 50_000  # KMeans and GMM fit on at most this many rows, then predict the rest
     min_cluster_share: float = 0.02
@@ -163,9 +171,6 @@ class ClusteringResult:
 
 
 def _preprocessor(config: ClusteringConfig) -> Pipeline:
-    # Yeo-Johnson takes the long tails of counts and money out of each feature (and standardises
-    # it): on raw skewed features, distances see a few coarse groups and silhouette picks too few
-    # clusters (benchmarks/cluster_selection.py).
     steps = [("scale", PowerTransformer(method="yeo-johnson") if config.unskew else StandardScaler())]
     if config.pca_variance:
         steps.append(("pca", PCA(n_components=config.pca_variance, random_state=config.seed)))
@@ -305,6 +310,30 @@ class NoEligibleCandidateError(NotClusterableError):
     """Every candidate broke the selection rule (for example, features that barely vary split people in two)."""
 
 
+def silhouette_peaks(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates whose silhouette is at least that of their neighbours in k (k - 1 and
+    k + 1 of the same algorithm). Splitting a real group lowers the silhouette; a peak at a larger k
+    means the data has structure there."""
+    peaks = []
+    for algorithm in dict.fromkeys(c.algorithm for c in candidates):
+        curve = [c for c in candidates if c.algorithm == algorithm]
+        for i, c in enumerate(curve):
+            neighbours = curve[max(i - 1, 0):i] + curve[i + 1:i + 2]
+            if all(not c.silhouette < n.silhouette for n in neighbours):
+                peaks.append(c)
+    return peaks
+
+
+def select(candidates: list[Candidate], tolerance: float) -> Candidate:
+    """Among the eligible candidates at a silhouette peak, the one with the most clusters whose
+    silhouette is within `tolerance` of the best (ties: the higher silhouette)."""
+    eligible = [c for c in candidates if c.eligible]
+    best = max(c.silhouette for c in eligible)
+    peaks = {id(c) for c in silhouette_peaks(candidates)}
+    near = [c for c in eligible if c.silhouette >= best - tolerance * abs(best) and id(c) in peaks]
+    return max(near, key=lambda c: (c.k, c.silhouette))
+
+
 def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
                      previous_centroids: pd.DataFrame | None = None) -> ClusteringResult:
     """Fit every candidate on `frame` (model-ready features, one row per person) and keep the best."""
@@ -338,7 +367,7 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
         reasons = "; ".join(dict.fromkeys(f"{c.name}: {c.why_not}" for c in candidates))
         raise NoEligibleCandidateError(f"No clustering candidate met the selection rule. {reasons}. Widen the k "
                                        "range or add behavioural data.")
-    chosen = max(eligible, key=lambda c: (c.silhouette, -c.k))
+    chosen = select(candidates, config.silhouette_tolerance)
 
     assigner = _assigner(chosen, z_sample, config.seed)
     raw_labels = assigner.predict(Z)

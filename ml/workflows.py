@@ -99,11 +99,12 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
     result.profile.insert(3, "top_categories", tops.reindex(result.profile.index).fillna(""))
     chosen, model = result.chosen, result.model
     description = (f"Behavioural clusters as of {ctx.as_of}: {chosen.algorithm} with {chosen.k} clusters, "
-                   f"chosen by silhouette among {sum(c.eligible for c in result.candidates)} eligible candidates.")
+                   f"chosen among {sum(c.eligible for c in result.candidates)} eligible candidates as the most clusters at a "
+                   f"silhouette peak within {config.silhouette_tolerance:.0%} of the best silhouette.")
     with tracking.run(CLUSTERING_EXPERIMENT, f"clustering {ctx.as_of}", description, ctx.tags()) as active:
         mlflow.log_params({**dataclasses.asdict(config), "chosen_algorithm": chosen.algorithm, "chosen_k": chosen.k,
                            "features": len(model.features), "persons": len(frame),
-                           "selection_rule": "max silhouette among eligible candidates"})
+                           "selection_rule": "most clusters at a silhouette peak within the tolerance of the best"})
         mlflow.log_metrics(_finite(result.metrics))
         for i, ari in enumerate(result.stability_ari):
             mlflow.log_metric("stability_ari", ari, step=i)
