@@ -85,15 +85,12 @@ def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarra
     eligible = [c for c in result.candidates if c.eligible]
     z = result.model.preprocess.transform(frame)  # the space the candidates were fitted in
     z_sample = z[result.sample_index]
-    best = max(c.silhouette for c in eligible)
     chosen = {
         "silhouette": max(eligible, key=lambda c: (c.silhouette, -c.k)),
         # The most clusters whose silhouette is within 10% / 20% of the best, and the same among
-        # silhouette peaks over k (ml.clustering.select; peaks within 20% is the pipeline's rule).
-        "silhouette_within_10pct": max((c for c in eligible if c.silhouette >= best - 0.1 * abs(best)),
-                                       key=lambda c: (c.k, c.silhouette)),
-        "silhouette_within_20pct": max((c for c in eligible if c.silhouette >= best - 0.2 * abs(best)),
-                                       key=lambda c: (c.k, c.silhouette)),
+        # silhouette peaks over k (peaks within 20% is the pipeline's rule).
+        "silhouette_within_10pct": select(result.candidates, 0.1, peaks_only=False),
+        "silhouette_within_20pct": select(result.candidates, 0.2, peaks_only=False),
         "silhouette_peak_within_10pct": select(result.candidates, 0.1),
         "silhouette_peak_within_20pct": select(result.candidates, 0.2),
         "calinski_harabasz": max(eligible, key=lambda c: c.calinski_harabasz),

@@ -6,16 +6,17 @@ each standardised with its skew taken out by Yeo-Johnson, with optional PCA. Eve
 scored on one fixed-size sample by silhouette, Davies-Bouldin and Calinski-Harabasz.
 
 Selection rule: among *eligible* candidates (between k_min and k_max clusters, no cluster smaller
-than `min_cluster_share` of the sample, at most `max_noise_share` noise), the one with the most
-clusters whose silhouette is a peak over k (at least its neighbours') and within
-`silhouette_tolerance` (20%) of the best. Silhouette's maximum sits at few, coarse clusters when
-behaviour groups overlap and differ in size; a second peak at a larger k that is nearly as well
-separated is structure, where splitting a real group only lowers the silhouette
-(benchmarks/cluster_selection.py and planted_behaviour.py; docs/models.md). Davies-Bouldin, Calinski-Harabasz and the KMeans elbow are
-logged for review, not used to choose.
+than `min_cluster_share` of the sample, at most `max_noise_share` noise) whose silhouette is a
+peak over k (at least its neighbours') and within `silhouette_tolerance` (20%) of the best, the
+one with the most clusters that is also stable: the mean ARI of refits on bootstrap resamples
+against its own labels is at least `min_stability`, as promotion requires. Silhouette's maximum
+sits at few, coarse clusters when behaviour groups overlap and differ in size; a second peak at a
+larger k that is nearly as well separated is structure, where splitting a real group only lowers
+the silhouette (benchmarks/cluster_selection.py and planted_behaviour.py; docs/models.md). On
+small or noisy data a fine split that refits do not reproduce gives way to a coarser one.
+Davies-Bouldin, Calinski-Harabasz and the KMeans elbow are logged for review, not used to choose.
 
-The chosen model is then checked for stability (mean ARI of refits on bootstrap resamples against
-its own labels), tested feature by feature (Kruskal-Wallis), named from its centroid profile
+The chosen model is tested feature by feature (Kruskal-Wallis), named from its centroid profile
 (ml.naming), and relabelled so that its clusters keep the ids of the previous champion's nearest
 centroids.
 """
@@ -54,6 +55,9 @@ class ClusteringConfig:
     # did best on the generated and the planted event data (benchmarks/cluster_selection.py).
     unskew: bool = True
     silhouette_tolerance: float = 0.2  # the most clusters whose silhouette is within this share of the best
+    # Promotion's minimums (ml.workflows.CLUSTERING_POLICY); the rule skips candidates below them.
+    min_silhouette: float = 0.10
+    min_stability: float = 0.60  # mean ARI of bootstrap refits against the candidate's own labels
     sample_size: int = 5000  # silhouette, Ward, HDBSCAN and the bootstrap run on this many rows
     fit_rows: int = 50_000  # KMeans and GMM fit on at most this many rows, then predict the rest
     min_cluster_share: float = 0.02
@@ -242,6 +246,20 @@ def _bootstrap_ari(chosen: Candidate, z_fit: np.ndarray, z_sample: np.ndarray, c
     return scores
 
 
+def _first_stable(ranked: list[Candidate], z_fit: np.ndarray, z_sample: np.ndarray,
+                  config: ClusteringConfig) -> tuple[Candidate, list[float]]:
+    """The first candidate in the rule's order that is stable and separated enough to be promoted;
+    when none is, the best-separated one (which promotion will then refuse, saying why)."""
+    for candidate in ranked:
+        if candidate.silhouette < config.min_silhouette:
+            continue
+        stability = _bootstrap_ari(candidate, z_fit, z_sample, config)
+        if not stability or np.mean(stability) >= config.min_stability:
+            return candidate, stability
+    best = max(ranked, key=lambda c: (c.silhouette, -c.k))
+    return best, _bootstrap_ari(best, z_fit, z_sample, config)
+
+
 def significance_by_feature(X: pd.DataFrame, labels: np.ndarray, config: ClusteringConfig) -> pd.DataFrame:
     """Kruskal-Wallis per feature across clusters (noise left out), with epsilon squared as effect size.
 
@@ -324,14 +342,22 @@ def silhouette_peaks(candidates: list[Candidate]) -> list[Candidate]:
     return peaks
 
 
-def select(candidates: list[Candidate], tolerance: float) -> Candidate:
-    """Among the eligible candidates at a silhouette peak, the one with the most clusters whose
-    silhouette is within `tolerance` of the best (ties: the higher silhouette)."""
+def preference(candidates: list[Candidate], tolerance: float, peaks_only: bool = True) -> list[Candidate]:
+    """The selection rule's order: the eligible candidates whose silhouette is within `tolerance` of
+    the best and, with `peaks_only`, at a silhouette peak, most clusters first (ties: the higher
+    silhouette). The best eligible candidate always qualifies, even when an ineligible neighbour
+    outscores it."""
     eligible = [c for c in candidates if c.eligible]
-    best = max(c.silhouette for c in eligible)
-    peaks = {id(c) for c in silhouette_peaks(candidates)}
-    near = [c for c in eligible if c.silhouette >= best - tolerance * abs(best) and id(c) in peaks]
-    return max(near, key=lambda c: (c.k, c.silhouette))
+    best = max(eligible, key=lambda c: (c.silhouette, -c.k))
+    peaks = {id(c) for c in silhouette_peaks(candidates)} if peaks_only else {id(c) for c in eligible}
+    floor = best.silhouette - tolerance * abs(best.silhouette)
+    near = [c for c in eligible if c is best or (c.silhouette >= floor and id(c) in peaks)]
+    return sorted(near, key=lambda c: (c.k, c.silhouette), reverse=True)
+
+
+def select(candidates: list[Candidate], tolerance: float, peaks_only: bool = True) -> Candidate:
+    """The first candidate in the rule's `preference`, before the stability gate."""
+    return preference(candidates, tolerance, peaks_only)[0]
 
 
 def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
@@ -367,7 +393,7 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
         reasons = "; ".join(dict.fromkeys(f"{c.name}: {c.why_not}" for c in candidates))
         raise NoEligibleCandidateError(f"No clustering candidate met the selection rule. {reasons}. Widen the k "
                                        "range or add behavioural data.")
-    chosen = select(candidates, config.silhouette_tolerance)
+    chosen, stability = _first_stable(preference(candidates, config.silhouette_tolerance), z_fit, z_sample, config)
 
     assigner = _assigner(chosen, z_sample, config.seed)
     raw_labels = assigner.predict(Z)
@@ -392,7 +418,7 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
                          centroid_ids=[int(i) for i in centroids.index], centroids=centroids.to_numpy().tolist())
     return ClusteringResult(
         model=model, chosen=chosen, candidates=candidates, labels=labels, sample_index=sample_index,
-        stability_ari=_bootstrap_ari(chosen, z_fit, z_sample, config),
+        stability_ari=stability,
         significance=significance_by_feature(X, labels, config), profile=profile, z_scores=z_scores,
         elbow=pd.DataFrame(elbow),
     )

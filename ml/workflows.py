@@ -25,7 +25,8 @@ from ml.tracking import PromotionPolicy
 CLUSTERING_EXPERIMENT = "tessera-clustering"
 CLUSTERING_MODEL = "tessera_clustering"
 CLUSTERING_POLICY = PromotionPolicy(metric="silhouette", margin=0.01,
-                                    minimums={"silhouette": 0.10, "stability_ari_mean": 0.60})
+                                    minimums={"silhouette": ClusteringConfig.min_silhouette,
+                                              "stability_ari_mean": ClusteringConfig.min_stability})
 PROPENSITY_POLICY = PromotionPolicy(metric="roc_auc", margin=0.005, minimums={"roc_auc": 0.60})
 CLV_EXPERIMENT = "tessera-clv"
 CLV_MODEL = "tessera_clv"
