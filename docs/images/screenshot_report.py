@@ -1,0 +1,34 @@
+"""Re-take docs/images/report.png, the README's picture, after `make run`.
+
+    .venv/bin/python docs/images/screenshot_report.py
+
+Opens the newest data/reports/<as_of>/index.html in Debian's headless Chromium (the browser tests'
+setup) and saves the top of the page at 1440 px wide.
+"""
+
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+# Without the background-networking flags Chromium keeps dialling Google on a closed network.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def main() -> None:
+    pages = sorted((ROOT / "data" / "reports").glob("*/index.html"))
+    if not pages:
+        raise SystemExit("No report under data/reports/: run `make run` first.")
+    out = Path(__file__).with_name("report.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 960})
+        page.goto(pages[-1].as_uri())
+        page.screenshot(path=str(out))
+        browser.close()
+    print(f"{out} from {pages[-1]}")
+
+
+if __name__ == "__main__":
+    main()
