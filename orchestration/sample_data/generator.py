@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 from orchestration.sample_data import vocab as V
 
 UTC = dt.timezone.utc

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 
 CRM_HEADER = ["customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city", "postcode",
               "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in"]

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 from orchestration.sample_data.generator import generate
 from tests.conftest import SMALL
 

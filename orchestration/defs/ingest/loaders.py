@@ -32,7 +32,7 @@ from orchestration.defs.ingest.mapping import SourceFiles, canonical_sql, event_
 from orchestration.lib import suppression
 from orchestration.lib.identifiers import check_email, normalise_phone
 from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 
 EVENT_TYPES = ("track", "page", "screen", "identify")
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

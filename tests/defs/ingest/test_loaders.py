@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from orchestration.defs.ingest.loaders import CRM, ORDERS, SOURCES, load_csv_source, load_events, load_source
+from orchestration.lib import reason_codes as F
 from orchestration.lib.warehouse import connect, table_exists, table_fingerprint
-from orchestration.sample_data import faults as F
 
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
 RAW_TABLES = ("raw.events", "raw.crm_customers", "raw.order_lines", "raw.firmographics", "raw.erasure_requests",
