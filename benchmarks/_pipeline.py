@@ -112,11 +112,12 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.exports.assets import export_assets
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
+    from orchestration.defs.ingest.resources import LandingZoneResource
     from orchestration.defs.ml.assets import ml_assets, training_assets
     from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
     from orchestration.defs.quality.checks import quality_checks
-    from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+    from orchestration.defs.resources import WarehouseResource
     from orchestration.defs.segments.assets import segment_assets
     from orchestration.lib.settings import load_settings
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ingest.sensors import landing_events_sensor, partitions_for
-from orchestration.defs.resources import LandingZoneResource
 
 ROOT = Path(__file__).resolve().parents[2]
 

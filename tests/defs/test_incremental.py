@@ -16,9 +16,11 @@ from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_before_i
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
-from orchestration.defs.ingest.loaders import DayWindow, load_events
+from orchestration.defs.ingest.loaders import load_events
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets]

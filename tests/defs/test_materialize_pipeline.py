@@ -16,10 +16,11 @@ from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.quality.checks import quality_checks
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow

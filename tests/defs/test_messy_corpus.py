@@ -18,9 +18,10 @@ from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.exports.assets import export_assets
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.identifiers import sha256_hex
 from orchestration.lib.warehouse import connect

@@ -16,9 +16,10 @@ from orchestration.defs.dbt.assets import tessera_dbt_models
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.warehouse import connect
 

@@ -9,6 +9,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from orchestration.defs.dbt.project import dbt_project
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ingest.sources_config import cached_sources_config
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.partitions import (
@@ -18,7 +19,7 @@ from orchestration.defs.partitions import (
     partition_window,
     single_run,
 )
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource, retry_when_locked
+from orchestration.defs.resources import WarehouseResource, retry_when_locked
 from orchestration.lib import spark
 from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
 from orchestration.lib.settings import load_settings

@@ -7,10 +7,12 @@ snapshots, read whole on every run.
 
 import dagster as dg
 
-from orchestration.defs.ingest.loaders import CSV_SOURCES, DayWindow, LoadReport, load_source
+from orchestration.defs.ingest.loaders import CSV_SOURCES, LoadReport, load_source
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, single_run, window_to_rebuild
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.day_window import DayWindow
 
 OWNER = "team:data-engineering"
 SOURCE_TABLES = {"events": "events", **{s.name: s.table for s in CSV_SOURCES}}

@@ -29,10 +29,11 @@ import pandas as pd
 import phonenumbers
 
 from orchestration.defs.ingest.mapping import SourceFiles, canonical_sql, event_line_sql, read_mapped
+from orchestration.lib import reason_codes as F
 from orchestration.lib import suppression
+from orchestration.lib.day_window import DayWindow
 from orchestration.lib.identifiers import check_email, normalise_phone
 from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
-from orchestration.lib import reason_codes as F
 
 EVENT_TYPES = ("track", "page", "screen", "identify")
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -485,31 +486,6 @@ def _batches(files: list[Path], limit: int) -> list[list[Path]]:
             batches.append(batch)
             batch, size = [], 0
     return batches + [batch] if batch or not batches else batches
-
-
-@dataclass(frozen=True)
-class DayWindow:
-    """The event days [start, end) (UTC) a load replaces in raw.events; None leaves that side open,
-    so DayWindow() is the whole history. Dagster's daily partitions map onto it."""
-
-    start: dt.date | None = None
-    end: dt.date | None = None
-
-    @property
-    def everything(self) -> bool:
-        return self.start is None and self.end is None
-
-    def holds(self, day_sql: str) -> str:
-        """SQL: the DATE expression `day_sql` lies in the window."""
-        bounds = ([f"{day_sql} >= DATE '{self.start}'"] if self.start else []) + \
-                 ([f"{day_sql} < DATE '{self.end}'"] if self.end else [])
-        return " AND ".join(bounds) or "true"
-
-    def contains(self, day: dt.date) -> bool:
-        return (self.start is None or day >= self.start) and (self.end is None or day < self.end)
-
-    def __str__(self) -> str:
-        return f"[{self.start or 'the first event'}, {self.end or 'the last event'})"
 
 
 def _event_files_to_read(con, plan: SourceFiles, stats: dict[str, tuple[int, int]],

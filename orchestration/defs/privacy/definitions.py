@@ -3,8 +3,8 @@ import json
 
 import dagster as dg
 
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.privacy.assets import ERASURE_LOG, privacy_assets, privacy_checks
-from orchestration.defs.resources import LandingZoneResource
 
 erase = dg.define_asset_job(
     "erase",
