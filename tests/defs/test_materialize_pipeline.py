@@ -19,6 +19,7 @@ from orchestration.defs.ingest.checks import quarantine_checks
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
+from orchestration.defs.privacy.assets import sweep_assets
 from orchestration.defs.quality.checks import quality_checks
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
@@ -26,7 +27,7 @@ from orchestration.lib.warehouse import connect, table_fingerprint
 pytestmark = pytest.mark.slow
 # Up to features and their gates; the ML, segment and export chain is tested in test_segments_pipeline.py.
 ALL_ASSETS = [*ingest_assets, *quarantine_checks, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph,
-              *identity_defs.assets, *quality_checks]
+              *identity_defs.assets, *sweep_assets, *quality_checks]
 # The assets alone, without the GX gates and dbt tests, for the tests that only compare tables; of
 # them, what a new orders file changes.
 ALL_CHECKS = dg.AssetSelection.all_asset_checks()

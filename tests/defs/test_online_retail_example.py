@@ -19,6 +19,7 @@ from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
+from orchestration.defs.privacy.assets import sweep_assets
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.warehouse import connect
@@ -48,7 +49,7 @@ def example(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         result = dg.materialize(
-            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets],
+            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets],
             instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
             resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                        "landing": LandingZoneResource(root=str(root / "landing"), sources_config=str(root / "sources.yml")),

@@ -19,7 +19,7 @@ from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
+from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets, segment_checks
 from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
@@ -28,8 +28,8 @@ from orchestration.lib.settings import DBT_PROJECT_DIR
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
-CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets, *segment_checks,
-         *privacy_assets, *privacy_checks, *identity_defs.asset_checks, *export_assets]
+CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
+         *segment_checks, *privacy_assets, *privacy_checks, *sweep_checks, *export_assets]
 SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_report", "segment_overlap")
 
 

@@ -4,7 +4,6 @@ import dagster as dg
 import pandas as pd
 
 from orchestration.defs.metadata import table_metadata
-from orchestration.defs.privacy.assets import ERASURE_LOG
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
@@ -14,6 +13,7 @@ from orchestration.lib.settings import load_settings
 OWNER = "team:marketing-analytics"
 ATTRIBUTES = dg.AssetKey(["marts", "segment_attributes"])
 MEMBERSHIP = dg.AssetKey(["marts", "segment_membership"])
+ERASURE_LOG = dg.AssetKey(["privacy", "erasure_log"])  # erasures first: no erased person is a member
 TABLES = {
     "segment_membership": "Current members of every published segment: person_id, segment_name, segment_type, "
                           "entered_at (start of the open interval), as_of.",
