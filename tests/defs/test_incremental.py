@@ -16,7 +16,7 @@ from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_before_i
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
-from orchestration.defs.ingest.loaders import load_events
+from orchestration.defs.ingest.loaders.events import load_events
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets

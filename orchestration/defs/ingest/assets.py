@@ -7,7 +7,8 @@ snapshots, read whole on every run.
 
 import dagster as dg
 
-from orchestration.defs.ingest.loaders import CSV_SOURCES, LoadReport, load_source
+from orchestration.defs.ingest.loaders import CSV_SOURCES, load_source
+from orchestration.defs.ingest.loaders.common import LoadReport
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, single_run, window_to_rebuild

@@ -18,7 +18,8 @@ import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from orchestration.defs.ingest.loaders import CSV_SOURCES, contract_files
+from orchestration.defs.ingest.loaders import CSV_SOURCES
+from orchestration.defs.ingest.loaders.common import contract_files
 from orchestration.defs.ingest.mapping import (
     EVENT_FIELDS,
     CsvOptions,
