@@ -29,7 +29,7 @@ def run_vars(sources_config) -> dict:
     from orchestration.lib.settings import load_settings
 
     as_of = load_settings().as_of
-    return sources_config.taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
+    return sources_config.taxonomy.dbt_vars() | ({"tessera__as_of": as_of.isoformat()} if as_of else {})
 
 
 def partial_parse_seed(step: str, warehouse: str | Path) -> Path:

@@ -90,9 +90,10 @@ STRONG_COLUMNS = ("traits_phone_e164",)
 
 @functools.lru_cache(maxsize=1)
 def blocked_values() -> tuple[str, ...]:
-    """The placeholder identifiers the identity graph never links on (dbt var identity_blocked_values)."""
+    """The placeholder identifiers the identity graph never links on (the dbt var
+    tessera__identity_blocked_values)."""
     project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
-    return tuple(str(v).lower() for v in project["vars"]["identity_blocked_values"])
+    return tuple(str(v).lower() for v in project["vars"]["tessera__identity_blocked_values"])
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -58,9 +58,9 @@ def _incremental_args(context: dg.AssetExecutionContext, config: FullRefreshConf
     dbt_vars = {}
     if isinstance(config, IncrementalConfig):
         window = partition_window(context)
-        dbt_vars = {"partition_start": window.start.isoformat() if window.start else "",
-                    "partition_end": window.end.isoformat() if window.end else "",
-                    "lookback_days": config.lookback_days}
+        dbt_vars = {"tessera__partition_start": window.start.isoformat() if window.start else "",
+                    "tessera__partition_end": window.end.isoformat() if window.end else "",
+                    "tessera__lookback_days": config.lookback_days}
     return dbt_vars, ["--full-refresh"] if config.full_refresh else []
 
 

@@ -100,7 +100,7 @@ class Taxonomy(_Strict):
     scroll_depth: list[str] = Field(default=["Scroll Depth Reached"], min_length=1)
 
     def dbt_vars(self) -> dict[str, list[str]]:
-        return {f"event_{name}": list(names) for name, names in self.model_dump().items()}
+        return {f"tessera__event_{name}": list(names) for name, names in self.model_dump().items()}
 
 
 class SourcesConfig(_Strict):
