@@ -16,8 +16,10 @@ from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
+from orchestration.defs.ingest.loaders.events import EVENT_TYPES
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
+from orchestration.defs.metadata import PERSONAL_COLUMN, PREVIEW_ROWS
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
 from orchestration.defs.quality.checks import quality_checks
@@ -92,7 +94,16 @@ def test_every_table_asset_shows_its_rows_schema_and_no_identifier_reaches_the_e
     schema = {c.name: c.description for c in metadata["marts/identity_map"]["dagster/column_schema"].value.columns}
     assert schema["person_id"] and schema["matched_by"]
     assert "_No preview: this table holds personal data._" in metadata["pii/person_contacts"]["preview"].value
-    assert "| type | event | occurred_at |" in metadata["raw/events"]["preview"].value
+    # A preview is a table of the first rows, without the columns that may hold personal data.
+    events = metadata["raw/events"]
+    preview, columns = events["preview"].value, [c.name for c in events["dagster/column_schema"].value.columns]
+    shown = [c.name for c in preview.schema.columns]
+    assert shown[:3] == ["type", "event", "occurred_at"]
+    assert shown == [c for c in columns if not PERSONAL_COLUMN.search(c)]
+    assert events["preview_columns_hidden"].value == len(columns) - len(shown) > 0
+    assert len(preview.records) == PREVIEW_ROWS
+    assert {r.data["type"] for r in preview.records} <= set(EVENT_TYPES)
+    assert {c.name: c.type for c in preview.schema.columns}["type"] == "string"
     identity = metadata["intermediate/identity_assignments"]
     assert identity["persons_merged_since_previous_run"].value == 0  # the first run has no previous map
     assert identity["identifiers_per_person_distribution"].value.startswith("![identifiers per person](data:image/png")
