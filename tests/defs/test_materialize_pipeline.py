@@ -22,7 +22,7 @@ from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.metadata import PERSONAL_COLUMN, PREVIEW_ROWS
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
-from orchestration.defs.quality.checks import quality_checks
+from orchestration.defs.quality.checks import DRIFT_FEATURES, quality_checks
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
 
@@ -116,11 +116,15 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     events_md = metadata["raw/events"]
     with connect(warehouse, read_only=True) as con:
         quarantined = con.execute("SELECT count(*) FROM raw.quarantine WHERE source = 'events'").fetchone()[0]
+        by_reason = con.execute("SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' "
+                                "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
         raw_events = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]
         staged = con.execute("SELECT count(*) FROM intermediate.int_segment__events").fetchone()[0]
     assert events_md["rows_quarantined"].value == quarantined > 0
     assert events_md["rows_deduplicated"].value == sample.summary["counts"]["duplicate_messages"]
-    assert "invalid_json" in events_md["quarantine_by_reason"].value
+    quarantine_by_reason = events_md["quarantine_by_reason"].value
+    assert [(r.data["reason"], r.data["rows"]) for r in quarantine_by_reason.records] == by_reason
+    assert "invalid_json" in dict(by_reason)
     assert events_md["dagster/row_count"].value == raw_events == staged
     assert {"staging/stg_segment__events", "intermediate/int_segment__events", "staging/stg_crm__customers", "staging/stg_commerce__order_lines",
             "staging/stg_enrichment__firmographics", "staging/stg_privacy__erasure_requests",
@@ -131,6 +135,13 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     gates = {c.asset_key.to_user_string(): c.passed for c in checks if c.check_name == "great_expectations_gate"}
     assert gates == {"raw/events": True, "intermediate/int_segment__events": True, "marts/identity_map": True,
                      "marts/user_features": True}
+    # The first run has no previous profile to compare with: the drift check lists the features alone.
+    (drift,) = [c for c in checks if c.check_name == "feature_drift"]
+    profile = drift.metadata["profile"].value
+    assert drift.metadata["compared_with_previous"].value is False
+    assert [r.data["feature"] for r in profile.records] == DRIFT_FEATURES
+    assert all(r.data["previous mean"] is None and r.data["previous p95"] is None and isinstance(r.data["mean"], float)
+               for r in profile.records)
     quarantine_results = {c.asset_key.to_user_string() for c in checks if c.check_name == "quarantine_share_below_5pct"}
     assert quarantine_results == {"raw/events", "raw/crm_customers", "raw/order_lines", "raw/firmographics",
                                   "raw/erasure_requests"}

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.defs.ingest.assets import report_metadata
 from orchestration.defs.ingest.loaders import SOURCES, load_source
+from orchestration.defs.ingest.loaders.common import LoadReport
 from orchestration.defs.ingest.loaders.crm import CRM
 from orchestration.defs.ingest.loaders.events import load_events
 from orchestration.defs.ingest.loaders.orders import ORDERS
 from orchestration.defs.ingest.loaders.tabular import load_csv_source
 from orchestration.lib import reason_codes as F
+from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import connect, table_exists, table_fingerprint
 
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
@@ -359,6 +362,24 @@ def test_a_file_with_only_some_columns_loads_them_and_says_which_are_absent(tmp_
     [(file, code, reason)] = quarantine
     assert (file, code) == ("crm/no_date.csv", F.FILE_MISSING_HEADER)
     assert "lacks the required column(s) updated_at" in reason and "sources.yml" in reason
+
+
+def test_the_load_report_reaches_dagster_as_tables_largest_count_first():
+    report = LoadReport("crm", "crm_customers", quarantine_by_reason={F.INVALID_EMAIL: 2, F.MISSING_REQUIRED: 5},
+                        files_rejected={"crm/b.csv": F.FILE_NOT_UTF8, "crm/a.csv": F.FILE_MISSING_HEADER},
+                        columns_absent={"crm/c.csv": "phone, country"})
+    metadata = report_metadata(report, DayWindow())
+
+    def table(key: str) -> tuple[dict, list[dict]]:
+        return {c.name: c.type for c in metadata[key].schema.columns}, [r.data for r in metadata[key].records]
+
+    assert table("quarantine_by_reason") == ({"reason": "string", "rows": "int"}, [
+        {"reason": F.MISSING_REQUIRED, "rows": 5}, {"reason": F.INVALID_EMAIL, "rows": 2}])
+    assert table("field_issues_by_reason") == ({"reason": "string", "fields nulled": "int"}, [])
+    assert table("files_rejected") == ({"file": "string", "reason": "string"}, [
+        {"file": "crm/a.csv", "reason": F.FILE_MISSING_HEADER}, {"file": "crm/b.csv", "reason": F.FILE_NOT_UTF8}])
+    assert table("columns_absent") == ({"file": "string", "columns": "string"}, [
+        {"file": "crm/c.csv", "columns": "phone, country"}])
 
 
 def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):
