@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from ml import tracking
 from orchestration.defs.ingest.resources import LandingZoneResource
-from orchestration.defs.metadata import table_metadata
+from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.privacy.erasure import ErasureReport, process_erasures, remaining_traces, sweep
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import suppression
@@ -98,14 +98,14 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, lan
 def _report_metadata(report: ErasureReport) -> dict:
     removed = pd.DataFrame(sorted(((t, n) for t, n in {**report.rows_removed, **{
         f"{t} (text)": n for t, n in report.text_rows_removed.items()}}.items() if n), key=lambda r: -r[1]),
-        columns=["table", "rows removed"])
+        columns=["table", "rows removed"]).astype({"rows removed": "int64"})
     return {
         "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
         "not_found_but_suppressed": report.not_found, "persons_erased_now": report.persons,
         "identifiers_suppressed_now": report.identifiers_suppressed,
         "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
         "export_rows_removed": report.export_rows_removed,
-        "rows_removed_by_table": dg.MetadataValue.md(removed.to_markdown(index=False) if len(removed) else "none"),
+        "rows_removed_by_table": frame_table(removed),
     }
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from orchestration.defs.metadata import table_metadata
+from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
@@ -57,6 +57,7 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
     if report.unpublished:
         context.log.warning(f"Below their minimum size, not published: {', '.join(report.unpublished)}")
     members = int(table.loc[table["published"], "size"].sum())
+    report_table = frame_table(table)
     sizes_plot = dg.MetadataValue.md(figures.markdown_image(
         figures.lines(sizes_over_time, "Published segment sizes per run", "members"), "segment sizes over time")
         if len(sizes_over_time) else "none")
@@ -69,17 +70,17 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
         "memberships_left_out_for_consent": int(table["left out (consent)"].sum()),
         "entered": int(table["entered"].sum()), "exited": int(table["exited"].sum()),
         "rerun_of_as_of": report.rewound,
-        "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+        "segment_report": report_table,
         "segment_sizes_over_time": sizes_plot,
     })
     yield dg.MaterializeResult(asset_key=["marts", "segment_membership_history"],
                                metadata=tables["segment_membership_history"])
     yield dg.MaterializeResult(asset_key=["marts", "segment_report"], metadata={
-        **tables["segment_report"], "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+        **tables["segment_report"], "segment_report": report_table,
         "segment_sizes_over_time": sizes_plot})
     yield dg.MaterializeResult(asset_key=["marts", "segment_overlap"], metadata={
         **tables["segment_overlap"],
-        "top_overlaps": dg.MetadataValue.md(overlap.to_markdown(index=False) if len(overlap) else "none")})
+        "top_overlaps": frame_table(overlap)})
 
 
 @dg.asset_check(asset=MEMBERSHIP, pool="duckdb", description="Every segment reaches its min_size; smaller ones are not published.")
