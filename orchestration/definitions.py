@@ -49,7 +49,7 @@ def daily_refresh(context: dg.ScheduleEvaluationContext):
     """Every day at 03:00 UTC: yesterday's event partition (and the lookback before it), the
     snapshot sources, and everything downstream but model training. Start it in the UI
     (Automation) once collectors feed the landing zone."""
-    day = (context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    day = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     return dg.RunRequest(partition_key=day, run_key=day)
 
 

@@ -54,7 +54,7 @@ def frame_table(frame: pd.DataFrame, descriptions: dict[str, str] | None = None)
     cells. An empty frame keeps its columns."""
     kinds = {str(name): _column_type(frame[name]) for name in frame.columns}
     columns = [dg.TableColumn(name, kind, description=(descriptions or {}).get(name)) for name, kind in kinds.items()]
-    records = [dg.TableRecord({name: _value(v, kind) for (name, kind), v in zip(kinds.items(), row)})
+    records = [dg.TableRecord({name: _value(v, kind) for (name, kind), v in zip(kinds.items(), row, strict=True)})
                for row in frame.itertuples(index=False, name=None)]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 

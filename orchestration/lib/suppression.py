@@ -189,7 +189,7 @@ def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason:
     """Put on the list every identifier that a row of a listed person carries in `tables` (table ->
     columns), until no row adds one; identifiers added. A request by email thus reaches the
     customer id of the CRM record, the user id of the identify event and the person of the map."""
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     _find_shared_devices(con, tables)
     added = 0
     for _ in range(max_rounds):

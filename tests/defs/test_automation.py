@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import json
 import os
 import subprocess
@@ -78,7 +79,7 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
 def test_daily_refresh_runs_yesterdays_partition():
     from orchestration.definitions import daily_refresh
 
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.UTC))
     request = daily_refresh(context)
     assert request.partition_key == "2026-10-31"
     assert daily_refresh.job_name == "daily_refresh_job"
@@ -215,5 +216,5 @@ def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_p
                 elif event and event.event_type_value == "STEP_SUCCESS":
                     spans.append((begin[event.step_key], entry.timestamp, run.run_id))
     spans.sort()
-    overlapping = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1] and a[2] != b[2]]
+    overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1] and a[2] != b[2]]
     assert not overlapping

@@ -18,8 +18,8 @@ from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
 from orchestration.defs.ingest.loaders.events import EVENT_TYPES
 from orchestration.defs.ingest.resources import LandingZoneResource
-from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.metadata import PERSONAL_COLUMN, PREVIEW_ROWS
+from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
 from orchestration.defs.quality.checks import DRIFT_FEATURES, quality_checks
@@ -250,7 +250,7 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, pipeline, tmp_p
             FROM raw.events WHERE type = 'track' AND occurred_at < DATE '2026-10-01' LIMIT 300""").fetchall()
         order = con.execute("SELECT customer_id FROM raw.order_lines WHERE customer_id IS NOT NULL LIMIT 1").fetchone()[0]
     lines = []
-    for i, (mid, mtype, event, name, uid, aid, props, ctx) in enumerate(known):
+    for i, (_mid, mtype, event, _name, uid, aid, props, ctx) in enumerate(known):
         lines.append(json.dumps({"messageId": f"future-{i}", "type": mtype, "event": event, "userId": uid,
                                  "anonymousId": aid, "timestamp": "2026-10-25T12:00:00Z",
                                  "receivedAt": "2026-10-25T12:00:01Z", "properties": json.loads(props or "{}"),

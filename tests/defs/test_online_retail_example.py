@@ -83,7 +83,7 @@ def test_customers_orders_cancellations_and_guests_match_the_file(example):
 
 def test_rfm_features_equal_the_file_exactly_and_families_without_data_are_empty(example):
     known = example["lines"][example["lines"]["CustomerID"].notna()].copy()
-    known["amount"] = [_line_amount(q, p) for q, p in zip(known["Quantity"], known["UnitPrice"])]
+    known["amount"] = [_line_amount(q, p) for q, p in zip(known["Quantity"], known["UnitPrice"], strict=True)]
     completed = known[~known["InvoiceNo"].str.startswith("C")]
     truth = completed.groupby(completed["CustomerID"].astype(int).astype(str)).agg(
         frequency_orders=("InvoiceNo", "nunique"), monetary_total=("amount", "sum"))

@@ -195,7 +195,7 @@ def test_connected_components_on_spark_equal_scipy_on_the_duckdb_graph(engines):
                           shape=(len(index), len(index)))
     count, labels = scipy_components(graph, directed=False)
     expected: dict[int, set] = {}
-    for node, label in zip(index, labels):
+    for node, label in zip(index, labels, strict=True):
         expected.setdefault(label, set()).add(node)
 
     assert result.nodes == len(index) and result.components == count

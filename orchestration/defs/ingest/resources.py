@@ -4,7 +4,6 @@ a user's own files onto the landing contract (its taxonomy also gives dbt its va
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
@@ -17,7 +16,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     sources config (TESSERA_SOURCES_CONFIG) that maps a user's own files onto it."""
 
     root: str
-    sources_config: Optional[str] = None
+    sources_config: str | None = None
 
     def config(self):
         """The validated sources config (the landing contract's defaults when none is set)."""

@@ -204,7 +204,7 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
             before = f", nor can the {tried - 1} file(s) before it" if tried > 1 else ""
             return [f"{where}, key 'sources.{source}.format': {first} cannot be read as {spec.format} "
                     f"({str(error).splitlines()[0]}){before}. Check the format and the csv options."]
-        checks = ([(f"columns.{c}", s) for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]))
+        checks = ([(f"columns.{c}", s) for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]), strict=True)
                    if c in plan.columns] if source != "events" else
                   [(f"columns.{c}", f"{event_line_sql(SourceFiles(plan.root, [], columns={c: e}))} AS line")
                    for c, e in plan.columns.items() if c in EVENT_FIELDS])

@@ -12,9 +12,8 @@ import dagster as dg
 import pandas as pd
 
 from ml import workflows
-from ml.clustering import ClusteringConfig
+from ml.clustering import ClusteringConfig, NotClusterableError
 from ml.clv import ClvConfig, NotEnoughBuyersError
-from ml.clustering import NotClusterableError
 from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import frame_table, table_metadata

@@ -87,7 +87,7 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, lan
             context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
             rebuild_after_erasure(warehouse.path, run_vars(landing.config()),
                                   only_before_identity_graph=in_the_identity_chain)
-    now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
     if flagged:
         context.log.info(f"Model versions flagged as trained before an erasure (the next training replaces a flagged "

@@ -46,7 +46,7 @@ class DriftConfig(dg.Config):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _failures_table(failures: list[Failure]) -> dg.TableMetadataValue:

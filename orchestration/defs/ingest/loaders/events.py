@@ -247,7 +247,7 @@ def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict
     """The days (UTC) of each file's valid messages, read with the loader's own checks in an
     in-memory DuckDB (the warehouse stays untouched, so a sensor may call this during a run).
     A file with no valid message maps to an empty list."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     days: dict[str, list[dt.date]] = {files.relative(p): [] for p in files.files}
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
@@ -275,7 +275,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     one, the last day of the window that first read it), so daily loads own them too. A message
     sent twice keeps its earliest copy, also when the copies fall on different days.
     """
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source="events", table="events")
     plan = _plan(files, "events")
     report.files_seen = len(plan.files)

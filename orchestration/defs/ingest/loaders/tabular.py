@@ -184,7 +184,7 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
                     now: dt.datetime | None = None) -> LoadReport:
     """`files`: the landing root (its <source>/ folder), or the files a sources config declares.
     When the files and this loader are as at the last load, nothing is read again (`report.reused`)."""
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source=spec.name, table=spec.table)
     plan = _plan(files, spec.name)
     report.files_seen = len(plan.files)
