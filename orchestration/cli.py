@@ -46,9 +46,12 @@ DAGSTER_YAML = """# Written by `tessera run` and `make`. Telemetry off; one step
 # DuckDB pool (every asset that opens the warehouse), and runs claim its slot in turn (the event log
 # below); a run whose process died is retried twice (a step that meets a DuckDB lock held outside
 # Dagster retries itself; other failures need a person); the daemon frees the slots a run still
-# holds a minute after it ended (terminated in the UI, for one whose process was killed).
+# holds a minute after it ended (terminated in the UI, for one whose process was killed), and
+# evaluates the assets' freshness policies (Dagster's default, spelled out).
 telemetry:
   enabled: false
+freshness:
+  enabled: true
 event_log_storage:
   module: orchestration.lib.dagster_storage
   class: SerialClaimsSqliteEventLogStorage
