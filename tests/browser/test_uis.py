@@ -91,7 +91,8 @@ def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, pa
         page.wait_for_timeout(10_000)
     page.screenshot(path=str(ARTIFACTS / "dagster_segment_membership_freshness.png"), full_page=True)
     assert "Freshness policy" in overview and "Passing" in overview, overview
-    assert "06:00" in overview and "Fresh if materialized no earlier than a day before each deadline" in overview
+    assert "Deadline: At 06:00 AM UTC" in overview
+    assert "Fresh if materialized no earlier than 24 hours before each deadline" in overview
     partitions = _open(page, f"{dagster_url}/assets/raw/events?view=partitions", "Partitions",
                        "dagster_raw_events_partitions.png")
     assert "Materialized" in partitions
