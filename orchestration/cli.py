@@ -259,7 +259,7 @@ def _execute_with_progress(command: list[str], instance, key: str, verbose: bool
     progress = cli_runs.RunProgress()
     run_id = cursor = None
     with tempfile.TemporaryFile() as output:
-        # Dagster's log text is only kept for a run that fails before any step: a broken code location.
+        # Dagster's own output is shown only when the events cannot say what failed (no run started, say).
         proc = subprocess.Popen(command, stdout=None if verbose else output,
                                 stderr=None if verbose else subprocess.STDOUT, pass_fds=keep_fds)
         with tqdm(desc="materialising", unit="step", disable=not show_bar) as bar:
