@@ -1,5 +1,7 @@
 """Segment membership, its SCD2 history, the per-run report and overlaps, from segments/*.yml."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
@@ -24,6 +26,13 @@ TABLES = {
     "segment_overlap": "Per run, pairs of published segments sharing members: both_members and Jaccard index.",
 }
 
+# Segments feed campaigns and are rebuilt daily: the refresh runs at 03:00 UTC, so a segment table not
+# materialised since the 06:00 UTC deadline of the day before fails at 06:00 UTC. A cron policy's
+# window cannot exceed its interval (a day here); Dagster's daemon evaluates it (docs/operations.md).
+SEGMENT_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=dt.timedelta(hours=24),
+                                            timezone="UTC")
+FRESH_TABLES = ("segment_membership", "segment_membership_history")
+
 
 class SegmentMembershipConfig(dg.Config):
     reset_history: bool = False  # drop past intervals first (history otherwise only moves forward)
@@ -32,7 +41,9 @@ class SegmentMembershipConfig(dg.Config):
 @dg.multi_asset(
     name="segment_membership",
     specs=[dg.AssetSpec(["marts", name], description=text, deps=[ATTRIBUTES, ERASURE_LOG], group_name="segments",
-                        owners=[OWNER], kinds={"duckdb", "python"}) for name, text in TABLES.items()],
+                        owners=[OWNER], kinds={"duckdb", "python"},
+                        freshness_policy=SEGMENT_FRESHNESS if name in FRESH_TABLES else None)
+           for name, text in TABLES.items()],
     pool="duckdb",
 )
 def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembershipConfig,
