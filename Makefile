@@ -18,10 +18,11 @@ MANIFEST := dbt_project/target/manifest.json
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
 
-.PHONY: help install install-dev run test test-quick browser-deps services-deps services-up services-down ui mlflow-ui api generate check-config example-online-retail clean
+.PHONY: help install install-dev run test test-quick lint browser-deps services-deps services-up services-down ui mlflow-ui api generate check-config example-online-retail clean
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
+	@echo "make lint       ruff (rules in pyproject.toml)"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make api        lookup API on http://127.0.0.1:8000 (set TESSERA_API_TOKEN; OpenAPI at /docs)"
@@ -60,6 +61,10 @@ run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 # Two workers, each taking whole test files, so module fixtures still run once.
 test: $(VENV)/.installed-dev $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps services-deps
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# ruff's rules are in pyproject.toml; .ci/run lints before it tests.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 
 test-quick: $(VENV)/.installed-dev $(MANIFEST)
 	$(BIN)/pytest -m "not slow and not browser and not services"

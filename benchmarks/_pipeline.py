@@ -112,17 +112,19 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.exports.assets import export_assets
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
+    from orchestration.defs.ingest.resources import LandingZoneResource
     from orchestration.defs.ml.assets import ml_assets, training_assets
     from orchestration.defs.partitions import all_days_tags
-    from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
+    from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
     from orchestration.defs.quality.checks import quality_checks
-    from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+    from orchestration.defs.resources import WarehouseResource
     from orchestration.defs.segments.assets import segment_assets
     from orchestration.lib.settings import load_settings
 
-    checks = (quality_checks + ([*privacy_checks, *identity_defs.asset_checks] if with_privacy else [])) \
+    checks = (quality_checks + ([*privacy_checks, *sweep_checks] if with_privacy else [])) \
         if with_checks else []
-    assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets] \
+    assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets,
+              *sweep_assets] \
         + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else []) \
         + (export_assets if with_exports else [])
     instance = instance or dg.DagsterInstance.ephemeral()

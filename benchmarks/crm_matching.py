@@ -73,7 +73,7 @@ def crm_records(persons: int) -> tuple[pd.DataFrame, dict[str, tuple[str, bool]]
         frame[col] = _fold(frame[col])
     frame["postcode"] = frame["postcode"].str.replace(" ", "").str.upper()
     frame["email"] = frame["email"].str.strip().str.lower()
-    frame["phone"] = [normalise_phone(v, c) if v else None for v, c in zip(frame["phone"], frame["country"])]
+    frame["phone"] = [normalise_phone(v, c) if v else None for v, c in zip(frame["phone"], frame["country"], strict=True)]
     return frame.reindex(columns=[*COLUMNS, "email", "phone"]).reset_index(drop=True), owner
 
 
@@ -87,7 +87,7 @@ def comparisons_per_key(records: pd.DataFrame, settings: MatchSettings) -> list[
         counts = count_comparisons_from_blocking_rules(
             DuckDBAPI(connection=con).register(blocked), blocking_rules=prediction_blocking_rules(),
             link_type="dedupe_only", unique_id_column_name="customer_id", record_sample_proportion=1.0)
-    return [{"key": " + ".join(parts), "pairs": int(c["marginal_comparison_count"])} for parts, c in zip(BLOCKING_KEYS, counts)]
+    return [{"key": " + ".join(parts), "pairs": int(c["marginal_comparison_count"])} for parts, c in zip(BLOCKING_KEYS, counts, strict=True)]
 
 
 def scored(pairs: pd.DataFrame, owner: dict[str, tuple[str, bool]], records: pd.DataFrame) -> dict:
@@ -95,15 +95,15 @@ def scored(pairs: pd.DataFrame, owner: dict[str, tuple[str, bool]], records: pd.
     no email (pairs sharing one link deterministically, without Splink)."""
     person = {cid: p for cid, (p, _) in owner.items()}
     same = [person.get(a) is not None and person.get(a) == person.get(b)
-            for a, b in zip(pairs["customer_id_l"], pairs["customer_id_r"])]
+            for a, b in zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True)]
     linkable = records["customer_id"].map(lambda cid: owner.get(cid, (None, False))[1]).astype(bool)
     by_person = records[linkable].assign(person=records["customer_id"].map(person)).dropna(subset=["person"])
     true_pairs = set()
     for _, group in by_person.groupby("person"):
         ids = sorted(group["customer_id"])
-        emails = dict(zip(group["customer_id"], group["email"]))
+        emails = dict(zip(group["customer_id"], group["email"], strict=True))
         true_pairs |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1:] if emails[a] != emails[b]}
-    found = set(zip(pairs["customer_id_l"], pairs["customer_id_r"])) & true_pairs
+    found = set(zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True)) & true_pairs
     return {"matched_pairs": len(pairs), "precision": round(sum(same) / len(pairs), 4) if len(pairs) else None,
             "same_person_pairs_without_shared_email": len(true_pairs),
             "recall": round(len(found) / len(true_pairs), 4) if true_pairs else None}

@@ -49,7 +49,7 @@ def febrl3(settings: MatchSettings = MatchSettings()) -> dict:
             x = parent[x]
         return x
 
-    for a, b in zip(pairs["customer_id_l"], pairs["customer_id_r"]):
+    for a, b in zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True):
         parent[find(a)] = find(b)
     truth_groups, pred_groups = defaultdict(list), defaultdict(list)
     for rec_id in df["rec_id"]:

@@ -28,7 +28,8 @@ from benchmarks._pipeline import (  # noqa: E402
     tier_parser,
     tier_workdir,
 )
-from orchestration.defs.ingest.loaders import contract_files, event_days  # noqa: E402
+from orchestration.defs.ingest.loaders.common import contract_files  # noqa: E402
+from orchestration.defs.ingest.loaders.events import event_days  # noqa: E402
 
 
 def main() -> None:

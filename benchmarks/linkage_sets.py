@@ -214,7 +214,7 @@ def splink_tutorial(name: str, frames: list[pd.DataFrame], with_ssn: bool) -> di
     at = {}
     for threshold in sorted({*THRESHOLDS, tutorial_threshold}):
         clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, threshold).as_pandas_dataframe()
-        cluster_of = dict(zip(clusters[id_col], clusters["cluster_id"]))
+        cluster_of = dict(zip(clusters[id_col], clusters["cluster_id"], strict=True))
         at[threshold] = pairwise(key.map(cluster_of).fillna(key.astype(str)), records["cluster"])
     best = max(at, key=lambda t: at[t]["f1"])
     return {"tutorial_threshold": tutorial_threshold, "at_tutorial_threshold": at[tutorial_threshold],

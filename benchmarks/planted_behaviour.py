@@ -63,7 +63,7 @@ from sklearn.preprocessing import PowerTransformer, StandardScaler  # noqa: E402
 
 from benchmarks._pipeline import run_pipeline, save_result  # noqa: E402
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 AS_OF = dt.date(2026, 11, 30)  # the last day with events; the pipeline's scoring date
 HISTORY_DAYS = 120
 # Sessions start at least an hour before midnight UTC after AS_OF, so that no event dates a later day.

@@ -79,7 +79,7 @@ class PeakMemory:
             self.peak = max(self.peak, self._tree_rss())
             self._stop.wait(0.5)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

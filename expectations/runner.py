@@ -65,15 +65,6 @@ class Outcome:
     failures: list[Failure] = field(default_factory=list)
     docs_index: Path | None = None
 
-    def markdown(self) -> str:
-        if not self.failures:
-            return f"All {self.evaluated} expectations passed."
-        lines = ["| expectation | column | unexpected | examples |", "|---|---|---:|---|"]
-        for f in self.failures:
-            examples = ", ".join(str(v) for v in f.examples[:5])
-            lines.append(f"| {f.expectation} | {f.column or ''} | {f.unexpected_count if f.unexpected_count is not None else ''} | {examples} |")
-        return "\n".join(lines)
-
 
 def validate(name: str, frame: pd.DataFrame, expectations: list, gx_root: Path,
              personal: Callable[[str], bool] = lambda column: False) -> Outcome:

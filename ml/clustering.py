@@ -300,7 +300,7 @@ def match_to_previous(centroids: pd.DataFrame, previous: pd.DataFrame | None, sc
     a = centroids.loc[new_ids, cols].to_numpy() / scale[cols].to_numpy()
     b = prev[cols].to_numpy() / scale[cols].to_numpy()
     rows, matched = linear_sum_assignment(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2))
-    mapping = {new_ids[r]: int(prev.index[c]) for r, c in zip(rows, matched)}
+    mapping = {new_ids[r]: int(prev.index[c]) for r, c in zip(rows, matched, strict=True)}
     fresh = max(int(i) for i in prev.index) + 1
     for c in new_ids:
         if c not in mapping:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator
 
 SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 # pymc-marketing's class and parameters for each purchase model

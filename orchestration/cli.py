@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime as dt
 import json
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestration.lib.cli_runs import RunProgress
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -46,9 +48,12 @@ DAGSTER_YAML = """# Written by `tessera run` and `make`. Telemetry off; one step
 # DuckDB pool (every asset that opens the warehouse), and runs claim its slot in turn (the event log
 # below); a run whose process died is retried twice (a step that meets a DuckDB lock held outside
 # Dagster retries itself; other failures need a person); the daemon frees the slots a run still
-# holds a minute after it ended (terminated in the UI, for one whose process was killed).
+# holds a minute after it ended (terminated in the UI, for one whose process was killed), and
+# evaluates the assets' freshness policies (Dagster's default, spelled out).
 telemetry:
   enabled: false
+freshness:
+  enabled: true
 event_log_storage:
   module: orchestration.lib.dagster_storage
   class: SerialClaimsSqliteEventLogStorage
@@ -202,8 +207,10 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
 def _execute_job(command: str, job: str, tags: dict[str, str], verbose: bool) -> int:
     """`dagster job execute` of `job` with progress, after freeing what killed runs hold; on failure,
-    the log's tail and what to do."""
+    which steps failed and why, and where to look."""
     import os
+
+    import dagster as dg
 
     from orchestration.lib import cli_runs
 
@@ -213,15 +220,12 @@ def _execute_job(command: str, job: str, tags: dict[str, str], verbose: bool) ->
         print(f"Marked failed the {len(released)} run(s) of a `tessera` command that was killed, and freed the steps "
               f"they held: {', '.join(released)}")
     dagster = Path(sys.executable).parent / "dagster"
-    with cli_runs.run_lock(home) as (key, lock_fd):
-        returncode, log_tail = _execute_with_progress(
+    with cli_runs.run_lock(home) as (key, lock_fd), dg.DagsterInstance.from_config(str(home)) as instance:
+        returncode, progress, run_id, output = _execute_with_progress(
             [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job,
-             "--tags", json.dumps({**tags, cli_runs.RUN_TAG: key})], job, verbose, keep_fds=(lock_fd,))
+             "--tags", json.dumps({**tags, cli_runs.RUN_TAG: key})], instance, key, verbose, keep_fds=(lock_fd,))
     if returncode != 0:
-        if not verbose:
-            print(log_tail[-6000:])
-        print(f"tessera {command}: the Dagster run failed (exit {returncode}). The log above says which step; "
-              "`make ui` shows the run and its events.", file=sys.stderr)
+        _print_failure(command, returncode, progress, run_id, output if not verbose else "")
     return returncode
 
 
@@ -238,38 +242,66 @@ def _partition_tags(day: str | None) -> dict[str, str]:
     return {"dagster/partition": day}
 
 
-STEP_DONE = re.compile(r" - ([\w.\[\]-]+) - (STEP_SUCCESS|STEP_FAILURE|STEP_SKIPPED) - ")
+def _execute_with_progress(command: list[str], instance, key: str, verbose: bool,
+                           keep_fds: tuple[int, ...] = ()) -> tuple[int, RunProgress, str | None, str]:
+    """Run `dagster job execute` (with `keep_fds` open in it) and follow its run, tagged with `key`,
+    through the events it writes to `instance`: a bar of finished steps on a terminal, else a line per
+    step; problems as they happen either way (with -v, Dagster's own log instead of the lines).
+    Returns the exit code, the RunProgress, the run id (None if no run started) and, without -v, the
+    tail of Dagster's output."""
+    import tempfile
 
-
-def _job_steps(job: str) -> int | None:
-    """How many steps `job` has (loading the definitions costs a few seconds)."""
-    try:
-        from orchestration.definitions import defs
-
-        return len(defs.resolve_job_def(job).graph.nodes)
-    except Exception:  # the bar then counts without a total; the run itself reports any load error
-        return None
-
-
-def _execute_with_progress(command: list[str], job: str, verbose: bool, keep_fds: tuple[int, ...] = ()) -> tuple[int, str]:
-    """Run `dagster job execute` (with `keep_fds` open in it), with a bar of finished steps on a
-    terminal (the log with -v)."""
     from tqdm import tqdm
 
+    from orchestration.lib import cli_runs
+
     show_bar = sys.stderr.isatty() and not verbose
-    tail: collections.deque[str] = collections.deque(maxlen=400)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            pass_fds=keep_fds)
-    with tqdm(total=_job_steps(job) if show_bar else None, desc="materialising", unit="step",
-              disable=not show_bar) as bar:
-        for line in proc.stdout:
-            if verbose:
-                print(line, end="")
-            tail.append(line)
-            if done := STEP_DONE.search(line):
-                bar.update(1)
-                bar.set_postfix_str(done.group(1)[:40])
-    return proc.wait(), "".join(tail)
+    progress = cli_runs.RunProgress()
+    run_id = cursor = None
+    with tempfile.TemporaryFile() as output:
+        # Dagster's own output is shown only when the events cannot say what failed (no run started, say).
+        proc = subprocess.Popen(command, stdout=None if verbose else output,
+                                stderr=None if verbose else subprocess.STDOUT, pass_fds=keep_fds)
+        with tqdm(desc="materialising", unit="step", disable=not show_bar) as bar:
+            while True:
+                returncode = proc.poll()  # before reading: once it has exited, every event is written
+                run_id = run_id or cli_runs.find_run(instance, key)
+                if run_id:
+                    entries, cursor = cli_runs.new_events(instance, run_id, cursor)
+                    for entry in entries:
+                        for text, problem in progress.handle(entry):
+                            if show_bar and problem:
+                                bar.write(text, file=sys.stderr)
+                            elif not show_bar and not verbose:
+                                print(text, flush=True)
+                    if show_bar:
+                        bar.total, bar.n = progress.total, len(progress.done)
+                        bar.set_postfix_str((progress.running or "")[:40], refresh=True)
+                if returncode is not None:
+                    break
+                time.sleep(1)
+        output.seek(max(0, output.seek(0, 2) - 6000))
+        tail = output.read().decode("utf-8", errors="replace")
+    return returncode, progress, run_id, tail
+
+
+def _print_failure(command: str, returncode: int, progress: RunProgress, run_id: str | None, output: str) -> None:
+    """Why a run failed, from its events: each failed step with its error, failed checks of ERROR
+    severity, the steps that never ran, and where to look. Dagster's own output when no step says."""
+    if output and not progress.failures:
+        print(output)
+    if run_id is None:
+        print(f"tessera {command}: Dagster exited with {returncode} before it started a run; its output above says "
+              "why.", file=sys.stderr)
+        return
+    lines = [f"tessera {command}: the Dagster run {run_id} failed (exit {returncode})."]
+    lines += ["  - " + text.replace("\n", "\n    ") for text in progress.failures]
+    if not_run := progress.not_run():
+        more = ", ..." if len(not_run) > 6 else ""
+        lines.append(f"  {len(not_run)} step(s) did not run: {', '.join(not_run[:6])}{more}")
+    lines.append(f"Each step's events, output and errors in full: `make ui`, then http://127.0.0.1:3000/runs/{run_id} "
+                 f"(or `tessera {command} -v` to stream Dagster's log).")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _latest_report(reports_dir: Path) -> Path | None:

@@ -8,11 +8,12 @@ from orchestration.defs.dbt import definitions as dbt_domain
 from orchestration.defs.exports import definitions as exports_domain
 from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml import definitions as ml_domain
 from orchestration.defs.ml.assets import training_assets
 from orchestration.defs.privacy import definitions as privacy_domain
 from orchestration.defs.quality import definitions as quality_domain
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments import definitions as segments_domain
 from orchestration.lib.settings import export_for_subprocesses, load_settings
 
@@ -48,7 +49,7 @@ def daily_refresh(context: dg.ScheduleEvaluationContext):
     """Every day at 03:00 UTC: yesterday's event partition (and the lookback before it), the
     snapshot sources, and everything downstream but model training. Start it in the UI
     (Automation) once collectors feed the landing zone."""
-    day = (context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    day = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     return dg.RunRequest(partition_key=day, run_key=day)
 
 

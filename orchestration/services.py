@@ -54,7 +54,7 @@ class Ports:
     spark_thrift: int
 
     @classmethod
-    def from_env(cls) -> "Ports":
+    def from_env(cls) -> Ports:
         return cls(postgres=_port("TESSERA_POSTGRES_PORT", 5433), mlflow=_port("TESSERA_MLFLOW_PORT", 5001),
                    spark_master=_port("TESSERA_SPARK_MASTER_PORT", 7077),
                    spark_master_ui=_port("TESSERA_SPARK_MASTER_UI_PORT", 8088),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import subprocess
 import sys
 
@@ -117,19 +117,95 @@ def test_report_says_what_is_missing(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
-def test_run_shows_a_bar_of_finished_steps_on_a_terminal(monkeypatch, capsys):
+# A small Dagster run in its own process, as `dagster job execute` runs materialize_all: a step that
+# succeeds, one that fails with a Failure, one that cannot run after it, and a check that does not pass.
+TOY_RUN = """
+import sys
+import dagster as dg
+from orchestration.lib.cli_runs import RUN_TAG
+
+@dg.asset
+def loaded():
+    return 1
+
+@dg.asset(deps=[loaded])
+def dated():
+    raise dg.Failure(description="Nothing dates this run: set TESSERA_AS_OF.")
+
+@dg.asset(deps=[dated])
+def segments():
+    return 2
+
+@dg.asset
+def sized():
+    return 3
+
+@dg.asset_check(asset=sized)
+def big_enough():
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description="vip: 3 < 50")
+
+with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
+    result = dg.materialize([loaded, dated, segments, sized, big_enough], instance=instance,
+                            tags={RUN_TAG: sys.argv[2]}, raise_on_error=False)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def _toy_run(tmp_path, monkeypatch, terminal: bool):
+    import dagster as dg
+
     from orchestration import cli
 
-    lines = [f"2026-11-25 10:00:00 +0000 - dagster - DEBUG - materialize_all - r1 - 1 - {step} - {event} - done"
-             for step, event in [("ingest_events", "STEP_SUCCESS"), ("dbt_before_identity_graph", "STEP_START"),
-                                 ("dbt_before_identity_graph", "STEP_SUCCESS"), ("ml__clustering_model", "STEP_SKIPPED")]]
-    script = "import sys; sys.stdout.write(" + repr("\n".join(lines) + "\n") + "); sys.exit(3)"
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    monkeypatch.setattr(cli, "_job_steps", lambda job: 4 if job == "materialize_all" else None)
-    code, tail = cli._execute_with_progress([sys.executable, "-c", script], "materialize_all", verbose=False)
-    err = capsys.readouterr().err
-    assert code == 3 and tail.count("\n") == 4
-    assert "materialising" in err and "3/4" in err and "ml__clustering_model" in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    cli.ensure_dagster_home(tmp_path)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        return cli._execute_with_progress([sys.executable, "-c", TOY_RUN, str(tmp_path), "key1"], instance, "key1",
+                                          verbose=False)
+
+
+def test_run_shows_a_bar_of_finished_steps_on_a_terminal_from_the_runs_events(tmp_path, monkeypatch, capsys):
+    code, progress, run_id, _ = _toy_run(tmp_path, monkeypatch, terminal=True)
+    out, err = capsys.readouterr()
+    assert code == 1 and run_id and not out
+    # Five steps planned (four assets and the check), four ended; `segments` never started.
+    assert "materialising" in err and "4/5" in err
+    assert re.search(r"\[\d/5\] dated FAILED after [\d.]+s: Nothing dates this run: set TESSERA_AS_OF\.", err)
+    assert "check big_enough on sized did not pass (WARN): vip: 3 < 50" in err
+    assert progress.not_run() == ["segments"] and len(progress.failures) == 1
+
+
+def test_run_prints_a_line_per_step_and_why_the_run_failed_off_a_terminal(tmp_path, monkeypatch, capsys):
+    from orchestration import cli
+
+    code, progress, run_id, output = _toy_run(tmp_path, monkeypatch, terminal=False)
+    out, err = capsys.readouterr()
+    assert code == 1 and not err
+    assert re.search(r"^\[\d/5\] loaded succeeded after [\d.]+s: loaded$", out, re.M), out
+    assert re.search(r"^\[\d/5\] sized_big_enough succeeded after [\d.]+s: check big_enough did not pass$", out, re.M)
+    assert "STEP_SUCCESS" not in out  # no log text: Dagster's output is kept aside
+    cli._print_failure("run", code, progress, run_id, output)
+    out, err = capsys.readouterr()
+    assert not out  # a step says why: Dagster's output is not needed
+    assert f"tessera run: the Dagster run {run_id} failed (exit 1)." in err
+    assert re.search(r"  - step dated failed after [\d.]+s: Nothing dates this run: set TESSERA_AS_OF\.", err)
+    assert "1 step(s) did not run: segments" in err and f"http://127.0.0.1:3000/runs/{run_id}" in err
+
+
+def test_a_dagster_that_fails_before_its_run_starts_shows_its_own_output(tmp_path, monkeypatch, capsys):
+    import dagster as dg
+
+    from orchestration import cli
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    broken = "import sys; print('dagster: could not load orchestration.definitions'); sys.exit(1)"
+    with dg.DagsterInstance.ephemeral() as instance:
+        code, progress, run_id, output = cli._execute_with_progress([sys.executable, "-c", broken], instance, "k",
+                                                                    verbose=False)
+    assert (code, run_id) == (1, None)
+    cli._print_failure("erase", code, progress, run_id, output)
+    out, err = capsys.readouterr()
+    assert "could not load orchestration.definitions" in out
+    assert "tessera erase: Dagster exited with 1 before it started a run" in err
 
 
 @pytest.mark.parametrize("env, args, message", [
@@ -203,19 +279,26 @@ def test_erase_applies_the_requests_alone_and_says_what_it_did(tmp_path):
 
 
 def test_a_run_whose_steps_fail_still_completes_its_erasures(tmp_path):
-    """The whole job, with nothing to date the run by: dbt's first step fails and everything after it
-    is skipped, but the erasure ran first and is complete, its check included."""
-    from orchestration.defs.partitions import all_days_tags
-
+    """The whole job as `tessera run` runs it (past its refusal to start), with nothing to date the run
+    by: dbt's first step fails and everything after it is skipped, but the erasure ran first and is
+    complete, its check included. The output comes from the run's events: each step, the failed one
+    with its error, what did not run, and where to look."""
     env = _a_warehouse_with_one_request(tmp_path)
-    (tmp_path / "dh").mkdir()
-    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    proc = subprocess.run([dagster, "job", "execute", "-m", "orchestration.definitions", "-j", "materialize_all",
-                           "--tags", json.dumps(all_days_tags())], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=600)
+    script = ("import os, sys; from pathlib import Path; from orchestration import cli; "
+              "from orchestration.defs.partitions import all_days_tags; "
+              "cli.ensure_dagster_home(Path(os.environ['DAGSTER_HOME'])); "
+              "sys.exit(cli._execute_job('run', 'materialize_all', all_days_tags(), False))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=600)
     log = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Nothing dates this run" in log, log[-3000:]
-    assert 'Asset check \'no_trace_of_erased_persons\' on \'privacy/erasure_log\' passed' in log, log[-3000:]
+    assert proc.returncode != 0, log[-3000:]
+    assert re.search(r"^\[\d+/\d+\] privacy__erasure_log_no_trace_of_erased_persons succeeded after .*: "
+                     r"check no_trace_of_erased_persons passed$", proc.stdout, re.M), log[-3000:]
+    assert re.search(r"^\[\d+/\d+\] dbt_before_identity_graph FAILED after .*: Nothing dates this run",
+                     proc.stdout, re.M), log[-3000:]
+    assert "tessera run: the Dagster run " in proc.stderr and "  - step dbt_before_identity_graph failed" in proc.stderr
+    assert re.search(r"\d+ step\(s\) did not run: ", proc.stderr), proc.stderr
+    assert "STEP_SUCCESS" not in log  # Dagster's log text stays out of it
     assert _erased(tmp_path / "w.duckdb")
 
 
@@ -230,7 +313,7 @@ def test_a_run_killed_with_sigkill_leaves_nothing_half_written_and_the_next_run_
     import signal
     import time
 
-    from orchestration.lib.warehouse import connect
+    from orchestration.lib.warehouse import WarehouseLockedError, connect
 
     landing = tmp_path / "landing"
     shutil.copytree(sample.landing, landing)
@@ -243,9 +326,19 @@ def test_a_run_killed_with_sigkill_leaves_nothing_half_written_and_the_next_run_
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI, `dagster job execute` and dbt alike
     proc.wait(timeout=30)
-    with connect(tmp_path / "w.duckdb") as con:
-        assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
-                               "AND starts_with(table_name, '_')").fetchone()[0]
+    # The group's other processes die a moment after its leader; until then one may hold DuckDB's lock.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with connect(tmp_path / "w.duckdb") as con:
+                staging = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                                      "AND starts_with(table_name, '_')").fetchone()[0]
+            break
+        except WarehouseLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert not staging
     again = subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], env=env, capture_output=True,
                            text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

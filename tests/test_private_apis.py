@@ -1,10 +1,12 @@
 """The private Dagster and dagster-dbt APIs Tessera overrides still have the shape it relies on.
 
-Two places reach past the public APIs, each because no public way exists:
+Three places reach past the public APIs, each because no public way exists:
 - orchestration/lib/dagster_storage.py subclasses Dagster's SQLite and PostgreSQL event log storages
   to serialise pool claims (Dagster offers no hook around a claim);
 - orchestration/defs/dbt/definitions.py overrides two private methods of DbtCliResource to skip
-  `dbt --version` and the in-process adapter on every step.
+  `dbt --version` and the in-process adapter on every step;
+- orchestration/lib/cli_runs.py reads a run's events by type and cursor with
+  DagsterInstance.get_records_for_run, which Dagster does not mark public, for `tessera run`'s progress.
 An upgrade that renames or re-signs any of them fails here, by name, instead of silently falling
 back to Dagster's behaviour (the overrides would simply no longer be called).
 """
@@ -12,6 +14,8 @@ back to Dagster's behaviour (the overrides would simply no longer be called).
 import inspect
 from functools import cached_property
 
+from dagster import DagsterInstance
+from dagster._core.storage.event_log.base import EventLogConnection
 from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster_dbt import DbtCliResource
@@ -55,3 +59,8 @@ def test_the_dbt_resource_overrides_replace_methods_dagster_dbt_still_calls():
     assert parameters(DbtCliResource._initialize_dbt_core_adapter) == ["self", "args"]
     source = inspect.getsource(DbtCliResource)
     assert "self._cli_version" in source and "self._initialize_dbt_core_adapter(" in source
+
+
+def test_the_run_event_reader_of_the_cli_keeps_its_signature():
+    assert parameters(DagsterInstance.get_records_for_run)[:5] == ["self", "run_id", "cursor", "of_type", "limit"]
+    assert EventLogConnection._fields == ("records", "cursor", "has_more")

@@ -1,18 +1,19 @@
 {#
   The event days an incremental run rebuilds. Dagster passes its partition window as the vars
-  partition_start and partition_end (ISO dates, end exclusive; '' leaves a side open: the first
-  partition holds everything before it, the last everything after). The start moves back by
-  lookback_days, so events that arrived late for the days before land on the next run. A plain
-  `dbt build` without those vars rebuilds from the latest day in staging minus the lookback.
+  tessera__partition_start and tessera__partition_end (ISO dates, end exclusive; '' leaves a side
+  open: the first partition holds everything before it, the last everything after). The start moves
+  back by tessera__lookback_days, so events that arrived late for the days before land on the next
+  run. A plain `dbt build` without those vars rebuilds from the latest day in staging minus the
+  lookback.
 
   The days are looked up once and written into the SQL as literal dates: a filter of constants
   reaches the raw.events scan under the staging view, where a subquery would make DuckDB flatten
   the JSON of every event before filtering.
 #}
 {% macro event_window_bounds() -%}
-    {%- set start = var('partition_start', none) -%}
-    {%- set end = var('partition_end', none) -%}
-    {%- set lookback = var('lookback_days') | int -%}
+    {%- set start = var('tessera__partition_start', none) -%}
+    {%- set end = var('tessera__partition_end', none) -%}
+    {%- set lookback = var('tessera__lookback_days') | int -%}
     {%- if start is none and end is none -%}
         {%- set latest = run_query("select cast(max(occurred_at) as date) from " ~ ref('stg_segment__events')).columns[0].values()[0] -%}
         {%- set start = (latest | string) if latest is not none else '' -%}

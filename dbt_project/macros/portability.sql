@@ -58,7 +58,7 @@
 
 {# The SQL list of identifier values that are never identity evidence. #}
 {% macro blocked_values_sql() -%}
-    ({% for v in var('identity_blocked_values') %}'{{ v | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor %})
+    ({% for v in var('tessera__identity_blocked_values') %}'{{ v | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor %})
 {%- endmacro %}
 
 {# A UTC timestamp as wall-clock time in an IANA zone (DST-aware). #}

@@ -77,7 +77,7 @@ class Snapshot:
 
 
 def load_snapshot(warehouse: Path) -> Snapshot:
-    snap = Snapshot(loaded_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    snap = Snapshot(loaded_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
     with duckdb.connect(str(warehouse), read_only=True) as con:
         if table_exists(con, "marts", "identity_map"):
             for kind, identifier, person in con.execute(
@@ -97,7 +97,7 @@ def load_snapshot(warehouse: Path) -> Snapshot:
                 FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1""")
             columns = [d[0] for d in cursor.description]
             for row in cursor.fetchall():
-                segment = Segment(**dict(zip(columns, row)))
+                segment = Segment(**dict(zip(columns, row, strict=True)))
                 snap.segments[segment.name] = segment
                 snap.as_of = segment.as_of
     return snap

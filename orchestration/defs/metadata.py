@@ -1,13 +1,17 @@
 """Metadata every asset carries in the Dagster UI: row count, column schema, and a preview of
-the first rows with personal data left out."""
+the first rows with personal data left out; and `frame_table`, which every table in metadata goes
+through."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import dagster as dg
+import pandas as pd
 
 PREVIEW_ROWS = 5
+PREVIEW_CHARS = 40  # longer text is cut short in a preview
 # Columns that hold, or may hold, personal data: never shown in a preview. Tables in the `pii`
 # schema get no preview at all.
 PERSONAL_COLUMN = re.compile(
@@ -18,17 +22,50 @@ PERSONAL_COLUMN = re.compile(
     re.IGNORECASE)
 
 
-def _cell(value) -> str:
-    text = "" if value is None else str(value)
-    return (text[:40] + "…" if len(text) > 40 else text).replace("|", "\\|").replace("\n", " ")
+def _column_type(column: pd.Series) -> str:
+    """int, float, bool or string: the TableColumn types Dagster knows. Object columns (Python
+    values, or nothing but NULLs) are typed by what they hold."""
+    dtype = column.dtype
+    if pd.api.types.is_object_dtype(dtype):
+        dtype = {"boolean": "bool", "integer": "int64", "floating": "float64", "mixed-integer-float": "float64",
+                 "decimal": "float64"}.get(pd.api.types.infer_dtype(column, skipna=True), dtype)
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    return "string"
+
+
+def _value(value, kind: str) -> str | int | float | bool | None:
+    # TableRecord takes str, int, float, bool or None, and no numpy scalar. NaN and infinity would be
+    # written into the event log as bare NaN / Infinity, which is not JSON: None instead.
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    if kind == "float":
+        return float(value) if math.isfinite(float(value)) else None
+    return {"int": int, "bool": bool}.get(kind, str)(value)
+
+
+def frame_table(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dg.TableMetadataValue:
+    """`frame` (its index left out) as a table in the Dagster UI, each column typed int, float, bool
+    or string (anything else, such as timestamps, as its text); NULL, NaN and infinity become empty
+    cells. An empty frame keeps its columns."""
+    kinds = {str(name): _column_type(frame[name]) for name in frame.columns}
+    columns = [dg.TableColumn(name, kind, description=(descriptions or {}).get(name)) for name, kind in kinds.items()]
+    records = [dg.TableRecord({name: _value(v, kind) for (name, kind), v in zip(kinds.items(), row, strict=True)})
+               for row in frame.itertuples(index=False, name=None)]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 
 def table_metadata(con, table: str, descriptions: dict[str, str | None] | None = None,
                    dbt_invocation_id: str | None = None) -> dict:
     """`dagster/row_count`, `dagster/column_schema` (types from DuckDB, descriptions from dbt YAML
-    where given) and a markdown `preview` of `schema.table`. An incremental model that marks its rows
-    with the dbt run that wrote them (a `dbt_invocation_id` column) also gets `rows_written`: how
-    many rows that run wrote."""
+    where given) and a `preview` table of the first rows of `schema.table` without its personal columns
+    (`preview_columns_hidden` counts them; a sentence instead where nothing can be shown). An
+    incremental model that marks its rows with the dbt run that wrote them (a `dbt_invocation_id`
+    column) also gets `rows_written`: how many rows that run wrote."""
     described = con.execute(f"DESCRIBE {table}").fetchall()
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     written = {}
@@ -38,16 +75,18 @@ def table_metadata(con, table: str, descriptions: dict[str, str | None] | None =
     schema = dg.TableSchema(columns=[dg.TableColumn(name, kind, description=(descriptions or {}).get(name))
                                      for name, kind, *_ in described])
     shown = [name for name, *_ in described if not PERSONAL_COLUMN.search(name)]
+    hidden = {}
     if table.startswith("pii."):
-        preview = "_No preview: this table holds personal data._"
-    elif not shown or not rows:
-        preview = "_No rows._" if not rows else "_No column without personal data to show._"
+        preview = dg.MetadataValue.md("_No preview: this table holds personal data._")
+    elif not shown:
+        preview = dg.MetadataValue.md("_No column without personal data to show._")
     else:
         quoted = ", ".join(f'"{c}"' for c in shown)
-        sample = con.execute(f"SELECT {quoted} FROM {table} LIMIT {PREVIEW_ROWS}").fetchall()
-        hidden = len(described) - len(shown)
-        preview = "\n".join([
-            "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown),
-            *["| " + " | ".join(_cell(v) for v in row) + " |" for row in sample],
-        ]) + (f"\n\n_{hidden} column(s) with personal data not shown._" if hidden else "")
-    return {"dagster/row_count": rows, **written, "dagster/column_schema": schema, "preview": dg.MetadataValue.md(preview)}
+        sample = con.execute(f"SELECT {quoted} FROM {table} LIMIT {PREVIEW_ROWS}").df()
+        for name in sample.select_dtypes(include="object").columns:  # text, lists, structs
+            sample[name] = sample[name].map(lambda v: v if v is None or len(str(v)) <= PREVIEW_CHARS
+                                            else str(v)[:PREVIEW_CHARS] + "…")
+        preview = frame_table(sample)
+        if len(described) > len(shown):
+            hidden = {"preview_columns_hidden": len(described) - len(shown)}  # personal, left out of the preview
+    return {"dagster/row_count": rows, **written, "dagster/column_schema": schema, "preview": preview, **hidden}

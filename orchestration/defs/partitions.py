@@ -11,7 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
-from orchestration.defs.ingest.loaders import DayWindow
+from orchestration.lib.day_window import DayWindow
 from orchestration.lib.settings import load_settings
 
 _settings = load_settings()

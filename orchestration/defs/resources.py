@@ -1,15 +1,13 @@
-"""Resources shared by every domain: the warehouse (DuckDB, with Spark as the engine when
-TESSERA_ENGINE=spark) and the landing zone."""
+"""The resource shared by every domain: the warehouse (DuckDB, with Spark as the engine when
+TESSERA_ENGINE=spark). The landing zone's resource belongs to ingestion
+(orchestration/defs/ingest/resources.py)."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
-from orchestration.defs.ingest.mapping import SourceFiles
 from orchestration.lib import warehouse as wh
 
 # A lock held outside Dagster (a notebook, the API, a run of another instance) is transient: the
@@ -79,32 +77,3 @@ class WarehouseResource(dg.ConfigurableResource):
                 return spark.read_frame(cursor, sql)
         with self.connect(read_only=True) as con:
             return con.execute(sql).df()
-
-
-class LandingZoneResource(dg.ConfigurableResource):
-    """The input root of the landing contract (TESSERA_LANDING_DIR, docs/input_contract.md), and optionally a
-    sources config (TESSERA_SOURCES_CONFIG) that maps a user's own files onto it."""
-
-    root: str
-    sources_config: Optional[str] = None
-
-    def config(self):
-        """The validated sources config (the landing contract's defaults when none is set)."""
-        from orchestration.defs.ingest.sources_config import cached_sources_config
-
-        return cached_sources_config(Path(self.sources_config) if self.sources_config else None)
-
-    def files(self, source: str) -> SourceFiles:
-        """What the ingestion step of `source` reads: declared files, or its landing folder."""
-        config = self.config()
-        root = Path(self.root)
-        if not config.sources and not root.is_dir():  # with a sources config, absent folders are absent sources
-            raise dg.Failure(
-                description=(
-                    f"The landing folder {root} does not exist. Point TESSERA_LANDING_DIR at a folder with "
-                    "events/, crm/, orders/, enrichment/ and privacy/ sub-folders, write sample data there "
-                    f"with `tessera generate --out {root}`, or declare your own files in a sources config "
-                    "(TESSERA_SOURCES_CONFIG, see docs/sources.md)."
-                )
-            )
-        return config.files(source, root)

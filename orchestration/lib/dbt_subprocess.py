@@ -1,5 +1,5 @@
-"""dbt's target folders, and dbt as a subprocess for the steps that run it outside Dagster's dbt
-resource (an erasure's rebuild, `tessera spark-build`)."""
+"""dbt's target folders, the vars and selections of a run, and dbt as a subprocess for the steps
+that run it outside Dagster's dbt resource (an erasure's rebuild, `tessera spark-build`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PARTIAL_PARSE = "partial_parse.msgpack"
+
+# Selections around the Python steps that sit between dbt models (the identity graph, then the ML
+# scores): dbt assets cannot depend on an asset that depends on them. The dbt assets
+# (orchestration/defs/dbt/assets.py) and an erasure's rebuild on Spark (orchestration.lib.spark)
+# select with them.
+AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
+AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+ stg_ml__customer_lifetime_values+"
+
+
+def run_vars(sources_config) -> dict:
+    """The event taxonomy of the sources config (orchestration/defs/ingest/sources_config.py), and
+    the feature date from TESSERA_AS_OF when it is set (both read at run time)."""
+    from orchestration.lib.settings import load_settings
+
+    as_of = load_settings().as_of
+    return sources_config.taxonomy.dbt_vars() | ({"tessera__as_of": as_of.isoformat()} if as_of else {})
 
 
 def partial_parse_seed(step: str, warehouse: str | Path) -> Path:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from orchestration.lib import reason_codes
+
 PLAIN_TYPES = ("person_id", "anonymous_id", "user_id", "customer_id")
 HASHED_TYPES = ("email_sha256", "phone_sha256")
 LOOKUP_TYPES = PLAIN_TYPES + ("email", "phone") + HASHED_TYPES
@@ -35,7 +37,7 @@ DISPLAY_NAME = re.compile(r"[^<>]*<([^<>]+)>")
 @dataclass(frozen=True)
 class EmailCheck:
     key: str | None        # the normalised address, or None when it is unusable
-    issue: str | None      # invalid_email or mixed_script_email (see sample_data/faults.py)
+    issue: str | None      # reason_codes.INVALID_EMAIL or reason_codes.MIXED_SCRIPT_EMAIL
     reason: str | None
 
 
@@ -55,11 +57,11 @@ def check_email(value: str) -> EmailCheck:
     try:
         checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
-        return EmailCheck(None, "invalid_email", f"not an email address: {exc}")
+        return EmailCheck(None, reason_codes.INVALID_EMAIL, f"not an email address: {exc}")
     local, domain = checked.local_part, checked.ascii_domain
     if not text.isascii() and (confusables.is_mixed_script(local) or confusables.is_mixed_script(checked.domain)):
-        return EmailCheck(None, "mixed_script_email", "the address mixes scripts (for example a Cyrillic letter among "
-                          "Latin ones), as look-alike addresses do")
+        return EmailCheck(None, reason_codes.MIXED_SCRIPT_EMAIL, "the address mixes scripts (for example a Cyrillic "
+                          "letter among Latin ones), as look-alike addresses do")
     return EmailCheck(f"{local}@{domain}".lower(), None, None)
 
 

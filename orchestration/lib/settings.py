@@ -36,7 +36,7 @@ def _as_of() -> dt.date | None:
             f"TESSERA_AS_OF={raw!r} is not a date. Use the form YYYY-MM-DD, for example "
             "TESSERA_AS_OF=2026-10-31, or unset it to use the date of the latest valid event or order."
         ) from None
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     if as_of > today + dt.timedelta(days=1):
         raise SettingsError(
             f"TESSERA_AS_OF={raw!r} lies after today ({today}): features and segments would be computed for days "

@@ -5,6 +5,7 @@ TESSERA_SPARK_USER."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.lib.dbt_subprocess import run_dbt
+from orchestration.lib.dbt_subprocess import AFTER_IDENTITY_GRAPH, AFTER_ML, dbt_target, run_dbt
 
 
 class SparkUnavailableError(RuntimeError):
@@ -70,6 +71,19 @@ def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None 
     if publish:
         publish_warehouse_sources(duckdb_warehouse, lake)
     return run_dbt(dbt_args, "spark", target_path)
+
+
+def rebuild_after_erasure(duckdb_warehouse: str | Path, dbt_vars: dict,
+                          only_before_identity_graph: bool = False) -> None:
+    """Every dbt model again, in full, from sources published afresh, so that nothing this run
+    builds still counts an erased person (deciles, quintiles, feature caps): Spark's Parquet tables
+    have no row-level DELETE (on DuckDB the erasure deletes from the models' tables in place).
+    `dbt_vars`: the run's (orchestration.lib.dbt_subprocess.run_vars). `only_before_identity_graph`:
+    the models the run has built so far, when dbt builds the others next."""
+    later = ["--exclude", AFTER_IDENTITY_GRAPH, AFTER_ML] if only_before_identity_graph else []
+    with dbt_target("rebuild_after_erasure", duckdb_warehouse) as target_path:
+        dbt_on_spark(Path(duckdb_warehouse), ["run", "--full-refresh", *later, "--vars", json.dumps(dbt_vars)],
+                     target_path=target_path)
 
 
 def table_location(cursor, table: str) -> str | None:

@@ -90,9 +90,10 @@ STRONG_COLUMNS = ("traits_phone_e164",)
 
 @functools.lru_cache(maxsize=1)
 def blocked_values() -> tuple[str, ...]:
-    """The placeholder identifiers the identity graph never links on (dbt var identity_blocked_values)."""
+    """The placeholder identifiers the identity graph never links on (the dbt var
+    tessera__identity_blocked_values)."""
     project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
-    return tuple(str(v).lower() for v in project["vars"]["identity_blocked_values"])
+    return tuple(str(v).lower() for v in project["vars"]["tessera__identity_blocked_values"])
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -188,7 +189,7 @@ def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason:
     """Put on the list every identifier that a row of a listed person carries in `tables` (table ->
     columns), until no row adds one; identifiers added. A request by email thus reaches the
     customer id of the CRM record, the user id of the identify event and the person of the map."""
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     _find_shared_devices(con, tables)
     added = 0
     for _ in range(max_rounds):

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
     source      VARCHAR NOT NULL,   -- events, crm, orders, enrichment, privacy
     file        VARCHAR NOT NULL,   -- path relative to the landing root
     line        BIGINT,             -- 1-based line in the file; NULL when the whole file was rejected
-    reason_code VARCHAR NOT NULL,   -- machine-readable, see orchestration/sample_data/faults.py
+    reason_code VARCHAR NOT NULL,   -- machine-readable, see orchestration/lib/reason_codes.py
     reason      VARCHAR NOT NULL,   -- what was wrong, for a person
     raw         VARCHAR,            -- the original text
     loaded_at   TIMESTAMP NOT NULL

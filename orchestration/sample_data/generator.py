@@ -34,10 +34,10 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 from orchestration.sample_data import vocab as V
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CRM_COLUMNS = [
     "customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city",
     "postcode", "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in",
@@ -682,7 +682,7 @@ class Simulator:
             if kind == "phone_format" and people[idx - self.lo].phone is None:
                 dup_kinds[idx] = "email_case"
 
-        for p, rng in zip(people, rngs):
+        for p, rng in zip(people, rngs, strict=True):
             if p.registered:
                 self._crm_rows(rng, p, namesakes.get(p.index), dup_kinds.get(p.index))
             self._simulate(rng, p, tablets.get(p.index))

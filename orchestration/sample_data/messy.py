@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 
 CRM_HEADER = ["customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city", "postcode",
               "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in"]
@@ -82,7 +82,7 @@ def _csv_text(header: list[str], rows: list[list[str]], crlf: bool, bom: bool) -
 def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path | None = None) -> dict:
     rng = random.Random(cfg.seed)
     planted = _Planted()
-    end = dt.datetime.combine(cfg.as_of, dt.time(20, 0), dt.timezone.utc)
+    end = dt.datetime.combine(cfg.as_of, dt.time(20, 0), dt.UTC)
     crm_rows: list[list[str]] = []
     order_rows: list[list[str]] = []
     events: list[dict] = []

@@ -78,11 +78,21 @@ def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, pa
     assert "Succeeded" in checks and "Failed" not in checks
     automation = _open(page, f"{dagster_url}/automation", "daily_refresh", "dagster_automation.png")
     assert "daily_refresh" in automation and "03:00" in automation and "weekly_model_training" in automation
-    for sensor in ("landing_events_sensor", "eager_downstream", "segment_freshness_sensor"):
+    for sensor in ("landing_events_sensor", "eager_downstream", "erasure_requests_sensor"):
         assert sensor in automation
-    freshness = _open(page, f"{dagster_url}/assets/marts/segment_membership?view=checks", "freshness_check",
-                      "dagster_segment_membership_checks.png")
-    assert "freshness_check" in freshness and "segments_meet_minimum_size" in freshness
+    segment_checks = _open(page, f"{dagster_url}/assets/marts/segment_membership?view=checks",
+                           "segments_meet_minimum_size", "dagster_segment_membership_checks.png")
+    assert "segments_meet_minimum_size" in segment_checks
+    # The freshness policy: the daemon of `dagster dev` evaluates it about every 30 s after it starts.
+    for _ in range(12):
+        overview = _open(page, f"{dagster_url}/assets/marts/segment_membership", "Fresh if materialized")
+        if "Passing" in overview:
+            break
+        page.wait_for_timeout(10_000)
+    page.screenshot(path=str(ARTIFACTS / "dagster_segment_membership_freshness.png"), full_page=True)
+    assert "Freshness policy" in overview and "Passing" in overview, overview
+    assert "Deadline: At 06:00 AM UTC" in overview
+    assert "Fresh if materialized no earlier than 24 hours before each deadline" in overview
     partitions = _open(page, f"{dagster_url}/assets/raw/events?view=partitions", "Partitions",
                        "dagster_raw_events_partitions.png")
     assert "Materialized" in partitions

@@ -1,10 +1,11 @@
-"""Schedules, sensors, freshness checks, retries and the DuckDB pool: what keeps Tessera running
+"""Schedules, sensors, freshness policies, retries and the DuckDB pool: what keeps Tessera running
 unattended."""
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import json
 import os
 import subprocess
@@ -14,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ingest.sensors import landing_events_sensor, partitions_for
-from orchestration.defs.resources import LandingZoneResource
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,8 +38,7 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
 
     dg.Definitions.validate_loadable(defs)
     assert {s.name for s in defs.schedules} == {"daily_refresh", "weekly_model_training"}
-    assert {s.name for s in defs.sensors} == {"landing_events_sensor", "segment_freshness_sensor", "eager_downstream",
-                                              "erasure_requests_sensor"}
+    assert {s.name for s in defs.sensors} == {"landing_events_sensor", "eager_downstream", "erasure_requests_sensor"}
     # Erasure runs alone, and first in every run: every other source loads after it.
     erase = defs.resolve_job_def("erase")
     assert {k.to_user_string() for k in erase.asset_layer.selected_asset_keys} == {"raw/erasure_requests",
@@ -68,17 +68,18 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     assert defs.resolve_job_def("train_models").asset_layer.selected_asset_keys >= training | {
         dg.AssetKey(["marts", "segment_membership"])}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert ("marts/segment_membership", "freshness_check") in checks
-    # Every step that opens the warehouse holds the one DuckDB slot (freshness checks only read Dagster's log).
+    assert ("marts/segment_membership", "segments_meet_minimum_size") in checks
+    assert not any("freshness" in name for _, name in checks)  # freshness is a policy, not a check
+    # Every step opens the warehouse, so every step holds the one DuckDB slot.
     job_all = defs.resolve_implicit_global_asset_job_def()
     pools = {node.name: node.definition.pool for node in job_all.graph.node_dict.values()}
-    assert all(name.startswith("freshness_check") for name, pool in pools.items() if pool != "duckdb"), pools
+    assert set(pools.values()) == {"duckdb"}, pools
 
 
 def test_daily_refresh_runs_yesterdays_partition():
     from orchestration.definitions import daily_refresh
 
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.UTC))
     request = daily_refresh(context)
     assert request.partition_key == "2026-10-31"
     assert daily_refresh.job_name == "daily_refresh_job"
@@ -122,18 +123,24 @@ def test_partitions_for_clips_to_the_partition_range():
                                           "2026-01-02": ["mid.jsonl"]}
 
 
-def test_segment_freshness_check_fails_until_the_segments_are_rebuilt():
-    from orchestration.defs.segments.definitions import freshness_checks
+def test_the_segment_tables_carry_a_daily_freshness_policy_with_a_06_00_utc_deadline():
+    """Read back from the code location's asset specs: the tables campaigns read must have been
+    materialised in the day before each 06:00 UTC deadline; the other assets carry no policy."""
+    from orchestration.definitions import defs
 
-    instance = dg.DagsterInstance.ephemeral()
-    keys = [dg.AssetKey(["marts", "segment_membership"]), dg.AssetKey(["marts", "segment_membership_history"])]
-    checks = dg.AssetSelection.all_asset_checks()
-    stale = dg.materialize(freshness_checks, instance=instance, selection=checks)
-    assert stale.success and {e.passed for e in stale.get_asset_check_evaluations()} == {False}
-    for key in keys:
-        instance.report_runless_asset_event(dg.AssetMaterialization(key))
-    fresh = dg.materialize(freshness_checks, instance=instance, selection=checks)
-    assert {e.passed for e in fresh.get_asset_check_evaluations()} == {True}
+    policies = {spec.key.to_user_string(): spec.freshness_policy for spec in defs.resolve_all_asset_specs()
+                if spec.freshness_policy is not None}
+    assert set(policies) == {"marts/segment_membership", "marts/segment_membership_history"}
+    expected = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=dt.timedelta(hours=24),
+                                       timezone="UTC")
+    for policy in policies.values():
+        assert policy == expected
+        assert (policy.deadline_cron, policy.lower_bound_delta, policy.timezone) == (
+            "0 6 * * *", dt.timedelta(hours=24), "UTC")
+    # What the UI's asset pages and the daemon read: the policy survives into the asset graph.
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["marts", "segment_membership_history"])).freshness_policy == expected
+    assert graph.get(dg.AssetKey(["marts", "segment_report"])).freshness_policy is None
 
 
 def _open_new_instance(home: str, barrier, outcomes) -> None:
@@ -215,5 +222,5 @@ def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_p
                 elif event and event.event_type_value == "STEP_SUCCESS":
                     spans.append((begin[event.step_key], entry.timestamp, run.run_id))
     spans.sort()
-    overlapping = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1] and a[2] != b[2]]
+    overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1] and a[2] != b[2]]
     assert not overlapping

@@ -23,7 +23,7 @@ def test_a_dbt_step_with_the_same_vars_as_its_last_run_parses_nothing_again(tmp_
     def parse(as_of: str, on=warehouse) -> str:
         monkeypatch.setenv("TESSERA_WAREHOUSE", str(on))
         with dbt_target(step, on) as path:
-            output = run_dbt(["--debug", "parse", "--vars", json.dumps({"as_of": as_of})], "duckdb", path).stdout
+            output = run_dbt(["--debug", "parse", "--vars", json.dumps({"tessera__as_of": as_of})], "duckdb", path).stdout
         assert not path.exists()
         return output
 

@@ -16,12 +16,16 @@ from orchestration.defs.dbt.assets import dbt_after_identity_graph, dbt_before_i
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
-from orchestration.defs.ingest.loaders import DayWindow, load_events
+from orchestration.defs.ingest.loaders.events import load_events
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.privacy.assets import sweep_assets
+from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import connect, table_fingerprint
 
-CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets]
+CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets,
+         *sweep_assets]
 # Differ by design: the time a file was first seen and a digest over it, the dbt run that wrote a row,
 # and ids derived from person_id (see _fingerprints).
 RUN_DEPENDENT_COLUMNS = ("loaded_at", "device_digest", "day_digest", "dbt_invocation_id", "session_id",

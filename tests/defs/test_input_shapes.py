@@ -19,9 +19,11 @@ from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.exports.assets import export_assets
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.privacy.assets import sweep_assets
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.warehouse import connect
 from orchestration.sample_data.messy import CONSENT, MessyConfig, generate_messy
@@ -29,7 +31,8 @@ from orchestration.sample_data.messy import CONSENT, MessyConfig, generate_messy
 pytestmark = pytest.mark.slow
 SHAPES = {"events": ("events",), "crm": ("crm",), "events+crm": ("events", "crm"),
           "events+orders": ("events", "orders"), "crm+orders": ("crm", "orders")}
-ASSETS = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets, *export_assets]
+ASSETS = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
+          *export_assets]
 
 
 def _materialize(root, landing):

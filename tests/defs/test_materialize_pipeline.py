@@ -16,16 +16,20 @@ from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.identity.evaluation import pairwise_scores, truth_as_identity_map
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.checks import quarantine_checks
+from orchestration.defs.ingest.loaders.events import EVENT_TYPES
+from orchestration.defs.ingest.resources import LandingZoneResource
+from orchestration.defs.metadata import PERSONAL_COLUMN, PREVIEW_ROWS
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.quality.checks import quality_checks
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.privacy.assets import sweep_assets
+from orchestration.defs.quality.checks import DRIFT_FEATURES, quality_checks
+from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
 # Up to features and their gates; the ML, segment and export chain is tested in test_segments_pipeline.py.
 ALL_ASSETS = [*ingest_assets, *quarantine_checks, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph,
-              *identity_defs.assets, *quality_checks]
+              *identity_defs.assets, *sweep_assets, *quality_checks]
 # The assets alone, without the GX gates and dbt tests, for the tests that only compare tables; of
 # them, what a new orders file changes.
 ALL_CHECKS = dg.AssetSelection.all_asset_checks()
@@ -90,7 +94,16 @@ def test_every_table_asset_shows_its_rows_schema_and_no_identifier_reaches_the_e
     schema = {c.name: c.description for c in metadata["marts/identity_map"]["dagster/column_schema"].value.columns}
     assert schema["person_id"] and schema["matched_by"]
     assert "_No preview: this table holds personal data._" in metadata["pii/person_contacts"]["preview"].value
-    assert "| type | event | occurred_at |" in metadata["raw/events"]["preview"].value
+    # A preview is a table of the first rows, without the columns that may hold personal data.
+    events = metadata["raw/events"]
+    preview, columns = events["preview"].value, [c.name for c in events["dagster/column_schema"].value.columns]
+    shown = [c.name for c in preview.schema.columns]
+    assert shown[:3] == ["type", "event", "occurred_at"]
+    assert shown == [c for c in columns if not PERSONAL_COLUMN.search(c)]
+    assert events["preview_columns_hidden"].value == len(columns) - len(shown) > 0
+    assert len(preview.records) == PREVIEW_ROWS
+    assert {r.data["type"] for r in preview.records} <= set(EVENT_TYPES)
+    assert {c.name: c.type for c in preview.schema.columns}["type"] == "string"
     identity = metadata["intermediate/identity_assignments"]
     assert identity["persons_merged_since_previous_run"].value == 0  # the first run has no previous map
     assert identity["identifiers_per_person_distribution"].value.startswith("![identifiers per person](data:image/png")
@@ -103,11 +116,15 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     events_md = metadata["raw/events"]
     with connect(warehouse, read_only=True) as con:
         quarantined = con.execute("SELECT count(*) FROM raw.quarantine WHERE source = 'events'").fetchone()[0]
+        by_reason = con.execute("SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' "
+                                "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
         raw_events = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]
         staged = con.execute("SELECT count(*) FROM intermediate.int_segment__events").fetchone()[0]
     assert events_md["rows_quarantined"].value == quarantined > 0
     assert events_md["rows_deduplicated"].value == sample.summary["counts"]["duplicate_messages"]
-    assert "invalid_json" in events_md["quarantine_by_reason"].value
+    quarantine_by_reason = events_md["quarantine_by_reason"].value
+    assert [(r.data["reason"], r.data["rows"]) for r in quarantine_by_reason.records] == by_reason
+    assert "invalid_json" in dict(by_reason)
     assert events_md["dagster/row_count"].value == raw_events == staged
     assert {"staging/stg_segment__events", "intermediate/int_segment__events", "staging/stg_crm__customers", "staging/stg_commerce__order_lines",
             "staging/stg_enrichment__firmographics", "staging/stg_privacy__erasure_requests",
@@ -118,6 +135,13 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     gates = {c.asset_key.to_user_string(): c.passed for c in checks if c.check_name == "great_expectations_gate"}
     assert gates == {"raw/events": True, "intermediate/int_segment__events": True, "marts/identity_map": True,
                      "marts/user_features": True}
+    # The first run has no previous profile to compare with: the drift check lists the features alone.
+    (drift,) = [c for c in checks if c.check_name == "feature_drift"]
+    profile = drift.metadata["profile"].value
+    assert drift.metadata["compared_with_previous"].value is False
+    assert [r.data["feature"] for r in profile.records] == DRIFT_FEATURES
+    assert all(r.data["previous mean"] is None and r.data["previous p95"] is None and isinstance(r.data["mean"], float)
+               for r in profile.records)
     quarantine_results = {c.asset_key.to_user_string() for c in checks if c.check_name == "quarantine_share_below_5pct"}
     assert quarantine_results == {"raw/events", "raw/crm_customers", "raw/order_lines", "raw/firmographics",
                                   "raw/erasure_requests"}
@@ -226,7 +250,7 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, pipeline, tmp_p
             FROM raw.events WHERE type = 'track' AND occurred_at < DATE '2026-10-01' LIMIT 300""").fetchall()
         order = con.execute("SELECT customer_id FROM raw.order_lines WHERE customer_id IS NOT NULL LIMIT 1").fetchone()[0]
     lines = []
-    for i, (mid, mtype, event, name, uid, aid, props, ctx) in enumerate(known):
+    for i, (_mid, mtype, event, _name, uid, aid, props, ctx) in enumerate(known):
         lines.append(json.dumps({"messageId": f"future-{i}", "type": mtype, "event": event, "userId": uid,
                                  "anonymousId": aid, "timestamp": "2026-10-25T12:00:00Z",
                                  "receivedAt": "2026-10-25T12:00:01Z", "properties": json.loads(props or "{}"),

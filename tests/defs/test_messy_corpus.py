@@ -18,9 +18,11 @@ from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.exports.assets import export_assets
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.privacy.assets import sweep_assets
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.identifiers import sha256_hex
 from orchestration.lib.warehouse import connect
@@ -42,7 +44,8 @@ def messy(tmp_path_factory):
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         mp.setenv("TESSERA_REPORTS_DIR", str(root / "reports"))
         result = dg.materialize(
-            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets, *export_assets],
+            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
+             *export_assets],
             instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
             resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                        "landing": LandingZoneResource(root=str(root / "landing")),

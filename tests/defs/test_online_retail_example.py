@@ -16,9 +16,11 @@ from orchestration.defs.dbt.assets import tessera_dbt_models
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.privacy.assets import sweep_assets
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.warehouse import connect
 
@@ -47,7 +49,7 @@ def example(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         result = dg.materialize(
-            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets],
+            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets],
             instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
             resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                        "landing": LandingZoneResource(root=str(root / "landing"), sources_config=str(root / "sources.yml")),
@@ -81,7 +83,7 @@ def test_customers_orders_cancellations_and_guests_match_the_file(example):
 
 def test_rfm_features_equal_the_file_exactly_and_families_without_data_are_empty(example):
     known = example["lines"][example["lines"]["CustomerID"].notna()].copy()
-    known["amount"] = [_line_amount(q, p) for q, p in zip(known["Quantity"], known["UnitPrice"])]
+    known["amount"] = [_line_amount(q, p) for q, p in zip(known["Quantity"], known["UnitPrice"], strict=True)]
     completed = known[~known["InvoiceNo"].str.startswith("C")]
     truth = completed.groupby(completed["CustomerID"].astype(int).astype(str)).agg(
         frequency_orders=("InvoiceNo", "nunique"), monetary_total=("amount", "sum"))

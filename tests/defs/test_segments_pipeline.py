@@ -16,10 +16,11 @@ from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
 from orchestration.defs.exports.assets import export_assets
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
-from orchestration.defs.privacy.assets import privacy_assets, privacy_checks
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
+from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import segment_assets, segment_checks
 from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
 from orchestration.lib.identifiers import sha256_hex
@@ -27,8 +28,8 @@ from orchestration.lib.settings import DBT_PROJECT_DIR
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
-CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *ml_assets, *segment_assets, *segment_checks,
-         *privacy_assets, *privacy_checks, *identity_defs.asset_checks, *export_assets]
+CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
+         *segment_checks, *privacy_assets, *privacy_checks, *sweep_checks, *export_assets]
 SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_report", "segment_overlap")
 
 
@@ -97,6 +98,19 @@ def test_segments_are_built_with_consent_respected(chain):
             "SELECT person_id FROM marts.segment_attributes WHERE personalization_opt_in = false").fetchall()}
         members = con.execute("SELECT person_id, segment_name, segment_type FROM marts.segment_membership").df()
         report = con.execute("SELECT * FROM marts.segment_report").df()
+        overlaps = set(con.execute("SELECT segment_a, segment_b, both_members, round(jaccard, 3) "
+                                   "FROM marts.segment_overlap").fetchall())
+    # The run's report, as a table in the metadata of the membership and of the report asset.
+    shown = {r.data["segment"]: r.data for r in metadata["segment_report"].value.records}
+    assert shown == {row.segment_name: {
+        "segment": row.segment_name, "type": row.segment_type, "size": row.size, "entered": row.entered,
+        "exited": row.exited, "left out (consent)": row.excluded_by_consent, "min size": row.min_size,
+        "published": row.published} for row in report.itertuples()}
+    assert _metadata(env["first"])["marts/segment_report"]["segment_report"].value == metadata["segment_report"].value
+    top = _metadata(env["first"])["marts/segment_overlap"]["top_overlaps"].value
+    top = [tuple(r.data.values()) for r in top.records]
+    assert top and set(top) <= overlaps and len(top) == min(10, len(overlaps))
+    assert [t[3] for t in top] == sorted((t[3] for t in top), reverse=True)
     assert no_consent and not (set(members["person_id"]) & no_consent)
     assert metadata["persons_left_out_for_consent"].value == len(no_consent)
     assert set(members["segment_type"]) == {"rule", "contextual", "cluster", "propensity"}
@@ -132,6 +146,8 @@ def test_erasure_removes_every_trace_of_the_requested_people(sample, chain):
     log = first["privacy/erasure_log"]
     erased = len({p["person_key"] for p in sample.truth_rows("persons") if p["erased"] == "True"})
     assert log["requests"].value >= erased and log["not_found_but_suppressed"].value == log["requests"].value
+    removed = [(r.data["table"], r.data["rows removed"]) for r in log["rows_removed_by_table"].value.records]
+    assert sum(n for _, n in removed) == log["rows_removed"].value and all(n > 0 for _, n in removed)
     assert first["raw/events"]["rows_suppressed_erased_persons"].value > 0
     assert first["raw/crm_customers"]["rows_suppressed_erased_persons"].value > 0
     with connect(env["warehouse"], read_only=True) as con:
@@ -153,6 +169,9 @@ def test_exports_hold_published_consenting_members_with_hashed_emails(chain):
             "SELECT person_id FROM marts.profiles WHERE personalization_opt_in = false").fetchall()}
     folders = {p.parent.parent.name: p.parent for p in env["exports"].glob("*/*/manifest.json")}
     assert set(folders) == set(report.loc[report["published"], "segment_name"])
+    exported = _metadata(env["first"])["exports/audiences"]["exports"].value
+    assert {r.data["segment"]: r.data["rows"] for r in exported.records} == \
+        report[report["published"]].set_index("segment_name")["size"].to_dict()
     assert not list(env["exports"].glob("*/.*"))  # no half-written folders
     for _, row in report[report["published"]].iterrows():
         folder = folders[row["segment_name"]]
@@ -208,6 +227,11 @@ def test_the_report_page_is_self_contained_complete_and_free_of_personal_data(sa
         names = [r[0] for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE as_of = ?",
                                            [as_of]).fetchall()]
         clusters = [r[0] for r in con.execute("SELECT DISTINCT cluster_name FROM marts.cluster_assignments").fetchall()]
+        sizes = con.execute("SELECT cluster_id, cluster_name, count(*) FROM marts.cluster_assignments "
+                            "GROUP BY ALL ORDER BY 1").fetchall()
+    # The cluster sizes the assignment asset reported are those of the table the page read.
+    cluster_sizes = _metadata(env["first"])["marts/cluster_assignments"]["cluster_sizes"].value
+    assert [tuple(r.data.values()) for r in cluster_sizes.records] == sizes and len(sizes) > 1
     page = env["reports"] / str(as_of.date()) / "index.html"
     assert metadata["path"].value == str(page)
     html = page.read_text(encoding="utf-8")

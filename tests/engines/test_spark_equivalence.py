@@ -57,7 +57,7 @@ def engines(sample, spark_cluster, tmp_path_factory):
                          dbt_tests=False)
         runs[engine] = warehouse
     as_of = _duckdb(runs["duckdb"], "select max(as_of) as as_of from marts.user_features")["as_of"][0]
-    yield {"warehouse": runs["duckdb"], "spark_run": runs["spark"], "vars": json.dumps({"as_of": str(as_of)[:10]}),
+    yield {"warehouse": runs["duckdb"], "spark_run": runs["spark"], "vars": json.dumps({"tessera__as_of": str(as_of)[:10]}),
            "mlflow": root / "mlflow-spark.db"}
 
 
@@ -167,7 +167,8 @@ def test_segment_attributes_match_row_for_row(engines):
 
 def test_a_daily_incremental_run_on_spark_keeps_the_events_equal(engines):
     last_day = _duckdb(engines["warehouse"], "select max(event_date) as d from intermediate.int_segment__events")["d"][0]
-    window = json.dumps({**json.loads(engines["vars"]), "partition_start": str(last_day)[:10], "partition_end": ""})
+    window = json.dumps({**json.loads(engines["vars"]), "tessera__partition_start": str(last_day)[:10],
+                         "tessera__partition_end": ""})
     spark.dbt_on_spark(engines["warehouse"], ["run", "--select", "int_segment__events", "--vars", window], publish=False)
     sql = "select event_date, count(*) as events, count(distinct message_id) as messages " \
           "from intermediate.int_segment__events group by event_date"
@@ -194,7 +195,7 @@ def test_connected_components_on_spark_equal_scipy_on_the_duckdb_graph(engines):
                           shape=(len(index), len(index)))
     count, labels = scipy_components(graph, directed=False)
     expected: dict[int, set] = {}
-    for node, label in zip(index, labels):
+    for node, label in zip(index, labels, strict=True):
         expected.setdefault(label, set()).add(node)
 
     assert result.nodes == len(index) and result.components == count

@@ -78,7 +78,8 @@ def test_six_planted_groups_in_model_ready_features_are_not_collapsed(seed):
     """Six groups of unequal size, with noise columns, in features shaped as the model-ready view
     shapes counts and money (capped log1p): the default rule keeps at least four clusters and an
     ARI of 0.75 (the benchmark's worst K=6 set gives four clusters and 0.76)."""
-    from benchmarks.cluster_selection import model_ready, planted as planted_skewed
+    from benchmarks.cluster_selection import model_ready
+    from benchmarks.cluster_selection import planted as planted_skewed
 
     frame, truth, _, skewed = planted_skewed(seed, 6, 3000)
     result = train_clustering(model_ready(frame, skewed), ClusteringConfig(seed=seed - 1000, bootstrap_resamples=1))
@@ -89,7 +90,8 @@ def test_six_planted_groups_in_model_ready_features_are_not_collapsed(seed):
 def test_the_silhouette_tolerance_is_what_keeps_overlapping_groups_apart():
     """The benchmark's dataset 13 (seven groups): silhouette's maximum merges them into three (ARI
     0.77); the most clusters at a silhouette peak within 20% of it finds all seven (ARI 1.0)."""
-    from benchmarks.cluster_selection import model_ready, planted as planted_skewed
+    from benchmarks.cluster_selection import model_ready
+    from benchmarks.cluster_selection import planted as planted_skewed
 
     frame, truth, _, skewed = planted_skewed(1013, 7, 3000)  # the benchmark's dataset 13
     frame = model_ready(frame, skewed)
@@ -106,7 +108,8 @@ def test_a_split_that_refits_do_not_reproduce_gives_way_to_a_stable_one(seed, k,
     with it below promotion's minimum. The rule then takes the next candidate that is stable. Over 24
     small sets (seeds 2000-2011, k 3 and 5) the gate acted on three: these two, where it recovers
     the planted groups far better, and one where it cost 0.05 ARI."""
-    from benchmarks.cluster_selection import model_ready, planted as planted_skewed
+    from benchmarks.cluster_selection import model_ready
+    from benchmarks.cluster_selection import planted as planted_skewed
 
     frame, truth, _, skewed = planted_skewed(seed, k, persons)
     frame = model_ready(frame, skewed)

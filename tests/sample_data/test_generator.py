@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 from orchestration.sample_data.generator import generate
 from tests.conftest import SMALL
 
@@ -133,7 +133,7 @@ def test_messy_patterns_are_present(sample):
 
 def test_nothing_valid_happens_after_as_of(sample):
     planted = {f["raw"] for f in sample.truth_rows("faults")}
-    limit = dt.datetime.combine(SMALL.as_of + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    limit = dt.datetime.combine(SMALL.as_of + dt.timedelta(days=1), dt.time(), dt.UTC)
     checked = 0
     for _, e in _events(sample.landing):
         if not isinstance(e, dict) or json.dumps(e, ensure_ascii=False, separators=(",", ":")) in planted:
@@ -152,7 +152,7 @@ def test_rfm_truth_matches_the_landing_orders(sample):
         lines = path.read_text(encoding="utf-8").splitlines()
         if not lines[0].startswith("order_id"):
             continue  # the planted header-less copy
-        for raw, row in zip(lines[1:], csv.DictReader(lines)):
+        for raw, row in zip(lines[1:], csv.DictReader(lines), strict=True):
             if raw in planted:
                 continue
             status[row["order_id"]] = row["status"]

@@ -50,12 +50,12 @@ select
     f.*,
     case
         when message_type in ('page', 'screen') then 'page_view'
-        when event_name in ({{ event_names("event_product_viewed") }}) then 'product_view'
-        when event_name in ({{ event_names("event_product_added") }}) then 'add_to_cart'
-        when event_name in ({{ event_names("event_order_completed") }}) then 'purchase'
-        when event_name in ({{ event_names("event_products_searched") }}) then 'search'
-        when event_name in ({{ event_names("event_video_watched") }}) then 'video'
-        when event_name in ({{ event_names("event_scroll_depth") }}) then 'scroll'
+        when event_name in ({{ event_names("tessera__event_product_viewed") }}) then 'product_view'
+        when event_name in ({{ event_names("tessera__event_product_added") }}) then 'add_to_cart'
+        when event_name in ({{ event_names("tessera__event_order_completed") }}) then 'purchase'
+        when event_name in ({{ event_names("tessera__event_products_searched") }}) then 'search'
+        when event_name in ({{ event_names("tessera__event_video_watched") }}) then 'video'
+        when event_name in ({{ event_names("tessera__event_scroll_depth") }}) then 'scroll'
         when message_type = 'identify' then 'identify'
         else 'other'
     end as behaviour

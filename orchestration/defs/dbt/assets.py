@@ -2,14 +2,13 @@
 
 
 import json
-from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from orchestration.defs.dbt.project import dbt_project
-from orchestration.defs.ingest.sources_config import cached_sources_config
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.metadata import table_metadata
 from orchestration.defs.partitions import (
     FullRefreshConfig,
@@ -18,9 +17,8 @@ from orchestration.defs.partitions import (
     partition_window,
     single_run,
 )
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource, retry_when_locked
-from orchestration.lib import spark
-from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
+from orchestration.defs.resources import WarehouseResource, retry_when_locked
+from orchestration.lib.dbt_subprocess import AFTER_IDENTITY_GRAPH, AFTER_ML, dbt_target, run_vars
 from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
@@ -28,30 +26,12 @@ translator = DagsterDbtTranslator(
 )
 
 
-def _run_vars(sources_config) -> dict:
-    """The event taxonomy of the sources config, and the feature date from TESSERA_AS_OF when it is
-    set (both read at run time)."""
-    as_of = load_settings().as_of
-    return sources_config.taxonomy.dbt_vars() | ({"as_of": as_of.isoformat()} if as_of else {})
-
-
 def _build_args(landing: LandingZoneResource, extra_vars: dict | None = None) -> list[str]:
     """`dbt build` with the run's vars; dbt's target follows TESSERA_ENGINE (profiles.yml). dbt's unit
     tests check the SQL, not the data, so runs leave them out, as dbt advises: `make test` runs them
     (tests/defs/test_segments_pipeline.py). dbt-spark cannot run them anyway (dbt-labs/dbt-adapters#481)."""
-    return ["build", "--vars", json.dumps(_run_vars(landing.config()) | (extra_vars or {})),
+    return ["build", "--vars", json.dumps(run_vars(landing.config()) | (extra_vars or {})),
             "--exclude-resource-type", "unit_test"]
-
-
-def rebuild_after_erasure(warehouse: WarehouseResource, only_before_identity_graph: bool = False) -> None:
-    """On Spark, every dbt model again, in full, from sources published afresh, so that nothing this
-    run builds still counts an erased person (deciles, quintiles, feature caps): Spark's Parquet
-    tables have no row-level DELETE (on DuckDB the erasure deletes from the models' tables in place).
-    `only_before_identity_graph`: the models the run has built so far, when dbt builds the others next."""
-    run_vars = ["--vars", json.dumps(_run_vars(cached_sources_config(load_settings().sources_config)))]
-    later = ["--exclude", AFTER_IDENTITY_GRAPH, AFTER_ML] if only_before_identity_graph else []
-    with dbt_target("rebuild_after_erasure", warehouse.path) as target_path:
-        spark.dbt_on_spark(Path(warehouse.path), ["run", "--full-refresh", *later, *run_vars], target_path=target_path)
 
 
 def _require_a_feature_date(warehouse: WarehouseResource, landing: LandingZoneResource) -> None:
@@ -78,9 +58,9 @@ def _incremental_args(context: dg.AssetExecutionContext, config: FullRefreshConf
     dbt_vars = {}
     if isinstance(config, IncrementalConfig):
         window = partition_window(context)
-        dbt_vars = {"partition_start": window.start.isoformat() if window.start else "",
-                    "partition_end": window.end.isoformat() if window.end else "",
-                    "lookback_days": config.lookback_days}
+        dbt_vars = {"tessera__partition_start": window.start.isoformat() if window.start else "",
+                    "tessera__partition_end": window.end.isoformat() if window.end else "",
+                    "tessera__lookback_days": config.lookback_days}
     return dbt_vars, ["--full-refresh"] if config.full_refresh else []
 
 
@@ -112,12 +92,10 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: Land
             yield event
 
 
-# Selections around the Python steps that sit between dbt models (the identity graph, then the ML
-# scores): dbt assets cannot depend on an asset that depends on them. The event models are
-# partitioned by day, so they are a selection of their own.
+# Around the Python steps that sit between dbt models, the selections AFTER_IDENTITY_GRAPH and
+# AFTER_ML (orchestration/lib/dbt_subprocess.py). The event models are partitioned by day, so they
+# are a selection of their own.
 DAILY_EVENTS = "stg_segment__events stg_segment__user_agents int_segment__events"
-AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
-AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+ stg_ml__customer_lifetime_values+"
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,

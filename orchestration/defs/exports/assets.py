@@ -6,6 +6,7 @@ import pandas as pd
 
 from orchestration.defs.exports.audiences import write_audiences
 from orchestration.defs.exports.report import build_report, champion_calibration
+from orchestration.defs.metadata import frame_table
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.assets import MEMBERSHIP
 from orchestration.defs.segments.loading import segment_catalog
@@ -29,13 +30,13 @@ def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
         published = {r[0] for r in con.execute(
             "SELECT segment_name FROM marts.segment_report WHERE as_of = ? AND published", [as_of]).fetchall()}
         manifests = write_audiences(con, exports_dir, segments, published, as_of)
-    table = pd.DataFrame([{"segment": m["segment"], "rows": m["rows"], "columns": ", ".join(m["columns"])}
-                          for m in manifests])
+    table = pd.DataFrame([(m["segment"], m["rows"], ", ".join(m["columns"])) for m in manifests],
+                         columns=["segment", "rows", "columns"]).astype({"rows": "int64"})
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(table["rows"].sum()) if len(table) else 0,
+        "dagster/row_count": int(table["rows"].sum()),
         "folder": dg.MetadataValue.path(str(exports_dir)), "as_of": str(as_of.date()),
         "segments_exported": len(manifests),
-        "exports": dg.MetadataValue.md(table.to_markdown(index=False) if len(table) else "none"),
+        "exports": frame_table(table),
     })
 
 

@@ -79,7 +79,7 @@ def _clusters(con) -> tuple[pd.DataFrame, str | None]:
     if not len(frame):
         return pd.DataFrame(), None
     labels = frame.pop("cluster_id").to_numpy()
-    names = dict(zip(labels, frame.pop("cluster_name")))
+    names = dict(zip(labels, frame.pop("cluster_name"), strict=True))
     features = [c for c in numeric_columns(frame) if frame[c].notna().any()]
     z = profile_z_scores(numeric_matrix(frame, features), labels)
     sizes = pd.Series(labels).value_counts()
@@ -163,7 +163,7 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
     sections = ("segments", "overlap", "clusters", "propensity", "lifetime-value", "quality")
     html = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
         TEMPLATE.read_text(encoding="utf-8")).render(
-        as_of=pd.Timestamp(as_of).date(), generated_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        as_of=pd.Timestamp(as_of).date(), generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         persons=persons, segments=segments.to_dict("records"), published=len(published),
         trend_figure=trend_figure, overlap_figure=_overlap_figure(con, as_of, published),
         clusters=clusters.to_dict("records"), cluster_figure=cluster_figure,

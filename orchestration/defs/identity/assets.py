@@ -3,7 +3,6 @@
 import hashlib
 import math
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
@@ -30,8 +29,8 @@ class IdentityConfig(dg.Config):
     match_threshold: float = MatchSettings.threshold
     max_identifiers_per_person: int = GraphLimits.max_identifiers_per_person
     # Hard guards on probabilistic CRM matches (see MatchSettings); null turns one off.
-    max_birth_date_gap_days: Optional[int] = MatchSettings.max_birth_date_gap_days
-    min_name_similarity: Optional[float] = MatchSettings.min_name_similarity
+    max_birth_date_gap_days: int | None = MatchSettings.max_birth_date_gap_days
+    min_name_similarity: float | None = MatchSettings.min_name_similarity
     max_block_size: int = MatchSettings.max_block_size
     rematch: bool = False
     """Run Splink even when the CRM records, the match settings and the matching code are the same as

@@ -129,7 +129,7 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     joined_by: dict[int, tuple[str, float]] = {}
     refused = []
     for left, right, rule, weight in zip(ordered["left_pos"].tolist(), ordered["right_pos"].tolist(),
-                                         ordered["rule"].tolist(), ordered["weight"].tolist()):
+                                         ordered["rule"].tolist(), ordered["weight"].tolist(), strict=True):
         a, b = sets.find(left), sets.find(right)
         if a == b:
             continue
@@ -209,11 +209,11 @@ def _person_ids(roots: np.ndarray, kinds: list[str], values: list[str],
     claims = claims.sort_values(["votes", "earliest", "root", "pid"], ascending=[False, True, True, True])
     out: dict[int, str] = {}
     taken: set[str] = set()
-    for root, pid in zip(claims["root"].tolist(), claims["pid"].tolist()):
+    for root, pid in zip(claims["root"].tolist(), claims["pid"].tolist(), strict=True):
         if root not in out and pid not in taken:
             out[root] = pid
             taken.add(pid)
-    for root, anchor in zip(earliest.index.tolist(), earliest.tolist()):
+    for root, anchor in zip(earliest.index.tolist(), earliest.tolist(), strict=True):
         if root in out:
             continue
         pid = _hash_id(kinds[anchor], values[anchor])

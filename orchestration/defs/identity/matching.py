@@ -57,7 +57,7 @@ def names_conflict(left: pd.DataFrame, right: pd.DataFrame, min_similarity: floa
         return pd.Series(False, index=left.index)
     out = []
     for (fl, ll), (fr, lr) in zip(left[["first_name", "last_name"]].itertuples(index=False),
-                                  right[["first_name", "last_name"]].itertuples(index=False)):
+                                  right[["first_name", "last_name"]].itertuples(index=False), strict=True):
         names = (fl, ll, fr, lr)
         if any(pd.isna(n) for n in names):
             out.append(False)
@@ -94,7 +94,7 @@ def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | 
     swapped = (left_dates.dt.year == right_dates.dt.year) & (left_dates.dt.month == right_dates.dt.day) \
         & (left_dates.dt.day == right_dates.dt.month)
     typo = pd.Series([bool(k) and DamerauLevenshtein.distance(str(a), str(b)) <= 1
-                      for a, b, k in zip(left, right, known)], index=left.index)
+                      for a, b, k in zip(left, right, known, strict=True)], index=left.index)
     return known & ~typo & ~swapped & (gap > max_gap_days)
 
 

@@ -6,11 +6,15 @@ snapshots, read whole on every run.
 
 
 import dagster as dg
+import pandas as pd
 
-from orchestration.defs.ingest.loaders import CSV_SOURCES, DayWindow, LoadReport, load_source
-from orchestration.defs.metadata import table_metadata
+from orchestration.defs.ingest.loaders import CSV_SOURCES, load_source
+from orchestration.defs.ingest.loaders.common import LoadReport
+from orchestration.defs.ingest.resources import LandingZoneResource
+from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, single_run, window_to_rebuild
-from orchestration.defs.resources import LandingZoneResource, WarehouseResource
+from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.day_window import DayWindow
 
 OWNER = "team:data-engineering"
 SOURCE_TABLES = {"events": "events", **{s.name: s.table for s in CSV_SOURCES}}
@@ -25,10 +29,14 @@ DESCRIPTIONS = {
 }
 
 
-def _markdown_table(header: tuple[str, str], rows: list[tuple]) -> str:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
-    lines += [f"| {a} | {b} |" for a, b in rows] or ["| (none) | 0 |"]
-    return "\n".join(lines)
+def _counts(counts: dict[str, int], label: str) -> dg.TableMetadataValue:
+    """reason -> count as a table, largest first."""
+    rows = sorted(counts.items(), key=lambda kv: -kv[1])
+    return frame_table(pd.DataFrame(rows, columns=["reason", label]).astype({label: "int64"}))
+
+
+def _by_file(by_file: dict[str, str], label: str, description: str) -> dg.TableMetadataValue:
+    return frame_table(pd.DataFrame(sorted(by_file.items()), columns=["file", label], dtype=str), {label: description})
 
 
 def report_metadata(report: LoadReport, window: DayWindow) -> dict:
@@ -42,17 +50,12 @@ def report_metadata(report: LoadReport, window: DayWindow) -> dict:
         "rows_deduplicated": report.deduplicated,
         "rows_suppressed_erased_persons": report.rows_suppressed,
         "quarantined_lines_suppressed_erased_persons": report.quarantine_suppressed,
-        "quarantine_by_reason": dg.MetadataValue.md(
-            _markdown_table(("reason", "rows"), sorted(report.quarantine_by_reason.items(), key=lambda kv: -kv[1]))),
+        "quarantine_by_reason": _counts(report.quarantine_by_reason, "rows"),
         "field_issues": sum(report.field_issues_by_reason.values()),
-        "field_issues_by_reason": dg.MetadataValue.md(
-            _markdown_table(("reason", "fields nulled"),
-                            sorted(report.field_issues_by_reason.items(), key=lambda kv: -kv[1]))),
-        "files_rejected": dg.MetadataValue.md(
-            _markdown_table(("file", "reason"), sorted(report.files_rejected.items()))),
-        "columns_absent": dg.MetadataValue.md(
-            _markdown_table(("file", "optional columns its header lacks (read as empty)"),
-                            sorted(report.columns_absent.items()))),
+        "field_issues_by_reason": _counts(report.field_issues_by_reason, "fields nulled"),
+        "files_rejected": _by_file(report.files_rejected, "reason", "why the whole file was not read"),
+        "columns_absent": _by_file(report.columns_absent, "columns",
+                                   "optional columns the file's header lacks, read as empty"),
         "table": f"raw.{report.table}",
     } | ({"guest_orders_unresolvable": report.guest_orders} if report.source == "orders" else {}) \
       | ({"opt_outs_from_rejected_records": report.withheld_opt_outs} if report.source == "crm" else {}) \

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestration.sample_data import faults as F
+from orchestration.lib import reason_codes as F
 
 # Segment-spec fields a mapped event can set; the object-valued ones are written as JSON.
 EVENT_SCALAR_FIELDS = ("messageId", "type", "event", "name", "userId", "anonymousId", "timestamp", "sentAt",

@@ -17,9 +17,9 @@ import json
 import dagster as dg
 
 from orchestration.defs.ingest.assets import ingest_events
-from orchestration.defs.ingest.loaders import event_days
+from orchestration.defs.ingest.loaders.events import event_days
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.partitions import daily_event_partitions
-from orchestration.defs.resources import LandingZoneResource
 
 ingest_daily_events = dg.define_asset_job(
     "ingest_daily_events",

@@ -18,7 +18,8 @@ import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from orchestration.defs.ingest.loaders import CSV_SOURCES, contract_files
+from orchestration.defs.ingest.loaders import CSV_SOURCES
+from orchestration.defs.ingest.loaders.common import contract_files
 from orchestration.defs.ingest.mapping import (
     EVENT_FIELDS,
     CsvOptions,
@@ -99,7 +100,7 @@ class Taxonomy(_Strict):
     scroll_depth: list[str] = Field(default=["Scroll Depth Reached"], min_length=1)
 
     def dbt_vars(self) -> dict[str, list[str]]:
-        return {f"event_{name}": list(names) for name, names in self.model_dump().items()}
+        return {f"tessera__event_{name}": list(names) for name, names in self.model_dump().items()}
 
 
 class SourcesConfig(_Strict):
@@ -203,7 +204,7 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
             before = f", nor can the {tried - 1} file(s) before it" if tried > 1 else ""
             return [f"{where}, key 'sources.{source}.format': {first} cannot be read as {spec.format} "
                     f"({str(error).splitlines()[0]}){before}. Check the format and the csv options."]
-        checks = ([(f"columns.{c}", s) for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]))
+        checks = ([(f"columns.{c}", s) for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]), strict=True)
                    if c in plan.columns] if source != "events" else
                   [(f"columns.{c}", f"{event_line_sql(SourceFiles(plan.root, [], columns={c: e}))} AS line")
                    for c, e in plan.columns.items() if c in EVENT_FIELDS])

@@ -12,12 +12,11 @@ import dagster as dg
 import pandas as pd
 
 from ml import workflows
-from ml.clustering import ClusteringConfig
+from ml.clustering import ClusteringConfig, NotClusterableError
 from ml.clv import ClvConfig, NotEnoughBuyersError
-from ml.clustering import NotClusterableError
 from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
-from orchestration.defs.metadata import table_metadata
+from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.settings import load_settings
 from orchestration.lib.warehouse import table_from_frame, transaction
@@ -218,7 +217,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
     profile = summary["profile"][["cluster_name", "size", "share", "top_categories"]].reset_index()
     return dg.MaterializeResult(metadata={
         **_decision_metadata(summary), "algorithm": summary["algorithm"], "clusters": summary["k"],
-        "persons": len(frame), "cluster_profile": dg.MetadataValue.md(profile.to_markdown(index=False)),
+        "persons": len(frame), "cluster_profile": frame_table(profile),
         "features_not_separating": ", ".join(summary["features_not_separating"]) or "none",
     })
 
@@ -238,7 +237,7 @@ def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseR
     sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
     return dg.MaterializeResult(metadata={
         **metadata, "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
-        "cluster_sizes": dg.MetadataValue.md(sizes.to_markdown(index=False)),
+        "cluster_sizes": frame_table(sizes),
     })
 
 
@@ -322,7 +321,7 @@ def clv_model(context: dg.AssetExecutionContext, config: ClvAssetConfig,
     return dg.MaterializeResult(metadata={
         **_decision_metadata(summary), "buyers": len(scoring), "holdout_buyers": len(calibration),
         "holdout_days": holdout_days,
-        "holdout_by_decile": dg.MetadataValue.md(summary["by_decile"].to_markdown(index=False)),
+        "holdout_by_decile": frame_table(summary["by_decile"]),
     })
 
 

@@ -1,6 +1,11 @@
 """Erasure as a path of its own: requests are applied first in every run (and by `tessera erase`),
 before any other source loads, whatever else fails later; a sweep after identity resolution
-catches data that arrived under another of the person's identifiers; a check scans every store."""
+catches data that arrived under another of the person's identifiers; a check scans every store.
+
+Both assets form the `privacy` asset group, registered by orchestration/defs/privacy/definitions.py. They
+meet the other domains through asset keys (the requests, the identity assignments; ingestion,
+dbt and the segments depend on them by key) and through the shared modules of orchestration/lib:
+the export folders (export_folders), the suppression list, and on Spark the dbt rebuild (spark)."""
 
 import datetime as dt
 import os
@@ -13,14 +18,16 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ml import tracking
-from orchestration.defs.dbt.assets import rebuild_after_erasure
-from orchestration.defs.exports.audiences import export_traces, scrub_audiences
-from orchestration.defs.metadata import table_metadata
+from orchestration.defs.ingest.resources import LandingZoneResource
+from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.privacy.erasure import ErasureReport, process_erasures, remaining_traces, sweep
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import suppression
+from orchestration.lib.dbt_subprocess import run_vars
+from orchestration.lib.export_folders import export_traces, scrub_audiences
 from orchestration.lib.lake import lake_dir
 from orchestration.lib.settings import DBT_PROJECT_DIR, load_settings
+from orchestration.lib.spark import rebuild_after_erasure
 from orchestration.lib.traces import file_traces
 from orchestration.lib.warehouse import compact
 
@@ -55,8 +62,8 @@ def _stores() -> dict[str, list[Path]]:
     }
 
 
-def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, report: ErasureReport,
-            in_the_identity_chain: bool = False) -> dict:
+def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
+            report: ErasureReport, in_the_identity_chain: bool = False) -> dict:
     """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
     (freed blocks keep the values), rebuild Spark's tables from the scrubbed ones (in the identity
     chain, those dbt built before it), and flag the models trained before; metadata of each."""
@@ -78,8 +85,9 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, rep
             warehouse.publish(con, [*scrubbed, *(["raw.erasure_requests"] if report.requests else [])])
         if scrubbed or report.persons:  # Spark's tables are views here: dbt rebuilds them without the person
             context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
-            rebuild_after_erasure(warehouse, only_before_identity_graph=in_the_identity_chain)
-    now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+            rebuild_after_erasure(warehouse.path, run_vars(landing.config()),
+                                  only_before_identity_graph=in_the_identity_chain)
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
     if flagged:
         context.log.info(f"Model versions flagged as trained before an erasure (the next training replaces a flagged "
@@ -90,14 +98,14 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, rep
 def _report_metadata(report: ErasureReport) -> dict:
     removed = pd.DataFrame(sorted(((t, n) for t, n in {**report.rows_removed, **{
         f"{t} (text)": n for t, n in report.text_rows_removed.items()}}.items() if n), key=lambda r: -r[1]),
-        columns=["table", "rows removed"])
+        columns=["table", "rows removed"]).astype({"rows removed": "int64"})
     return {
         "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
         "not_found_but_suppressed": report.not_found, "persons_erased_now": report.persons,
         "identifiers_suppressed_now": report.identifiers_suppressed,
         "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
         "export_rows_removed": report.export_rows_removed,
-        "rows_removed_by_table": dg.MetadataValue.md(removed.to_markdown(index=False) if len(removed) else "none"),
+        "rows_removed_by_table": frame_table(removed),
     }
 
 
@@ -111,12 +119,13 @@ def _report_metadata(report: ErasureReport) -> dict:
                 "included), and from every export. The DuckDB file is then rewritten so that no freed block keeps a "
                 "value, and model versions trained before are flagged. Depends on nothing but the requests.",
 )
-def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                landing: LandingZoneResource) -> dg.MaterializeResult:
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = process_erasures(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "privacy.erasure_log")
-    finished = _finish(context, warehouse, report)
+    finished = _finish(context, warehouse, landing, report)
     context.log.info(f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
                      f"earlier, {report.not_found} not found (suppressed all the same); "
                      f"{report.total_rows_removed:,} rows removed")
@@ -132,12 +141,13 @@ def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
                 "suppressed identifier (data that arrived under another of their identifiers) is erased whole, so "
                 "no feature, model or segment of this run counts them.",
 )
-def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                  landing: LandingZoneResource) -> dg.MaterializeResult:
     exports_dir = load_settings().exports_dir
     with warehouse.connect() as con:
         report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "intermediate.identity_assignments")  # dbt reads the swept table as this asset
-    finished = _finish(context, warehouse, report, in_the_identity_chain=True)
+    finished = _finish(context, warehouse, landing, report, in_the_identity_chain=True)
     if report.identifiers_suppressed:
         context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
                          f"{report.total_rows_removed:,} rows removed")
@@ -184,5 +194,10 @@ def no_trace_after_sweep(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     return _no_trace_result(_traces(warehouse))
 
 
-privacy_assets = [erasure_log]  # erasure_sweep belongs to the identity chain (orchestration/defs/identity)
+privacy_assets = [erasure_log]
 privacy_checks = [no_trace_of_erased_persons]
+# A link of the identity chain: dbt reads the assignments only after the sweep
+# (dbt_project/models/staging/_staging__sources.yml), so whatever materialises the identity graph
+# and the dbt models after it needs the sweep too.
+sweep_assets = [erasure_sweep]
+sweep_checks = [no_trace_after_sweep]

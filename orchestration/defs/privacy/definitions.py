@@ -3,8 +3,8 @@ import json
 
 import dagster as dg
 
-from orchestration.defs.privacy.assets import ERASURE_LOG, privacy_assets, privacy_checks
-from orchestration.defs.resources import LandingZoneResource
+from orchestration.defs.ingest.resources import LandingZoneResource
+from orchestration.defs.privacy.assets import ERASURE_LOG, privacy_assets, privacy_checks, sweep_assets, sweep_checks
 
 erase = dg.define_asset_job(
     "erase",
@@ -26,4 +26,5 @@ def erasure_requests_sensor(context: dg.SensorEvaluationContext, landing: Landin
         dg.RunRequest(run_key=f"erase@{hashlib.sha256(cursor.encode()).hexdigest()[:16]}")])
 
 
-defs = dg.Definitions(assets=privacy_assets, asset_checks=privacy_checks, jobs=[erase], sensors=[erasure_requests_sensor])
+defs = dg.Definitions(assets=[*privacy_assets, *sweep_assets], asset_checks=[*privacy_checks, *sweep_checks],
+                      jobs=[erase], sensors=[erasure_requests_sensor])

@@ -138,7 +138,7 @@ def _remember_phone_regions(con, phones: list[str]) -> None:
 def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt.datetime | None = None) -> ErasureReport:
     """Apply every request in raw.erasure_requests not yet processed. `scrub_exports()` removes the
     suppressed persons from export files and returns the rows it removed (orchestration/defs/exports)."""
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     suppression.ensure_tables(con)
     report = ErasureReport()
     has_requests = table_exists(con, "raw", "erasure_requests")
@@ -204,7 +204,7 @@ def process_erasures(con: duckdb.DuckDBPyConnection, scrub_exports=None, now: dt
         report.export_rows_removed = scrub_exports(con)
     landed = [r[8] for r in log_rows if r[8] is not None]
     if landed:
-        report.seconds_since_landing = (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - min(landed)).total_seconds()
+        report.seconds_since_landing = (dt.datetime.now(dt.UTC).replace(tzinfo=None) - min(landed)).total_seconds()
     return report
 
 

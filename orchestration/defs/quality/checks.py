@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from expectations import identity_map, int_segment__events, raw_events, user_features
 from expectations.runner import Failure, columns_of, row_count_bounds, validate
-from orchestration.defs.metadata import PERSONAL_COLUMN
+from orchestration.defs.metadata import PERSONAL_COLUMN, frame_table
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib import figures
 
@@ -45,7 +46,14 @@ class DriftConfig(dg.Config):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _failures_table(failures: list[Failure]) -> dg.TableMetadataValue:
+    """One row per failing expectation: its column, unexpected count and first example values."""
+    return frame_table(pd.DataFrame(
+        [(f.expectation, f.column, f.unexpected_count, ", ".join(str(v) for v in f.examples[:5])) for f in failures],
+        columns=["expectation", "column", "unexpected", "examples"]).astype({"unexpected": "Int64"}))
 
 
 def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefinition:
@@ -86,7 +94,7 @@ def build_gate(module, key: dg.AssetKey, blocking: bool) -> dg.AssetChecksDefini
             "previous_rows": previous[0] if previous else None,
             "expectations_evaluated": outcome.evaluated,
             "expectations_failed": len(outcome.failures),
-            "failures": dg.MetadataValue.md(outcome.markdown()),
+            "failures": _failures_table(outcome.failures),
         }
         if outcome.docs_index:
             metadata["data_docs"] = dg.MetadataValue.path(str(outcome.docs_index))
@@ -121,23 +129,22 @@ def feature_drift(config: DriftConfig, warehouse: WarehouseResource) -> dg.Asset
     def change(new: float, old: float) -> float:
         return abs(new - old) / abs(old) if old else (0.0 if new == old else float("inf"))
 
-    rows, drifted = ["| feature | mean | previous mean | p95 | previous p95 |", "|---|---:|---:|---:|---:|"], []
+    rows, drifted = [], []
     for f, (mean, _, p95) in current.items():
         old = previous.get(f)
-        if old is None:
-            rows.append(f"| {f} | {mean:.3f} | | {p95:.3f} | |")
-            continue
-        if (change(mean, old[0]) > config.max_relative_change_of_mean
-                or change(p95, old[2]) > config.max_relative_change_of_p95):
+        if old is not None and (change(mean, old[0]) > config.max_relative_change_of_mean
+                                or change(p95, old[2]) > config.max_relative_change_of_p95):
             drifted.append(f)
-        rows.append(f"| {f} | {mean:.3f} | {old[0]:.3f} | {p95:.3f} | {old[2]:.3f} |")
+        rows.append((f, mean, old[0] if old else None, p95, old[2] if old else None))
+    profile = pd.DataFrame(rows, columns=["feature", "mean", "previous mean", "p95", "previous p95"]).astype(
+        {"mean": float, "previous mean": float, "p95": float, "previous p95": float})
     relative = history.tail(20).div(history.tail(20).iloc[0].replace(0, float("nan")))  # 1.0 = the first run shown
     plot = figures.markdown_image(figures.lines(relative, "Feature means per run, relative to the first run shown",
                                                 "mean / first mean"), "feature drift")
     return dg.AssetCheckResult(passed=not drifted, severity=dg.AssetCheckSeverity.WARN, metadata={
         "as_of": str(as_of), "drifted_features": ", ".join(drifted) or "none",
         "feature_means_over_runs": dg.MetadataValue.md(plot),
-        "profile": dg.MetadataValue.md("\n".join(rows)), "compared_with_previous": bool(previous)})
+        "profile": frame_table(profile.round(3)), "compared_with_previous": bool(previous)})
 
 
 quality_checks = [build_gate(*gate) for gate in GATES] + [feature_drift]

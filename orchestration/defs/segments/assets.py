@@ -1,10 +1,11 @@
 """Segment membership, its SCD2 history, the per-run report and overlaps, from segments/*.yml."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
-from orchestration.defs.metadata import table_metadata
-from orchestration.defs.privacy.assets import ERASURE_LOG
+from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
@@ -14,6 +15,7 @@ from orchestration.lib.settings import load_settings
 OWNER = "team:marketing-analytics"
 ATTRIBUTES = dg.AssetKey(["marts", "segment_attributes"])
 MEMBERSHIP = dg.AssetKey(["marts", "segment_membership"])
+ERASURE_LOG = dg.AssetKey(["privacy", "erasure_log"])  # erasures first: no erased person is a member
 TABLES = {
     "segment_membership": "Current members of every published segment: person_id, segment_name, segment_type, "
                           "entered_at (start of the open interval), as_of.",
@@ -24,6 +26,13 @@ TABLES = {
     "segment_overlap": "Per run, pairs of published segments sharing members: both_members and Jaccard index.",
 }
 
+# Segments feed campaigns and are rebuilt daily: the refresh runs at 03:00 UTC, so a segment table not
+# materialised since the 06:00 UTC deadline of the day before fails at 06:00 UTC. A cron policy's
+# window cannot exceed its interval (a day here); Dagster's daemon evaluates it (docs/operations.md).
+SEGMENT_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=dt.timedelta(hours=24),
+                                            timezone="UTC")
+FRESH_TABLES = ("segment_membership", "segment_membership_history")
+
 
 class SegmentMembershipConfig(dg.Config):
     reset_history: bool = False  # drop past intervals first (history otherwise only moves forward)
@@ -32,7 +41,9 @@ class SegmentMembershipConfig(dg.Config):
 @dg.multi_asset(
     name="segment_membership",
     specs=[dg.AssetSpec(["marts", name], description=text, deps=[ATTRIBUTES, ERASURE_LOG], group_name="segments",
-                        owners=[OWNER], kinds={"duckdb", "python"}) for name, text in TABLES.items()],
+                        owners=[OWNER], kinds={"duckdb", "python"},
+                        freshness_policy=SEGMENT_FRESHNESS if name in FRESH_TABLES else None)
+           for name, text in TABLES.items()],
     pool="duckdb",
 )
 def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembershipConfig,
@@ -57,6 +68,7 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
     if report.unpublished:
         context.log.warning(f"Below their minimum size, not published: {', '.join(report.unpublished)}")
     members = int(table.loc[table["published"], "size"].sum())
+    report_table = frame_table(table)
     sizes_plot = dg.MetadataValue.md(figures.markdown_image(
         figures.lines(sizes_over_time, "Published segment sizes per run", "members"), "segment sizes over time")
         if len(sizes_over_time) else "none")
@@ -69,17 +81,17 @@ def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembers
         "memberships_left_out_for_consent": int(table["left out (consent)"].sum()),
         "entered": int(table["entered"].sum()), "exited": int(table["exited"].sum()),
         "rerun_of_as_of": report.rewound,
-        "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+        "segment_report": report_table,
         "segment_sizes_over_time": sizes_plot,
     })
     yield dg.MaterializeResult(asset_key=["marts", "segment_membership_history"],
                                metadata=tables["segment_membership_history"])
     yield dg.MaterializeResult(asset_key=["marts", "segment_report"], metadata={
-        **tables["segment_report"], "segment_report": dg.MetadataValue.md(table.to_markdown(index=False)),
+        **tables["segment_report"], "segment_report": report_table,
         "segment_sizes_over_time": sizes_plot})
     yield dg.MaterializeResult(asset_key=["marts", "segment_overlap"], metadata={
         **tables["segment_overlap"],
-        "top_overlaps": dg.MetadataValue.md(overlap.to_markdown(index=False) if len(overlap) else "none")})
+        "top_overlaps": frame_table(overlap)})
 
 
 @dg.asset_check(asset=MEMBERSHIP, pool="duckdb", description="Every segment reaches its min_size; smaller ones are not published.")

@@ -16,7 +16,6 @@ from orchestration.defs.segments.membership import ATTRIBUTES, concrete_segments
 from orchestration.lib.identifiers import IdentifierError, lookup_key, person_of
 from orchestration.lib.warehouse import table_exists
 
-
 LIFETIME_VALUE = ["p_alive", "expected_purchases_30d", "expected_purchases_12m", "expected_value_12m"]
 
 
@@ -60,7 +59,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, person_id: str, se
     row = cursor.fetchone()
     if row is None:
         raise ExplainError(f"Person {person_id} has no row in {ATTRIBUTES} (no features at the scoring date).")
-    values = dict(zip([d[0] for d in cursor.description], row))
+    values = dict(zip([d[0] for d in cursor.description], row, strict=True))
     member = bool(con.execute("SELECT count(*) FROM marts.segment_membership WHERE person_id = ? AND segment_name = ?",
                               [person_id, segment_name]).fetchone()[0]) \
         if table_exists(con, "marts", "segment_membership") else False

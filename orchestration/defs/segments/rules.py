@@ -14,7 +14,6 @@ Plain Python (no Dagster), so the CLI, the API and tests use it directly.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -341,7 +340,7 @@ class Compiler:
     def _in_list(self, node, state, negate: bool) -> Sql:
         value = self._sub(node.children[0], state)
         items = [self._sub(c, state) for c in node.children[1:] if isinstance(c, Tree)]
-        for item, child in zip(items, [c for c in node.children[1:] if isinstance(c, Tree)]):
+        for item, child in zip(items, [c for c in node.children[1:] if isinstance(c, Tree)], strict=True):
             self._same_type(value, item, child, state, "'in'")
         placeholders = ", ".join(i.text for i in items)
         params = value.params + tuple(p for i in items for p in i.params)
@@ -439,7 +438,7 @@ class Compiler:
         if name == "in_segment":
             return self._reference(node, arg_nodes, state)
         args = [self._sub(a, state) for a in arg_nodes]
-        for i, (arg, child) in enumerate(zip(args, arg_nodes)):
+        for i, (arg, child) in enumerate(zip(args, arg_nodes, strict=True)):
             self._expect(arg, fn.args[i], child, state, f"argument {i + 1} of {name}() must be "
                          f"{' or '.join(fn.args[i])}")
         state.columns.update(c for c in fn.reads if c in self.schema)

@@ -28,8 +28,8 @@ def _run(edges: list[tuple], extra_nodes: list[tuple] = (), previous=None, limit
     nodes = pd.DataFrame([(k, v, _day(d)) for (k, v), d in seen.items()],
                          columns=["identifier_type", "identifier", "first_seen_at"])
     result = resolve(nodes, frame, previous, limits)
-    person = dict(zip(zip(result.assignments.identifier_type, result.assignments.identifier),
-                      result.assignments.person_id))
+    person = dict(zip(zip(result.assignments.identifier_type, result.assignments.identifier, strict=True),
+                      result.assignments.person_id, strict=True))
     return person, result
 
 
@@ -184,7 +184,7 @@ def test_resolving_in_batches_of_components_equals_resolving_the_whole_graph():
     nodes = expected.assignments[["identifier_type", "identifier"]].assign(first_seen_at=T0)
     nodes["first_seen_at"] = [min(frame.loc[((frame.left_type == t) & (frame.left_id == v)) |
                                             ((frame.right_type == t) & (frame.right_id == v)), "first_seen_at"])
-                              for t, v in zip(nodes.identifier_type, nodes.identifier)]
+                              for t, v in zip(nodes.identifier_type, nodes.identifier, strict=True)]
 
     def batches(link_previous: bool):
         pairs = [((a, b), (c, d)) for a, b, c, d, *_ in edges]
@@ -193,13 +193,13 @@ def test_resolving_in_batches_of_components_equals_resolving_the_whole_graph():
         component = _components(pairs)
         key = lambda t, v: component[(t, v)]  # noqa: E731
         for label in sorted(set(component.values()), key=str):
-            in_batch = lambda t, v: key(t, v) == label  # noqa: E731
-            batch_nodes = nodes[[in_batch(t, v) for t, v in zip(nodes.identifier_type, nodes.identifier)]]
+            in_batch = lambda t, v, label=label: key(t, v) == label  # noqa: E731
+            batch_nodes = nodes[[in_batch(t, v) for t, v in zip(nodes.identifier_type, nodes.identifier, strict=True)]]
             if not len(batch_nodes):
                 continue
-            yield (batch_nodes, frame[[in_batch(t, v) for t, v in zip(frame.left_type, frame.left_id)]],
+            yield (batch_nodes, frame[[in_batch(t, v) for t, v in zip(frame.left_type, frame.left_id, strict=True)]],
                    previous[[in_batch(t, v) and (t, v) in component for t, v in
-                             zip(previous.identifier_type, previous.identifier)]])
+                             zip(previous.identifier_type, previous.identifier, strict=True)]])
 
     batched, changes = resolve_in_batches(batches(link_previous=True), limits)
     assert len(list(batches(link_previous=True))) == 3  # the tablet, the capped person, x and y

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestration.defs.identity.matching import NAMES, MatchSettings, block_column, match_customer_records, with_blocking_keys
+from orchestration.defs.identity.matching import (
+    NAMES,
+    MatchSettings,
+    block_column,
+    match_customer_records,
+    with_blocking_keys,
+)
 
 
 def generated_crm(sample) -> pd.DataFrame:
@@ -34,7 +40,7 @@ def test_typo_duplicate_matches_and_namesake_does_not(sample):
     ], columns=["customer_id", "first_name", "last_name", "birth_date", "postcode", "city", "street"])
     records = pd.concat([generated_crm(sample)[base.columns], base], ignore_index=True)
     pairs = match_customer_records(records)
-    matched = set(zip(pairs.customer_id_l, pairs.customer_id_r))
+    matched = set(zip(pairs.customer_id_l, pairs.customer_id_r, strict=True))
     assert ("X1", "X2") in matched
     assert ("X1", "X3") not in matched and ("X2", "X3") not in matched
 
@@ -74,7 +80,7 @@ def test_a_parent_and_child_of_one_name_at_one_address_stay_apart(sample):
     without_contacts = records.drop(columns=["email"])
 
     def matched(settings: MatchSettings) -> set:
-        return set(zip(*match_customer_records(records, settings)[["customer_id_l", "customer_id_r"]].T.to_numpy()))
+        return set(zip(*match_customer_records(records, settings)[["customer_id_l", "customer_id_r"]].T.to_numpy(), strict=True))
 
     guarded = matched(MatchSettings())
     assert ("P1", "P3") in guarded
@@ -110,7 +116,7 @@ def test_blocks_above_the_cap_are_skipped_yet_a_twin_inside_one_still_matches(sa
     assert blocked.loc["T1", birth_date_street_key] == blocked.loc["T2", birth_date_street_key]
 
     pairs = match_customer_records(records, MatchSettings(max_block_size=100))
-    matched = set(zip(pairs.customer_id_l, pairs.customer_id_r))
+    matched = set(zip(pairs.customer_id_l, pairs.customer_id_r, strict=True))
     assert ("T1", "T2") in matched and ("S1", "S2") in matched
     assert not any(a.startswith("N") and b.startswith("N") for a, b in matched)
 
@@ -159,7 +165,7 @@ def test_matching_adapts_to_the_columns_present_and_skips_passes_that_pair_nobod
     twin = people.iloc[[5]].assign(customer_id="X999", first_name="name5x")
     with caplog.at_level("WARNING"):
         pairs = match_customer_records(pd.concat([people, twin], ignore_index=True))
-    assert set(zip(pairs["customer_id_l"], pairs["customer_id_r"])) == {("X005", "X999")}
+    assert set(zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True)) == {("X005", "X999")}
     assert "street" not in " ".join(r.getMessage() for r in caplog.records if "EM pass" in r.getMessage())
     alone = match_customer_records(people.assign(birth_date=None))  # no duplicates at all: no crash
     assert alone.empty

@@ -16,9 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.defs.ingest.loaders import CRM, ORDERS, SOURCES, load_csv_source, load_events, load_source
+from orchestration.defs.ingest.assets import report_metadata
+from orchestration.defs.ingest.loaders import SOURCES, load_source
+from orchestration.defs.ingest.loaders.common import LoadReport
+from orchestration.defs.ingest.loaders.crm import CRM
+from orchestration.defs.ingest.loaders.events import load_events
+from orchestration.defs.ingest.loaders.orders import ORDERS
+from orchestration.defs.ingest.loaders.tabular import load_csv_source
+from orchestration.lib import reason_codes as F
+from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import connect, table_exists, table_fingerprint
-from orchestration.sample_data import faults as F
 
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
 RAW_TABLES = ("raw.events", "raw.crm_customers", "raw.order_lines", "raw.firmographics", "raw.erasure_requests",
@@ -126,7 +133,7 @@ def test_rerun_on_same_files_changes_nothing(sample, loaded, tmp_path):
 def test_an_unchanged_snapshot_is_not_read_again_and_a_changed_one_is(sample, tmp_path, monkeypatch):
     """A daily run of a snapshot source whose files are as at its last load reads nothing and keeps
     tables equal to a fresh load; an edited, added or removed file makes it read everything again."""
-    from orchestration.defs.ingest import loaders
+    from orchestration.defs.ingest.loaders import tabular
 
     landing = tmp_path / "landing"
     shutil.copytree(sample.landing / "crm", landing / "crm")
@@ -141,9 +148,9 @@ def test_an_unchanged_snapshot_is_not_read_again_and_a_changed_one_is(sample, tm
             return report, [table_fingerprint(con, t) for t in crm_tables]
 
     first, stored = load(tmp_path / "daily.duckdb", NOW)
-    read_csv = loaders._read_csv_rows
+    read_csv = tabular._read_csv_rows
     with monkeypatch.context() as mp:
-        mp.setattr(loaders, "_read_csv_rows", lambda *a: pytest.fail("an unchanged snapshot was read again"))
+        mp.setattr(tabular, "_read_csv_rows", lambda *a: pytest.fail("an unchanged snapshot was read again"))
         again, kept = load(tmp_path / "daily.duckdb", NOW + dt.timedelta(days=1))
     fresh, reloaded = load(tmp_path / "fresh.duckdb", NOW)
     assert (first.reused, again.reused, fresh.reused) == (False, True, False)
@@ -156,11 +163,11 @@ def test_an_unchanged_snapshot_is_not_read_again_and_a_changed_one_is(sample, tm
         fh.write("not,enough,fields\n")
     files[1].unlink()
     calls = []
-    monkeypatch.setattr(loaders, "_read_csv_rows", lambda *a: calls.append(1) or read_csv(*a))
+    monkeypatch.setattr(tabular, "_read_csv_rows", lambda *a: calls.append(1) or read_csv(*a))
     changed, _ = load(tmp_path / "daily.duckdb", NOW + dt.timedelta(days=2))
     assert calls and not changed.reused
     assert changed.files_seen == first.files_seen - 1 and changed.rows_quarantined >= 1
-    monkeypatch.setattr(loaders, "_read_csv_rows", read_csv)
+    monkeypatch.setattr(tabular, "_read_csv_rows", read_csv)
     assert load(tmp_path / "daily.duckdb", NOW)[1] == load(tmp_path / "fresh2.duckdb", NOW)[1]  # reused, as reloaded
 
 
@@ -175,7 +182,7 @@ def test_killed_run_leaves_previous_tables(sample, loaded, tmp_path):
         script = textwrap.dedent(f"""
             import os
             from pathlib import Path
-            from orchestration.defs.ingest.loaders import load_events
+            from orchestration.defs.ingest.loaders.events import load_events
             from orchestration.lib.warehouse import connect
 
             class DiesMidSwap:
@@ -355,6 +362,24 @@ def test_a_file_with_only_some_columns_loads_them_and_says_which_are_absent(tmp_
     [(file, code, reason)] = quarantine
     assert (file, code) == ("crm/no_date.csv", F.FILE_MISSING_HEADER)
     assert "lacks the required column(s) updated_at" in reason and "sources.yml" in reason
+
+
+def test_the_load_report_reaches_dagster_as_tables_largest_count_first():
+    report = LoadReport("crm", "crm_customers", quarantine_by_reason={F.INVALID_EMAIL: 2, F.MISSING_REQUIRED: 5},
+                        files_rejected={"crm/b.csv": F.FILE_NOT_UTF8, "crm/a.csv": F.FILE_MISSING_HEADER},
+                        columns_absent={"crm/c.csv": "phone, country"})
+    metadata = report_metadata(report, DayWindow())
+
+    def table(key: str) -> tuple[dict, list[dict]]:
+        return {c.name: c.type for c in metadata[key].schema.columns}, [r.data for r in metadata[key].records]
+
+    assert table("quarantine_by_reason") == ({"reason": "string", "rows": "int"}, [
+        {"reason": F.MISSING_REQUIRED, "rows": 5}, {"reason": F.INVALID_EMAIL, "rows": 2}])
+    assert table("field_issues_by_reason") == ({"reason": "string", "fields nulled": "int"}, [])
+    assert table("files_rejected") == ({"file": "string", "reason": "string"}, [
+        {"file": "crm/a.csv", "reason": F.FILE_MISSING_HEADER}, {"file": "crm/b.csv", "reason": F.FILE_NOT_UTF8}])
+    assert table("columns_absent") == ({"file": "string", "columns": "string"}, [
+        {"file": "crm/c.csv", "columns": "phone, country"}])
 
 
 def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):

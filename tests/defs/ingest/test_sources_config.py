@@ -120,8 +120,8 @@ def test_mapped_events_become_segment_messages_and_the_taxonomy_reaches_dbt(tmp_
     assert report.rows_quarantined == 1
     # The taxonomy is what dbt maps event names with (quotes escaped).
     dbt_vars = config.taxonomy.dbt_vars()
-    assert dbt_vars["event_product_viewed"] == ["view_item", "O'Brien view"]
-    assert dbt_vars["event_product_added"] == ["Product Added"]
+    assert dbt_vars["tessera__event_product_viewed"] == ["view_item", "O'Brien view"]
+    assert dbt_vars["tessera__event_product_added"] == ["Product Added"]
     proc = subprocess.run([str(Path(sys.executable).parent / "dbt"), "compile", "--quiet", "--profiles-dir", ".",
                            "--select", "stg_segment__events", "--vars", json.dumps(dbt_vars), "--no-populate-cache"],
                           cwd=dbt_project.project_dir, capture_output=True, text=True,

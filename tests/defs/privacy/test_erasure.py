@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 from orchestration.defs.ingest.loaders import load_source
+from orchestration.defs.privacy.assets import _report_metadata
 from orchestration.defs.privacy.erasure import process_erasures, remaining_traces
 from orchestration.lib.identifiers import sha256_hex
 from orchestration.lib.warehouse import connect
@@ -49,6 +50,11 @@ def test_a_national_phone_request_erases_everything_once(tmp_path):
         assert first.identifiers_suppressed == 7
         assert first.rows_removed == {"marts.identity_map": 5, "marts.segment_membership": 1, "raw.crm_customers": 1,
                                       "raw.events": 2, "raw.field_issues": 0, "raw.quarantine": 1}
+        # In the asset's metadata: the tables that lost rows, most first.
+        assert [r.data for r in _report_metadata(first)["rows_removed_by_table"].records] == [
+            {"table": "marts.identity_map", "rows removed": 5}, {"table": "raw.events", "rows removed": 2},
+            {"table": "marts.segment_membership", "rows removed": 1}, {"table": "raw.crm_customers", "rows removed": 1},
+            {"table": "raw.quarantine", "rows removed": 1}]
         assert remaining_traces(con) == {}
         assert con.execute("SELECT customer_id FROM raw.crm_customers").fetchall() == [("C2",)]
         assert con.execute("SELECT message_id FROM raw.events").fetchall() == [("m3",)]
@@ -61,6 +67,9 @@ def test_a_national_phone_request_erases_everything_once(tmp_path):
                         [(t, i, i) for t, i in REQUESTS])
         second = process_erasures(con, now=dt.datetime(2026, 11, 2))
         assert (second.erased, second.already_erased, second.not_found) == (0, 2, 0)
+        nothing = _report_metadata(second)["rows_removed_by_table"]
+        assert nothing.records == [] and {c.name: c.type for c in nothing.schema.columns} == {
+            "table": "string", "rows removed": "int"}
         log = con.execute("SELECT outcome, count(*) FROM privacy.erasure_log GROUP BY 1 ORDER BY 1").fetchall()
     assert log == [("erased", 1), ("not_found", 1)]
 

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.privacy.assets import erasure_log, no_trace_of_erased_persons
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.identifiers import sha256_hex
@@ -28,7 +29,7 @@ SCRUBS = {
                               "raw.quarantine (phone in text)"),
     "exports": ("orchestration.defs.privacy.assets.scrub_audiences", lambda con, exports_dir: 0,
                 "vip/2026-10-30"),
-    "export leftovers": ("orchestration.defs.exports.audiences.remove_leftovers", lambda exports_dir: [],
+    "export leftovers": ("orchestration.lib.export_folders.remove_leftovers", lambda exports_dir: [],
                          ".2026-10-29.tmp-999"),
     "file compaction": ("orchestration.defs.privacy.assets.compact", lambda path: (0, 0), "warehouse file"),
 }
@@ -74,7 +75,8 @@ def _erase(root, monkeypatch, switched_off: str | None = None):
         target, stub, _ = SCRUBS[switched_off]
         monkeypatch.setattr(target, stub)
     result = dg.materialize([erasure_log, no_trace_of_erased_persons], raise_on_error=False,
-                            resources={"warehouse": WarehouseResource(path=str(warehouse))})
+                            resources={"warehouse": WarehouseResource(path=str(warehouse)),
+                                       "landing": LandingZoneResource(root=str(root / "landing"))})
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
 

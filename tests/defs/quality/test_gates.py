@@ -48,23 +48,32 @@ def test_clean_features_pass_the_gate_and_downstream_runs(tmp_path):
     result = _run(tmp_path, [GOOD_ROW, {**GOOD_ROW, "person_id": "p_0000000000000002"}])
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed
+    failures = evaluation.metadata["failures"]
+    assert failures.records == [] and [c.name for c in failures.schema.columns] == [
+        "expectation", "column", "unexpected", "examples"]
     assert "propensity_scores" in _materialized(result)
     assert (tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
 
 
-@pytest.mark.parametrize("corruption, expectation, example, shown", [
-    ({"monetary_total": -50.0}, "expect_column_values_to_be_between", "-50.0", True),
+@pytest.mark.parametrize("corruption, expectation, column, unexpected, example, shown", [
+    ({"monetary_total": -50.0}, "expect_column_values_to_be_between", "monetary_total", 1, "-50.0", True),
     # A person id is an identifier: the failure is named and counted, the value never shown or stored.
-    ({"person_id": "p_0000000000000001"}, "expect_compound_columns_to_be_unique", "p_0000000000000001", False),
-    ({"preferred_daypart": "lunchtime"}, "expect_column_values_to_be_in_set", "lunchtime", True),
+    ({"person_id": "p_0000000000000001"}, "expect_compound_columns_to_be_unique", None, 2, "p_0000000000000001",
+     False),
+    ({"preferred_daypart": "lunchtime"}, "expect_column_values_to_be_in_set", "preferred_daypart", 1, "lunchtime",
+     True),
 ])
-def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, corruption, expectation, example, shown):
+def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, corruption, expectation, column,
+                                                                    unexpected, example, shown):
     result = _run(tmp_path, [GOOD_ROW, {**GOOD_ROW, "person_id": "p_0000000000000002", **corruption}])
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["expectations_failed"].value >= 1
-    failures = evaluation.metadata["failures"].value
-    assert expectation in failures and (example in failures) == shown
+    failures = evaluation.metadata["failures"]
+    assert {c.name: c.type for c in failures.schema.columns} == {
+        "expectation": "string", "column": "string", "unexpected": "int", "examples": "string"}
+    assert [r.data for r in failures.records] == [{"expectation": expectation, "column": column,
+                                                   "unexpected": unexpected, "examples": example if shown else ""}]
     docs = "".join(p.read_text(errors="replace") for p in (tmp_path / "gx").rglob("*") if p.is_file())
     assert (example in docs) == shown
     assert _materialized(result) == {"marts/user_features"}, "the blocking gate must skip propensity_scores"
@@ -98,7 +107,10 @@ def test_sampled_gate_compares_the_full_row_count_with_the_previous_run(tmp_path
     first, steady, collapsed = run(10_000), run(12_000), run(3_000)
     assert first.passed and steady.passed
     assert first.metadata["rows"].value == 10_000 and 900 <= first.metadata["rows_validated"].value <= 1100
-    assert not collapsed.passed and "previous run had 12000 rows" in collapsed.metadata["failures"].value
+    assert not collapsed.passed
+    assert [r.data for r in collapsed.metadata["failures"].records] == [
+        {"expectation": "expect_table_row_count_to_be_between", "column": None, "unexpected": 3_000,
+         "examples": "previous run had 12000 rows"}]
 
 
 def test_a_gate_reads_only_the_columns_its_suite_names():

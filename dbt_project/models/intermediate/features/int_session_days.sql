@@ -1,6 +1,6 @@
 -- Sessions per person and device, summed per session and day: a gap of more than
--- session_timeout_minutes starts a new session, and a session that runs past midnight has a row
--- for each day, with the same number. int_sessions adds the days up to each feature date. Events
+-- tessera__session_timeout_minutes starts a new session, and a session that runs past midnight has a
+-- row for each day, with the same number. int_sessions adds the days up to each feature date. Events
 -- after a date never change the sessions before it, so every event is sessionised once.
 -- Incremental on DuckDB by device: each row keeps a digest of its person and device's events (count
 -- and a sum of their version hashes). The pre-hook deletes the devices whose events differ from it
@@ -36,7 +36,7 @@ gaps as (
         case
             when lag(occurred_at) over (partition by person_id, device_key order by occurred_at, message_id) is null
               or {{ dbt.datediff("lag(occurred_at) over (partition by person_id, device_key order by occurred_at, message_id)", "occurred_at", "second") }}
-                 > {{ var('session_timeout_minutes') }} * 60
+                 > {{ var('tessera__session_timeout_minutes') }} * 60
             then 1 else 0
         end as starts_session
     from events

@@ -1,6 +1,6 @@
 -- Propensity labels: for each cutoff before the scoring date, whether each person completed an
--- order in the label_window_days after it (cutoff exclusive, cutoff + window inclusive). Features
--- for the same person and cutoff use nothing after the cutoff, so features and labels never overlap.
+-- order in the tessera__label_window_days after it (cutoff exclusive, cutoff + window inclusive).
+-- Features for the same person and cutoff use nothing after the cutoff, so features and labels never overlap.
 with cutoffs as (
     select as_of from {{ ref('int_feature_dates') }}
     where purpose <> 'scoring'
@@ -17,7 +17,7 @@ future_orders as (
     from {{ ref('int_orders') }} o
     join cutoffs c
         on cast(o.ordered_at as date) > c.as_of
-        and cast(o.ordered_at as date) <= {{ dbt.dateadd('day', var('label_window_days'), 'c.as_of') }}
+        and cast(o.ordered_at as date) <= {{ dbt.dateadd('day', var('tessera__label_window_days'), 'c.as_of') }}
     where o.status = 'completed' and o.person_id is not null
     group by c.as_of, o.person_id
 )

@@ -1,7 +1,7 @@
 -- One row per person and as_of date (int_feature_dates), computed only from events and orders up
 -- to that date (CRM records only date a person who has neither). RFM counts completed orders once each (orders/ status wins; refunds and
 -- cancellations excluded); R/F/M scores are quintiles among the persons of the same as_of.
-{% set half_life = var('engagement_half_life_days') %}
+{% set half_life = var('tessera__engagement_half_life_days') %}
 with dates as (
     select as_of from {{ ref('int_feature_dates') }}
 ),

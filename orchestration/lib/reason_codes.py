@@ -1,5 +1,7 @@
-"""Reason codes for rejected input, shared by ingestion (which assigns them) and the generator
-(which plants one fault of each kind, so tests can check every code is caught)."""
+"""Reason codes for rejected input: `reason_code` in raw.quarantine (a record refused) and
+raw.field_issues (an optional field nulled). Ingestion assigns them (orchestration/defs/ingest,
+orchestration.lib.identifiers for emails); the sample generator plants one fault of each kind, so
+tests can check every code is caught."""
 
 from __future__ import annotations
 

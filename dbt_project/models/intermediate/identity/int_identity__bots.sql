@@ -9,7 +9,7 @@ with devices as (
 -- The pattern runs once per distinct user agent (ingestion lists every agent it loads), not per event.
 user_agents_by_pattern as (
     select user_agent from {{ ref('stg_segment__user_agents') }}
-    where {{ regex_matches('user_agent', var('identity_bot_user_agent_pattern')) }}
+    where {{ regex_matches('user_agent', var('tessera__identity_bot_user_agent_pattern')) }}
 ),
 
 by_user_agent as (
@@ -23,7 +23,7 @@ by_rate as (
     select anonymous_id, 'event_rate' as detected_by
     from devices
     group by anonymous_id
-    having max(busiest_minute_events) > {{ var('identity_bot_max_events_per_minute') }}
+    having max(busiest_minute_events) > {{ var('tessera__identity_bot_max_events_per_minute') }}
 ),
 
 flagged as (
