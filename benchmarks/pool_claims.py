@@ -71,7 +71,10 @@ def simultaneous_claims(home: Path, trials: int, first_use: bool, claimers: int 
         create_instance_tables(instance)
         if not first_use and POOL not in instance.event_log_storage.get_concurrency_keys():
             instance.event_log_storage.initialize_concurrency_limit_to_default(POOL)
-    context = mp.get_context("fork")
+    # Not fork: a child forked from a process with threads (pytest's, Dagster's) can crash in its
+    # first garbage collection. The fork server is a clean process that has imported Dagster once.
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["dagster", "benchmarks.pool_claims"])
     counts = []
     for _ in range(trials):
         pool = f"{POOL}_{uuid.uuid4().hex[:8]}" if first_use else POOL
