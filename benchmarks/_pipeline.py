@@ -117,9 +117,9 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
     from orchestration.defs.quality.checks import quality_checks
-    from orchestration.defs.resources import WarehouseResource
+    from orchestration.defs.resources import SettingsResource, WarehouseResource
     from orchestration.defs.segments.assets import segment_assets
-    from orchestration.lib.settings import load_settings
+    from orchestration.lib.settings import reload_settings
 
     checks = (quality_checks + ([*privacy_checks, *sweep_checks] if with_privacy else [])) \
         if with_checks else []
@@ -128,13 +128,15 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
         + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else []) \
         + (export_assets if with_exports else [])
     instance = instance or dg.DagsterInstance.ephemeral()
+    settings = reload_settings()  # the caller may have changed the environment since the last run
     started = time.perf_counter()
     days = {"partition_key": partition_key} if partition_key else {"tags": all_days_tags()}
     selection = dg.AssetSelection.all() if train or not with_ml else dg.AssetSelection.all() - training_assets
     if not dbt_tests:
         selection = selection - dg.AssetSelection.all_asset_checks() | dg.AssetSelection.checks(*checks)
     result = dg.materialize(assets, selection=selection, instance=instance, **days,
-                            resources={"warehouse": WarehouseResource(path=str(warehouse), engine=load_settings().engine),
+                            resources={"warehouse": WarehouseResource(path=str(warehouse), engine=settings.engine),
+                                       "settings": SettingsResource.from_settings(settings),
                                        "landing": LandingZoneResource(root=str(landing), sources_config=(
                                            str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})
     total = time.perf_counter() - started

@@ -458,10 +458,12 @@ def _cmd_why(args: argparse.Namespace) -> int:
     from orchestration.defs.segments.catalog import SegmentConfigError
     from orchestration.defs.segments.explain import ExplainError, explain, render, resolve_person
     from orchestration.defs.segments.loading import segment_catalog
-    from orchestration.lib.settings import load_settings
     from orchestration.lib.warehouse import connect
 
-    warehouse = load_settings().warehouse
+    settings = _settings("why")
+    if settings is None:
+        return 2
+    warehouse = settings.warehouse
     if not warehouse.exists():
         print(f"tessera why: {warehouse} does not exist; run `make run` first.", file=sys.stderr)
         return 2
@@ -477,6 +479,8 @@ def _cmd_why(args: argparse.Namespace) -> int:
 
 
 def _cmd_services(args: argparse.Namespace) -> int:
+    if _settings("services") is None:  # orchestration.services reads them when imported
+        return 2
     from orchestration import services
 
     try:

@@ -13,10 +13,11 @@ from orchestration.defs.ml import definitions as ml_domain
 from orchestration.defs.ml.assets import training_assets
 from orchestration.defs.privacy import definitions as privacy_domain
 from orchestration.defs.quality import definitions as quality_domain
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments import definitions as segments_domain
 from orchestration.lib.settings import export_for_subprocesses, load_settings
 
+# Read once, when the code location loads; the assets get them through the resources below.
 settings = load_settings()
 export_for_subprocesses(settings)
 
@@ -88,6 +89,7 @@ defs = dg.Definitions.merge(
             "warehouse": WarehouseResource(path=str(settings.warehouse), engine=settings.engine),
             "landing": LandingZoneResource(root=str(settings.landing_dir), sources_config=(
                 str(settings.sources_config) if settings.sources_config else None)),
+            "settings": SettingsResource.from_settings(settings),
         },
     ),
 ).map_asset_specs(func=lambda spec: spec if spec.group_name == "ingest" or spec.automation_condition

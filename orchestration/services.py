@@ -27,21 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestration.lib.settings import path_setting
+from orchestration.lib.settings import load_settings
 
-SERVICES_DIR = path_setting("TESSERA_SERVICES_DIR", "data/services")
-POSTGRES_BIN = Path(os.environ.get("TESSERA_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+# Read when this module is imported (docs/settings.md); a bad value raises SettingsError here.
+SERVICES_DIR = load_settings().services_dir
+POSTGRES_BIN = load_settings().postgres_bin
 
 
 class ServiceError(RuntimeError):
     """A service could not start or stop; the message says why and where its log is."""
-
-
-def _port(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip() or str(default)
-    if not raw.isdigit():
-        raise ServiceError(f"{name}={raw!r} must be a port number, for example {name}={default}.")
-    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -55,11 +49,11 @@ class Ports:
 
     @classmethod
     def from_env(cls) -> Ports:
-        return cls(postgres=_port("TESSERA_POSTGRES_PORT", 5433), mlflow=_port("TESSERA_MLFLOW_PORT", 5001),
-                   spark_master=_port("TESSERA_SPARK_MASTER_PORT", 7077),
-                   spark_master_ui=_port("TESSERA_SPARK_MASTER_UI_PORT", 8088),
-                   spark_worker_ui=_port("TESSERA_SPARK_WORKER_UI_PORT", 8089),
-                   spark_thrift=_port("TESSERA_SPARK_PORT", 10000))
+        """The ports of the process's settings (TESSERA_*_PORT)."""
+        settings = load_settings()
+        return cls(postgres=settings.postgres_port, mlflow=settings.mlflow_port,
+                   spark_master=settings.spark_master_port, spark_master_ui=settings.spark_master_ui_port,
+                   spark_worker_ui=settings.spark_worker_ui_port, spark_thrift=settings.spark_port)
 
 
 def postgres_url(database: str, ports: Ports | None = None) -> str:
@@ -273,9 +267,10 @@ def start_spark_master(ports: Ports) -> None:
 
 
 def start_spark_worker(ports: Ports) -> None:
+    settings = load_settings()
     spawn("spark-worker", [str(spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker",
-                           "--host", "127.0.0.1", "--cores", os.environ.get("TESSERA_SPARK_WORKER_CORES", "2"),
-                           "--memory", os.environ.get("TESSERA_SPARK_WORKER_MEMORY", "6g"),
+                           "--host", "127.0.0.1", "--cores", settings.spark_worker_cores,
+                           "--memory", settings.spark_worker_memory,
                            "--webui-port", str(ports.spark_worker_ui), f"spark://127.0.0.1:{ports.spark_master}"],
           env=_spark_env())
     wait_until("spark-worker", lambda: _alive_workers(ports) > 0, 90)
@@ -303,12 +298,13 @@ def start_spark_thrift(ports: Ports) -> None:
     # The Thrift server is the Spark driver that dbt talks to; its executors run on the worker.
     # dbt sends many short queries: the JIT's optimising tier and a parallel GC cost more CPU than they
     # return here (a full dbt run of the test sample: 262 -> 153 CPU seconds, 143 -> 92 s).
-    java_options = os.environ.get("TESSERA_SPARK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    settings = load_settings()
+    java_options = settings.spark_java_options
     spawn("spark-thrift", [
         str(spark_home() / "bin" / "spark-submit"), "--master", f"spark://127.0.0.1:{ports.spark_master}",
         "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "tessera-thrift",
-        "--driver-memory", os.environ.get("TESSERA_SPARK_DRIVER_MEMORY", "2g"),
-        "--executor-memory", os.environ.get("TESSERA_SPARK_EXECUTOR_MEMORY", "5g"),
+        "--driver-memory", settings.spark_driver_memory,
+        "--executor-memory", settings.spark_executor_memory,
         "--conf", f"spark.sql.warehouse.dir={spark_warehouse_dir()}",
         "--conf", "spark.sql.session.timeZone=UTC",
         "--conf", "spark.sql.shuffle.partitions=8",

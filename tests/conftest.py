@@ -14,6 +14,7 @@ import pytest
 # would record a materialisation per asset for every day since, some 3,500 Dagster events a run.
 os.environ.setdefault("TESSERA_PARTITIONS_START", "2026-06-01")
 
+from orchestration.lib.settings import load_settings  # noqa: E402
 from orchestration.sample_data.generator import GeneratorConfig, generate  # noqa: E402
 
 SMALL = GeneratorConfig(persons=400, seed=7, as_of=dt.date(2026, 10, 31), history_days=120, chunk_size=200,
@@ -36,6 +37,15 @@ def sample(tmp_path_factory) -> Sample:
     root = tmp_path_factory.mktemp("sample")
     summary = generate(root / "landing", SMALL, truth_dir=root / "truth")
     return Sample(root / "landing", root / "truth", summary)
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_anew():
+    """Each test reads the settings from its own environment: `load_settings()` keeps them for the
+    process. A test or fixture that changes the environment mid-way calls `reload_settings()`."""
+    load_settings.cache_clear()
+    yield
+    load_settings.cache_clear()
 
 
 @pytest.fixture(autouse=True)

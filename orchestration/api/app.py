@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -234,19 +233,15 @@ def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0, rate_
 
 
 def app_from_environment() -> FastAPI:
-    """The app with TESSERA_WAREHOUSE and TESSERA_API_TOKEN (for `uvicorn --factory`)."""
-    from orchestration.lib.settings import load_settings
+    """The app with the settings of the environment (TESSERA_WAREHOUSE, TESSERA_API_*), for
+    `uvicorn --factory`. The settings check each value; the token is required here only."""
+    from orchestration.lib.settings import SettingsError, load_settings
 
-    token = os.environ.get("TESSERA_API_TOKEN", "")
+    settings = load_settings()
+    token = settings.api_token.get_secret_value()
     if len(token) < 16:
-        raise ValueError("TESSERA_API_TOKEN must be set to a secret of at least 16 characters, for example "
-                         "`export TESSERA_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`.")
-    rate_limit = os.environ.get("TESSERA_API_RATE_LIMIT", "50/second")
-    try:
-        limits.parse(rate_limit)
-    except ValueError:
-        raise ValueError(f"TESSERA_API_RATE_LIMIT={rate_limit!r} is not a rate: write it as '<count>/<unit>', "
-                         "for example 50/second or 1000/minute.") from None
-    docs_need_token = os.environ.get("TESSERA_API_DOCS_NEED_TOKEN", "false").strip().lower() in ("1", "true", "yes")
-    return create_app(load_settings().warehouse, token, float(os.environ.get("TESSERA_API_REFRESH_SECONDS", "30")),
-                      rate_limit=rate_limit, docs_need_token=docs_need_token)
+        raise SettingsError(
+            "TESSERA_API_TOKEN must be set to a secret of at least 16 characters, for example "
+            "`export TESSERA_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`.")
+    return create_app(settings.warehouse, token, settings.api_refresh_seconds, rate_limit=settings.api_rate_limit,
+                      docs_need_token=settings.api_docs_need_token)

@@ -14,6 +14,8 @@ import dagster as dg
 from orchestration.lib.day_window import DayWindow
 from orchestration.lib.settings import load_settings
 
+# The partitions and the default lookback are part of the definitions, built when the code location
+# loads: from the process's settings (read once), not from a resource, which only runs receive.
 _settings = load_settings()
 
 daily_event_partitions = dg.DailyPartitionsDefinition(

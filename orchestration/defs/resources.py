@@ -1,6 +1,6 @@
-"""The resource shared by every domain: the warehouse (DuckDB, with Spark as the engine when
-TESSERA_ENGINE=spark). The landing zone's resource belongs to ingestion
-(orchestration/defs/ingest/resources.py)."""
+"""The resources shared by every domain: the warehouse (DuckDB, with Spark as the engine when
+TESSERA_ENGINE=spark) and the settings the assets read at run time. The landing zone's resource
+belongs to ingestion (orchestration/defs/ingest/resources.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import dagster as dg
 
 from orchestration.lib import warehouse as wh
+from orchestration.lib.settings import Settings
 
 # A lock held outside Dagster (a notebook, the API, a run of another instance) is transient: the
 # step waits and tries again. Other failures are not retried; they need a person.
@@ -77,3 +78,25 @@ class WarehouseResource(dg.ConfigurableResource):
                 return spark.read_frame(cursor, sql)
         with self.connect(read_only=True) as con:
             return con.execute(sql).df()
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """The settings the assets read at run time (orchestration/lib/settings.py, docs/settings.md),
+    handed over by Dagster: orchestration/definitions.py builds it once from `load_settings()`, so no
+    asset reads the environment. The values were validated when they were read; paths are absolute.
+    A test or script that changes the environment builds its own: `from_settings(reload_settings())`."""
+
+    exports_dir: str
+    reports_dir: str
+    dagster_home: str
+    mlflow_tracking_uri: str
+    as_of: str | None = None  # YYYY-MM-DD; None: the day of the latest valid event, order or CRM record
+    consent_default_allowed: bool = True
+    ml_frame_rows: int = 1_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SettingsResource:
+        return cls(exports_dir=str(settings.exports_dir), reports_dir=str(settings.reports_dir),
+                   dagster_home=str(settings.dagster_home), mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                   as_of=settings.as_of.isoformat() if settings.as_of else None,
+                   consent_default_allowed=settings.consent_default_allowed, ml_frame_rows=settings.ml_frame_rows)

@@ -23,13 +23,10 @@ AFTER_IDENTITY_GRAPH = "stg_identity_graph__assignments+"
 AFTER_ML = "stg_ml__cluster_assignments+ stg_ml__propensity_scores+ stg_ml__customer_lifetime_values+"
 
 
-def run_vars(sources_config) -> dict:
+def run_vars(sources_config, as_of: str | None) -> dict:
     """The event taxonomy of the sources config (orchestration/defs/ingest/sources_config.py), and
-    the feature date from TESSERA_AS_OF when it is set (both read at run time)."""
-    from orchestration.lib.settings import load_settings
-
-    as_of = load_settings().as_of
-    return sources_config.taxonomy.dbt_vars() | ({"tessera__as_of": as_of.isoformat()} if as_of else {})
+    the feature date `as_of` (YYYY-MM-DD, from TESSERA_AS_OF) when it is set."""
+    return sources_config.taxonomy.dbt_vars() | ({"tessera__as_of": as_of} if as_of else {})
 
 
 def partial_parse_seed(step: str, warehouse: str | Path) -> Path:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.lib.settings import DBT_PROJECT_DIR, path_setting
+from orchestration.lib.settings import DBT_PROJECT_DIR, load_settings
 
 
 def lake_dir() -> Path:
-    return path_setting("TESSERA_LAKE_DIR", "data/lake")
+    return load_settings().lake_dir
 
 
 def table_path(table: str, lake: Path | None = None) -> Path:

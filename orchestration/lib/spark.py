@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestration.lib.dbt_subprocess import AFTER_IDENTITY_GRAPH, AFTER_ML, dbt_target, run_dbt
+from orchestration.lib.settings import load_settings
 
 
 class SparkUnavailableError(RuntimeError):
@@ -25,10 +25,10 @@ def connect() -> Iterator:
     from pyhive import hive
     from thrift.transport.TTransport import TTransportException
 
-    host = os.environ.get("TESSERA_SPARK_HOST", "127.0.0.1")
-    port = int(os.environ.get("TESSERA_SPARK_PORT", "10000"))
+    settings = load_settings()
+    host, port = settings.spark_host, settings.spark_port
     try:
-        con = hive.connect(host=host, port=port, username=os.environ.get("TESSERA_SPARK_USER", "tessera"))
+        con = hive.connect(host=host, port=port, username=settings.spark_user)
     except (TTransportException, OSError) as exc:
         raise SparkUnavailableError(
             f"No Spark Thrift server answers at {host}:{port} (TESSERA_SPARK_HOST, TESSERA_SPARK_PORT): start the "

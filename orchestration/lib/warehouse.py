@@ -10,6 +10,8 @@ from pathlib import Path
 
 import duckdb
 
+from orchestration.lib.settings import load_settings
+
 SCHEMAS = ("raw", "pii", "staging", "intermediate", "marts", "quality", "privacy")
 
 QUARANTINE_DDL = """
@@ -68,7 +70,7 @@ class WarehouseLockedError(RuntimeError):
 def memory_limit() -> str:
     """DuckDB's memory limit for every connection we open. DuckDB's own default is 80% of RAM; past the
     limit it spills to disk instead of taking the machine."""
-    return os.environ.get("TESSERA_DUCKDB_MEMORY_LIMIT", "6GB")
+    return load_settings().duckdb_memory_limit
 
 
 @contextlib.contextmanager

@@ -20,8 +20,9 @@ from orchestration.defs.ingest.loaders.events import load_events
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.lib.day_window import DayWindow
+from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets,
@@ -153,7 +154,8 @@ def _run(landing: Path, warehouse: Path, **kwargs) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
         CHAIN, selection=dg.AssetSelection.all() - dg.AssetSelection.all_asset_checks(), instance=dg.DagsterInstance.ephemeral(),
         resources={"warehouse": WarehouseResource(path=str(warehouse)),
-                   "landing": LandingZoneResource(root=str(landing)), "dbt": dbt_domain_defs.resources["dbt"]},
+                   "landing": LandingZoneResource(root=str(landing)), "dbt": dbt_domain_defs.resources["dbt"],
+                   "settings": SettingsResource.from_settings(reload_settings())},
         **kwargs)
     assert result.success
     return result

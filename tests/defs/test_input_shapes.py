@@ -23,8 +23,9 @@ from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
+from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect
 from orchestration.sample_data.messy import CONSENT, MessyConfig, generate_messy
 
@@ -45,7 +46,8 @@ def _materialize(root, landing):
         return dg.materialize(ASSETS, instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(), raise_on_error=False,
                               resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                                          "landing": LandingZoneResource(root=str(landing)),
-                                         "dbt": dbt_domain_defs.resources["dbt"]})
+                                         "dbt": dbt_domain_defs.resources["dbt"],
+                                         "settings": SettingsResource.from_settings(reload_settings())})
 
 
 @pytest.fixture(scope="module")

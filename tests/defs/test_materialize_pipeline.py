@@ -23,7 +23,8 @@ from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
 from orchestration.defs.quality.checks import DRIFT_FEATURES, quality_checks
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
+from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,7 @@ def _materialize(landing, warehouse, selection=None):
             "warehouse": WarehouseResource(path=str(warehouse)),
             "landing": LandingZoneResource(root=str(landing)),
             "dbt": dbt_domain_defs.resources["dbt"],
+            "settings": SettingsResource.from_settings(reload_settings()),  # TESSERA_AS_OF, where a test sets it
         },
         instance=dg.DagsterInstance.ephemeral(),
         tags=all_days_tags(),
@@ -272,7 +274,8 @@ def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path
 
     _, warehouse = pipeline
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    result = dg.materialize(ml_assets, resources={"warehouse": WarehouseResource(path=str(warehouse))},
+    result = dg.materialize(ml_assets, resources={"warehouse": WarehouseResource(path=str(warehouse)),
+                                                  "settings": SettingsResource.from_settings(reload_settings())},
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
     with connect(warehouse, read_only=True) as con:

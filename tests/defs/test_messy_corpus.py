@@ -22,9 +22,10 @@ from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
 from orchestration.lib.identifiers import sha256_hex
+from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect
 from orchestration.sample_data.messy import CONSENT, MessyConfig, generate_messy
 
@@ -49,7 +50,8 @@ def messy(tmp_path_factory):
             instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
             resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                        "landing": LandingZoneResource(root=str(root / "landing")),
-                       "dbt": dbt_domain_defs.resources["dbt"]})
+                       "dbt": dbt_domain_defs.resources["dbt"],
+                       "settings": SettingsResource.from_settings(reload_settings())})
         yield {"root": root, "planted": planted, "persons": persons, "result": result,
                "warehouse": root / "warehouse.duckdb", "exports": root / "exports"}
 

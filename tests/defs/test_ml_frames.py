@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from orchestration.defs.ml.assets import _hash_range
-from orchestration.lib.settings import SettingsError, load_settings
+from orchestration.lib.settings import SettingsError, reload_settings
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,6 @@ def test_a_training_sample_is_the_asked_share_and_the_same_on_every_run(persons)
 def test_the_frame_limit_is_validated(monkeypatch):
     monkeypatch.setenv("TESSERA_ML_FRAME_ROWS", "50")
     with pytest.raises(SettingsError, match="TESSERA_ML_FRAME_ROWS='50' must be a whole number of at least 1000"):
-        load_settings()
+        reload_settings()
     monkeypatch.setenv("TESSERA_ML_FRAME_ROWS", "2_000_000")
-    assert load_settings().ml_frame_rows == 2_000_000
+    assert reload_settings().ml_frame_rows == 2_000_000

@@ -20,8 +20,9 @@ from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import sweep_assets
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets
+from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,8 @@ def example(tmp_path_factory):
             instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
             resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
                        "landing": LandingZoneResource(root=str(root / "landing"), sources_config=str(root / "sources.yml")),
-                       "dbt": dbt_domain_defs.resources["dbt"]})
+                       "dbt": dbt_domain_defs.resources["dbt"],
+                       "settings": SettingsResource.from_settings(reload_settings())})
         assert result.success
         yield {"lines": lines, "warehouse": root / "warehouse.duckdb", "result": result}
 

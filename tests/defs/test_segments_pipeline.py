@@ -20,11 +20,11 @@ from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets, segment_checks
 from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
 from orchestration.lib.identifiers import sha256_hex
-from orchestration.lib.settings import DBT_PROJECT_DIR
+from orchestration.lib.settings import DBT_PROJECT_DIR, reload_settings
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,8 @@ SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_r
 def _materialize(env, selection=None):
     return dg.materialize(CHAIN, selection=selection, instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(), resources={
         "warehouse": WarehouseResource(path=str(env["warehouse"])),
-        "landing": LandingZoneResource(root=str(env["landing"])), "dbt": dbt_domain_defs.resources["dbt"]})
+        "landing": LandingZoneResource(root=str(env["landing"])), "dbt": dbt_domain_defs.resources["dbt"],
+        "settings": SettingsResource.from_settings(reload_settings())})
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from orchestration import services
-from orchestration.lib.settings import PROJECT_ROOT
+from orchestration.lib.settings import PROJECT_ROOT, reload_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -34,6 +34,7 @@ def test_services_record_their_pids_and_stop_exactly_those(monkeypatch):
     tmp_path.chmod(0o755)
     monkeypatch.setattr(services, "SERVICES_DIR", tmp_path)
     monkeypatch.setenv("TESSERA_POSTGRES_PORT", "5439")
+    reload_settings()
     started = services.up(["postgres"])
     assert started == ["postgres"]
     pid = int((tmp_path / "postgres.pid").read_text())

@@ -17,27 +17,27 @@ from orchestration.defs.partitions import (
     partition_window,
     single_run,
 )
-from orchestration.defs.resources import WarehouseResource, retry_when_locked
+from orchestration.defs.resources import SettingsResource, WarehouseResource, retry_when_locked
 from orchestration.lib.dbt_subprocess import AFTER_IDENTITY_GRAPH, AFTER_ML, dbt_target, run_vars
-from orchestration.lib.settings import load_settings
 
 translator = DagsterDbtTranslator(
     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
 )
 
 
-def _build_args(landing: LandingZoneResource, extra_vars: dict | None = None) -> list[str]:
+def _build_args(landing: LandingZoneResource, settings: SettingsResource, extra_vars: dict | None = None) -> list[str]:
     """`dbt build` with the run's vars; dbt's target follows TESSERA_ENGINE (profiles.yml). dbt's unit
     tests check the SQL, not the data, so runs leave them out, as dbt advises: `make test` runs them
     (tests/defs/test_segments_pipeline.py). dbt-spark cannot run them anyway (dbt-labs/dbt-adapters#481)."""
-    return ["build", "--vars", json.dumps(run_vars(landing.config()) | (extra_vars or {})),
+    return ["build", "--vars", json.dumps(run_vars(landing.config(), settings.as_of) | (extra_vars or {})),
             "--exclude-resource-type", "unit_test"]
 
 
-def _require_a_feature_date(warehouse: WarehouseResource, landing: LandingZoneResource) -> None:
+def _require_a_feature_date(warehouse: WarehouseResource, landing: LandingZoneResource,
+                             settings: SettingsResource) -> None:
     """int_feature_dates dates the run by its latest event, order or CRM record; with none loaded and no
     TESSERA_AS_OF there is no date, and dbt would only report a failed not_null test."""
-    if load_settings().as_of is not None:
+    if settings.as_of is not None:
         return
     with warehouse.connect(read_only=True) as con:
         dated = con.execute("SELECT (SELECT count(*) FROM raw.events) + (SELECT count(*) FROM raw.order_lines) "
@@ -65,14 +65,14 @@ def _incremental_args(context: dg.AssetExecutionContext, config: FullRefreshConf
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, landing: LandingZoneResource,
-           warehouse: WarehouseResource, config: FullRefreshConfig | None = None):
+           warehouse: WarehouseResource, settings: SettingsResource, config: FullRefreshConfig | None = None):
     """`dbt build`, then each model's row count and a preview without personal data. dbt holds
     DuckDB's write lock until it exits, so the events wait for it. On Spark the built tables are
     mirrored into the DuckDB file first, for the steps that read them there."""
     extra_vars, flags = _incremental_args(context, config)
     try:
         with dbt_target(context.op_execution_context.op.name, warehouse.path) as target_path:
-            events = list(dbt.cli(_build_args(landing, extra_vars) + flags, context=context,
+            events = list(dbt.cli(_build_args(landing, settings, extra_vars) + flags, context=context,
                                   target_path=target_path).stream())
     except DagsterDbtCliRuntimeError as exc:  # dbt lost DuckDB's lock to a process outside Dagster
         retry_when_locked(exc)
@@ -102,36 +102,36 @@ DAILY_EVENTS = "stg_segment__events stg_segment__user_agents int_segment__events
             select=DAILY_EVENTS, name="dbt_daily_events", pool="duckdb", partitions_def=daily_event_partitions,
             backfill_policy=single_run)
 def dbt_daily_events(context: dg.AssetExecutionContext, config: IncrementalConfig, dbt: DbtCliResource,
-                     landing: LandingZoneResource, warehouse: WarehouseResource):
+                     landing: LandingZoneResource, warehouse: WarehouseResource, settings: SettingsResource):
     """The event models, incremental by day: the partition window and lookback go to dbt as vars."""
-    yield from _build(context, dbt, landing, warehouse, config)
+    yield from _build(context, dbt, landing, warehouse, settings, config)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             exclude=f"{DAILY_EVENTS} {AFTER_IDENTITY_GRAPH} {AFTER_ML}", name="dbt_before_identity_graph",
             pool="duckdb")
 def dbt_before_identity_graph(context: dg.AssetExecutionContext, config: FullRefreshConfig, dbt: DbtCliResource,
-                              landing: LandingZoneResource, warehouse: WarehouseResource):
+                              landing: LandingZoneResource, warehouse: WarehouseResource, settings: SettingsResource):
     """The identity evidence and the sources of the snapshots. int_segment__event_days is incremental on
     DuckDB: each run sums again only the event days that changed; `full_refresh` rebuilds it."""
-    _require_a_feature_date(warehouse, landing)
-    yield from _build(context, dbt, landing, warehouse, config)
+    _require_a_feature_date(warehouse, landing, settings)
+    yield from _build(context, dbt, landing, warehouse, settings, config)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_IDENTITY_GRAPH, exclude=AFTER_ML, name="dbt_after_identity_graph", pool="duckdb")
 def dbt_after_identity_graph(context: dg.AssetExecutionContext, config: FullRefreshConfig, dbt: DbtCliResource,
-                             landing: LandingZoneResource, warehouse: WarehouseResource):
+                             landing: LandingZoneResource, warehouse: WarehouseResource, settings: SettingsResource):
     """The models over persons. int_person_events and int_session_days are incremental on DuckDB:
     each run changes only the events and devices that changed; `full_refresh` rebuilds them."""
-    yield from _build(context, dbt, landing, warehouse, config)
+    yield from _build(context, dbt, landing, warehouse, settings, config)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
             select=AFTER_ML, name="dbt_after_ml", pool="duckdb")
 def dbt_after_ml(context: dg.AssetExecutionContext, dbt: DbtCliResource,
-                 landing: LandingZoneResource, warehouse: WarehouseResource):
-    yield from _build(context, dbt, landing, warehouse)
+                 landing: LandingZoneResource, warehouse: WarehouseResource, settings: SettingsResource):
+    yield from _build(context, dbt, landing, warehouse, settings)
 
 
 tessera_dbt_models = [dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, dbt_after_ml]

@@ -1,17 +1,18 @@
 """What leaves the warehouse for people and tools: audience files per published segment (built after
 erasures, so never an erased person), and the segment report page."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
 from orchestration.defs.exports.audiences import write_audiences
 from orchestration.defs.exports.report import build_report, champion_calibration
 from orchestration.defs.metadata import frame_table
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.assets import MEMBERSHIP
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import concrete_segments, scoring_as_of
-from orchestration.lib.settings import load_settings
 
 
 @dg.asset(
@@ -21,8 +22,9 @@ from orchestration.lib.settings import load_settings
                 "normalised email, the segment's export_attributes) with manifest.json, for each published "
                 "segment. People without personalisation consent are never members, so never exported.",
 )
-def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    exports_dir = load_settings().exports_dir
+def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+              settings: SettingsResource) -> dg.MaterializeResult:
+    exports_dir = Path(settings.exports_dir)
     # The export reads the published membership; the connection is read-write only for COPY's temp table.
     with warehouse.connect() as con:
         as_of = scoring_as_of(con)
@@ -48,11 +50,12 @@ def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
                 "data) with each segment's definition, size, trend, entries and exits and overlap, the cluster "
                 "profiles, the propensity deciles and calibration, and data-quality status. Opens from disk.",
 )
-def segment_report_page(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def segment_report_page(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                        settings: SettingsResource) -> dg.MaterializeResult:
     calibration = champion_calibration(context.log.warning)
     with warehouse.connect(read_only=True) as con:
         try:
-            page = build_report(con, load_settings().reports_dir, calibration)
+            page = build_report(con, Path(settings.reports_dir), calibration)
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from None
     context.log.info(f"Segment report: {page.path}")

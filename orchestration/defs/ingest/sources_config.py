@@ -262,7 +262,8 @@ def cached_sources_config(path: Path | None) -> SourcesConfig:
 
 
 def sources_config() -> SourcesConfig:
-    """The config TESSERA_SOURCES_CONFIG names."""
+    """The config TESSERA_SOURCES_CONFIG names, from the process's settings: it is checked when the
+    code location loads (ingest/definitions.py); runs read it through LandingZoneResource."""
     from orchestration.lib.settings import load_settings
 
     return cached_sources_config(load_settings().sources_config)

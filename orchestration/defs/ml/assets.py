@@ -5,10 +5,10 @@ context (as_of, data version, engine, Dagster run id) and write the scored marts
 """
 
 import math
-import os
 from typing import Optional
 
 import dagster as dg
+import mlflow
 import pandas as pd
 
 from ml import workflows
@@ -17,8 +17,7 @@ from ml.clv import ClvConfig, NotEnoughBuyersError
 from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import frame_table, table_metadata
-from orchestration.defs.resources import WarehouseResource
-from orchestration.lib.settings import load_settings
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.lib.warehouse import table_from_frame, transaction
 
 OWNER = "team:data-science"
@@ -104,11 +103,11 @@ def _rows(warehouse: WarehouseResource, purpose: str, with_labels: bool = False)
     return int(warehouse.read_frame(_frame_sql(purpose, with_labels, select="count(*) AS n"))["n"].iloc[0])
 
 
-def _frame(warehouse: WarehouseResource, purpose: str, with_labels: bool = False,
+def _frame(warehouse: WarehouseResource, settings: SettingsResource, purpose: str, with_labels: bool = False,
            context: dg.AssetExecutionContext | None = None) -> pd.DataFrame:
     """The features of `purpose` from the engine that holds them; above TESSERA_ML_FRAME_ROWS rows, a
     fixed hash sample of persons of that size, computed by the engine."""
-    rows, limit = _rows(warehouse, purpose, with_labels), load_settings().ml_frame_rows
+    rows, limit = _rows(warehouse, purpose, with_labels), settings.ml_frame_rows
     where = _hash_range(0, limit / rows) if rows > limit else "true"
     if rows > limit and context:
         context.log.info(f"{purpose}: {rows:,} rows on the {warehouse.engine} engine; training on a hash sample of "
@@ -144,7 +143,7 @@ def _decision_metadata(summary: dict) -> dict:
     return {
         "mlflow_run_id": summary["run_id"], "model_version": summary["model_version"],
         "promoted": summary["promoted"], "promotion_reason": summary["reason"],
-        "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
+        "mlflow_tracking_uri": mlflow.get_tracking_uri(),
         "summary": dg.MetadataValue.md(summary["summary"]),
         **{f"metric/{k}": float(v) for k, v in summary["metrics"].items()},
     }
@@ -154,15 +153,16 @@ def _scoring_sql(where: str = "true", select: str = "f.*") -> str:
     return _frame_sql("scoring", False, where, select)
 
 
-def _score_into(warehouse: WarehouseResource, table: str, score, when_no_champion: pd.DataFrame | None = None,
-                context: dg.AssetExecutionContext | None = None, frame_sql=_scoring_sql) -> tuple[pd.DataFrame, dict]:
+def _score_into(warehouse: WarehouseResource, settings: SettingsResource, table: str, score,
+                when_no_champion: pd.DataFrame | None = None, context: dg.AssetExecutionContext | None = None,
+                frame_sql=_scoring_sql) -> tuple[pd.DataFrame, dict]:
     """Score every person at the scoring date with a @champion (`score(frame)`), in chunks of at most
     TESSERA_ML_FRAME_ROWS persons read from the engine (`frame_sql(where, select)`, model-ready
     features by default), replace `table` with the result (published to the engine on Spark), and
     return it with the table's metadata. With no champion, `table` becomes `when_no_champion` (an
     empty frame of its columns) where one is given."""
     rows = int(warehouse.read_frame(frame_sql(select="count(*) AS n"))["n"].iloc[0])
-    chunks = max(1, math.ceil(rows / load_settings().ml_frame_rows))
+    chunks = max(1, math.ceil(rows / settings.ml_frame_rows))
     scored = []
     for index in range(chunks):
         where = _hash_range(index / chunks, (index + 1) / chunks)
@@ -192,8 +192,8 @@ def _score_into(warehouse: WarehouseResource, table: str, score, when_no_champio
                 "selected by silhouette, logged to MLflow and registered; promoted to @champion only when better.",
 )
 def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetConfig,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    frame = _frame(warehouse, "scoring", context=context)
+                     warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    frame = _frame(warehouse, settings, "scoring", context=context)
     categories = warehouse.read_frame("""
         SELECT e.person_id, e.category, count(*) AS events
         FROM intermediate.int_person_events e
@@ -227,13 +227,14 @@ def clustering_model(context: dg.AssetExecutionContext, config: ClusteringAssetC
     kinds={"duckdb", "mlflow"}, pool="duckdb",
     description="One row per person: the @champion clustering's stable cluster id and readable name at the scoring date.",
 )
-def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                        settings: SettingsResource) -> dg.MaterializeResult:
     no_clusters = pd.DataFrame({"person_id": pd.Series(dtype="string"), "cluster_id": pd.Series(dtype="int64"),
                                 "cluster_name": pd.Series(dtype="string"),
                                 "distance_to_centroid": pd.Series(dtype="float64"),
                                 "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
-    assigned, metadata = _score_into(warehouse, "marts.cluster_assignments", workflows.assign_clusters, no_clusters,
-                                     context)
+    assigned, metadata = _score_into(warehouse, settings, "marts.cluster_assignments", workflows.assign_clusters,
+                                     no_clusters, context)
     sizes = assigned.groupby(["cluster_id", "cluster_name"]).size().rename("persons").reset_index()
     return dg.MaterializeResult(metadata={
         **metadata, "model_version": assigned["model_version"].iloc[0] if len(assigned) else "",
@@ -249,9 +250,9 @@ def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseR
                 "latest labels, logged and registered; @champion only when better.",
 )
 def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAssetConfig,
-                       warehouse: WarehouseResource) -> dg.MaterializeResult:
-    backtest = _frame(warehouse, "backtest_cutoff", with_labels=True, context=context)
-    training = _frame(warehouse, "training_cutoff", with_labels=True, context=context)
+                       warehouse: WarehouseResource, settings: SettingsResource) -> dg.MaterializeResult:
+    backtest = _frame(warehouse, settings, "backtest_cutoff", with_labels=True, context=context)
+    training = _frame(warehouse, settings, "training_cutoff", with_labels=True, context=context)
     run_context = _context(warehouse, training, context)
     try:
         propensity_config = PropensityConfig(candidates=tuple(config.candidates), max_train_rows=config.max_train_rows,
@@ -279,11 +280,12 @@ def purchase_30d_model(context: dg.AssetExecutionContext, config: PropensityAsse
     kinds={"duckdb", "mlflow"}, pool="duckdb",
     description="One row per person and model: the @champion purchase_30d probability at the scoring date.",
 )
-def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                      settings: SettingsResource) -> dg.MaterializeResult:
     no_scores = pd.DataFrame({"person_id": pd.Series(dtype="string"), "model_name": pd.Series(dtype="string"),
                               "score": pd.Series(dtype="float64"), "top_features": pd.Series(dtype="string"),
                               "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
-    scores, metadata = _score_into(warehouse, "marts.propensity_scores",
+    scores, metadata = _score_into(warehouse, settings, "marts.propensity_scores",
                                    lambda frame: workflows.score_propensity(frame, "purchase_30d"), no_scores, context)
     deciles = pd.qcut(scores["score"].rank(method="first"), 10, labels=False) if len(scores) >= 10 else None
     meta = {**metadata, "model_version": scores["model_version"].iloc[0] if len(scores) else "",
@@ -331,14 +333,16 @@ def clv_model(context: dg.AssetExecutionContext, config: ClvAssetConfig,
     description="One row per buyer: the @champion lifetime-value model's P(alive), expected purchases in 30 days "
                 "and 12 months, and expected 12-month value at the scoring date.",
 )
-def customer_lifetime_values(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def customer_lifetime_values(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                             settings: SettingsResource) -> dg.MaterializeResult:
     no_values = pd.DataFrame({"person_id": pd.Series(dtype="string"), "p_alive": pd.Series(dtype="float64"),
                               "expected_purchases_30d": pd.Series(dtype="float64"),
                               "expected_purchases_12m": pd.Series(dtype="float64"),
                               "expected_value_12m": pd.Series(dtype="float64"),
                               "model_version": pd.Series(dtype="string"), "as_of": pd.Series(dtype="datetime64[us]")})
 
-    values, metadata = _score_into(warehouse, "marts.customer_lifetime_values", workflows.score_clv, no_values, context,
+    values, metadata = _score_into(warehouse, settings, "marts.customer_lifetime_values", workflows.score_clv,
+                                   no_values, context,
                                    frame_sql=lambda where="true", select=None: _buyers_sql("scoring", where, select))
     meta = {**metadata, "model_version": values["model_version"].iloc[0] if len(values) else ""}
     if len(values):

@@ -8,7 +8,6 @@ dbt and the segments depend on them by key) and through the shared modules of or
 the export folders (export_folders), the suppression list, and on Spark the dbt rebuild (spark)."""
 
 import datetime as dt
-import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,12 +20,12 @@ from ml import tracking
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.privacy.erasure import ErasureReport, process_erasures, remaining_traces, sweep
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.lib import suppression
 from orchestration.lib.dbt_subprocess import run_vars
 from orchestration.lib.export_folders import export_traces, scrub_audiences
 from orchestration.lib.lake import lake_dir
-from orchestration.lib.settings import DBT_PROJECT_DIR, load_settings
+from orchestration.lib.settings import DBT_PROJECT_DIR
 from orchestration.lib.spark import rebuild_after_erasure
 from orchestration.lib.traces import file_traces
 from orchestration.lib.warehouse import compact
@@ -47,23 +46,22 @@ def _mlflow_paths(tracking_uri: str) -> list[Path]:
                     if urlparse(e.artifact_location).scheme in ("", "file")]
 
 
-def _stores() -> dict[str, list[Path]]:
+def _stores(warehouse: WarehouseResource, settings: SettingsResource) -> dict[str, list[Path]]:
     """Every place outside the warehouse tables where a run writes: each is searched byte by byte."""
-    settings = load_settings()
     return {
-        "warehouse file": [settings.warehouse, Path(f"{settings.warehouse}.wal")],
-        "exports": [settings.exports_dir],
-        "reports": [settings.reports_dir],
-        "mlflow": _mlflow_paths(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)),
-        "dagster home": [settings.dagster_home],
-        "great expectations": [settings.warehouse.parent / "gx"],
-        "parquet lake": [lake_dir()] if settings.engine == "spark" else [],
+        "warehouse file": [Path(warehouse.path), Path(f"{warehouse.path}.wal")],
+        "exports": [Path(settings.exports_dir)],
+        "reports": [Path(settings.reports_dir)],
+        "mlflow": _mlflow_paths(settings.mlflow_tracking_uri),
+        "dagster home": [Path(settings.dagster_home)],
+        "great expectations": [Path(warehouse.path).parent / "gx"],
+        "parquet lake": [lake_dir()] if warehouse.on_spark else [],
         "dbt target and logs": [DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
     }
 
 
 def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
-            report: ErasureReport, in_the_identity_chain: bool = False) -> dict:
+            settings: SettingsResource, report: ErasureReport, in_the_identity_chain: bool = False) -> dict:
     """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
     (freed blocks keep the values), rebuild Spark's tables from the scrubbed ones (in the identity
     chain, those dbt built before it), and flag the models trained before; metadata of each."""
@@ -85,7 +83,7 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, lan
             warehouse.publish(con, [*scrubbed, *(["raw.erasure_requests"] if report.requests else [])])
         if scrubbed or report.persons:  # Spark's tables are views here: dbt rebuilds them without the person
             context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
-            rebuild_after_erasure(warehouse.path, run_vars(landing.config()),
+            rebuild_after_erasure(warehouse.path, run_vars(landing.config(), settings.as_of),
                                   only_before_identity_graph=in_the_identity_chain)
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
@@ -119,13 +117,13 @@ def _report_metadata(report: ErasureReport) -> dict:
                 "included), and from every export. The DuckDB file is then rewritten so that no freed block keeps a "
                 "value, and model versions trained before are flagged. Depends on nothing but the requests.",
 )
-def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                landing: LandingZoneResource) -> dg.MaterializeResult:
-    exports_dir = load_settings().exports_dir
+def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
+                settings: SettingsResource) -> dg.MaterializeResult:
+    exports_dir = Path(settings.exports_dir)
     with warehouse.connect() as con:
         report = process_erasures(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "privacy.erasure_log")
-    finished = _finish(context, warehouse, landing, report)
+    finished = _finish(context, warehouse, landing, settings, report)
     context.log.info(f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
                      f"earlier, {report.not_found} not found (suppressed all the same); "
                      f"{report.total_rows_removed:,} rows removed")
@@ -141,42 +139,42 @@ def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 "suppressed identifier (data that arrived under another of their identifiers) is erased whole, so "
                 "no feature, model or segment of this run counts them.",
 )
-def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                  landing: LandingZoneResource) -> dg.MaterializeResult:
-    exports_dir = load_settings().exports_dir
+def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
+                  settings: SettingsResource) -> dg.MaterializeResult:
+    exports_dir = Path(settings.exports_dir)
     with warehouse.connect() as con:
         report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "intermediate.identity_assignments")  # dbt reads the swept table as this asset
-    finished = _finish(context, warehouse, landing, report, in_the_identity_chain=True)
+    finished = _finish(context, warehouse, landing, settings, report, in_the_identity_chain=True)
     if report.identifiers_suppressed:
         context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
                          f"{report.total_rows_removed:,} rows removed")
     return dg.MaterializeResult(metadata={**metadata, **_report_metadata(report), **finished})
 
 
-def _traces(warehouse: WarehouseResource) -> dict[str, int]:
-    exports_dir = load_settings().exports_dir
+def _traces(warehouse: WarehouseResource, settings: SettingsResource) -> dict[str, int]:
+    exports_dir = Path(settings.exports_dir)
     with warehouse.connect(read_only=True) as con:
         if not suppression.has_suppressions(con):
             return {}
         traces = remaining_traces(con, lambda c: export_traces(c, exports_dir), include_views=warehouse.on_spark)
         listed = [r[0] for r in con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").fetchall()]
-    stores = _stores()
+    stores = _stores(warehouse, settings)
     roots = [root for paths in stores.values() for root in paths]
-    found = file_traces(roots, listed, cache=load_settings().dagster_home / "trace_scan_cache.json")
+    found = file_traces(roots, listed, cache=Path(settings.dagster_home) / "trace_scan_cache.json")
     for path, n in found.items():
         store = next((s for s, paths in stores.items() if any(Path(path).is_relative_to(r) for r in paths)), "file")
         traces[f"{store}: {path}"] = n
     return traces
 
 
-def _no_trace_result(traces: dict[str, int]) -> dg.AssetCheckResult:
+def _no_trace_result(traces: dict[str, int], stores: list[str]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not traces,
         description="No trace left in any table, export, or file the run writes." if not traces else
         "Traces of erased persons remain: " + ", ".join(f"{t} ({n})" for t, n in traces.items()),
         metadata={"stores_with_traces": len(traces), "traces_left": sum(traces.values()),
-                  "stores_searched": ", ".join(["warehouse tables", *_stores()])})
+                  "stores_searched": ", ".join(["warehouse tables", *stores])})
 
 
 @dg.asset_check(asset=ERASURE_LOG, blocking=True, pool="duckdb",
@@ -184,14 +182,14 @@ def _no_trace_result(traces: dict[str, int]) -> dg.AssetCheckResult:
                             "no export folder (temporaries included), and no byte of any file the run writes "
                             "(warehouse file, exports, reports, MLflow, Dagster home, Data Docs, dbt target) holds "
                             "an identifier of an erased person.")
-def no_trace_of_erased_persons(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    return _no_trace_result(_traces(warehouse))
+def no_trace_of_erased_persons(warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
+    return _no_trace_result(_traces(warehouse, settings), list(_stores(warehouse, settings)))
 
 
 @dg.asset_check(asset=ERASURE_SWEEP, blocking=True, pool="duckdb",
                 description="As no_trace_of_erased_persons, after the sweep.")
-def no_trace_after_sweep(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    return _no_trace_result(_traces(warehouse))
+def no_trace_after_sweep(warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
+    return _no_trace_result(_traces(warehouse, settings), list(_stores(warehouse, settings)))
 
 
 privacy_assets = [erasure_log]

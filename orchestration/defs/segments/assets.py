@@ -6,11 +6,10 @@ import dagster as dg
 import pandas as pd
 
 from orchestration.defs.metadata import frame_table, table_metadata
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.loading import segment_catalog
 from orchestration.defs.segments.membership import MembershipError, build_membership, reset_history
 from orchestration.lib import figures
-from orchestration.lib.settings import load_settings
 
 OWNER = "team:marketing-analytics"
 ATTRIBUTES = dg.AssetKey(["marts", "segment_attributes"])
@@ -47,13 +46,13 @@ class SegmentMembershipConfig(dg.Config):
     pool="duckdb",
 )
 def segment_membership(context: dg.AssetExecutionContext, config: SegmentMembershipConfig,
-                       warehouse: WarehouseResource):
+                       warehouse: WarehouseResource, settings: SettingsResource):
     catalog = segment_catalog()
     with warehouse.connect() as con:
         if config.reset_history:
             reset_history(con)
         try:
-            report = build_membership(con, catalog, load_settings().consent_default_allowed)
+            report = build_membership(con, catalog, settings.consent_default_allowed)
         except MembershipError as exc:
             raise dg.Failure(description=str(exc)) from None
         overlap = con.execute("""SELECT segment_a, segment_b, both_members, round(jaccard, 3) AS jaccard

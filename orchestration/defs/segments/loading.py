@@ -11,5 +11,7 @@ from orchestration.lib.settings import load_settings
 
 @functools.cache
 def segment_catalog() -> Catalog:
-    """Loaded once per process; a SegmentConfigError here stops the code location with its message."""
+    """Loaded once per process; a SegmentConfigError here stops the code location with its message.
+    It is checked when the code location loads (segments/definitions.py), before any resource exists,
+    so the folder comes from the process's settings."""
     return load_catalog(load_settings().segments_dir, attribute_schema(dbt_project.manifest_path))

@@ -13,8 +13,9 @@ import pytest
 
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.privacy.assets import erasure_log, no_trace_of_erased_persons
-from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.lib.identifiers import sha256_hex
+from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect
 
 USER = "u-ann-5f1c2e9d"  # many events: DuckDB keeps such a value in a dictionary, raw, in the file
@@ -76,7 +77,8 @@ def _erase(root, monkeypatch, switched_off: str | None = None):
         monkeypatch.setattr(target, stub)
     result = dg.materialize([erasure_log, no_trace_of_erased_persons], raise_on_error=False,
                             resources={"warehouse": WarehouseResource(path=str(warehouse)),
-                                       "landing": LandingZoneResource(root=str(root / "landing"))})
+                                       "landing": LandingZoneResource(root=str(root / "landing")),
+                                       "settings": SettingsResource.from_settings(reload_settings())})
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
 
