@@ -250,14 +250,17 @@ def _first_stable(ranked: list[Candidate], z_fit: np.ndarray, z_sample: np.ndarr
                   config: ClusteringConfig) -> tuple[Candidate, list[float]]:
     """The first candidate in the rule's order that is stable and separated enough to be promoted;
     when none is, the best-separated one (which promotion will then refuse, saying why)."""
-    for candidate in ranked:
+    measured: dict[int, list[float]] = {}  # by position in `ranked`: a bootstrap costs as much as the fits
+    for i, candidate in enumerate(ranked):
         if candidate.silhouette < config.min_silhouette:
             continue
-        stability = _bootstrap_ari(candidate, z_fit, z_sample, config)
-        if not stability or np.mean(stability) >= config.min_stability:
-            return candidate, stability
-    best = max(ranked, key=lambda c: (c.silhouette, -c.k))
-    return best, _bootstrap_ari(best, z_fit, z_sample, config)
+        measured[i] = _bootstrap_ari(candidate, z_fit, z_sample, config)
+        if not measured[i] or np.mean(measured[i]) >= config.min_stability:
+            return candidate, measured[i]
+    best = max(range(len(ranked)), key=lambda i: (ranked[i].silhouette, -ranked[i].k))
+    if best not in measured:
+        measured[best] = _bootstrap_ari(ranked[best], z_fit, z_sample, config)
+    return ranked[best], measured[best]
 
 
 def significance_by_feature(X: pd.DataFrame, labels: np.ndarray, config: ClusteringConfig) -> pd.DataFrame:
