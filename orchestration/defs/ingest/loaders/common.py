@@ -76,7 +76,7 @@ def contract_files(root: Path, source: str) -> SourceFiles:
     return SourceFiles(root=root, files=sorted(found))
 
 
-def _plan(files: Path | SourceFiles, source: str) -> SourceFiles:
+def source_plan(files: Path | SourceFiles, source: str) -> SourceFiles:
     return files if isinstance(files, SourceFiles) else contract_files(files, source)
 
 
@@ -95,12 +95,12 @@ def _file_loaded_at(con, source: str, plan: SourceFiles, now: dt.datetime) -> di
     return out
 
 
-def _create_from_rows(con, name: str, columns: list[str], rows: list[tuple], dtypes: dict | None = None) -> None:
+def create_from_rows(con, name: str, columns: list[str], rows: list[tuple], dtypes: dict | None = None) -> None:
     """A temp table from Python rows in one statement (executemany costs a round trip per row)."""
     table_from_frame(con, name, pd.DataFrame.from_records(rows, columns=columns).astype(dtypes or {}), temp=True)
 
 
-def _whole_file_reason(exc: Exception) -> tuple[str, str]:
+def whole_file_reason(exc: Exception) -> tuple[str, str]:
     text = str(exc)
     if "end of gzip stream" in text.lower():
         return F.FILE_UNREADABLE, "gzip stream is truncated (the upload was cut off); re-send the whole file"
@@ -118,10 +118,10 @@ def _file_preview(path: Path) -> str:
     return path.read_bytes()[:200].decode("utf-8", errors="backslashreplace")
 
 
-def _register_files(con, plan: SourceFiles, now: dt.datetime, source: str):
+def register_files(con, plan: SourceFiles, now: dt.datetime, source: str):
     loaded_at = _file_loaded_at(con, source, plan, now)
     stats = {plan.relative(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in plan.files}
-    _create_from_rows(con, "_files", ["file", "path", "loaded_at"],
+    create_from_rows(con, "_files", ["file", "path", "loaded_at"],
                       [(plan.relative(p), str(p), loaded_at[plan.relative(p)]) for p in plan.files],
                       {"file": "string", "path": "string", "loaded_at": "datetime64[us]"})
     con.execute("CREATE OR REPLACE TEMP TABLE _rejected_files (file VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
@@ -131,13 +131,13 @@ def _register_files(con, plan: SourceFiles, now: dt.datetime, source: str):
     return loaded_at, stats
 
 
-def _scan_files(con, plan: SourceFiles, files: list[Path], report: LoadReport, scan) -> None:
+def scan_files(con, plan: SourceFiles, files: list[Path], report: LoadReport, scan) -> None:
     """`scan(files)` over all files at once. A file DuckDB cannot read is named in its error:
     reject it, scan the rest."""
     pending = []
     for path in files:
         if path.suffix == ".gz" and _head(path, 2) != b"\x1f\x8b":  # not gzip: no need to scan it to know
-            _reject_file(con, plan, path, report, *_whole_file_reason(OSError("not a GZIP stream")))
+            reject_file(con, plan, path, report, *whole_file_reason(OSError("not a GZIP stream")))
         else:
             pending.append(path)
     while True:
@@ -153,7 +153,7 @@ def _scan_files(con, plan: SourceFiles, files: list[Path], report: LoadReport, s
             if not errors:
                 raise
             for path, error in errors.items():
-                _reject_file(con, plan, path, report, *_whole_file_reason(error))
+                reject_file(con, plan, path, report, *whole_file_reason(error))
                 pending.remove(path)
 
 
@@ -165,9 +165,9 @@ def _probe_error(scan, path: Path) -> Exception | None:
         return exc
 
 
-def _scan_mapped(con, plan: SourceFiles, select: list[str], files: list[Path]) -> None:
+def scan_mapped(con, plan: SourceFiles, select: list[str], files: list[Path]) -> None:
     """`_mapped(file, line_no, raw, ...)` and `_unparsed(path, line_no, reason, raw)` from mapped
-    files. No side effect beyond these two tables, so _scan_files may probe file by file."""
+    files. No side effect beyond these two tables, so scan_files may probe file by file."""
     if not files:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * FROM (SELECT NULL::VARCHAR AS file, "
                     f"NULL::BIGINT AS line_no, NULL::VARCHAR AS raw, {', '.join(select)}) WHERE false")
@@ -180,7 +180,7 @@ def _scan_mapped(con, plan: SourceFiles, select: list[str], files: list[Path]) -
                 "FROM _mapped m JOIN _files f USING (path)")
 
 
-def _keep_unparsed(con) -> None:
+def keep_unparsed(con) -> None:
     """After a scan: its unparseable rows join the ones quarantined so far."""
     con.execute("INSERT INTO _unparsed_rows SELECT f.file, u.line_no, u.reason_code, u.reason, u.raw "
                 "FROM _unparsed u JOIN _files f USING (path)")
@@ -191,19 +191,19 @@ def _head(path: Path, n: int) -> bytes:
         return fh.read(n)
 
 
-def _reject_file(con, plan: SourceFiles, path: Path, report: LoadReport, code: str, reason: str) -> None:
+def reject_file(con, plan: SourceFiles, path: Path, report: LoadReport, code: str, reason: str) -> None:
     rel = plan.relative(path)
     con.execute("INSERT INTO _rejected_files VALUES (?, ?, ?, ?)", [rel, code, reason, _file_preview(path)])
     report.files_rejected[rel] = code
 
 
-def _reason_sql(rules: tuple[Rule, ...]) -> tuple[str, str]:
+def reason_sql(rules: tuple[Rule, ...]) -> tuple[str, str]:
     code = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.code}'" for r in rules) + " END"
     message = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.message}" for r in rules) + " END"
     return code, message
 
 
-def _normalise_phones(con, source: str = "_rows") -> None:
+def normalise_phones(con, source: str = "_rows") -> None:
     """`_phones(phone, country, phone_e164, phone_valid)` for every distinct (phone, country).
 
     E.164 when phonenumbers finds a possible number (the right length for its country), NULL
@@ -218,17 +218,17 @@ def _normalise_phones(con, source: str = "_rows") -> None:
         if e164 is not None:
             valid = phonenumbers.is_valid_number(phonenumbers.parse(e164))
         out.append((phone, country, e164, valid))
-    _create_from_rows(con, "_phones", ["phone", "country", "phone_e164", "phone_valid"], out,
+    create_from_rows(con, "_phones", ["phone", "country", "phone_e164", "phone_valid"], out,
                       {"phone": "string", "country": "string", "phone_e164": "string", "phone_valid": "bool"})
 
 
-def _normalise_emails(con, source: str = "_rows") -> None:
+def normalise_emails(con, source: str = "_rows") -> None:
     """`_emails(email, email_normalised, email_issue, email_issue_reason)` for every distinct email
     in `source` (orchestration.lib.identifiers.check_email)."""
     out = []
     for (email,) in con.execute(f"SELECT DISTINCT email FROM {source} WHERE nullif(trim(email), '') IS NOT NULL").fetchall():
         checked = check_email(email)
         out.append((email, checked.key, checked.issue, checked.reason))
-    _create_from_rows(con, "_emails", ["email", "email_normalised", "email_issue", "email_issue_reason"], out,
+    create_from_rows(con, "_emails", ["email", "email_normalised", "email_issue", "email_issue_reason"], out,
                       {"email": "string", "email_normalised": "string", "email_issue": "string",
                        "email_issue_reason": "string"})

@@ -16,15 +16,15 @@ from orchestration.defs.ingest.loaders.common import (
     MAX_LINE_BYTES,
     LoadReport,
     Rule,
-    _create_from_rows,
-    _keep_unparsed,
-    _normalise_emails,
-    _normalise_phones,
-    _plan,
-    _reason_sql,
-    _register_files,
-    _scan_files,
-    _scan_mapped,
+    create_from_rows,
+    keep_unparsed,
+    normalise_emails,
+    normalise_phones,
+    reason_sql,
+    register_files,
+    scan_files,
+    scan_mapped,
+    source_plan,
 )
 from orchestration.defs.ingest.mapping import SourceFiles, event_line_sql
 from orchestration.lib import reason_codes as F
@@ -83,15 +83,15 @@ def _read_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadRep
     con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR, raw VARCHAR)")
     if plan.mapped:
         def scan(batch):
-            _scan_mapped(con, plan, [f"{event_line_sql(plan)} AS line"], batch)
+            scan_mapped(con, plan, [f"{event_line_sql(plan)} AS line"], batch)
             con.execute("CREATE OR REPLACE TEMP TABLE _lines AS SELECT file, line_no, line, raw FROM _mapped")
     else:
         def scan(batch):
             if batch:
                 con.execute(LINES_SQL, [[str(p) for p in batch]])
-    _scan_files(con, plan, files, report, scan)
+    scan_files(con, plan, files, report, scan)
     if plan.mapped:
-        _keep_unparsed(con)
+        keep_unparsed(con)
 
 
 EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds memory at any data size
@@ -197,7 +197,7 @@ def _parse_user_agents(con, typed: str) -> None:
         kind = ("bot" if ua.is_bot else "tablet" if ua.is_tablet else "mobile" if ua.is_mobile
                 else "desktop" if ua.is_pc else "other")
         rows.append((agent, kind, ua.browser.family, ua.os.family, bool(ua.is_bot)))
-    _create_from_rows(con, "_user_agents", ["user_agent", "device_type", "browser_family", "os_family", "is_bot"],
+    create_from_rows(con, "_user_agents", ["user_agent", "device_type", "browser_family", "os_family", "is_bot"],
                       rows, {"user_agent": "string", "device_type": "string", "browser_family": "string",
                              "os_family": "string", "is_bot": "bool"})
     con.execute("INSERT INTO raw.user_agents SELECT * FROM _user_agents")
@@ -254,8 +254,8 @@ def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict
         con.execute("CREATE SCHEMA raw")
         con.execute("CREATE TABLE raw.ingested_files (source VARCHAR, file VARCHAR, size_bytes BIGINT, "
                     "modified_ns BIGINT, loaded_at TIMESTAMP)")
-        _register_files(con, files, now, "events")
-        code_sql, _ = _reason_sql(_event_rules())
+        register_files(con, files, now, "events")
+        code_sql, _ = reason_sql(_event_rules())
         for batch in _batches(files.files, batch_bytes):
             _read_event_lines(con, files, batch, LoadReport(source="events", table="events"))
             con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
@@ -277,9 +277,9 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     """
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source="events", table="events")
-    plan = _plan(files, "events")
+    plan = source_plan(files, "events")
     report.files_seen = len(plan.files)
-    loaded_at, stats = _register_files(con, plan, now, "events")
+    loaded_at, stats = register_files(con, plan, now, "events")
     if not table_exists(con, "raw", "events"):
         window = DayWindow()  # the first load reads every file anyway: it loads every day
     to_read, extra_days, gone = _event_files_to_read(con, plan, stats, window)
@@ -288,8 +288,8 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     con.execute("CREATE OR REPLACE TEMP TABLE _extra_days (day DATE)")
     if extra_days:
         con.executemany("INSERT INTO _extra_days VALUES (?)", [[d] for d in sorted(extra_days)])
-    _create_from_rows(con, "_gone", ["file"], [(f,) for f in sorted(gone)], {"file": "string"})
-    code_sql, message_sql = _reason_sql(_event_rules())
+    create_from_rows(con, "_gone", ["file"], [(f,) for f in sorted(gone)], {"file": "string"})
+    code_sql, message_sql = reason_sql(_event_rules())
     # Batches keep only the typed rows of the days to replace, and each file's days: memory follows
     # one batch, and disk one copy of those rows, in file order with no global sort.
     con.execute(f"DROP TABLE IF EXISTS {EVENTS_LOADING}")  # left by a killed full load
@@ -305,7 +305,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         _batch_phones(con)
-        _normalise_emails(con, "(SELECT json_extract_string(traits, '$.email') AS email FROM _checked "
+        normalise_emails(con, "(SELECT json_extract_string(traits, '$.email') AS email FROM _checked "
                                "WHERE reason_code IS NULL)")
         con.execute("CREATE OR REPLACE TEMP TABLE _event_emails AS SELECT * FROM _emails WHERE email_issue IS NOT NULL")
         con.execute(f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
@@ -424,7 +424,7 @@ def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str,
     stored = dict(con.execute("SELECT file, home_date FROM raw.ingested_files "
                               "WHERE source = 'events' AND home_date IS NOT NULL").fetchall())
     rows = [(rel, *stats[rel], stored.get(rel)) for rel in map(plan.relative, read)]
-    _create_from_rows(con, "_read", ["file", "size_bytes", "modified_ns", "stored_home"], rows,
+    create_from_rows(con, "_read", ["file", "size_bytes", "modified_ns", "stored_home"], rows,
                       {"file": "string", "size_bytes": "int64", "modified_ns": "int64", "stored_home": "datetime64[s]"})
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _homes AS
@@ -451,7 +451,7 @@ def _batch_phones(con) -> None:
         FROM _checked
         WHERE reason_code IS NULL AND type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
     """)
-    _normalise_phones(con, "_event_phones")
+    normalise_phones(con, "_event_phones")
 
 
 def _drop_later_copies(con, typed: str) -> None:

@@ -22,17 +22,17 @@ from orchestration.defs.ingest.loaders.common import (
     FieldCheck,
     LoadReport,
     Rule,
-    _create_from_rows,
-    _keep_unparsed,
-    _normalise_emails,
-    _normalise_phones,
-    _plan,
-    _reason_sql,
-    _register_files,
-    _reject_file,
-    _scan_files,
-    _scan_mapped,
-    _whole_file_reason,
+    create_from_rows,
+    keep_unparsed,
+    normalise_emails,
+    normalise_phones,
+    reason_sql,
+    register_files,
+    reject_file,
+    scan_files,
+    scan_mapped,
+    source_plan,
+    whole_file_reason,
 )
 from orchestration.defs.ingest.mapping import SourceFiles, canonical_sql
 from orchestration.lib import reason_codes as F
@@ -127,22 +127,22 @@ def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) 
                 else:
                     records.append((rel, line_no, raw, None) + tuple(f.strip() for f in fields))
         except (UnicodeDecodeError, ValueError) as exc:
-            code, reason = _whole_file_reason(exc) if isinstance(exc, UnicodeDecodeError) else exc.args
+            code, reason = whole_file_reason(exc) if isinstance(exc, UnicodeDecodeError) else exc.args
             records = [r for r in records if r[0] != rel]
-            _reject_file(con, plan, path, report, code, reason)
+            reject_file(con, plan, path, report, code, reason)
             continue
         if absent:
             report.columns_absent[rel] = ", ".join(absent)
     text_columns = ["file", "raw", "shape_error", *spec.columns]
-    _create_from_rows(con, "_rows", ["file", "line_no", "raw", "shape_error", *spec.columns], records,
+    create_from_rows(con, "_rows", ["file", "line_no", "raw", "shape_error", *spec.columns], records,
                       {**{c: "string" for c in text_columns}, "line_no": "int64"})
 
 
 def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) -> None:
     """`_rows` from a user's files through the declared column expressions."""
     select = canonical_sql(plan, spec.columns)
-    _scan_files(con, plan, plan.files, report, lambda batch: _scan_mapped(con, plan, select, batch))
-    _keep_unparsed(con)
+    scan_files(con, plan, plan.files, report, lambda batch: scan_mapped(con, plan, select, batch))
+    keep_unparsed(con)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT file, line_no, raw, NULL::VARCHAR AS shape_error, "
                 f"{', '.join(spec.columns)} FROM _mapped")
     con.execute("DROP TABLE IF EXISTS _mapped")
@@ -186,9 +186,9 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
     When the files and this loader are as at the last load, nothing is read again (`report.reused`)."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     report = LoadReport(source=spec.name, table=spec.table)
-    plan = _plan(files, spec.name)
+    plan = source_plan(files, spec.name)
     report.files_seen = len(plan.files)
-    loaded_at, stats = _register_files(con, plan, now, spec.name)
+    loaded_at, stats = register_files(con, plan, now, spec.name)
     fingerprint = _snapshot_fingerprint(plan, spec, stats)
     if _reuse_snapshot(con, report, spec, fingerprint):
         return report
@@ -198,15 +198,15 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
         con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _rows r JOIN _files f USING (file)")
     if "phone" in spec.columns:
-        _normalise_phones(con)
+        normalise_phones(con)
         con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164, p.phone_valid FROM _rows r "
                     "LEFT JOIN _phones p ON p.phone = r.phone AND p.country IS NOT DISTINCT FROM r.country")
     if "email" in spec.columns:
-        _normalise_emails(con)
+        normalise_emails(con)
         con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, e.* EXCLUDE (email) FROM _rows r "
                     "LEFT JOIN _emails e USING (email)")
     rules = (Rule(F.WRONG_FIELD_COUNT, "shape_error IS NOT NULL", "shape_error"),) + spec.rules
-    code_sql, message_sql = _reason_sql(rules)
+    code_sql, message_sql = reason_sql(rules)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {code_sql} AS reason_code FROM _rows")
     companions = {}
     for i, (table, sql) in enumerate(spec.companions):  # read before _check_fields nulls fields of _checked
@@ -247,7 +247,7 @@ def _check_fields(con, spec: CsvSource) -> str:
         by_column.setdefault(check.column, []).append(check)
     key = "nullif(customer_id, '')" if "customer_id" in spec.columns else "NULL::VARCHAR"
     selects = [f"""SELECT '{spec.name}' AS source, file, line_no AS line, '{column}' AS column_name,
-                       {' AS reason_code, '.join(_reason_sql(checks))} AS reason,
+                       {' AS reason_code, '.join(reason_sql(checks))} AS reason,
                        {column} AS raw, {key} AS customer_id, loaded_at
                 FROM _checked WHERE reason_code IS NULL AND ({' OR '.join(f'({c.condition})' for c in checks)})"""
                for column, checks in by_column.items()]
@@ -292,7 +292,7 @@ def _commit(con, report: LoadReport, spec: CsvSource, typed_sql: str, quarantine
             size, mtime = file_stats[rel]
             rows.append((report.source, rel, size, mtime, loaded_at, status, loaded + rejected, loaded, rejected))
         if rows:
-            _create_from_rows(con, "_manifest", ["source", "file", "size_bytes", "modified_ns", "loaded_at", "status",
+            create_from_rows(con, "_manifest", ["source", "file", "size_bytes", "modified_ns", "loaded_at", "status",
                                                  "rows_read", "rows_loaded", "rows_quarantined"], rows,
                               {"loaded_at": "datetime64[us]"})
             con.execute("INSERT INTO raw.ingested_files BY NAME SELECT * FROM _manifest")
@@ -335,52 +335,52 @@ def _count_loaded(con, report: LoadReport, spec: CsvSource) -> None:
             setattr(report, name, con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
-def _required(*cols: str) -> Rule:
+def required_rule(*cols: str) -> Rule:
     cond = " OR ".join(f"nullif({c}, '') IS NULL" for c in cols)
     msg = "CASE " + " ".join(f"WHEN nullif({c}, '') IS NULL THEN '{c} is empty'" for c in cols) + " END"
     return Rule(F.MISSING_REQUIRED, cond, msg)
 
 
-def _email_checks() -> tuple[FieldCheck, ...]:
-    """`email` against check_email's verdict (`email_issue`, joined in by _normalise_emails)."""
+def email_checks() -> tuple[FieldCheck, ...]:
+    """`email` against check_email's verdict (`email_issue`, joined in by normalise_emails)."""
     return tuple(FieldCheck("email", code, f"email_issue = '{code}'", "'email \"' || email || '\": ' || email_issue_reason")
                  for code in (F.INVALID_EMAIL, F.MIXED_SCRIPT_EMAIL))
 
 
-def _timestamp(col: str) -> Rule:
+def timestamp_rule(col: str) -> Rule:
     return Rule(F.INVALID_DATE, f"try_cast({col} AS TIMESTAMPTZ) IS NULL",
                 f"'{col} \"' || {col} || '\" is not an ISO-8601 date-time'")
 
 
-def _optional_timestamp(col: str) -> FieldCheck:
-    rule = _timestamp(col)
+def optional_timestamp_check(col: str) -> FieldCheck:
+    rule = timestamp_rule(col)
     return FieldCheck(col, rule.code, f"nullif({col}, '') IS NOT NULL AND {rule.condition}", rule.message)
 
 
-def _boolean(col: str) -> FieldCheck:
+def boolean_check(col: str) -> FieldCheck:
     ok = ", ".join(f"'{v}'" for v in TRUE_TEXT + FALSE_TEXT)
     return FieldCheck(col, F.INVALID_BOOLEAN, f"nullif({col}, '') IS NOT NULL AND lower(trim({col})) NOT IN ({ok})",
                       f"'{col} \"' || {col} || '\" is not true/false (accepted: true, false, 1, 0, yes, no)'")
 
 
-def _bool_sql(col: str) -> str:
+def bool_sql(col: str) -> str:
     return (f"CASE WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in TRUE_TEXT)}) THEN true "
             f"WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in FALSE_TEXT)}) THEN false END")
 
 
-def _ts_sql(col: str) -> str:
+def timestamp_sql(col: str) -> str:
     return f"timezone('UTC', try_cast(nullif({col}, '') AS TIMESTAMPTZ)) AS {col}"
 
 
-def _number(col: str, sql_type: str) -> Rule:
+def number_rule(col: str, sql_type: str) -> Rule:
     return Rule(F.INVALID_NUMBER, f"nullif({col}, '') IS NOT NULL AND try_cast({col} AS {sql_type}) IS NULL",
                 f"'{col} \"' || {col} || '\" is not a number (use a plain decimal such as 1234.50)'")
 
 
-def _optional_number(col: str, sql_type: str) -> FieldCheck:
-    rule = _number(col, sql_type)
+def optional_number_check(col: str, sql_type: str) -> FieldCheck:
+    rule = number_rule(col, sql_type)
     return FieldCheck(col, rule.code, rule.condition, rule.message)
 
 
-def _code_list(codes) -> str:
+def code_list(codes) -> str:
     return ", ".join(f"'{c}'" for c in sorted(codes))
