@@ -22,7 +22,7 @@ DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -n
 help:
 	@echo "make run        install, write sample data if the landing zone is empty, materialise every asset"
 	@echo "make test       the whole test suite"
-	@echo "make lint       ruff (rules in pyproject.toml)"
+	@echo "make lint       ruff check and ruff format --check (rules in pyproject.toml)"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make api        lookup API on http://127.0.0.1:8000 (set TESSERA_API_TOKEN; OpenAPI at /docs)"
@@ -62,9 +62,10 @@ run: $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 test: $(VENV)/.installed-dev $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml browser-deps services-deps
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# ruff's rules are in pyproject.toml; .ci/run lints before it tests.
+# ruff's rules are in pyproject.toml; .ci/run lints before it tests. `ruff format .` fixes the layout.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-quick: $(VENV)/.installed-dev $(MANIFEST)
 	$(BIN)/pytest -m "not slow and not browser and not services"

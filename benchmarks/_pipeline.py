@@ -55,23 +55,30 @@ def read_once_reference(events: Path) -> dict:
     files = event_files(events)
     started = time.perf_counter()
     with duckdb.connect() as con:
-        rows = con.execute("SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
-                           [files]).fetchone()[0]
+        rows = con.execute(
+            "SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)", [files]
+        ).fetchone()[0]
     return {"seconds": round(time.perf_counter() - started, 1), "rows": rows, "files": len(files)}
 
 
 # Pipeline stages, as the step keys of a run start.
-STAGES = {"ingest": ("ingest_", "dbt_daily_events"), "identity": ("dbt_before_identity_graph", "intermediate__"),
-          "features": ("dbt_after_identity_graph",), "ml": ("ml__", "marts__cluster", "marts__propensity"),
-          "segments": ("dbt_after_ml", "segment_membership")}
+STAGES = {
+    "ingest": ("ingest_", "dbt_daily_events"),
+    "identity": ("dbt_before_identity_graph", "intermediate__"),
+    "features": ("dbt_after_identity_graph",),
+    "ml": ("ml__", "marts__cluster", "marts__propensity"),
+    "segments": ("dbt_after_ml", "segment_membership"),
+}
 GATE_MARKERS = ("great_expectations", "drift", "quarantine_share", "no_trace", "minimum_size")
 
 
 def stage_times(step_s: dict[str, float]) -> dict[str, float]:
     """Seconds per stage (ingest, identity, features, gates, ml, segments) from a run's step times."""
     gates = {step for step in step_s if any(marker in step for marker in GATE_MARKERS)}
-    stages = {stage: round(sum(s for step, s in step_s.items() if step.startswith(prefixes) and step not in gates), 1)
-              for stage, prefixes in STAGES.items()}
+    stages = {
+        stage: round(sum(s for step, s in step_s.items() if step.startswith(prefixes) and step not in gates), 1)
+        for stage, prefixes in STAGES.items()
+    }
     return {**stages, "gates": round(sum(step_s[step] for step in gates), 1)}
 
 
@@ -89,9 +96,19 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return steps
 
 
-def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with_ml: bool = False,
-                 sources_config: Path | None = None, partition_key: str | None = None, train: bool = True,
-                 with_privacy: bool = False, instance=None, dbt_tests: bool = True, with_exports: bool = False) -> dict:
+def run_pipeline(
+    landing: Path,
+    warehouse: Path,
+    with_checks: bool = False,
+    with_ml: bool = False,
+    sources_config: Path | None = None,
+    partition_key: str | None = None,
+    train: bool = True,
+    with_privacy: bool = False,
+    instance=None,
+    dbt_tests: bool = True,
+    with_exports: bool = False,
+) -> dict:
     """Every asset (optionally with asset checks, the ML and segment assets, and the erasures) into
     `warehouse`; wall time per step
     from the event log. `sources_config` maps a user's own files (TESSERA_SOURCES_CONFIG). The events
@@ -121,12 +138,21 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     from orchestration.defs.segments.assets import segment_assets
     from orchestration.lib.settings import reload_settings
 
-    checks = (quality_checks + ([*privacy_checks, *sweep_checks] if with_privacy else [])) \
-        if with_checks else []
-    assets = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets,
-              *sweep_assets] \
-        + checks + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else []) + (privacy_assets if with_privacy else []) \
+    checks = (quality_checks + ([*privacy_checks, *sweep_checks] if with_privacy else [])) if with_checks else []
+    assets = (
+        [
+            *ingest_assets,
+            dbt_daily_events,
+            dbt_before_identity_graph,
+            dbt_after_identity_graph,
+            *identity_defs.assets,
+            *sweep_assets,
+        ]
+        + checks
+        + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
+        + (privacy_assets if with_privacy else [])
         + (export_assets if with_exports else [])
+    )
     instance = instance or dg.DagsterInstance.ephemeral()
     settings = reload_settings()  # the caller may have changed the environment since the last run
     started = time.perf_counter()
@@ -134,11 +160,20 @@ def run_pipeline(landing: Path, warehouse: Path, with_checks: bool = False, with
     selection = dg.AssetSelection.all() if train or not with_ml else dg.AssetSelection.all() - training_assets
     if not dbt_tests:
         selection = selection - dg.AssetSelection.all_asset_checks() | dg.AssetSelection.checks(*checks)
-    result = dg.materialize(assets, selection=selection, instance=instance, **days,
-                            resources={"warehouse": WarehouseResource(path=str(warehouse), engine=settings.engine),
-                                       "settings": SettingsResource.from_settings(settings),
-                                       "landing": LandingZoneResource(root=str(landing), sources_config=(
-                                           str(sources_config) if sources_config else None)), "dbt": dbt_defs.resources["dbt"]})
+    result = dg.materialize(
+        assets,
+        selection=selection,
+        instance=instance,
+        **days,
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse), engine=settings.engine),
+            "settings": SettingsResource.from_settings(settings),
+            "landing": LandingZoneResource(
+                root=str(landing), sources_config=(str(sources_config) if sources_config else None)
+            ),
+            "dbt": dbt_defs.resources["dbt"],
+        },
+    )
     total = time.perf_counter() - started
     assert result.success
     return {"run_wall_s": round(total, 1), "step_s": step_seconds(instance, result.run_id)}

@@ -58,9 +58,24 @@ DATES = {
 # (CDNOW's classic 39 + 39 weeks; Online Retail's last six months).
 CLV_SPLITS = {"cdnow": ("1997-09-30", "1998-06-30"), "online_retail": ("2011-06-09", "2011-12-09")}
 # Counts and amounts enter the models as log1p, like marts.user_features_model_ready.
-LOG_COLUMNS = ["frequency_orders", "monetary_total", "avg_order_value", "recency_days", "tenure_days",
-               "orders_14d", "orders_30d", "orders_60d", "recency_over_mean_gap", "orders_90d", "orders_180d", "monetary_90d", "distinct_products", "cancelled_orders",
-               "mean_days_between_orders", "items_per_order"]
+LOG_COLUMNS = [
+    "frequency_orders",
+    "monetary_total",
+    "avg_order_value",
+    "recency_days",
+    "tenure_days",
+    "orders_14d",
+    "orders_30d",
+    "orders_60d",
+    "recency_over_mean_gap",
+    "orders_90d",
+    "orders_180d",
+    "monetary_90d",
+    "distinct_products",
+    "cancelled_orders",
+    "mean_days_between_orders",
+    "items_per_order",
+]
 
 
 def load_online_retail(con, path: Path = ONLINE_RETAIL) -> None:
@@ -96,7 +111,8 @@ def load_cdnow(con) -> None:
 
 def features(con, as_of: dt.date) -> pd.DataFrame:
     """One row per customer with a completed order up to as_of; nothing after as_of is read."""
-    frame = con.execute("""
+    frame = con.execute(
+        """
         WITH o AS (SELECT * FROM orders WHERE CAST(ordered_at AS DATE) <= $d),
         done AS (SELECT * FROM o WHERE NOT cancelled),
         days AS (SELECT customer_id, CAST(ordered_at AS DATE) AS day FROM done GROUP BY ALL),
@@ -136,7 +152,9 @@ def features(con, as_of: dt.date) -> pd.DataFrame:
         JOIN btyd b USING (customer_id)
         LEFT JOIN regularity r USING (customer_id)
         GROUP BY done.customer_id ORDER BY done.customer_id
-    """, {"d": as_of}).df()
+    """,
+        {"d": as_of},
+    ).df()
     raw = frame[["recency_days"]].copy()
     for col in LOG_COLUMNS:
         frame[col] = np.log1p(frame[col].astype(float).clip(lower=0))
@@ -144,10 +162,15 @@ def features(con, as_of: dt.date) -> pd.DataFrame:
 
 
 def labels(con, people: pd.Series, start: dt.date, days: int) -> pd.Series:
-    buyers = {r[0] for r in con.execute("""
+    buyers = {
+        r[0]
+        for r in con.execute(
+            """
         SELECT DISTINCT customer_id FROM orders
         WHERE NOT cancelled AND CAST(ordered_at AS DATE) > ? AND CAST(ordered_at AS DATE) <= ?""",
-        [start, start + dt.timedelta(days=days)]).fetchall()}
+            [start, start + dt.timedelta(days=days)],
+        ).fetchall()
+    }
     return people.isin(buyers)
 
 
@@ -173,7 +196,11 @@ def run_date(con, cutoff: dt.date, window: int) -> dict:
     model_cols = [c for c in scoring.columns if not c.startswith("raw_")]
     plain_cols = [c for c in model_cols if c not in BTYD_COLUMNS]
     config = PropensityConfig(window_days=window)
-    out = {"date": cutoff.isoformat(), "customers_scored": len(scoring), "positive_rate": round(float(y_true.mean()), 4)}
+    out = {
+        "date": cutoff.isoformat(),
+        "customers_scored": len(scoring),
+        "positive_rate": round(float(y_true.mean()), 4),
+    }
     auc, calibration = {}, {}
     for name, cols in (("tessera", model_cols), ("tessera_without_bg_nbd", plain_cols)):
         started = time.perf_counter()
@@ -183,12 +210,19 @@ def run_date(con, cutoff: dt.date, window: int) -> dict:
         if name == "tessera":
             raw = result.model.pipeline.predict_proba(model_inputs(scoring[cols]))[:, 1]
             held_out = result.calibration[result.calibration_method]
-            calibration = {"calibrated": _calibration(y_true, p), "uncalibrated": _calibration(y_true, raw),
-                           # what the pipeline logs: the training cutoff's persons, each half calibrated by the other
-                           "out_of_time_set": {"ece": round(held_out.ece, 4), "brier": round(held_out.brier, 4),
-                                               "uncalibrated_ece": round(result.validation[result.chosen].ece, 4)},
-                           "method": result.calibration_method, "chosen_model": result.chosen,
-                           "train_s": round(time.perf_counter() - started, 1)}
+            calibration = {
+                "calibrated": _calibration(y_true, p),
+                "uncalibrated": _calibration(y_true, raw),
+                # what the pipeline logs: the training cutoff's persons, each half calibrated by the other
+                "out_of_time_set": {
+                    "ece": round(held_out.ece, 4),
+                    "brier": round(held_out.brier, 4),
+                    "uncalibrated_ece": round(result.validation[result.chosen].ece, 4),
+                },
+                "method": result.calibration_method,
+                "chosen_model": result.chosen,
+                "train_s": round(time.perf_counter() - started, 1),
+            }
     auc["bg_nbd"] = round(float(roc_auc_score(y_true, bg_nbd(con, scoring, cutoff, window))), 4)
     auc["recency_alone"] = round(float(roc_auc_score(y_true, -scoring["raw_recency_days"])), 4)
     return {**out, "roc_auc": auc, "calibration": calibration}
@@ -198,13 +232,25 @@ def clv_holdout(con, calibration_end: dt.date, holdout_end: dt.date) -> dict:
     """ml.clv fitted on the buyers up to `calibration_end`, against their purchase days (and spend)
     in the holdout; beside it, the naive forecast that each buyer keeps their past daily rate."""
     buyers = features(con, calibration_end)
-    later = con.execute("""
+    later = (
+        con.execute(
+            """
         SELECT customer_id AS person_id, count(DISTINCT CAST(ordered_at AS DATE)) AS purchases, sum(amount) AS value
         FROM orders WHERE NOT cancelled AND CAST(ordered_at AS DATE) > ? AND CAST(ordered_at AS DATE) <= ?
-        GROUP BY 1""", [calibration_end, holdout_end]).df().set_index("person_id")
-    summary = pd.DataFrame({"frequency": buyers["btyd_frequency"], "recency": buyers["btyd_recency_days"],
-                            "T": buyers["btyd_age_days"],
-                            "monetary_value": np.expm1(buyers["avg_order_value"])}).astype("float64")
+        GROUP BY 1""",
+            [calibration_end, holdout_end],
+        )
+        .df()
+        .set_index("person_id")
+    )
+    summary = pd.DataFrame(
+        {
+            "frequency": buyers["btyd_frequency"],
+            "recency": buyers["btyd_recency_days"],
+            "T": buyers["btyd_age_days"],
+            "monetary_value": np.expm1(buyers["avg_order_value"]),
+        }
+    ).astype("float64")
     actual = buyers["person_id"].map(later["purchases"]).fillna(0)
     spent = buyers["person_id"].map(later["value"]).fillna(0).clip(lower=0)
     days = (holdout_end - calibration_end).days
@@ -212,11 +258,15 @@ def clv_holdout(con, calibration_end: dt.date, holdout_end: dt.date) -> dict:
     model = clv.ClvModel().fit(summary)
     check = clv.validate(model, summary, days, actual, spent)
     naive = summary["frequency"] / summary["T"].clip(lower=1) * days
-    return {"calibration_end": calibration_end.isoformat(), "holdout_days": days, "buyers": len(summary),
-            "fit_s": round(time.perf_counter() - started, 1),
-            **{k: round(v, 4) for k, v in check.metrics().items()},
-            "naive_mae_purchases": round(float(np.mean(np.abs(naive - actual))), 4),
-            "by_decile": check.by_decile.round(3).to_dict(orient="records")}
+    return {
+        "calibration_end": calibration_end.isoformat(),
+        "holdout_days": days,
+        "buyers": len(summary),
+        "fit_s": round(time.perf_counter() - started, 1),
+        **{k: round(v, 4) for k, v in check.metrics().items()},
+        "naive_mae_purchases": round(float(np.mean(np.abs(naive - actual))), 4),
+        "by_decile": check.by_decile.round(3).to_dict(orient="records"),
+    }
 
 
 def main() -> int:
@@ -229,32 +279,43 @@ def main() -> int:
         con = duckdb.connect()
         load_cdnow(con) if data_set == "cdnow" else load_online_retail(con)
         lifetime_value[data_set] = clv_holdout(con, *(dt.date.fromisoformat(d) for d in CLV_SPLITS[data_set]))
-        print(data_set, "lifetime value:", {k: v for k, v in lifetime_value[data_set].items() if k != "by_decile"},
-              flush=True)
+        print(
+            data_set,
+            "lifetime value:",
+            {k: v for k, v in lifetime_value[data_set].items() if k != "by_decile"},
+            flush=True,
+        )
         for date in DATES[data_set]:
             row = {"data_set": data_set, **run_date(con, dt.date.fromisoformat(date), args.window_days)}
             print(row, flush=True)
             rows.append(row)
     gaps = [r["roc_auc"]["tessera"] - r["roc_auc"]["bg_nbd"] for r in rows]
     summary = {
-        "window_days": args.window_days, "dates": rows,
+        "window_days": args.window_days,
+        "dates": rows,
         "mean_auc_gain_over_bg_nbd": round(float(np.mean(gaps)), 4),
         "min_auc_gain_over_bg_nbd": round(float(np.min(gaps)), 4),
         "max_calibrated_ece": max(r["calibration"]["calibrated"]["ece"] for r in rows),
         "lifetime_value": lifetime_value,
     }
-    print("\n| data set | date | customers | positives | Tessera | without BG/NBD step | BG/NBD | recency | "
-          "ECE raw -> calibrated (future) | Brier raw -> calibrated (future) | ECE out-of-time set |")
+    print(
+        "\n| data set | date | customers | positives | Tessera | without BG/NBD step | BG/NBD | recency | "
+        "ECE raw -> calibrated (future) | Brier raw -> calibrated (future) | ECE out-of-time set |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         a, c = r["roc_auc"], r["calibration"]
-        print(f"| {r['data_set']} | {r['date']} | {r['customers_scored']:,} | {r['positive_rate']:.1%} | "
-              f"{a['tessera']:.4f} | {a['tessera_without_bg_nbd']:.4f} | {a['bg_nbd']:.4f} | {a['recency_alone']:.4f} | "
-              f"{c['uncalibrated']['ece']:.4f} -> {c['calibrated']['ece']:.4f} ({c['method']}) | "
-              f"{c['uncalibrated']['brier']:.4f} -> {c['calibrated']['brier']:.4f} | "
-              f"{c['out_of_time_set']['uncalibrated_ece']:.4f} -> {c['out_of_time_set']['ece']:.4f} |")
-    print(f"\nmean AUC gain over BG/NBD {summary['mean_auc_gain_over_bg_nbd']:+.4f}, "
-          f"min {summary['min_auc_gain_over_bg_nbd']:+.4f}; max calibrated ECE {summary['max_calibrated_ece']:.4f}")
+        print(
+            f"| {r['data_set']} | {r['date']} | {r['customers_scored']:,} | {r['positive_rate']:.1%} | "
+            f"{a['tessera']:.4f} | {a['tessera_without_bg_nbd']:.4f} | {a['bg_nbd']:.4f} | {a['recency_alone']:.4f} | "
+            f"{c['uncalibrated']['ece']:.4f} -> {c['calibrated']['ece']:.4f} ({c['method']}) | "
+            f"{c['uncalibrated']['brier']:.4f} -> {c['calibrated']['brier']:.4f} | "
+            f"{c['out_of_time_set']['uncalibrated_ece']:.4f} -> {c['out_of_time_set']['ece']:.4f} |"
+        )
+    print(
+        f"\nmean AUC gain over BG/NBD {summary['mean_auc_gain_over_bg_nbd']:+.4f}, "
+        f"min {summary['min_auc_gain_over_bg_nbd']:+.4f}; max calibrated ECE {summary['max_calibrated_ece']:.4f}"
+    )
     save_result("btyd_propensity", summary)
     return 0
 

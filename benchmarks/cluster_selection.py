@@ -41,8 +41,12 @@ from benchmarks._pipeline import save_result  # noqa: E402
 # counts and money capped at their 95th percentile and log1p'd), then how ml.clustering prepares
 # them (ClusteringConfig.unskew): standard scaling alone, or each column's skew taken out first
 # (Yeo-Johnson, which also takes zeros and negatives). The pipeline clusters the model-ready columns.
-FEATURE_SPACES = {"scaled": (False, False), "yeo_johnson": (False, True),
-                  "model_ready_scaled": (True, False), "model_ready_yeo_johnson": (True, True)}
+FEATURE_SPACES = {
+    "scaled": (False, False),
+    "yeo_johnson": (False, True),
+    "model_ready_scaled": (True, False),
+    "model_ready_yeo_johnson": (True, True),
+}
 
 
 def model_ready(frame: pd.DataFrame, skewed: list[str]) -> pd.DataFrame:
@@ -68,11 +72,21 @@ def planted(seed: int, k: int, persons: int) -> tuple[pd.DataFrame, np.ndarray, 
     x = means[groups] + rng.normal(size=(persons, informative)) * spread[groups]
     skewed = rng.random(informative) < 0.5  # counts and money: long right tails
     x[:, skewed] = np.expm1(np.clip(x[:, skewed], -5, 5) * 0.6)
-    frame = pd.DataFrame(np.hstack([x, rng.normal(size=(persons, noise))]),
-                         columns=[f"f{i}" for i in range(informative)] + [f"noise{i}" for i in range(noise)])
-    return frame, groups, {"informative": informative, "noise": noise, "separation": round(separation, 2),
-                           "smallest_share": round(float(shares.min()), 3)}, \
-        [f"f{i}" for i in np.flatnonzero(skewed)]
+    frame = pd.DataFrame(
+        np.hstack([x, rng.normal(size=(persons, noise))]),
+        columns=[f"f{i}" for i in range(informative)] + [f"noise{i}" for i in range(noise)],
+    )
+    return (
+        frame,
+        groups,
+        {
+            "informative": informative,
+            "noise": noise,
+            "separation": round(separation, 2),
+            "smallest_share": round(float(shares.min()), 3),
+        },
+        [f"f{i}" for i in np.flatnonzero(skewed)],
+    )
 
 
 def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarray]:
@@ -101,8 +115,9 @@ def picks(frame: pd.DataFrame, seed: int, unskew: bool) -> tuple[dict, np.ndarra
         chosen["bic"] = min(mixtures, key=lambda c: c.estimator.bic(z_sample))
     kmeans = [c for c in eligible if c.algorithm == "kmeans"]
     if kmeans:
-        chosen["stability"] = max(kmeans, key=lambda c: (round(float(np.mean(_bootstrap_ari(c, z, z_sample, stability))), 2),
-                                                         c.k))
+        chosen["stability"] = max(
+            kmeans, key=lambda c: (round(float(np.mean(_bootstrap_ari(c, z, z_sample, stability))), 2), c.k)
+        )
     return chosen, result.sample_index
 
 
@@ -124,28 +139,58 @@ def main() -> int:
                 continue
             chosen, sample = picks(model_ready(frame, skewed) if shaped else frame, seed=i, unskew=unskew)
             for criterion, cand in chosen.items():
-                rows.append({"dataset": i, "k_planted": k, **shape, "space": space, "criterion": criterion,
-                             "candidate": f"{cand.algorithm}_k{cand.k}", "k_chosen": cand.k,
-                             "ari": round(float(adjusted_rand_score(truth[sample], cand.labels)), 4)})
-        print(f"dataset {i} (K={k}): " + ", ".join(f"{r['space']}/{r['criterion']} {r['candidate']} {r['ari']:.2f}"
-                                                  for r in rows if r["dataset"] == i), flush=True)
+                rows.append(
+                    {
+                        "dataset": i,
+                        "k_planted": k,
+                        **shape,
+                        "space": space,
+                        "criterion": criterion,
+                        "candidate": f"{cand.algorithm}_k{cand.k}",
+                        "k_chosen": cand.k,
+                        "ari": round(float(adjusted_rand_score(truth[sample], cand.labels)), 4),
+                    }
+                )
+        print(
+            f"dataset {i} (K={k}): "
+            + ", ".join(
+                f"{r['space']}/{r['criterion']} {r['candidate']} {r['ari']:.2f}" for r in rows if r["dataset"] == i
+            ),
+            flush=True,
+        )
     table = pd.DataFrame(rows)
     summary: dict = defaultdict(dict)
     for (space, criterion), part in table.groupby(["space", "criterion"]):
         summary[f"{space}/{criterion}"] = {
-            "mean_ari": round(float(part["ari"].mean()), 3), "min_ari": round(float(part["ari"].min()), 3),
+            "mean_ari": round(float(part["ari"].mean()), 3),
+            "min_ari": round(float(part["ari"].min()), 3),
             "k_right_share": round(float((part["k_chosen"] == part["k_planted"]).mean()), 3),
-            "per_k": {int(k): {"mean_ari": round(float(g["ari"].mean()), 3), "min_ari": round(float(g["ari"].min()), 3),
-                               "mean_k_chosen": round(float(g["k_chosen"].mean()), 2)}
-                      for k, g in part.groupby("k_planted")}}
-    save_result("cluster_selection", {"datasets": args.datasets, "persons": args.persons,
-                                      "seconds": round(time.perf_counter() - started, 1), "criteria": summary,
-                                      "rows": rows})
+            "per_k": {
+                int(k): {
+                    "mean_ari": round(float(g["ari"].mean()), 3),
+                    "min_ari": round(float(g["ari"].min()), 3),
+                    "mean_k_chosen": round(float(g["k_chosen"].mean()), 2),
+                }
+                for k, g in part.groupby("k_planted")
+            },
+        }
+    save_result(
+        "cluster_selection",
+        {
+            "datasets": args.datasets,
+            "persons": args.persons,
+            "seconds": round(time.perf_counter() - started, 1),
+            "criteria": summary,
+            "rows": rows,
+        },
+    )
     ks = sorted(table["k_planted"].unique())
     print(f"\n{'space/criterion':<40}{'mean':>7}{'min':>7}{'K right':>9}" + "".join(f"{'K=' + str(k):>12}" for k in ks))
     for name, row in summary.items():
-        print(f"{name:<40}{row['mean_ari']:>7.3f}{row['min_ari']:>7.3f}{row['k_right_share']:>9.2f}"
-              + "".join(f"{row['per_k'][k]['mean_ari']:>6.2f}/{row['per_k'][k]['min_ari']:<5.2f}" for k in ks))
+        print(
+            f"{name:<40}{row['mean_ari']:>7.3f}{row['min_ari']:>7.3f}{row['k_right_share']:>9.2f}"
+            + "".join(f"{row['per_k'][k]['mean_ari']:>6.2f}/{row['per_k'][k]['min_ari']:<5.2f}" for k in ks)
+        )
     return 0
 
 

@@ -62,11 +62,20 @@ def main() -> int:
         before, after = compact(path)
         compact_s = time.perf_counter() - started
         traces_after = file_traces([path], listed)
-    save_result(f"compaction_cost_p{args.persons}", {
-        "persons": args.persons, "event_rows": rows, "build_s": round(built_s, 1),
-        "file_bytes_before": before, "file_bytes_after": after, "compaction_s": round(compact_s, 1),
-        "byte_scan_s": round(scan_s, 1), "erased_user_hits_before_compaction": sum(traces_before.values()),
-        "erased_user_hits_after_compaction": sum(traces_after.values())})
+    save_result(
+        f"compaction_cost_p{args.persons}",
+        {
+            "persons": args.persons,
+            "event_rows": rows,
+            "build_s": round(built_s, 1),
+            "file_bytes_before": before,
+            "file_bytes_after": after,
+            "compaction_s": round(compact_s, 1),
+            "byte_scan_s": round(scan_s, 1),
+            "erased_user_hits_before_compaction": sum(traces_before.values()),
+            "erased_user_hits_after_compaction": sum(traces_after.values()),
+        },
+    )
     return 0
 
 

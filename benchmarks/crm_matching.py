@@ -47,8 +47,9 @@ def _chunk(bounds: tuple[GeneratorConfig, int, int, int]) -> tuple[list[list[str
     cfg, part, lo, hi = bounds
     w = _CrmOnly(cfg, part, lo, hi).run()
     rows = [row for name, rows in w.crm_rows.items() for row in rows]
-    owner = {value: (person, linkable) for kind, value, person, linkable, *_ in w.truth_identifiers
-             if kind == "customer_id"}
+    owner = {
+        value: (person, linkable) for kind, value, person, linkable, *_ in w.truth_identifiers if kind == "customer_id"
+    }
     return rows, owner
 
 
@@ -68,12 +69,16 @@ def crm_records(persons: int) -> tuple[pd.DataFrame, dict[str, tuple[str, bool]]
         for chunk_rows, chunk_owner in pool.map(_chunk, bounds):
             rows.extend(r for r in chunk_rows if len(r) == len(CRM_COLUMNS))
             owner.update(chunk_owner)
-    frame = pd.DataFrame(rows, columns=CRM_COLUMNS).sort_values("updated_at").drop_duplicates("customer_id", keep="last")
+    frame = (
+        pd.DataFrame(rows, columns=CRM_COLUMNS).sort_values("updated_at").drop_duplicates("customer_id", keep="last")
+    )
     for col in ("first_name", "last_name", "city", "street"):
         frame[col] = _fold(frame[col])
     frame["postcode"] = frame["postcode"].str.replace(" ", "").str.upper()
     frame["email"] = frame["email"].str.strip().str.lower()
-    frame["phone"] = [normalise_phone(v, c) if v else None for v, c in zip(frame["phone"], frame["country"], strict=True)]
+    frame["phone"] = [
+        normalise_phone(v, c) if v else None for v, c in zip(frame["phone"], frame["country"], strict=True)
+    ]
     return frame.reindex(columns=[*COLUMNS, "email", "phone"]).reset_index(drop=True), owner
 
 
@@ -85,28 +90,40 @@ def comparisons_per_key(records: pd.DataFrame, settings: MatchSettings) -> list[
     with scratch_database() as con:
         blocked = with_blocking_keys(con, records.reindex(columns=COLUMNS), settings.max_block_size)
         counts = count_comparisons_from_blocking_rules(
-            DuckDBAPI(connection=con).register(blocked), blocking_rules=prediction_blocking_rules(),
-            link_type="dedupe_only", unique_id_column_name="customer_id", record_sample_proportion=1.0)
-    return [{"key": " + ".join(parts), "pairs": int(c["marginal_comparison_count"])} for parts, c in zip(BLOCKING_KEYS, counts, strict=True)]
+            DuckDBAPI(connection=con).register(blocked),
+            blocking_rules=prediction_blocking_rules(),
+            link_type="dedupe_only",
+            unique_id_column_name="customer_id",
+            record_sample_proportion=1.0,
+        )
+    return [
+        {"key": " + ".join(parts), "pairs": int(c["marginal_comparison_count"])}
+        for parts, c in zip(BLOCKING_KEYS, counts, strict=True)
+    ]
 
 
 def scored(pairs: pd.DataFrame, owner: dict[str, tuple[str, bool]], records: pd.DataFrame) -> dict:
     """Precision of the matched pairs, and recall over linkable same-person record pairs that share
     no email (pairs sharing one link deterministically, without Splink)."""
     person = {cid: p for cid, (p, _) in owner.items()}
-    same = [person.get(a) is not None and person.get(a) == person.get(b)
-            for a, b in zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True)]
+    same = [
+        person.get(a) is not None and person.get(a) == person.get(b)
+        for a, b in zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True)
+    ]
     linkable = records["customer_id"].map(lambda cid: owner.get(cid, (None, False))[1]).astype(bool)
     by_person = records[linkable].assign(person=records["customer_id"].map(person)).dropna(subset=["person"])
     true_pairs = set()
     for _, group in by_person.groupby("person"):
         ids = sorted(group["customer_id"])
         emails = dict(zip(group["customer_id"], group["email"], strict=True))
-        true_pairs |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1:] if emails[a] != emails[b]}
+        true_pairs |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :] if emails[a] != emails[b]}
     found = set(zip(pairs["customer_id_l"], pairs["customer_id_r"], strict=True)) & true_pairs
-    return {"matched_pairs": len(pairs), "precision": round(sum(same) / len(pairs), 4) if len(pairs) else None,
-            "same_person_pairs_without_shared_email": len(true_pairs),
-            "recall": round(len(found) / len(true_pairs), 4) if true_pairs else None}
+    return {
+        "matched_pairs": len(pairs),
+        "precision": round(sum(same) / len(pairs), 4) if len(pairs) else None,
+        "same_person_pairs_without_shared_email": len(true_pairs),
+        "recall": round(len(found) / len(true_pairs), 4) if true_pairs else None,
+    }
 
 
 def main() -> int:
@@ -125,9 +142,14 @@ def main() -> int:
         started = time.perf_counter()
         pairs = match_customer_records(records, settings)
         seconds = time.perf_counter() - started
-        result["tiers"][persons] = {"crm_records": len(records), "generate_s": round(generated_s, 1),
-                                    "candidate_pairs": sum(r["pairs"] for r in per_key), "per_key": per_key,
-                                    "match_s": round(seconds, 1), **scored(pairs, owner, records)}
+        result["tiers"][persons] = {
+            "crm_records": len(records),
+            "generate_s": round(generated_s, 1),
+            "candidate_pairs": sum(r["pairs"] for r in per_key),
+            "per_key": per_key,
+            "match_s": round(seconds, 1),
+            **scored(pairs, owner, records),
+        }
         print(result["tiers"][persons], flush=True)
     result["febrl3"] = febrl3(settings)
     save_result(args.name, result)

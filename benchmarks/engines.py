@@ -52,33 +52,53 @@ def main() -> None:
         for engine in ENGINES:
             warehouse = out / f"{engine}.duckdb"
             warehouse.unlink(missing_ok=True)
-            os.environ.update(TESSERA_ENGINE=engine, MLFLOW_TRACKING_URI=f"sqlite:///{out / f'mlflow-{engine}.db'}",
-                              TESSERA_LAKE_DIR=str(out / "lake"), TESSERA_EXPORTS_DIR=str(out / f"exports-{engine}"))
+            os.environ.update(
+                TESSERA_ENGINE=engine,
+                MLFLOW_TRACKING_URI=f"sqlite:///{out / f'mlflow-{engine}.db'}",
+                TESSERA_LAKE_DIR=str(out / "lake"),
+                TESSERA_EXPORTS_DIR=str(out / f"exports-{engine}"),
+            )
             result = run_pipeline(landing, warehouse, with_checks=True, with_ml=True, with_privacy=True)
-            runs[engine] = {"run_wall_s": result["run_wall_s"], "stages_s": stage_times(result["step_s"]),
-                            "step_s": result["step_s"]}
+            runs[engine] = {
+                "run_wall_s": result["run_wall_s"],
+                "stages_s": stage_times(result["step_s"]),
+                "step_s": result["step_s"],
+            }
             warehouses[engine] = warehouse
             print(f"{engine}: {result['run_wall_s']} s", flush=True)
         identity_sql = "select person_id, identifier_type, identifier from marts.identity_map"
         with connect(warehouses["duckdb"], read_only=True) as duck, spark.connect() as cursor:
             events = duck.execute("select count(*) from intermediate.int_segment__events").fetchone()[0]
-            same_partition = _partition(duck.execute(identity_sql).df()) == _partition(spark.read_frame(cursor, identity_sql))
-            counts = {table: {"duckdb": duck.execute(f"select count(*) from {table}").fetchone()[0],
-                              "spark": int(spark.read_frame(cursor, f"select count(*) as n from {table}")["n"][0])}
-                      for table in ("marts.identity_map", "marts.user_features", "marts.segment_attributes")}
+            same_partition = _partition(duck.execute(identity_sql).df()) == _partition(
+                spark.read_frame(cursor, identity_sql)
+            )
+            counts = {
+                table: {
+                    "duckdb": duck.execute(f"select count(*) from {table}").fetchone()[0],
+                    "spark": int(spark.read_frame(cursor, f"select count(*) as n from {table}")["n"][0]),
+                }
+                for table in ("marts.identity_map", "marts.user_features", "marts.segment_attributes")
+            }
         membership = {}
         for engine, warehouse in warehouses.items():
             with connect(warehouse, read_only=True) as con:
-                membership[engine] = set(con.execute("select segment_name, person_id from marts.segment_membership")
-                                         .fetchall())
+                membership[engine] = set(
+                    con.execute("select segment_name, person_id from marts.segment_membership").fetchall()
+                )
     finally:
         services.down(started_services)
-    save_result(f"engines_p{args.persons}", {
-        "persons": args.persons, "events": int(events), "runs": runs,
-        "identity_map_same_partition": same_partition, "row_counts": counts,
-        "segment_memberships": {engine: len(m) for engine, m in membership.items()},
-        "segment_membership_equal": membership["duckdb"] == membership["spark"],
-    })
+    save_result(
+        f"engines_p{args.persons}",
+        {
+            "persons": args.persons,
+            "events": int(events),
+            "runs": runs,
+            "identity_map_same_partition": same_partition,
+            "row_counts": counts,
+            "segment_memberships": {engine: len(m) for engine, m in membership.items()},
+            "segment_membership_equal": membership["duckdb"] == membership["spark"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -46,9 +46,12 @@ def main() -> int:
 
             started = time.perf_counter()
             loaded = load_source(con, tier_workdir(args) / "landing", "events")
-            reingest = {"events_s": round(time.perf_counter() - started, 1), "rows_loaded": loaded.rows_loaded,
-                        "rows_suppressed": loaded.rows_suppressed,
-                        "quarantined_lines_suppressed": loaded.quarantine_suppressed}
+            reingest = {
+                "events_s": round(time.perf_counter() - started, 1),
+                "rows_loaded": loaded.rows_loaded,
+                "rows_suppressed": loaded.rows_suppressed,
+                "quarantined_lines_suppressed": loaded.quarantine_suppressed,
+            }
     started = time.perf_counter()
     bytes_before, bytes_after = compact(warehouse)
     compact_s = time.perf_counter() - started
@@ -57,15 +60,28 @@ def main() -> int:
     started = time.perf_counter()
     file_hits = file_traces([warehouse], listed)
     scan_s = time.perf_counter() - started
-    save_result(f"erasure_cost_p{args.persons}", {
-        "compaction_s": round(compact_s, 2), "file_bytes_before": bytes_before, "file_bytes_after": bytes_after,
-        "file_byte_scan_s": round(scan_s, 2), "file_traces_after_compaction": file_hits,
-        "persons": args.persons, "requests": report.requests, "erased_now": report.erased,
-        "already_erased": report.already_erased, "not_found": report.not_found,
-        "identifiers_suppressed": report.identifiers_suppressed,
-        "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
-        "tables_scanned": tables, "erasure_s": round(erase_s, 2), "no_trace_check_s": round(check_s, 2),
-        "traces_left": traces, "reingest_with_suppression": reingest})
+    save_result(
+        f"erasure_cost_p{args.persons}",
+        {
+            "compaction_s": round(compact_s, 2),
+            "file_bytes_before": bytes_before,
+            "file_bytes_after": bytes_after,
+            "file_byte_scan_s": round(scan_s, 2),
+            "file_traces_after_compaction": file_hits,
+            "persons": args.persons,
+            "requests": report.requests,
+            "erased_now": report.erased,
+            "already_erased": report.already_erased,
+            "not_found": report.not_found,
+            "identifiers_suppressed": report.identifiers_suppressed,
+            "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
+            "tables_scanned": tables,
+            "erasure_s": round(erase_s, 2),
+            "no_trace_check_s": round(check_s, 2),
+            "traces_left": traces,
+            "reingest_with_suppression": reingest,
+        },
+    )
     return 0
 
 

@@ -59,8 +59,10 @@ def _needles(persons: list[dict]) -> tuple[set[bytes], set[bytes]]:
         e164 = normalise_phone(p["phone"], "GB" if p["phone"].startswith("0") else "US")
         if e164:
             forms |= written_forms("phone_e164", e164)
-            digits |= {e164.lstrip("+").encode(), e164[2:].encode() if e164.startswith("+1") else
-                       ("0" + e164[3:]).encode()}
+            digits |= {
+                e164.lstrip("+").encode(),
+                e164[2:].encode() if e164.startswith("+1") else ("0" + e164[3:]).encode(),
+            }
     return {f.lower().encode() for f in forms}, digits
 
 
@@ -81,11 +83,15 @@ def _hits(path: Path, forms: set[bytes], digits: set[bytes]) -> int:
 
 
 def _stores(work: Path) -> dict[str, list[Path]]:
-    return {"warehouse file": [work / "warehouse.duckdb", work / "warehouse.duckdb.wal"],
-            "exports": [work / "exports"], "reports": [work / "reports"],
-            "mlflow": [work / "mlflow.db", work / "mlruns"], "dagster home": [work / "dagster_home"],
-            "great expectations": [work / "gx"],
-            "dbt target and logs": [ROOT / "dbt_project" / "target", ROOT / "dbt_project" / "logs"]}
+    return {
+        "warehouse file": [work / "warehouse.duckdb", work / "warehouse.duckdb.wal"],
+        "exports": [work / "exports"],
+        "reports": [work / "reports"],
+        "mlflow": [work / "mlflow.db", work / "mlruns"],
+        "dagster home": [work / "dagster_home"],
+        "great expectations": [work / "gx"],
+        "dbt target and logs": [ROOT / "dbt_project" / "target", ROOT / "dbt_project" / "logs"],
+    }
 
 
 def _search(work: Path, persons: list[dict]) -> dict[str, dict]:
@@ -94,8 +100,12 @@ def _search(work: Path, persons: list[dict]) -> dict[str, dict]:
     for store, roots in _stores(work).items():
         files = [f for r in roots if r.exists() for f in ([r] if r.is_file() else sorted(r.rglob("*"))) if f.is_file()]
         hits = Counter({str(f.relative_to(f.anchor)): n for f in files if (n := _hits(f, forms, digits))})
-        out[store] = {"files_searched": len(files), "bytes_searched": sum(f.stat().st_size for f in files),
-                      "hits": sum(hits.values()), "files_with_hits": dict(hits.most_common(5))}
+        out[store] = {
+            "files_searched": len(files),
+            "bytes_searched": sum(f.stat().st_size for f in files),
+            "hits": sum(hits.values()),
+            "files_with_hits": dict(hits.most_common(5)),
+        }
     return out
 
 
@@ -116,9 +126,13 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     os.chdir(work)  # MLflow's default artifact root (./mlruns) lands here
-    for name, value in {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "TESSERA_EXPORTS_DIR": work / "exports",
-                        "TESSERA_REPORTS_DIR": work / "reports", "DAGSTER_HOME": work / "dagster_home",
-                        "TESSERA_WAREHOUSE": work / "warehouse.duckdb"}.items():
+    for name, value in {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "TESSERA_EXPORTS_DIR": work / "exports",
+        "TESSERA_REPORTS_DIR": work / "reports",
+        "DAGSTER_HOME": work / "dagster_home",
+        "TESSERA_WAREHOUSE": work / "warehouse.duckdb",
+    }.items():
         os.environ[name] = str(value)
     (work / "dagster_home").mkdir()
     generate_messy(work / "landing", MessyConfig(persons=args.persons), truth_dir=work / "truth")
@@ -128,8 +142,15 @@ def main() -> int:
 
     def run(label: str) -> None:
         started = time.perf_counter()
-        run_pipeline(work / "landing", work / "warehouse.duckdb", with_checks=True, with_ml=True, with_privacy=True,
-                     with_exports=True, instance=instance)
+        run_pipeline(
+            work / "landing",
+            work / "warehouse.duckdb",
+            with_checks=True,
+            with_ml=True,
+            with_privacy=True,
+            with_exports=True,
+            instance=instance,
+        )
         result[f"{label}_run_s"] = round(time.perf_counter() - started, 1)
         result[f"hits_{label}"] = _search(work, persons)
 
@@ -139,14 +160,20 @@ def main() -> int:
         writer = csv.writer(fh)
         writer.writerow(["requested_at", "identifier_type", "identifier"])
         for i, p in enumerate(persons):
-            kind, value = [("email", f"  {p['email'].upper()} "), ("phone", p["phone"]), ("user_id", p["user_id"]),
-                           ("customer_id", p["customer_id"])][i % 4]
+            kind, value = [
+                ("email", f"  {p['email'].upper()} "),
+                ("phone", p["phone"]),
+                ("user_id", p["user_id"]),
+                ("customer_id", p["customer_id"]),
+            ][i % 4]
             writer.writerow(["2026-11-01T09:00:00Z", kind, value])
     run("after")
     import duckdb
 
     with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
-        result["erasure_log"] = dict(con.execute("SELECT outcome, count(*) FROM privacy.erasure_log GROUP BY 1").fetchall())
+        result["erasure_log"] = dict(
+            con.execute("SELECT outcome, count(*) FROM privacy.erasure_log GROUP BY 1").fetchall()
+        )
     result["total_hits_before"] = sum(s["hits"] for s in result["hits_before"].values())
     result["total_hits_after"] = sum(s["hits"] for s in result["hits_after"].values())
     save_result("erasure_traces", result)

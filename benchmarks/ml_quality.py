@@ -55,20 +55,25 @@ def main() -> int:
     c, s = clusters.dropna(subset=["archetype"]), scores.dropna(subset=["bought"])
     steps = pipeline["step_s"]
     result = {
-        "persons": args.persons, "pipeline": pipeline,
+        "persons": args.persons,
+        "pipeline": pipeline,
         "clustering": {
-            "persons_scored": len(c), "clusters": int(c["cluster_id"].nunique()),
+            "persons_scored": len(c),
+            "clusters": int(c["cluster_id"].nunique()),
             "ari_vs_archetype": round(float(adjusted_rand_score(c["archetype"], c["cluster_id"])), 4),
             "crosstab": pd.crosstab(c["cluster_name"], c["archetype"]).to_dict(orient="index"),
-            "train_s": steps.get("ml__clustering_model"), "assign_s": steps.get("marts__cluster_assignments"),
+            "train_s": steps.get("ml__clustering_model"),
+            "assign_s": steps.get("marts__cluster_assignments"),
         },
         "purchase_30d": {
-            "persons_scored": len(s), "positive_rate": round(float(s["bought"].astype(bool).mean()), 4),
+            "persons_scored": len(s),
+            "positive_rate": round(float(s["bought"].astype(bool).mean()), 4),
             "roc_auc_vs_truth": round(float(roc_auc_score(s["bought"].astype(bool), s["score"])), 4),
             "ece_vs_truth": round(expected_calibration_error(s["bought"].astype(bool), s["score"]), 4),
             "brier_vs_truth": round(float(brier_score_loss(s["bought"].astype(bool), s["score"])), 4),
             "mean_score": round(float(s["score"].mean()), 4),
-            "train_s": steps.get("ml__purchase_30d_model"), "score_s": steps.get("marts__propensity_scores"),
+            "train_s": steps.get("ml__purchase_30d_model"),
+            "score_s": steps.get("marts__propensity_scores"),
         },
     }
     save_result(f"ml_p{args.persons}", result)

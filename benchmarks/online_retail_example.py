@@ -45,44 +45,60 @@ def _fresh_run(work: Path, as_of: dt.date | None) -> dict:
     if as_of:
         os.environ["TESSERA_AS_OF"] = as_of.isoformat()
     (work / "landing").mkdir(exist_ok=True)
-    timing = run_pipeline(work / "landing", work / "warehouse.duckdb", with_checks=True, with_ml=True,
-                          sources_config=CONFIG)
+    timing = run_pipeline(
+        work / "landing", work / "warehouse.duckdb", with_checks=True, with_ml=True, sources_config=CONFIG
+    )
     return {"wall_s": timing["run_wall_s"], "stage_s": stage_times(timing["step_s"])}
 
 
 def _found(warehouse: Path) -> dict:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
-        guest_invoices = one("SELECT count(DISTINCT json_extract_string(raw, '$.InvoiceNo')) FROM raw.quarantine "
-                             "WHERE reason_code = 'missing_customer'")
+        guest_invoices = one(
+            "SELECT count(DISTINCT json_extract_string(raw, '$.InvoiceNo')) FROM raw.quarantine "
+            "WHERE reason_code = 'missing_customer'"
+        )
         orders = dict(con.execute("SELECT status, count(*) FROM intermediate.int_orders GROUP BY 1").fetchall())
         return {
-            "customers": one("SELECT count(DISTINCT person_id) FROM marts.identity_map "
-                             "WHERE identifier_type = 'customer_id'"),
+            "customers": one(
+                "SELECT count(DISTINCT person_id) FROM marts.identity_map WHERE identifier_type = 'customer_id'"
+            ),
             "orders_of_customers": sum(orders.values()),
             "completed_orders": orders.get("completed", 0),
             "cancellations": orders.get("cancelled", 0),
             "guest_invoices_unresolved": guest_invoices,
-            "guest_lines_quarantined": one("SELECT count(*) FROM raw.quarantine WHERE reason_code = 'missing_customer'"),
+            "guest_lines_quarantined": one(
+                "SELECT count(*) FROM raw.quarantine WHERE reason_code = 'missing_customer'"
+            ),
             "invoices_including_cancellations": sum(orders.values()) + guest_invoices,
             "as_of": str(one("SELECT max(as_of) FROM marts.user_features")),
             "segments": dict(con.execute("SELECT segment_name, size FROM marts.segment_report ORDER BY 1").fetchall()),
-            "clusters": dict(con.execute("SELECT cluster_name, count(*) FROM marts.cluster_assignments "
-                                         "GROUP BY 1 ORDER BY 2 DESC").fetchall()),
+            "clusters": dict(
+                con.execute(
+                    "SELECT cluster_name, count(*) FROM marts.cluster_assignments GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
         }
 
 
 def _propensity(warehouse: Path, cutoff: dt.date) -> dict:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        scores = con.execute("""
+        scores = (
+            con.execute("""
             SELECT m.identifier AS person_id, s.score
             FROM marts.propensity_scores s JOIN marts.identity_map m USING (person_id)
             WHERE s.model_name = 'purchase_30d' AND m.identifier_type = 'customer_id'
-        """).df().set_index("person_id")["score"]
+        """)
+            .df()
+            .set_index("person_id")["score"]
+        )
     truth = duckdb.connect()
     load_online_retail(truth, DATA)
-    buyers = truth.execute("SELECT DISTINCT customer_id AS person_id FROM orders WHERE NOT cancelled "
-                           "AND CAST(ordered_at AS DATE) <= ? ORDER BY 1", [cutoff]).df()
+    buyers = truth.execute(
+        "SELECT DISTINCT customer_id AS person_id FROM orders WHERE NOT cancelled "
+        "AND CAST(ordered_at AS DATE) <= ? ORDER BY 1",
+        [cutoff],
+    ).df()
     scored = buyers[buyers["person_id"].isin(scores.index)]
     out = {"cutoff": cutoff.isoformat(), "customers_scored": len(scored)}
     for days in (30, 90):
@@ -104,9 +120,14 @@ def main() -> int:
     latest = _fresh_run(args.workdir / "latest", None)
     found = _found(args.workdir / "latest" / "warehouse.duckdb")
     split = _fresh_run(args.workdir / "split", args.cutoff)
-    result = {"full_file_run": latest, "found": found, "published": PUBLISHED,
-              "time_split_run": split, "propensity": _propensity(args.workdir / "split" / "warehouse.duckdb", args.cutoff),
-              "benchmark_s": round(time.perf_counter() - started, 1)}
+    result = {
+        "full_file_run": latest,
+        "found": found,
+        "published": PUBLISHED,
+        "time_split_run": split,
+        "propensity": _propensity(args.workdir / "split" / "warehouse.duckdb", args.cutoff),
+        "benchmark_s": round(time.perf_counter() - started, 1),
+    }
     save_result("online_retail_example", result)
     return 0
 

@@ -25,10 +25,14 @@ import yaml
 
 POOL = "duckdb"
 STORAGES = {
-    "sqlite": {"dagster": ("dagster._core.storage.event_log", "SqliteEventLogStorage"),
-               "tessera": ("orchestration.lib.dagster_storage", "SerialClaimsSqliteEventLogStorage")},
-    "postgres": {"dagster": ("dagster_postgres.event_log", "PostgresEventLogStorage"),
-                 "tessera": ("orchestration.lib.dagster_storage", "SerialClaimsPostgresEventLogStorage")},
+    "sqlite": {
+        "dagster": ("dagster._core.storage.event_log", "SqliteEventLogStorage"),
+        "tessera": ("orchestration.lib.dagster_storage", "SerialClaimsSqliteEventLogStorage"),
+    },
+    "postgres": {
+        "dagster": ("dagster_postgres.event_log", "PostgresEventLogStorage"),
+        "tessera": ("orchestration.lib.dagster_storage", "SerialClaimsPostgresEventLogStorage"),
+    },
 }
 
 
@@ -36,8 +40,11 @@ def write_instance(home: Path, module: str, cls: str, postgres_url: str | None =
     """A Dagster home whose event log is `module.cls`, with the pool limit of dagster.yaml."""
     home.mkdir(parents=True, exist_ok=True)
     config = {"postgres_url": postgres_url} if postgres_url else {"base_dir": str(home / "storage")}
-    instance = {"event_log_storage": {"module": module, "class": cls, "config": config},
-                "concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}}
+    instance = {
+        "event_log_storage": {"module": module, "class": cls, "config": config},
+        "concurrency": {"pools": {"default_limit": 1}},
+        "telemetry": {"enabled": False},
+    }
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance), encoding="utf-8")
     return home
 
@@ -80,8 +87,9 @@ def simultaneous_claims(home: Path, trials: int, first_use: bool, claimers: int 
         pool = f"{POOL}_{uuid.uuid4().hex[:8]}" if first_use else POOL
         runs = [uuid.uuid4().hex for _ in range(claimers)]
         barrier, granted = context.Barrier(claimers), context.Queue()
-        processes = [context.Process(target=_claim, args=(str(home), pool, run, barrier, granted), daemon=True)
-                     for run in runs]
+        processes = [
+            context.Process(target=_claim, args=(str(home), pool, run, barrier, granted), daemon=True) for run in runs
+        ]
         for p in processes:
             p.start()
         counts.append(sorted((granted.get(timeout=120) for _ in processes), key=str))
@@ -106,19 +114,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pool-claims-") as tmp:
         for backend in backends:
             for storage, (module, cls) in STORAGES[backend].items():
-                home = write_instance(Path(tmp) / f"{backend}-{storage}", module, cls,
-                                      args.postgres_url if backend == "postgres" else None)
+                home = write_instance(
+                    Path(tmp) / f"{backend}-{storage}",
+                    module,
+                    cls,
+                    args.postgres_url if backend == "postgres" else None,
+                )
                 for scenario in ("existing pool", "new pool"):
                     counts = simultaneous_claims(home, args.trials, first_use=scenario == "new pool")
                     errors = [g for trial in counts for g in trial if isinstance(g, str)]
                     granted = [sum(g for g in trial if isinstance(g, int)) for trial in counts]
                     row = results[f"{backend}/{storage}/{scenario}"] = {
-                        "trials": args.trials, "double_claims": sum(g > 1 for g in granted),
-                        "none_granted": sum(g == 0 for g in granted), "failed_claims": len(errors),
-                        "first_error": errors[0] if errors else None}
-                    print(f"{backend:8} {storage:8} {scenario:13}  double claims: {row['double_claims']:3}   "
-                          f"none granted: {row['none_granted']:3}   failed claims: {len(errors):3}   (of {args.trials})",
-                          flush=True)
+                        "trials": args.trials,
+                        "double_claims": sum(g > 1 for g in granted),
+                        "none_granted": sum(g == 0 for g in granted),
+                        "failed_claims": len(errors),
+                        "first_error": errors[0] if errors else None,
+                    }
+                    print(
+                        f"{backend:8} {storage:8} {scenario:13}  double claims: {row['double_claims']:3}   "
+                        f"none granted: {row['none_granted']:3}   failed claims: {len(errors):3}   (of {args.trials})",
+                        flush=True,
+                    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
 

@@ -95,9 +95,18 @@ def _write_progress(path: Path, instance, memory: PeakMemory, started: float) ->
 
     runs = instance.get_runs(limit=1)
     steps = step_seconds(instance, runs[0].run_id) if runs else {}
-    path.write_text(json.dumps({"elapsed_s": round(time.perf_counter() - started), "peak_memory_gb": round(
-        memory.peak / 1024 ** 3, 2), "free_disk_gb": round(shutil.disk_usage(path.parent).free / 1e9, 1),
-        "step_s": steps}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "elapsed_s": round(time.perf_counter() - started),
+                "peak_memory_gb": round(memory.peak / 1024**3, 2),
+                "free_disk_gb": round(shutil.disk_usage(path.parent).free / 1e9, 1),
+                "step_s": steps,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None, train: bool = True) -> dict:
@@ -106,6 +115,7 @@ def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None, 
     instance, started = dg.DagsterInstance.ephemeral(), time.perf_counter()
     progress, done = warehouse.parent / f"progress-{partition_key or 'full'}.json", threading.Event()
     with PeakMemory() as memory:
+
         def watch() -> None:
             while not done.wait(30):
                 _write_progress(progress, instance, memory, started)
@@ -113,13 +123,24 @@ def timed_run(landing: Path, warehouse: Path, partition_key: str | None = None, 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            timing = run_pipeline(landing, warehouse, with_checks=True, with_ml=True, partition_key=partition_key,
-                                  train=train, instance=instance)
+            timing = run_pipeline(
+                landing,
+                warehouse,
+                with_checks=True,
+                with_ml=True,
+                partition_key=partition_key,
+                train=train,
+                instance=instance,
+            )
         finally:
             done.set()
             watcher.join()
-    return {"wall_s": timing["run_wall_s"], "stage_s": stage_times(timing["step_s"]),
-            "peak_memory_gb": round(memory.peak / 1024 ** 3, 2), "step_s": timing["step_s"]}
+    return {
+        "wall_s": timing["run_wall_s"],
+        "stage_s": stage_times(timing["step_s"]),
+        "peak_memory_gb": round(memory.peak / 1024**3, 2),
+        "step_s": timing["step_s"],
+    }
 
 
 # Disk a tier needs, measured at 1M persons: 12 GB of landing files, a 32 GB warehouse, 23 GB of spill.
@@ -135,9 +156,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     free, needed = shutil.disk_usage(work).free, args.persons * DISK_BYTES_PER_PERSON
     if free < needed and not args.ignore_disk:
-        sys.exit(f"benchmarks/scale.py: {args.persons:,} persons need about {needed / 1e9:.0f} GB of free disk in {work} "
-                 f"(landing files, warehouse, spill) and {free / 1e9:.0f} GB are free. Free some, choose --workdir "
-                 "elsewhere, or pass --ignore-disk.")
+        sys.exit(
+            f"benchmarks/scale.py: {args.persons:,} persons need about {needed / 1e9:.0f} GB of free disk in {work} "
+            f"(landing files, warehouse, spill) and {free / 1e9:.0f} GB are free. Free some, choose --workdir "
+            "elsewhere, or pass --ignore-disk."
+        )
     generate_started = time.perf_counter()
     landing, _ = ensure_generated(work, args.persons)
     generated_s = round(time.perf_counter() - generate_started, 1)
@@ -166,17 +189,23 @@ def main() -> None:
         "persons": args.persons,
         "generate_s": generated_s if generated_s > 1 else "already generated",
         "duckdb_read_json_once": reference,
-        "full_run_all_days_but_the_last": full | {
+        "full_run_all_days_but_the_last": full
+        | {
             "events_per_s": round(reference["rows"] / full["wall_s"]),
-            "ratio_to_read_once": round(full["wall_s"] / reference["seconds"], 1)},
+            "ratio_to_read_once": round(full["wall_s"] / reference["seconds"], 1),
+        },
     }
     if not args.no_daily:
         daily = timed_run(landing, run_dir / "warehouse.duckdb", partition_key=last_day, train=False)
         with duckdb.connect(str(run_dir / "warehouse.duckdb"), read_only=True) as con:
-            day_events = con.execute("SELECT count(*) FROM raw.events WHERE CAST(occurred_at AS DATE) = "
-                                     f"DATE '{last_day}'").fetchone()[0]
-        result["daily_run"] = daily | {"partition": last_day, "events_that_day": day_events,
-                                       "share_of_full_run": round(daily["wall_s"] / full["wall_s"], 3)}
+            day_events = con.execute(
+                f"SELECT count(*) FROM raw.events WHERE CAST(occurred_at AS DATE) = DATE '{last_day}'"
+            ).fetchone()[0]
+        result["daily_run"] = daily | {
+            "partition": last_day,
+            "events_that_day": day_events,
+            "share_of_full_run": round(daily["wall_s"] / full["wall_s"], 3),
+        }
     save_result(f"scale_p{args.persons}", result)
 
 

@@ -52,8 +52,13 @@ def membership_times(warehouse: Path) -> dict:
         build_membership(con, catalog)
         rerun = time.perf_counter() - started
         members = con.execute("SELECT count(*) FROM marts.segment_membership").fetchone()[0]
-    return {"persons": report.persons, "segments": len(report.segments), "memberships": members,
-            "first_build_s": round(first, 2), "rerun_same_as_of_s": round(rerun, 2)}
+    return {
+        "persons": report.persons,
+        "segments": len(report.segments),
+        "memberships": members,
+        "first_build_s": round(first, 2),
+        "rerun_same_as_of_s": round(rerun, 2),
+    }
 
 
 def lookup_paths(warehouse: Path, n: int = 20000, seed: int = 7) -> list[str]:
@@ -115,9 +120,15 @@ def open_loop(port: int, paths: list[str], rate: float, seconds: float, connecti
     for t in threads:
         t.join()
     ms = np.array(latencies) * 1000
-    return {"target_rps": rate, "achieved_rps": round(len(ms) / seconds, 1), "requests": len(ms),
-            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "max_ms": round(float(ms.max()), 2), "statuses": statuses}
+    return {
+        "target_rps": rate,
+        "achieved_rps": round(len(ms) / seconds, 1),
+        "requests": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+        "statuses": statuses,
+    }
 
 
 def wrk(port: int, paths: list[str], seconds: int) -> dict:
@@ -125,13 +136,23 @@ def wrk(port: int, paths: list[str], seconds: int) -> dict:
         subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         quoted = ",".join(f'"{p}"' for p in paths[:5000])
-        script.write(f'paths = {{{quoted}}}\ni = 0\nrequest = function()\n  i = i % #paths + 1\n'
-                     f'  return wrk.format("GET", paths[i], {{["Authorization"] = "Bearer {TOKEN}"}})\nend\n')
-    out = subprocess.run(["wrk", "-t", "1", "-c", "8", "-d", f"{seconds}s", "--latency", "-s", script.name,
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+        script.write(
+            f"paths = {{{quoted}}}\ni = 0\nrequest = function()\n  i = i % #paths + 1\n"
+            f'  return wrk.format("GET", paths[i], {{["Authorization"] = "Bearer {TOKEN}"}})\nend\n'
+        )
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", "8", "-d", f"{seconds}s", "--latency", "-s", script.name, f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
-    return {"requests_per_s": float(lines["Requests/sec:"][0]), "p50": lines["50%"][0], "p99": lines["99%"][0],
-            "raw": out}
+    return {
+        "requests_per_s": float(lines["Requests/sec:"][0]),
+        "p50": lines["50%"][0],
+        "p99": lines["99%"][0],
+        "raw": out,
+    }
 
 
 def main() -> int:
@@ -160,10 +181,17 @@ def main() -> int:
     finally:
         api.send_signal(signal.SIGINT)
         api.wait(timeout=20)
-    save_result(f"segments_api_p{args.persons}", {
-        "persons": args.persons, "pipeline": pipeline, "membership": membership,
-        "api_open_loop": fixed, "api_wrk_saturation": {k: v for k, v in ceiling.items() if k != "raw"},
-        "bar": "p99 < 10 ms at 500 requests/s"})
+    save_result(
+        f"segments_api_p{args.persons}",
+        {
+            "persons": args.persons,
+            "pipeline": pipeline,
+            "membership": membership,
+            "api_open_loop": fixed,
+            "api_wrk_saturation": {k: v for k, v in ceiling.items() if k != "raw"},
+            "bar": "p99 < 10 ms at 500 requests/s",
+        },
+    )
     print(ceiling["raw"])
     return 0
 

@@ -13,11 +13,25 @@ def expectations(previous_row_count: int | None = None) -> list:
     e = gx_expectations()
     suite: list = []
     suite.append(e.ExpectColumnValuesToBeUnique(column="message_id"))
-    suite.append(e.ExpectColumnValuesToBeInSet(
-        column="behaviour",
-        value_set=["page_view", "product_view", "add_to_cart", "purchase", "search", "video", "scroll", "identify", "other"]))
-    suite.append(e.ExpectColumnValuesToBeInSet(
-        column="device_type", value_set=["desktop", "mobile", "tablet", "bot", "other"]))
+    suite.append(
+        e.ExpectColumnValuesToBeInSet(
+            column="behaviour",
+            value_set=[
+                "page_view",
+                "product_view",
+                "add_to_cart",
+                "purchase",
+                "search",
+                "video",
+                "scroll",
+                "identify",
+                "other",
+            ],
+        )
+    )
+    suite.append(
+        e.ExpectColumnValuesToBeInSet(column="device_type", value_set=["desktop", "mobile", "tablet", "bot", "other"])
+    )
     suite.append(e.ExpectColumnValuesToMatchRegex(column="country", regex=r"^[A-Z]{2}$"))
     suite.append(e.ExpectColumnValuesToMatchRegex(column="traits_email_normalised", regex=r"^[^A-Z\s]+@[^A-Z\s]+$"))
     suite.append(e.ExpectColumnValuesToBeBetween(column="video_percent_watched", min_value=0, max_value=100))

@@ -16,7 +16,10 @@ def expectations(previous_row_count: int | None = None) -> list:
         suite.append(e.ExpectColumnValuesToNotBeNull(column=col))
     suite.append(e.ExpectColumnValuesToBeUnique(column="message_id"))
     suite.append(e.ExpectColumnValuesToBeInSet(column="type", value_set=["track", "page", "screen", "identify"]))
-    suite.append(e.ExpectColumnPairValuesAToBeGreaterThanB(
-        column_A="loaded_at", column_B="occurred_at", or_equal=True, ignore_row_if="either_value_is_missing"))
+    suite.append(
+        e.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="loaded_at", column_B="occurred_at", or_equal=True, ignore_row_if="either_value_is_missing"
+        )
+    )
     suite += row_count_sanity(previous_row_count)
     return suite

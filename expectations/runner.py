@@ -66,8 +66,13 @@ class Outcome:
     docs_index: Path | None = None
 
 
-def validate(name: str, frame: pd.DataFrame, expectations: list, gx_root: Path,
-             personal: Callable[[str], bool] = lambda column: False) -> Outcome:
+def validate(
+    name: str,
+    frame: pd.DataFrame,
+    expectations: list,
+    gx_root: Path,
+    personal: Callable[[str], bool] = lambda column: False,
+) -> Outcome:
     """Validate `frame` in a file-backed GX project at `gx_root`, and update its Data Docs.
 
     Expectations on columns that `personal` names run as a suite of their own (`<name>__identifiers`)
@@ -93,19 +98,26 @@ def validate(name: str, frame: pd.DataFrame, expectations: list, gx_root: Path,
         batch_definition = asset.get_batch_definition("whole_table")
     except (KeyError, ValueError, LookupError):
         batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
-    groups = {name: ([e for e in expectations if not any(personal(c) for c in columns_of([e]))], 20),
-              f"{name}__identifiers": ([e for e in expectations if any(personal(c) for c in columns_of([e]))], 0)}
+    groups = {
+        name: ([e for e in expectations if not any(personal(c) for c in columns_of([e]))], 20),
+        f"{name}__identifiers": ([e for e in expectations if any(personal(c) for c in columns_of([e]))], 0),
+    }
     success, evaluated, failures = True, 0, []
     for suite_name, (group, examples) in groups.items():
         if not group:
             continue
         suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=group))
         validation = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"{suite_name}_gate", data=batch_definition, suite=suite))
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=f"{suite_name}_checkpoint", validation_definitions=[validation],
-            actions=[UpdateDataDocsAction(name="update_data_docs")],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples}))
+            gx.ValidationDefinition(name=f"{suite_name}_gate", data=batch_definition, suite=suite)
+        )
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"{suite_name}_checkpoint",
+                validation_definitions=[validation],
+                actions=[UpdateDataDocsAction(name="update_data_docs")],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples},
+            )
+        )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         run_result = next(iter(result.run_results.values()))
         success &= bool(result.success)
@@ -115,10 +127,15 @@ def validate(name: str, frame: pd.DataFrame, expectations: list, gx_root: Path,
                 continue
             cfg = r.expectation_config
             res = r.result or {}
-            failures.append(Failure(expectation=cfg.type, column=cfg.kwargs.get("column"),
-                                    unexpected_count=res.get("unexpected_count"),
-                                    examples=list(res.get("partial_unexpected_list") or
-                                                  [v for v in [res.get("observed_value")] if v is not None])))
+            failures.append(
+                Failure(
+                    expectation=cfg.type,
+                    column=cfg.kwargs.get("column"),
+                    unexpected_count=res.get("unexpected_count"),
+                    examples=list(
+                        res.get("partial_unexpected_list") or [v for v in [res.get("observed_value")] if v is not None]
+                    ),
+                )
+            )
     docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return Outcome(success=success, evaluated=evaluated, failures=failures,
-                   docs_index=docs if docs.exists() else None)
+    return Outcome(success=success, evaluated=evaluated, failures=failures, docs_index=docs if docs.exists() else None)

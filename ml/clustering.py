@@ -95,11 +95,19 @@ class Candidate:
         return f"{self.algorithm}_k{self.k}"
 
     def as_row(self) -> dict:
-        return {"candidate": self.name, "algorithm": self.algorithm, "k": self.k,
-                "silhouette": self.silhouette, "davies_bouldin": self.davies_bouldin,
-                "calinski_harabasz": self.calinski_harabasz, "noise_share": self.noise_share,
-                "smallest_cluster_share": self.smallest_cluster_share, "inertia": self.inertia,
-                "eligible": self.eligible, "why_not": self.why_not}
+        return {
+            "candidate": self.name,
+            "algorithm": self.algorithm,
+            "k": self.k,
+            "silhouette": self.silhouette,
+            "davies_bouldin": self.davies_bouldin,
+            "calinski_harabasz": self.calinski_harabasz,
+            "noise_share": self.noise_share,
+            "smallest_cluster_share": self.smallest_cluster_share,
+            "inertia": self.inertia,
+            "eligible": self.eligible,
+            "why_not": self.why_not,
+        }
 
 
 class ClusterModel(BaseEstimator, ClusterMixin):
@@ -167,11 +175,16 @@ class ClusteringResult:
     @property
     def metrics(self) -> dict[str, float]:
         c = self.chosen
-        return {"silhouette": c.silhouette, "davies_bouldin": c.davies_bouldin,
-                "calinski_harabasz": c.calinski_harabasz, "noise_share": c.noise_share, "k": c.k,
-                "stability_ari_mean": float(np.mean(self.stability_ari)) if self.stability_ari else float("nan"),
-                "stability_ari_min": float(np.min(self.stability_ari)) if self.stability_ari else float("nan"),
-                "features_not_separating": int((~self.significance["separates"]).sum())}
+        return {
+            "silhouette": c.silhouette,
+            "davies_bouldin": c.davies_bouldin,
+            "calinski_harabasz": c.calinski_harabasz,
+            "noise_share": c.noise_share,
+            "k": c.k,
+            "stability_ari_mean": float(np.mean(self.stability_ari)) if self.stability_ari else float("nan"),
+            "stability_ari_min": float(np.min(self.stability_ari)) if self.stability_ari else float("nan"),
+            "features_not_separating": int((~self.significance["separates"]).sum()),
+        }
 
 
 def _preprocessor(config: ClusteringConfig) -> Pipeline:
@@ -239,15 +252,17 @@ def _bootstrap_ari(chosen: Candidate, z_fit: np.ndarray, z_sample: np.ndarray, c
             _, labels = _fit_one(chosen.algorithm, chosen.k, boot, z_sample, config.seed + b + 1, min_size)
         else:
             idx = rng.integers(0, len(z_sample), len(z_sample))
-            est, boot_labels = _fit_one(chosen.algorithm, chosen.k, z_sample[idx], z_sample[idx], config.seed + b + 1,
-                                        min_size)
+            est, boot_labels = _fit_one(
+                chosen.algorithm, chosen.k, z_sample[idx], z_sample[idx], config.seed + b + 1, min_size
+            )
             labels = KNeighborsClassifier(n_neighbors=15).fit(z_sample[idx], boot_labels).predict(z_sample)
         scores.append(float(adjusted_rand_score(chosen.labels, labels)))
     return scores
 
 
-def _first_stable(ranked: list[Candidate], z_fit: np.ndarray, z_sample: np.ndarray,
-                  config: ClusteringConfig) -> tuple[Candidate, list[float]]:
+def _first_stable(
+    ranked: list[Candidate], z_fit: np.ndarray, z_sample: np.ndarray, config: ClusteringConfig
+) -> tuple[Candidate, list[float]]:
     """The first candidate in the rule's order that is stable and separated enough to be promoted;
     when none is, the best-separated one (which promotion will then refuse, saying why)."""
     measured: dict[int, list[float]] = {}  # by position in `ranked`: a bootstrap costs as much as the fits
@@ -339,7 +354,7 @@ def silhouette_peaks(candidates: list[Candidate]) -> list[Candidate]:
     for algorithm in dict.fromkeys(c.algorithm for c in candidates):
         curve = [c for c in candidates if c.algorithm == algorithm]
         for i, c in enumerate(curve):
-            neighbours = curve[max(i - 1, 0):i] + curve[i + 1:i + 2]
+            neighbours = curve[max(i - 1, 0) : i] + curve[i + 1 : i + 2]
             if all(not c.silhouette < n.silhouette for n in neighbours):
                 peaks.append(c)
     return peaks
@@ -363,13 +378,15 @@ def select(candidates: list[Candidate], tolerance: float, peaks_only: bool = Tru
     return preference(candidates, tolerance, peaks_only)[0]
 
 
-def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(),
-                     previous_centroids: pd.DataFrame | None = None) -> ClusteringResult:
+def train_clustering(
+    frame: pd.DataFrame, config: ClusteringConfig = ClusteringConfig(), previous_centroids: pd.DataFrame | None = None
+) -> ClusteringResult:
     """Fit every candidate on `frame` (model-ready features, one row per person) and keep the best."""
     features = clustering_columns(frame)
     if len(frame) < max(50, 5 * config.k_max):
-        raise TooFewPersonsError(f"Clustering needs at least {max(50, 5 * config.k_max)} persons; the feature table "
-                                 f"has {len(frame)}.")
+        raise TooFewPersonsError(
+            f"Clustering needs at least {max(50, 5 * config.k_max)} persons; the feature table has {len(frame)}."
+        )
     X = numeric_matrix(frame, features)
     rng = np.random.default_rng(config.seed)
     preprocess = _preprocessor(config).fit(X)
@@ -394,8 +411,9 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
     eligible = [c for c in candidates if c.eligible]
     if not eligible:
         reasons = "; ".join(dict.fromkeys(f"{c.name}: {c.why_not}" for c in candidates))
-        raise NoEligibleCandidateError(f"No clustering candidate met the selection rule. {reasons}. Widen the k "
-                                       "range or add behavioural data.")
+        raise NoEligibleCandidateError(
+            f"No clustering candidate met the selection rule. {reasons}. Widen the k range or add behavioural data."
+        )
     chosen, stability = _first_stable(preference(candidates, config.silhouette_tolerance), z_fit, z_sample, config)
 
     assigner = _assigner(chosen, z_sample, config.seed)
@@ -416,13 +434,25 @@ def train_clustering(frame: pd.DataFrame, config: ClusteringConfig = ClusteringC
     profile.insert(0, "cluster_name", [names[int(i)] for i in profile.index])
     profile.index.name = "cluster_id"
 
-    model = ClusterModel(features=features, preprocess=preprocess, assigner=assigner,
-                         id_map={str(k): int(v) for k, v in id_map.items()}, names={str(k): v for k, v in names.items()},
-                         centroid_ids=[int(i) for i in centroids.index], centroids=centroids.to_numpy().tolist())
+    model = ClusterModel(
+        features=features,
+        preprocess=preprocess,
+        assigner=assigner,
+        id_map={str(k): int(v) for k, v in id_map.items()},
+        names={str(k): v for k, v in names.items()},
+        centroid_ids=[int(i) for i in centroids.index],
+        centroids=centroids.to_numpy().tolist(),
+    )
     return ClusteringResult(
-        model=model, chosen=chosen, candidates=candidates, labels=labels, sample_index=sample_index,
+        model=model,
+        chosen=chosen,
+        candidates=candidates,
+        labels=labels,
+        sample_index=sample_index,
         stability_ari=stability,
-        significance=significance_by_feature(X, labels, config), profile=profile, z_scores=z_scores,
+        significance=significance_by_feature(X, labels, config),
+        profile=profile,
+        z_scores=z_scores,
         elbow=pd.DataFrame(elbow),
     )
 

@@ -32,8 +32,10 @@ from sklearn.base import BaseEstimator
 
 SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 # pymc-marketing's class and parameters for each purchase model
-PURCHASE_MODELS = {"bg_nbd": ("BetaGeoModel", ("r", "alpha", "a", "b")),
-                   "pareto_nbd": ("ParetoNBDModel", ("r", "alpha", "s", "beta"))}
+PURCHASE_MODELS = {
+    "bg_nbd": ("BetaGeoModel", ("r", "alpha", "a", "b")),
+    "pareto_nbd": ("ParetoNBDModel", ("r", "alpha", "s", "beta")),
+}
 GAMMA_GAMMA_PARAMETERS = ("p", "q", "v")
 MIN_BUYERS = 20  # with fewer repeat buyers the four purchase-model parameters are not identified
 
@@ -100,8 +102,9 @@ def fit_gamma_gamma(summary: pd.DataFrame) -> dict[str, float]:
     data = _library_frame(summary)
     data = data[(data["frequency"] > 0) & (data["monetary_value"] > 0)]
     if len(data) < MIN_BUYERS:
-        raise NotEnoughBuyersError(f"only {len(data)} repeat buyers with a positive spend (Gamma-Gamma needs "
-                                   f"{MIN_BUYERS})")
+        raise NotEnoughBuyersError(
+            f"only {len(data)} repeat buyers with a positive spend (Gamma-Gamma needs {MIN_BUYERS})"
+        )
     with _quiet():
         model = GammaGammaModel(data=data[["customer_id", "frequency", "monetary_value"]])
         model.fit(method="map", progressbar=False)
@@ -122,8 +125,9 @@ def _purchase_model(params: dict[str, float], data: pd.DataFrame):
     return model
 
 
-def purchase_outlook(params: dict[str, float], summary: pd.DataFrame,
-                     days: tuple[float, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+def purchase_outlook(
+    params: dict[str, float], summary: pd.DataFrame, days: tuple[float, ...]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per row of `summary`: the purchase model's probability that the person has not churned, and
     their expected repeat purchase days over each of `days`, from one library model."""
     data = _library_frame(summary)
@@ -150,8 +154,11 @@ def expected_spend(params: dict[str, float], summary: pd.DataFrame) -> np.ndarra
         return np.zeros(0)
     data["monetary_value"] = data["monetary_value"].where(data["frequency"] > 0, 0.0).clip(lower=0)
     with _quiet():
-        model = GammaGammaModel(data=data[["customer_id", "frequency", "monetary_value"]].assign(
-            monetary_value=lambda d: d["monetary_value"].where(d["monetary_value"] > 0, 1.0)))
+        model = GammaGammaModel(
+            data=data[["customer_id", "frequency", "monetary_value"]].assign(
+                monetary_value=lambda d: d["monetary_value"].where(d["monetary_value"] > 0, 1.0)
+            )
+        )
         model.fit_result = _posterior({k: params[k] for k in GAMMA_GAMMA_PARAMETERS})
         return np.asarray(model.expected_customer_spend(data=data).values).reshape(-1)
 
@@ -166,8 +173,13 @@ class ClvModel(BaseEstimator):
     """Purchase-model + Gamma-Gamma parameters, scoring BTYD summaries: P(alive), expected purchases
     over 30 days and over the horizon, and the expected value over the horizon (undiscounted)."""
 
-    def __init__(self, kind: str = "pareto_nbd", purchases: dict | None = None, gamma_gamma: dict | None = None,
-                 horizon_days: int = 365):
+    def __init__(
+        self,
+        kind: str = "pareto_nbd",
+        purchases: dict | None = None,
+        gamma_gamma: dict | None = None,
+        horizon_days: int = 365,
+    ):
         self.kind = kind
         self.purchases = purchases
         self.gamma_gamma = gamma_gamma
@@ -181,12 +193,15 @@ class ClvModel(BaseEstimator):
     def predict(self, summary: pd.DataFrame) -> pd.DataFrame:
         alive, (month, horizon) = purchase_outlook(self.purchases, summary, (30, self.horizon_days))
         # The purchase model counts repeat purchase days; each expected one is worth the Gamma-Gamma spend.
-        return pd.DataFrame({
-            "p_alive": alive,
-            "expected_purchases_30d": month,
-            "expected_purchases_horizon": horizon,
-            "expected_value_horizon": horizon * expected_spend(self.gamma_gamma, summary),
-        }, index=summary.index)
+        return pd.DataFrame(
+            {
+                "p_alive": alive,
+                "expected_purchases_30d": month,
+                "expected_purchases_horizon": horizon,
+                "expected_value_horizon": horizon * expected_spend(self.gamma_gamma, summary),
+            },
+            index=summary.index,
+        )
 
 
 @dataclass
@@ -202,13 +217,24 @@ class ClvValidation:
     by_decile: pd.DataFrame  # decile (1 = highest predicted), persons, predicted, actual (means)
 
     def metrics(self) -> dict[str, float]:
-        return {"holdout_mae_purchases": self.mae_purchases, "holdout_mae_value": self.mae_value,
-                "holdout_predicted_purchases": self.predicted_total, "holdout_actual_purchases": self.actual_total,
-                "holdout_purchases_roc_auc": self.purchases_auc, "holdout_p_alive_roc_auc": self.p_alive_auc}
+        return {
+            "holdout_mae_purchases": self.mae_purchases,
+            "holdout_mae_value": self.mae_value,
+            "holdout_predicted_purchases": self.predicted_total,
+            "holdout_actual_purchases": self.actual_total,
+            "holdout_purchases_roc_auc": self.purchases_auc,
+            "holdout_p_alive_roc_auc": self.p_alive_auc,
+        }
 
 
-def validate(model: ClvModel, calibration: pd.DataFrame, holdout_days: int, actual_purchases: pd.Series,
-             actual_value: pd.Series, deciles: int = 10) -> ClvValidation:
+def validate(
+    model: ClvModel,
+    calibration: pd.DataFrame,
+    holdout_days: int,
+    actual_purchases: pd.Series,
+    actual_value: pd.Series,
+    deciles: int = 10,
+) -> ClvValidation:
     """Score `calibration` summaries (at the start of the holdout) for `holdout_days`, against what
     each person did in the holdout."""
     from sklearn.metrics import roc_auc_score
@@ -224,10 +250,18 @@ def validate(model: ClvModel, calibration: pd.DataFrame, holdout_days: int, actu
 
     rank = pd.Series(predicted).rank(method="first", ascending=False)
     decile = np.ceil(rank * deciles / max(len(rank), 1)).astype(int)
-    by_decile = (pd.DataFrame({"decile": decile, "predicted": predicted, "actual": actual})
-                 .groupby("decile").agg(persons=("actual", "size"), predicted=("predicted", "mean"),
-                                        actual=("actual", "mean")).reset_index())
-    return ClvValidation(mae_purchases=float(np.mean(np.abs(predicted - actual))),
-                         mae_value=float(np.mean(np.abs(value - spent))),
-                         predicted_total=float(predicted.sum()), actual_total=float(actual.sum()),
-                         purchases_auc=auc(predicted), p_alive_auc=auc(alive), by_decile=by_decile)
+    by_decile = (
+        pd.DataFrame({"decile": decile, "predicted": predicted, "actual": actual})
+        .groupby("decile")
+        .agg(persons=("actual", "size"), predicted=("predicted", "mean"), actual=("actual", "mean"))
+        .reset_index()
+    )
+    return ClvValidation(
+        mae_purchases=float(np.mean(np.abs(predicted - actual))),
+        mae_value=float(np.mean(np.abs(value - spent))),
+        predicted_total=float(predicted.sum()),
+        actual_total=float(actual.sum()),
+        purchases_auc=auc(predicted),
+        p_alive_auc=auc(alive),
+        by_decile=by_decile,
+    )

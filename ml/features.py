@@ -14,8 +14,11 @@ BTYD_COLUMNS = ("btyd_frequency", "btyd_recency_days", "btyd_age_days")
 def numeric_columns(frame: pd.DataFrame) -> list[str]:
     """Numeric feature columns, in the frame's order (keys, categoricals and BTYD summaries excluded)."""
     skip = set(KEY_COLUMNS) | set(CATEGORICAL_COLUMNS) | set(BTYD_COLUMNS)
-    return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
-            and not pd.api.types.is_bool_dtype(frame[c])]
+    return [
+        c
+        for c in frame.columns
+        if c not in skip and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
 
 
 # Columns that restate another behaviour, left out of clustering so that no behaviour weighs several
@@ -23,8 +26,17 @@ def numeric_columns(frame: pd.DataFrame) -> list[str]:
 # quintiles (beside recency, frequency and monetary) and the average order value (monetary over
 # frequency). With them, volume counted about eight times and the clusters followed it alone
 # (benchmarks/planted_behaviour.py).
-RESTATING_COLUMNS = ("sessions_30d", "sessions_90d", "events_30d", "events_90d", "decayed_engagement",
-                     "r_score", "f_score", "m_score", "avg_order_value")
+RESTATING_COLUMNS = (
+    "sessions_30d",
+    "sessions_90d",
+    "events_30d",
+    "events_90d",
+    "decayed_engagement",
+    "r_score",
+    "f_score",
+    "m_score",
+    "avg_order_value",
+)
 
 
 def clustering_columns(frame: pd.DataFrame) -> list[str]:

@@ -79,9 +79,14 @@ class Evaluation:
     rows: int
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        out = {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc, "brier": self.brier, "ece": self.ece,
-               "threshold": self.threshold,
-               "positive_rate": self.positives / self.rows if self.rows else float("nan")}
+        out = {
+            "roc_auc": self.roc_auc,
+            "pr_auc": self.pr_auc,
+            "brier": self.brier,
+            "ece": self.ece,
+            "threshold": self.threshold,
+            "positive_rate": self.positives / self.rows if self.rows else float("nan"),
+        }
         if len(self.by_group):
             out["group_roc_auc_min"] = float(self.by_group["roc_auc"].min())
             out["group_roc_auc_max"] = float(self.by_group["roc_auc"].max())
@@ -106,12 +111,20 @@ def _estimator(name: str, seed: int):
     if name == "logistic_regression":
         return LogisticRegression(max_iter=2000, C=1.0)
     if name == "random_forest":
-        return RandomForestClassifier(n_estimators=300, min_samples_leaf=20, max_features="sqrt",
-                                      n_jobs=-1, random_state=seed)
+        return RandomForestClassifier(
+            n_estimators=300, min_samples_leaf=20, max_features="sqrt", n_jobs=-1, random_state=seed
+        )
     # Small, regularised trees for a fixed number of rounds: with 31 leaves and early stopping it
     # overfitted a few thousand real customers (benchmarks/btyd_propensity.py).
-    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=8, min_samples_leaf=100,
-                                          l2_regularization=1.0, early_stopping=False, random_state=seed)
+    return HistGradientBoostingClassifier(
+        max_iter=200,
+        learning_rate=0.05,
+        max_leaf_nodes=8,
+        min_samples_leaf=100,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
 
 
 class BgNbdFeatures(BaseEstimator, TransformerMixin):
@@ -140,21 +153,35 @@ class BgNbdFeatures(BaseEstimator, TransformerMixin):
 
 
 def _btyd_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"frequency": frame["btyd_frequency"], "recency": frame["btyd_recency_days"],
-                         "T": frame["btyd_age_days"], "monetary_value": 0.0}, index=frame.index)
+    return pd.DataFrame(
+        {
+            "frequency": frame["btyd_frequency"],
+            "recency": frame["btyd_recency_days"],
+            "T": frame["btyd_age_days"],
+            "monetary_value": 0.0,
+        },
+        index=frame.index,
+    )
 
 
-def build_pipeline(name: str, numeric: list[str], categorical: list[str], seed: int,
-                   window_days: int | None = None) -> Pipeline:
+def build_pipeline(
+    name: str, numeric: list[str], categorical: list[str], seed: int, window_days: int | None = None
+) -> Pipeline:
     """The candidate `name` behind its encoders; with `window_days`, behind a BG/NBD step too
     (the frames then carry BTYD_COLUMNS, which the step turns into BG_NBD_FEATURES)."""
     if window_days is not None:
         numeric = [*numeric, *BG_NBD_FEATURES]
     pre = ColumnTransformer(
-        [("numeric", StandardScaler(), numeric),
-         ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20,
-                                       sparse_output=False), categorical)],
-        remainder="drop", verbose_feature_names_out=False,
+        [
+            ("numeric", StandardScaler(), numeric),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20, sparse_output=False),
+                categorical,
+            ),
+        ],
+        remainder="drop",
+        verbose_feature_names_out=False,
     )
     steps = [("btyd", BgNbdFeatures(window_days))] if window_days is not None else []
     return Pipeline([*steps, ("features", pre), ("model", _estimator(name, seed))])
@@ -239,8 +266,9 @@ def _best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(p[order][int(np.argmax(f1))])
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, config: PropensityConfig,
-             threshold: float | None = None) -> Evaluation:
+def evaluate(
+    y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, config: PropensityConfig, threshold: float | None = None
+) -> Evaluation:
     """Discrimination, calibration, a confusion matrix at the F1-best threshold, and AUC per group."""
     y = np.asarray(y).astype(int)
     threshold = _best_f1_threshold(y, p) if threshold is None else threshold
@@ -251,16 +279,31 @@ def evaluate(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, config: Propens
         for value, idx in groups.groupby(col, dropna=False).indices.items():
             yy = y[idx]
             if len(idx) >= config.min_group_size and 0 < yy.sum() < len(yy):
-                rows.append({"group_column": col, "group": str(value), "rows": len(idx), "positives": int(yy.sum()),
-                             "roc_auc": float(roc_auc_score(yy, p[idx]))})
+                rows.append(
+                    {
+                        "group_column": col,
+                        "group": str(value),
+                        "rows": len(idx),
+                        "positives": int(yy.sum()),
+                        "roc_auc": float(roc_auc_score(yy, p[idx])),
+                    }
+                )
     return Evaluation(
-        roc_auc=float(roc_auc_score(y, p)), pr_auc=float(average_precision_score(y, p)),
-        brier=float(brier_score_loss(y, p)), ece=expected_calibration_error(y, p, config.calibration_bins),
+        roc_auc=float(roc_auc_score(y, p)),
+        pr_auc=float(average_precision_score(y, p)),
+        brier=float(brier_score_loss(y, p)),
+        ece=expected_calibration_error(y, p, config.calibration_bins),
         threshold=threshold,
-        confusion={"true_negative": int(tn), "false_positive": int(fp), "false_negative": int(fn), "true_positive": int(tp)},
+        confusion={
+            "true_negative": int(tn),
+            "false_positive": int(fp),
+            "false_negative": int(fn),
+            "true_positive": int(tp),
+        },
         calibration=pd.DataFrame({"mean_predicted": predicted, "observed_rate": observed}),
         by_group=pd.DataFrame(rows, columns=["group_column", "group", "rows", "positives", "roc_auc"]),
-        positives=int(y.sum()), rows=len(y),
+        positives=int(y.sum()),
+        rows=len(y),
     )
 
 
@@ -270,12 +313,16 @@ class OneClassLabelsError(ValueError):
 
 def _check_labels(name: str, y: pd.Series) -> None:
     if y.empty:
-        raise OneClassLabelsError(f"The {name} set has no persons: nobody was seen by its cutoff date. "
-                                  "Use more history or a shorter label window.")
+        raise OneClassLabelsError(
+            f"The {name} set has no persons: nobody was seen by its cutoff date. "
+            "Use more history or a shorter label window."
+        )
     if y.nunique() < 2:
-        raise OneClassLabelsError(f"The {name} set has only {'positive' if y.iloc[0] else 'negative'} labels "
-                                  f"({len(y)} persons); a propensity model needs both. Use more history or a longer "
-                                  "window.")
+        raise OneClassLabelsError(
+            f"The {name} set has only {'positive' if y.iloc[0] else 'negative'} labels "
+            f"({len(y)} persons); a propensity model needs both. Use more history or a longer "
+            "window."
+        )
 
 
 def _cap(frame: pd.DataFrame, y: pd.Series, rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -285,8 +332,13 @@ def _cap(frame: pd.DataFrame, y: pd.Series, rows: int, seed: int) -> tuple[pd.Da
     return frame.loc[idx], y.loc[idx]
 
 
-def train_propensity(backtest: pd.DataFrame, backtest_labels: pd.Series, training: pd.DataFrame,
-                     training_labels: pd.Series, config: PropensityConfig = PropensityConfig()) -> PropensityResult:
+def train_propensity(
+    backtest: pd.DataFrame,
+    backtest_labels: pd.Series,
+    training: pd.DataFrame,
+    training_labels: pd.Series,
+    config: PropensityConfig = PropensityConfig(),
+) -> PropensityResult:
     """Choose a model out of time on (backtest -> training), calibrate its out-of-time scores,
     then refit it on the training set behind that calibrator.
 
@@ -312,17 +364,24 @@ def train_propensity(backtest: pd.DataFrame, backtest_labels: pd.Series, trainin
     # by the other half's fit. The winner is then fitted on all of it.
     persons = training["person_id"] if "person_id" in training else pd.Series(training.index.astype(str))
     halves = pd.util.hash_pandas_object(persons.astype(str), index=False).to_numpy() % 2
-    calibration = {m: evaluate(y_train, _cross_calibrated(m, raw[chosen], y_train, halves), groups, config)
-                   for m in config.calibration_methods}
+    calibration = {
+        m: evaluate(y_train, _cross_calibrated(m, raw[chosen], y_train, halves), groups, config)
+        for m in config.calibration_methods
+    }
     # By Brier score, a proper score: isotonic's flat steps tie persons and lose ranking, which ECE alone
     # would not see.
     method = min(calibration, key=lambda m: (calibration[m].brier, calibration[m].ece))
     calibrator = fit_calibrator(method, raw[chosen], y_train)
     x_fit, y_fit = _cap(x_train, training_labels.astype(int), config.max_train_rows, config.seed)
     pipeline = build_pipeline(chosen, numeric, categorical, config.seed, window).fit(x_fit, y_fit)
-    return PropensityResult(model=CalibratedPropensity(pipeline, calibrator, method), chosen=chosen,
-                            validation=validation, calibration=calibration, calibration_method=method,
-                            features=list(x_train.columns))
+    return PropensityResult(
+        model=CalibratedPropensity(pipeline, calibrator, method),
+        chosen=chosen,
+        validation=validation,
+        calibration=calibration,
+        calibration_method=method,
+        features=list(x_train.columns),
+    )
 
 
 def score(model, frame: pd.DataFrame) -> np.ndarray:
@@ -333,8 +392,9 @@ def score(model, frame: pd.DataFrame) -> np.ndarray:
 def _typical_row(inputs: pd.DataFrame) -> pd.DataFrame:
     """One row of each column's typical value: the median, or the most frequent category."""
     numeric = set(numeric_columns(inputs)) | set(BTYD_COLUMNS)
-    return pd.DataFrame({col: [inputs[col].median() if col in numeric else inputs[col].mode().iat[0]]
-                         for col in inputs.columns}).astype(inputs.dtypes.to_dict())
+    return pd.DataFrame(
+        {col: [inputs[col].median() if col in numeric else inputs[col].mode().iat[0]] for col in inputs.columns}
+    ).astype(inputs.dtypes.to_dict())
 
 
 def _encoded_columns(pre: ColumnTransformer, columns: list[str]) -> dict[str, np.ndarray] | None:
@@ -431,5 +491,7 @@ def top_contributions(model, frame: pd.DataFrame, n: int = 3) -> list[list[dict]
     # Rounded before ranking, so that effects equal to the last bit rank by column order.
     values = np.round(np.column_stack(list(effects.values())), 4)
     order = np.argsort(-values, axis=1, kind="stable")[:, :n]
-    return [[{"feature": str(names[j]), "contribution": float(values[i, j])} for j in row if values[i, j] > 0]
-            for i, row in enumerate(order)]
+    return [
+        [{"feature": str(names[j]), "contribution": float(values[i, j])} for j in row if values[i, j] > 0]
+        for i, row in enumerate(order)
+    ]

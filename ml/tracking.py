@@ -48,8 +48,14 @@ class PromotionDecision:
     champion_metric: float | None = None
 
 
-def decide(policy: PromotionPolicy, challenger: dict[str, float], champion_metric: float | None,
-           champion_version: str | None, challenger_version: str, champion_flag: str | None = None) -> PromotionDecision:
+def decide(
+    policy: PromotionPolicy,
+    challenger: dict[str, float],
+    champion_metric: float | None,
+    champion_version: str | None,
+    challenger_version: str,
+    champion_flag: str | None = None,
+) -> PromotionDecision:
     """Promote when every minimum holds and the challenger beats the champion by the margin, or
     replaces a champion flagged as trained on data that held an erased person (`champion_flag`)."""
     value = challenger[policy.metric]
@@ -57,31 +63,47 @@ def decide(policy: PromotionPolicy, challenger: dict[str, float], champion_metri
     def made(promoted: bool, reason: str) -> PromotionDecision:
         return PromotionDecision(promoted, reason, challenger_version, value, champion_version, champion_metric)
 
-    failed = [f"{m} {challenger.get(m, float('nan')):.4f} < minimum {floor}" for m, floor in policy.minimums.items()
-              if not challenger.get(m, float("nan")) >= floor]
+    failed = [
+        f"{m} {challenger.get(m, float('nan')):.4f} < minimum {floor}"
+        for m, floor in policy.minimums.items()
+        if not challenger.get(m, float("nan")) >= floor
+    ]
     if failed:
         return made(False, "Refused: " + "; ".join(failed) + ".")
     if champion_version is None:
         return made(True, f"Promoted: no champion yet, and {policy.metric} {value:.4f} passes every minimum.")
     if champion_flag:
-        return made(True, f"Promoted: champion v{champion_version} was trained on data that held an erased person "
-                          f"({champion_flag}); {policy.metric} {value:.4f} passes every minimum.")
+        return made(
+            True,
+            f"Promoted: champion v{champion_version} was trained on data that held an erased person "
+            f"({champion_flag}); {policy.metric} {value:.4f} passes every minimum.",
+        )
     if champion_metric is None or math.isnan(champion_metric):
-        return made(True, f"Promoted: champion v{champion_version} cannot score the current features "
-                          f"(schema changed); {policy.metric} {value:.4f} passes every minimum.")
+        return made(
+            True,
+            f"Promoted: champion v{champion_version} cannot score the current features "
+            f"(schema changed); {policy.metric} {value:.4f} passes every minimum.",
+        )
     if policy.beats(value, champion_metric):
-        return made(True, f"Promoted: {policy.metric} {value:.4f} beats champion v{champion_version} "
-                          f"({champion_metric:.4f}) by at least the margin {policy.margin}.")
-    return made(False, f"Refused: {policy.metric} {value:.4f} does not beat champion v{champion_version} "
-                       f"({champion_metric:.4f}) by the margin {policy.margin}.")
+        return made(
+            True,
+            f"Promoted: {policy.metric} {value:.4f} beats champion v{champion_version} "
+            f"({champion_metric:.4f}) by at least the margin {policy.margin}.",
+        )
+    return made(
+        False,
+        f"Refused: {policy.metric} {value:.4f} does not beat champion v{champion_version} "
+        f"({champion_metric:.4f}) by the margin {policy.margin}.",
+    )
 
 
 @contextlib.contextmanager
 def run(experiment: str, run_name: str, description: str, tags: dict[str, str]):
     """An MLflow run in `experiment`, with a description and tags (engine, as_of, data version, ...)."""
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, description=description,
-                          tags={k: str(v) for k, v in tags.items() if v is not None}) as active:
+    with mlflow.start_run(
+        run_name=run_name, description=description, tags={k: str(v) for k, v in tags.items() if v is not None}
+    ) as active:
         yield active
 
 
@@ -119,14 +141,26 @@ def synthetic_example(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=frame.columns)
 
 
-def log_model(model, registered_name: str, example: pd.DataFrame, output, *, predict_fn: str = "predict",
-              code_paths: list[str] | None = None) -> str:
+def log_model(
+    model,
+    registered_name: str,
+    example: pd.DataFrame,
+    output,
+    *,
+    predict_fn: str = "predict",
+    code_paths: list[str] | None = None,
+) -> str:
     """Log `model` to the active run with signature and input example, register it, return the version.
     `example` is synthetic (synthetic_example): MLflow keeps it beside the model."""
     info = mlflow.sklearn.log_model(
-        model, name="model", registered_model_name=registered_name,
-        signature=infer_signature(example, output), input_example=example,
-        pip_requirements=pip_requirements(), pyfunc_predict_fn=predict_fn, code_paths=code_paths,
+        model,
+        name="model",
+        registered_model_name=registered_name,
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        pyfunc_predict_fn=predict_fn,
+        code_paths=code_paths,
         skops_trusted_types=trusted_types(model),
     )
     return str(info.registered_model_version)
@@ -172,12 +206,13 @@ def apply(registered_name: str, decision: PromotionDecision) -> None:
     if decision.promoted:
         client.set_registered_model_alias(registered_name, CHAMPION, decision.challenger_version)
     client.update_model_version(registered_name, decision.challenger_version, description=decision.reason)
-    client.set_model_version_tag(registered_name, decision.challenger_version, "promotion",
-                                 "champion" if decision.promoted else "refused")
-    mlflow.set_tags({"promotion.decision": "promoted" if decision.promoted else "refused",
-                     "promotion.reason": decision.reason})
+    client.set_model_version_tag(
+        registered_name, decision.challenger_version, "promotion", "champion" if decision.promoted else "refused"
+    )
+    mlflow.set_tags(
+        {"promotion.decision": "promoted" if decision.promoted else "refused", "promotion.reason": decision.reason}
+    )
     mlflow.log_metric("promoted", 1.0 if decision.promoted else 0.0)
-
 
 
 def describe(experiment: str, registered_name: str, purpose: str, policy: PromotionPolicy) -> None:
@@ -185,9 +220,11 @@ def describe(experiment: str, registered_name: str, purpose: str, policy: Promot
     analyst reads them in the MLflow UI (the experiment's note, the model's description)."""
     minimums = ", ".join(f"{m} at least {v}" for m, v in policy.minimums.items())
     direction = "lower" if policy.lower_is_better else "higher"
-    text = (f"{purpose}\n\nPromotion: a new version gets the alias `{CHALLENGER}`; it becomes `{CHAMPION}` when "
-            f"{minimums or 'it is valid'} and its {policy.metric} ({direction} is better) beats the champion's by at "
-            f"least {policy.margin} on the same data. Each version's description says why it was promoted or refused.")
+    text = (
+        f"{purpose}\n\nPromotion: a new version gets the alias `{CHALLENGER}`; it becomes `{CHAMPION}` when "
+        f"{minimums or 'it is valid'} and its {policy.metric} ({direction} is better) beats the champion's by at "
+        f"least {policy.margin} on the same data. Each version's description says why it was promoted or refused."
+    )
     client = MlflowClient()
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     client.set_experiment_tag(experiment_id, "mlflow.note.content", text)

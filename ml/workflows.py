@@ -24,15 +24,18 @@ from ml.tracking import PromotionPolicy
 
 CLUSTERING_EXPERIMENT = "tessera-clustering"
 CLUSTERING_MODEL = "tessera_clustering"
-CLUSTERING_POLICY = PromotionPolicy(metric="silhouette", margin=0.01,
-                                    minimums={"silhouette": ClusteringConfig.min_silhouette,
-                                              "stability_ari_mean": ClusteringConfig.min_stability})
+CLUSTERING_POLICY = PromotionPolicy(
+    metric="silhouette",
+    margin=0.01,
+    minimums={"silhouette": ClusteringConfig.min_silhouette, "stability_ari_mean": ClusteringConfig.min_stability},
+)
 PROPENSITY_POLICY = PromotionPolicy(metric="roc_auc", margin=0.005, minimums={"roc_auc": 0.60})
 CLV_EXPERIMENT = "tessera-clv"
 CLV_MODEL = "tessera_clv"
 # Promoted on the holdout's purchase error; expected purchases must rank who bought in the holdout.
-CLV_POLICY = PromotionPolicy(metric="holdout_mae_purchases", margin=0.001, lower_is_better=True,
-                             minimums={"holdout_purchases_roc_auc": 0.60})
+CLV_POLICY = PromotionPolicy(
+    metric="holdout_mae_purchases", margin=0.001, lower_is_better=True, minimums={"holdout_purchases_roc_auc": 0.60}
+)
 
 
 def propensity_experiment(model_name: str) -> str:
@@ -53,8 +56,12 @@ class RunContext:
     dagster_run_id: str | None = None
 
     def tags(self) -> dict[str, str]:
-        return {"tessera.as_of": self.as_of, "tessera.data_version": self.data_version,
-                "tessera.engine": self.engine, "dagster.run_id": self.dagster_run_id or "none"}
+        return {
+            "tessera.as_of": self.as_of,
+            "tessera.data_version": self.data_version,
+            "tessera.engine": self.engine,
+            "dagster.run_id": self.dagster_run_id or "none",
+        }
 
 
 class NoChampionError(RuntimeError):
@@ -65,7 +72,8 @@ def _no_champion(registered: str) -> NoChampionError:
     return NoChampionError(
         f"The registered model {registered} has no champion yet, so nothing can be scored. Train it first (the "
         "train_models job in Dagster, or `tessera run`); if it was trained, no run passed the promotion policy: "
-        "see the latest run's promotion.reason tag in MLflow.")
+        "see the latest run's promotion.reason tag in MLflow."
+    )
 
 
 def _figure(fig, path: str) -> None:
@@ -83,9 +91,13 @@ def _summary(lines: list[str]) -> str:
     return text
 
 
-def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: ClusteringConfig = ClusteringConfig(),
-                           policy: PromotionPolicy = CLUSTERING_POLICY,
-                           person_categories: pd.DataFrame | None = None) -> dict:
+def train_clustering_model(
+    frame: pd.DataFrame,
+    ctx: RunContext,
+    config: ClusteringConfig = ClusteringConfig(),
+    policy: PromotionPolicy = CLUSTERING_POLICY,
+    person_categories: pd.DataFrame | None = None,
+) -> dict:
     """Cluster `frame` (model-ready features at the scoring date), log everything, maybe promote.
 
     `person_categories` (person_id, category, events), when given, adds each cluster's top
@@ -99,13 +111,22 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
         tops = top_categories(frame["person_id"], result.labels, person_categories)
     result.profile.insert(3, "top_categories", tops.reindex(result.profile.index).fillna(""))
     chosen, model = result.chosen, result.model
-    description = (f"Behavioural clusters as of {ctx.as_of}: {chosen.algorithm} with {chosen.k} clusters, "
-                   f"chosen among {sum(c.eligible for c in result.candidates)} eligible candidates as the most clusters at a "
-                   f"silhouette peak within {config.silhouette_tolerance:.0%} of the best silhouette.")
+    description = (
+        f"Behavioural clusters as of {ctx.as_of}: {chosen.algorithm} with {chosen.k} clusters, "
+        f"chosen among {sum(c.eligible for c in result.candidates)} eligible candidates as the most clusters at a "
+        f"silhouette peak within {config.silhouette_tolerance:.0%} of the best silhouette."
+    )
     with tracking.run(CLUSTERING_EXPERIMENT, f"clustering {ctx.as_of}", description, ctx.tags()) as active:
-        mlflow.log_params({**dataclasses.asdict(config), "chosen_algorithm": chosen.algorithm, "chosen_k": chosen.k,
-                           "features": len(model.features), "persons": len(frame),
-                           "selection_rule": "most clusters at a silhouette peak within the tolerance of the best"})
+        mlflow.log_params(
+            {
+                **dataclasses.asdict(config),
+                "chosen_algorithm": chosen.algorithm,
+                "chosen_k": chosen.k,
+                "features": len(model.features),
+                "persons": len(frame),
+                "selection_rule": "most clusters at a silhouette peak within the tolerance of the best",
+            }
+        )
         mlflow.log_metrics(_finite(result.metrics))
         for i, ari in enumerate(result.stability_ari):
             mlflow.log_metric("stability_ari", ari, step=i)
@@ -119,45 +140,71 @@ def train_clustering_model(frame: pd.DataFrame, ctx: RunContext, config: Cluster
             _figure(plots.elbow(result.elbow, chosen.k if chosen.algorithm == "kmeans" else None), "elbow.png")
         _figure(plots.z_score_heatmap(result.z_scores, result.names), "cluster_profiles.png")
         example = tracking.synthetic_example(numeric_matrix(frame, model.features))  # floats, as the model reads them
-        version = tracking.log_model(model, CLUSTERING_MODEL, example, model.predict(example),
-                                     code_paths=[_ml_package_dir()])
-        challenger_metrics = {**result.metrics, "silhouette": silhouette_of(model, frame, config.sample_size, config.seed)}
+        version = tracking.log_model(
+            model, CLUSTERING_MODEL, example, model.predict(example), code_paths=[_ml_package_dir()]
+        )
+        challenger_metrics = {
+            **result.metrics,
+            "silhouette": silhouette_of(model, frame, config.sample_size, config.seed),
+        }
         champion_metric = None
         if champion_model is not None:
             try:
                 champion_metric = silhouette_of(champion_model, frame, config.sample_size, config.seed)
             except (KeyError, ValueError):
                 champion_metric = float("nan")
-        decision = tracking.decide(policy, challenger_metrics, champion_metric,
-                                   champion_version.version if champion_version else None, version,
-                                   tracking.erasure_flag(champion_version))
+        decision = tracking.decide(
+            policy,
+            challenger_metrics,
+            champion_metric,
+            champion_version.version if champion_version else None,
+            version,
+            tracking.erasure_flag(champion_version),
+        )
         tracking.apply(CLUSTERING_MODEL, decision)
-        tracking.describe(CLUSTERING_EXPERIMENT, CLUSTERING_MODEL,
-                          "Behavioural clusters of persons, from marts.user_features_model_ready at the scoring date. "
-                          "The champion assigns marts.cluster_assignments and the cluster segments.", policy)
+        tracking.describe(
+            CLUSTERING_EXPERIMENT,
+            CLUSTERING_MODEL,
+            "Behavioural clusters of persons, from marts.user_features_model_ready at the scoring date. "
+            "The champion assigns marts.cluster_assignments and the cluster segments.",
+            policy,
+        )
         not_separating = result.significance.loc[~result.significance["separates"], "feature"].tolist()
-        summary = _summary([
-            f"# Clustering as of {ctx.as_of}",
-            "",
-            description,
-            "",
-            f"- silhouette {chosen.silhouette:.3f}, Davies-Bouldin {chosen.davies_bouldin:.3f}, "
-            f"Calinski-Harabasz {chosen.calinski_harabasz:.0f}, noise {chosen.noise_share:.1%}",
-            f"- bootstrap ARI over {len(result.stability_ari)} resamples: mean {result.metrics['stability_ari_mean']:.3f}, "
-            f"min {result.metrics['stability_ari_min']:.3f}",
-            f"- features that do not separate clusters: {', '.join(not_separating) or 'none'}",
-            f"- promotion: {decision.reason}",
-            "",
-            "| cluster | name | persons | share | top categories |",
-            "|---|---|---|---|---|",
-            *[f"| {cid} | {row['cluster_name']} | {row['size']:,} | {row['share']:.1%} | {row.get('top_categories', '')} |"
-              for cid, row in result.profile.iterrows()],
-        ])
+        summary = _summary(
+            [
+                f"# Clustering as of {ctx.as_of}",
+                "",
+                description,
+                "",
+                f"- silhouette {chosen.silhouette:.3f}, Davies-Bouldin {chosen.davies_bouldin:.3f}, "
+                f"Calinski-Harabasz {chosen.calinski_harabasz:.0f}, noise {chosen.noise_share:.1%}",
+                f"- bootstrap ARI over {len(result.stability_ari)} resamples: mean {result.metrics['stability_ari_mean']:.3f}, "
+                f"min {result.metrics['stability_ari_min']:.3f}",
+                f"- features that do not separate clusters: {', '.join(not_separating) or 'none'}",
+                f"- promotion: {decision.reason}",
+                "",
+                "| cluster | name | persons | share | top categories |",
+                "|---|---|---|---|---|",
+                *[
+                    f"| {cid} | {row['cluster_name']} | {row['size']:,} | {row['share']:.1%} | {row.get('top_categories', '')} |"
+                    for cid, row in result.profile.iterrows()
+                ],
+            ]
+        )
         run_id = active.info.run_id
-    return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
-            "algorithm": chosen.algorithm, "k": chosen.k, "metrics": _finite(result.metrics),
-            "names": result.names, "profile": result.profile, "summary": summary,
-            "features_not_separating": not_separating}
+    return {
+        "run_id": run_id,
+        "model_version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "algorithm": chosen.algorithm,
+        "k": chosen.k,
+        "metrics": _finite(result.metrics),
+        "names": result.names,
+        "profile": result.profile,
+        "summary": summary,
+        "features_not_separating": not_separating,
+    }
 
 
 def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
@@ -166,10 +213,15 @@ def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
     if model is None:
         raise _no_champion(CLUSTERING_MODEL)
     ids = model.predict(frame[model.features])
-    return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "cluster_id": ids,
-                         "cluster_name": [model.name_of(i) for i in ids],
-                         "distance_to_centroid": np.round(model.distance_to_centroid(frame[model.features], ids), 6),
-                         "model_version": str(version.version)})
+    return pd.DataFrame(
+        {
+            "person_id": frame["person_id"].to_numpy(),
+            "cluster_id": ids,
+            "cluster_name": [model.name_of(i) for i in ids],
+            "distance_to_centroid": np.round(model.distance_to_centroid(frame[model.features], ids), 6),
+            "model_version": str(version.version),
+        }
+    )
 
 
 def champion_calibration(model_name: str = "purchase_30d") -> pd.DataFrame | None:
@@ -182,23 +234,42 @@ def champion_calibration(model_name: str = "purchase_30d") -> pd.DataFrame | Non
     return pd.DataFrame(table["data"], columns=table["columns"])
 
 
-def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: RunContext,
-                           config: PropensityConfig = PropensityConfig(),
-                           policy: PromotionPolicy = PROPENSITY_POLICY, label_column: str = "purchased_in_window") -> dict:
+def train_propensity_model(
+    backtest: pd.DataFrame,
+    training: pd.DataFrame,
+    ctx: RunContext,
+    config: PropensityConfig = PropensityConfig(),
+    policy: PromotionPolicy = PROPENSITY_POLICY,
+    label_column: str = "purchased_in_window",
+) -> dict:
     """Choose and fit a propensity model out of time (see ml.propensity), log it, maybe promote it."""
     registered = propensity_registered_name(config.model_name)
     champion_version, champion_model = tracking.champion(registered)
-    result = train_propensity(backtest.drop(columns=[label_column]), backtest[label_column],
-                              training.drop(columns=[label_column]), training[label_column], config)
+    result = train_propensity(
+        backtest.drop(columns=[label_column]),
+        backtest[label_column],
+        training.drop(columns=[label_column]),
+        training[label_column],
+        config,
+    )
     val = result.chosen_validation
-    description = (f"{config.model_name} as of {ctx.as_of}: {result.chosen} chosen by out-of-time ROC-AUC "
-                   f"(fitted on the backtest cutoff, evaluated on the training cutoff), then refitted on the "
-                   f"training cutoff's {len(training):,} persons.")
-    with tracking.run(propensity_experiment(config.model_name), f"{config.model_name} {ctx.as_of}", description,
-                      ctx.tags()) as active:
-        mlflow.log_params({**dataclasses.asdict(config), "chosen_model": result.chosen,
-                           "backtest_rows": len(backtest), "training_rows": len(training),
-                           "features": len(result.features)})
+    description = (
+        f"{config.model_name} as of {ctx.as_of}: {result.chosen} chosen by out-of-time ROC-AUC "
+        f"(fitted on the backtest cutoff, evaluated on the training cutoff), then refitted on the "
+        f"training cutoff's {len(training):,} persons."
+    )
+    with tracking.run(
+        propensity_experiment(config.model_name), f"{config.model_name} {ctx.as_of}", description, ctx.tags()
+    ) as active:
+        mlflow.log_params(
+            {
+                **dataclasses.asdict(config),
+                "chosen_model": result.chosen,
+                "backtest_rows": len(backtest),
+                "training_rows": len(training),
+                "features": len(result.features),
+            }
+        )
         mlflow.log_metrics(_finite(val.metrics()))
         for name, ev in result.validation.items():
             mlflow.log_metrics(_finite(ev.metrics(prefix=f"{name}.")))
@@ -206,56 +277,91 @@ def train_propensity_model(backtest: pd.DataFrame, training: pd.DataFrame, ctx: 
         for method, ev in result.calibration.items():
             mlflow.log_metrics(_finite({f"calibrated_{method}.ece": ev.ece, f"calibrated_{method}.brier": ev.brier}))
         calibrated = result.calibration[result.calibration_method]
-        mlflow.log_metrics(_finite({"calibrated_ece": calibrated.ece, "calibrated_brier": calibrated.brier,
-                                    "uncalibrated_ece": val.ece, "uncalibrated_brier": val.brier}))
+        mlflow.log_metrics(
+            _finite(
+                {
+                    "calibrated_ece": calibrated.ece,
+                    "calibrated_brier": calibrated.brier,
+                    "uncalibrated_ece": val.ece,
+                    "uncalibrated_brier": val.brier,
+                }
+            )
+        )
         mlflow.log_table(val.by_group, "roc_auc_by_group.json")
         mlflow.log_table(calibrated.calibration, "calibration.json")
         mlflow.log_table(val.calibration, "calibration_uncalibrated.json")
         mlflow.log_dict(val.confusion, "confusion_matrix.json")
-        _figure(plots.calibration(calibrated.calibration, f"{result.chosen} + {result.calibration_method}: reliability "
-                                  "(out of time, persons held out)"), "calibration.png")
-        _figure(plots.calibration(val.calibration, f"{result.chosen}: reliability before calibration"),
-                "calibration_uncalibrated.png")
+        _figure(
+            plots.calibration(
+                calibrated.calibration,
+                f"{result.chosen} + {result.calibration_method}: reliability (out of time, persons held out)",
+            ),
+            "calibration.png",
+        )
+        _figure(
+            plots.calibration(val.calibration, f"{result.chosen}: reliability before calibration"),
+            "calibration_uncalibrated.png",
+        )
         _figure(plots.confusion(val.confusion, val.threshold), "confusion_matrix.png")
         example = tracking.synthetic_example(model_inputs(training.drop(columns=[label_column])))
-        version = tracking.log_model(result.model, registered, example, score(result.model, example),
-                                     predict_fn="predict_proba")
+        version = tracking.log_model(
+            result.model, registered, example, score(result.model, example), predict_fn="predict_proba"
+        )
         champion_metric = _propensity_champion_metric(champion_version, champion_model, training, label_column, config)
-        decision = tracking.decide(policy, val.metrics(), champion_metric,
-                                   champion_version.version if champion_version else None, version,
-                                   tracking.erasure_flag(champion_version))
+        decision = tracking.decide(
+            policy,
+            val.metrics(),
+            champion_metric,
+            champion_version.version if champion_version else None,
+            version,
+            tracking.erasure_flag(champion_version),
+        )
         tracking.apply(registered, decision)
-        tracking.describe(propensity_experiment(config.model_name), registered,
-                          f"{config.model_name}: the probability that a person places a completed order in the "
-                          "label window after the scoring date (the model name says how many days). The champion "
-                          "scores marts.propensity_scores and the propensity segments.", policy)
+        tracking.describe(
+            propensity_experiment(config.model_name),
+            registered,
+            f"{config.model_name}: the probability that a person places a completed order in the "
+            "label window after the scoring date (the model name says how many days). The champion "
+            "scores marts.propensity_scores and the propensity segments.",
+            policy,
+        )
         groups = "; ".join(f"{r.group_column}={r.group}: {r.roc_auc:.3f}" for r in val.by_group.itertuples())
-        summary = _summary([
-            f"# {config.model_name} as of {ctx.as_of}",
-            "",
-            description,
-            "",
-            "| model | ROC-AUC | PR-AUC | Brier (uncalibrated) |",
-            "|---|---|---|---|",
-            *[f"| {n} | {e.roc_auc:.4f} | {e.pr_auc:.4f} | {e.brier:.4f} |" for n, e in result.validation.items()],
-            "",
-            f"- calibration: {result.calibration_method} (by Brier on held-out persons); ECE "
-            f"{val.ece:.4f} -> {calibrated.ece:.4f}, Brier {val.brier:.4f} -> {calibrated.brier:.4f}; "
-            + ", ".join(f"{m}: ECE {e.ece:.4f}, Brier {e.brier:.4f}" for m, e in result.calibration.items()),
-            f"- threshold {val.threshold:.3f} (best F1): {json.dumps(val.confusion)}",
-            f"- ROC-AUC by group: {groups or 'no group large enough'}",
-            f"- promotion: {decision.reason}",
-        ])
+        summary = _summary(
+            [
+                f"# {config.model_name} as of {ctx.as_of}",
+                "",
+                description,
+                "",
+                "| model | ROC-AUC | PR-AUC | Brier (uncalibrated) |",
+                "|---|---|---|---|",
+                *[f"| {n} | {e.roc_auc:.4f} | {e.pr_auc:.4f} | {e.brier:.4f} |" for n, e in result.validation.items()],
+                "",
+                f"- calibration: {result.calibration_method} (by Brier on held-out persons); ECE "
+                f"{val.ece:.4f} -> {calibrated.ece:.4f}, Brier {val.brier:.4f} -> {calibrated.brier:.4f}; "
+                + ", ".join(f"{m}: ECE {e.ece:.4f}, Brier {e.brier:.4f}" for m, e in result.calibration.items()),
+                f"- threshold {val.threshold:.3f} (best F1): {json.dumps(val.confusion)}",
+                f"- ROC-AUC by group: {groups or 'no group large enough'}",
+                f"- promotion: {decision.reason}",
+            ]
+        )
         run_id = active.info.run_id
     metrics = {**val.metrics(), "calibrated_ece": calibrated.ece, "calibrated_brier": calibrated.brier}
-    return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
-            "chosen": result.chosen, "metrics": _finite(metrics), "summary": summary,
-            "calibration_method": result.calibration_method,
-            "candidates": {n: round(e.roc_auc, 4) for n, e in result.validation.items()}}
+    return {
+        "run_id": run_id,
+        "model_version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "chosen": result.chosen,
+        "metrics": _finite(metrics),
+        "summary": summary,
+        "calibration_method": result.calibration_method,
+        "candidates": {n: round(e.roc_auc, 4) for n, e in result.validation.items()},
+    }
 
 
-def _propensity_champion_metric(version, model, training: pd.DataFrame, label_column: str,
-                                config: PropensityConfig) -> float | None:
+def _propensity_champion_metric(
+    version, model, training: pd.DataFrame, label_column: str, config: PropensityConfig
+) -> float | None:
     """The champion's ROC-AUC, comparable with the challenger's out-of-time ROC-AUC.
 
     A champion trained on labels that end on or before the current training cutoff has never seen
@@ -283,14 +389,25 @@ def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> p
     if model is None:
         raise _no_champion(registered)
     scores = score(model, frame)
-    return pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "model_name": model_name,
-                         "score": np.round(scores, 6),
-                         "top_features": [json.dumps(t) for t in top_contributions(model, frame)],
-                         "model_version": str(version.version)})
+    return pd.DataFrame(
+        {
+            "person_id": frame["person_id"].to_numpy(),
+            "model_name": model_name,
+            "score": np.round(scores, 6),
+            "top_features": [json.dumps(t) for t in top_contributions(model, frame)],
+            "model_version": str(version.version),
+        }
+    )
 
 
-def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_days: int, ctx: RunContext,
-                    config: clv.ClvConfig = clv.ClvConfig(), policy: PromotionPolicy = CLV_POLICY) -> dict:
+def train_clv_model(
+    calibration: pd.DataFrame,
+    scoring: pd.DataFrame,
+    holdout_days: int,
+    ctx: RunContext,
+    config: clv.ClvConfig = clv.ClvConfig(),
+    policy: PromotionPolicy = CLV_POLICY,
+) -> dict:
     """Pareto/NBD + Gamma-Gamma: fitted on the buyers' summaries at the start of the holdout
     (`calibration`, with `holdout_purchases` and `holdout_value`: what each then did), validated on
     the holdout, refitted on the summaries at the scoring date, logged, maybe promoted.
@@ -299,55 +416,98 @@ def train_clv_model(calibration: pd.DataFrame, scoring: pd.DataFrame, holdout_da
     registered = CLV_MODEL
     champion_version, champion_model = tracking.champion(registered)
     validated = clv.ClvModel(horizon_days=config.horizon_days).fit(calibration)
-    check = clv.validate(validated, calibration, holdout_days, calibration["holdout_purchases"],
-                         calibration["holdout_value"], config.deciles)
+    check = clv.validate(
+        validated,
+        calibration,
+        holdout_days,
+        calibration["holdout_purchases"],
+        calibration["holdout_value"],
+        config.deciles,
+    )
     model = clv.ClvModel(horizon_days=config.horizon_days).fit(scoring)
-    description = (f"Lifetime value as of {ctx.as_of}: Pareto/NBD and Gamma-Gamma (pymc-marketing, MAP) on "
-                   f"{len(scoring):,} buyers; validated by fitting on the {len(calibration):,} buyers known "
-                   f"{holdout_days} days earlier and predicting those days.")
+    description = (
+        f"Lifetime value as of {ctx.as_of}: Pareto/NBD and Gamma-Gamma (pymc-marketing, MAP) on "
+        f"{len(scoring):,} buyers; validated by fitting on the {len(calibration):,} buyers known "
+        f"{holdout_days} days earlier and predicting those days."
+    )
     with tracking.run(CLV_EXPERIMENT, f"clv {ctx.as_of}", description, ctx.tags()) as active:
-        mlflow.log_params({**dataclasses.asdict(config), "holdout_days": holdout_days,
-                           "calibration_buyers": len(calibration), "scoring_buyers": len(scoring),
-                           "purchase_model": model.kind,
-                           **{f"{model.kind}.{k}": round(v, 6) for k, v in model.purchases.items()},
-                           **{f"gamma_gamma.{k}": round(v, 6) for k, v in model.gamma_gamma.items()}})
+        mlflow.log_params(
+            {
+                **dataclasses.asdict(config),
+                "holdout_days": holdout_days,
+                "calibration_buyers": len(calibration),
+                "scoring_buyers": len(scoring),
+                "purchase_model": model.kind,
+                **{f"{model.kind}.{k}": round(v, 6) for k, v in model.purchases.items()},
+                **{f"gamma_gamma.{k}": round(v, 6) for k, v in model.gamma_gamma.items()},
+            }
+        )
         mlflow.log_metrics(_finite(check.metrics()))
         mlflow.log_table(check.by_decile, "holdout_by_decile.json")
-        _figure(plots.predicted_by_decile(check.by_decile, f"Holdout purchases by decile ({holdout_days} days)"),
-                "holdout_by_decile.png")
+        _figure(
+            plots.predicted_by_decile(check.by_decile, f"Holdout purchases by decile ({holdout_days} days)"),
+            "holdout_by_decile.png",
+        )
         example = tracking.synthetic_example(scoring[list(clv.SUMMARY_COLUMNS)].astype("float64"))
         version = tracking.log_model(model, registered, example, model.predict(example))
         champion_metric = None
         if champion_model is not None:
-            champion_metric = clv.validate(champion_model, calibration, holdout_days, calibration["holdout_purchases"],
-                                           calibration["holdout_value"], config.deciles).mae_purchases
-        decision = tracking.decide(policy, check.metrics(), champion_metric,
-                                   champion_version.version if champion_version else None, version,
-                                   tracking.erasure_flag(champion_version))
+            champion_metric = clv.validate(
+                champion_model,
+                calibration,
+                holdout_days,
+                calibration["holdout_purchases"],
+                calibration["holdout_value"],
+                config.deciles,
+            ).mae_purchases
+        decision = tracking.decide(
+            policy,
+            check.metrics(),
+            champion_metric,
+            champion_version.version if champion_version else None,
+            version,
+            tracking.erasure_flag(champion_version),
+        )
         tracking.apply(registered, decision)
-        tracking.describe(CLV_EXPERIMENT, registered,
-                          "Lifetime value: per buyer, P(alive), expected purchases in 30 days and 12 months, and the "
-                          "expected 12-month value (Pareto/NBD + Gamma-Gamma). The champion scores "
-                          "marts.customer_lifetime_values and the churn segments.", policy)
-        summary = _summary([
-            f"# Lifetime value as of {ctx.as_of}",
-            "",
-            description,
-            "",
-            f"- holdout ({holdout_days} days): MAE {check.mae_purchases:.4f} purchase days and {check.mae_value:.2f} in "
-            f"value per buyer; predicted {check.predicted_total:,.0f} purchase days against {check.actual_total:,.0f}; "
-            f"ROC-AUC for who bought: expected purchases {check.purchases_auc:.4f}, P(alive) {check.p_alive_auc:.4f}",
-            f"- {model.kind} {json.dumps({k: round(v, 4) for k, v in model.purchases.items()})}; Gamma-Gamma "
-            f"{json.dumps({k: round(v, 4) for k, v in model.gamma_gamma.items()})}",
-            f"- promotion: {decision.reason}",
-            "",
-            "| decile | buyers | predicted | actual |",
-            "|---|---|---|---|",
-            *[f"| {r.decile} | {r.persons:,} | {r.predicted:.3f} | {r.actual:.3f} |" for r in check.by_decile.itertuples()],
-        ])
+        tracking.describe(
+            CLV_EXPERIMENT,
+            registered,
+            "Lifetime value: per buyer, P(alive), expected purchases in 30 days and 12 months, and the "
+            "expected 12-month value (Pareto/NBD + Gamma-Gamma). The champion scores "
+            "marts.customer_lifetime_values and the churn segments.",
+            policy,
+        )
+        summary = _summary(
+            [
+                f"# Lifetime value as of {ctx.as_of}",
+                "",
+                description,
+                "",
+                f"- holdout ({holdout_days} days): MAE {check.mae_purchases:.4f} purchase days and {check.mae_value:.2f} in "
+                f"value per buyer; predicted {check.predicted_total:,.0f} purchase days against {check.actual_total:,.0f}; "
+                f"ROC-AUC for who bought: expected purchases {check.purchases_auc:.4f}, P(alive) {check.p_alive_auc:.4f}",
+                f"- {model.kind} {json.dumps({k: round(v, 4) for k, v in model.purchases.items()})}; Gamma-Gamma "
+                f"{json.dumps({k: round(v, 4) for k, v in model.gamma_gamma.items()})}",
+                f"- promotion: {decision.reason}",
+                "",
+                "| decile | buyers | predicted | actual |",
+                "|---|---|---|---|",
+                *[
+                    f"| {r.decile} | {r.persons:,} | {r.predicted:.3f} | {r.actual:.3f} |"
+                    for r in check.by_decile.itertuples()
+                ],
+            ]
+        )
         run_id = active.info.run_id
-    return {"run_id": run_id, "model_version": version, "promoted": decision.promoted, "reason": decision.reason,
-            "metrics": _finite(check.metrics()), "summary": summary, "by_decile": check.by_decile}
+    return {
+        "run_id": run_id,
+        "model_version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "metrics": _finite(check.metrics()),
+        "summary": summary,
+        "by_decile": check.by_decile,
+    }
 
 
 def score_clv(frame: pd.DataFrame) -> pd.DataFrame:
@@ -357,12 +517,16 @@ def score_clv(frame: pd.DataFrame) -> pd.DataFrame:
     if model is None:
         raise _no_champion(CLV_MODEL)
     out = model.predict(frame[list(clv.SUMMARY_COLUMNS)].astype("float64"))
-    return pd.DataFrame({"person_id": frame["person_id"].to_numpy(),
-                         "p_alive": np.round(out["p_alive"].to_numpy(), 6),
-                         "expected_purchases_30d": np.round(out["expected_purchases_30d"].to_numpy(), 6),
-                         "expected_purchases_12m": np.round(out["expected_purchases_horizon"].to_numpy(), 6),
-                         "expected_value_12m": np.round(out["expected_value_horizon"].to_numpy(), 2),
-                         "model_version": str(version.version)})
+    return pd.DataFrame(
+        {
+            "person_id": frame["person_id"].to_numpy(),
+            "p_alive": np.round(out["p_alive"].to_numpy(), 6),
+            "expected_purchases_30d": np.round(out["expected_purchases_30d"].to_numpy(), 6),
+            "expected_purchases_12m": np.round(out["expected_purchases_horizon"].to_numpy(), 6),
+            "expected_value_12m": np.round(out["expected_value_horizon"].to_numpy(), 2),
+            "model_version": str(version.version),
+        }
+    )
 
 
 def _ml_package_dir() -> str:

@@ -21,25 +21,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
         truth = args.truth or Path(args.out).parent / "truth"
         summary = generate_messy(args.out, MessyConfig(persons=args.persons, seed=args.seed, as_of=args.as_of), truth)
-        print(f"Wrote a messy landing zone of {args.persons:,} persons to {args.out}: records {summary['records']}. "
-              f"Planted dirt and ground truth: {truth}")
+        print(
+            f"Wrote a messy landing zone of {args.persons:,} persons to {args.out}: records {summary['records']}. "
+            f"Planted dirt and ground truth: {truth}"
+        )
         return 0
     from tqdm import tqdm
 
     from orchestration.sample_data.generator import GeneratorConfig, default_workers, generate
 
-    cfg = GeneratorConfig(persons=args.persons, seed=args.seed, as_of=args.as_of,
-                          history_days=args.history_days,
-                          workers=args.workers or default_workers())
+    cfg = GeneratorConfig(
+        persons=args.persons,
+        seed=args.seed,
+        as_of=args.as_of,
+        history_days=args.history_days,
+        workers=args.workers or default_workers(),
+    )
     started = time.perf_counter()
     chunks = -(-cfg.persons // cfg.chunk_size)
     with tqdm(total=chunks, desc="generating", unit="chunk", disable=not sys.stderr.isatty()) as bar:
         summary = generate(args.out, cfg, truth_dir=args.truth, progress=lambda *_: bar.update(1))
     counts = summary["counts"]
-    print(f"Wrote {cfg.persons:,} persons to {args.out} in {time.perf_counter() - started:.1f}s: "
-          f"{counts.get('event_messages', 0):,} event messages, {counts.get('orders_in_export', 0):,} orders, "
-          f"{summary['planted_faults']} planted faults. Ground truth: "
-          f"{Path(args.truth) if args.truth else Path(args.out).parent / 'truth'}")
+    print(
+        f"Wrote {cfg.persons:,} persons to {args.out} in {time.perf_counter() - started:.1f}s: "
+        f"{counts.get('event_messages', 0):,} event messages, {counts.get('orders_in_export', 0):,} orders, "
+        f"{summary['planted_faults']} planted faults. Ground truth: "
+        f"{Path(args.truth) if args.truth else Path(args.out).parent / 'truth'}"
+    )
     return 0
 
 
@@ -73,8 +81,9 @@ run_retries:
 
 
 def _landing_is_empty(root: Path) -> bool:
-    return not any(p.is_file() for folder in LANDING_FOLDERS if (root / folder).is_dir()
-                   for p in (root / folder).rglob("*"))
+    return not any(
+        p.is_file() for folder in LANDING_FOLDERS if (root / folder).is_dir() for p in (root / folder).rglob("*")
+    )
 
 
 def _has_dated_input(settings) -> bool:
@@ -90,10 +99,17 @@ def _has_dated_input(settings) -> bool:
     from orchestration.lib.warehouse import connect
 
     with connect(settings.warehouse, read_only=True) as con:
-        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")
-                  .fetchall()}
-        return any(con.execute(f"SELECT count(*) FROM raw.{t}").fetchone()[0]
-                   for t in ("events", "order_lines", "crm_customers") if t in tables)
+        tables = {
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'"
+            ).fetchall()
+        }
+        return any(
+            con.execute(f"SELECT count(*) FROM raw.{t}").fetchone()[0]
+            for t in ("events", "order_lines", "crm_customers")
+            if t in tables
+        )
 
 
 def _settings(command: str):
@@ -148,24 +164,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     tags = _partition_tags(args.day.isoformat() if args.day else None)
     if not tags:
-        print(f"tessera run: there is no daily partition {args.day}; the partitions start on "
-              f"{settings.partitions_start} (TESSERA_PARTITIONS_START) and end today.", file=sys.stderr)
+        print(
+            f"tessera run: there is no daily partition {args.day}; the partitions start on "
+            f"{settings.partitions_start} (TESSERA_PARTITIONS_START) and end today.",
+            file=sys.stderr,
+        )
         return 2
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     ensure_dagster_home(settings.dagster_home)
     if settings.sources_config is None and _landing_is_empty(settings.landing_dir):
-        print(f"The landing folder {settings.landing_dir} is empty: writing {args.sample_persons:,} sample persons first.")
+        print(
+            f"The landing folder {settings.landing_dir} is empty: writing {args.sample_persons:,} sample persons first."
+        )
         rc = main(["generate", "--persons", str(args.sample_persons), "--out", str(settings.landing_dir)])
         if rc:
             return rc
     if settings.as_of is None and not _has_dated_input(settings):
-        print(f"tessera run: nothing dates this run: there is no event, order or CRM file "
-              f"({'in the sources config ' + str(settings.sources_config) if settings.sources_config else 'under ' + str(settings.landing_dir)}) "
-              "and the warehouse holds none from earlier runs, so there is no date to compute features and segments "
-              "as of. Add event, order or CRM files, or set TESSERA_AS_OF=YYYY-MM-DD. Nothing was run.", file=sys.stderr)
+        print(
+            f"tessera run: nothing dates this run: there is no event, order or CRM file "
+            f"({'in the sources config ' + str(settings.sources_config) if settings.sources_config else 'under ' + str(settings.landing_dir)}) "
+            "and the warehouse holds none from earlier runs, so there is no date to compute features and segments "
+            "as of. Add event, order or CRM files, or set TESSERA_AS_OF=YYYY-MM-DD. Nothing was run.",
+            file=sys.stderr,
+        )
         return 2
-    print(f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
-          + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day"))
+    print(
+        f"Materialising every asset into {settings.warehouse} (Dagster instance: {settings.dagster_home}), "
+        + (f"events of {args.day} and the {settings.lookback_days} days before" if args.day else "events of every day")
+    )
     started = time.perf_counter()
     returncode = _execute_job("run", "materialize_all", tags, args.verbose)
     if returncode != 0:
@@ -190,8 +216,10 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     export_for_subprocesses(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     ensure_dagster_home(settings.dagster_home)
-    print(f"Applying the erasure requests under {settings.landing_dir / 'privacy'} to {settings.warehouse}, the "
-          "exports and the model registry")
+    print(
+        f"Applying the erasure requests under {settings.landing_dir / 'privacy'} to {settings.warehouse}, the "
+        "exports and the model registry"
+    )
     started = time.perf_counter()
     returncode = _execute_job("erase", "erase", {}, args.verbose)
     if returncode != 0:
@@ -200,8 +228,10 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         outcomes = con.execute("SELECT outcome, count(*) FROM privacy.erasure_log GROUP BY 1 ORDER BY 1").fetchall()
-    print(f"Done in {time.perf_counter() - started:.0f}s. Requests so far: "
-          + (", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in outcomes) or "none"))
+    print(
+        f"Done in {time.perf_counter() - started:.0f}s. Requests so far: "
+        + (", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in outcomes) or "none")
+    )
     return 0
 
 
@@ -217,13 +247,29 @@ def _execute_job(command: str, job: str, tags: dict[str, str], verbose: bool) ->
     home = Path(os.environ["DAGSTER_HOME"])
     released = cli_runs.release_dead_runs(home)
     if released:
-        print(f"Marked failed the {len(released)} run(s) of a `tessera` command that was killed, and freed the steps "
-              f"they held: {', '.join(released)}")
+        print(
+            f"Marked failed the {len(released)} run(s) of a `tessera` command that was killed, and freed the steps "
+            f"they held: {', '.join(released)}"
+        )
     dagster = Path(sys.executable).parent / "dagster"
     with cli_runs.run_lock(home) as (key, lock_fd), dg.DagsterInstance.from_config(str(home)) as instance:
         returncode, progress, run_id, output = _execute_with_progress(
-            [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", job,
-             "--tags", json.dumps({**tags, cli_runs.RUN_TAG: key})], instance, key, verbose, keep_fds=(lock_fd,))
+            [
+                str(dagster),
+                "job",
+                "execute",
+                "-m",
+                "orchestration.definitions",
+                "-j",
+                job,
+                "--tags",
+                json.dumps({**tags, cli_runs.RUN_TAG: key}),
+            ],
+            instance,
+            key,
+            verbose,
+            keep_fds=(lock_fd,),
+        )
     if returncode != 0:
         _print_failure(command, returncode, progress, run_id, output if not verbose else "")
     return returncode
@@ -242,8 +288,9 @@ def _partition_tags(day: str | None) -> dict[str, str]:
     return {"dagster/partition": day}
 
 
-def _execute_with_progress(command: list[str], instance, key: str, verbose: bool,
-                           keep_fds: tuple[int, ...] = ()) -> tuple[int, RunProgress, str | None, str]:
+def _execute_with_progress(
+    command: list[str], instance, key: str, verbose: bool, keep_fds: tuple[int, ...] = ()
+) -> tuple[int, RunProgress, str | None, str]:
     """Run `dagster job execute` (with `keep_fds` open in it) and follow its run, tagged with `key`,
     through the events it writes to `instance`: a bar of finished steps on a terminal, else a line per
     step; problems as they happen either way (with -v, Dagster's own log instead of the lines).
@@ -260,8 +307,12 @@ def _execute_with_progress(command: list[str], instance, key: str, verbose: bool
     run_id = cursor = None
     with tempfile.TemporaryFile() as output:
         # Dagster's own output is shown only when the events cannot say what failed (no run started, say).
-        proc = subprocess.Popen(command, stdout=None if verbose else output,
-                                stderr=None if verbose else subprocess.STDOUT, pass_fds=keep_fds)
+        proc = subprocess.Popen(
+            command,
+            stdout=None if verbose else output,
+            stderr=None if verbose else subprocess.STDOUT,
+            pass_fds=keep_fds,
+        )
         with tqdm(desc="materialising", unit="step", disable=not show_bar) as bar:
             while True:
                 returncode = proc.poll()  # before reading: once it has exited, every event is written
@@ -291,16 +342,20 @@ def _print_failure(command: str, returncode: int, progress: RunProgress, run_id:
     if output and not progress.failures:
         print(output)
     if run_id is None:
-        print(f"tessera {command}: Dagster exited with {returncode} before it started a run; its output above says "
-              "why.", file=sys.stderr)
+        print(
+            f"tessera {command}: Dagster exited with {returncode} before it started a run; its output above says why.",
+            file=sys.stderr,
+        )
         return
     lines = [f"tessera {command}: the Dagster run {run_id} failed (exit {returncode})."]
     lines += ["  - " + text.replace("\n", "\n    ") for text in progress.failures]
     if not_run := progress.not_run():
         more = ", ..." if len(not_run) > 6 else ""
         lines.append(f"  {len(not_run)} step(s) did not run: {', '.join(not_run[:6])}{more}")
-    lines.append(f"Each step's events, output and errors in full: `make ui`, then http://127.0.0.1:3000/runs/{run_id} "
-                 f"(or `tessera {command} -v` to stream Dagster's log).")
+    lines.append(
+        f"Each step's events, output and errors in full: `make ui`, then http://127.0.0.1:3000/runs/{run_id} "
+        f"(or `tessera {command} -v` to stream Dagster's log)."
+    )
     print("\n".join(lines), file=sys.stderr)
 
 
@@ -318,8 +373,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.latest:
         page = _latest_report(settings.reports_dir)
         if page is None:
-            print(f"tessera report: no report in {settings.reports_dir} yet; run `tessera report` or `make run`.",
-                  file=sys.stderr)
+            print(
+                f"tessera report: no report in {settings.reports_dir} yet; run `tessera report` or `make run`.",
+                file=sys.stderr,
+            )
             return 1
         print(page)
         return 0
@@ -365,6 +422,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from orchestration.defs.ingest.loaders import SOURCES
     from orchestration.defs.ingest.sources_config import cached_sources_config
     from orchestration.defs.segments.loading import segment_catalog
+
     settings = _settings("check-config")
     if settings is None:
         return 2
@@ -378,8 +436,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(f"Landing folder: {settings.landing_dir}")
     for source in SOURCES:
         files = config.files(source, settings.landing_dir)
-        how = (f"{files.format}, {len(files.columns)} mapped columns" if files.mapped
-               else "declared, landing-contract format" if source in config.sources else "landing folder")
+        how = (
+            f"{files.format}, {len(files.columns)} mapped columns"
+            if files.mapped
+            else "declared, landing-contract format"
+            if source in config.sources
+            else "landing folder"
+        )
         print(f"  {source:<11} {len(files.files):>4} file(s)  {how}")
     print("Event taxonomy:")
     for name, names in config.taxonomy.model_dump().items():
@@ -397,25 +460,38 @@ def _print_summary(warehouse: Path, exports_dir: Path) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-            "WHERE table_schema IN ('raw', 'staging', 'intermediate', 'marts') ORDER BY 1").fetchall()
+            "WHERE table_schema IN ('raw', 'staging', 'intermediate', 'marts') ORDER BY 1"
+        ).fetchall()
         print("Tables:")
         for (name,) in rows:
             print(f"  {name:<45} {con.execute(f'SELECT count(*) FROM {name}').fetchone()[0]:>12,} rows")
-        reasons = con.execute("SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL ORDER BY 1, 3 DESC").fetchall()
+        reasons = con.execute(
+            "SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL ORDER BY 1, 3 DESC"
+        ).fetchall()
         if reasons:
             print("Quarantined input (raw.quarantine):")
             for source, code, n in reasons:
                 print(f"  {source:<12} {code:<22} {n:>8,}")
-        issues = con.execute("SELECT source, column_name, reason_code, count(*) FROM raw.field_issues "
-                             "GROUP BY ALL ORDER BY 1, 4 DESC").fetchall() if table_exists(con, "raw", "field_issues") else []
+        issues = (
+            con.execute(
+                "SELECT source, column_name, reason_code, count(*) FROM raw.field_issues "
+                "GROUP BY ALL ORDER BY 1, 4 DESC"
+            ).fetchall()
+            if table_exists(con, "raw", "field_issues")
+            else []
+        )
         if issues:
             print("Optional fields nulled, their records kept (raw.field_issues):")
             for source, column, code, n in issues:
                 print(f"  {source:<12} {column:<22} {code:<22} {n:>8,}")
-        segments = con.execute("""
+        segments = (
+            con.execute("""
             SELECT segment_name, segment_type, size, entered, exited, excluded_by_consent, status
             FROM marts.segment_report WHERE as_of = (SELECT max(as_of) FROM marts.segment_report) ORDER BY 1
-        """).fetchall() if table_exists(con, "marts", "segment_report") else []
+        """).fetchall()
+            if table_exists(con, "marts", "segment_report")
+            else []
+        )
         if segments:
             print(f"Segments (marts.segment_report; audiences in {exports_dir}):")
             print(f"  {'segment':<40} {'type':<11} {'size':>7} {'entered':>8} {'exited':>7} {'no consent':>10}  status")
@@ -524,76 +600,119 @@ def _cmd_spark_build(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera user-segmentation platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    gen = sub.add_parser("generate", help="write realistic, messy sample data and its ground truth",
-                         description="Write sample data to the landing contract (docs/input_contract.md) plus a "
-                                     "ground-truth folder.")
+    gen = sub.add_parser(
+        "generate",
+        help="write realistic, messy sample data and its ground truth",
+        description="Write sample data to the landing contract (docs/input_contract.md) plus a ground-truth folder.",
+    )
     gen.add_argument("--persons", type=_positive, default=2000, help="number of simulated persons (default 2000)")
-    gen.add_argument("--out", type=Path, default=Path("data/landing"), help="landing folder to write (default data/landing)")
+    gen.add_argument(
+        "--out", type=Path, default=Path("data/landing"), help="landing folder to write (default data/landing)"
+    )
     gen.add_argument("--truth", type=Path, default=None, help="ground-truth folder (default: truth/ beside --out)")
     gen.add_argument("--seed", type=int, default=42, help="random seed; the same seed gives the same files")
     gen.add_argument("--as-of", type=_date, default=dt.date(2026, 10, 31), help="last day of data (default 2026-10-31)")
     gen.add_argument("--history-days", type=_positive, default=180, help="days of history before --as-of")
     gen.add_argument("--workers", type=_positive, default=None, help="processes (default: up to 2)")
-    gen.add_argument("--messy", action="store_true",
-                     help="write the messy corpus instead (orchestration/sample_data/messy.py): what real exports hold")
+    gen.add_argument(
+        "--messy",
+        action="store_true",
+        help="write the messy corpus instead (orchestration/sample_data/messy.py): what real exports hold",
+    )
     gen.set_defaults(func=_cmd_generate)
-    run = sub.add_parser("run", help="materialise every asset (writes sample data first when the landing zone is empty)",
-                         description="Run the whole pipeline with the settings from the environment "
-                                     "(docs/settings.md).")
-    run.add_argument("--sample-persons", type=_positive, default=2000,
-                     help="persons to generate when the landing folder is empty (default 2000)")
-    run.add_argument("--day", type=_date, default=None, metavar="YYYY-MM-DD",
-                     help="rebuild the events of one daily partition (and the lookback before it) instead of all "
-                          "days; everything downstream is rebuilt as usual")
+    run = sub.add_parser(
+        "run",
+        help="materialise every asset (writes sample data first when the landing zone is empty)",
+        description="Run the whole pipeline with the settings from the environment (docs/settings.md).",
+    )
+    run.add_argument(
+        "--sample-persons",
+        type=_positive,
+        default=2000,
+        help="persons to generate when the landing folder is empty (default 2000)",
+    )
+    run.add_argument(
+        "--day",
+        type=_date,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="rebuild the events of one daily partition (and the lookback before it) instead of all "
+        "days; everything downstream is rebuilt as usual",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
     run.set_defaults(func=_cmd_run)
-    erase = sub.add_parser("erase", help="apply the erasure requests in privacy/ now, and nothing else",
-                           description="Load privacy/*.csv and erase each person from every table, export and file "
-                                       "the pipeline writes, without waiting for (or depending on) any other step.")
+    erase = sub.add_parser(
+        "erase",
+        help="apply the erasure requests in privacy/ now, and nothing else",
+        description="Load privacy/*.csv and erase each person from every table, export and file "
+        "the pipeline writes, without waiting for (or depending on) any other step.",
+    )
     erase.add_argument("-v", "--verbose", action="store_true", help="stream Dagster's log instead of a summary")
     erase.set_defaults(func=_cmd_erase)
-    why = sub.add_parser("why", help="explain why a person is (or is not) in a segment",
-                         description="Resolve an identifier to its person and show each clause of the segment's rule "
-                                     "with its value for them (cluster: distance to centroid; propensity: score and "
-                                     "top features).")
+    why = sub.add_parser(
+        "why",
+        help="explain why a person is (or is not) in a segment",
+        description="Resolve an identifier to its person and show each clause of the segment's rule "
+        "with its value for them (cluster: distance to centroid; propensity: score and "
+        "top features).",
+    )
     why.add_argument("identifier_type", help="person_id, anonymous_id, user_id, customer_id, email or phone")
     why.add_argument("identifier", help="the identifier's value")
     why.add_argument("segment", help="the segment name (see marts.segment_report)")
     why.add_argument("--json", action="store_true", help="print JSON instead of text")
     why.set_defaults(func=_cmd_why)
-    report = sub.add_parser("report", help="write the segment report page and print its path",
-                            description="Build data/reports/<as_of>/index.html (TESSERA_REPORTS_DIR) from the "
-                                        "warehouse and MLflow, as the exports/segment_report_page asset does, and "
-                                        "print its path. Exit 0 on success, 1 when there is nothing to report yet, "
-                                        "2 for a setting or a missing warehouse.")
+    report = sub.add_parser(
+        "report",
+        help="write the segment report page and print its path",
+        description="Build data/reports/<as_of>/index.html (TESSERA_REPORTS_DIR) from the "
+        "warehouse and MLflow, as the exports/segment_report_page asset does, and "
+        "print its path. Exit 0 on success, 1 when there is nothing to report yet, "
+        "2 for a setting or a missing warehouse.",
+    )
     report.add_argument("--latest", action="store_true", help="only print the path of the newest existing page")
     report.set_defaults(func=_cmd_report)
-    check = sub.add_parser("check-config", help="validate the sources config and segment definitions; run nothing",
-                           description="Check TESSERA_SOURCES_CONFIG (keys, required mappings, globs, expressions "
-                                       "tried on a sample of each file) and the segment definitions, and print what "
-                                       "each ingestion step would read. Exit 0 when valid, 2 otherwise.")
+    check = sub.add_parser(
+        "check-config",
+        help="validate the sources config and segment definitions; run nothing",
+        description="Check TESSERA_SOURCES_CONFIG (keys, required mappings, globs, expressions "
+        "tried on a sample of each file) and the segment definitions, and print what "
+        "each ingestion step would read. Exit 0 when valid, 2 otherwise.",
+    )
     check.set_defaults(func=_cmd_check_config)
-    api = sub.add_parser("api", help="serve the read-only lookup API (needs TESSERA_API_TOKEN)",
-                         description="Serve GET /v1/identities/{type}/{value}/segments, /v1/segments and "
-                                     "/v1/segments/{name}; OpenAPI at /docs and /openapi.json.")
+    api = sub.add_parser(
+        "api",
+        help="serve the read-only lookup API (needs TESSERA_API_TOKEN)",
+        description="Serve GET /v1/identities/{type}/{value}/segments, /v1/segments and "
+        "/v1/segments/{name}; OpenAPI at /docs and /openapi.json.",
+    )
     api.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(func=_cmd_api)
-    sb = sub.add_parser("spark-build", help="build the dbt project on Spark from the DuckDB warehouse's sources",
-                        description="Publish the tables dbt reads as sources (raw.*, the identity graph, the scores) "
-                                    "from the DuckDB warehouse to the Parquet lake (TESSERA_LAKE_DIR), register them "
-                                    "in Spark, and run `dbt build --target spark` (unit tests stay on DuckDB). Needs a "
-                                    "Thrift server: `make services-up`.")
+    sb = sub.add_parser(
+        "spark-build",
+        help="build the dbt project on Spark from the DuckDB warehouse's sources",
+        description="Publish the tables dbt reads as sources (raw.*, the identity graph, the scores) "
+        "from the DuckDB warehouse to the Parquet lake (TESSERA_LAKE_DIR), register them "
+        "in Spark, and run `dbt build --target spark` (unit tests stay on DuckDB). Needs a "
+        "Thrift server: `make services-up`.",
+    )
     sb.add_argument("--full-refresh", action="store_true", help="rebuild the incremental models from scratch")
     sb.set_defaults(func=_cmd_spark_build)
-    svc = sub.add_parser("services", help="start, stop or list the local PostgreSQL, MLflow server and Spark cluster",
-                         description="Local services for the production profile (PostgreSQL, an MLflow server on it) "
-                                     "and the Spark engine (master, worker, Thrift server). PIDs are kept in "
-                                     "data/services/ and `down` stops exactly those.")
+    svc = sub.add_parser(
+        "services",
+        help="start, stop or list the local PostgreSQL, MLflow server and Spark cluster",
+        description="Local services for the production profile (PostgreSQL, an MLflow server on it) "
+        "and the Spark engine (master, worker, Thrift server). PIDs are kept in "
+        "data/services/ and `down` stops exactly those.",
+    )
     svc.add_argument("action", choices=["up", "down", "status"])
-    svc.add_argument("names", nargs="*", metavar="NAME",
-                     help="postgres, mlflow, spark-master, spark-worker, spark-thrift, or the groups 'production' "
-                          "and 'spark' (default: all)")
+    svc.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="postgres, mlflow, spark-master, spark-worker, spark-thrift, or the groups 'production' "
+        "and 'spark' (default: all)",
+    )
     svc.set_defaults(func=_cmd_services)
     return parser
 

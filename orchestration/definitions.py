@@ -35,7 +35,7 @@ daily_refresh_job = dg.define_asset_job(
     "daily_refresh_job",
     selection=dg.AssetSelection.all() - training_assets,
     description="One day's events (and the lookback before it), the snapshot sources, and everything downstream, "
-                "scored with the @champion models: training is weekly (train_models).",
+    "scored with the @champion models: training is weekly (train_models).",
 )
 train_models = dg.define_asset_job(
     "train_models",
@@ -44,8 +44,12 @@ train_models = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=daily_refresh_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED)
+@dg.schedule(
+    job=daily_refresh_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
 def daily_refresh(context: dg.ScheduleEvaluationContext):
     """Every day at 03:00 UTC: yesterday's event partition (and the lookback before it), the
     snapshot sources, and everything downstream but model training. Start it in the UI
@@ -55,9 +59,13 @@ def daily_refresh(context: dg.ScheduleEvaluationContext):
 
 
 weekly_model_training = dg.ScheduleDefinition(
-    name="weekly_model_training", job=train_models, cron_schedule="0 4 * * 1", execution_timezone="UTC",
+    name="weekly_model_training",
+    job=train_models,
+    cron_schedule="0 4 * * 1",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Mondays at 04:00 UTC, after the daily refresh: retrain, register, promote when better, rescore.")
+    description="Mondays at 04:00 UTC, after the daily refresh: retrain, register, promote when better, rescore.",
+)
 
 
 # Declarative automation: when the sensor has ingested new days, or a run has reloaded a snapshot
@@ -68,8 +76,11 @@ weekly_model_training = dg.ScheduleDefinition(
 EAGER = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 downstream_of_ingestion = dg.AssetSelection.all() - dg.AssetSelection.groups("ingest")
 eager_downstream = dg.AutomationConditionSensorDefinition(
-    "eager_downstream", target=downstream_of_ingestion, default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Materialises identity, features, models, segments and exports after new data is ingested.")
+    "eager_downstream",
+    target=downstream_of_ingestion,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Materialises identity, features, models, segments and exports after new data is ingested.",
+)
 
 defs = dg.Definitions.merge(
     ingest_domain.defs,
@@ -87,10 +98,15 @@ defs = dg.Definitions.merge(
         sensors=[eager_downstream],
         resources={
             "warehouse": WarehouseResource(path=str(settings.warehouse), engine=settings.engine),
-            "landing": LandingZoneResource(root=str(settings.landing_dir), sources_config=(
-                str(settings.sources_config) if settings.sources_config else None)),
+            "landing": LandingZoneResource(
+                root=str(settings.landing_dir),
+                sources_config=(str(settings.sources_config) if settings.sources_config else None),
+            ),
             "settings": SettingsResource.from_settings(settings),
         },
     ),
-).map_asset_specs(func=lambda spec: spec if spec.group_name == "ingest" or spec.automation_condition
-                   else spec.replace_attributes(automation_condition=EAGER))
+).map_asset_specs(
+    func=lambda spec: spec
+    if spec.group_name == "ingest" or spec.automation_condition
+    else spec.replace_attributes(automation_condition=EAGER)
+)

@@ -51,9 +51,14 @@ class Ports:
     def from_env(cls) -> Ports:
         """The ports of the process's settings (TESSERA_*_PORT)."""
         settings = load_settings()
-        return cls(postgres=settings.postgres_port, mlflow=settings.mlflow_port,
-                   spark_master=settings.spark_master_port, spark_master_ui=settings.spark_master_ui_port,
-                   spark_worker_ui=settings.spark_worker_ui_port, spark_thrift=settings.spark_port)
+        return cls(
+            postgres=settings.postgres_port,
+            mlflow=settings.mlflow_port,
+            spark_master=settings.spark_master_port,
+            spark_master_ui=settings.spark_master_ui_port,
+            spark_worker_ui=settings.spark_worker_ui_port,
+            spark_thrift=settings.spark_port,
+        )
 
 
 def postgres_url(database: str, ports: Ports | None = None) -> str:
@@ -62,6 +67,7 @@ def postgres_url(database: str, ports: Ports | None = None) -> str:
 
 
 # --- process bookkeeping --------------------------------------------------------------------------
+
 
 def pid_file(name: str) -> Path:
     return SERVICES_DIR / f"{name}.pid"
@@ -93,13 +99,22 @@ def running_pid(name: str) -> int | None:
     return pid if _alive(pid) else None
 
 
-def spawn(name: str, command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-          user: str | None = None) -> int:
+def spawn(
+    name: str, command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, user: str | None = None
+) -> int:
     log = log_file(name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {})}, cwd=cwd, user=user, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            user=user,
+            start_new_session=True,
+        )
     _spawned[process.pid] = process  # outlives this call on purpose; kept so that it is not reported as leaked
     pid_file(name).write_text(f"{process.pid}\n")
     return process.pid
@@ -124,8 +139,10 @@ def port_open(port: int) -> bool:
 
 def _require_free(port: int, variable: str) -> None:
     if port_open(port):
-        raise ServiceError(f"Port {port} on 127.0.0.1 is taken by a process that `tessera services` did not start: "
-                           f"stop it, or choose another port with {variable}.")
+        raise ServiceError(
+            f"Port {port} on 127.0.0.1 is taken by a process that `tessera services` did not start: "
+            f"stop it, or choose another port with {variable}."
+        )
 
 
 # PostgreSQL's SIGTERM waits for every client to disconnect; SIGINT is its fast, clean shutdown.
@@ -153,6 +170,7 @@ def stop(names: list[str], timeout_s: float = 20) -> list[str]:
 
 # --- the services ---------------------------------------------------------------------------------
 
+
 def _postgres_user() -> str | None:
     """PostgreSQL refuses to run as root; Debian's package brings a `postgres` user."""
     if os.geteuid() != 0:
@@ -160,15 +178,19 @@ def _postgres_user() -> str | None:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise ServiceError("PostgreSQL will not run as root and there is no 'postgres' user: install Debian's "
-                           "postgresql package (make services-deps) or run as an ordinary user.") from None
+        raise ServiceError(
+            "PostgreSQL will not run as root and there is no 'postgres' user: install Debian's "
+            "postgresql package (make services-deps) or run as an ordinary user."
+        ) from None
     return "postgres"
 
 
 def start_postgres(ports: Ports) -> None:
     if not (POSTGRES_BIN / "postgres").exists():
-        raise ServiceError(f"PostgreSQL is not installed at {POSTGRES_BIN}: run `make services-deps` (Debian's "
-                           "postgresql package), or set TESSERA_POSTGRES_BIN to its bin folder.")
+        raise ServiceError(
+            f"PostgreSQL is not installed at {POSTGRES_BIN}: run `make services-deps` (Debian's "
+            "postgresql package), or set TESSERA_POSTGRES_BIN to its bin folder."
+        )
     _require_free(ports.postgres, "TESSERA_POSTGRES_PORT")
     user = _postgres_user()
     data = SERVICES_DIR / "postgres"
@@ -176,13 +198,42 @@ def start_postgres(ports: Ports) -> None:
         data.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(data, user)
-        init = subprocess.run([str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "tessera", "--auth=trust",
-                               "-E", "UTF8", "--locale=C.UTF-8"], user=user, capture_output=True, text=True)
+        init = subprocess.run(
+            [
+                str(POSTGRES_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "tessera",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+        )
         if init.returncode != 0:
-            raise ServiceError(f"initdb could not create {data} (as user {user or 'current'}): "
-                               f"{init.stderr.strip() or init.stdout.strip()}")
-    spawn("postgres", [str(POSTGRES_BIN / "postgres"), "-D", str(data), "-p", str(ports.postgres),
-                       "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}"], user=user)
+            raise ServiceError(
+                f"initdb could not create {data} (as user {user or 'current'}): "
+                f"{init.stderr.strip() or init.stdout.strip()}"
+            )
+    spawn(
+        "postgres",
+        [
+            str(POSTGRES_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(ports.postgres),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={data}",
+        ],
+        user=user,
+    )
     wait_until("postgres", lambda: port_open(ports.postgres) and _pg_accepts(ports), 60)
     for database in ("dagster", "mlflow"):
         _ensure_database(ports, database)
@@ -192,8 +243,9 @@ def pg_connect(database: str, ports: Ports | None = None):
     """A psycopg2 connection to `database` on the local PostgreSQL, as the `tessera` role."""
     import psycopg2
 
-    return psycopg2.connect(host="127.0.0.1", port=(ports or Ports.from_env()).postgres, user="tessera",
-                            dbname=database)
+    return psycopg2.connect(
+        host="127.0.0.1", port=(ports or Ports.from_env()).postgres, user="tessera", dbname=database
+    )
 
 
 def _pg_accepts(ports: Ports) -> bool:
@@ -222,11 +274,24 @@ def start_mlflow(ports: Ports) -> None:
     _require_free(ports.mlflow, "TESSERA_MLFLOW_PORT")
     artifacts = SERVICES_DIR / "mlflow-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    spawn("mlflow", [str(Path(sys.executable).parent / "mlflow"), "server",
-                     "--backend-store-uri", postgres_url("mlflow", ports),
-                     "--artifacts-destination", artifacts.as_uri(),
-                     "--host", "127.0.0.1", "--port", str(ports.mlflow), "--workers", "1"],
-          env={"MLFLOW_DISABLE_TELEMETRY": "true"})
+    spawn(
+        "mlflow",
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            postgres_url("mlflow", ports),
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ports.mlflow),
+            "--workers",
+            "1",
+        ],
+        env={"MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     wait_until("mlflow", lambda: _http_ok(f"http://127.0.0.1:{ports.mlflow}/health"), 120)
 
 
@@ -253,26 +318,54 @@ def _spark_env() -> dict[str, str]:
         raise ServiceError("Spark needs Java 17: run `make services-deps` (Debian's openjdk-17-jre-headless).")
     logs = SERVICES_DIR / "spark" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    return {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(logs),
-            "SPARK_WORKER_DIR": str(SERVICES_DIR / "spark" / "work"), "SPARK_NO_DAEMONIZE": "1",
-            "PYSPARK_PYTHON": sys.executable}
+    return {
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(logs),
+        "SPARK_WORKER_DIR": str(SERVICES_DIR / "spark" / "work"),
+        "SPARK_NO_DAEMONIZE": "1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
 
 
 def start_spark_master(ports: Ports) -> None:
     _require_free(ports.spark_master, "TESSERA_SPARK_MASTER_PORT")
-    spawn("spark-master", [str(spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
-                           "--host", "127.0.0.1", "--port", str(ports.spark_master),
-                           "--webui-port", str(ports.spark_master_ui)], env=_spark_env())
+    spawn(
+        "spark-master",
+        [
+            str(spark_home() / "bin" / "spark-class"),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ports.spark_master),
+            "--webui-port",
+            str(ports.spark_master_ui),
+        ],
+        env=_spark_env(),
+    )
     wait_until("spark-master", lambda: port_open(ports.spark_master), 90)
 
 
 def start_spark_worker(ports: Ports) -> None:
     settings = load_settings()
-    spawn("spark-worker", [str(spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker",
-                           "--host", "127.0.0.1", "--cores", settings.spark_worker_cores,
-                           "--memory", settings.spark_worker_memory,
-                           "--webui-port", str(ports.spark_worker_ui), f"spark://127.0.0.1:{ports.spark_master}"],
-          env=_spark_env())
+    spawn(
+        "spark-worker",
+        [
+            str(spark_home() / "bin" / "spark-class"),
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            settings.spark_worker_cores,
+            "--memory",
+            settings.spark_worker_memory,
+            "--webui-port",
+            str(ports.spark_worker_ui),
+            f"spark://127.0.0.1:{ports.spark_master}",
+        ],
+        env=_spark_env(),
+    )
     wait_until("spark-worker", lambda: _alive_workers(ports) > 0, 90)
 
 
@@ -300,20 +393,41 @@ def start_spark_thrift(ports: Ports) -> None:
     # return here (a full dbt run of the test sample: 262 -> 153 CPU seconds, 143 -> 92 s).
     settings = load_settings()
     java_options = settings.spark_java_options
-    spawn("spark-thrift", [
-        str(spark_home() / "bin" / "spark-submit"), "--master", f"spark://127.0.0.1:{ports.spark_master}",
-        "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "tessera-thrift",
-        "--driver-memory", settings.spark_driver_memory,
-        "--executor-memory", settings.spark_executor_memory,
-        "--conf", f"spark.sql.warehouse.dir={spark_warehouse_dir()}",
-        "--conf", "spark.sql.session.timeZone=UTC",
-        "--conf", "spark.sql.shuffle.partitions=8",
-        "--conf", f"spark.driver.extraJavaOptions=-Dderby.system.home={metastore} {java_options}",
-        "--conf", f"spark.executor.extraJavaOptions={java_options}",
-        "--hiveconf", f"hive.server2.thrift.port={ports.spark_thrift}",
-        "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1",
-        "--hiveconf", f"javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={metastore}/metastore_db;create=true",
-        "spark-internal"], env=_spark_env(), cwd=metastore)
+    spawn(
+        "spark-thrift",
+        [
+            str(spark_home() / "bin" / "spark-submit"),
+            "--master",
+            f"spark://127.0.0.1:{ports.spark_master}",
+            "--class",
+            "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
+            "--name",
+            "tessera-thrift",
+            "--driver-memory",
+            settings.spark_driver_memory,
+            "--executor-memory",
+            settings.spark_executor_memory,
+            "--conf",
+            f"spark.sql.warehouse.dir={spark_warehouse_dir()}",
+            "--conf",
+            "spark.sql.session.timeZone=UTC",
+            "--conf",
+            "spark.sql.shuffle.partitions=8",
+            "--conf",
+            f"spark.driver.extraJavaOptions=-Dderby.system.home={metastore} {java_options}",
+            "--conf",
+            f"spark.executor.extraJavaOptions={java_options}",
+            "--hiveconf",
+            f"hive.server2.thrift.port={ports.spark_thrift}",
+            "--hiveconf",
+            "hive.server2.thrift.bind.host=127.0.0.1",
+            "--hiveconf",
+            f"javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={metastore}/metastore_db;create=true",
+            "spark-internal",
+        ],
+        env=_spark_env(),
+        cwd=metastore,
+    )
     wait_until("spark-thrift", lambda: port_open(ports.spark_thrift) and _thrift_answers(ports), 180)
 
 

@@ -17,8 +17,9 @@ os.environ.setdefault("TESSERA_PARTITIONS_START", "2026-06-01")
 from orchestration.lib.settings import load_settings  # noqa: E402
 from orchestration.sample_data.generator import GeneratorConfig, generate  # noqa: E402
 
-SMALL = GeneratorConfig(persons=400, seed=7, as_of=dt.date(2026, 10, 31), history_days=120, chunk_size=200,
-                        fault_rate=0.01)
+SMALL = GeneratorConfig(
+    persons=400, seed=7, as_of=dt.date(2026, 10, 31), history_days=120, chunk_size=200, fault_rate=0.01
+)
 
 
 @dataclasses.dataclass(frozen=True)

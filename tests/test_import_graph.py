@@ -48,8 +48,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    return {_module_name(path): _imports(path)
-            for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
+    return {
+        _module_name(path): _imports(path) for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+    }
 
 
 GRAPH = _graph()
@@ -65,27 +66,46 @@ def _domain(module: str) -> str | None:
 
 
 def _is_shared(module: str) -> bool:
-    return (module.startswith(("orchestration.lib.", "orchestration.api")) or module == "orchestration.services"
-            or (module.startswith(DOMAINS) and _domain(module) is None))
+    return (
+        module.startswith(("orchestration.lib.", "orchestration.api"))
+        or module == "orchestration.services"
+        or (module.startswith(DOMAINS) and _domain(module) is None)
+    )
 
 
 def _is_composition_root(module: str) -> bool:
     return module in ("orchestration.definitions", "orchestration.cli") or (
-        _domain(module) is not None and module.endswith(".definitions"))
+        _domain(module) is not None and module.endswith(".definitions")
+    )
 
 
 def _assert_none(rule) -> None:
     """No (module, imported module) pair of the graph satisfies `rule`; else each is listed."""
-    found = sorted(f"{module} imports {target}" for module, targets in GRAPH.items()
-                   for target in targets if rule(module, target))
+    found = sorted(
+        f"{module} imports {target}" for module, targets in GRAPH.items() for target in targets if rule(module, target)
+    )
     assert not found, "\n".join(found)
 
 
 def test_the_graph_covers_the_packages():
-    assert {"orchestration.lib.warehouse", "orchestration.defs.partitions", "orchestration.defs.resources",
-            "orchestration.defs.ingest.assets", "ml.clustering", "expectations.runner"} <= set(GRAPH)
+    assert {
+        "orchestration.lib.warehouse",
+        "orchestration.defs.partitions",
+        "orchestration.defs.resources",
+        "orchestration.defs.ingest.assets",
+        "ml.clustering",
+        "expectations.runner",
+    } <= set(GRAPH)
     assert {_domain(m) for m in GRAPH} - {None} == {
-        "dbt", "exports", "identity", "ingest", "ml", "privacy", "quality", "segments"}
+        "dbt",
+        "exports",
+        "identity",
+        "ingest",
+        "ml",
+        "privacy",
+        "quality",
+        "segments",
+    }
 
 
 def test_no_shared_module_imports_a_domain():
@@ -124,17 +144,27 @@ def test_the_sample_generator_imports_no_domain():
 
 def test_a_domain_registers_its_own_assets():
     """A domain's definitions.py registers the assets of its own domain, not another's."""
+
     def rule(module: str, target: str) -> bool:
-        return (_is_composition_root(module) and _domain(module) is not None and target.endswith(".assets")
-                and _domain(target) not in (None, _domain(module)))
+        return (
+            _is_composition_root(module)
+            and _domain(module) is not None
+            and target.endswith(".assets")
+            and _domain(target) not in (None, _domain(module))
+        )
 
     _assert_none(rule)
 
 
 def test_only_composition_roots_import_definitions():
     """A domain's definitions.py is what the code location merges; nothing but a root reads it."""
+
     def rule(module: str, target: str) -> bool:
-        return (_domain(target) is not None and target.endswith(".definitions")
-                and _domain(target) != _domain(module) and not _is_composition_root(module))
+        return (
+            _domain(target) is not None
+            and target.endswith(".definitions")
+            and _domain(target) != _domain(module)
+            and not _is_composition_root(module)
+        )
 
     _assert_none(rule)

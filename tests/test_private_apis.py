@@ -33,16 +33,23 @@ def test_the_event_log_methods_the_serial_claims_wrap_keep_their_signatures():
     for base in (SqliteEventLogStorage, PostgresEventLogStorage):
         assert parameters(base.claim_concurrency_slot) == ["self", "concurrency_key", "run_id", "step_key", "priority"]
         assert parameters(base.initialize_concurrency_limit_to_default) == ["self", "concurrency_key"]
-    for ours, base in ((SerialClaimsSqliteEventLogStorage, SqliteEventLogStorage),
-                       (SerialClaimsPostgresEventLogStorage, PostgresEventLogStorage)):
+    for ours, base in (
+        (SerialClaimsSqliteEventLogStorage, SqliteEventLogStorage),
+        (SerialClaimsPostgresEventLogStorage, PostgresEventLogStorage),
+    ):
         # Ours come first in the method resolution order, so Dagster's callers reach them.
         assert ours.claim_concurrency_slot is not base.claim_concurrency_slot
         assert ours.__mro__.index(base) > 1
 
 
 def test_the_private_helpers_the_postgres_upsert_calls_still_exist():
-    for name in ("_reconcile_concurrency_limits_from_slots", "_allocate_concurrency_slots", "index_transaction",
-                 "has_concurrency_limits_table", "has_default_pool_limit_col"):
+    for name in (
+        "_reconcile_concurrency_limits_from_slots",
+        "_allocate_concurrency_slots",
+        "index_transaction",
+        "has_concurrency_limits_table",
+        "has_default_pool_limit_col",
+    ):
         assert hasattr(PostgresEventLogStorage, name), name
     assert parameters(PostgresEventLogStorage._allocate_concurrency_slots)[1:3] == ["conn", "concurrency_key"]
     assert {"concurrency_key", "limit", "using_default_limit"} <= set(ConcurrencyLimitsTable.c.keys())

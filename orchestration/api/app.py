@@ -80,15 +80,18 @@ def load_snapshot(warehouse: Path) -> Snapshot:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         if table_exists(con, "marts", "identity_map"):
             for kind, identifier, person in con.execute(
-                    "SELECT identifier_type, identifier, person_id FROM marts.identity_map").fetchall():
+                "SELECT identifier_type, identifier, person_id FROM marts.identity_map"
+            ).fetchall():
                 snap.identities[(kind, identifier)] = person
                 snap.persons.add(person)
         if table_exists(con, "marts", "segment_membership"):
             for person, segment, kind, entered in con.execute(
-                    "SELECT person_id, segment_name, segment_type, entered_at FROM marts.segment_membership "
-                    "ORDER BY person_id, segment_name").fetchall():
+                "SELECT person_id, segment_name, segment_type, entered_at FROM marts.segment_membership "
+                "ORDER BY person_id, segment_name"
+            ).fetchall():
                 snap.memberships.setdefault(person, []).append(
-                    SegmentMembership(segment=segment, type=kind, entered_at=entered))
+                    SegmentMembership(segment=segment, type=kind, entered_at=entered)
+                )
         if table_exists(con, "marts", "segment_report"):
             cursor = con.execute("""
                 SELECT segment_name AS name, segment_type AS type, description, owner, rule, size, entered, exited,
@@ -124,9 +127,12 @@ class SnapshotStore:
                 if not _is_lock_error(exc):
                     raise
                 if not said:
-                    log.warning("The warehouse %s is locked by a running pipeline step; the API starts serving as "
-                                "soon as it is released (waiting, checking every %.0f s).", self.warehouse,
-                                wait_seconds)
+                    log.warning(
+                        "The warehouse %s is locked by a running pipeline step; the API starts serving as "
+                        "soon as it is released (waiting, checking every %.0f s).",
+                        self.warehouse,
+                        wait_seconds,
+                    )
                     said = True
                 time.sleep(wait_seconds)
 
@@ -152,13 +158,20 @@ def _problem(status: int, detail: str, headers: dict | None = None) -> HTTPExcep
     return HTTPException(status_code=status, detail=detail, headers=headers)
 
 
-def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0, rate_limit: str = "50/second",
-               docs_need_token: bool = False) -> FastAPI:
+def create_app(
+    warehouse: Path,
+    token: str,
+    refresh_seconds: float = 30.0,
+    rate_limit: str = "50/second",
+    docs_need_token: bool = False,
+) -> FastAPI:
     """`rate_limit` (the `limits` notation, per token): a client over it gets 429 with Retry-After.
     With `docs_need_token`, /docs and /openapi.json need the token too."""
     if not warehouse.exists():
-        raise FileNotFoundError(f"The warehouse {warehouse} does not exist: run `make run` first, or point "
-                                "TESSERA_WAREHOUSE at an existing DuckDB file.")
+        raise FileNotFoundError(
+            f"The warehouse {warehouse} does not exist: run `make run` first, or point "
+            "TESSERA_WAREHOUSE at an existing DuckDB file."
+        )
     store = SnapshotStore(warehouse, refresh_seconds)
     bearer = HTTPBearer(auto_error=False, description="TESSERA_API_TOKEN")
     limit = limits.parse(rate_limit)
@@ -167,19 +180,32 @@ def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0, rate_
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         given = credentials.credentials.encode() if credentials else b""
         if not hmac.compare_digest(given, token.encode()):
-            raise _problem(401, "A valid bearer token is required: send 'Authorization: Bearer <TESSERA_API_TOKEN>'.",
-                           {"WWW-Authenticate": "Bearer"})
+            raise _problem(
+                401,
+                "A valid bearer token is required: send 'Authorization: Bearer <TESSERA_API_TOKEN>'.",
+                {"WWW-Authenticate": "Bearer"},
+            )
         client = hashlib.sha256(given).hexdigest()  # the limiter's key: never the token itself
         if not limiter.hit(limit, client):
             reset = limiter.get_window_stats(limit, client).reset_time
             retry = max(1, math.ceil(reset - time.time()))
-            raise _problem(429, f"Too many requests: the limit is {rate_limit} per token "
-                                f"(TESSERA_API_RATE_LIMIT). Retry after {retry} s.", {"Retry-After": str(retry)})
+            raise _problem(
+                429,
+                f"Too many requests: the limit is {rate_limit} per token "
+                f"(TESSERA_API_RATE_LIMIT). Retry after {retry} s.",
+                {"Retry-After": str(retry)},
+            )
 
     docs = {} if not docs_need_token else {"docs_url": None, "redoc_url": None, "openapi_url": None}
-    app = FastAPI(title="Tessera lookup API", version="1", **docs, description=(
-        "Read-only lookups of segment membership by any identifier. Every /v1 route needs "
-        "`Authorization: Bearer <TESSERA_API_TOKEN>`, and allows " + rate_limit + " per token."))
+    app = FastAPI(
+        title="Tessera lookup API",
+        version="1",
+        **docs,
+        description=(
+            "Read-only lookups of segment membership by any identifier. Every /v1 route needs "
+            "`Authorization: Bearer <TESSERA_API_TOKEN>`, and allows " + rate_limit + " per token."
+        ),
+    )
     if docs_need_token:
         from fastapi.openapi.docs import get_swagger_ui_html
 
@@ -196,13 +222,24 @@ def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0, rate_
     @app.get("/health", response_model=Health, summary="Liveness and the snapshot's as_of (no token needed)")
     def health() -> Health:
         snap = store.current()
-        return Health(status="ok", as_of=snap.as_of, snapshot_loaded_at=snap.loaded_at, persons=len(snap.persons),
-                      identifiers=len(snap.identities))
+        return Health(
+            status="ok",
+            as_of=snap.as_of,
+            snapshot_loaded_at=snap.loaded_at,
+            persons=len(snap.persons),
+            identifiers=len(snap.identities),
+        )
 
-    @app.get("/v1/identities/{identifier_type}/{value}/segments", response_model=IdentitySegments,
-             dependencies=secured, responses={404: {"description": "Unknown identifier"},
-                                              422: {"description": "Invalid identifier type or value"}},
-             summary="Resolve an identifier to its person and return their current segments")
+    @app.get(
+        "/v1/identities/{identifier_type}/{value}/segments",
+        response_model=IdentitySegments,
+        dependencies=secured,
+        responses={
+            404: {"description": "Unknown identifier"},
+            422: {"description": "Invalid identifier type or value"},
+        },
+        summary="Resolve an identifier to its person and return their current segments",
+    )
     def identity_segments(identifier_type: str, value: str) -> IdentitySegments:
         """`identifier_type` is one of person_id, anonymous_id, user_id, customer_id, email, phone (E.164),
         email_sha256 or phone_sha256. Emails and phones are normalised and hashed before the lookup."""
@@ -216,13 +253,22 @@ def create_app(warehouse: Path, token: str, refresh_seconds: float = 30.0, rate_
             raise _problem(404, f"No person has this {identifier_type}.")
         return IdentitySegments(person_id=person, as_of=snap.as_of, segments=snap.memberships.get(person, []))
 
-    @app.get("/v1/segments", response_model=list[Segment], dependencies=secured,
-             summary="Every segment of the latest run, with its size and whether it was published")
+    @app.get(
+        "/v1/segments",
+        response_model=list[Segment],
+        dependencies=secured,
+        summary="Every segment of the latest run, with its size and whether it was published",
+    )
     def segments() -> list[Segment]:
         return list(store.current().segments.values())
 
-    @app.get("/v1/segments/{name}", response_model=Segment, dependencies=secured,
-             responses={404: {"description": "Unknown segment"}}, summary="One segment")
+    @app.get(
+        "/v1/segments/{name}",
+        response_model=Segment,
+        dependencies=secured,
+        responses={404: {"description": "Unknown segment"}},
+        summary="One segment",
+    )
     def segment(name: str) -> Segment:
         found = store.current().segments.get(name)
         if found is None:
@@ -242,6 +288,12 @@ def app_from_environment() -> FastAPI:
     if len(token) < 16:
         raise SettingsError(
             "TESSERA_API_TOKEN must be set to a secret of at least 16 characters, for example "
-            "`export TESSERA_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`.")
-    return create_app(settings.warehouse, token, settings.api_refresh_seconds, rate_limit=settings.api_rate_limit,
-                      docs_need_token=settings.api_docs_need_token)
+            "`export TESSERA_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')`."
+        )
+    return create_app(
+        settings.warehouse,
+        token,
+        settings.api_refresh_seconds,
+        rate_limit=settings.api_rate_limit,
+        docs_need_token=settings.api_docs_need_token,
+    )

@@ -19,7 +19,8 @@ PERSONAL_COLUMN = re.compile(
     r"|traits|context|properties|^name$|query|page_url|referrer|company_name|message|reason"
     # Keys and their hashes: person, user, device and order ids, graph edge ends, any SHA-256.
     r"|_id(_[lr])?$|_ids$|^id$|_key$|_keys$|^left_|^right_|device|sha256|decided_by",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def _column_type(column: pd.Series) -> str:
@@ -27,8 +28,13 @@ def _column_type(column: pd.Series) -> str:
     values, or nothing but NULLs) are typed by what they hold."""
     dtype = column.dtype
     if pd.api.types.is_object_dtype(dtype):
-        dtype = {"boolean": "bool", "integer": "int64", "floating": "float64", "mixed-integer-float": "float64",
-                 "decimal": "float64"}.get(pd.api.types.infer_dtype(column, skipna=True), dtype)
+        dtype = {
+            "boolean": "bool",
+            "integer": "int64",
+            "floating": "float64",
+            "mixed-integer-float": "float64",
+            "decimal": "float64",
+        }.get(pd.api.types.infer_dtype(column, skipna=True), dtype)
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
     if pd.api.types.is_integer_dtype(dtype):
@@ -54,13 +60,16 @@ def frame_table(frame: pd.DataFrame, descriptions: dict[str, str] | None = None)
     cells. An empty frame keeps its columns."""
     kinds = {str(name): _column_type(frame[name]) for name in frame.columns}
     columns = [dg.TableColumn(name, kind, description=(descriptions or {}).get(name)) for name, kind in kinds.items()]
-    records = [dg.TableRecord({name: _value(v, kind) for (name, kind), v in zip(kinds.items(), row, strict=True)})
-               for row in frame.itertuples(index=False, name=None)]
+    records = [
+        dg.TableRecord({name: _value(v, kind) for (name, kind), v in zip(kinds.items(), row, strict=True)})
+        for row in frame.itertuples(index=False, name=None)
+    ]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 
-def table_metadata(con, table: str, descriptions: dict[str, str | None] | None = None,
-                   dbt_invocation_id: str | None = None) -> dict:
+def table_metadata(
+    con, table: str, descriptions: dict[str, str | None] | None = None, dbt_invocation_id: str | None = None
+) -> dict:
     """`dagster/row_count`, `dagster/column_schema` (types from DuckDB, descriptions from dbt YAML
     where given) and a `preview` table of the first rows of `schema.table` without its personal columns
     (`preview_columns_hidden` counts them; a sentence instead where nothing can be shown). An
@@ -70,10 +79,14 @@ def table_metadata(con, table: str, descriptions: dict[str, str | None] | None =
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     written = {}
     if dbt_invocation_id and any(name == "dbt_invocation_id" for name, *_ in described):
-        written = {"rows_written": con.execute(f"SELECT count(*) FROM {table} WHERE dbt_invocation_id = ?",
-                                               [dbt_invocation_id]).fetchone()[0]}
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind, description=(descriptions or {}).get(name))
-                                     for name, kind, *_ in described])
+        written = {
+            "rows_written": con.execute(
+                f"SELECT count(*) FROM {table} WHERE dbt_invocation_id = ?", [dbt_invocation_id]
+            ).fetchone()[0]
+        }
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, kind, description=(descriptions or {}).get(name)) for name, kind, *_ in described]
+    )
     shown = [name for name, *_ in described if not PERSONAL_COLUMN.search(name)]
     hidden = {}
     if table.startswith("pii."):
@@ -84,8 +97,9 @@ def table_metadata(con, table: str, descriptions: dict[str, str | None] | None =
         quoted = ", ".join(f'"{c}"' for c in shown)
         sample = con.execute(f"SELECT {quoted} FROM {table} LIMIT {PREVIEW_ROWS}").df()
         for name in sample.select_dtypes(include="object").columns:  # text, lists, structs
-            sample[name] = sample[name].map(lambda v: v if v is None or len(str(v)) <= PREVIEW_CHARS
-                                            else str(v)[:PREVIEW_CHARS] + "…")
+            sample[name] = sample[name].map(
+                lambda v: v if v is None or len(str(v)) <= PREVIEW_CHARS else str(v)[:PREVIEW_CHARS] + "…"
+            )
         preview = frame_table(sample)
         if len(described) > len(shown):
             hidden = {"preview_columns_hidden": len(described) - len(shown)}  # personal, left out of the preview

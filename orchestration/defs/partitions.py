@@ -19,7 +19,8 @@ from orchestration.lib.settings import load_settings
 _settings = load_settings()
 
 daily_event_partitions = dg.DailyPartitionsDefinition(
-    start_date=_settings.partitions_start.isoformat(), end_offset=1, timezone="UTC")
+    start_date=_settings.partitions_start.isoformat(), end_offset=1, timezone="UTC"
+)
 
 # A backfill of many days runs once over the whole range, not once per day.
 single_run = dg.BackfillPolicy.single_run()

@@ -96,7 +96,12 @@ class SettingsResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SettingsResource:
-        return cls(exports_dir=str(settings.exports_dir), reports_dir=str(settings.reports_dir),
-                   dagster_home=str(settings.dagster_home), mlflow_tracking_uri=settings.mlflow_tracking_uri,
-                   as_of=settings.as_of.isoformat() if settings.as_of else None,
-                   consent_default_allowed=settings.consent_default_allowed, ml_frame_rows=settings.ml_frame_rows)
+        return cls(
+            exports_dir=str(settings.exports_dir),
+            reports_dir=str(settings.reports_dir),
+            dagster_home=str(settings.dagster_home),
+            mlflow_tracking_uri=settings.mlflow_tracking_uri,
+            as_of=settings.as_of.isoformat() if settings.as_of else None,
+            consent_default_allowed=settings.consent_default_allowed,
+            ml_frame_rows=settings.ml_frame_rows,
+        )

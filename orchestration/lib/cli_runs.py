@@ -81,8 +81,11 @@ def release_dead_runs(home: Path) -> list[str]:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_TAG: dead}))
         for run in runs:
             if not run.is_finished:
-                instance.report_run_failed(run, "The `tessera` process that ran this was killed; the next "
-                                                "`tessera` command marked it failed and freed its pool slots.")
+                instance.report_run_failed(
+                    run,
+                    "The `tessera` process that ran this was killed; the next "
+                    "`tessera` command marked it failed and freed its pool slots.",
+                )
             # Dagster's own daemon frees slots with this storage call too (dagster/_daemon/monitoring).
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     return [run.run_id for run in runs]
@@ -100,13 +103,23 @@ def _event_types() -> set[dg.DagsterEventType]:
     import dagster as dg
 
     kind = dg.DagsterEventType
-    return {kind.ASSET_MATERIALIZATION_PLANNED, kind.ASSET_CHECK_EVALUATION_PLANNED, kind.STEP_START,
-            kind.STEP_SUCCESS, kind.STEP_FAILURE, kind.STEP_SKIPPED, kind.STEP_UP_FOR_RETRY,
-            kind.ASSET_MATERIALIZATION, kind.ASSET_CHECK_EVALUATION, kind.RUN_FAILURE}
+    return {
+        kind.ASSET_MATERIALIZATION_PLANNED,
+        kind.ASSET_CHECK_EVALUATION_PLANNED,
+        kind.STEP_START,
+        kind.STEP_SUCCESS,
+        kind.STEP_FAILURE,
+        kind.STEP_SKIPPED,
+        kind.STEP_UP_FOR_RETRY,
+        kind.ASSET_MATERIALIZATION,
+        kind.ASSET_CHECK_EVALUATION,
+        kind.RUN_FAILURE,
+    }
 
 
-def new_events(instance: dg.DagsterInstance, run_id: str,
-               cursor: str | None) -> tuple[list[dg.EventLogEntry], str | None]:
+def new_events(
+    instance: dg.DagsterInstance, run_id: str, cursor: str | None
+) -> tuple[list[dg.EventLogEntry], str | None]:
     """The run's events that RunProgress reads, written since `cursor`, and the cursor after them.
 
     DagsterInstance.get_records_for_run is the one reader of a run's events by type and cursor, what
@@ -189,8 +202,10 @@ class RunProgress:
             self.checks.setdefault(step, {})[check.check_name] = check.passed
             if not check.passed:
                 why = f": {_first_lines(check.description, 4)}" if check.description else ""
-                text = (f"check {check.check_name} on {check.asset_key.to_user_string()} did not pass "
-                        f"({check.severity.value}){why}")
+                text = (
+                    f"check {check.check_name} on {check.asset_key.to_user_string()} did not pass "
+                    f"({check.severity.value}){why}"
+                )
                 if check.severity.value == "ERROR":
                     self.failures.append(text)
                 return [(text, True)]
@@ -207,8 +222,11 @@ class RunProgress:
                 self.failures.append(f"step {step} failed{took}: {error}")
                 return [(f"{self._counted(step)} FAILED{took}: {error}", True)]
             return [(f"{self._counted(step)} {self.done[step]}{took}{self._outcome(step)}", False)]
-        elif (kind == "PIPELINE_FAILURE" and event.job_failure_data.error is not None
-              and "failed" not in self.done.values()):  # a failed step's error is reported already
+        elif (
+            kind == "PIPELINE_FAILURE"
+            and event.job_failure_data.error is not None
+            and "failed" not in self.done.values()
+        ):  # a failed step's error is reported already
             text = f"the run failed: {_first_lines(error_text(event))}"
             self.failures.append(text)
             return [(text, True)]

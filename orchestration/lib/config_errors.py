@@ -57,13 +57,17 @@ def pydantic_problems(where: str, exc: ValidationError, model: type[BaseModel]) 
             owner = _model_at(model, loc)
             allowed = list(owner.model_fields) if owner else []
             hint = suggest(str(loc[-1]), allowed, "key") if allowed else ""
-            out.append(f"{where}, key '{key}': unknown key. {hint + ' ' if hint else ''}"
-                       f"Allowed keys here: {', '.join(allowed)}.")
+            out.append(
+                f"{where}, key '{key}': unknown key. {hint + ' ' if hint else ''}"
+                f"Allowed keys here: {', '.join(allowed)}."
+            )
         elif err["type"] == "missing":
             out.append(f"{where}, key '{key}': required but missing. Add it.")
         elif err["type"] == "string_pattern_mismatch":
-            out.append(f"{where}, key '{key}': {err['input']!r} is not a valid name. Use lower-case letters, "
-                       "digits and underscores, starting with a letter.")
+            out.append(
+                f"{where}, key '{key}': {err['input']!r} is not a valid name. Use lower-case letters, "
+                "digits and underscores, starting with a letter."
+            )
         elif err["type"] == "literal_error":
             out.append(f"{where}, key '{key}': {err['input']!r} is not allowed. {err['msg']}.")
         else:

@@ -42,8 +42,9 @@ class _SerialClaims:
     def _claims_lock(self) -> contextlib.AbstractContextManager:
         raise NotImplementedError
 
-    def claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str,
-                               priority: int | None = None) -> ConcurrencyClaimStatus:
+    def claim_concurrency_slot(
+        self, concurrency_key: str, run_id: str, step_key: str, priority: int | None = None
+    ) -> ConcurrencyClaimStatus:
         with self._claims_lock():
             return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)  # type: ignore[misc]
 
@@ -71,9 +72,12 @@ class SerialClaimsPostgresEventLogStorage(_SerialClaims, PostgresEventLogStorage
 
     @classmethod
     def from_config_value(cls, inst_data, config_value: Mapping[str, Any]):
-        return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
-                   should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-                   token_provider=get_token_provider_from_config(config_value))
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
 
     def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
         """Dagster's inserts the pool's limit and, if the pool exists, updates it in the same
@@ -85,9 +89,11 @@ class SerialClaimsPostgresEventLogStorage(_SerialClaims, PostgresEventLogStorage
         with self._claims_lock():
             self._reconcile_concurrency_limits_from_slots()
             with self.index_transaction() as conn:
-                conn.execute(postgresql.insert(ConcurrencyLimitsTable)
-                             .values(concurrency_key=concurrency_key, limit=default_limit, using_default_limit=True)
-                             .on_conflict_do_update(index_elements=["concurrency_key"], set_={"limit": default_limit}))
+                conn.execute(
+                    postgresql.insert(ConcurrencyLimitsTable)
+                    .values(concurrency_key=concurrency_key, limit=default_limit, using_default_limit=True)
+                    .on_conflict_do_update(index_elements=["concurrency_key"], set_={"limit": default_limit})
+                )
                 self._allocate_concurrency_slots(conn, concurrency_key, default_limit)
         return True
 

@@ -21,8 +21,9 @@ class DayWindow:
 
     def holds(self, day_sql: str) -> str:
         """SQL: the DATE expression `day_sql` lies in the window."""
-        bounds = ([f"{day_sql} >= DATE '{self.start}'"] if self.start else []) + \
-                 ([f"{day_sql} < DATE '{self.end}'"] if self.end else [])
+        bounds = ([f"{day_sql} >= DATE '{self.start}'"] if self.start else []) + (
+            [f"{day_sql} < DATE '{self.end}'"] if self.end else []
+        )
         return " AND ".join(bounds) or "true"
 
     def contains(self, day: dt.date) -> bool:

@@ -84,8 +84,15 @@ def run_dbt(dbt_args: list[str], target: str, target_path: Path | None = None) -
 
     dbt = Path(sys.executable).parent / "dbt"
     env = {**os.environ, "TESSERA_ENGINE": target} | ({"DBT_TARGET_PATH": str(target_path)} if target_path else {})
-    result = subprocess.run([str(dbt), *dbt_args, "--target", target, "--profiles-dir", "."],
-                            cwd=DBT_PROJECT_DIR, capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [str(dbt), *dbt_args, "--target", target, "--profiles-dir", "."],
+        cwd=DBT_PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"dbt {' '.join(dbt_args)} failed on {target} (exit {result.returncode}):\n{result.stdout[-6000:]}")
+        raise RuntimeError(
+            f"dbt {' '.join(dbt_args)} failed on {target} (exit {result.returncode}):\n{result.stdout[-6000:]}"
+        )
     return result

@@ -74,10 +74,12 @@ def write_folder(con, table: str, target: Path, manifest: dict) -> dict:
     tmp.mkdir(parents=True)
     con.execute(f"COPY (SELECT * FROM {table} ORDER BY person_id) TO '{tmp / FILES[0]}' (FORMAT parquet)")
     con.execute(f"COPY (SELECT * FROM {table} ORDER BY person_id) TO '{tmp / FILES[1]}' (FORMAT csv, HEADER)")
-    manifest = {**manifest, "rows": con.execute(f"SELECT count(*) FROM {table}").fetchone()[0],
-                "columns": [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()],
-                "files": {name: {"sha256": _sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                          for name in FILES}}
+    manifest = {
+        **manifest,
+        "rows": con.execute(f"SELECT count(*) FROM {table}").fetchone()[0],
+        "columns": [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()],
+        "files": {name: {"sha256": _sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in FILES},
+    }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     _swap_in(tmp, target)
     return manifest

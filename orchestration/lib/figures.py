@@ -62,8 +62,15 @@ def lines(frame: pd.DataFrame, title: str, ylabel: str, max_series: int = 12):
     return fig
 
 
-def heatmap(frame: pd.DataFrame, title: str, cmap: str = "Blues", vmin: float | None = None,
-            vmax: float | None = None, label: str = "", annotate: bool = False):
+def heatmap(
+    frame: pd.DataFrame,
+    title: str,
+    cmap: str = "Blues",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    label: str = "",
+    annotate: bool = False,
+):
     fig, ax = plt.subplots(figsize=(max(5.0, 0.42 * frame.shape[1] + 3), max(3.0, 0.36 * frame.shape[0] + 1.6)))
     im = ax.imshow(frame.to_numpy(dtype=float), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_yticks(range(frame.shape[0]), [str(i) for i in frame.index], fontsize=8)

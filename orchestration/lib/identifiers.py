@@ -36,8 +36,8 @@ DISPLAY_NAME = re.compile(r"[^<>]*<([^<>]+)>")
 
 @dataclass(frozen=True)
 class EmailCheck:
-    key: str | None        # the normalised address, or None when it is unusable
-    issue: str | None      # reason_codes.INVALID_EMAIL or reason_codes.MIXED_SCRIPT_EMAIL
+    key: str | None  # the normalised address, or None when it is unusable
+    issue: str | None  # reason_codes.INVALID_EMAIL or reason_codes.MIXED_SCRIPT_EMAIL
     reason: str | None
 
 
@@ -60,8 +60,11 @@ def check_email(value: str) -> EmailCheck:
         return EmailCheck(None, reason_codes.INVALID_EMAIL, f"not an email address: {exc}")
     local, domain = checked.local_part, checked.ascii_domain
     if not text.isascii() and (confusables.is_mixed_script(local) or confusables.is_mixed_script(checked.domain)):
-        return EmailCheck(None, reason_codes.MIXED_SCRIPT_EMAIL, "the address mixes scripts (for example a Cyrillic "
-                          "letter among Latin ones), as look-alike addresses do")
+        return EmailCheck(
+            None,
+            reason_codes.MIXED_SCRIPT_EMAIL,
+            "the address mixes scripts (for example a Cyrillic letter among Latin ones), as look-alike addresses do",
+        )
     return EmailCheck(f"{local}@{domain}".lower(), None, None)
 
 
@@ -85,11 +88,14 @@ def normalise_phone(value: str, region: str | None = None) -> str | None:
 def person_of(con, identifier_type: str, identifier: str) -> str | None:
     """The person marts.identity_map gives a lookup key from lookup_key() (a person_id gives itself)."""
     if identifier_type == "person_id":
-        row = con.execute("SELECT any_value(person_id) FROM marts.identity_map WHERE person_id = ?",
-                          [identifier]).fetchone()
+        row = con.execute(
+            "SELECT any_value(person_id) FROM marts.identity_map WHERE person_id = ?", [identifier]
+        ).fetchone()
     else:
-        row = con.execute("SELECT any_value(person_id) FROM marts.identity_map WHERE identifier_type = ? "
-                          "AND identifier = ?", [identifier_type, identifier]).fetchone()
+        row = con.execute(
+            "SELECT any_value(person_id) FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?",
+            [identifier_type, identifier],
+        ).fetchone()
     return row[0] if row else None
 
 
@@ -106,8 +112,9 @@ def lookup_key(identifier_type: str, value: str, region: str | None = None) -> t
     if kind == "phone":
         e164 = normalise_phone(value, region)
         if e164 is None:
-            raise IdentifierError(f"'{value}' is not a phone number in international form (+44...); national "
-                                  "numbers need a region")
+            raise IdentifierError(
+                f"'{value}' is not a phone number in international form (+44...); national numbers need a region"
+            )
         return "phone_sha256", sha256_hex(e164)
     if kind in HASHED_TYPES:
         return kind, value.lower()
@@ -141,7 +148,14 @@ def written_forms(kind: str, value: str) -> set[str]:
             base |= {national, re.sub(r"\D", "", national), str(number.country_code) + str(number.national_number)}
     forms = set()
     for b in base:
-        forms |= {b, urllib.parse.quote(b, safe=""), urllib.parse.quote_plus(b), urllib.parse.quote(b, safe="@+"),
-                  json.dumps(b)[1:-1], json.dumps(b, ensure_ascii=False)[1:-1], b.replace("@", "\\u0040"),
-                  html.escape(b)}
+        forms |= {
+            b,
+            urllib.parse.quote(b, safe=""),
+            urllib.parse.quote_plus(b),
+            urllib.parse.quote(b, safe="@+"),
+            json.dumps(b)[1:-1],
+            json.dumps(b, ensure_ascii=False)[1:-1],
+            b.replace("@", "\\u0040"),
+            html.escape(b),
+        }
     return {f for f in forms if len(f) >= MIN_WRITTEN_FORM}

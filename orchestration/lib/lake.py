@@ -34,8 +34,10 @@ def publish_table(con: duckdb.DuckDBPyConnection, table: str, lake: Path | None 
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     staging.mkdir()
     try:
-        con.execute(f"COPY ({_spark_readable_select(con, table)}) TO '{staging / 'part-0.parquet'}' "
-                    "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)")
+        con.execute(
+            f"COPY ({_spark_readable_select(con, table)}) TO '{staging / 'part-0.parquet'}' "
+            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
+        )
         retired = target.with_name(f".{target.name}.retired.{uuid.uuid4().hex}")
         if target.exists():
             target.rename(retired)
@@ -51,9 +53,14 @@ def _spark_readable_select(con: duckdb.DuckDBPyConnection, table: str) -> str:
     TIMESTAMP_NTZ, which its Hive metastore cannot store in a table. Our timestamps are UTC, and the
     warehouse connection's time zone is UTC, so the values do not change."""
     columns = con.execute(f"DESCRIBE {table}").fetchall()
-    return "SELECT " + ", ".join(
-        f'CAST("{name}" AS TIMESTAMPTZ) AS "{name}"' if kind == "TIMESTAMP" else f'"{name}"'
-        for name, kind, *_ in columns) + f" FROM {table}"
+    return (
+        "SELECT "
+        + ", ".join(
+            f'CAST("{name}" AS TIMESTAMPTZ) AS "{name}"' if kind == "TIMESTAMP" else f'"{name}"'
+            for name, kind, *_ in columns
+        )
+        + f" FROM {table}"
+    )
 
 
 def register_in_spark(cursor, table: str, lake: Path | None = None) -> None:
@@ -73,10 +80,14 @@ def dbt_source_tables(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manife
     return sorted({f"{s['schema']}.{s['name']}" for s in sources})
 
 
-def publish_tables(con: duckdb.DuckDBPyConnection, spark_cursor, tables: list[str], lake: Path | None = None) -> list[str]:
+def publish_tables(
+    con: duckdb.DuckDBPyConnection, spark_cursor, tables: list[str], lake: Path | None = None
+) -> list[str]:
     """Publish the DuckDB copies of `tables` that exist and register them in Spark; returns those published."""
-    present = {f"{schema}.{name}" for schema, name in
-               con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+    present = {
+        f"{schema}.{name}"
+        for schema, name in con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()
+    }
     published = [table for table in tables if table in present]
     for table in published:
         publish_table(con, table, lake)

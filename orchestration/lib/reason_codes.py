@@ -34,5 +34,5 @@ INVALID_BOOLEAN = "invalid_boolean"
 INVALID_NUMBER = "invalid_number"
 INVALID_VALUE = "invalid_value"
 MISSING_CUSTOMER = "missing_customer"
-NEGATIVE_AMOUNT = "negative_amount"        # a completed order with an amount below zero
+NEGATIVE_AMOUNT = "negative_amount"  # a completed order with an amount below zero
 CONFLICTING_DUPLICATE = "conflicting_duplicate"  # a messageId sent again with another payload

@@ -33,10 +33,24 @@ def resolve_path(value: str | Path) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
-PATHS = ("landing_dir", "warehouse", "dagster_home", "segments_dir", "exports_dir", "reports_dir", "lake_dir",
-         "services_dir")
-PORTS = ("postgres_port", "mlflow_port", "spark_port", "spark_master_port", "spark_master_ui_port",
-         "spark_worker_ui_port")
+PATHS = (
+    "landing_dir",
+    "warehouse",
+    "dagster_home",
+    "segments_dir",
+    "exports_dir",
+    "reports_dir",
+    "lake_dir",
+    "services_dir",
+)
+PORTS = (
+    "postgres_port",
+    "mlflow_port",
+    "spark_port",
+    "spark_master_port",
+    "spark_master_ui_port",
+    "spark_worker_ui_port",
+)
 
 
 class Settings(BaseSettings):
@@ -126,7 +140,8 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"TESSERA_AS_OF={raw!r} lies after today ({today}): features and segments would be computed for days "
                 "that have no data yet. Set a date up to today, or unset it to use the date of the latest valid event "
-                "or order.")
+                "or order."
+            )
         return as_of
 
     @field_validator("partitions_start", mode="before")
@@ -146,8 +161,10 @@ class Settings(BaseSettings):
     def _lookback_days(cls, value: Any) -> int:
         raw = _text(value).strip() or "3"
         if not raw.isdigit() or int(raw) > 365:
-            raise SettingsError(f"TESSERA_LOOKBACK_DAYS={raw!r} must be a whole number of days from 0 to 365: how many "
-                                "days before a daily partition its run rebuilds too, for events that arrive late.")
+            raise SettingsError(
+                f"TESSERA_LOOKBACK_DAYS={raw!r} must be a whole number of days from 0 to 365: how many "
+                "days before a daily partition its run rebuilds too, for events that arrive late."
+            )
         return int(raw)
 
     @field_validator("consent_default_allowed", mode="before")
@@ -157,8 +174,10 @@ class Settings(BaseSettings):
             return value
         raw = _text(value).strip().lower()
         if raw not in ("allowed", "denied"):
-            raise SettingsError(f"TESSERA_CONSENT_DEFAULT={raw!r} must be 'allowed' or 'denied': it decides whether "
-                                "people with no CRM record (anonymous visitors) may be in segments and exports.")
+            raise SettingsError(
+                f"TESSERA_CONSENT_DEFAULT={raw!r} must be 'allowed' or 'denied': it decides whether "
+                "people with no CRM record (anonymous visitors) may be in segments and exports."
+            )
         return raw == "allowed"
 
     @field_validator("engine", mode="before")
@@ -166,8 +185,10 @@ class Settings(BaseSettings):
     def _engine(cls, value: Any) -> str:
         raw = _text(value).strip().lower() or "duckdb"
         if raw not in ("duckdb", "spark"):
-            raise SettingsError(f"TESSERA_ENGINE={raw!r} must be 'duckdb' (the embedded default) or 'spark' (dbt-spark "
-                                "over Thrift to the cluster in TESSERA_SPARK_HOST and TESSERA_SPARK_PORT).")
+            raise SettingsError(
+                f"TESSERA_ENGINE={raw!r} must be 'duckdb' (the embedded default) or 'spark' (dbt-spark "
+                "over Thrift to the cluster in TESSERA_SPARK_HOST and TESSERA_SPARK_PORT)."
+            )
         return raw
 
     @field_validator("ml_frame_rows", mode="before")
@@ -175,9 +196,11 @@ class Settings(BaseSettings):
     def _ml_frame_rows(cls, value: Any) -> int:
         raw = _text(value).strip().replace("_", "") or "1000000"
         if not raw.isdigit() or int(raw) < 1000:
-            raise SettingsError(f"TESSERA_ML_FRAME_ROWS={raw!r} must be a whole number of at least 1000: the most rows "
-                                "an ML step takes from the engine at once (larger training frames are sampled, scoring "
-                                "is chunked).")
+            raise SettingsError(
+                f"TESSERA_ML_FRAME_ROWS={raw!r} must be a whole number of at least 1000: the most rows "
+                "an ML step takes from the engine at once (larger training frames are sampled, scoring "
+                "is chunked)."
+            )
         return int(raw)
 
     @field_validator("api_rate_limit", mode="before")
@@ -188,8 +211,10 @@ class Settings(BaseSettings):
         try:
             limits.parse(value)
         except ValueError:
-            raise SettingsError(f"TESSERA_API_RATE_LIMIT={value!r} is not a rate: write it as '<count>/<unit>', "
-                                "for example 50/second or 1000/minute.") from None
+            raise SettingsError(
+                f"TESSERA_API_RATE_LIMIT={value!r} is not a rate: write it as '<count>/<unit>', "
+                "for example 50/second or 1000/minute."
+            ) from None
         return value
 
     @field_validator("api_docs_need_token", mode="before")
@@ -203,9 +228,11 @@ class Settings(BaseSettings):
         try:
             return float(value)
         except ValueError:
-            raise SettingsError(f"TESSERA_API_REFRESH_SECONDS={value!r} must be a number of seconds, for example "
-                                "TESSERA_API_REFRESH_SECONDS=30: how often, at most, the API checks whether the "
-                                "warehouse file changed.") from None
+            raise SettingsError(
+                f"TESSERA_API_REFRESH_SECONDS={value!r} must be a number of seconds, for example "
+                "TESSERA_API_REFRESH_SECONDS=30: how often, at most, the API checks whether the "
+                "warehouse file changed."
+            ) from None
 
     @field_validator(*PORTS, mode="before")
     @classmethod

@@ -32,7 +32,8 @@ def connect() -> Iterator:
     except (TTransportException, OSError) as exc:
         raise SparkUnavailableError(
             f"No Spark Thrift server answers at {host}:{port} (TESSERA_SPARK_HOST, TESSERA_SPARK_PORT): start the "
-            "local cluster with `make services-up`, or point those variables at yours.") from exc
+            "local cluster with `make services-up`, or point those variables at yours."
+        ) from exc
     try:
         cursor = con.cursor()
         cursor.execute("SET spark.sql.session.timeZone=UTC")
@@ -64,8 +65,13 @@ def publish_warehouse_sources(duckdb_warehouse: Path, lake: Path | None = None) 
         return lake_lib.publish_tables(con, cursor, lake_lib.dbt_source_tables(), lake)
 
 
-def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None = None,
-                 publish: bool = True, target_path: Path | None = None) -> subprocess.CompletedProcess:
+def dbt_on_spark(
+    duckdb_warehouse: Path,
+    dbt_args: list[str],
+    lake: Path | None = None,
+    publish: bool = True,
+    target_path: Path | None = None,
+) -> subprocess.CompletedProcess:
     """Publish the warehouse's dbt sources (unless `publish` is False), then run `dbt <dbt_args>` against
     the spark target."""
     if publish:
@@ -73,8 +79,9 @@ def dbt_on_spark(duckdb_warehouse: Path, dbt_args: list[str], lake: Path | None 
     return run_dbt(dbt_args, "spark", target_path)
 
 
-def rebuild_after_erasure(duckdb_warehouse: str | Path, dbt_vars: dict,
-                          only_before_identity_graph: bool = False) -> None:
+def rebuild_after_erasure(
+    duckdb_warehouse: str | Path, dbt_vars: dict, only_before_identity_graph: bool = False
+) -> None:
     """Every dbt model again, in full, from sources published afresh, so that nothing this run
     builds still counts an erased person (deciles, quintiles, feature caps): Spark's Parquet tables
     have no row-level DELETE (on DuckDB the erasure deletes from the models' tables in place).
@@ -82,8 +89,11 @@ def rebuild_after_erasure(duckdb_warehouse: str | Path, dbt_vars: dict,
     the models the run has built so far, when dbt builds the others next."""
     later = ["--exclude", AFTER_IDENTITY_GRAPH, AFTER_ML] if only_before_identity_graph else []
     with dbt_target("rebuild_after_erasure", duckdb_warehouse) as target_path:
-        dbt_on_spark(Path(duckdb_warehouse), ["run", "--full-refresh", *later, "--vars", json.dumps(dbt_vars)],
-                     target_path=target_path)
+        dbt_on_spark(
+            Path(duckdb_warehouse),
+            ["run", "--full-refresh", *later, "--vars", json.dumps(dbt_vars)],
+            target_path=target_path,
+        )
 
 
 def table_location(cursor, table: str) -> str | None:
@@ -111,12 +121,15 @@ def mirror_tables(con, cursor, tables: list[str]) -> list[str]:
         if location is None:
             continue
         schema, name = table.split(".")
-        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                           [schema, name]).fetchall()
+        kind = con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
+        ).fetchall()
         if kind and kind[0][0] == "BASE TABLE":
             con.execute(f"DROP TABLE {table}")
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
-                    f"'{location.rstrip('/')}/**/part-*', hive_partitioning = true, union_by_name = true)")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
+            f"'{location.rstrip('/')}/**/part-*', hive_partitioning = true, union_by_name = true)"
+        )
         mirrored.append(table)
     return mirrored

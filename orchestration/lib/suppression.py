@@ -105,41 +105,53 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def has_suppressions(con: duckdb.DuckDBPyConnection) -> bool:
-    return table_exists(con, "privacy", "suppression_list") and \
-        bool(con.execute("SELECT count(*) FROM privacy.suppression_list").fetchone()[0])
+    return table_exists(con, "privacy", "suppression_list") and bool(
+        con.execute("SELECT count(*) FROM privacy.suppression_list").fetchone()[0]
+    )
 
 
 def _listed(kind: str, value_sql: str) -> str:
-    return (f"coalesce(({value_sql}) IN (SELECT identifier_sha256 FROM privacy.suppression_list "
-            f"WHERE identifier_type = '{kind}'), false)")
+    return (
+        f"coalesce(({value_sql}) IN (SELECT identifier_sha256 FROM privacy.suppression_list "
+        f"WHERE identifier_type = '{kind}'), false)"
+    )
 
 
 def predicate(columns: list[str], alias: str = "t", kinds: tuple[str, ...] | None = None) -> str | None:
     """SQL true for rows of a table with these columns that belong to a suppressed person (by an
     identifier of one of `kinds`, if given: then free text is not searched)."""
     names = set(columns)
-    parts = [_listed(kind, expr.format(c=f'{alias}."{col}"')) for col, (kind, expr) in DIRECT_COLUMNS.items()
-             if col in names and (kinds is None or kind in kinds or col in STRONG_COLUMNS)]
+    parts = [
+        _listed(kind, expr.format(c=f'{alias}."{col}"'))
+        for col, (kind, expr) in DIRECT_COLUMNS.items()
+        if col in names and (kinds is None or kind in kinds or col in STRONG_COLUMNS)
+    ]
     if "anonymous_id" in names and "user_id" in names and (kinds is None or "anonymous_id" in kinds):
         # A device's rows are the person's only while nobody else is signed in on it.
         device = _listed("anonymous_id", f'sha256({alias}."anonymous_id")')
         parts[parts.index(device)] = f"({device} AND {alias}.user_id IS NULL)"
     for type_col, value_col in TYPED_COLUMNS:
         if {type_col, value_col} <= names:
-            value = (f"CASE WHEN {alias}.{type_col} IN {HASHED_TYPES} THEN {alias}.{value_col} "
-                     f"ELSE sha256({alias}.{value_col}) END")
+            value = (
+                f"CASE WHEN {alias}.{type_col} IN {HASHED_TYPES} THEN {alias}.{value_col} "
+                f"ELSE sha256({alias}.{value_col}) END"
+            )
             # The map's and the edges' rows are the graph's decisions: every kind counts.
-            parts.append(f"EXISTS (SELECT 1 FROM privacy.suppression_list s WHERE s.identifier_type = "
-                         f"{alias}.{type_col} AND s.identifier_sha256 = {value})")
+            parts.append(
+                f"EXISTS (SELECT 1 FROM privacy.suppression_list s WHERE s.identifier_type = "
+                f"{alias}.{type_col} AND s.identifier_sha256 = {value})"
+            )
     for col in TEXT_COLUMNS if kinds is None else ():
         if col in names:
             text = f"replace({alias}.{col}, '\\u0040', '@')"
             decoded = f"{text} || ' ' || coalesce(try(url_decode({text})), '')"
             split = TOKEN_SPLIT.replace("'", "''")
             tokens = f"unnest(regexp_split_to_array({decoded}, '{split}'))"
-            parts.append(f"EXISTS (SELECT 1 FROM (SELECT {tokens} AS tok) x WHERE x.tok <> '' AND ("
-                         f"sha256(x.tok) IN (SELECT identifier_sha256 FROM privacy.suppression_list) OR "
-                         f"sha256(lower(x.tok)) IN (SELECT identifier_sha256 FROM privacy.suppression_list)))")
+            parts.append(
+                f"EXISTS (SELECT 1 FROM (SELECT {tokens} AS tok) x WHERE x.tok <> '' AND ("
+                f"sha256(x.tok) IN (SELECT identifier_sha256 FROM privacy.suppression_list) OR "
+                f"sha256(lower(x.tok)) IN (SELECT identifier_sha256 FROM privacy.suppression_list)))"
+            )
     return " OR ".join(parts) if parts else None
 
 
@@ -153,19 +165,24 @@ def _link_selects(table: str, columns: list[str], erased: str) -> list[str]:
         if col in names and kind in LINK_KINDS and col != "phone":
             column = f't."{col}"'
             value = f"json_extract_string({column}, '{JSON_PATHS[col]}')" if col in JSON_PATHS else column
-            shared = f" AND {column} NOT IN (SELECT anonymous_id FROM _shared_devices)" if kind == "anonymous_id" else ""
+            shared = (
+                f" AND {column} NOT IN (SELECT anonymous_id FROM _shared_devices)" if kind == "anonymous_id" else ""
+            )
             if col == "phone_e164" and "phone_valid" in names:
                 shared += " AND t.phone_valid"
-            selects.append(f"SELECT '{kind}' AS identifier_type, {expr.format(c=column)} AS identifier_sha256 "
-                           f"FROM {table} t WHERE ({erased}) AND lower(trim(CAST({value} AS VARCHAR))) NOT IN ({blocked})"
-                           f"{shared}")
+            selects.append(
+                f"SELECT '{kind}' AS identifier_type, {expr.format(c=column)} AS identifier_sha256 "
+                f"FROM {table} t WHERE ({erased}) AND lower(trim(CAST({value} AS VARCHAR))) NOT IN ({blocked})"
+                f"{shared}"
+            )
     for type_col, value_col in TYPED_COLUMNS:
         if {type_col, value_col} <= names:  # every identifier the map (or an edge) gives the person, phones too
             selects.append(
                 f"SELECT t.{type_col}, CASE WHEN t.{type_col} IN {HASHED_TYPES} THEN t.{value_col} "
                 f"ELSE sha256(t.{value_col}) END FROM {table} t WHERE ({erased}) "
                 f"AND lower(trim(t.{value_col})) NOT IN ({blocked}) AND NOT (t.{type_col} = 'anonymous_id' "
-                f"AND t.{value_col} IN (SELECT anonymous_id FROM _shared_devices))")
+                f"AND t.{value_col} IN (SELECT anonymous_id FROM _shared_devices))"
+            )
     return selects
 
 
@@ -174,18 +191,32 @@ def _find_shared_devices(con: duckdb.DuckDBPyConnection, tables: dict[str, list[
     or raw.events. The identity graph gives such a device to one person; erasure gives it to none,
     since the other person's rows on it stay."""
     sources = [t for t, cols in tables.items() if {"anonymous_id", "user_id"} <= set(cols)]
-    if table_exists(con, "raw", "events") and "raw.events" not in sources and {"anonymous_id", "user_id"} <= {
-            r[0] for r in con.execute("DESCRIBE raw.events").fetchall()}:
+    if (
+        table_exists(con, "raw", "events")
+        and "raw.events" not in sources
+        and {"anonymous_id", "user_id"} <= {r[0] for r in con.execute("DESCRIBE raw.events").fetchall()}
+    ):
         sources.append("raw.events")
-    union = " UNION ALL ".join(f"SELECT anonymous_id, user_id FROM {t} WHERE anonymous_id IS NOT NULL "
-                               "AND user_id IS NOT NULL" for t in sources) or \
-        "SELECT NULL::VARCHAR AS anonymous_id, NULL::VARCHAR AS user_id WHERE false"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _shared_devices AS SELECT anonymous_id FROM ({union}) "
-                "GROUP BY anonymous_id HAVING count(DISTINCT user_id) > 1")
+    union = (
+        " UNION ALL ".join(
+            f"SELECT anonymous_id, user_id FROM {t} WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL"
+            for t in sources
+        )
+        or "SELECT NULL::VARCHAR AS anonymous_id, NULL::VARCHAR AS user_id WHERE false"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _shared_devices AS SELECT anonymous_id FROM ({union}) "
+        "GROUP BY anonymous_id HAVING count(DISTINCT user_id) > 1"
+    )
 
 
-def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason: str,
-           now: dt.datetime | None = None, max_rounds: int = 10) -> int:
+def extend(
+    con: duckdb.DuckDBPyConnection,
+    tables: dict[str, list[str]],
+    reason: str,
+    now: dt.datetime | None = None,
+    max_rounds: int = 10,
+) -> int:
     """Put on the list every identifier that a row of a listed person carries in `tables` (table ->
     columns), until no row adds one; identifiers added. A request by email thus reaches the
     customer id of the CRM record, the user id of the identify event and the person of the map."""
@@ -195,17 +226,24 @@ def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason:
     for _ in range(max_rounds):
         # A row joins the person by a strong identifier only: not by a phone (a household's), and not by
         # a device (whoever else signed in on it is not the person).
-        selects = [q for table, cols in tables.items() if (erased := predicate(cols, kinds=STRONG_KINDS))
-                   for q in _link_selects(table, cols, erased)]
+        selects = [
+            q
+            for table, cols in tables.items()
+            if (erased := predicate(cols, kinds=STRONG_KINDS))
+            for q in _link_selects(table, cols, erased)
+        ]
         if not selects:
             return added
-        n = con.execute(f"""
+        n = con.execute(
+            f"""
             INSERT INTO privacy.suppression_list
             SELECT DISTINCT n.identifier_type, n.identifier_sha256, ?, ?
             FROM ({" UNION ALL ".join(selects)}) n
             ANTI JOIN privacy.suppression_list s
                 ON s.identifier_type = n.identifier_type AND s.identifier_sha256 = n.identifier_sha256
-            WHERE n.identifier_sha256 IS NOT NULL""", [reason, now]).fetchone()[0]
+            WHERE n.identifier_sha256 IS NOT NULL""",
+            [reason, now],
+        ).fetchone()[0]
         if not n:
             return added
         added += n
@@ -214,10 +252,13 @@ def extend(con: duckdb.DuckDBPyConnection, tables: dict[str, list[str]], reason:
 
 def link_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     """Tables whose rows tie two identifiers of a person together (two link columns or more)."""
+
     def links(cols: list[str]) -> int:
         names = set(cols)
-        return sum(1 for c, (kind, _) in DIRECT_COLUMNS.items() if c in names and kind in LINK_KINDS) + \
-            sum(2 for t, v in TYPED_COLUMNS if {t, v} <= names)
+        return sum(1 for c, (kind, _) in DIRECT_COLUMNS.items() if c in names and kind in LINK_KINDS) + sum(
+            2 for t, v in TYPED_COLUMNS if {t, v} <= names
+        )
+
     return {t: cols for t, cols in person_tables(con).items() if links(cols) >= 2}
 
 
@@ -263,8 +304,9 @@ def mark_compaction_due(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def compaction_due(con: duckdb.DuckDBPyConnection) -> bool:
-    return table_exists(con, "privacy", "compaction_due") and \
-        bool(con.execute("SELECT count(*) FROM privacy.compaction_due").fetchone()[0])
+    return table_exists(con, "privacy", "compaction_due") and bool(
+        con.execute("SELECT count(*) FROM privacy.compaction_due").fetchone()[0]
+    )
 
 
 def clear_compaction_due(con: duckdb.DuckDBPyConnection) -> None:
@@ -289,8 +331,11 @@ def delete_text_matches(con: duckdb.DuckDBPyConnection, forms: set[str], batch: 
     removed: dict[str, int] = {}
     ordered = sorted(forms, key=len, reverse=True)
     for start in range(0, len(ordered), batch):
-        pattern = "(?i)(?:^|[^0-9a-z])(?:" + "|".join(re.escape(f) for f in ordered[start:start + batch]) + \
-                  ")(?:[^0-9a-z]|$)"
+        pattern = (
+            "(?i)(?:^|[^0-9a-z])(?:"
+            + "|".join(re.escape(f) for f in ordered[start : start + batch])
+            + ")(?:[^0-9a-z]|$)"
+        )
         for table, cols in text_columns(con).items():
             hit = " OR ".join(f'coalesce(regexp_matches(CAST(t."{c}" AS VARCHAR), ?), false)' for c in cols)
             n = con.execute(f"DELETE FROM {table} AS t WHERE {hit}", [pattern] * len(cols)).fetchone()[0]

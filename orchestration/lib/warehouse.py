@@ -59,8 +59,10 @@ CREATE TABLE IF NOT EXISTS raw.ingested_files (
 )
 """
 # Warehouses created before daily partitions lack the two event columns.
-FILES_MIGRATIONS = ("ALTER TABLE raw.ingested_files ADD COLUMN IF NOT EXISTS event_dates DATE[]",
-                    "ALTER TABLE raw.ingested_files ADD COLUMN IF NOT EXISTS home_date DATE")
+FILES_MIGRATIONS = (
+    "ALTER TABLE raw.ingested_files ADD COLUMN IF NOT EXISTS event_dates DATE[]",
+    "ALTER TABLE raw.ingested_files ADD COLUMN IF NOT EXISTS home_date DATE",
+)
 
 
 class WarehouseLockedError(RuntimeError):
@@ -125,8 +127,10 @@ def _drop_leftovers(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """What a killed process left: staging tables (`raw._*`, such as a full events load's
     `raw._events_loading`) and half-written compaction files. DuckDB admits one writer per file, so
     none of them is in use when a write connection opens."""
-    for (name,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw' "
-                               "AND table_type = 'BASE TABLE' AND starts_with(table_name, '_')").fetchall():
+    for (name,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw' "
+        "AND table_type = 'BASE TABLE' AND starts_with(table_name, '_')"
+    ).fetchall():
         con.execute(f'DROP TABLE raw."{name}"')
     for stale in path.parent.glob(f".{path.name}.compact-*"):
         stale.unlink(missing_ok=True)
@@ -154,16 +158,19 @@ def table_from_frame(con: duckdb.DuckDBPyConnection, name: str, frame, temp: boo
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table]).fetchone()[0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+        ).fetchone()[0]
+    )
 
 
 def table_fingerprint(con: duckdb.DuckDBPyConnection, qualified: str) -> tuple[int, str]:
     """Row count and an order-independent content hash, to prove re-runs change nothing."""
     count, digest = con.execute(
         f"SELECT count(*), coalesce(md5(string_agg(r, '\n' ORDER BY r)), '') "
-        f"FROM (SELECT CAST(t AS VARCHAR) AS r FROM {qualified} AS t)").fetchone()
+        f"FROM (SELECT CAST(t AS VARCHAR) AS r FROM {qualified} AS t)"
+    ).fetchone()
     return count, digest
 
 
@@ -180,7 +187,7 @@ def compact(path: Path | str) -> tuple[int, int]:
         con.execute("CHECKPOINT")
         con.execute(f"ATTACH '{fresh}' AS fresh")
         try:
-            con.execute(f"COPY FROM DATABASE \"{_catalog(con)}\" TO fresh")
+            con.execute(f'COPY FROM DATABASE "{_catalog(con)}" TO fresh')
             con.execute("DETACH fresh")
         except BaseException:
             con.execute("DETACH DATABASE IF EXISTS fresh")

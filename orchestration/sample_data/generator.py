@@ -39,8 +39,20 @@ from orchestration.sample_data import vocab as V
 
 UTC = dt.UTC
 CRM_COLUMNS = [
-    "customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city",
-    "postcode", "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in",
+    "customer_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "birth_date",
+    "street",
+    "city",
+    "postcode",
+    "country",
+    "signup_at",
+    "updated_at",
+    "marketing_opt_in",
+    "personalization_opt_in",
 ]
 ORDER_COLUMNS = ["order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"]
 ENRICHMENT_COLUMNS = ["email_domain", "company_name", "industry", "employee_count", "annual_revenue_usd"]
@@ -48,20 +60,74 @@ PRIVACY_COLUMNS = ["requested_at", "identifier_type", "identifier"]
 
 # Behaviour archetypes: share of persons, how often and how they visit, and how often they buy.
 ARCHETYPES: dict[str, dict] = {
-    "buyer": dict(share=0.20, registered=1.0, devices=(1, 3), mobile=0.35, session_days=14.0,
-                  events=(2, 5), gap_s=(20, 90), purchase_days=14.0, hours=[12, 13, 19, 20, 21], content=0.05),
-    "browser": dict(share=0.25, registered=0.25, devices=(1, 2), mobile=0.5, session_days=16.0,
-                    events=(2, 6), gap_s=(8, 35), purchase_days=None, hours=list(range(9, 23)), content=0.05),
-    "content_reader": dict(share=0.20, registered=0.4, devices=(1, 2), mobile=0.92, session_days=10.0,
-                           events=(1, 4), gap_s=(60, 240), purchase_days=400.0, hours=[7, 8, 20, 21, 22], content=0.8),
-    "lapsed": dict(share=0.20, registered=0.9, devices=(1, 2), mobile=0.4, session_days=12.0,
-                   events=(2, 5), gap_s=(20, 90), purchase_days=20.0, hours=[12, 19, 20, 21], content=0.1),
-    "newcomer": dict(share=0.15, registered=0.6, devices=(1, 1), mobile=0.5, session_days=3.0,
-                     events=(2, 5), gap_s=(15, 80), purchase_days=25.0, hours=list(range(10, 22)), content=0.2),
+    "buyer": dict(
+        share=0.20,
+        registered=1.0,
+        devices=(1, 3),
+        mobile=0.35,
+        session_days=14.0,
+        events=(2, 5),
+        gap_s=(20, 90),
+        purchase_days=14.0,
+        hours=[12, 13, 19, 20, 21],
+        content=0.05,
+    ),
+    "browser": dict(
+        share=0.25,
+        registered=0.25,
+        devices=(1, 2),
+        mobile=0.5,
+        session_days=16.0,
+        events=(2, 6),
+        gap_s=(8, 35),
+        purchase_days=None,
+        hours=list(range(9, 23)),
+        content=0.05,
+    ),
+    "content_reader": dict(
+        share=0.20,
+        registered=0.4,
+        devices=(1, 2),
+        mobile=0.92,
+        session_days=10.0,
+        events=(1, 4),
+        gap_s=(60, 240),
+        purchase_days=400.0,
+        hours=[7, 8, 20, 21, 22],
+        content=0.8,
+    ),
+    "lapsed": dict(
+        share=0.20,
+        registered=0.9,
+        devices=(1, 2),
+        mobile=0.4,
+        session_days=12.0,
+        events=(2, 5),
+        gap_s=(20, 90),
+        purchase_days=20.0,
+        hours=[12, 19, 20, 21],
+        content=0.1,
+    ),
+    "newcomer": dict(
+        share=0.15,
+        registered=0.6,
+        devices=(1, 1),
+        mobile=0.5,
+        session_days=3.0,
+        events=(2, 5),
+        gap_s=(15, 80),
+        purchase_days=25.0,
+        hours=list(range(10, 22)),
+        content=0.2,
+    ),
 }
 TAXONOMY = {
-    "view": "Product Viewed", "add": "Product Added", "purchase": "Order Completed",
-    "search": "Products Searched", "video": "Video Watched", "scroll": "Scroll Depth Reached",
+    "view": "Product Viewed",
+    "add": "Product Added",
+    "purchase": "Order Completed",
+    "search": "Products Searched",
+    "video": "Video Watched",
+    "scroll": "Scroll Depth Reached",
 }
 
 
@@ -74,7 +140,7 @@ class GeneratorConfig:
     horizon_days: int = 30
     chunk_size: int = 5_000
     workers: int = 1
-    fault_rate: float = 0.004   # share of event lines that get a malformed twin
+    fault_rate: float = 0.004  # share of event lines that get a malformed twin
     duplicate_rate: float = 0.03  # share of messages also sent by the server collector
 
     @property
@@ -90,6 +156,7 @@ class GeneratorConfig:
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def _scramble(n: int, salt: int) -> int:
     """A bijection on 0..10^8-1: distinct people never share an id, and ids do not leak order."""
@@ -121,9 +188,9 @@ def _typo(name: str, rng: random.Random) -> str:
     i = rng.randrange(1, len(name) - 2)
     kind = rng.randrange(3)
     if kind == 0:  # swap two neighbours
-        return name[:i] + name[i + 1] + name[i] + name[i + 2:]
+        return name[:i] + name[i + 1] + name[i] + name[i + 2 :]
     if kind == 1:  # drop a letter
-        return name[:i] + name[i + 1:]
+        return name[:i] + name[i + 1 :]
     return name[:i] + name[i] + name[i:]  # double a letter
 
 
@@ -172,11 +239,12 @@ def _email_variant(email: str, rng: random.Random) -> str:
 # The simulation of one chunk of people
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Device:
     anonymous_id: str
     device_type: str  # desktop, mobile, tablet
-    platform: str     # web or app
+    platform: str  # web or app
     user_agent: str
     ip: str
     shared: bool = False
@@ -268,22 +336,40 @@ def _make_person(cfg: GeneratorConfig, idx: int, rng: random.Random) -> Person:
         mobile = rng.random() < a["mobile"] if d == 0 else rng.random() < 0.5
         dtype = "mobile" if mobile else ("tablet" if rng.random() < 0.15 else "desktop")
         platform = "app" if dtype == "mobile" and rng.random() < 0.35 else "web"
-        devices.append(Device(_uuid(rng), dtype, platform, rng.choice(V.USER_AGENTS[dtype]),
-                              f"198.51.{rng.randrange(100, 200)}.{rng.randrange(1, 254)}"))
+        devices.append(
+            Device(
+                _uuid(rng),
+                dtype,
+                platform,
+                rng.choice(V.USER_AGENTS[dtype]),
+                f"198.51.{rng.randrange(100, 200)}.{rng.randrange(1, 254)}",
+            )
+        )
     rate = None
     if a["purchase_days"]:
         rate = (1.0 / a["purchase_days"]) * math.exp(rng.gauss(0, 0.45))
     return Person(
-        index=idx, key=f"P{idx:07d}", archetype=archetype, country=country, tz=rng.choice(cinfo["tz"]),
-        registered=registered, email=email, first_name=first, last_name=last,
+        index=idx,
+        key=f"P{idx:07d}",
+        archetype=archetype,
+        country=country,
+        tz=rng.choice(cinfo["tz"]),
+        registered=registered,
+        email=email,
+        first_name=first,
+        last_name=last,
         birth_date=dt.date(1950, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 55)),
-        city=city, postcode=f"{post_prefix} {rng.randrange(1, 9)}{rng.choice('ABDEFGHJ')}{rng.choice('LNPQRSTU')}"
-        if country == "GB" else (f"{post_prefix}{rng.randrange(10, 99)}" if country in ("US", "CA") else post_prefix),
+        city=city,
+        postcode=f"{post_prefix} {rng.randrange(1, 9)}{rng.choice('ABDEFGHJ')}{rng.choice('LNPQRSTU')}"
+        if country == "GB"
+        else (f"{post_prefix}{rng.randrange(10, 99)}" if country in ("US", "CA") else post_prefix),
         street=f"{rng.randrange(1, 200)} {rng.choice(cinfo['streets'])}",
         phone=_phone(country, idx) if registered and rng.random() < 0.75 else None,
         user_id=f"u{_scramble(idx, 1):08d}" if registered else None,
         customer_ids=[f"C{_scramble(idx * 2, 2):08d}"] if registered else [],
-        devices=devices, active_from=active_from, active_to=active_to,
+        devices=devices,
+        active_from=active_from,
+        active_to=active_to,
         purchase_rate=rate or 0.0,
         categories=rng.sample(V.CATEGORIES, 3),
         personalization_opt_in=rng.random() > 0.08,
@@ -319,18 +405,36 @@ class Simulator:
             self._seen(p, "phone", _e164(p.phone))
 
     # -- events ----------------------------------------------------------------------------------
-    def _message(self, rng, p: Person | None, dev: Device, ts: dt.datetime, mtype: str, *,
-                 user_id: str | None, event: str | None = None, props: dict | None = None,
-                 traits: dict | None = None, page: dict | None = None, tz: str | None = None,
-                 campaign: dict | None = None) -> dict:
+    def _message(
+        self,
+        rng,
+        p: Person | None,
+        dev: Device,
+        ts: dt.datetime,
+        mtype: str,
+        *,
+        user_id: str | None,
+        event: str | None = None,
+        props: dict | None = None,
+        traits: dict | None = None,
+        page: dict | None = None,
+        tz: str | None = None,
+        campaign: dict | None = None,
+    ) -> dict:
         zone = ZoneInfo(tz) if tz else None
         received = ts + dt.timedelta(milliseconds=rng.randrange(40, 3000))
         if rng.random() < 0.01 and dev.platform == "app":  # offline app: delivered days later
             received += dt.timedelta(days=rng.randrange(1, 3), hours=rng.randrange(0, 12))
-        ctx: dict = {"ip": dev.ip, "userAgent": dev.user_agent,
-                     "library": {"name": "analytics.js" if dev.platform == "web" else
-                                 ("analytics-ios" if "iPhone" in dev.user_agent else "analytics-android"),
-                                 "version": "5.2.1"}}
+        ctx: dict = {
+            "ip": dev.ip,
+            "userAgent": dev.user_agent,
+            "library": {
+                "name": "analytics.js"
+                if dev.platform == "web"
+                else ("analytics-ios" if "iPhone" in dev.user_agent else "analytics-android"),
+                "version": "5.2.1",
+            },
+        }
         if p is not None:
             ctx["locale"] = V.COUNTRIES[p.country]["locale"]
             ctx["timezone"] = p.tz
@@ -376,7 +480,8 @@ class Simulator:
             dup["context"] = {**msg["context"], "library": {"name": "analytics-node", "version": "2.1.0"}}
             dup["receivedAt"] = _iso(received + dt.timedelta(milliseconds=rng.randrange(5, 900)), rng)
             self.w.event_lines[self.w.event_file(received, "server")].append(
-                json.dumps(dup, ensure_ascii=False, separators=(",", ":")))
+                json.dumps(dup, ensure_ascii=False, separators=(",", ":"))
+            )
             self.w.counts["duplicate_messages"] += 1
         if rng.random() < self.cfg.fault_rate:
             self._plant_event_fault(rng, msg, fname)
@@ -385,8 +490,18 @@ class Simulator:
     def _plant_event_fault(self, rng, msg: dict, fname: str) -> None:
         bad = json.loads(json.dumps(msg))
         bad["messageId"] = _uuid(rng)
-        kind = rng.choice([F.INVALID_JSON, F.NOT_AN_OBJECT, F.MISSING_MESSAGE_ID, F.MISSING_IDS,
-                           F.UNKNOWN_TYPE, F.INVALID_TIMESTAMP, F.FUTURE_TIMESTAMP, F.MISSING_TIMESTAMP])
+        kind = rng.choice(
+            [
+                F.INVALID_JSON,
+                F.NOT_AN_OBJECT,
+                F.MISSING_MESSAGE_ID,
+                F.MISSING_IDS,
+                F.UNKNOWN_TYPE,
+                F.INVALID_TIMESTAMP,
+                F.FUTURE_TIMESTAMP,
+                F.MISSING_TIMESTAMP,
+            ]
+        )
         if kind == F.MISSING_MESSAGE_ID:
             del bad["messageId"]
         elif kind == F.MISSING_IDS:
@@ -415,8 +530,16 @@ class Simulator:
         local = dt.datetime.combine(day, dt.time(hour, rng.randrange(60), rng.randrange(60)))
         return local.replace(tzinfo=ZoneInfo(p.tz)).astimezone(UTC)
 
-    def _session(self, rng, p: Person, dev: Device, start: dt.datetime, uid: str | None,
-                 purchase: dict | None = None, identify: dict | None = None) -> dt.datetime:
+    def _session(
+        self,
+        rng,
+        p: Person,
+        dev: Device,
+        start: dt.datetime,
+        uid: str | None,
+        purchase: dict | None = None,
+        identify: dict | None = None,
+    ) -> dt.datetime:
         a = ARCHETYPES[p.archetype]
         t = start
         ref_kind = rng.choices(["direct", "search", "social", "other"], weights=[4, 3, 2, 1])[0]
@@ -433,11 +556,26 @@ class Simulator:
             props = {"path": path, "title": title}
             if category:
                 props["category"] = category
-            pg = {"path": path, "url": f"https://shop.example.com{path}", "title": title,
-                  "referrer": rng.choice(V.REFERRERS[ref_kind]) if first else "https://shop.example.com/"}
+            pg = {
+                "path": path,
+                "url": f"https://shop.example.com{path}",
+                "title": title,
+                "referrer": rng.choice(V.REFERRERS[ref_kind]) if first else "https://shop.example.com/",
+            }
             mtype = "screen" if dev.platform == "app" else "page"
-            m = self._message(rng, p, dev, nxt(), mtype, user_id=uid, event=title, props=props,
-                              page=pg if mtype == "page" else None, tz=p.tz, campaign=campaign if first else None)
+            m = self._message(
+                rng,
+                p,
+                dev,
+                nxt(),
+                mtype,
+                user_id=uid,
+                event=title,
+                props=props,
+                page=pg if mtype == "page" else None,
+                tz=p.tz,
+                campaign=campaign if first else None,
+            )
             first = False
             self._emit(rng, m, dev.platform)
 
@@ -447,8 +585,13 @@ class Simulator:
 
         def product_props(category):
             sku = f"SKU-{category[:3].upper()}-{rng.randrange(1000, 9999)}"
-            return {"product_id": sku, "sku": sku, "category": category,
-                    "name": f"{category.title()} item {sku[-4:]}", "price": round(rng.uniform(9, 180), 2)}
+            return {
+                "product_id": sku,
+                "sku": sku,
+                "category": category,
+                "name": f"{category.title()} item {sku[-4:]}",
+                "price": round(rng.uniform(9, 180), 2),
+            }
 
         page("/", "Home")
         if identify is not None:
@@ -462,11 +605,23 @@ class Simulator:
                 art = rng.choice(V.ARTICLES)
                 page(f"/blog/{art}", art.replace("-", " ").title(), "content")
                 if rng.random() < 0.6:
-                    track(TAXONOMY["video"], {"video_id": art, "percent_watched":
-                                              rng.choice([25, 50, 80, 95, 100]) if p.archetype == "content_reader"
-                                              else rng.choice([10, 25, 50, 80])})
-                track(TAXONOMY["scroll"], {"percent": rng.choice([50, 75, 90, 100]) if p.archetype == "content_reader"
-                                           else rng.choice([25, 50, 75])})
+                    track(
+                        TAXONOMY["video"],
+                        {
+                            "video_id": art,
+                            "percent_watched": rng.choice([25, 50, 80, 95, 100])
+                            if p.archetype == "content_reader"
+                            else rng.choice([10, 25, 50, 80]),
+                        },
+                    )
+                track(
+                    TAXONOMY["scroll"],
+                    {
+                        "percent": rng.choice([50, 75, 90, 100])
+                        if p.archetype == "content_reader"
+                        else rng.choice([25, 50, 75])
+                    },
+                )
             elif r < a["content"] + 0.12:
                 track(TAXONOMY["search"], {"query": rng.choice(V.CATEGORIES + ["sale", "gift", "black"])})
             else:
@@ -477,15 +632,38 @@ class Simulator:
                     track(TAXONOMY["add"], {**props, "quantity": 1})
         if purchase is not None:
             for line in purchase["lines"]:
-                track(TAXONOMY["add"], {"product_id": line["sku"], "sku": line["sku"], "category": line["category"],
-                                        "price": line["price"], "quantity": line["qty"]})
+                track(
+                    TAXONOMY["add"],
+                    {
+                        "product_id": line["sku"],
+                        "sku": line["sku"],
+                        "category": line["category"],
+                        "price": line["price"],
+                        "quantity": line["qty"],
+                    },
+                )
             page("/checkout", "Checkout")
             purchase["event_at"] = nxt()
-            props = {"order_id": purchase["order_id"], "revenue": purchase["total"], "currency": "USD",
-                     "products": [{"product_id": ln["sku"], "category": ln["category"], "price": ln["price"],
-                                   "quantity": ln["qty"]} for ln in purchase["lines"]]}
-            m = self._message(rng, p, dev, purchase["event_at"], "track", user_id=uid, event=TAXONOMY["purchase"],
-                              props=props, tz=p.tz)
+            props = {
+                "order_id": purchase["order_id"],
+                "revenue": purchase["total"],
+                "currency": "USD",
+                "products": [
+                    {"product_id": ln["sku"], "category": ln["category"], "price": ln["price"], "quantity": ln["qty"]}
+                    for ln in purchase["lines"]
+                ],
+            }
+            m = self._message(
+                rng,
+                p,
+                dev,
+                purchase["event_at"],
+                "track",
+                user_id=uid,
+                event=TAXONOMY["purchase"],
+                props=props,
+                tz=p.tz,
+            )
             purchase["event_arrived"] = self._emit(rng, m, dev.platform)
         return t
 
@@ -516,7 +694,9 @@ class Simulator:
         primary_weights = [3.0] + [1.0] * (len(devices) - 1)
 
         # Orders: a Poisson process over the active period; those after as_of are only truth.
-        order_times = self._poisson_times(rng, p.purchase_rate, p.active_from, min(p.active_to, cfg.end + dt.timedelta(days=cfg.horizon_days)))
+        order_times = self._poisson_times(
+            rng, p.purchase_rate, p.active_from, min(p.active_to, cfg.end + dt.timedelta(days=cfg.horizon_days))
+        )
         guest_identified: set[str] = set()
         for ot in order_times:
             if ot >= cfg.end:
@@ -526,16 +706,29 @@ class Simulator:
             lines = []
             for _ in range(rng.choices([1, 2, 3, 4], weights=[5, 3, 1, 1])[0]):
                 cat = rng.choice(p.categories)
-                lines.append({"sku": f"SKU-{cat[:3].upper()}-{rng.randrange(1000, 9999)}", "category": cat,
-                              "price": round(rng.uniform(12, 160), 2), "qty": rng.choice([1, 1, 1, 2])})
+                lines.append(
+                    {
+                        "sku": f"SKU-{cat[:3].upper()}-{rng.randrange(1000, 9999)}",
+                        "category": cat,
+                        "price": round(rng.uniform(12, 160), 2),
+                        "qty": rng.choice([1, 1, 1, 2]),
+                    }
+                )
             total = round(sum(ln["price"] * ln["qty"] for ln in lines), 2)
             status = rng.choices(["completed", "refunded", "cancelled"], weights=[94, 4, 2])[0]
             channel = "store" if rng.random() < 0.08 else None
             guest = (not p.registered) or rng.random() < 0.12
-            order = {"order_id": f"O{_scramble(p.index * 64 + len(p.orders), 3):08d}-{rng.randrange(10, 99)}",
-                     "lines": lines, "total": total, "status": status, "guest": guest, "at": ot,
-                     "customer_id": None if guest else rng.choice(p.customer_ids),
-                     "email": p.email if guest or rng.random() < 0.7 else "", "in_export": True}
+            order = {
+                "order_id": f"O{_scramble(p.index * 64 + len(p.orders), 3):08d}-{rng.randrange(10, 99)}",
+                "lines": lines,
+                "total": total,
+                "status": status,
+                "guest": guest,
+                "at": ot,
+                "customer_id": None if guest else rng.choice(p.customer_ids),
+                "email": p.email if guest or rng.random() < 0.7 else "",
+                "in_export": True,
+            }
             if channel is None:
                 dev = rng.choices(devices, weights=primary_weights)[0]
                 if dev.shared:
@@ -571,8 +764,11 @@ class Simulator:
             logged = dev.anonymous_id in login_session and k >= login_session[dev.anonymous_id]
             identify = None
             if logged and k == login_session[dev.anonymous_id]:
-                identify = {"email": _email_variant(p.email, rng) if rng.random() < 0.3 else p.email,
-                            "firstName": p.first_name, "lastName": p.last_name}
+                identify = {
+                    "email": _email_variant(p.email, rng) if rng.random() < 0.3 else p.email,
+                    "firstName": p.first_name,
+                    "lastName": p.last_name,
+                }
                 if p.phone is not None and rng.random() < 0.5:
                     identify["phone"] = _phone_text(p.phone, rng)
             self._session(rng, p, dev, st, p.user_id if logged else None, identify=identify)
@@ -588,19 +784,37 @@ class Simulator:
         base_opt = p.personalization_opt_in
 
         def bool_text(v: bool) -> str:
-            return rng.choice(["true", "true", "TRUE", "1", "yes"]) if v else rng.choice(["false", "false", "FALSE", "0", "no"])
+            return (
+                rng.choice(["true", "true", "TRUE", "1", "yes"])
+                if v
+                else rng.choice(["false", "false", "FALSE", "0", "no"])
+            )
 
         def row(cid, email, phone, first, last, upd, mkt, pers):
-            return [cid, email, phone, first, last, p.birth_date.isoformat(), p.street, p.city, p.postcode,
-                    p.country, signup.strftime("%Y-%m-%dT%H:%M:%SZ"), upd.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    bool_text(mkt), bool_text(pers)]
+            return [
+                cid,
+                email,
+                phone,
+                first,
+                last,
+                p.birth_date.isoformat(),
+                p.street,
+                p.city,
+                p.postcode,
+                p.country,
+                signup.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                upd.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                bool_text(mkt),
+                bool_text(pers),
+            ]
 
         phone_text = _phone_text(p.phone, rng) if p.phone else ""
         mkt = rng.random() < 0.6
         base = f"crm/customers_base-p{self.w.part:03d}.csv"
         delta = f"crm/customers_delta_{cfg.as_of.isoformat()}-p{self.w.part:03d}.csv"
-        self.w.crm_rows[base].append(row(p.customer_ids[0], p.email, phone_text, p.first_name, p.last_name,
-                                         updated, mkt, base_opt))
+        self.w.crm_rows[base].append(
+            row(p.customer_ids[0], p.email, phone_text, p.first_name, p.last_name, updated, mkt, base_opt)
+        )
         self._seen(p, "customer_id", p.customer_ids[0])
         self._seen(p, "email", p.email)
         if p.phone:
@@ -614,8 +828,18 @@ class Simulator:
             elif r < 0.7:
                 p.last_name = rng.choice(V.LAST_NAMES)
             later = cfg.end - dt.timedelta(days=rng.uniform(1, 25))
-            self.w.crm_rows[delta].append(row(p.customer_ids[0], p.email, _phone_text(p.phone, rng) if p.phone else "",
-                                              p.first_name, p.last_name, later, mkt, p.personalization_opt_in))
+            self.w.crm_rows[delta].append(
+                row(
+                    p.customer_ids[0],
+                    p.email,
+                    _phone_text(p.phone, rng) if p.phone else "",
+                    p.first_name,
+                    p.last_name,
+                    later,
+                    mkt,
+                    p.personalization_opt_in,
+                )
+            )
             self.w.counts["crm_delta_rows"] += 1
         if duplicate_kind is not None:
             dup_id = f"C{_scramble(p.index * 2 + 1, 2):08d}"
@@ -625,21 +849,26 @@ class Simulator:
             if duplicate_kind == "email_case":
                 email = _email_variant(p.email, rng).strip()
             elif duplicate_kind == "phone_format":
-                email = (_ascii(f"{p.first_name}{p.last_name[0]}").lower().replace(" ", "")
-                         + f"{_scramble(p.index, 8) % 1_000_000}@{rng.choice(V.FREEMAIL_DOMAINS)}")
+                email = (
+                    _ascii(f"{p.first_name}{p.last_name[0]}").lower().replace(" ", "")
+                    + f"{_scramble(p.index, 8) % 1_000_000}@{rng.choice(V.FREEMAIL_DOMAINS)}"
+                )
                 phone = _phone_text(p.phone, rng)
                 self._seen(p, "email", email.lower())
             else:  # name_typo: a different email, no phone; only names, birth date and address tie them
-                email = (_ascii(f"{last}.{first}").lower().replace(" ", "").replace("'", "")
-                         + f"{_scramble(p.index, 9) % 1_000_000}@{rng.choice(V.FREEMAIL_DOMAINS)}")
+                email = (
+                    _ascii(f"{last}.{first}").lower().replace(" ", "").replace("'", "")
+                    + f"{_scramble(p.index, 9) % 1_000_000}@{rng.choice(V.FREEMAIL_DOMAINS)}"
+                )
                 phone = ""
                 if rng.random() < 0.5:
                     first = _typo(first, rng)
                 else:
                     last = _typo(last, rng)
                 self._seen(p, "email", email.lower())
-            self.w.crm_rows[base].append(row(dup_id, email, phone, first, last, updated - dt.timedelta(days=90),
-                                             mkt, base_opt))
+            self.w.crm_rows[base].append(
+                row(dup_id, email, phone, first, last, updated - dt.timedelta(days=90), mkt, base_opt)
+            )
             self.w.counts[f"crm_duplicate_{duplicate_kind}"] += 1
 
     def run(self) -> ChunkWriter:
@@ -664,8 +893,14 @@ class Simulator:
                 b.phone = _phone(a.country, b.index)  # a phone of the country they now live in
             b.country, b.tz, b.city, b.postcode, b.street = a.country, a.tz, a.city, a.postcode, a.street
             b.last_name = a.last_name
-            tab = Device(_uuid(chunk_rng), "tablet", "web", V.USER_AGENTS["tablet"][0],
-                         f"198.51.{chunk_rng.randrange(100, 200)}.7", shared=True)
+            tab = Device(
+                _uuid(chunk_rng),
+                "tablet",
+                "web",
+                V.USER_AGENTS["tablet"][0],
+                f"198.51.{chunk_rng.randrange(100, 200)}.7",
+                shared=True,
+            )
             tablets[a.index] = tablets[b.index] = tab
             households.append((tab, a, b))
 
@@ -676,8 +911,11 @@ class Simulator:
                 if other.index != p.index and other.birth_date != p.birth_date and other.city != p.city:
                     namesakes[p.index] = other
                     w.counts["namesake_pairs"] += 1
-        dup_kinds = {p.index: chunk_rng.choice(["email_case", "phone_format", "name_typo"])
-                     for p in registered if chunk_rng.random() < 0.06}
+        dup_kinds = {
+            p.index: chunk_rng.choice(["email_case", "phone_format", "name_typo"])
+            for p in registered
+            if chunk_rng.random() < 0.06
+        }
         for idx, kind in list(dup_kinds.items()):
             if kind == "phone_format" and people[idx - self.lo].phone is None:
                 dup_kinds[idx] = "email_case"
@@ -710,9 +948,18 @@ class Simulator:
                 if email and rng.random() < 0.2:
                     email = _email_variant(email, rng)
                 for ln in o["lines"]:
-                    self.w.order_rows[fname].append([
-                        o["order_id"], o["customer_id"] or "", email, o["at"].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        f"{ln['price'] * ln['qty']:.2f}", "USD", o["status"], o["channel"]])
+                    self.w.order_rows[fname].append(
+                        [
+                            o["order_id"],
+                            o["customer_id"] or "",
+                            email,
+                            o["at"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            f"{ln['price'] * ln['qty']:.2f}",
+                            "USD",
+                            o["status"],
+                            o["channel"],
+                        ]
+                    )
                 if o["email"]:
                     self._seen(p, "email", p.email)
                 if o["customer_id"]:
@@ -734,8 +981,17 @@ class Simulator:
             for i in range(rng.randrange(150, 400)):
                 t += dt.timedelta(seconds=rng.uniform(0.2, 1.5))
                 path = f"/p/SKU-{rng.randrange(1000, 9999)}" if i % 3 else f"/c/{rng.choice(V.CATEGORIES)}"
-                m = self._message(rng, None, dev, t, "page", user_id=None, event=path, props={"path": path},
-                                  page={"path": path, "url": f"https://shop.example.com{path}", "referrer": ""})
+                m = self._message(
+                    rng,
+                    None,
+                    dev,
+                    t,
+                    "page",
+                    user_id=None,
+                    event=path,
+                    props={"path": path},
+                    page={"path": path, "url": f"https://shop.example.com{path}", "referrer": ""},
+                )
                 self._emit(rng, m, "web")
             self.w.truth_bots.append([dev.anonymous_id, ua, "user_agent" if by_ua else "event_rate"])
             self.w.counts["bots"] += 1
@@ -756,9 +1012,24 @@ class Simulator:
         for p in rng.sample(reg, min(len(reg), max(2, len(people) // 500))):
             cid = f"C{_scramble(p.index * 2 + 1, 5):08d}"
             # A second store account created at a till, with a placeholder email and no phone.
-            self.w.crm_rows[fname].append([cid, rng.choice(["test@test.com", "noemail@example.com", "none@none.com"]),
-                                           "", p.first_name, p.last_name, "", "", "", "", p.country,
-                                           "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "false", "true"])
+            self.w.crm_rows[fname].append(
+                [
+                    cid,
+                    rng.choice(["test@test.com", "noemail@example.com", "none@none.com"]),
+                    "",
+                    p.first_name,
+                    p.last_name,
+                    "",
+                    "",
+                    "",
+                    "",
+                    p.country,
+                    "2026-01-01T00:00:00Z",
+                    "2026-01-01T00:00:00Z",
+                    "false",
+                    "true",
+                ]
+            )
             p.customer_ids.append(cid)
             self._seen(p, "customer_id", cid, linkable=False)
             self.w.counts["crm_placeholder_email_rows"] += 1
@@ -778,6 +1049,7 @@ class Simulator:
 
     def _plant_csv_faults(self, rng: random.Random) -> None:
         """Corrupted twins of valid rows, one of each kind, then more at random."""
+
         def twin(rows_by_file, originals, idx_mutations):
             files = [f for f, rows in originals.items() if rows]
             if not files:
@@ -815,8 +1087,12 @@ class Simulator:
         if self.w.privacy_rows:
             bad = [[self.w.privacy_rows[0][0], "ssn", "123-45-6789"], [self.w.privacy_rows[0][0], "email", ""]]
             self.w.privacy_rows.extend(bad)
-            self.w.faults.append(["privacy", f"privacy/erasure_requests-p{self.w.part:03d}.csv", F.INVALID_VALUE, _csv_line(bad[0])])
-            self.w.faults.append(["privacy", f"privacy/erasure_requests-p{self.w.part:03d}.csv", F.MISSING_REQUIRED, _csv_line(bad[1])])
+            self.w.faults.append(
+                ["privacy", f"privacy/erasure_requests-p{self.w.part:03d}.csv", F.INVALID_VALUE, _csv_line(bad[0])]
+            )
+            self.w.faults.append(
+                ["privacy", f"privacy/erasure_requests-p{self.w.part:03d}.csv", F.MISSING_REQUIRED, _csv_line(bad[1])]
+            )
 
     def _truth(self, people: list[Person]) -> None:
         for p in people:
@@ -830,12 +1106,24 @@ class Simulator:
                 primary = p.devices[0].device_type
             else:
                 primary = ""
-            self.w.truth_persons.append([
-                p.key, p.archetype, p.registered, p.country, p.tz, primary, len(p.devices),
-                p.personalization_opt_in if p.registered else "", p.erased,
-                freq, f"{money:.2f}", last_order.isoformat() if last_order else "",
-                p.future_orders > 0, p.future_orders,
-            ])
+            self.w.truth_persons.append(
+                [
+                    p.key,
+                    p.archetype,
+                    p.registered,
+                    p.country,
+                    p.tz,
+                    primary,
+                    len(p.devices),
+                    p.personalization_opt_in if p.registered else "",
+                    p.erased,
+                    freq,
+                    f"{money:.2f}",
+                    last_order.isoformat() if last_order else "",
+                    p.future_orders > 0,
+                    p.future_orders,
+                ]
+            )
 
 
 def _set(row: list[str], i: int, value: str) -> list[str]:
@@ -858,6 +1146,7 @@ def _run_chunk(args) -> ChunkWriter:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -895,8 +1184,13 @@ def _write_whole_file_faults(out: Path, faults: list[list[str]], counts: Counter
     faults.append(["events", "events/collector-upload-truncated.jsonl.gz", F.FILE_NOT_GZIP, ""])
     latin = out / "crm/legacy_export_latin1.csv"
     latin.write_bytes(
-        (",".join(CRM_COLUMNS) + "\n" + "C99999999,rene@example.com,,Ren\xe9e,Lef\xe8vre,1970-01-01,1 Rue,Paris,75001,FR,"
-         "2020-01-01T00:00:00Z,2020-01-01T00:00:00Z,true,true\n").encode("latin-1"))
+        (
+            ",".join(CRM_COLUMNS)
+            + "\n"
+            + "C99999999,rene@example.com,,Ren\xe9e,Lef\xe8vre,1970-01-01,1 Rue,Paris,75001,FR,"
+            "2020-01-01T00:00:00Z,2020-01-01T00:00:00Z,true,true\n"
+        ).encode("latin-1")
+    )
     faults.append(["crm", "crm/legacy_export_latin1.csv", F.FILE_NOT_UTF8, ""])
     first_orders = sorted((out / "orders").glob("*.csv"))[0]
     body = first_orders.read_text(encoding="utf-8").splitlines()[1:4]
@@ -905,8 +1199,7 @@ def _write_whole_file_faults(out: Path, faults: list[list[str]], counts: Counter
     counts["malformed_files"] += 3
 
 
-def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | None = None,
-             progress=None) -> dict:
+def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | None = None, progress=None) -> dict:
     """Write landing data to `out_dir` and ground truth to `truth_dir` (default: sibling `truth/`)."""
     out = Path(out_dir)
     truth = Path(truth_dir) if truth_dir else out.parent / "truth"
@@ -916,8 +1209,10 @@ def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | 
         (out / folder).mkdir(parents=True)
     truth.mkdir(parents=True, exist_ok=True)
 
-    bounds = [(cfg, i, lo, min(cfg.persons, lo + cfg.chunk_size))
-              for i, lo in enumerate(range(0, cfg.persons, cfg.chunk_size))]
+    bounds = [
+        (cfg, i, lo, min(cfg.persons, lo + cfg.chunk_size))
+        for i, lo in enumerate(range(0, cfg.persons, cfg.chunk_size))
+    ]
     counts: Counter = Counter()
     faults: list[list[str]] = []
     files = {"identifiers": [], "persons": [], "bots": []}
@@ -940,29 +1235,64 @@ def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | 
         for b in bounds:
             consume(_run_chunk(b))
 
-    _write_csv(out / "enrichment/firmographics.csv", ENRICHMENT_COLUMNS,
-               [[d, c, i, str(e), str(r)] for d, c, i, e, r in V.COMPANIES]
-               + [["initech.com", "Initech", "Financial Services", "lots", "410000000"]])
-    faults.append(["enrichment", "enrichment/firmographics.csv", F.INVALID_NUMBER,
-                   "initech.com,Initech,Financial Services,lots,410000000", "employee_count"])
+    _write_csv(
+        out / "enrichment/firmographics.csv",
+        ENRICHMENT_COLUMNS,
+        [[d, c, i, str(e), str(r)] for d, c, i, e, r in V.COMPANIES]
+        + [["initech.com", "Initech", "Financial Services", "lots", "410000000"]],
+    )
+    faults.append(
+        [
+            "enrichment",
+            "enrichment/firmographics.csv",
+            F.INVALID_NUMBER,
+            "initech.com,Initech,Financial Services,lots,410000000",
+            "employee_count",
+        ]
+    )
     _write_whole_file_faults(out, faults, counts)
 
     for f in faults:
         counts[f"fault_{f[0]}_{f[2]}"] += 1
-    _write_csv(truth / "identifiers.csv",
-               ["identifier_type", "identifier", "person_key", "linkable", "shared_device", "shared_by"],
-               files["identifiers"])
-    _write_csv(truth / "persons.csv",
-               ["person_key", "archetype", "registered", "country", "timezone", "primary_device_type",
-                "n_devices", "personalization_opt_in", "erased", "frequency_orders", "monetary_total",
-                "last_order_at", "purchased_next_30d", "orders_next_30d"], files["persons"])
+    _write_csv(
+        truth / "identifiers.csv",
+        ["identifier_type", "identifier", "person_key", "linkable", "shared_device", "shared_by"],
+        files["identifiers"],
+    )
+    _write_csv(
+        truth / "persons.csv",
+        [
+            "person_key",
+            "archetype",
+            "registered",
+            "country",
+            "timezone",
+            "primary_device_type",
+            "n_devices",
+            "personalization_opt_in",
+            "erased",
+            "frequency_orders",
+            "monetary_total",
+            "last_order_at",
+            "purchased_next_30d",
+            "orders_next_30d",
+        ],
+        files["persons"],
+    )
     _write_csv(truth / "bots.csv", ["anonymous_id", "user_agent", "detectable_by"], files["bots"])
-    _write_csv(truth / "faults.csv", ["source", "file", "reason_code", "raw", "column"],
-               [f + [""] * (5 - len(f)) for f in faults])
+    _write_csv(
+        truth / "faults.csv",
+        ["source", "file", "reason_code", "raw", "column"],
+        [f + [""] * (5 - len(f)) for f in faults],
+    )
     summary = {
-        "seed": cfg.seed, "persons": cfg.persons, "as_of": cfg.as_of.isoformat(),
-        "history_days": cfg.history_days, "horizon_days": cfg.horizon_days,
-        "event_taxonomy": TAXONOMY, "counts": dict(sorted(counts.items())),
+        "seed": cfg.seed,
+        "persons": cfg.persons,
+        "as_of": cfg.as_of.isoformat(),
+        "history_days": cfg.history_days,
+        "horizon_days": cfg.horizon_days,
+        "event_taxonomy": TAXONOMY,
+        "counts": dict(sorted(counts.items())),
         "planted_faults": len(faults),
     }
     (truth / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

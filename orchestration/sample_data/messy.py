@@ -30,8 +30,22 @@ from pathlib import Path
 
 from orchestration.lib import reason_codes as F
 
-CRM_HEADER = ["customer_id", "email", "phone", "first_name", "last_name", "birth_date", "street", "city", "postcode",
-              "country", "signup_at", "updated_at", "marketing_opt_in", "personalization_opt_in"]
+CRM_HEADER = [
+    "customer_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "birth_date",
+    "street",
+    "city",
+    "postcode",
+    "country",
+    "signup_at",
+    "updated_at",
+    "marketing_opt_in",
+    "personalization_opt_in",
+]
 ORDER_HEADER = ["order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"]
 FIRST = ["Ann", "Bo", "Chloé", "Dmitri", "Eva", "Femi", "Günter", "Hana", "Ivan", "Jo", "Kai", "Lena", "Mo", "Nia"]
 LAST = ["Smith", "Öztürk", "Nguyen", "García", "Kowalski", "O'Brien", "Müller", "Rossi", "Dubois", "Tanaka"]
@@ -53,8 +67,8 @@ CONSENT = {
     "out_then_in": (["false", "true"], False, True),
     "blank": ([""], False, False),
     "na": (["N/A"], False, False),
-    "out_rejected_no_date": (["true"], True, True),    # plus a rejected record: same customer_id, no date, "false"
-    "out_rejected_no_id": (["true"], True, True),      # plus a rejected record: no customer_id, their email, "false"
+    "out_rejected_no_date": (["true"], True, True),  # plus a rejected record: same customer_id, no date, "false"
+    "out_rejected_no_id": (["true"], True, True),  # plus a rejected record: no customer_id, their email, "false"
     "no_crm": ([], False, False),
 }
 
@@ -68,7 +82,7 @@ class MessyConfig:
 
 class _Planted:
     def __init__(self) -> None:
-        self.records: Counter = Counter()      # source -> lines written (records, not header)
+        self.records: Counter = Counter()  # source -> lines written (records, not header)
         self.quarantined: Counter = Counter()  # (source, reason_code)
         self.field_issues: Counter = Counter()  # (source, column, reason_code)
 
@@ -110,9 +124,13 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
             planted.field_issues[("crm", "email", F.MIXED_SCRIPT_EMAIL)] += len(values)
         phone_kind = rng.choice(["valid", "unassigned", "fake", "na", "blank"])
         # 555-0100 lacks the US area code; in the UK the same digits are a possible (9-digit) number.
-        phone = {"valid": valid_phone, "unassigned": unassigned_phone,
-                 "fake": "555-0100" if country == "US" else "n/a", "na": "N/A",
-                 "blank": ""}[phone_kind].format(n=i % 1000)
+        phone = {
+            "valid": valid_phone,
+            "unassigned": unassigned_phone,
+            "fake": "555-0100" if country == "US" else "n/a",
+            "na": "N/A",
+            "blank": "",
+        }[phone_kind].format(n=i % 1000)
         if phone_kind in ("fake", "na"):
             planted.field_issues[("crm", "phone", F.INVALID_PHONE)] += len(values)
         birth = dt.date(1950, 1, 1) + dt.timedelta(days=rng.randrange(20000))
@@ -122,9 +140,24 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
         street = rng.choice([f"{i} High Street", f"{i} Main St\nApt {i % 9 + 1}"])  # quoted newline
         for v, value in enumerate(values):
             updated = at(80 - 30 * v)
-            crm_rows.append([cid, email_text, phone, first, last, birth_text, street, "Springfield", f"{10000 + i}",
-                             country.lower() if i % 5 == 0 else country, iso(at(200)), updated.isoformat(),
-                             rng.choice(["true", "1", "yes", ""]), value])
+            crm_rows.append(
+                [
+                    cid,
+                    email_text,
+                    phone,
+                    first,
+                    last,
+                    birth_text,
+                    street,
+                    "Springfield",
+                    f"{10000 + i}",
+                    country.lower() if i % 5 == 0 else country,
+                    iso(at(200)),
+                    updated.isoformat(),
+                    rng.choice(["true", "1", "yes", ""]),
+                    value,
+                ]
+            )
             if value.upper() == "N/A":
                 planted.field_issues[("crm", "personalization_opt_in", F.INVALID_BOOLEAN)] += 1
         planted.records["crm"] += len(values)
@@ -139,15 +172,33 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
 
         # Behaviour: a login that ties device, user and email, then activity over 90 days.
         recency = rng.choice([1, 3, 10, 45, 70])
-        events.append({"messageId": f"m-{i}-id", "type": "identify", "anonymousId": anon, "userId": uid,
-                       "timestamp": iso(at(recency + 5)), "receivedAt": iso(at(recency + 5)),
-                       "traits": {"email": email}, "context": {"location": {"country": country}}})
+        events.append(
+            {
+                "messageId": f"m-{i}-id",
+                "type": "identify",
+                "anonymousId": anon,
+                "userId": uid,
+                "timestamp": iso(at(recency + 5)),
+                "receivedAt": iso(at(recency + 5)),
+                "traits": {"email": email},
+                "context": {"location": {"country": country}},
+            }
+        )
         for k in range(rng.randint(3, 25)):
             t = at(recency + rng.uniform(0, 20))
-            events.append({"messageId": f"m-{i}-{k}", "type": "track", "event": "Product Viewed", "anonymousId": anon,
-                           "userId": uid if k % 2 else None, "timestamp": iso(t), "receivedAt": iso(t),
-                           "properties": {"product_id": f"P{k}", "category": "home"},
-                           "context": {"location": {"country": country}}})
+            events.append(
+                {
+                    "messageId": f"m-{i}-{k}",
+                    "type": "track",
+                    "event": "Product Viewed",
+                    "anonymousId": anon,
+                    "userId": uid if k % 2 else None,
+                    "timestamp": iso(t),
+                    "receivedAt": iso(t),
+                    "properties": {"product_id": f"P{k}", "category": "home"},
+                    "context": {"location": {"country": country}},
+                }
+            )
 
         # Orders: completed (one of them zero), refunded, a negative completed one (quarantined).
         money = 0.0
@@ -157,8 +208,18 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
                 currency = rng.choice(["EUR", "usd", "GBP", "EURO", "US$"])
                 if currency in ("EURO", "US$"):
                     planted.field_issues[("orders", "currency", F.INVALID_VALUE)] += 1
-                order_rows.append([f"O{i}-{k}", cid, email if k % 2 else "", iso(at(recency + rng.uniform(0, 80))),
-                                   f"{amount:.2f}", currency, "completed", "web"])
+                order_rows.append(
+                    [
+                        f"O{i}-{k}",
+                        cid,
+                        email if k % 2 else "",
+                        iso(at(recency + rng.uniform(0, 80))),
+                        f"{amount:.2f}",
+                        currency,
+                        "completed",
+                        "web",
+                    ]
+                )
                 money += amount
             if i % 6 == 0:
                 order_rows.append([f"O{i}-r", cid, "", iso(at(recency)), "-25.00", "EUR", "refunded", "web"])
@@ -166,15 +227,27 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
                 order_rows.append([f"O{i}-n", cid, "", iso(at(recency)), "-99.00", "EUR", "completed", "web"])
                 planted.quarantined[("orders", F.NEGATIVE_AMOUNT)] += 1
             planted.records["orders"] += sum(1 for r in order_rows if r[1] == cid)
-        truth.append({"index": i, "customer_id": cid if values else "", "user_id": uid, "anonymous_id": anon,
-                      "email": email, "scenario": scenario, "opted_out": opted_out, "consent_evidence": evidence,
-                      "lookalike_email": lookalike, "monetary_total": f"{money:.2f}"})
+        truth.append(
+            {
+                "index": i,
+                "customer_id": cid if values else "",
+                "user_id": uid,
+                "anonymous_id": anon,
+                "email": email,
+                "scenario": scenario,
+                "opted_out": opted_out,
+                "consent_evidence": evidence,
+                "lookalike_email": lookalike,
+                "monetary_total": f"{money:.2f}",
+            }
+        )
 
     # Event dirt: a conflicting duplicate, a far-future message, a giant line.
     conflict = dict(events[1], properties={"revenue": 99999, "product_id": "P0"})
-    future = dict(events[1], messageId="m-future", timestamp="9999-12-31T00:00:00.000Z",
-                  receivedAt="9999-12-31T00:00:00.000Z")
-    giant = dict(events[2], messageId="m-giant", properties={"blob": "x" * (3 * 1024 ** 2)})
+    future = dict(
+        events[1], messageId="m-future", timestamp="9999-12-31T00:00:00.000Z", receivedAt="9999-12-31T00:00:00.000Z"
+    )
+    giant = dict(events[2], messageId="m-giant", properties={"blob": "x" * (3 * 1024**2)})
     events += [conflict, future, giant]
     planted.quarantined[("events", F.CONFLICTING_DUPLICATE)] += 1
     planted.quarantined[("events", F.FUTURE_TIMESTAMP)] += 1
@@ -183,22 +256,29 @@ def generate_messy(out: Path, cfg: MessyConfig = MessyConfig(), truth_dir: Path 
     (out / "orders").mkdir(parents=True, exist_ok=True)
     (out / "events").mkdir(parents=True, exist_ok=True)
     half = len(crm_rows) // 2
-    (out / "crm" / "export_a.csv").write_text(_csv_text(CRM_HEADER, crm_rows[:half], crlf=True, bom=True),
-                                               encoding="utf-8", newline="")
-    (out / "crm" / "export_b.csv").write_text(_csv_text(CRM_HEADER, crm_rows[half:], crlf=False, bom=False),
-                                               encoding="utf-8", newline="")
-    (out / "orders" / "orders.csv").write_text(_csv_text(ORDER_HEADER, order_rows, crlf=True, bom=False),
-                                                encoding="utf-8", newline="")
+    (out / "crm" / "export_a.csv").write_text(
+        _csv_text(CRM_HEADER, crm_rows[:half], crlf=True, bom=True), encoding="utf-8", newline=""
+    )
+    (out / "crm" / "export_b.csv").write_text(
+        _csv_text(CRM_HEADER, crm_rows[half:], crlf=False, bom=False), encoding="utf-8", newline=""
+    )
+    (out / "orders" / "orders.csv").write_text(
+        _csv_text(ORDER_HEADER, order_rows, crlf=True, bom=False), encoding="utf-8", newline=""
+    )
     lines = [json.dumps(e, ensure_ascii=False) for e in events]
     half = len(lines) // 2
     (out / "events" / "web-a.jsonl").write_text("\r\n".join(lines[:half]) + "\r\n", encoding="utf-8", newline="")
     (out / "events" / "web-b.jsonl").write_text("\n".join(lines[half:]) + "\n", encoding="utf-8")
     planted.records["events"] = len(events)
 
-    summary = {"persons": cfg.persons, "seed": cfg.seed, "as_of": cfg.as_of.isoformat(),
-               "records": dict(planted.records),
-               "quarantined": {f"{s}/{c}": n for (s, c), n in sorted(planted.quarantined.items())},
-               "field_issues": {f"{s}/{col}/{c}": n for (s, col, c), n in sorted(planted.field_issues.items())}}
+    summary = {
+        "persons": cfg.persons,
+        "seed": cfg.seed,
+        "as_of": cfg.as_of.isoformat(),
+        "records": dict(planted.records),
+        "quarantined": {f"{s}/{c}": n for (s, c), n in sorted(planted.quarantined.items())},
+        "field_issues": {f"{s}/{col}/{c}": n for (s, col, c), n in sorted(planted.field_issues.items())},
+    }
     if truth_dir is not None:
         truth_dir.mkdir(parents=True, exist_ok=True)
         with (truth_dir / "persons.csv").open("w", newline="", encoding="utf-8") as fh:

@@ -23,9 +23,15 @@ TOKEN = "test-token-0123456789abcdef"
 def _build_warehouse(path: Path) -> None:
     with connect(path) as con:
         con.execute("CREATE TABLE marts.identity_map (identifier_type VARCHAR, identifier VARCHAR, person_id VARCHAR)")
-        con.executemany("INSERT INTO marts.identity_map VALUES (?, ?, ?)", [
-            ("customer_id", "C1", "p_one"), ("email_sha256", sha256_hex("ann@example.com"), "p_one"),
-            ("phone_sha256", sha256_hex("+447700900123"), "p_one"), ("anonymous_id", "anon-2", "p_two")])
+        con.executemany(
+            "INSERT INTO marts.identity_map VALUES (?, ?, ?)",
+            [
+                ("customer_id", "C1", "p_one"),
+                ("email_sha256", sha256_hex("ann@example.com"), "p_one"),
+                ("phone_sha256", sha256_hex("+447700900123"), "p_one"),
+                ("anonymous_id", "anon-2", "p_two"),
+            ],
+        )
         con.execute("""CREATE TABLE marts.segment_membership AS SELECT * FROM (VALUES
             ('p_one', 'vip', 'rule', TIMESTAMP '2026-10-01', TIMESTAMP '2026-10-31'),
             ('p_one', 'active', 'rule', TIMESTAMP '2026-10-31', TIMESTAMP '2026-10-31'))
@@ -47,10 +53,19 @@ def _free_port() -> int:
 
 def _start(warehouse: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {**os.environ, "TESSERA_WAREHOUSE": str(warehouse), "TESSERA_API_TOKEN": TOKEN,
-           "TESSERA_API_REFRESH_SECONDS": "0", **settings}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "api", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "TESSERA_WAREHOUSE": str(warehouse),
+        "TESSERA_API_TOKEN": TOKEN,
+        "TESSERA_API_REFRESH_SECONDS": "0",
+        **settings,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -88,25 +103,38 @@ def get(url: str, token: str | None = TOKEN) -> tuple[int, dict, dict]:
         return err.code, json.loads(err.read()), dict(err.headers)
 
 
-@pytest.mark.parametrize(("path", "token"), [
-    ("/v1/segments", None), ("/v1/segments", "wrong-token"), ("/v1/identities/customer_id/C1/segments", None),
-    ("/v1/segments/vip", "x" * 40),
-])
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [
+        ("/v1/segments", None),
+        ("/v1/segments", "wrong-token"),
+        ("/v1/identities/customer_id/C1/segments", None),
+        ("/v1/segments/vip", "x" * 40),
+    ],
+)
 def test_every_v1_route_needs_the_bearer_token(server, path, token):
     status, body, headers = get(server[0] + path, token)
     assert status == 401 and "bearer token" in body["detail"] and headers.get("www-authenticate") == "Bearer"
 
 
-@pytest.mark.parametrize(("kind", "value"), [
-    ("customer_id", "C1"), ("email", "%20Ann@Example.COM%20"), ("phone", "+44%207700%20900123"),
-    ("email_sha256", sha256_hex("ann@example.com")), ("person_id", "p_one"),
-])
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("customer_id", "C1"),
+        ("email", "%20Ann@Example.COM%20"),
+        ("phone", "+44%207700%20900123"),
+        ("email_sha256", sha256_hex("ann@example.com")),
+        ("person_id", "p_one"),
+    ],
+)
 def test_any_identifier_resolves_to_the_person_and_their_segments(server, kind, value):
     status, body, _ = get(f"{server[0]}/v1/identities/{kind}/{value}/segments")
     assert status == 200
     assert body["person_id"] == "p_one" and body["as_of"] == "2026-10-31"
-    assert [(s["segment"], s["entered_at"][:10]) for s in body["segments"]] == [("active", "2026-10-31"),
-                                                                              ("vip", "2026-10-01")]
+    assert [(s["segment"], s["entered_at"][:10]) for s in body["segments"]] == [
+        ("active", "2026-10-31"),
+        ("vip", "2026-10-01"),
+    ]
 
 
 def test_a_known_person_in_no_segment_gets_an_empty_list(server):
@@ -114,13 +142,16 @@ def test_a_known_person_in_no_segment_gets_an_empty_list(server):
     assert status == 200 and body["person_id"] == "p_two" and body["segments"] == []
 
 
-@pytest.mark.parametrize(("path", "status", "text"), [
-    ("/v1/identities/customer_id/C404/segments", 404, "No person has this customer_id"),
-    ("/v1/identities/email/nobody@example.com/segments", 404, "No person has this email"),
-    ("/v1/identities/ssn/123/segments", 422, "unknown identifier type 'ssn'"),
-    ("/v1/identities/phone/not-a-phone/segments", 422, "is not a phone number"),
-    ("/v1/segments/nope", 404, "No segment is named 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "text"),
+    [
+        ("/v1/identities/customer_id/C404/segments", 404, "No person has this customer_id"),
+        ("/v1/identities/email/nobody@example.com/segments", 404, "No person has this email"),
+        ("/v1/identities/ssn/123/segments", 422, "unknown identifier type 'ssn'"),
+        ("/v1/identities/phone/not-a-phone/segments", 422, "is not a phone number"),
+        ("/v1/segments/nope", 404, "No segment is named 'nope'"),
+    ],
+)
 def test_unknown_and_invalid_lookups_say_what_was_wrong(server, path, status, text):
     code, body, _ = get(server[0] + path)
     assert code == status and text in body["detail"]
@@ -136,10 +167,14 @@ def test_segments_list_and_detail(server):
 def test_openapi_schema_lists_the_routes_and_declares_the_bearer_scheme(server):
     status, schema, _ = get(f"{server[0]}/openapi.json", token=None)
     assert status == 200
-    assert {"/v1/identities/{identifier_type}/{value}/segments", "/v1/segments", "/v1/segments/{name}"} \
-        <= set(schema["paths"])
+    assert {"/v1/identities/{identifier_type}/{value}/segments", "/v1/segments", "/v1/segments/{name}"} <= set(
+        schema["paths"]
+    )
     assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
-        "type": "http", "scheme": "bearer", "description": "TESSERA_API_TOKEN"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "TESSERA_API_TOKEN",
+    }
     assert schema["paths"]["/v1/segments"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in schema["paths"]["/health"]["get"]
 
@@ -183,8 +218,10 @@ def test_the_api_holds_no_lock_and_serves_new_data_after_a_run(server):
     base, warehouse = server
     with connect(warehouse) as con:  # a pipeline run can write while the API serves
         con.execute("INSERT INTO marts.identity_map VALUES ('customer_id', 'C3', 'p_three')")
-        con.execute("INSERT INTO marts.segment_membership VALUES ('p_three', 'vip', 'rule', TIMESTAMP '2026-10-31', "
-                    "TIMESTAMP '2026-10-31')")
+        con.execute(
+            "INSERT INTO marts.segment_membership VALUES ('p_three', 'vip', 'rule', TIMESTAMP '2026-10-31', "
+            "TIMESTAMP '2026-10-31')"
+        )
     os.utime(warehouse)
     status, body, _ = get(f"{base}/v1/identities/customer_id/C3/segments")
     assert status == 200 and [s["segment"] for s in body["segments"]] == ["vip"]

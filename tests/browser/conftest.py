@@ -18,8 +18,15 @@ import pytest
 BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google on a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 
@@ -59,8 +66,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _serve(command: list[str], env: dict, url: str, log: Path, timeout: float):
     handle = log.open("w")
-    process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                               cwd=Path(__file__).resolve().parents[2])
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         _wait_for(url, process, log, timeout)
         yield process
@@ -74,11 +87,18 @@ def deployment(sample, tmp_path_factory) -> dict:
     """Settings of a materialised deployment (warehouse, Dagster instance, MLflow store, report)."""
     root = tmp_path_factory.mktemp("deployment")
     shutil.copytree(sample.landing, root / "landing")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TESSERA_LANDING_DIR": str(root / "landing"), "TESSERA_WAREHOUSE": str(root / "warehouse.duckdb"),
-           "DAGSTER_HOME": str(root / "dagster_home"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "TESSERA_EXPORTS_DIR": str(root / "exports"), "TESSERA_REPORTS_DIR": str(root / "reports"),
-           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TESSERA_LANDING_DIR": str(root / "landing"),
+        "TESSERA_WAREHOUSE": str(root / "warehouse.duckdb"),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "TESSERA_EXPORTS_DIR": str(root / "exports"),
+        "TESSERA_REPORTS_DIR": str(root / "reports"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
     env.pop("TESSERA_AS_OF", None)
     run = subprocess.run([str(BIN / "tessera"), "run"], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -89,8 +109,13 @@ def deployment(sample, tmp_path_factory) -> dict:
 def dagster_url(deployment):
     port = _free_port()
     log = deployment["root"] / "dagster_dev.log"
-    for _ in _serve([str(BIN / "dagster"), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1",
-                     "-p", str(port)], deployment["env"], f"http://127.0.0.1:{port}/server_info", log, timeout=180):
+    for _ in _serve(
+        [str(BIN / "dagster"), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        deployment["env"],
+        f"http://127.0.0.1:{port}/server_info",
+        log,
+        timeout=180,
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -99,9 +124,24 @@ def mlflow_url(deployment):
     port = _free_port()
     log = deployment["root"] / "mlflow_ui.log"
     store = deployment["env"]["MLFLOW_TRACKING_URI"]
-    for _ in _serve([str(BIN / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-                     "--port", str(port), "--workers", "1"], deployment["env"], f"http://127.0.0.1:{port}/health",
-                    log, timeout=120):
+    for _ in _serve(
+        [
+            str(BIN / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        deployment["env"],
+        f"http://127.0.0.1:{port}/health",
+        log,
+        timeout=120,
+    ):
         yield f"http://127.0.0.1:{port}"
 
 

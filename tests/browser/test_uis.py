@@ -38,8 +38,10 @@ def _shown(name: str, labels: set[str]) -> bool:
     """A node shows its name, or, in a zoomed-out graph, the name shortened around an ellipsis."""
     if name in labels:
         return True
-    return any(head and tail and name.startswith(head) and name.endswith(tail)
-               for head, tail in (label.split("…", 1) for label in labels if label.count("…") == 1))
+    return any(
+        head and tail and name.startswith(head) and name.endswith(tail)
+        for head, tail in (label.split("…", 1) for label in labels if label.count("…") == 1)
+    )
 
 
 def _groups() -> dict[str, list[str]]:
@@ -71,8 +73,12 @@ def test_the_asset_graph_shows_every_group_with_its_assets(deployment, dagster_u
 
 
 def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, page):
-    checks = _open(page, f"{dagster_url}/assets/marts/user_features?view=checks", "great_expectations_gate",
-                   "dagster_user_features_checks.png")
+    checks = _open(
+        page,
+        f"{dagster_url}/assets/marts/user_features?view=checks",
+        "great_expectations_gate",
+        "dagster_user_features_checks.png",
+    )
     assert "great_expectations_gate" in checks and "feature_drift" in checks
     assert "This is a blocking asset check." in checks or "Succeeded" in checks
     assert "Succeeded" in checks and "Failed" not in checks
@@ -80,8 +86,12 @@ def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, pa
     assert "daily_refresh" in automation and "03:00" in automation and "weekly_model_training" in automation
     for sensor in ("landing_events_sensor", "eager_downstream", "erasure_requests_sensor"):
         assert sensor in automation
-    segment_checks = _open(page, f"{dagster_url}/assets/marts/segment_membership?view=checks",
-                           "segments_meet_minimum_size", "dagster_segment_membership_checks.png")
+    segment_checks = _open(
+        page,
+        f"{dagster_url}/assets/marts/segment_membership?view=checks",
+        "segments_meet_minimum_size",
+        "dagster_segment_membership_checks.png",
+    )
     assert "segments_meet_minimum_size" in segment_checks
     # The freshness policy: the daemon of `dagster dev` evaluates it about every 30 s after it starts.
     for _ in range(12):
@@ -93,8 +103,9 @@ def test_a_check_result_and_the_schedule_are_visible(deployment, dagster_url, pa
     assert "Freshness policy" in overview and "Passing" in overview, overview
     assert "Deadline: At 06:00 AM UTC" in overview
     assert "Fresh if materialized no earlier than 24 hours before each deadline" in overview
-    partitions = _open(page, f"{dagster_url}/assets/raw/events?view=partitions", "Partitions",
-                       "dagster_raw_events_partitions.png")
+    partitions = _open(
+        page, f"{dagster_url}/assets/raw/events?view=partitions", "Partitions", "dagster_raw_events_partitions.png"
+    )
     assert "Materialized" in partitions
     runs = _open(page, f"{dagster_url}/runs", "materialize_all", "dagster_runs.png")
     assert "Success" in runs
@@ -114,7 +125,14 @@ def test_the_report_opens_from_disk_with_its_sections_and_no_personal_data(deplo
     reports = sorted((deployment["root"] / "reports").glob("*/index.html"))
     assert len(reports) == 1 and str(reports[0]) in deployment["run_output"]
     text = _open(page, reports[0].as_uri(), "Segment report", "segment_report.png")
-    for heading in ("Segments", "Overlap", "Clusters", "Propensity: purchase_30d", "Lifetime value and churn", "Data quality"):
+    for heading in (
+        "Segments",
+        "Overlap",
+        "Clusters",
+        "Propensity: purchase_30d",
+        "Lifetime value and churn",
+        "Data quality",
+    ):
         assert page.get_by_role("heading", name=heading).count() == 1, heading
     images = page.locator("img")
     assert images.count() == 4

@@ -22,8 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _message(message_id: str, timestamp: str) -> str:
-    return json.dumps({"messageId": message_id, "type": "track", "event": "Product Viewed", "anonymousId": "a1",
-                       "timestamp": timestamp, "receivedAt": timestamp, "properties": {}, "context": {}})
+    return json.dumps(
+        {
+            "messageId": message_id,
+            "type": "track",
+            "event": "Product Viewed",
+            "anonymousId": "a1",
+            "timestamp": timestamp,
+            "receivedAt": timestamp,
+            "properties": {},
+            "context": {},
+        }
+    )
 
 
 def _write(path: Path, lines: list[str]) -> None:
@@ -41,32 +51,45 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     assert {s.name for s in defs.sensors} == {"landing_events_sensor", "eager_downstream", "erasure_requests_sensor"}
     # Erasure runs alone, and first in every run: every other source loads after it.
     erase = defs.resolve_job_def("erase")
-    assert {k.to_user_string() for k in erase.asset_layer.selected_asset_keys} == {"raw/erasure_requests",
-                                                                                  "privacy/erasure_log"}
+    assert {k.to_user_string() for k in erase.asset_layer.selected_asset_keys} == {
+        "raw/erasure_requests",
+        "privacy/erasure_log",
+    }
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["raw", "events"])).parent_keys == {dg.AssetKey(["privacy", "erasure_log"])}
     # dbt reads the identity assignments only once the sweep has taken erased persons out of them.
     assert graph.get(dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys == {
-        dg.AssetKey(["privacy", "erasure_sweep"])}
+        dg.AssetKey(["privacy", "erasure_sweep"])
+    }
     assert graph.get(dg.AssetKey(["privacy", "erasure_sweep"])).parent_keys == {
-        dg.AssetKey(["intermediate", "identity_assignments"])}
+        dg.AssetKey(["intermediate", "identity_assignments"])
+    }
     job = defs.resolve_job_def("materialize_all")
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
     assert defs.resolve_job_def("ingest_daily_events").partitions_def == job.partitions_def
     graph = defs.resolve_asset_graph()
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
-    assert partitioned == {"raw/events", "raw/user_agents", "staging/stg_segment__events",
-                           "staging/stg_segment__user_agents", "intermediate/int_segment__events"}
+    assert partitioned == {
+        "raw/events",
+        "raw/user_agents",
+        "staging/stg_segment__events",
+        "staging/stg_segment__user_agents",
+        "intermediate/int_segment__events",
+    }
     assert graph.get(dg.AssetKey(["marts", "segment_membership"])).automation_condition is not None
     assert graph.get(dg.AssetKey(["raw", "events"])).automation_condition is None  # the sensor and schedule decide
     # Models retrain weekly; the daily job scores with the champion and never trains.
-    training = {dg.AssetKey(["ml", "clustering_model"]), dg.AssetKey(["ml", "purchase_30d_model"]),
-                dg.AssetKey(["ml", "clv_model"])}
+    training = {
+        dg.AssetKey(["ml", "clustering_model"]),
+        dg.AssetKey(["ml", "purchase_30d_model"]),
+        dg.AssetKey(["ml", "clv_model"]),
+    }
     assert all("cron" in graph.get(k).automation_condition.get_label().lower() for k in training)
     daily = defs.resolve_job_def("daily_refresh_job").asset_layer.selected_asset_keys
     assert not training & daily and dg.AssetKey(["marts", "propensity_scores"]) in daily
     assert defs.resolve_job_def("train_models").asset_layer.selected_asset_keys >= training | {
-        dg.AssetKey(["marts", "segment_membership"])}
+        dg.AssetKey(["marts", "segment_membership"])
+    }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("marts/segment_membership", "segments_meet_minimum_size") in checks
     assert not any("freshness" in name for _, name in checks)  # freshness is a policy, not a check
@@ -117,10 +140,17 @@ def test_a_request_file_landing_starts_the_erase_job_once(tmp_path):
 
 def test_partitions_for_clips_to_the_partition_range():
     keys = ["2026-01-01", "2026-01-02", "2026-01-03"]
-    days = {"old.jsonl": [dt.date(2025, 6, 1)], "future.jsonl": [dt.date(2026, 2, 1)], "broken.jsonl": [],
-            "mid.jsonl": [dt.date(2026, 1, 2)]}
-    assert partitions_for(days, keys) == {"2026-01-01": ["old.jsonl"], "2026-01-03": ["broken.jsonl", "future.jsonl"],
-                                          "2026-01-02": ["mid.jsonl"]}
+    days = {
+        "old.jsonl": [dt.date(2025, 6, 1)],
+        "future.jsonl": [dt.date(2026, 2, 1)],
+        "broken.jsonl": [],
+        "mid.jsonl": [dt.date(2026, 1, 2)],
+    }
+    assert partitions_for(days, keys) == {
+        "2026-01-01": ["old.jsonl"],
+        "2026-01-03": ["broken.jsonl", "future.jsonl"],
+        "2026-01-02": ["mid.jsonl"],
+    }
 
 
 def test_the_segment_tables_carry_a_daily_freshness_policy_with_a_06_00_utc_deadline():
@@ -128,15 +158,22 @@ def test_the_segment_tables_carry_a_daily_freshness_policy_with_a_06_00_utc_dead
     materialised in the day before each 06:00 UTC deadline; the other assets carry no policy."""
     from orchestration.definitions import defs
 
-    policies = {spec.key.to_user_string(): spec.freshness_policy for spec in defs.resolve_all_asset_specs()
-                if spec.freshness_policy is not None}
+    policies = {
+        spec.key.to_user_string(): spec.freshness_policy
+        for spec in defs.resolve_all_asset_specs()
+        if spec.freshness_policy is not None
+    }
     assert set(policies) == {"marts/segment_membership", "marts/segment_membership_history"}
-    expected = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=dt.timedelta(hours=24),
-                                       timezone="UTC")
+    expected = dg.FreshnessPolicy.cron(
+        deadline_cron="0 6 * * *", lower_bound_delta=dt.timedelta(hours=24), timezone="UTC"
+    )
     for policy in policies.values():
         assert policy == expected
         assert (policy.deadline_cron, policy.lower_bound_delta, policy.timezone) == (
-            "0 6 * * *", dt.timedelta(hours=24), "UTC")
+            "0 6 * * *",
+            dt.timedelta(hours=24),
+            "UTC",
+        )
     # What the UI's asset pages and the daemon read: the policy survives into the asset graph.
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["marts", "segment_membership_history"])).freshness_policy == expected
@@ -168,8 +205,9 @@ def test_processes_opening_a_new_dagster_home_together_all_succeed(tmp_path):
         home = tmp_path / f"home{trial}"
         ensure_dagster_home(home)
         barrier, queue = context.Barrier(4), context.Queue()
-        processes = [context.Process(target=_open_new_instance, args=(str(home), barrier, queue), daemon=True)
-                     for _ in range(4)]
+        processes = [
+            context.Process(target=_open_new_instance, args=(str(home), barrier, queue), daemon=True) for _ in range(4)
+        ]
         for process in processes:
             process.start()
         outcomes += [queue.get(timeout=120) for _ in processes]
@@ -197,14 +235,32 @@ def test_two_runs_started_together_both_succeed_one_step_at_a_time(sample, tmp_p
 
     home = tmp_path / "dagster_home"
     ensure_dagster_home(home)  # (which creates the instance's tables: two first-ever processes would race to)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TESSERA_LANDING_DIR": str(sample.landing),
-           "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "TESSERA_LANDING_DIR": str(sample.landing),
+        "TESSERA_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     dagster = str(Path(sys.executable).parent / "dagster")
-    commands = [[dagster, "asset", "materialize", "-m", "orchestration.definitions", "--select", "raw/events,raw/user_agents",
-                 "--partition", day] for day in ("2026-10-29", "2026-10-30")]
-    processes = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for c in commands]
+    commands = [
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "orchestration.definitions",
+            "--select",
+            "raw/events,raw/user_agents",
+            "--partition",
+            day,
+        ]
+        for day in ("2026-10-29", "2026-10-30")
+    ]
+    processes = [
+        subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for c in commands
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert all("RUN_SUCCESS" in o for o in outputs)

@@ -23,7 +23,9 @@ def test_a_dbt_step_with_the_same_vars_as_its_last_run_parses_nothing_again(tmp_
     def parse(as_of: str, on=warehouse) -> str:
         monkeypatch.setenv("TESSERA_WAREHOUSE", str(on))
         with dbt_target(step, on) as path:
-            output = run_dbt(["--debug", "parse", "--vars", json.dumps({"tessera__as_of": as_of})], "duckdb", path).stdout
+            output = run_dbt(
+                ["--debug", "parse", "--vars", json.dumps({"tessera__as_of": as_of})], "duckdb", path
+            ).stdout
         assert not path.exists()
         return output
 
@@ -60,4 +62,5 @@ def test_only_the_warehouses_used_last_keep_their_partial_parse(tmp_path):
         os.utime(seed, ns=(0, 10**18 - age * 10**9))  # warehouse-0 used last
     dbt_subprocess._forget_old_warehouses(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"warehouse-{age}" for age in range(dbt_subprocess.KEEP_WAREHOUSES))
+        f"warehouse-{age}" for age in range(dbt_subprocess.KEEP_WAREHOUSES)
+    )

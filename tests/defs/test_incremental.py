@@ -25,12 +25,25 @@ from orchestration.lib.day_window import DayWindow
 from orchestration.lib.settings import reload_settings
 from orchestration.lib.warehouse import connect, table_fingerprint
 
-CHAIN = [*ingest_assets, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph, *identity_defs.assets,
-         *sweep_assets]
+CHAIN = [
+    *ingest_assets,
+    dbt_daily_events,
+    dbt_before_identity_graph,
+    dbt_after_identity_graph,
+    *identity_defs.assets,
+    *sweep_assets,
+]
 # Differ by design: the time a file was first seen and a digest over it, the dbt run that wrote a row,
 # and ids derived from person_id (see _fingerprints).
-RUN_DEPENDENT_COLUMNS = ("loaded_at", "device_digest", "day_digest", "dbt_invocation_id", "session_id",
-                         "session_day_id", "person_as_of_key")
+RUN_DEPENDENT_COLUMNS = (
+    "loaded_at",
+    "device_digest",
+    "day_digest",
+    "dbt_invocation_id",
+    "session_id",
+    "session_day_id",
+    "person_as_of_key",
+)
 
 
 def _file_day(path: Path) -> dt.date:
@@ -44,8 +57,11 @@ def _file_day(path: Path) -> dt.date:
 def _landing_until(sample_landing: Path, target: Path, last_day: dt.date) -> None:
     """The sample's landing zone as it stood at the end of `last_day`: event files that arrived later are held back."""
     if not target.exists():
-        shutil.copytree(sample_landing, target, ignore=lambda d, names: [
-            n for n in names if d.endswith("events") and _file_day(Path(n)) > last_day])
+        shutil.copytree(
+            sample_landing,
+            target,
+            ignore=lambda d, names: [n for n in names if d.endswith("events") and _file_day(Path(n)) > last_day],
+        )
         return
     for path in (sample_landing / "events").iterdir():
         if _file_day(path) <= last_day and not (target / "events" / path.name).exists():
@@ -55,25 +71,35 @@ def _landing_until(sample_landing: Path, target: Path, last_day: dt.date) -> Non
 def _change_old_files(landing: Path, days: list[dt.date]) -> None:
     """Outside the next daily window: an old file is re-sent with fewer lines and a message moved to
     another day, another old file is withdrawn, and a very late file holds an old day's events."""
-    old = sorted(p for p in (landing / "events").glob("20*.jsonl*")
-                 if p.name[:10] <= str(days[20]) and len(_lines(p)) >= 5)
+    old = sorted(
+        p for p in (landing / "events").glob("20*.jsonl*") if p.name[:10] <= str(days[20]) and len(_lines(p)) >= 5
+    )
     resent, withdrawn, late_copy = old[:3]
     lines = _lines(resent)
     moved = json.loads(lines[1])
     moved["timestamp"] = f"{days[8]}T12:00:00Z"
     _write_lines(resent, [lines[0], json.dumps(moved)] + lines[4:])
     withdrawn.unlink()
-    _write_lines(landing / "events" / f"{days[-1]}-very-late.jsonl",
-                 [json.dumps({**json.loads(line), "messageId": f"late-{i}"})
-                  for i, line in enumerate(_lines(late_copy)[:20]) if line.startswith("{")])
+    _write_lines(
+        landing / "events" / f"{days[-1]}-very-late.jsonl",
+        [
+            json.dumps({**json.loads(line), "messageId": f"late-{i}"})
+            for i, line in enumerate(_lines(late_copy)[:20])
+            if line.startswith("{")
+        ],
+    )
 
 
 def _lines(path: Path) -> list[str]:
-    return (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")).read().splitlines()
+    return (
+        (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8"))
+        .read()
+        .splitlines()
+    )
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    with (gzip.open(path, "wt", encoding="utf-8") if path.suffix == ".gz" else path.open("w", encoding="utf-8")) as fh:
+    with gzip.open(path, "wt", encoding="utf-8") if path.suffix == ".gz" else path.open("w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
 
 
@@ -83,14 +109,19 @@ def _fingerprints(warehouse: Path, tables: list[str]) -> dict[str, str]:
     persons are compared by who they are, their smallest identifier. Floating-point sums depend on
     row order (about 1e-14 here), so doubles are compared to 9 decimals."""
     with connect(warehouse, read_only=True) as con:
-        con.execute("CREATE TEMP TABLE person_keys AS SELECT person_id, min(identifier_type || ':' || identifier) "
-                    "AS person_key FROM marts.identity_map GROUP BY person_id")
+        con.execute(
+            "CREATE TEMP TABLE person_keys AS SELECT person_id, min(identifier_type || ':' || identifier) "
+            "AS person_key FROM marts.identity_map GROUP BY person_id"
+        )
         out = {}
         for table in tables:
-            columns = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()
-                       if r[0] not in RUN_DEPENDENT_COLUMNS}
-            select = ", ".join("k.person_key" if c == "person_id" else f"round(t.{c}, 9)" if kind in ("DOUBLE", "FLOAT")
-                               else f"t.{c}" for c, kind in columns.items())
+            columns = {
+                r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] not in RUN_DEPENDENT_COLUMNS
+            }
+            select = ", ".join(
+                "k.person_key" if c == "person_id" else f"round(t.{c}, 9)" if kind in ("DOUBLE", "FLOAT") else f"t.{c}"
+                for c, kind in columns.items()
+            )
             join = " LEFT JOIN person_keys k USING (person_id)" if "person_id" in columns else ""
             out[table] = table_fingerprint(con, f"(SELECT {select} FROM {table} t{join})")
         return out
@@ -98,15 +129,23 @@ def _fingerprints(warehouse: Path, tables: list[str]) -> dict[str, str]:
 
 def _tables(warehouse: Path) -> list[str]:
     with connect(warehouse, read_only=True) as con:
-        return [f"{s}.{t}" for s, t in con.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ('marts', 'intermediate', 'raw') "
-            "ORDER BY 1, 2").fetchall()]
+        return [
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ('marts', 'intermediate', 'raw') "
+                "ORDER BY 1, 2"
+            ).fetchall()
+        ]
 
 
 def _persons_of_events(warehouse: Path) -> dict[str, tuple[str, dt.date]]:
     with connect(warehouse, read_only=True) as con:
-        return {m: (p, d) for m, p, d in con.execute(
-            "SELECT message_id, person_id, event_date FROM intermediate.int_person_events").fetchall()}
+        return {
+            m: (p, d)
+            for m, p, d in con.execute(
+                "SELECT message_id, person_id, event_date FROM intermediate.int_person_events"
+            ).fetchall()
+        }
 
 
 def _events_days(sample_landing: Path) -> list[dt.date]:
@@ -136,15 +175,21 @@ def test_windowed_event_loads_equal_one_full_load(sample, tmp_path):
     full = tmp_path / "full.duckdb"
     with connect(full) as con:
         load_events(con, landing)
-    tables = ["raw.events", "(SELECT * FROM raw.quarantine WHERE source = 'events')",
-              "(SELECT * EXCLUDE (loaded_at) FROM raw.ingested_files WHERE source = 'events')"]
+    tables = [
+        "raw.events",
+        "(SELECT * FROM raw.quarantine WHERE source = 'events')",
+        "(SELECT * EXCLUDE (loaded_at) FROM raw.ingested_files WHERE source = 'events')",
+    ]
     with connect(daily, read_only=True) as a, connect(full, read_only=True) as b:
         for table in tables:
             columns = "* EXCLUDE (loaded_at)" if "ingested_files" not in table else "*"
-            assert table_fingerprint(a, f"(SELECT {columns} FROM {table})") == \
-                table_fingerprint(b, f"(SELECT {columns} FROM {table})"), table
-        late = a.execute("SELECT count(*) FROM raw.events WHERE CAST(occurred_at AS DATE) < "
-                         "try_cast(substr(split_part(source_file, '/', -1), 1, 10) AS DATE)").fetchone()[0]
+            assert table_fingerprint(a, f"(SELECT {columns} FROM {table})") == table_fingerprint(
+                b, f"(SELECT {columns} FROM {table})"
+            ), table
+        late = a.execute(
+            "SELECT count(*) FROM raw.events WHERE CAST(occurred_at AS DATE) < "
+            "try_cast(substr(split_part(source_file, '/', -1), 1, 10) AS DATE)"
+        ).fetchone()[0]
     assert late > 0  # the arriving days carried events of earlier days, and they landed on their own day
     assert max(reads) < 0.2
 
@@ -152,11 +197,17 @@ def test_windowed_event_loads_equal_one_full_load(sample, tmp_path):
 def _run(landing: Path, warehouse: Path, **kwargs) -> dg.ExecuteInProcessResult:
     """The chain without its dbt tests: the tables themselves are compared."""
     result = dg.materialize(
-        CHAIN, selection=dg.AssetSelection.all() - dg.AssetSelection.all_asset_checks(), instance=dg.DagsterInstance.ephemeral(),
-        resources={"warehouse": WarehouseResource(path=str(warehouse)),
-                   "landing": LandingZoneResource(root=str(landing)), "dbt": dbt_domain_defs.resources["dbt"],
-                   "settings": SettingsResource.from_settings(reload_settings())},
-        **kwargs)
+        CHAIN,
+        selection=dg.AssetSelection.all() - dg.AssetSelection.all_asset_checks(),
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "landing": LandingZoneResource(root=str(landing)),
+            "dbt": dbt_domain_defs.resources["dbt"],
+            "settings": SettingsResource.from_settings(reload_settings()),
+        },
+        **kwargs,
+    )
     assert result.success
     return result
 
@@ -173,9 +224,17 @@ def test_full_refresh_then_daily_runs_equal_a_full_rebuild(sample, tmp_path, mon
     monkeypatch.setenv("TESSERA_WAREHOUSE", str(daily))
     _landing_until(sample.landing, landing, days[-3])
     refresh = {"full_refresh": True}
-    _run(landing, daily, partition_key=days[-3].isoformat(),
-         run_config={"ops": {op: {"config": refresh} for op in ("ingest_events", "dbt_daily_events",
-                                                                 "dbt_before_identity_graph", "dbt_after_identity_graph")}})
+    _run(
+        landing,
+        daily,
+        partition_key=days[-3].isoformat(),
+        run_config={
+            "ops": {
+                op: {"config": refresh}
+                for op in ("ingest_events", "dbt_daily_events", "dbt_before_identity_graph", "dbt_after_identity_graph")
+            }
+        },
+    )
     moved = 0
     for day in days[-2:]:
         _landing_until(sample.landing, landing, day)
@@ -183,9 +242,13 @@ def test_full_refresh_then_daily_runs_equal_a_full_rebuild(sample, tmp_path, mon
             _change_old_files(landing, days)
         before = _persons_of_events(daily)
         result = _run(landing, daily, partition_key=day.isoformat())
-        metadata = {e.materialization.asset_key.path[-1]: e.materialization.metadata
-                    for e in result.get_asset_materialization_events()}
-        assert metadata["events"]["days_rebuilt"].value == f"[{day - dt.timedelta(days=3)}, {day + dt.timedelta(days=1)})"
+        metadata = {
+            e.materialization.asset_key.path[-1]: e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+        }
+        assert (
+            metadata["events"]["days_rebuilt"].value == f"[{day - dt.timedelta(days=3)}, {day + dt.timedelta(days=1)})"
+        )
         assert metadata["events"]["files_read"].value < metadata["events"]["files_seen"].value / 5
         # The incremental models wrote only what changed: the new events and those identity moved, the
         # sessions of their devices, and the identity evidence of the changed days (a full rebuild
@@ -193,14 +256,22 @@ def test_full_refresh_then_daily_runs_equal_a_full_rebuild(sample, tmp_path, mon
         for model, most in (("int_person_events", 0.1), ("int_session_days", 0.5), ("int_segment__event_days", 0.5)):
             assert 0 < metadata[model]["rows_written"].value < metadata[model]["dagster/row_count"].value * most, model
         after = _persons_of_events(daily)
-        moved += sum(1 for m, (person, event_day) in before.items()
-                     if event_day < day - dt.timedelta(days=3) and after.get(m, (person,))[0] != person)
+        moved += sum(
+            1
+            for m, (person, event_day) in before.items()
+            if event_day < day - dt.timedelta(days=3) and after.get(m, (person,))[0] != person
+        )
     assert moved > 0  # the new days merged identities, so events of older days changed person
 
     full = tmp_path / "full.duckdb"
     monkeypatch.setenv("TESSERA_WAREHOUSE", str(full))
     _run(landing, full, tags=all_days_tags())
     tables = _tables(full)
-    assert {"marts.identity_map", "marts.profiles", "marts.user_features", "intermediate.int_segment__events",
-            "intermediate.int_sessions"} <= set(tables)
+    assert {
+        "marts.identity_map",
+        "marts.profiles",
+        "marts.user_features",
+        "intermediate.int_segment__events",
+        "intermediate.int_sessions",
+    } <= set(tables)
     assert _fingerprints(daily, tables) == _fingerprints(full, tables)

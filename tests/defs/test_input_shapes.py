@@ -30,10 +30,22 @@ from orchestration.lib.warehouse import connect
 from orchestration.sample_data.messy import CONSENT, MessyConfig, generate_messy
 
 pytestmark = pytest.mark.slow
-SHAPES = {"events": ("events",), "crm": ("crm",), "events+crm": ("events", "crm"),
-          "events+orders": ("events", "orders"), "crm+orders": ("crm", "orders")}
-ASSETS = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
-          *export_assets]
+SHAPES = {
+    "events": ("events",),
+    "crm": ("crm",),
+    "events+crm": ("events", "crm"),
+    "events+orders": ("events", "orders"),
+    "crm+orders": ("crm", "orders"),
+}
+ASSETS = [
+    *ingest_assets,
+    *tessera_dbt_models,
+    *identity_defs.assets,
+    *sweep_assets,
+    *ml_assets,
+    *segment_assets,
+    *export_assets,
+]
 
 
 def _materialize(root, landing):
@@ -43,11 +55,18 @@ def _materialize(root, landing):
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         mp.setenv("TESSERA_REPORTS_DIR", str(root / "reports"))
         mp.delenv("TESSERA_AS_OF", raising=False)
-        return dg.materialize(ASSETS, instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(), raise_on_error=False,
-                              resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
-                                         "landing": LandingZoneResource(root=str(landing)),
-                                         "dbt": dbt_domain_defs.resources["dbt"],
-                                         "settings": SettingsResource.from_settings(reload_settings())})
+        return dg.materialize(
+            ASSETS,
+            instance=dg.DagsterInstance.ephemeral(),
+            tags=all_days_tags(),
+            raise_on_error=False,
+            resources={
+                "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+                "landing": LandingZoneResource(root=str(landing)),
+                "dbt": dbt_domain_defs.resources["dbt"],
+                "settings": SettingsResource.from_settings(reload_settings()),
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +84,14 @@ def shape(request, corpus, tmp_path_factory):
     for source in SHAPES[request.param]:
         shutil.copytree(source_root / "landing" / source, root / "landing" / source)
     result = _materialize(root, root / "landing")
-    return {"name": request.param, "sources": SHAPES[request.param], "persons": persons, "result": result,
-            "warehouse": root / "warehouse.duckdb", "exports": root / "exports"}
+    return {
+        "name": request.param,
+        "sources": SHAPES[request.param],
+        "persons": persons,
+        "result": result,
+        "warehouse": root / "warehouse.duckdb",
+        "exports": root / "exports",
+    }
 
 
 def test_the_whole_chain_completes_on_each_shape(shape):
@@ -74,7 +99,9 @@ def test_the_whole_chain_completes_on_each_shape(shape):
     assert shape["result"].success, failures
     with connect(shape["warehouse"], read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.segment_report").fetchone()[0] > 0
-        published = {r[0] for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE published").fetchall()}
+        published = {
+            r[0] for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE published").fetchall()
+        }
         clustered = con.execute("SELECT count(*) FROM marts.cluster_assignments").fetchone()[0]
     # CRM records alone carry no behaviour, so no behavioural segment reaches its minimum size there.
     assert bool(published) == (shape["sources"] != ("crm",))
@@ -95,7 +122,9 @@ def test_every_loaded_key_has_a_person_and_features(shape):
             UNION SELECT 'user_id', user_id FROM raw.events WHERE user_id IS NOT NULL
             UNION SELECT 'anonymous_id', anonymous_id FROM raw.events WHERE anonymous_id IS NOT NULL""").fetchall()
         mapped = set(con.execute("SELECT identifier_type, identifier FROM marts.identity_map").fetchall())
-        features = con.execute("SELECT * FROM marts.user_features WHERE as_of = (SELECT max(as_of) FROM marts.user_features)").df()
+        features = con.execute(
+            "SELECT * FROM marts.user_features WHERE as_of = (SELECT max(as_of) FROM marts.user_features)"
+        ).df()
         persons = con.execute("SELECT count(DISTINCT person_id) FROM marts.identity_map").fetchone()[0]
     assert keys and not set(keys) - mapped
     assert len(features) == persons and features["person_id"].is_unique
@@ -110,12 +139,20 @@ def test_every_loaded_key_has_a_person_and_features(shape):
 def test_each_persons_keys_merge_and_no_two_people_do(shape):
     """A CRM-only input is deduplication: one person's several records (two exports) become one."""
     with connect(shape["warehouse"], read_only=True) as con:
-        person_of = {(t, i): p for t, i, p in con.execute(
-            "SELECT identifier_type, identifier, person_id FROM marts.identity_map").fetchall()}
+        person_of = {
+            (t, i): p
+            for t, i, p in con.execute(
+                "SELECT identifier_type, identifier, person_id FROM marts.identity_map"
+            ).fetchall()
+        }
         crm_records = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM raw.crm_customers").fetchone()
         # Without CRM records, only an order that carries its buyer's email ties the customer to the login.
-        emailed = {r[0] for r in con.execute("SELECT customer_id FROM raw.order_lines WHERE email_normalised IS NOT NULL")
-                   .fetchall()}
+        emailed = {
+            r[0]
+            for r in con.execute(
+                "SELECT customer_id FROM raw.order_lines WHERE email_normalised IS NOT NULL"
+            ).fetchall()
+        }
     owners = defaultdict(set)
     for p in shape["persons"]:
         keys = [("customer_id", p["customer_id"]), ("user_id", p["user_id"]), ("anonymous_id", p["anonymous_id"])]
@@ -135,22 +172,31 @@ def test_opted_out_people_reach_no_segment_and_monetary_totals_are_exact(shape):
         members = {r[0] for r in con.execute("SELECT DISTINCT person_id FROM marts.segment_membership").fetchall()}
 
         def person(p):
-            kind, value = ("user_id", p["user_id"]) if "events" in shape["sources"] else ("customer_id", p["customer_id"])
-            row = con.execute("SELECT person_id FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?",
-                              [kind, value]).fetchone()
+            kind, value = (
+                ("user_id", p["user_id"]) if "events" in shape["sources"] else ("customer_id", p["customer_id"])
+            )
+            row = con.execute(
+                "SELECT person_id FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?", [kind, value]
+            ).fetchone()
             return row[0] if row else None
 
         if "crm" in shape["sources"]:
-            opted_out = {person(p) for p in shape["persons"] if p["opted_out"] == "True"
-                         and p["lookalike_email"] == "False"} - {None}
+            opted_out = {
+                person(p) for p in shape["persons"] if p["opted_out"] == "True" and p["lookalike_email"] == "False"
+            } - {None}
             assert len(opted_out) >= 15 and not opted_out & members
         if "orders" in shape["sources"]:
             buyers = [p for p in shape["persons"] if Decimal(p["monetary_total"]) > 0]
             for p in buyers:
-                cid = con.execute("SELECT person_id FROM marts.identity_map WHERE identifier_type = 'customer_id' "
-                                  "AND identifier = ?", [p["customer_id"]]).fetchone()[0]
-                total = con.execute("SELECT monetary_total FROM marts.user_features WHERE person_id = ? AND as_of = "
-                                    "(SELECT max(as_of) FROM marts.user_features)", [cid]).fetchone()[0]
+                cid = con.execute(
+                    "SELECT person_id FROM marts.identity_map WHERE identifier_type = 'customer_id' AND identifier = ?",
+                    [p["customer_id"]],
+                ).fetchone()[0]
+                total = con.execute(
+                    "SELECT monetary_total FROM marts.user_features WHERE person_id = ? AND as_of = "
+                    "(SELECT max(as_of) FROM marts.user_features)",
+                    [cid],
+                ).fetchone()[0]
                 assert Decimal(str(total)).quantize(Decimal("0.01")) == Decimal(p["monetary_total"]), p["index"]
     exported = set()
     for path in shape["exports"].rglob("members.parquet"):

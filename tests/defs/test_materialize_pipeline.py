@@ -29,8 +29,16 @@ from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
 # Up to features and their gates; the ML, segment and export chain is tested in test_segments_pipeline.py.
-ALL_ASSETS = [*ingest_assets, *quarantine_checks, dbt_daily_events, dbt_before_identity_graph, dbt_after_identity_graph,
-              *identity_defs.assets, *sweep_assets, *quality_checks]
+ALL_ASSETS = [
+    *ingest_assets,
+    *quarantine_checks,
+    dbt_daily_events,
+    dbt_before_identity_graph,
+    dbt_after_identity_graph,
+    *identity_defs.assets,
+    *sweep_assets,
+    *quality_checks,
+]
 # The assets alone, without the GX gates and dbt tests, for the tests that only compare tables; of
 # them, what a new orders file changes.
 ALL_CHECKS = dg.AssetSelection.all_asset_checks()
@@ -78,11 +86,14 @@ def _identity_map(warehouse) -> pd.DataFrame:
 
 def test_every_table_asset_shows_its_rows_schema_and_no_identifier_reaches_the_event_log(sample, pipeline):
     result, _ = pipeline
-    metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-                for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.materialization.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     # Every identifier, as sent and as a person id: none may reach the event log through a preview.
-    personal = {r["identifier"].strip().lower() for r in sample.truth_rows("identifiers")
-                if len(r["identifier"].strip()) > 5}
+    personal = {
+        r["identifier"].strip().lower() for r in sample.truth_rows("identifiers") if len(r["identifier"].strip()) > 5
+    }
     personal |= set(_identity_map(pipeline[1])["person_id"])
     assert len(personal) > 1000
     for key, md in metadata.items():
@@ -118,8 +129,9 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     events_md = metadata["raw/events"]
     with connect(warehouse, read_only=True) as con:
         quarantined = con.execute("SELECT count(*) FROM raw.quarantine WHERE source = 'events'").fetchone()[0]
-        by_reason = con.execute("SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' "
-                                "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+        by_reason = con.execute(
+            "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
         raw_events = con.execute("SELECT count(*) FROM raw.events").fetchone()[0]
         staged = con.execute("SELECT count(*) FROM intermediate.int_segment__events").fetchone()[0]
     assert events_md["rows_quarantined"].value == quarantined > 0
@@ -128,25 +140,44 @@ def test_ingest_and_staging_metadata_and_checks(sample, pipeline):
     assert [(r.data["reason"], r.data["rows"]) for r in quarantine_by_reason.records] == by_reason
     assert "invalid_json" in dict(by_reason)
     assert events_md["dagster/row_count"].value == raw_events == staged
-    assert {"staging/stg_segment__events", "intermediate/int_segment__events", "staging/stg_crm__customers", "staging/stg_commerce__order_lines",
-            "staging/stg_enrichment__firmographics", "staging/stg_privacy__erasure_requests",
-            "marts/identity_map", "marts/profiles", "intermediate/identity_assignments"} <= set(metadata)
+    assert {
+        "staging/stg_segment__events",
+        "intermediate/int_segment__events",
+        "staging/stg_crm__customers",
+        "staging/stg_commerce__order_lines",
+        "staging/stg_enrichment__firmographics",
+        "staging/stg_privacy__erasure_requests",
+        "marts/identity_map",
+        "marts/profiles",
+        "intermediate/identity_assignments",
+    } <= set(metadata)
     checks = result.get_asset_check_evaluations()
     dbt_checks = [c for c in checks if c.asset_key.path[0] in ("staging", "intermediate", "marts")]
     assert len(dbt_checks) >= 25 and all(c.passed for c in dbt_checks)
     gates = {c.asset_key.to_user_string(): c.passed for c in checks if c.check_name == "great_expectations_gate"}
-    assert gates == {"raw/events": True, "intermediate/int_segment__events": True, "marts/identity_map": True,
-                     "marts/user_features": True}
+    assert gates == {
+        "raw/events": True,
+        "intermediate/int_segment__events": True,
+        "marts/identity_map": True,
+        "marts/user_features": True,
+    }
     # The first run has no previous profile to compare with: the drift check lists the features alone.
     (drift,) = [c for c in checks if c.check_name == "feature_drift"]
     profile = drift.metadata["profile"].value
     assert drift.metadata["compared_with_previous"].value is False
     assert [r.data["feature"] for r in profile.records] == DRIFT_FEATURES
-    assert all(r.data["previous mean"] is None and r.data["previous p95"] is None and isinstance(r.data["mean"], float)
-               for r in profile.records)
+    assert all(
+        r.data["previous mean"] is None and r.data["previous p95"] is None and isinstance(r.data["mean"], float)
+        for r in profile.records
+    )
     quarantine_results = {c.asset_key.to_user_string() for c in checks if c.check_name == "quarantine_share_below_5pct"}
-    assert quarantine_results == {"raw/events", "raw/crm_customers", "raw/order_lines", "raw/firmographics",
-                                  "raw/erasure_requests"}
+    assert quarantine_results == {
+        "raw/events",
+        "raw/crm_customers",
+        "raw/order_lines",
+        "raw/firmographics",
+        "raw/erasure_requests",
+    }
 
 
 def test_identity_meets_the_design_bars_against_ground_truth(sample, pipeline):
@@ -175,15 +206,19 @@ def test_crm_duplicates_merge_and_namesakes_stay_apart(sample, pipeline):
     ids = _identity_map(warehouse)
     truth = pd.DataFrame(sample.truth_rows("identifiers"))
     customers = truth[(truth.identifier_type == "customer_id") & (truth.linkable == "True")].merge(
-        ids, on=["identifier_type", "identifier"])
+        ids, on=["identifier_type", "identifier"]
+    )
     per_person = customers.groupby("person_key")["person_id"].agg(["size", "nunique"])
     duplicates = per_person[per_person["size"] > 1]
     assert len(duplicates) > 0 and (duplicates["nunique"] == 1).all()
     with connect(warehouse, read_only=True) as con:
-        names = con.execute("SELECT customer_id AS identifier, first_name, last_name FROM staging.stg_crm__customers").df()
+        names = con.execute(
+            "SELECT customer_id AS identifier, first_name, last_name FROM staging.stg_crm__customers"
+        ).df()
     named = names.merge(customers, on="identifier")
-    groups = named.groupby(["first_name", "last_name"]).agg(truths=("person_key", "nunique"),
-                                                            persons=("person_id", "nunique"))
+    groups = named.groupby(["first_name", "last_name"]).agg(
+        truths=("person_key", "nunique"), persons=("person_id", "nunique")
+    )
     namesakes = groups[groups.truths > 1]
     assert len(namesakes) > 0 and (namesakes.persons == namesakes.truths).all()
 
@@ -196,7 +231,9 @@ def test_guest_orders_attach_by_email(sample, pipeline):
             LEFT JOIN marts.identity_map m ON m.identifier_type = 'email_sha256' AND m.identifier = sha256(o.email_normalised)
             WHERE o.customer_id IS NULL AND m.person_id IS NULL
         """).fetchone()[0]
-        guests = con.execute("SELECT count(*) FROM staging.stg_commerce__order_lines WHERE customer_id IS NULL").fetchone()[0]
+        guests = con.execute(
+            "SELECT count(*) FROM staging.stg_commerce__order_lines WHERE customer_id IS NULL"
+        ).fetchone()[0]
     assert guests > 0 and unattached == 0
 
 
@@ -217,7 +254,9 @@ def test_definitions_load_with_lineage_from_ingest_to_identity():
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["staging", "stg_segment__events"])).parent_keys == {dg.AssetKey(["raw", "events"])}
     assert graph.get(dg.AssetKey(["intermediate", "int_segment__events"])).parent_keys == {
-        dg.AssetKey(["staging", "stg_segment__events"]), dg.AssetKey(["staging", "stg_segment__user_agents"])}
+        dg.AssetKey(["staging", "stg_segment__events"]),
+        dg.AssetKey(["staging", "stg_segment__user_agents"]),
+    }
     # erasure sweeps the identity graph's output before dbt reads it
     sweep = dg.AssetKey(["privacy", "erasure_sweep"])
     assert graph.get(dg.AssetKey(["staging", "stg_identity_graph__assignments"])).parent_keys == {sweep}
@@ -250,20 +289,36 @@ def test_events_and_orders_after_as_of_change_no_feature(sample, pipeline, tmp_p
         known = con.execute("""
             SELECT message_id, type, event, name, user_id, anonymous_id, properties, context
             FROM raw.events WHERE type = 'track' AND occurred_at < DATE '2026-10-01' LIMIT 300""").fetchall()
-        order = con.execute("SELECT customer_id FROM raw.order_lines WHERE customer_id IS NOT NULL LIMIT 1").fetchone()[0]
+        order = con.execute("SELECT customer_id FROM raw.order_lines WHERE customer_id IS NOT NULL LIMIT 1").fetchone()[
+            0
+        ]
     lines = []
     for i, (_mid, mtype, event, _name, uid, aid, props, ctx) in enumerate(known):
-        lines.append(json.dumps({"messageId": f"future-{i}", "type": mtype, "event": event, "userId": uid,
-                                 "anonymousId": aid, "timestamp": "2026-10-25T12:00:00Z",
-                                 "receivedAt": "2026-10-25T12:00:01Z", "properties": json.loads(props or "{}"),
-                                 "context": json.loads(ctx or "{}")}))
+        lines.append(
+            json.dumps(
+                {
+                    "messageId": f"future-{i}",
+                    "type": mtype,
+                    "event": event,
+                    "userId": uid,
+                    "anonymousId": aid,
+                    "timestamp": "2026-10-25T12:00:00Z",
+                    "receivedAt": "2026-10-25T12:00:01Z",
+                    "properties": json.loads(props or "{}"),
+                    "context": json.loads(ctx or "{}"),
+                }
+            )
+        )
     (landing / "events" / "zz-future.jsonl").write_text("\n".join(lines) + "\n")
     (landing / "orders" / "zz-future.csv").write_text(
         "order_id,customer_id,email,ordered_at,amount,currency,status,channel\n"
-        f"FUTURE-1,{order},,2026-10-20T10:00:00Z,500.00,USD,completed,web\n")
+        f"FUTURE-1,{order},,2026-10-20T10:00:00Z,500.00,USD,completed,web\n"
+    )
     after = features(NO_CHECKS)  # a rerun of everything over the grown landing zone
     with connect(warehouse, read_only=True) as con:  # the future activity did reach the warehouse
-        assert con.execute("SELECT count(*) FROM raw.events WHERE message_id LIKE 'future-%'").fetchone()[0] == len(lines)
+        assert con.execute("SELECT count(*) FROM raw.events WHERE message_id LIKE 'future-%'").fetchone()[0] == len(
+            lines
+        )
         assert con.execute("SELECT count(*) FROM raw.order_lines WHERE order_id = 'FUTURE-1'").fetchone()[0] == 1
     assert before[0] > 0
     assert after == before
@@ -274,9 +329,14 @@ def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path
 
     _, warehouse = pipeline
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    result = dg.materialize(ml_assets, resources={"warehouse": WarehouseResource(path=str(warehouse)),
-                                                  "settings": SettingsResource.from_settings(reload_settings())},
-                            instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        ml_assets,
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "settings": SettingsResource.from_settings(reload_settings()),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success
     with connect(warehouse, read_only=True) as con:
         persons = con.execute("""SELECT count(*) FROM marts.user_features f JOIN intermediate.int_feature_dates d
@@ -285,7 +345,9 @@ def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path
         scores = con.execute("SELECT * FROM marts.propensity_scores").df()
         values = con.execute("SELECT * FROM marts.customer_lifetime_values").df()
         buyers = con.execute("""SELECT count(*) FROM marts.user_features f JOIN intermediate.int_feature_dates d
-                                ON d.as_of = f.as_of AND d.purpose = 'scoring' WHERE f.frequency_orders > 0""").fetchone()[0]
+                                ON d.as_of = f.as_of AND d.purpose = 'scoring' WHERE f.frequency_orders > 0""").fetchone()[
+            0
+        ]
     # Lifetime value: one row per buyer; P(alive) is a probability, and a buyer expects more in 12 months than in 30 days.
     assert len(values) == values["person_id"].nunique() == buyers > 0
     assert values["p_alive"].between(0, 1).all() and (values["expected_value_12m"] >= 0).all()
@@ -298,32 +360,41 @@ def test_models_are_trained_registered_and_score_every_person(pipeline, tmp_path
     for name in ("tessera_clustering", "tessera_purchase_30d", "tessera_clv"):
         champion = client.get_model_version_by_alias(name, "champion")
         assert client.get_run(champion.run_id).data.tags["dagster.run_id"] == result.run_id
-    metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-                for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.materialization.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert metadata["ml/purchase_30d_model"]["promoted"].value is True
     assert metadata["marts/propensity_scores"]["dagster/row_count"].value == persons
 
 
 def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feature(
-        sample, pipeline, tmp_path, monkeypatch):
+    sample, pipeline, tmp_path, monkeypatch
+):
     """No leakage: what happens after the training cutoff reaches its label, never its features."""
     landing = tmp_path / "landing"
     shutil.copytree(sample.landing, landing)
     with connect(pipeline[1], read_only=True) as con:  # the module's run over the same landing files
-        cutoff = con.execute("SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'training_cutoff'")\
-            .fetchone()[0]
+        cutoff = con.execute(
+            "SELECT as_of FROM intermediate.int_feature_dates WHERE purpose = 'training_cutoff'"
+        ).fetchone()[0]
         earlier = f"(SELECT * FROM marts.user_features WHERE as_of <= DATE '{cutoff}')"
         features_before = table_fingerprint(con, earlier)
-        customer, person = con.execute("""
+        customer, person = con.execute(
+            """
             SELECT m.identifier, m.person_id FROM marts.identity_map m
             JOIN marts.purchase_labels l ON l.person_id = m.person_id AND l.as_of = ?
-            WHERE m.identifier_type = 'customer_id' ORDER BY m.identifier LIMIT 1""", [cutoff]).fetchone()
-        labels_before = con.execute("SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?",
-                                    [person, cutoff]).fetchone()[0]
+            WHERE m.identifier_type = 'customer_id' ORDER BY m.identifier LIMIT 1""",
+            [cutoff],
+        ).fetchone()
+        labels_before = con.execute(
+            "SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?", [person, cutoff]
+        ).fetchone()[0]
     ordered_at = (pd.Timestamp(cutoff) + pd.Timedelta(days=5, hours=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     (landing / "orders" / "zz-in-window.csv").write_text(
         "order_id,customer_id,email,ordered_at,amount,currency,status,channel\n"
-        f"IN-WINDOW-1,{customer},,{ordered_at},80.00,USD,completed,web\n")
+        f"IN-WINDOW-1,{customer},,{ordered_at},80.00,USD,completed,web\n"
+    )
     # The module's warehouse gains the order: the run rebuilds what the orders feed, as a run after a
     # new orders file would, and leaves the events as they are.
     after = _copy_warehouse(pipeline[1], tmp_path / "after.duckdb")
@@ -331,6 +402,7 @@ def test_an_order_inside_the_label_window_changes_the_label_and_no_training_feat
     assert _materialize(landing, after, FROM_ORDERS).success
     with connect(after, read_only=True) as con:
         assert table_fingerprint(con, earlier) == features_before
-        labels_after = con.execute("SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?",
-                                   [person, cutoff]).fetchone()[0]
+        labels_after = con.execute(
+            "SELECT orders_in_window FROM marts.purchase_labels WHERE person_id = ? AND as_of = ?", [person, cutoff]
+        ).fetchone()[0]
     assert labels_after == labels_before + 1

@@ -45,20 +45,38 @@ def messy(tmp_path_factory):
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         mp.setenv("TESSERA_REPORTS_DIR", str(root / "reports"))
         result = dg.materialize(
-            [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
-             *export_assets],
-            instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
-            resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
-                       "landing": LandingZoneResource(root=str(root / "landing")),
-                       "dbt": dbt_domain_defs.resources["dbt"],
-                       "settings": SettingsResource.from_settings(reload_settings())})
-        yield {"root": root, "planted": planted, "persons": persons, "result": result,
-               "warehouse": root / "warehouse.duckdb", "exports": root / "exports"}
+            [
+                *ingest_assets,
+                *tessera_dbt_models,
+                *identity_defs.assets,
+                *sweep_assets,
+                *ml_assets,
+                *segment_assets,
+                *export_assets,
+            ],
+            instance=dg.DagsterInstance.ephemeral(),
+            tags=all_days_tags(),
+            resources={
+                "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+                "landing": LandingZoneResource(root=str(root / "landing")),
+                "dbt": dbt_domain_defs.resources["dbt"],
+                "settings": SettingsResource.from_settings(reload_settings()),
+            },
+        )
+        yield {
+            "root": root,
+            "planted": planted,
+            "persons": persons,
+            "result": result,
+            "warehouse": root / "warehouse.duckdb",
+            "exports": root / "exports",
+        }
 
 
 def _person_of(con, kind: str, value: str) -> str | None:
-    row = con.execute("SELECT person_id FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?",
-                      [kind, value]).fetchone()
+    row = con.execute(
+        "SELECT person_id FROM marts.identity_map WHERE identifier_type = ? AND identifier = ?", [kind, value]
+    ).fetchone()
     return row[0] if row else None
 
 
@@ -79,15 +97,23 @@ def test_every_record_whose_key_is_usable_is_kept(messy):
     assert crm == planted["records"]["crm"] - quarantined["crm"]
     assert orders == planted["records"]["orders"] - quarantined["orders"]
     assert events == planted["records"]["events"] - quarantined["events"]
-    assert giant and giant[0] > 3 * 1024 ** 2  # a 3 MB line loads like any other
+    assert giant and giant[0] > 3 * 1024**2  # a 3 MB line loads like any other
 
 
 def test_quarantine_and_field_issues_are_exactly_what_was_planted(messy):
     with connect(messy["warehouse"], read_only=True) as con:
-        quarantined = {f"{s}/{c}": n for s, c, n in con.execute(
-            "SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL").fetchall()}
-        issues = {f"{s}/{col}/{c}": n for s, col, c, n in con.execute(
-            "SELECT source, column_name, reason_code, count(*) FROM raw.field_issues GROUP BY ALL").fetchall()}
+        quarantined = {
+            f"{s}/{c}": n
+            for s, c, n in con.execute(
+                "SELECT source, reason_code, count(*) FROM raw.quarantine GROUP BY ALL"
+            ).fetchall()
+        }
+        issues = {
+            f"{s}/{col}/{c}": n
+            for s, col, c, n in con.execute(
+                "SELECT source, column_name, reason_code, count(*) FROM raw.field_issues GROUP BY ALL"
+            ).fetchall()
+        }
         conflict = con.execute("SELECT raw FROM raw.quarantine WHERE reason_code = 'conflicting_duplicate'").fetchone()
     assert quarantined == messy["planted"]["quarantined"]
     assert issues == messy["planted"]["field_issues"]
@@ -102,8 +128,9 @@ def test_consent_fails_closed_for_every_scenario(messy):
             if p["lookalike_email"] == "True":
                 continue  # their CRM email was refused, so their record and their login are two persons
             person = _person_of(con, "user_id", p["user_id"])
-            opt_in = con.execute("SELECT personalization_opt_in FROM marts.profiles WHERE person_id = ?",
-                                 [person]).fetchone()[0]
+            opt_in = con.execute(
+                "SELECT personalization_opt_in FROM marts.profiles WHERE person_id = ?", [person]
+            ).fetchone()[0]
             expected = None if p["consent_evidence"] == "False" else p["opted_out"] == "False"
             assert opt_in is expected, (p["scenario"], p["index"], opt_in)
             checked[p["scenario"]] += 1
@@ -114,8 +141,10 @@ def test_no_opted_out_person_reaches_a_segment_or_an_export(messy):
     with connect(messy["warehouse"], read_only=True) as con:
         opted_out = {_person_of(con, "user_id", p["user_id"]) for p in messy["persons"] if p["opted_out"] == "True"}
         members = {r[0] for r in con.execute("SELECT DISTINCT person_id FROM marts.segment_membership").fetchall()}
-        left_out = con.execute("SELECT sum(excluded_by_consent) FROM marts.segment_report "
-                               "WHERE as_of = (SELECT max(as_of) FROM marts.segment_report)").fetchone()[0]
+        left_out = con.execute(
+            "SELECT sum(excluded_by_consent) FROM marts.segment_report "
+            "WHERE as_of = (SELECT max(as_of) FROM marts.segment_report)"
+        ).fetchone()[0]
     assert None not in opted_out and len(opted_out) >= 50
     assert not opted_out & members
     assert left_out > 0 and len(members) > 50  # the rules did select them: consent left them out
@@ -134,7 +163,11 @@ def test_monetary_total_is_exact_for_every_buyer(messy):
     with connect(messy["warehouse"], read_only=True) as con:
         for p in buyers:
             person = _person_of(con, "customer_id", p["customer_id"])
-            total = con.execute("SELECT monetary_total FROM marts.user_features WHERE person_id = ? AND as_of = "
-                                "(SELECT max(as_of) FROM marts.user_features)", [person]).fetchone()
-            assert total is not None and Decimal(str(total[0])).quantize(Decimal("0.01")) == Decimal(p["monetary_total"]), \
-                (p["index"], total, p["monetary_total"])
+            total = con.execute(
+                "SELECT monetary_total FROM marts.user_features WHERE person_id = ? AND as_of = "
+                "(SELECT max(as_of) FROM marts.user_features)",
+                [person],
+            ).fetchone()
+            assert total is not None and Decimal(str(total[0])).quantize(Decimal("0.01")) == Decimal(
+                p["monetary_total"]
+            ), (p["index"], total, p["monetary_total"])

@@ -18,34 +18,69 @@ def _types(value: dg.TableMetadataValue) -> dict[str, str]:
 
 
 def test_frame_table_types_each_column_and_writes_python_values():
-    frame = pd.DataFrame({
-        "segment": ["vip", "churn_risk"], "size": np.array([12, 3], dtype="int64"), "share": [0.8, 0.2],
-        "published": [True, False], "as_of": pd.to_datetime(["2026-10-31", "2026-10-30"]),
-        "total": [Decimal("1.50"), Decimal("2")], "count": pd.array([7, None], dtype="Int32"),
-        "flag": pd.array([True, None], dtype="boolean"),
-    }, index=["a", "b"])
+    frame = pd.DataFrame(
+        {
+            "segment": ["vip", "churn_risk"],
+            "size": np.array([12, 3], dtype="int64"),
+            "share": [0.8, 0.2],
+            "published": [True, False],
+            "as_of": pd.to_datetime(["2026-10-31", "2026-10-30"]),
+            "total": [Decimal("1.50"), Decimal("2")],
+            "count": pd.array([7, None], dtype="Int32"),
+            "flag": pd.array([True, None], dtype="boolean"),
+        },
+        index=["a", "b"],
+    )
     table = frame_table(frame, {"share": "of all persons"})
-    assert _types(table) == {"segment": "string", "size": "int", "share": "float", "published": "bool",
-                             "as_of": "string", "total": "float", "count": "int", "flag": "bool"}
+    assert _types(table) == {
+        "segment": "string",
+        "size": "int",
+        "share": "float",
+        "published": "bool",
+        "as_of": "string",
+        "total": "float",
+        "count": "int",
+        "flag": "bool",
+    }
     assert [c.description for c in table.schema.columns if c.description] == ["of all persons"]
     assert [r.data for r in table.records] == [
-        {"segment": "vip", "size": 12, "share": 0.8, "published": True, "as_of": "2026-10-31 00:00:00",
-         "total": 1.5, "count": 7, "flag": True},
-        {"segment": "churn_risk", "size": 3, "share": 0.2, "published": False, "as_of": "2026-10-30 00:00:00",
-         "total": 2.0, "count": None, "flag": None},
+        {
+            "segment": "vip",
+            "size": 12,
+            "share": 0.8,
+            "published": True,
+            "as_of": "2026-10-31 00:00:00",
+            "total": 1.5,
+            "count": 7,
+            "flag": True,
+        },
+        {
+            "segment": "churn_risk",
+            "size": 3,
+            "share": 0.2,
+            "published": False,
+            "as_of": "2026-10-30 00:00:00",
+            "total": 2.0,
+            "count": None,
+            "flag": None,
+        },
     ]
     # No numpy scalar reaches a record (TableRecord refuses them; the index is left out).
     assert {type(v) for r in table.records for v in r.data.values()} <= {str, int, float, bool, type(None)}
 
 
 def test_frame_table_writes_nan_infinity_and_missing_values_as_empty_cells():
-    frame = pd.DataFrame({"feature": ["recency_days", "mobile_share", None],
-                          "mean": [1.5, float("nan"), float("inf")], "previous": [None, None, None],
-                          "rows": pd.array([1, pd.NA, 3], dtype="Int64"),
-                          "when": pd.to_datetime(["2026-10-31", None, None])})
+    frame = pd.DataFrame(
+        {
+            "feature": ["recency_days", "mobile_share", None],
+            "mean": [1.5, float("nan"), float("inf")],
+            "previous": [None, None, None],
+            "rows": pd.array([1, pd.NA, 3], dtype="Int64"),
+            "when": pd.to_datetime(["2026-10-31", None, None]),
+        }
+    )
     table = frame_table(frame.astype({"previous": float}))
-    assert _types(table) == {"feature": "string", "mean": "float", "previous": "float", "rows": "int",
-                             "when": "string"}
+    assert _types(table) == {"feature": "string", "mean": "float", "previous": "float", "rows": "int", "when": "string"}
     assert [r.data for r in table.records] == [
         {"feature": "recency_days", "mean": 1.5, "previous": None, "rows": 1, "when": "2026-10-31 00:00:00"},
         {"feature": "mobile_share", "mean": None, "previous": None, "rows": None, "when": None},
@@ -58,12 +93,15 @@ def test_frame_table_writes_nan_infinity_and_missing_values_as_empty_cells():
 
 
 def test_frame_table_types_object_columns_by_their_values_and_keeps_an_empty_frames_columns():
-    frame = pd.DataFrame({"n": [1, 2], "x": [1, 2.5], "b": [True, False], "none": [None, None], "mixed": [1, "a"]},
-                         dtype=object)
+    frame = pd.DataFrame(
+        {"n": [1, 2], "x": [1, 2.5], "b": [True, False], "none": [None, None], "mixed": [1, "a"]}, dtype=object
+    )
     table = frame_table(frame)
     assert _types(table) == {"n": "int", "x": "float", "b": "bool", "none": "string", "mixed": "string"}
-    assert [r.data for r in table.records] == [{"n": 1, "x": 1.0, "b": True, "none": None, "mixed": "1"},
-                                               {"n": 2, "x": 2.5, "b": False, "none": None, "mixed": "a"}]
+    assert [r.data for r in table.records] == [
+        {"n": 1, "x": 1.0, "b": True, "none": None, "mixed": "1"},
+        {"n": 2, "x": 2.5, "b": False, "none": None, "mixed": "a"},
+    ]
     empty = frame_table(pd.DataFrame(columns=["table", "rows removed"]).astype({"rows removed": "int64"}))
     assert empty.records == [] and _types(empty) == {"table": "string", "rows removed": "int"}
 
@@ -87,13 +125,25 @@ def test_the_preview_is_a_table_of_the_first_rows_without_personal_columns():
     metadata = table_metadata(con, "marts.segment_report")
     preview = metadata["preview"]
     assert isinstance(preview, dg.TableMetadataValue)
-    assert _types(preview) == {"segment_name": "string", "size": "int", "published": "bool", "share": "float",
-                               "description": "string", "ranks": "string"}
+    assert _types(preview) == {
+        "segment_name": "string",
+        "size": "int",
+        "published": "bool",
+        "share": "float",
+        "description": "string",
+        "ranks": "string",
+    }
     assert metadata["preview_columns_hidden"] == 2  # email, person_id
     assert metadata["dagster/row_count"] == 8 and len(preview.records) == PREVIEW_ROWS
     first = preview.records[0].data
-    assert first == {"segment_name": "segment_0", "size": 0, "published": True, "share": 0.0,
-                     "description": "x" * 40 + "…", "ranks": "[0 1]"}
+    assert first == {
+        "segment_name": "segment_0",
+        "size": 0,
+        "published": True,
+        "share": 0.0,
+        "description": "x" * 40 + "…",
+        "ranks": "[0 1]",
+    }
     assert not any("@" in str(v) or str(v).startswith("p_") for r in preview.records for v in r.data.values())
 
 
@@ -103,6 +153,8 @@ def test_a_table_without_rows_previews_its_columns_and_one_without_anything_to_s
     assert empty["preview"].records == [] and _types(empty["preview"]) == {"size": "int", "segment_name": "string"}
     assert "preview_columns_hidden" not in empty
     assert table_metadata(con, "marts.only_ids")["preview"] == dg.MetadataValue.md(
-        "_No column without personal data to show._")
+        "_No column without personal data to show._"
+    )
     assert table_metadata(con, "pii.person_contacts")["preview"] == dg.MetadataValue.md(
-        "_No preview: this table holds personal data._")
+        "_No preview: this table holds personal data._"
+    )

@@ -51,11 +51,15 @@ def example(tmp_path_factory):
         mp.setenv("TESSERA_EXPORTS_DIR", str(root / "exports"))
         result = dg.materialize(
             [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets],
-            instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(),
-            resources={"warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
-                       "landing": LandingZoneResource(root=str(root / "landing"), sources_config=str(root / "sources.yml")),
-                       "dbt": dbt_domain_defs.resources["dbt"],
-                       "settings": SettingsResource.from_settings(reload_settings())})
+            instance=dg.DagsterInstance.ephemeral(),
+            tags=all_days_tags(),
+            resources={
+                "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+                "landing": LandingZoneResource(root=str(root / "landing"), sources_config=str(root / "sources.yml")),
+                "dbt": dbt_domain_defs.resources["dbt"],
+                "settings": SettingsResource.from_settings(reload_settings()),
+            },
+        )
         assert result.success
         yield {"lines": lines, "warehouse": root / "warehouse.duckdb", "result": result}
 
@@ -69,11 +73,14 @@ def test_customers_orders_cancellations_and_guests_match_the_file(example):
     lines = example["lines"]
     known = lines[lines["CustomerID"].notna()]
     guests = lines[lines["CustomerID"].isna()]
-    orders_metadata = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-                       for e in example["result"].get_asset_materialization_events()}["raw/order_lines"]
+    orders_metadata = {
+        e.materialization.asset_key.to_user_string(): e.materialization.metadata
+        for e in example["result"].get_asset_materialization_events()
+    }["raw/order_lines"]
     with connect(example["warehouse"], read_only=True) as con:
-        persons = con.execute("SELECT count(DISTINCT person_id), count(*) FROM marts.identity_map "
-                              "WHERE identifier_type = 'customer_id'").fetchone()
+        persons = con.execute(
+            "SELECT count(DISTINCT person_id), count(*) FROM marts.identity_map WHERE identifier_type = 'customer_id'"
+        ).fetchone()
         orders = dict(con.execute("SELECT status, count(*) FROM intermediate.int_orders GROUP BY 1").fetchall())
         quarantined = dict(con.execute("SELECT reason_code, count(*) FROM raw.quarantine GROUP BY 1").fetchall())
     assert persons == (known["CustomerID"].nunique(), known["CustomerID"].nunique())
@@ -88,14 +95,19 @@ def test_rfm_features_equal_the_file_exactly_and_families_without_data_are_empty
     known["amount"] = [_line_amount(q, p) for q, p in zip(known["Quantity"], known["UnitPrice"], strict=True)]
     completed = known[~known["InvoiceNo"].str.startswith("C")]
     truth = completed.groupby(completed["CustomerID"].astype(int).astype(str)).agg(
-        frequency_orders=("InvoiceNo", "nunique"), monetary_total=("amount", "sum"))
+        frequency_orders=("InvoiceNo", "nunique"), monetary_total=("amount", "sum")
+    )
     with connect(example["warehouse"], read_only=True) as con:
-        features = con.execute("""
+        features = (
+            con.execute("""
             SELECT m.identifier AS customer_id, f.as_of, f.frequency_orders, f.monetary_total, f.sessions_30d,
                    f.product_views, f.primary_device_type
             FROM marts.user_features f JOIN marts.identity_map m USING (person_id)
             WHERE m.identifier_type = 'customer_id' AND f.as_of = (SELECT max(as_of) FROM marts.user_features)
-        """).df().set_index("customer_id")
+        """)
+            .df()
+            .set_index("customer_id")
+        )
     assert features["as_of"].iloc[0] == pd.Timestamp(known["InvoiceDate"].max().date())
     got = features.loc[truth.index]
     assert (got["frequency_orders"] == truth["frequency_orders"]).all()
@@ -107,7 +119,9 @@ def test_rfm_features_equal_the_file_exactly_and_families_without_data_are_empty
 def test_segments_clusters_and_propensity_come_out_of_orders_alone(example):
     with connect(example["warehouse"], read_only=True) as con:
         report = con.execute("SELECT segment_name, segment_type, size, status FROM marts.segment_report").df()
-        scored = con.execute("SELECT count(*) FROM marts.propensity_scores WHERE model_name = 'purchase_30d'").fetchone()[0]
+        scored = con.execute(
+            "SELECT count(*) FROM marts.propensity_scores WHERE model_name = 'purchase_30d'"
+        ).fetchone()[0]
         clusters = con.execute("SELECT count(DISTINCT cluster_id) FROM marts.cluster_assignments").fetchone()[0]
     sizes = report.set_index("segment_name")["size"]
     assert scored == example["lines"]["CustomerID"].nunique()

@@ -28,16 +28,35 @@ from orchestration.lib.settings import DBT_PROJECT_DIR, reload_settings
 from orchestration.lib.warehouse import connect, table_fingerprint
 
 pytestmark = pytest.mark.slow
-CHAIN = [*ingest_assets, *tessera_dbt_models, *identity_defs.assets, *sweep_assets, *ml_assets, *segment_assets,
-         *segment_checks, *privacy_assets, *privacy_checks, *sweep_checks, *export_assets]
+CHAIN = [
+    *ingest_assets,
+    *tessera_dbt_models,
+    *identity_defs.assets,
+    *sweep_assets,
+    *ml_assets,
+    *segment_assets,
+    *segment_checks,
+    *privacy_assets,
+    *privacy_checks,
+    *sweep_checks,
+    *export_assets,
+]
 SEGMENT_TABLES = ("segment_membership", "segment_membership_history", "segment_report", "segment_overlap")
 
 
 def _materialize(env, selection=None):
-    return dg.materialize(CHAIN, selection=selection, instance=dg.DagsterInstance.ephemeral(), tags=all_days_tags(), resources={
-        "warehouse": WarehouseResource(path=str(env["warehouse"])),
-        "landing": LandingZoneResource(root=str(env["landing"])), "dbt": dbt_domain_defs.resources["dbt"],
-        "settings": SettingsResource.from_settings(reload_settings())})
+    return dg.materialize(
+        CHAIN,
+        selection=selection,
+        instance=dg.DagsterInstance.ephemeral(),
+        tags=all_days_tags(),
+        resources={
+            "warehouse": WarehouseResource(path=str(env["warehouse"])),
+            "landing": LandingZoneResource(root=str(env["landing"])),
+            "dbt": dbt_domain_defs.resources["dbt"],
+            "settings": SettingsResource.from_settings(reload_settings()),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +77,19 @@ def chain(sample, tmp_path_factory):
 
 
 def _metadata(result) -> dict:
-    return {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-            for e in result.get_asset_materialization_events()}
+    return {
+        e.materialization.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
 
 
 def _erased_truth_identifiers(sample) -> list[tuple[str, str]]:
     erased = {p["person_key"] for p in sample.truth_rows("persons") if p["erased"] == "True"}
-    return [(r["identifier_type"], r["identifier"]) for r in sample.truth_rows("identifiers")
-            if r["person_key"] in erased and r["shared_device"] != "True"]
+    return [
+        (r["identifier_type"], r["identifier"])
+        for r in sample.truth_rows("identifiers")
+        if r["person_key"] in erased and r["shared_device"] != "True"
+    ]
 
 
 def _traces(con, identifiers: list[tuple[str, str]]) -> list[str]:
@@ -95,18 +119,34 @@ def test_segments_are_built_with_consent_respected(chain):
     env, _ = chain
     metadata = _metadata(env["first"])["marts/segment_membership"]
     with connect(env["warehouse"], read_only=True) as con:
-        no_consent = {r[0] for r in con.execute(
-            "SELECT person_id FROM marts.segment_attributes WHERE personalization_opt_in = false").fetchall()}
+        no_consent = {
+            r[0]
+            for r in con.execute(
+                "SELECT person_id FROM marts.segment_attributes WHERE personalization_opt_in = false"
+            ).fetchall()
+        }
         members = con.execute("SELECT person_id, segment_name, segment_type FROM marts.segment_membership").df()
         report = con.execute("SELECT * FROM marts.segment_report").df()
-        overlaps = set(con.execute("SELECT segment_a, segment_b, both_members, round(jaccard, 3) "
-                                   "FROM marts.segment_overlap").fetchall())
+        overlaps = set(
+            con.execute(
+                "SELECT segment_a, segment_b, both_members, round(jaccard, 3) FROM marts.segment_overlap"
+            ).fetchall()
+        )
     # The run's report, as a table in the metadata of the membership and of the report asset.
     shown = {r.data["segment"]: r.data for r in metadata["segment_report"].value.records}
-    assert shown == {row.segment_name: {
-        "segment": row.segment_name, "type": row.segment_type, "size": row.size, "entered": row.entered,
-        "exited": row.exited, "left out (consent)": row.excluded_by_consent, "min size": row.min_size,
-        "published": row.published} for row in report.itertuples()}
+    assert shown == {
+        row.segment_name: {
+            "segment": row.segment_name,
+            "type": row.segment_type,
+            "size": row.size,
+            "entered": row.entered,
+            "exited": row.exited,
+            "left out (consent)": row.excluded_by_consent,
+            "min size": row.min_size,
+            "published": row.published,
+        }
+        for row in report.itertuples()
+    }
     assert _metadata(env["first"])["marts/segment_report"]["segment_report"].value == metadata["segment_report"].value
     top = _metadata(env["first"])["marts/segment_overlap"]["top_overlaps"].value
     top = [tuple(r.data.values()) for r in top.records]
@@ -157,22 +197,28 @@ def test_erasure_removes_every_trace_of_the_requested_people(sample, chain):
         listed = con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").df()
     plain_values = {v for _, v in identifiers}
     assert not (plain_values & set(log.astype(str).to_numpy().ravel()))  # the log holds hashes only
-    assert {sha256_hex(v.strip().lower() if k == "email" else v) for k, v in identifiers} <= set(listed["identifier_sha256"])
+    assert {sha256_hex(v.strip().lower() if k == "email" else v) for k, v in identifiers} <= set(
+        listed["identifier_sha256"]
+    )
 
 
 def test_exports_hold_published_consenting_members_with_hashed_emails(chain):
     env, _ = chain
     with connect(env["warehouse"], read_only=True) as con:
         report = con.execute("SELECT segment_name, size, published, as_of FROM marts.segment_report").df()
-        contacts = dict(con.execute("SELECT person_id, email FROM pii.person_contacts WHERE email IS NOT NULL")
-                        .fetchall())
-        no_consent = {r[0] for r in con.execute(
-            "SELECT person_id FROM marts.profiles WHERE personalization_opt_in = false").fetchall()}
+        contacts = dict(
+            con.execute("SELECT person_id, email FROM pii.person_contacts WHERE email IS NOT NULL").fetchall()
+        )
+        no_consent = {
+            r[0]
+            for r in con.execute("SELECT person_id FROM marts.profiles WHERE personalization_opt_in = false").fetchall()
+        }
     folders = {p.parent.parent.name: p.parent for p in env["exports"].glob("*/*/manifest.json")}
     assert set(folders) == set(report.loc[report["published"], "segment_name"])
     exported = _metadata(env["first"])["exports/audiences"]["exports"].value
-    assert {r.data["segment"]: r.data["rows"] for r in exported.records} == \
-        report[report["published"]].set_index("segment_name")["size"].to_dict()
+    assert {r.data["segment"]: r.data["rows"] for r in exported.records} == report[report["published"]].set_index(
+        "segment_name"
+    )["size"].to_dict()
     assert not list(env["exports"].glob("*/.*"))  # no half-written folders
     for _, row in report[report["published"]].iterrows():
         folder = folders[row["segment_name"]]
@@ -200,7 +246,7 @@ def test_a_rerun_suppresses_erased_people_at_ingestion_and_changes_no_segment(sa
     with connect(env["warehouse"], read_only=True) as con:
         before = [table_fingerprint(con, f"marts.{t}") for t in SEGMENT_TABLES]
     resent = sorted((env["landing"] / "crm").glob("*.csv"))[0]
-    os.utime(resent, ns=(resent.stat().st_atime_ns, resent.stat().st_mtime_ns + 10 ** 9))
+    os.utime(resent, ns=(resent.stat().st_atime_ns, resent.stat().st_mtime_ns + 10**9))
     again = _materialize(env)
     assert again.success
     metadata = _metadata(again)
@@ -209,8 +255,7 @@ def test_a_rerun_suppresses_erased_people_at_ingestion_and_changes_no_segment(sa
     assert metadata["raw/crm_customers"]["rows_suppressed_erased_persons"].value > 0
     assert metadata["raw/order_lines"]["reused_unchanged_files"].value is True
     assert metadata["privacy/erasure_log"]["persons_erased_now"].value == 0
-    assert {e.asset_check_key.name: e.passed for e in again.get_asset_check_evaluations()}[
-        "no_trace_of_erased_persons"]
+    assert {e.asset_check_key.name: e.passed for e in again.get_asset_check_evaluations()}["no_trace_of_erased_persons"]
     assert metadata["marts/segment_membership"]["rerun_of_as_of"].value is True
     with connect(env["warehouse"], read_only=True) as con:
         assert _traces(con, _erased_truth_identifiers(sample)) == []
@@ -225,11 +270,14 @@ def test_the_report_page_is_self_contained_complete_and_free_of_personal_data(sa
     metadata = _metadata(env["first"])["exports/segment_report_page"]
     with connect(env["warehouse"], read_only=True) as con:
         as_of = con.execute("SELECT max(as_of) FROM marts.segment_report").fetchone()[0]
-        names = [r[0] for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE as_of = ?",
-                                           [as_of]).fetchall()]
+        names = [
+            r[0]
+            for r in con.execute("SELECT segment_name FROM marts.segment_report WHERE as_of = ?", [as_of]).fetchall()
+        ]
         clusters = [r[0] for r in con.execute("SELECT DISTINCT cluster_name FROM marts.cluster_assignments").fetchall()]
-        sizes = con.execute("SELECT cluster_id, cluster_name, count(*) FROM marts.cluster_assignments "
-                            "GROUP BY ALL ORDER BY 1").fetchall()
+        sizes = con.execute(
+            "SELECT cluster_id, cluster_name, count(*) FROM marts.cluster_assignments GROUP BY ALL ORDER BY 1"
+        ).fetchall()
     # The cluster sizes the assignment asset reported are those of the table the page read.
     cluster_sizes = _metadata(env["first"])["marts/cluster_assignments"]["cluster_sizes"].value
     assert [tuple(r.data.values()) for r in cluster_sizes.records] == sizes and len(sizes) > 1
@@ -240,12 +288,19 @@ def test_the_report_page_is_self_contained_complete_and_free_of_personal_data(sa
         assert f'<section id="{section}">' in html
     assert all(f"<b>{name}</b>" in html for name in names) and all(name in html for name in clusters)
     images = re.findall(r'<img alt="([^"]+)" src="([^"]+)"', html)
-    assert {alt for alt, _ in images} == {"segment sizes over time", "segment overlap heatmap",
-                                          "cluster profiles heatmap", "calibration plot"}
+    assert {alt for alt, _ in images} == {
+        "segment sizes over time",
+        "segment overlap heatmap",
+        "cluster profiles heatmap",
+        "calibration plot",
+    }
     assert all(src.startswith("data:image/png;base64,") for _, src in images)
     assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)  # opens offline
-    personal = [r["identifier"].strip() for r in sample.truth_rows("identifiers")
-                if r["identifier_type"] in ("email", "phone", "user_id", "customer_id", "anonymous_id")
-                and len(r["identifier"].strip()) > 6]
+    personal = [
+        r["identifier"].strip()
+        for r in sample.truth_rows("identifiers")
+        if r["identifier_type"] in ("email", "phone", "user_id", "customer_id", "anonymous_id")
+        and len(r["identifier"].strip()) > 6
+    ]
     assert personal and not [p for p in personal if p in html]
     assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", html)  # no email address at all

@@ -94,8 +94,10 @@ def test_a_new_default_pool_limit_applies_to_a_pool_that_exists(production_home)
     for limit in (1, 2):
         (production_home / "dagster.yaml").write_text(config.replace("default_limit: 1", f"default_limit: {limit}"))
         run_id = uuid.uuid4().hex
-        with dg.DagsterInstance.from_config(str(production_home)) as instance, InstanceConcurrencyContext(
-                instance, DagsterRun(job_name="limits", run_id=run_id)) as context:
+        with (
+            dg.DagsterInstance.from_config(str(production_home)) as instance,
+            InstanceConcurrencyContext(instance, DagsterRun(job_name="limits", run_id=run_id)) as context,
+        ):
             assert context.claim(pool, "ingest_events")
             assert instance.event_log_storage.get_concurrency_info(pool).slot_count == limit
             instance.event_log_storage.free_concurrency_slots_for_run(run_id)

@@ -53,12 +53,17 @@ def engines(sample, spark_cluster, tmp_path_factory):
             mp.setattr(identity_assets, "BATCH_IDENTIFIERS", 400)
             # The GX gates on DuckDB are tested elsewhere; on Spark they read the mirrored views. dbt's
             # data tests (not_null, unique, accepted_values) are left out: a second each on Spark.
-            run_pipeline(landing, warehouse, with_checks=engine == "spark", with_ml=True, with_privacy=True,
-                         dbt_tests=False)
+            run_pipeline(
+                landing, warehouse, with_checks=engine == "spark", with_ml=True, with_privacy=True, dbt_tests=False
+            )
         runs[engine] = warehouse
     as_of = _duckdb(runs["duckdb"], "select max(as_of) as as_of from marts.user_features")["as_of"][0]
-    yield {"warehouse": runs["duckdb"], "spark_run": runs["spark"], "vars": json.dumps({"tessera__as_of": str(as_of)[:10]}),
-           "mlflow": root / "mlflow-spark.db"}
+    yield {
+        "warehouse": runs["duckdb"],
+        "spark_run": runs["spark"],
+        "vars": json.dumps({"tessera__as_of": str(as_of)[:10]}),
+        "mlflow": root / "mlflow-spark.db",
+    }
 
 
 def _duckdb(warehouse, sql: str) -> pd.DataFrame:
@@ -84,23 +89,33 @@ def _assert_frames_match(left: pd.DataFrame, right: pd.DataFrame, rtol: float = 
         a, b = left[column], right[column]
         if pd.api.types.is_numeric_dtype(a) or pd.api.types.is_numeric_dtype(b):
             a, b = pd.to_numeric(a, errors="coerce").astype(float), pd.to_numeric(b, errors="coerce").astype(float)
-            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=rtol, atol=1e-9, equal_nan=True,
-                                       err_msg=f"column {column}")
+            np.testing.assert_allclose(
+                a.to_numpy(), b.to_numpy(), rtol=rtol, atol=1e-9, equal_nan=True, err_msg=f"column {column}"
+            )
         elif pd.api.types.is_datetime64_any_dtype(a) or pd.api.types.is_datetime64_any_dtype(b):
-            pd.testing.assert_series_equal(pd.to_datetime(a).astype("datetime64[ns]"),
-                                           pd.to_datetime(b).astype("datetime64[ns]"), check_names=False,
-                                           obj=f"column {column}")
+            pd.testing.assert_series_equal(
+                pd.to_datetime(a).astype("datetime64[ns]"),
+                pd.to_datetime(b).astype("datetime64[ns]"),
+                check_names=False,
+                obj=f"column {column}",
+            )
         else:
             norm = lambda s: s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))  # noqa: E731
             mismatched = (norm(a) != norm(b)) & ~(norm(a).isna() & norm(b).isna())
-            assert not mismatched.any(), f"column {column}: {left.loc[mismatched, column].head().tolist()} " \
-                                         f"vs {right.loc[mismatched, column].head().tolist()}"
+            assert not mismatched.any(), (
+                f"column {column}: {left.loc[mismatched, column].head().tolist()} "
+                f"vs {right.loc[mismatched, column].head().tolist()}"
+            )
 
 
 def test_the_spark_run_keeps_the_dbt_models_on_spark_and_python_results_in_the_engine(engines):
     with connect(engines["spark_run"], read_only=True) as con:
-        kinds = dict(con.execute("select table_schema || '.' || table_name, table_type from information_schema.tables "
-                                 "where table_schema in ('intermediate', 'marts')").fetchall())
+        kinds = dict(
+            con.execute(
+                "select table_schema || '.' || table_name, table_type from information_schema.tables "
+                "where table_schema in ('intermediate', 'marts')"
+            ).fetchall()
+        )
     # dbt's tables are views over Spark's Parquet files; what Python writes stays a table.
     assert kinds["marts.user_features"] == kinds["intermediate.int_segment__events"] == "VIEW"
     assert kinds["intermediate.identity_assignments"] == kinds["marts.segment_membership"] == "BASE TABLE"
@@ -166,12 +181,19 @@ def test_segment_attributes_match_row_for_row(engines):
 
 
 def test_a_daily_incremental_run_on_spark_keeps_the_events_equal(engines):
-    last_day = _duckdb(engines["warehouse"], "select max(event_date) as d from intermediate.int_segment__events")["d"][0]
-    window = json.dumps({**json.loads(engines["vars"]), "tessera__partition_start": str(last_day)[:10],
-                         "tessera__partition_end": ""})
-    spark.dbt_on_spark(engines["warehouse"], ["run", "--select", "int_segment__events", "--vars", window], publish=False)
-    sql = "select event_date, count(*) as events, count(distinct message_id) as messages " \
-          "from intermediate.int_segment__events group by event_date"
+    last_day = _duckdb(engines["warehouse"], "select max(event_date) as d from intermediate.int_segment__events")["d"][
+        0
+    ]
+    window = json.dumps(
+        {**json.loads(engines["vars"]), "tessera__partition_start": str(last_day)[:10], "tessera__partition_end": ""}
+    )
+    spark.dbt_on_spark(
+        engines["warehouse"], ["run", "--select", "int_segment__events", "--vars", window], publish=False
+    )
+    sql = (
+        "select event_date, count(*) as events, count(distinct message_id) as messages "
+        "from intermediate.int_segment__events group by event_date"
+    )
     left, right = _both(engines, sql, ["event_date"])
     _assert_frames_match(left, right)
     assert (right["events"] == right["messages"]).all()
@@ -186,13 +208,20 @@ def test_connected_components_on_spark_equal_scipy_on_the_duckdb_graph(engines):
     with spark.connect() as cursor:
         result = connected_components(cursor)
         on_spark = spark.read_frame(cursor, f"select node, component from {result.table}")
-    nodes = _duckdb(engines["warehouse"], "select identifier_type || ':' || identifier as node "
-                                          "from intermediate.int_identity__nodes")
-    edges = _duckdb(engines["warehouse"], "select left_type || ':' || left_id as a, right_type || ':' || right_id as b "
-                                          "from intermediate.int_identity__edges")
+    nodes = _duckdb(
+        engines["warehouse"],
+        "select identifier_type || ':' || identifier as node from intermediate.int_identity__nodes",
+    )
+    edges = _duckdb(
+        engines["warehouse"],
+        "select left_type || ':' || left_id as a, right_type || ':' || right_id as b "
+        "from intermediate.int_identity__edges",
+    )
     index = {node: i for i, node in enumerate(sorted(set(nodes["node"]) | set(edges["a"]) | set(edges["b"])))}
-    graph = sp.coo_matrix((np.ones(len(edges)), ([index[a] for a in edges["a"]], [index[b] for b in edges["b"]])),
-                          shape=(len(index), len(index)))
+    graph = sp.coo_matrix(
+        (np.ones(len(edges)), ([index[a] for a in edges["a"]], [index[b] for b in edges["b"]])),
+        shape=(len(index), len(index)),
+    )
     count, labels = scipy_components(graph, directed=False)
     expected: dict[int, set] = {}
     for node, label in zip(index, labels, strict=True):

@@ -32,9 +32,15 @@ def simulate(n: int, seed: int, observed_days: int = 180, holdout_days: int = 30
         seen = days[days <= observed_days]
         later = days[days > observed_days]
         spends = rng.gamma(SPEND["p"], mean_spend[i] / SPEND["p"], len(seen))
-        rows.append({"person_id": f"c{seed}-{i}", "frequency": len(seen) - 1, "recency": int(seen[-1] - seen[0]),
-                     "T": int(observed_days - seen[0]),
-                     "monetary_value": float(spends[1:].mean()) if len(seen) > 1 else 0.0,
-                     "holdout_purchases": len(later),
-                     "holdout_value": float(rng.gamma(SPEND["p"], mean_spend[i] / SPEND["p"], len(later)).sum())})
+        rows.append(
+            {
+                "person_id": f"c{seed}-{i}",
+                "frequency": len(seen) - 1,
+                "recency": int(seen[-1] - seen[0]),
+                "T": int(observed_days - seen[0]),
+                "monetary_value": float(spends[1:].mean()) if len(seen) > 1 else 0.0,
+                "holdout_purchases": len(later),
+                "holdout_value": float(rng.gamma(SPEND["p"], mean_spend[i] / SPEND["p"], len(later)).sum()),
+            }
+        )
     return pd.DataFrame(rows)

@@ -71,7 +71,6 @@ def test_config_errors_say_what_to_change():
         ClusteringConfig(algorithms=("kmeans", "spectral"))
 
 
-
 # The benchmark's K=6 datasets (benchmarks/cluster_selection.py: dataset i has K = 4 + i % 5, seed 1000 + i).
 @pytest.mark.parametrize("seed", [1002, 1007, 1012, 1017, 1022])
 def test_six_planted_groups_in_model_ready_features_are_not_collapsed(seed):
@@ -125,8 +124,14 @@ def test_clustering_counts_each_behaviour_once():
     from ml.features import clustering_columns, numeric_columns
 
     frame, _ = planted(5)
-    restating = ["sessions_30d_log1p_capped", "events_90d_log1p_capped", "decayed_engagement_log1p_capped", "r_score",
-                 "m_score", "avg_order_value_log1p_capped"]
+    restating = [
+        "sessions_30d_log1p_capped",
+        "events_90d_log1p_capped",
+        "decayed_engagement_log1p_capped",
+        "r_score",
+        "m_score",
+        "avg_order_value_log1p_capped",
+    ]
     for i, col in enumerate(restating):
         frame[col] = frame[f"f{i % 5}"] * 2.0
     assert set(restating) <= set(numeric_columns(frame))
@@ -145,6 +150,12 @@ def test_the_rule_keeps_the_best_candidate_when_an_ineligible_neighbour_outscore
     candidates = [cand(3, 0.10), cand(4, 0.30), cand(5, 0.35, eligible=False), cand(6, 0.12)]
     assert select(candidates, 0.2).k == 4
     # A peak at a larger k within the tolerance still wins over it.
-    candidates = [cand(3, 0.10), cand(4, 0.30), cand(5, 0.35, eligible=False), cand(6, 0.20), cand(7, 0.26),
-                  cand(8, 0.20)]
+    candidates = [
+        cand(3, 0.10),
+        cand(4, 0.30),
+        cand(5, 0.35, eligible=False),
+        cand(6, 0.20),
+        cand(7, 0.26),
+        cand(8, 0.20),
+    ]
     assert select(candidates, 0.2).k == 7

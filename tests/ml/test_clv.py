@@ -43,10 +43,12 @@ def test_the_holdout_is_predicted_in_total_and_ranked_by_decile(customers, model
 
 def test_scores_follow_the_history(model):
     frame = simulate(1, seed=1).iloc[[0, 0, 0, 0]].reset_index(drop=True)
-    frame[["frequency", "recency", "T", "monetary_value"]] = [[0, 0, 100, 0.0],    # one purchase, 100 days ago
-                                                             [6, 150, 160, 40.0],  # bought 10 days ago
-                                                             [6, 20, 160, 40.0],   # same count, silent for 140 days
-                                                             [6, 150, 160, 80.0]]  # as the second, spending double
+    frame[["frequency", "recency", "T", "monetary_value"]] = [
+        [0, 0, 100, 0.0],  # one purchase, 100 days ago
+        [6, 150, 160, 40.0],  # bought 10 days ago
+        [6, 20, 160, 40.0],  # same count, silent for 140 days
+        [6, 150, 160, 80.0],
+    ]  # as the second, spending double
     out = model.predict(frame)
     assert out["p_alive"].iloc[0] < 0.9  # a one-time buyer silent for 100 days may have left (BG/NBD would say 1)
     assert out["p_alive"].iloc[1] > 0.8 > 0.2 > out["p_alive"].iloc[2]
@@ -58,5 +60,7 @@ def test_scores_follow_the_history(model):
 def test_too_few_repeat_buyers_is_a_reason_not_a_crash():
     few = simulate(200, seed=3)
     few.loc[few.index[10:], ["frequency", "recency"]] = 0
-    with pytest.raises(clv.NotEnoughBuyersError, match=r"only \d persons bought more than once \(pareto_nbd needs 20\)"):
+    with pytest.raises(
+        clv.NotEnoughBuyersError, match=r"only \d persons bought more than once \(pareto_nbd needs 20\)"
+    ):
         clv.ClvModel().fit(few)

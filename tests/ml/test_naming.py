@@ -23,8 +23,9 @@ def test_names_come_from_profiles_not_cluster_order():
 
 
 def test_equal_names_are_told_apart_by_their_most_distinctive_trait():
-    profiles = pd.DataFrame([{n.VIDEO: 1.0, "searches_log1p_capped": 0.2},
-                             {n.VIDEO: 0.6, "searches_log1p_capped": -1.5}])
+    profiles = pd.DataFrame(
+        [{n.VIDEO: 1.0, "searches_log1p_capped": 0.2}, {n.VIDEO: 0.6, "searches_log1p_capped": -1.5}]
+    )
     names = name_clusters(profiles)
     assert names[0] == "Content Readers (high video completion share)"
     assert names[1] == "Content Readers (low searches)"

@@ -25,18 +25,37 @@ def test_decide_refuses_a_worse_or_weak_challenger_and_says_why():
     better = decide(POLICY, {"roc_auc": 0.87}, champion_metric=0.85, champion_version="3", challenger_version="4")
     assert better.promoted
     # A champion trained before an erasure is replaced whatever the margin, by a challenger that passes.
-    flagged = decide(POLICY, {"roc_auc": 0.80}, champion_metric=0.85, champion_version="3", challenger_version="4",
-                     champion_flag="erasure of 2026-11-01")
+    flagged = decide(
+        POLICY,
+        {"roc_auc": 0.80},
+        champion_metric=0.85,
+        champion_version="3",
+        challenger_version="4",
+        champion_flag="erasure of 2026-11-01",
+    )
     assert flagged.promoted and "trained on data that held an erased person" in flagged.reason
-    assert not decide(POLICY, {"roc_auc": 0.55}, champion_metric=0.85, champion_version="3", challenger_version="4",
-                      champion_flag="erasure of 2026-11-01").promoted
+    assert not decide(
+        POLICY,
+        {"roc_auc": 0.55},
+        champion_metric=0.85,
+        champion_version="3",
+        challenger_version="4",
+        champion_flag="erasure of 2026-11-01",
+    ).promoted
 
 
 def _frame(seed: int, n: int, as_of: str, x_weight: float = 3.0, z_weight: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     x, z = rng.normal(0, 1, n), rng.normal(0, 1, n)
-    return pd.DataFrame({"person_id": [f"p{i}" for i in range(n)], "as_of": pd.Timestamp(as_of), "x": x, "z": z,
-                         "purchased_in_window": rng.random(n) < 1 / (1 + np.exp(-(x_weight * x + z_weight * z)))})
+    return pd.DataFrame(
+        {
+            "person_id": [f"p{i}" for i in range(n)],
+            "as_of": pd.Timestamp(as_of),
+            "x": x,
+            "z": z,
+            "purchased_in_window": rng.random(n) < 1 / (1 + np.exp(-(x_weight * x + z_weight * z))),
+        }
+    )
 
 
 @pytest.fixture
@@ -50,8 +69,9 @@ def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_stor
     strong = workflows.train_propensity_model(_frame(1, 600, "2026-09-01"), _frame(2, 600, "2026-10-01"), ctx)
     assert strong["promoted"] and strong["model_version"] == "1"
     # Same dates, but backtest labels driven mostly by z: a model that passes the minimum, yet ranks worse.
-    weak = workflows.train_propensity_model(_frame(3, 600, "2026-09-01", x_weight=2.0, z_weight=2.0),
-                                            _frame(4, 600, "2026-10-01"), ctx)
+    weak = workflows.train_propensity_model(
+        _frame(3, 600, "2026-09-01", x_weight=2.0, z_weight=2.0), _frame(4, 600, "2026-10-01"), ctx
+    )
     assert not weak["promoted"] and weak["model_version"] == "2"
 
     name = workflows.propensity_registered_name("purchase_30d")
@@ -63,11 +83,16 @@ def test_a_worse_challenger_is_registered_but_champion_keeps_scoring(mlflow_stor
     assert run.data.tags["dagster.run_id"] == "run-1" and run.data.tags["tessera.as_of"] == "2026-10-31"
     artifacts = {a.path for a in mlflow_store.list_artifacts(weak["run_id"])}
     assert {"summary.md", "calibration.png", "confusion_matrix.png", "roc_auc_by_group.json"} <= artifacts
-    assert run.info.run_name == "purchase_30d 2026-10-31" and "chosen by out-of-time ROC-AUC" in run.data.tags[
-        "mlflow.note.content"]
+    assert (
+        run.info.run_name == "purchase_30d 2026-10-31"
+        and "chosen by out-of-time ROC-AUC" in run.data.tags["mlflow.note.content"]
+    )
     # What the model is for and how it is promoted, for an analyst in the MLflow UI.
     described = mlflow_store.get_registered_model(name).description
-    assert "completed order" in described and "roc_auc (higher is better) beats the champion's by at least 0.005" in described
+    assert (
+        "completed order" in described
+        and "roc_auc (higher is better) beats the champion's by at least 0.005" in described
+    )
     experiment = mlflow_store.get_experiment_by_name(workflows.propensity_experiment("purchase_30d"))
     assert experiment.tags["mlflow.note.content"] == described
 
@@ -86,8 +111,9 @@ def test_after_an_erasure_the_next_training_replaces_the_flagged_champion(mlflow
     name = workflows.propensity_registered_name("purchase_30d")
     assert flagged == [f"{name} v1"] and tracking.flag_versions_before(int(time.time() * 1000) + 1, "again") == []
     # The same weaker challenger that the unflagged champion refuses (test above) now replaces it.
-    weak = workflows.train_propensity_model(_frame(3, 600, "2026-09-01", x_weight=2.0, z_weight=2.0),
-                                            _frame(4, 600, "2026-10-01"), ctx)
+    weak = workflows.train_propensity_model(
+        _frame(3, 600, "2026-09-01", x_weight=2.0, z_weight=2.0), _frame(4, 600, "2026-10-01"), ctx
+    )
     assert weak["promoted"] and str(mlflow_store.get_model_version_by_alias(name, "champion").version) == "2"
 
 

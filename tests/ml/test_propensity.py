@@ -28,13 +28,17 @@ def cohort(seed: int, n: int = 1500, as_of: str = "2026-09-01") -> tuple[pd.Data
     rng = np.random.default_rng(seed)
     recency = rng.exponential(1.0, n)
     frequency = rng.poisson(2, n).astype(float)
-    frame = pd.DataFrame({
-        "person_id": [f"p{seed}-{i}" for i in range(n)], "as_of": pd.Timestamp(as_of),
-        "recency_days_log1p_capped": recency, "frequency_orders_log1p_capped": np.log1p(frequency),
-        "irrelevant": rng.normal(0, 1, n),
-        "primary_device_type": rng.choice(["mobile", "desktop", "tablet"], n),
-        "country": rng.choice(["GB", "DE"], n),
-    })
+    frame = pd.DataFrame(
+        {
+            "person_id": [f"p{seed}-{i}" for i in range(n)],
+            "as_of": pd.Timestamp(as_of),
+            "recency_days_log1p_capped": recency,
+            "frequency_orders_log1p_capped": np.log1p(frequency),
+            "irrelevant": rng.normal(0, 1, n),
+            "primary_device_type": rng.choice(["mobile", "desktop", "tablet"], n),
+            "country": rng.choice(["GB", "DE"], n),
+        }
+    )
     logit = -1.0 - 1.5 * recency + 1.2 * np.log1p(frequency)
     return frame, pd.Series(rng.random(n) < 1 / (1 + np.exp(-logit)), index=frame.index)
 
@@ -117,8 +121,9 @@ def test_path_attribution_gives_each_split_its_change_in_the_positive_share():
     # Root: 4 positives of 11. x1 = 1: 4 of 5. Then x0 = 1: 4 of 4; x0 = 0: 0 of 1.
     rows = [((0, 0), 0)] * 4 + [((1, 0), 0)] * 2 + [((0, 1), 0)] + [((1, 1), 1)] * 4
     x, y = np.array([r for r, _ in rows], dtype=float), np.array([label for _, label in rows])
-    forest = RandomForestClassifier(n_estimators=1, max_depth=2, bootstrap=False, max_features=None,
-                                    random_state=0).fit(x, y)
+    forest = RandomForestClassifier(
+        n_estimators=1, max_depth=2, bootstrap=False, max_features=None, random_state=0
+    ).fit(x, y)
     effects = _path_effects(forest, np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]))
     np.testing.assert_allclose(effects, [[1.0 - 0.8, 0.8 - 4 / 11], [0.0 - 0.8, 0.8 - 4 / 11], [0.0, 0.0 - 4 / 11]])
 
@@ -135,7 +140,7 @@ def test_a_calibrator_turns_distorted_scores_back_into_probabilities(method):
     rng = np.random.default_rng(1)
     truth = rng.beta(1, 4, 20000)
     y = rng.random(20000) < truth
-    distorted = truth ** 0.3  # ranks right, reads far too high, as a class-weighted model's do
+    distorted = truth**0.3  # ranks right, reads far too high, as a class-weighted model's do
     calibrator = fit_calibrator(method, distorted[:10000], y[:10000])
     calibrated = calibrate(calibrator, method, distorted[10000:])
     assert expected_calibration_error(y[10000:], distorted[10000:]) > 0.25
@@ -160,14 +165,22 @@ def test_the_bg_nbd_step_turns_purchase_histories_into_features():
 
     def frame(seed: int) -> tuple[pd.DataFrame, pd.Series]:
         people = simulate(2500, seed=seed)
-        out = pd.DataFrame({"person_id": people["person_id"], "as_of": pd.Timestamp("2026-09-01"),
-                            "btyd_frequency": people["frequency"], "btyd_recency_days": people["recency"],
-                            "btyd_age_days": people["T"], "noise": np.random.default_rng(seed).normal(size=len(people))})
+        out = pd.DataFrame(
+            {
+                "person_id": people["person_id"],
+                "as_of": pd.Timestamp("2026-09-01"),
+                "btyd_frequency": people["frequency"],
+                "btyd_recency_days": people["recency"],
+                "btyd_age_days": people["T"],
+                "noise": np.random.default_rng(seed).normal(size=len(people)),
+            }
+        )
         return out, people["holdout_purchases"] > 0
 
     (back, y_back), (train, y_train), (fresh, y_fresh) = frame(11), frame(12), frame(13)
-    result = train_propensity(back, y_back, train, y_train, PropensityConfig(window_days=30,
-                                                                             candidates=("logistic_regression",)))
+    result = train_propensity(
+        back, y_back, train, y_train, PropensityConfig(window_days=30, candidates=("logistic_regression",))
+    )
     assert "btyd" in result.model.pipeline.named_steps
     auc = roc_auc_score(y_fresh, score(result.model, fresh))
     assert auc > 0.75  # the raw BTYD columns are not features: only BG/NBD's outputs carry the signal

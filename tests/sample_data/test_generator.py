@@ -17,8 +17,11 @@ from tests.conftest import SMALL
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _events(landing: Path):
@@ -56,12 +59,35 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path):
 
 def test_every_fault_kind_is_planted(sample):
     planted = {(f["source"], f["reason_code"]) for f in sample.truth_rows("faults")}
-    expected_events = {F.INVALID_JSON, F.NOT_AN_OBJECT, F.MISSING_MESSAGE_ID, F.MISSING_IDS, F.UNKNOWN_TYPE,
-                       F.INVALID_TIMESTAMP, F.FUTURE_TIMESTAMP, F.MISSING_TIMESTAMP, F.FILE_NOT_GZIP}
-    expected_crm = {F.INVALID_EMAIL, F.INVALID_DATE, F.MISSING_REQUIRED, F.INVALID_BOOLEAN, F.INVALID_PHONE,
-                    F.WRONG_FIELD_COUNT, F.FILE_NOT_UTF8}
-    expected_orders = {F.INVALID_NUMBER, F.INVALID_VALUE, F.MISSING_REQUIRED, F.INVALID_DATE, F.MISSING_CUSTOMER,
-                       F.WRONG_FIELD_COUNT, F.FILE_MISSING_HEADER}
+    expected_events = {
+        F.INVALID_JSON,
+        F.NOT_AN_OBJECT,
+        F.MISSING_MESSAGE_ID,
+        F.MISSING_IDS,
+        F.UNKNOWN_TYPE,
+        F.INVALID_TIMESTAMP,
+        F.FUTURE_TIMESTAMP,
+        F.MISSING_TIMESTAMP,
+        F.FILE_NOT_GZIP,
+    }
+    expected_crm = {
+        F.INVALID_EMAIL,
+        F.INVALID_DATE,
+        F.MISSING_REQUIRED,
+        F.INVALID_BOOLEAN,
+        F.INVALID_PHONE,
+        F.WRONG_FIELD_COUNT,
+        F.FILE_NOT_UTF8,
+    }
+    expected_orders = {
+        F.INVALID_NUMBER,
+        F.INVALID_VALUE,
+        F.MISSING_REQUIRED,
+        F.INVALID_DATE,
+        F.MISSING_CUSTOMER,
+        F.WRONG_FIELD_COUNT,
+        F.FILE_MISSING_HEADER,
+    }
     assert {("events", k) for k in expected_events} <= planted
     assert {("crm", k) for k in expected_crm} <= planted
     assert {("orders", k) for k in expected_orders} <= planted
@@ -114,8 +140,11 @@ def test_messy_patterns_are_present(sample):
 
     orders = [r for r in _csv_rows(sample.landing, "orders") if r.get("order_id")]
     assert any(not r["customer_id"] and r["email"] for r in orders), "guest orders with only an email"
-    completed_events = {e["properties"].get("order_id") for _, e in events
-                        if isinstance(e, dict) and e.get("event") == "Order Completed"}
+    completed_events = {
+        e["properties"].get("order_id")
+        for _, e in events
+        if isinstance(e, dict) and e.get("event") == "Order Completed"
+    }
     order_ids = {r["order_id"] for r in orders}
     assert completed_events & order_ids, "orders seen both as an event and in orders/"
     refunded = {r["order_id"] for r in orders if r["status"] == "refunded"}
@@ -126,8 +155,14 @@ def test_messy_patterns_are_present(sample):
     assert bots and all(per_bot[b] >= 100 for b in bots)
 
     counts = sample.summary["counts"]
-    for key in ("crm_duplicate_email_case", "crm_duplicate_name_typo", "erasure_requests", "consent_changed_in_delta",
-                "junk_user_id_sessions", "namesake_pairs"):
+    for key in (
+        "crm_duplicate_email_case",
+        "crm_duplicate_name_typo",
+        "erasure_requests",
+        "consent_changed_in_delta",
+        "junk_user_id_sessions",
+        "namesake_pairs",
+    ):
         assert counts.get(key, 0) > 0, key
 
 

@@ -16,42 +16,59 @@ from orchestration.defs.segments.membership import concrete_segments, scoring_as
 
 
 @dg.asset(
-    key=["exports", "audiences"], deps=[MEMBERSHIP], group_name="exports",
-    owners=["team:marketing-analytics"], kinds={"parquet", "csv"}, pool="duckdb",
+    key=["exports", "audiences"],
+    deps=[MEMBERSHIP],
+    group_name="exports",
+    owners=["team:marketing-analytics"],
+    kinds={"parquet", "csv"},
+    pool="duckdb",
     description="data/exports/<segment>/<as_of>/: members.parquet and members.csv (person_id, SHA-256 of the "
-                "normalised email, the segment's export_attributes) with manifest.json, for each published "
-                "segment. People without personalisation consent are never members, so never exported.",
+    "normalised email, the segment's export_attributes) with manifest.json, for each published "
+    "segment. People without personalisation consent are never members, so never exported.",
 )
-def audiences(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-              settings: SettingsResource) -> dg.MaterializeResult:
+def audiences(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource
+) -> dg.MaterializeResult:
     exports_dir = Path(settings.exports_dir)
     # The export reads the published membership; the connection is read-write only for COPY's temp table.
     with warehouse.connect() as con:
         as_of = scoring_as_of(con)
         segments = concrete_segments(con, segment_catalog())
-        published = {r[0] for r in con.execute(
-            "SELECT segment_name FROM marts.segment_report WHERE as_of = ? AND published", [as_of]).fetchall()}
+        published = {
+            r[0]
+            for r in con.execute(
+                "SELECT segment_name FROM marts.segment_report WHERE as_of = ? AND published", [as_of]
+            ).fetchall()
+        }
         manifests = write_audiences(con, exports_dir, segments, published, as_of)
-    table = pd.DataFrame([(m["segment"], m["rows"], ", ".join(m["columns"])) for m in manifests],
-                         columns=["segment", "rows", "columns"]).astype({"rows": "int64"})
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(table["rows"].sum()),
-        "folder": dg.MetadataValue.path(str(exports_dir)), "as_of": str(as_of.date()),
-        "segments_exported": len(manifests),
-        "exports": frame_table(table),
-    })
+    table = pd.DataFrame(
+        [(m["segment"], m["rows"], ", ".join(m["columns"])) for m in manifests], columns=["segment", "rows", "columns"]
+    ).astype({"rows": "int64"})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(table["rows"].sum()),
+            "folder": dg.MetadataValue.path(str(exports_dir)),
+            "as_of": str(as_of.date()),
+            "segments_exported": len(manifests),
+            "exports": frame_table(table),
+        }
+    )
 
 
 @dg.asset(
     key=["exports", "segment_report_page"],
     deps=[MEMBERSHIP, dg.AssetKey(["marts", "cluster_assignments"]), dg.AssetKey(["marts", "propensity_scores"])],
-    group_name="exports", owners=["team:marketing-analytics"], kinds={"html"}, pool="duckdb",
+    group_name="exports",
+    owners=["team:marketing-analytics"],
+    kinds={"html"},
+    pool="duckdb",
     description="data/reports/<as_of>/index.html: one self-contained page (inline styles and figures, no personal "
-                "data) with each segment's definition, size, trend, entries and exits and overlap, the cluster "
-                "profiles, the propensity deciles and calibration, and data-quality status. Opens from disk.",
+    "data) with each segment's definition, size, trend, entries and exits and overlap, the cluster "
+    "profiles, the propensity deciles and calibration, and data-quality status. Opens from disk.",
 )
-def segment_report_page(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                        settings: SettingsResource) -> dg.MaterializeResult:
+def segment_report_page(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource
+) -> dg.MaterializeResult:
     calibration = champion_calibration(context.log.warning)
     with warehouse.connect(read_only=True) as con:
         try:
@@ -59,10 +76,15 @@ def segment_report_page(context: dg.AssetExecutionContext, warehouse: WarehouseR
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from None
     context.log.info(f"Segment report: {page.path}")
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(page.path)), "open": dg.MetadataValue.url(page.path.as_uri()),
-        "as_of": str(page.as_of), "segments": page.segments, "bytes": page.path.stat().st_size,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(page.path)),
+            "open": dg.MetadataValue.url(page.path.as_uri()),
+            "as_of": str(page.as_of),
+            "segments": page.segments,
+            "bytes": page.path.stat().st_size,
+        }
+    )
 
 
 export_assets = [audiences, segment_report_page]

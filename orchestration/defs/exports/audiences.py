@@ -19,8 +19,9 @@ from orchestration.defs.segments.catalog import Segment
 from orchestration.lib.export_folders import remove_leftovers, write_folder
 
 
-def write_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path, segments: list[Segment],
-                    published: set[str], as_of: dt.datetime) -> list[dict]:
+def write_audiences(
+    con: duckdb.DuckDBPyConnection, exports_dir: Path, segments: list[Segment], published: set[str], as_of: dt.datetime
+) -> list[dict]:
     """Write every published segment's audience for as_of; drop the as_of folder of unpublished ones,
     and what killed exports left behind."""
     remove_leftovers(exports_dir)
@@ -31,16 +32,31 @@ def write_audiences(con: duckdb.DuckDBPyConnection, exports_dir: Path, segments:
             shutil.rmtree(target, ignore_errors=True)
             continue
         attributes = "".join(f', a."{c}"' for c in segment.spec.export_attributes)
-        con.execute(f"""
+        con.execute(
+            f"""
             CREATE OR REPLACE TEMP TABLE _audience AS
             SELECT m.person_id, p.email_sha256{attributes}
             FROM marts.segment_membership m
             LEFT JOIN marts.profiles p ON p.person_id = m.person_id
             LEFT JOIN marts.segment_attributes a ON a.person_id = m.person_id
-            WHERE m.segment_name = ?""", [segment.name])
-        manifests.append(write_folder(con, "_audience", target, {
-            "segment": segment.name, "segment_type": segment.spec.type, "description": segment.spec.description,
-            "owner": segment.spec.owner, "rule": segment.spec.rule.strip(), "as_of": f"{as_of:%Y-%m-%d}",
-            "email_hash": "SHA-256 of the trimmed, lower-cased email"}))
+            WHERE m.segment_name = ?""",
+            [segment.name],
+        )
+        manifests.append(
+            write_folder(
+                con,
+                "_audience",
+                target,
+                {
+                    "segment": segment.name,
+                    "segment_type": segment.spec.type,
+                    "description": segment.spec.description,
+                    "owner": segment.spec.owner,
+                    "rule": segment.spec.rule.strip(),
+                    "as_of": f"{as_of:%Y-%m-%d}",
+                    "email_hash": "SHA-256 of the trimmed, lower-cased email",
+                },
+            )
+        )
     con.execute("DROP TABLE IF EXISTS _audience")
     return manifests

@@ -38,29 +38,34 @@ class ReportResult:
 
 
 def _segments(con, as_of) -> tuple[pd.DataFrame, pd.DataFrame]:
-    current = con.execute("SELECT * FROM marts.segment_report WHERE as_of = ? ORDER BY segment_type, segment_name",
-                          [as_of]).df()
-    history = con.execute("SELECT as_of, segment_name, size FROM marts.segment_report WHERE as_of <= ? ORDER BY as_of",
-                          [as_of]).df()
+    current = con.execute(
+        "SELECT * FROM marts.segment_report WHERE as_of = ? ORDER BY segment_type, segment_name", [as_of]
+    ).df()
+    history = con.execute(
+        "SELECT as_of, segment_name, size FROM marts.segment_report WHERE as_of <= ? ORDER BY as_of", [as_of]
+    ).df()
     sizes = history.pivot(index="as_of", columns="segment_name", values="size")
-    current["trend"] = [" → ".join(f"{int(v):,}" for v in sizes[name].dropna().tail(TREND_RUNS))
-                        for name in current["segment_name"]]
+    current["trend"] = [
+        " → ".join(f"{int(v):,}" for v in sizes[name].dropna().tail(TREND_RUNS)) for name in current["segment_name"]
+    ]
     return current, sizes
 
 
 def _overlap_figure(con, as_of, published: list[str]) -> str | None:
     if len(published) < 2:
         return None
-    pairs = con.execute("SELECT segment_a, segment_b, jaccard FROM marts.segment_overlap WHERE as_of = ?",
-                        [as_of]).df()
+    pairs = con.execute("SELECT segment_a, segment_b, jaccard FROM marts.segment_overlap WHERE as_of = ?", [as_of]).df()
     matrix = pd.DataFrame(0.0, index=published, columns=published)
     for a, b, j in pairs.itertuples(index=False):
         if a in matrix.index and b in matrix.index:
             matrix.loc[a, b] = matrix.loc[b, a] = j
     for name in published:
         matrix.loc[name, name] = 1.0
-    return figures.data_uri(figures.heatmap(matrix, "Overlap of published segments (Jaccard)", vmin=0, vmax=1,
-                                            label="Jaccard", annotate=True))
+    return figures.data_uri(
+        figures.heatmap(
+            matrix, "Overlap of published segments (Jaccard)", vmin=0, vmax=1, label="Jaccard", annotate=True
+        )
+    )
 
 
 def _traits(z_row: pd.Series, n: int = 3) -> str:
@@ -83,9 +88,14 @@ def _clusters(con) -> tuple[pd.DataFrame, str | None]:
     features = [c for c in numeric_columns(frame) if frame[c].notna().any()]
     z = profile_z_scores(numeric_matrix(frame, features), labels)
     sizes = pd.Series(labels).value_counts()
-    table = pd.DataFrame({"cluster_id": z.index, "name": [names[i] for i in z.index],
-                          "persons": [int(sizes.get(i, 0)) for i in z.index],
-                          "defining traits": [_traits(row) for _, row in z.iterrows()]})
+    table = pd.DataFrame(
+        {
+            "cluster_id": z.index,
+            "name": [names[i] for i in z.index],
+            "persons": [int(sizes.get(i, 0)) for i in z.index],
+            "defining traits": [_traits(row) for _, row in z.iterrows()],
+        }
+    )
     return table, figures.data_uri(plots.z_score_heatmap(z, {int(i): n for i, n in names.items()}))
 
 
@@ -127,9 +137,13 @@ def _quality(con) -> tuple[pd.DataFrame, pd.DataFrame]:
             QUALIFY row_number() OVER (PARTITION BY table_name ORDER BY checked_at DESC) = 1
             ORDER BY table_name
         """).df()
-    quarantine = con.execute("SELECT source, reason_code, count(*) AS rows FROM raw.quarantine "
-                             "GROUP BY ALL ORDER BY source, rows DESC").df() \
-        if table_exists(con, "raw", "quarantine") else pd.DataFrame()
+    quarantine = (
+        con.execute(
+            "SELECT source, reason_code, count(*) AS rows FROM raw.quarantine GROUP BY ALL ORDER BY source, rows DESC"
+        ).df()
+        if table_exists(con, "raw", "quarantine")
+        else pd.DataFrame()
+    )
     return gates, quarantine
 
 
@@ -147,8 +161,11 @@ def champion_calibration(warn: Callable[[str], None]) -> pd.DataFrame | None:
 
 def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -> ReportResult:
     """Write `<out_root>/<as_of>/index.html` for the latest membership run, atomically."""
-    as_of = con.execute("SELECT max(as_of) FROM marts.segment_report").fetchone()[0] \
-        if table_exists(con, "marts", "segment_report") else None
+    as_of = (
+        con.execute("SELECT max(as_of) FROM marts.segment_report").fetchone()[0]
+        if table_exists(con, "marts", "segment_report")
+        else None
+    )
     if as_of is None:
         raise ValueError("marts.segment_report is empty: materialise segment_membership first.")
     segments, sizes = _segments(con, as_of)
@@ -157,20 +174,34 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
     deciles, calibration_figure = _propensity(con, calibration)
     gates, quarantine = _quality(con)
     persons = con.execute("SELECT count(*) FROM marts.segment_attributes").fetchone()[0]
-    trend_figure = figures.data_uri(figures.lines(sizes[published], "Published segment sizes per run", "members")) \
-        if published else None
+    trend_figure = (
+        figures.data_uri(figures.lines(sizes[published], "Published segment sizes per run", "members"))
+        if published
+        else None
+    )
     lifetime_value = _lifetime_value(con)
     sections = ("segments", "overlap", "clusters", "propensity", "lifetime-value", "quality")
-    html = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-        TEMPLATE.read_text(encoding="utf-8")).render(
-        as_of=pd.Timestamp(as_of).date(), generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        persons=persons, segments=segments.to_dict("records"), published=len(published),
-        trend_figure=trend_figure, overlap_figure=_overlap_figure(con, as_of, published),
-        clusters=clusters.to_dict("records"), cluster_figure=cluster_figure,
-        deciles=deciles.to_dict("records"), calibration_figure=calibration_figure,
-        lifetime_value=lifetime_value.to_dict("records"),
-        gates=gates.to_dict("records"), quarantine=quarantine.to_dict("records"),
-        gates_failing=int((~gates["success"]).sum()) if len(gates) else 0, sections=sections,
+    html = (
+        jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        .from_string(TEMPLATE.read_text(encoding="utf-8"))
+        .render(
+            as_of=pd.Timestamp(as_of).date(),
+            generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            persons=persons,
+            segments=segments.to_dict("records"),
+            published=len(published),
+            trend_figure=trend_figure,
+            overlap_figure=_overlap_figure(con, as_of, published),
+            clusters=clusters.to_dict("records"),
+            cluster_figure=cluster_figure,
+            deciles=deciles.to_dict("records"),
+            calibration_figure=calibration_figure,
+            lifetime_value=lifetime_value.to_dict("records"),
+            gates=gates.to_dict("records"),
+            quarantine=quarantine.to_dict("records"),
+            gates_failing=int((~gates["success"]).sum()) if len(gates) else 0,
+            sections=sections,
+        )
     )
     folder = out_root / str(pd.Timestamp(as_of).date())
     folder.mkdir(parents=True, exist_ok=True)
@@ -178,7 +209,17 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
     partial = folder / ".index.html.partial"
     partial.write_text(html, encoding="utf-8")
     os.replace(partial, path)  # readers see the old page or the new one, never half of one
-    (folder / "summary.json").write_text(json.dumps({
-        "as_of": str(pd.Timestamp(as_of).date()), "persons": persons, "segments": len(segments),
-        "published": len(published)}, indent=2) + "\n", encoding="utf-8")
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "as_of": str(pd.Timestamp(as_of).date()),
+                "persons": persons,
+                "segments": len(segments),
+                "published": len(published),
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return ReportResult(path, pd.Timestamp(as_of).date(), len(segments), sections)

@@ -34,6 +34,14 @@ def pairwise_scores(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict:
     precision = correct / predicted_pairs if predicted_pairs else 1.0
     recall = correct / true_pairs if true_pairs else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"identifiers_scored": len(both), "true_pairs": true_pairs, "predicted_pairs": predicted_pairs,
-            "correct_pairs": correct, "precision": precision, "recall": recall, "f1": f1,
-            "true_persons": both["true_person"].nunique(), "predicted_persons": both["person_id"].nunique()}
+    return {
+        "identifiers_scored": len(both),
+        "true_pairs": true_pairs,
+        "predicted_pairs": predicted_pairs,
+        "correct_pairs": correct,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "true_persons": both["true_person"].nunique(),
+        "predicted_persons": both["person_id"].nunique(),
+    }

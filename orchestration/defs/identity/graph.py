@@ -109,15 +109,21 @@ def _in_merge_order(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataF
         previous_ids = (np.empty(0, dtype=np.int64), [])
         if previous is not None and len(previous):
             con.register("previous_in", previous)
-            found = con.execute("SELECT n.pos, p.person_id FROM previous_in p "
-                                "JOIN node_pos n USING (identifier_type, identifier)").df()
+            found = con.execute(
+                "SELECT n.pos, p.person_id FROM previous_in p JOIN node_pos n USING (identifier_type, identifier)"
+            ).df()
             previous_ids = (found["pos"].to_numpy(dtype=np.int64), found["person_id"].tolist())
-    return (ordered_nodes["identifier_type"].tolist(), ordered_nodes["identifier"].tolist(), ordered_edges,
-            previous_ids)
+    return (
+        ordered_nodes["identifier_type"].tolist(),
+        ordered_nodes["identifier"].tolist(),
+        ordered_edges,
+        previous_ids,
+    )
 
 
-def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | None = None,
-            limits: GraphLimits = GraphLimits()) -> GraphResult:
+def resolve(
+    nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | None = None, limits: GraphLimits = GraphLimits()
+) -> GraphResult:
     """Persons from identifiers and evidence.
 
     nodes:    identifier_type, identifier, first_seen_at
@@ -128,8 +134,13 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     sets = _Sets(kinds)
     joined_by: dict[int, tuple[str, float]] = {}
     refused = []
-    for left, right, rule, weight in zip(ordered["left_pos"].tolist(), ordered["right_pos"].tolist(),
-                                         ordered["rule"].tolist(), ordered["weight"].tolist(), strict=True):
+    for left, right, rule, weight in zip(
+        ordered["left_pos"].tolist(),
+        ordered["right_pos"].tolist(),
+        ordered["rule"].tolist(),
+        ordered["weight"].tolist(),
+        strict=True,
+    ):
         a, b = sets.find(left), sets.find(right)
         if a == b:
             continue
@@ -151,13 +162,15 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
     while len(roots) and not (roots[roots] == roots).all():  # pointer jumping to each node's root
         roots = roots[roots]
     person_of_root = _person_ids(roots, kinds, values, previous_ids)
-    assignments = pd.DataFrame({
-        "identifier_type": kinds,
-        "identifier": values,
-        "person_id": [person_of_root[r] for r in roots.tolist()],
-        "matched_by": [joined_by.get(i, ("singleton", 1.0))[0] for i in range(len(kinds))],
-        "match_score": [joined_by.get(i, ("singleton", 1.0))[1] for i in range(len(kinds))],
-    })
+    assignments = pd.DataFrame(
+        {
+            "identifier_type": kinds,
+            "identifier": values,
+            "person_id": [person_of_root[r] for r in roots.tolist()],
+            "matched_by": [joined_by.get(i, ("singleton", 1.0))[0] for i in range(len(kinds))],
+            "match_score": [joined_by.get(i, ("singleton", 1.0))[1] for i in range(len(kinds))],
+        }
+    )
     sizes = np.bincount(roots, minlength=len(kinds))
     stats = {
         "persons": int((sizes > 0).sum()),
@@ -168,7 +181,9 @@ def resolve(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame | N
         "refused_by_reason": dict(Counter(r[-1] for r in refused)),
         "probabilistic_edges": int(edges["rule"].isin(PROBABILISTIC_RULES).sum()),
     }
-    refused_df = pd.DataFrame(refused, columns=["left_type", "left_id", "right_type", "right_id", "rule", "weight", "why"])
+    refused_df = pd.DataFrame(
+        refused, columns=["left_type", "left_id", "right_type", "right_id", "rule", "weight", "why"]
+    )
     return GraphResult(assignments, refused_df, stats)
 
 
@@ -187,24 +202,38 @@ def resolve_in_batches(batches, limits: GraphLimits = GraphLimits()) -> tuple[Gr
     refused_by_reason = Counter()
     for result in results:
         refused_by_reason.update(result.stats["refused_by_reason"])
-    stats = {key: sum(r.stats[key] for r in results)
-             for key in ("persons", "identifiers", "edges_accepted", "edges_refused", "probabilistic_edges")}
+    stats = {
+        key: sum(r.stats[key] for r in results)
+        for key in ("persons", "identifiers", "edges_accepted", "edges_refused", "probabilistic_edges")
+    }
     return GraphResult(
         pd.concat([r.assignments for r in results], ignore_index=True),
-        pd.concat([r.refused_edges for r in results if len(r.refused_edges)] or [results[0].refused_edges],
-                  ignore_index=True),
-        {**stats, "largest_person": max(r.stats["largest_person"] for r in results),
-         "refused_by_reason": dict(refused_by_reason)}), dict(changes)
+        pd.concat(
+            [r.refused_edges for r in results if len(r.refused_edges)] or [results[0].refused_edges], ignore_index=True
+        ),
+        {
+            **stats,
+            "largest_person": max(r.stats["largest_person"] for r in results),
+            "refused_by_reason": dict(refused_by_reason),
+        },
+    ), dict(changes)
 
-def _person_ids(roots: np.ndarray, kinds: list[str], values: list[str],
-                previous_ids: tuple[np.ndarray, list[str]]) -> dict[int, str]:
+
+def _person_ids(
+    roots: np.ndarray, kinds: list[str], values: list[str], previous_ids: tuple[np.ndarray, list[str]]
+) -> dict[int, str]:
     """Keep previous ids where the majority of a person's identifiers already had one (most votes
     first, then the person with the earliest-seen identifier); a new person gets the hash of its
     earliest-seen identifier. `roots` gives each node's person; nodes are in first-seen order."""
     earliest = pd.Series(np.arange(len(roots))).groupby(roots).min().sort_values()  # root -> earliest node
     positions, person_ids = previous_ids
-    claims = pd.DataFrame({"root": roots[positions], "pid": person_ids}).groupby(["root", "pid"]).size() \
-        .rename("votes").reset_index()
+    claims = (
+        pd.DataFrame({"root": roots[positions], "pid": person_ids})
+        .groupby(["root", "pid"])
+        .size()
+        .rename("votes")
+        .reset_index()
+    )
     claims["earliest"] = earliest.reindex(claims["root"]).to_numpy()
     claims = claims.sort_values(["votes", "earliest", "root", "pid"], ascending=[False, True, True, True])
     out: dict[int, str] = {}

@@ -56,8 +56,11 @@ def names_conflict(left: pd.DataFrame, right: pd.DataFrame, min_similarity: floa
     if min_similarity is None:
         return pd.Series(False, index=left.index)
     out = []
-    for (fl, ll), (fr, lr) in zip(left[["first_name", "last_name"]].itertuples(index=False),
-                                  right[["first_name", "last_name"]].itertuples(index=False), strict=True):
+    for (fl, ll), (fr, lr) in zip(
+        left[["first_name", "last_name"]].itertuples(index=False),
+        right[["first_name", "last_name"]].itertuples(index=False),
+        strict=True,
+    ):
         names = (fl, ll, fr, lr)
         if any(pd.isna(n) for n in names):
             out.append(False)
@@ -70,6 +73,7 @@ def names_conflict(left: pd.DataFrame, right: pd.DataFrame, min_similarity: floa
 def contacts_conflict(left: pd.DataFrame, right: pd.DataFrame) -> pd.Series:
     """True where both records have an email and the (trimmed, lower-cased) emails differ, or both
     have a phone and the phones differ."""
+
     def differ(column: str) -> pd.Series:
         if column not in left or column not in right:
             return pd.Series(False, index=left.index)
@@ -91,10 +95,18 @@ def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | 
     left_dates, right_dates = pd.to_datetime(left, errors="coerce"), pd.to_datetime(right, errors="coerce")
     known = left_dates.notna() & right_dates.notna()
     gap = (left_dates - right_dates).dt.days.abs()
-    swapped = (left_dates.dt.year == right_dates.dt.year) & (left_dates.dt.month == right_dates.dt.day) \
+    swapped = (
+        (left_dates.dt.year == right_dates.dt.year)
+        & (left_dates.dt.month == right_dates.dt.day)
         & (left_dates.dt.day == right_dates.dt.month)
-    typo = pd.Series([bool(k) and DamerauLevenshtein.distance(str(a), str(b)) <= 1
-                      for a, b, k in zip(left, right, known, strict=True)], index=left.index)
+    )
+    typo = pd.Series(
+        [
+            bool(k) and DamerauLevenshtein.distance(str(a), str(b)) <= 1
+            for a, b, k in zip(left, right, known, strict=True)
+        ],
+        index=left.index,
+    )
     return known & ~typo & ~swapped & (gap > max_gap_days)
 
 
@@ -106,12 +118,25 @@ def birth_dates_conflict(left: pd.Series, right: pd.Series, max_gap_days: int | 
 # are skipped (block purging), which keeps the pairs linear in the table.
 NAMES = ("least(first_name, last_name)", "greatest(first_name, last_name)")
 BLOCKING_KEYS = (
-    (*NAMES, "substr(birth_date, 1, 4)"), (*NAMES, "postcode"), (*NAMES, "city"),
-    ("birth_date", "postcode"), ("birth_date", "street"), ("birth_date", "first_name"), ("birth_date", "last_name"),
-    ("postcode", "street"), ("first_name", "street"), ("last_name", "street"),
+    (*NAMES, "substr(birth_date, 1, 4)"),
+    (*NAMES, "postcode"),
+    (*NAMES, "city"),
+    ("birth_date", "postcode"),
+    ("birth_date", "street"),
+    ("birth_date", "first_name"),
+    ("birth_date", "last_name"),
+    ("postcode", "street"),
+    ("first_name", "street"),
+    ("last_name", "street"),
     # wide
-    NAMES, ("birth_date",), ("postcode", "last_name"), ("postcode", "first_name"), ("city", "street"),
-    ("last_name", "substr(birth_date, 1, 4)"), ("first_name", "city"), ("last_name", "city"),
+    NAMES,
+    ("birth_date",),
+    ("postcode", "last_name"),
+    ("postcode", "first_name"),
+    ("city", "street"),
+    ("last_name", "substr(birth_date, 1, 4)"),
+    ("first_name", "city"),
+    ("last_name", "city"),
 )
 
 
@@ -138,8 +163,10 @@ def with_blocking_keys(con, frame: pd.DataFrame, max_block_size: int) -> pd.Data
     it has a null part or more than `max_block_size` records share it."""
     con.register("_records", frame)
     sql_of = {key: " || '|' || ".join(f"({part})" for part in key) for key in BLOCKING_KEYS}
-    columns = ",\n".join(f"CASE WHEN count(*) OVER (PARTITION BY {sql}) <= {max_block_size} THEN {sql} END "
-                         f"AS {block_column(key)}" for key, sql in sql_of.items())
+    columns = ",\n".join(
+        f"CASE WHEN count(*) OVER (PARTITION BY {sql}) <= {max_block_size} THEN {sql} END AS {block_column(key)}"
+        for key, sql in sql_of.items()
+    )
     try:
         return con.execute(f"SELECT *, {columns} FROM _records ORDER BY customer_id").df()
     finally:
@@ -152,8 +179,14 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     `records` has one row per customer_id and the columns in COLUMNS (street may be absent);
     email and phone, when present, are not compared by Splink but feed the household guard.
     """
-    empty = pd.DataFrame({"customer_id_l": pd.Series(dtype="string"), "customer_id_r": pd.Series(dtype="string"),
-                          "match_probability": pd.Series(dtype="float64"), "match_weight": pd.Series(dtype="float64")})
+    empty = pd.DataFrame(
+        {
+            "customer_id_l": pd.Series(dtype="string"),
+            "customer_id_r": pd.Series(dtype="string"),
+            "match_probability": pd.Series(dtype="float64"),
+            "match_weight": pd.Series(dtype="float64"),
+        }
+    )
     if len(records) < 3:
         return empty
     import splink.comparison_library as cl
@@ -168,17 +201,23 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
     present = {col for col in COLUMNS[1:] if frame[col].notna().mean() >= settings.min_column_fill}
     comparisons = {
         ("first_name", "last_name"): lambda: cl.ForenameSurnameComparison("first_name", "last_name"),
-        ("birth_date",): lambda: cl.DateOfBirthComparison("birth_date", input_is_string=True, datetime_format="%Y-%m-%d"),
+        ("birth_date",): lambda: cl.DateOfBirthComparison(
+            "birth_date", input_is_string=True, datetime_format="%Y-%m-%d"
+        ),
         ("postcode",): lambda: cl.LevenshteinAtThresholds("postcode", [1, 2]),
         ("city",): lambda: cl.JaroWinklerAtThresholds("city", [0.9]),
         # A street shared by many records (a big building, a common name and number) says less
         # than a rare one: exact matches are weighted by how often the value occurs.
-        ("street",): lambda: cl.JaroWinklerAtThresholds("street", [0.9, 0.8]).configure(term_frequency_adjustments=True),
+        ("street",): lambda: cl.JaroWinklerAtThresholds("street", [0.9, 0.8]).configure(
+            term_frequency_adjustments=True
+        ),
     }
     used = [make() for cols, make in comparisons.items() if set(cols) <= present]
     if len(used) < 2 or not {"first_name", "last_name"} <= present:
-        log.warning("CRM matching skipped: it needs names and one more filled column; filled: %s",
-                    ", ".join(sorted(present)) or "none")
+        log.warning(
+            "CRM matching skipped: it needs names and one more filled column; filled: %s",
+            ", ".join(sorted(present)) or "none",
+        )
         return empty
 
     creator = SettingsCreator(
@@ -206,9 +245,13 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
             if not set(fields) <= present:
                 continue
             if (pairs := _pairs_sharing(frame, fields)) < settings.min_em_pairs:
-                log.warning("Splink EM pass blocked on %s skipped: %d record pairs share them (at least %d needed); "
-                            "the other passes (or Splink's defaults) stand", ", ".join(fields), pairs,
-                            settings.min_em_pairs)
+                log.warning(
+                    "Splink EM pass blocked on %s skipped: %d record pairs share them (at least %d needed); "
+                    "the other passes (or Splink's defaults) stand",
+                    ", ".join(fields),
+                    pairs,
+                    settings.min_em_pairs,
+                )
                 continue
             try:
                 linker.training.estimate_parameters_using_expectation_maximisation(block_on(*fields))
@@ -216,17 +259,20 @@ def match_customer_records(records: pd.DataFrame, settings: MatchSettings = Matc
                 # On small tables EM can drive an m-probability to 0, which Splink rejects; the
                 # estimates of the other pass (or Splink's defaults) then stand.
                 log.warning("Splink EM blocked on %s did not converge to usable values: %s", fields, exc)
-        predictions = linker.inference.predict(threshold_match_probability=settings.threshold,
-                                               warning_mode="never").as_pandas_dataframe()
+        predictions = linker.inference.predict(
+            threshold_match_probability=settings.threshold, warning_mode="never"
+        ).as_pandas_dataframe()
     if predictions.empty:
         return empty
     # Hard disagreements that outweigh any score (see MatchSettings).
-    by_id = frame.join(records.set_index("customer_id").reindex(columns=["email", "phone"]), on="customer_id") \
-        .set_index("customer_id")
+    by_id = frame.join(
+        records.set_index("customer_id").reindex(columns=["email", "phone"]), on="customer_id"
+    ).set_index("customer_id")
     left, right = by_id.loc[predictions["customer_id_l"]], by_id.loc[predictions["customer_id_r"]]
     left.index = right.index = predictions.index
-    household = (birth_dates_conflict(left["birth_date"], right["birth_date"], settings.max_birth_date_gap_days)
-                 & contacts_conflict(left, right))
+    household = birth_dates_conflict(
+        left["birth_date"], right["birth_date"], settings.max_birth_date_gap_days
+    ) & contacts_conflict(left, right)
     conflict = household | names_conflict(left, right, settings.min_name_similarity)
     if conflict.any():
         log.info("%d candidate pairs refused: birth dates or names disagree beyond a typo", int(conflict.sum()))

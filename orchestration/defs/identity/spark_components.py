@@ -28,9 +28,13 @@ def _node(kind: str, value: str) -> str:
     return f"concat({kind}, ':', {value})"
 
 
-def connected_components(cursor, nodes: str = "intermediate.int_identity__nodes",
-                         edges: str = "intermediate.int_identity__edges",
-                         out: str = "intermediate.identity_components", max_rounds: int = 50) -> ComponentsResult:
+def connected_components(
+    cursor,
+    nodes: str = "intermediate.int_identity__nodes",
+    edges: str = "intermediate.int_identity__edges",
+    out: str = "intermediate.identity_components",
+    max_rounds: int = 50,
+) -> ComponentsResult:
     """Write `out` (node, component) on the cluster; the component is the smallest node id in it."""
     schema = out.split(".")[0]
     labels, step, pairs = f"{schema}._cc_labels", f"{schema}._cc_step", f"{schema}._cc_pairs"
@@ -42,23 +46,33 @@ def connected_components(cursor, nodes: str = "intermediate.int_identity__nodes"
         run(f"DROP TABLE IF EXISTS {table}")
         run(f"CREATE TABLE {table} USING parquet AS {select}")
 
-    replace(pairs, f"""
-        SELECT {_node('left_type', 'left_id')} AS src, {_node('right_type', 'right_id')} AS dst FROM {edges}
+    replace(
+        pairs,
+        f"""
+        SELECT {_node("left_type", "left_id")} AS src, {_node("right_type", "right_id")} AS dst FROM {edges}
         UNION ALL
-        SELECT {_node('right_type', 'right_id')}, {_node('left_type', 'left_id')} FROM {edges}""")
-    replace(labels, f"""
+        SELECT {_node("right_type", "right_id")}, {_node("left_type", "left_id")} FROM {edges}""",
+    )
+    replace(
+        labels,
+        f"""
         SELECT node, node AS label FROM (
-            SELECT {_node('identifier_type', 'identifier')} AS node FROM {nodes}
+            SELECT {_node("identifier_type", "identifier")} AS node FROM {nodes}
             UNION SELECT src FROM {pairs}
-        ) all_nodes""")
+        ) all_nodes""",
+    )
     rounds = 0
     while True:
         rounds += 1
         if rounds > max_rounds:
-            raise RuntimeError(f"Connected components did not settle in {max_rounds} rounds of label propagation; "
-                               "the identity graph has an unusually long chain. Raise max_rounds.")
+            raise RuntimeError(
+                f"Connected components did not settle in {max_rounds} rounds of label propagation; "
+                "the identity graph has an unusually long chain. Raise max_rounds."
+            )
         # The smallest label among a node and its neighbours, then the label of that label.
-        replace(step, f"""
+        replace(
+            step,
+            f"""
             WITH neighbour AS (
                 SELECT p.src AS node, min(l.label) AS label
                 FROM {pairs} p JOIN {labels} l ON l.node = p.dst
@@ -69,7 +83,8 @@ def connected_components(cursor, nodes: str = "intermediate.int_identity__nodes"
                 FROM {labels} l LEFT JOIN neighbour n ON n.node = l.node
             )
             SELECT s.node, least(s.label, coalesce(j.label, s.label)) AS label
-            FROM smallest s LEFT JOIN smallest j ON j.node = s.label""")
+            FROM smallest s LEFT JOIN smallest j ON j.node = s.label""",
+        )
         cursor.execute(f"SELECT count(*) FROM {step} s JOIN {labels} l ON l.node = s.node WHERE s.label <> l.label")
         changed = cursor.fetchall()[0][0]
         run(f"DROP TABLE {labels}")

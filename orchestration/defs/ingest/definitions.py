@@ -9,5 +9,6 @@ from orchestration.defs.ingest.sources_config import sources_config
 # file, the key and a fix, instead of failing a run later.
 sources_config()
 
-defs = dg.Definitions(assets=ingest_assets, asset_checks=quarantine_checks, jobs=[ingest_daily_events],
-                      sensors=[landing_events_sensor])
+defs = dg.Definitions(
+    assets=ingest_assets, asset_checks=quarantine_checks, jobs=[ingest_daily_events], sensors=[landing_events_sensor]
+)

@@ -14,8 +14,17 @@ from pathlib import Path
 from orchestration.lib import reason_codes as F
 
 # Segment-spec fields a mapped event can set; the object-valued ones are written as JSON.
-EVENT_SCALAR_FIELDS = ("messageId", "type", "event", "name", "userId", "anonymousId", "timestamp", "sentAt",
-                       "receivedAt")
+EVENT_SCALAR_FIELDS = (
+    "messageId",
+    "type",
+    "event",
+    "name",
+    "userId",
+    "anonymousId",
+    "timestamp",
+    "sentAt",
+    "receivedAt",
+)
 EVENT_OBJECT_FIELDS = ("properties", "traits", "context")
 EVENT_FIELDS = EVENT_SCALAR_FIELDS + EVENT_OBJECT_FIELDS
 
@@ -62,14 +71,23 @@ def reader_sql(fmt: str, files: list[Path], csv: CsvOptions, rejects: bool = Fal
         return f"read_parquet({paths}, filename=true)"
     if fmt in ("jsonl", "jsonl.gz"):
         return f"read_json({paths}, format='newline_delimited', filename=true)"
-    options = [f"header={str(csv.header).lower()}", f"delim={_quote(csv.delimiter)}", f"quote={_quote(csv.quote)}",
-               f"encoding={_quote(csv.encoding)}", f"skip={csv.skip_rows}", "filename=true"]
+    options = [
+        f"header={str(csv.header).lower()}",
+        f"delim={_quote(csv.delimiter)}",
+        f"quote={_quote(csv.quote)}",
+        f"encoding={_quote(csv.encoding)}",
+        f"skip={csv.skip_rows}",
+        "filename=true",
+    ]
     if csv.types:
         options.append("types={" + ", ".join(f"{_quote(c)}: {_quote(t)}" for c, t in csv.types) + "}")
     # Malformed rows must not fail the scan (or the dialect sniffing): the loader keeps them in
     # _csv_rejects for the quarantine; samples and schema look-ups skip them.
-    options.append("store_rejects=true, rejects_table='_csv_rejects', rejects_scan='_csv_scans'" if rejects
-                   else "ignore_errors=true")
+    options.append(
+        "store_rejects=true, rejects_table='_csv_rejects', rejects_scan='_csv_scans'"
+        if rejects
+        else "ignore_errors=true"
+    )
     return f"read_csv({paths}, {', '.join(options)})"
 
 
@@ -78,8 +96,12 @@ def identifier(name: str) -> str:
 
 
 def source_columns(con, plan: SourceFiles, files: list[Path]) -> list[str]:
-    return [r[0] for r in con.execute(
-        f"DESCRIBE SELECT * EXCLUDE (filename) FROM {reader_sql(plan.format, files, plan.csv)}").fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            f"DESCRIBE SELECT * EXCLUDE (filename) FROM {reader_sql(plan.format, files, plan.csv)}"
+        ).fetchall()
+    ]
 
 
 def canonical_sql(plan: SourceFiles, canonical: tuple[str, ...]) -> list[str]:
@@ -117,7 +139,7 @@ def read_mapped(con, plan: SourceFiles, files: list[Path], select: list[str], he
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _mapped_rows AS
         SELECT filename AS path, ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS record_no,
-               CAST({raw} AS VARCHAR) AS raw, {', '.join(select)}
+               CAST({raw} AS VARCHAR) AS raw, {", ".join(select)}
         FROM {reader_sql(plan.format, files, plan.csv, rejects=is_csv)} WITH ORDINALITY
     """)
     if is_csv:
@@ -157,8 +179,12 @@ def read_mapped(con, plan: SourceFiles, files: list[Path], select: list[str], he
             FROM _mapped_rows m
         """)
     else:
-        con.execute("CREATE OR REPLACE TEMP TABLE _unparsed "
-                    "(path VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
-        con.execute("CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * EXCLUDE (record_no), record_no AS line_no "
-                    "FROM _mapped_rows")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _unparsed "
+            "(path VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * EXCLUDE (record_no), record_no AS line_no "
+            "FROM _mapped_rows"
+        )
     con.execute("DROP TABLE _mapped_rows")

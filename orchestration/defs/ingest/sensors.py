@@ -24,10 +24,13 @@ from orchestration.defs.partitions import daily_event_partitions
 ingest_daily_events = dg.define_asset_job(
     "ingest_daily_events",
     selection=dg.AssetSelection.assets(ingest_events)
-    | dg.AssetSelection.assets(["staging", "stg_segment__events"], ["staging", "stg_segment__user_agents"],
-                               ["intermediate", "int_segment__events"]),
+    | dg.AssetSelection.assets(
+        ["staging", "stg_segment__events"],
+        ["staging", "stg_segment__user_agents"],
+        ["intermediate", "int_segment__events"],
+    ),
     description="One day of events: ingestion and the incremental dbt event models (with the lookback before it). "
-                "Everything downstream follows by declarative automation.",
+    "Everything downstream follows by declarative automation.",
 )
 
 
@@ -44,27 +47,47 @@ def partitions_for(days: dict[str, list[dt.date]], keys: list[str]) -> dict[str,
     return out
 
 
-@dg.sensor(job=ingest_daily_events, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Requests the daily event partitions that new landing files hold (late events included).")
+@dg.sensor(
+    job=ingest_daily_events,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Requests the daily event partitions that new landing files hold (late events included).",
+)
 def landing_events_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
     plan = landing.files("events")
     mtimes = {plan.relative(p): max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in plan.files}
     newest = max(mtimes.values(), default=0)
     cursor = json.dumps({"mtime_ns": newest, "files": sorted(f for f, m in mtimes.items() if m == newest)})
     if not context.cursor:  # history is loaded by a backfill or `tessera run`, not by a flood of runs
-        return dg.SensorResult(cursor=cursor, skip_reason=(
-            f"Started watching {len(mtimes):,} event files under {plan.root}; files that arrive from now on start "
-            "runs. Load the history with a backfill or `tessera run`."))
+        return dg.SensorResult(
+            cursor=cursor,
+            skip_reason=(
+                f"Started watching {len(mtimes):,} event files under {plan.root}; files that arrive from now on start "
+                "runs. Load the history with a backfill or `tessera run`."
+            ),
+        )
     seen = json.loads(context.cursor)
-    new = [p for p in plan.files if mtimes[plan.relative(p)] > seen["mtime_ns"]
-           or (mtimes[plan.relative(p)] == seen["mtime_ns"] and plan.relative(p) not in seen["files"])]
+    new = [
+        p
+        for p in plan.files
+        if mtimes[plan.relative(p)] > seen["mtime_ns"]
+        or (mtimes[plan.relative(p)] == seen["mtime_ns"] and plan.relative(p) not in seen["files"])
+    ]
     if not new:
         return dg.SensorResult(cursor=context.cursor, skip_reason="No new event files.")
-    by_partition = partitions_for(event_days(dataclasses.replace(plan, files=new)),
-                                  daily_event_partitions.get_partition_keys())
+    by_partition = partitions_for(
+        event_days(dataclasses.replace(plan, files=new)), daily_event_partitions.get_partition_keys()
+    )
     context.log.info(f"{len(new)} new event files hold the days {', '.join(sorted(by_partition))}.")
     # Two ticks can see the same newest time (a bulk copy): the run key names the files, too.
-    return dg.SensorResult(cursor=cursor, run_requests=[
-        dg.RunRequest(partition_key=key, tags={"tessera/new_files": str(len(files))},
-                      run_key=f"{key}@{newest}:{hashlib.sha256(' '.join(files).encode()).hexdigest()[:12]}")
-        for key, files in sorted(by_partition.items())])
+    return dg.SensorResult(
+        cursor=cursor,
+        run_requests=[
+            dg.RunRequest(
+                partition_key=key,
+                tags={"tessera/new_files": str(len(files))},
+                run_key=f"{key}@{newest}:{hashlib.sha256(' '.join(files).encode()).hexdigest()[:12]}",
+            )
+            for key, files in sorted(by_partition.items())
+        ],
+    )

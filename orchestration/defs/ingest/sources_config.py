@@ -43,8 +43,13 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     **{s.name: s.required for s in CSV_SOURCES},
 }
 # The format a source's landing folder uses: such files need no column mapping.
-CONTRACT_FORMAT = {"events": ("jsonl", "jsonl.gz"), "crm": ("csv",), "orders": ("csv",), "enrichment": ("csv",),
-                   "privacy": ("csv",)}
+CONTRACT_FORMAT = {
+    "events": ("jsonl", "jsonl.gz"),
+    "crm": ("csv",),
+    "orders": ("csv",),
+    "enrichment": ("csv",),
+    "privacy": ("csv",),
+}
 
 
 class SourcesConfigError(ConfigProblems):
@@ -66,8 +71,9 @@ class CsvSpec(_Strict):
     types: dict[str, str] = Field(default_factory=dict)
 
     def options(self) -> CsvOptions:
-        return CsvOptions(self.delimiter, self.header, self.quote, self.encoding, self.skip_rows,
-                          tuple(sorted(self.types.items())))
+        return CsvOptions(
+            self.delimiter, self.header, self.quote, self.encoding, self.skip_rows, tuple(sorted(self.types.items()))
+        )
 
 
 class SourceSpec(_Strict):
@@ -122,8 +128,9 @@ class SourcesConfig(_Strict):
         if columns is None and spec.format not in CONTRACT_FORMAT[source]:
             columns = {c: identifier(c) for c in CANONICAL[source]}  # the file's columns carry the contract's names
         fmt = "contract" if columns is None else spec.format
-        return SourceFiles(root=self.base_dir, files=matched, format=fmt, columns=columns,
-                           csv=(spec.csv or CsvSpec()).options())
+        return SourceFiles(
+            root=self.base_dir, files=matched, format=fmt, columns=columns, csv=(spec.csv or CsvSpec()).options()
+        )
 
 
 DEFAULT = SourcesConfig()
@@ -140,8 +147,10 @@ def _glob(base: Path, pattern: str) -> list[Path]:
 def _yaml_problem(where: str, exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return (f"{where}: not valid YAML{at} ({getattr(exc, 'problem', None) or str(exc).splitlines()[0]}). "
-            "Check the indentation and quote expressions that contain ':' or start with a quote.")
+    return (
+        f"{where}: not valid YAML{at} ({getattr(exc, 'problem', None) or str(exc).splitlines()[0]}). "
+        "Check the indentation and quote expressions that contain ':' or start with a quote."
+    )
 
 
 def _mapping_problems(where: str, source: str, spec: SourceSpec) -> list[str]:
@@ -153,18 +162,24 @@ def _mapping_problems(where: str, source: str, spec: SourceSpec) -> list[str]:
         key = f"sources.{source}.columns.{column}"
         if column not in canonical:
             hint = suggest(column, canonical, "column") or ""
-            problems.append(f"{where}, key '{key}': '{column}' is not a column of the {source} contract. "
-                            f"{hint + ' ' if hint else ''}Columns: {', '.join(canonical)}.")
+            problems.append(
+                f"{where}, key '{key}': '{column}' is not a column of the {source} contract. "
+                f"{hint + ' ' if hint else ''}Columns: {', '.join(canonical)}."
+            )
         if not isinstance(expr, str) or not expr.strip():
-            problems.append(f"{where}, key '{key}': the expression is empty. Give a DuckDB SQL expression over "
-                            "the file's columns, or remove the key.")
+            problems.append(
+                f"{where}, key '{key}': the expression is empty. Give a DuckDB SQL expression over "
+                "the file's columns, or remove the key."
+            )
         elif ";" in _outside_quotes(expr) or "--" in _outside_quotes(expr):
             problems.append(f"{where}, key '{key}': `{expr}` must be one SQL expression, without ';' or comments.")
     for group in REQUIRED[source]:
         if not any(spec.columns.get(c) for c in group):
             what = group[0] if len(group) == 1 else " or ".join(group)
-            problems.append(f"{where}, key 'sources.{source}.columns': no mapping for {what}, which the {source} "
-                            f"contract requires. Add `{group[0]}: <expression>` (a constant goes in quotes: \"'x'\").")
+            problems.append(
+                f"{where}, key 'sources.{source}.columns': no mapping for {what}, which the {source} "
+                f"contract requires. Add `{group[0]}: <expression>` (a constant goes in quotes: \"'x'\")."
+            )
     return problems
 
 
@@ -183,8 +198,10 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
     spec = config.sources[source]
     plan = config.files(source, Path("."))
     if not plan.files:
-        return [f"{where}, key 'sources.{source}.paths': {', '.join(map(repr, spec.paths))} matches no file "
-                f"(relative paths start at {config.base_dir}). Fix the path or glob, or remove the source."]
+        return [
+            f"{where}, key 'sources.{source}.paths': {', '.join(map(repr, spec.paths))} matches no file "
+            f"(relative paths start at {config.base_dir}). Fix the path or glob, or remove the source."
+        ]
     if not plan.mapped:
         return []
     problems = []
@@ -194,20 +211,33 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
         for first in plan.files[:SAMPLE_FILES]:
             try:
                 columns = source_columns(con, plan, [first])
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _sample AS SELECT * EXCLUDE (filename) "
-                            f"FROM {reader_sql(plan.format, [first], plan.csv)} LIMIT {SAMPLE_ROWS}")
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE _sample AS SELECT * EXCLUDE (filename) "
+                    f"FROM {reader_sql(plan.format, [first], plan.csv)} LIMIT {SAMPLE_ROWS}"
+                )
                 break
             except duckdb.Error as exc:
                 error = exc
         else:
             tried = min(len(plan.files), SAMPLE_FILES)
             before = f", nor can the {tried - 1} file(s) before it" if tried > 1 else ""
-            return [f"{where}, key 'sources.{source}.format': {first} cannot be read as {spec.format} "
-                    f"({str(error).splitlines()[0]}){before}. Check the format and the csv options."]
-        checks = ([(f"columns.{c}", s) for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]), strict=True)
-                   if c in plan.columns] if source != "events" else
-                  [(f"columns.{c}", f"{event_line_sql(SourceFiles(plan.root, [], columns={c: e}))} AS line")
-                   for c, e in plan.columns.items() if c in EVENT_FIELDS])
+            return [
+                f"{where}, key 'sources.{source}.format': {first} cannot be read as {spec.format} "
+                f"({str(error).splitlines()[0]}){before}. Check the format and the csv options."
+            ]
+        checks = (
+            [
+                (f"columns.{c}", s)
+                for c, s in zip(CANONICAL[source], canonical_sql(plan, CANONICAL[source]), strict=True)
+                if c in plan.columns
+            ]
+            if source != "events"
+            else [
+                (f"columns.{c}", f"{event_line_sql(SourceFiles(plan.root, [], columns={c: e}))} AS line")
+                for c, e in plan.columns.items()
+                if c in EVENT_FIELDS
+            ]
+        )
         for key, select in checks:
             try:
                 con.execute(f"SELECT {select} FROM _sample").fetchall()
@@ -216,12 +246,16 @@ def _sample_problems(where: str, source: str, config: SourcesConfig) -> list[str
                 missing = _missing_column(message)
                 hint = suggest(missing, columns, "column") if missing else ""
                 if message.startswith("Parser Error"):
-                    hint = ("Put a column name that is an SQL keyword or holds spaces in double quotes, "
-                            "for example '\"at\"'.")
+                    hint = (
+                        "Put a column name that is an SQL keyword or holds spaces in double quotes, "
+                        "for example '\"at\"'."
+                    )
                 hint = hint + " " if hint else ""
-                problems.append(f"{where}, key 'sources.{source}.{key}': `{plan.columns[key.split('.', 1)[1]]}` "
-                                f"does not work on {first.name} ({message}). {hint}The file's columns: "
-                                f"{', '.join(columns)}.")
+                problems.append(
+                    f"{where}, key 'sources.{source}.{key}': `{plan.columns[key.split('.', 1)[1]]}` "
+                    f"does not work on {first.name} ({message}). {hint}The file's columns: "
+                    f"{', '.join(columns)}."
+                )
     return problems
 
 
@@ -231,8 +265,12 @@ def load_sources_config(path: Path | None) -> SourcesConfig:
         return DEFAULT
     where = path.name
     if not path.is_file():
-        raise SourcesConfigError([f"{path}: no such file. Set TESSERA_SOURCES_CONFIG to a sources YAML file "
-                                  "(see examples/online_retail/sources.yml), or unset it to read the landing folders."])
+        raise SourcesConfigError(
+            [
+                f"{path}: no such file. Set TESSERA_SOURCES_CONFIG to a sources YAML file "
+                "(see examples/online_retail/sources.yml), or unset it to read the landing folders."
+            ]
+        )
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

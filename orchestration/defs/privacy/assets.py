@@ -42,8 +42,11 @@ def _mlflow_paths(tracking_uri: str) -> list[Path]:
         experiments = MlflowClient().search_experiments()
     except Exception:  # no store yet: nothing trained, nothing to search
         return paths
-    return paths + [Path(urlparse(e.artifact_location).path) for e in experiments
-                    if urlparse(e.artifact_location).scheme in ("", "file")]
+    return paths + [
+        Path(urlparse(e.artifact_location).path)
+        for e in experiments
+        if urlparse(e.artifact_location).scheme in ("", "file")
+    ]
 
 
 def _stores(warehouse: WarehouseResource, settings: SettingsResource) -> dict[str, list[Path]]:
@@ -60,8 +63,14 @@ def _stores(warehouse: WarehouseResource, settings: SettingsResource) -> dict[st
     }
 
 
-def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
-            settings: SettingsResource, report: ErasureReport, in_the_identity_chain: bool = False) -> dict:
+def _finish(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing: LandingZoneResource,
+    settings: SettingsResource,
+    report: ErasureReport,
+    in_the_identity_chain: bool = False,
+) -> dict:
     """After rows went (here, or at ingestion since the last compaction): compact the DuckDB file
     (freed blocks keep the values), rebuild Spark's tables from the scrubbed ones (in the identity
     chain, those dbt built before it), and flag the models trained before; metadata of each."""
@@ -73,33 +82,59 @@ def _finish(context: dg.AssetExecutionContext, warehouse: WarehouseResource, lan
         before, after = compact(warehouse.path)
         with warehouse.connect() as con:
             suppression.clear_compaction_due(con)
-        out |= {"compaction_seconds": round(time.perf_counter() - started, 2), "file_bytes_before": before,
-                "file_bytes_after": after}
+        out |= {
+            "compaction_seconds": round(time.perf_counter() - started, 2),
+            "file_bytes_before": before,
+            "file_bytes_after": after,
+        }
     if not report.identifiers_suppressed:
         return out
-    scrubbed = sorted({t for removed in (report.rows_removed, report.text_rows_removed) for t, n in removed.items() if n})
+    scrubbed = sorted(
+        {t for removed in (report.rows_removed, report.text_rows_removed) for t, n in removed.items() if n}
+    )
     if warehouse.on_spark and (scrubbed or report.requests):
-        with warehouse.connect() as con:  # the lake's copies of the tables Python writes; requests lost their identifier
+        with (
+            warehouse.connect() as con
+        ):  # the lake's copies of the tables Python writes; requests lost their identifier
             warehouse.publish(con, [*scrubbed, *(["raw.erasure_requests"] if report.requests else [])])
         if scrubbed or report.persons:  # Spark's tables are views here: dbt rebuilds them without the person
             context.log.info("Rebuilding the dbt models on Spark from the scrubbed sources")
-            rebuild_after_erasure(warehouse.path, run_vars(landing.config(), settings.as_of),
-                                  only_before_identity_graph=in_the_identity_chain)
+            rebuild_after_erasure(
+                warehouse.path,
+                run_vars(landing.config(), settings.as_of),
+                only_before_identity_graph=in_the_identity_chain,
+            )
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     flagged = tracking.flag_versions_before(now_ms, f"erasure of {dt.date.today().isoformat()}")
     if flagged:
-        context.log.info(f"Model versions flagged as trained before an erasure (the next training replaces a flagged "
-                         f"champion): {', '.join(flagged)}")
+        context.log.info(
+            f"Model versions flagged as trained before an erasure (the next training replaces a flagged "
+            f"champion): {', '.join(flagged)}"
+        )
     return out | {"model_versions_flagged": len(flagged)}
 
 
 def _report_metadata(report: ErasureReport) -> dict:
-    removed = pd.DataFrame(sorted(((t, n) for t, n in {**report.rows_removed, **{
-        f"{t} (text)": n for t, n in report.text_rows_removed.items()}}.items() if n), key=lambda r: -r[1]),
-        columns=["table", "rows removed"]).astype({"rows removed": "int64"})
+    removed = pd.DataFrame(
+        sorted(
+            (
+                (t, n)
+                for t, n in {
+                    **report.rows_removed,
+                    **{f"{t} (text)": n for t, n in report.text_rows_removed.items()},
+                }.items()
+                if n
+            ),
+            key=lambda r: -r[1],
+        ),
+        columns=["table", "rows removed"],
+    ).astype({"rows removed": "int64"})
     return {
-        "requests": report.requests, "erased_now": report.erased, "already_erased": report.already_erased,
-        "not_found_but_suppressed": report.not_found, "persons_erased_now": report.persons,
+        "requests": report.requests,
+        "erased_now": report.erased,
+        "already_erased": report.already_erased,
+        "not_found_but_suppressed": report.not_found,
+        "persons_erased_now": report.persons,
         "identifiers_suppressed_now": report.identifiers_suppressed,
         "rows_removed": sum(report.rows_removed.values()) + sum(report.text_rows_removed.values()),
         "export_rows_removed": report.export_rows_removed,
@@ -108,47 +143,70 @@ def _report_metadata(report: ErasureReport) -> dict:
 
 
 @dg.asset(
-    key=ERASURE_LOG, deps=[dg.AssetKey(["raw", "erasure_requests"])],
-    group_name="privacy", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
+    key=ERASURE_LOG,
+    deps=[dg.AssetKey(["raw", "erasure_requests"])],
+    group_name="privacy",
+    owners=[OWNER],
+    kinds={"duckdb", "python"},
+    pool="duckdb",
     description="Applies erasure requests (privacy/ folder) before any other source loads: each identifier goes on "
-                "privacy.suppression_list as a SHA-256 hash (found or not), the list grows over every table that ties "
-                "the person's identifiers together, and every row of the person goes from every table, with every row "
-                "whose text holds one of their identifiers in any written form (quarantine and field issues "
-                "included), and from every export. The DuckDB file is then rewritten so that no freed block keeps a "
-                "value, and model versions trained before are flagged. Depends on nothing but the requests.",
+    "privacy.suppression_list as a SHA-256 hash (found or not), the list grows over every table that ties "
+    "the person's identifiers together, and every row of the person goes from every table, with every row "
+    "whose text holds one of their identifiers in any written form (quarantine and field issues "
+    "included), and from every export. The DuckDB file is then rewritten so that no freed block keeps a "
+    "value, and model versions trained before are flagged. Depends on nothing but the requests.",
 )
-def erasure_log(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
-                settings: SettingsResource) -> dg.MaterializeResult:
+def erasure_log(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing: LandingZoneResource,
+    settings: SettingsResource,
+) -> dg.MaterializeResult:
     exports_dir = Path(settings.exports_dir)
     with warehouse.connect() as con:
         report = process_erasures(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "privacy.erasure_log")
     finished = _finish(context, warehouse, landing, settings, report)
-    context.log.info(f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
-                     f"earlier, {report.not_found} not found (suppressed all the same); "
-                     f"{report.total_rows_removed:,} rows removed")
-    landed = {} if report.seconds_since_landing is None else {
-        "seconds_from_request_landing_to_done": round(report.seconds_since_landing, 1)}
+    context.log.info(
+        f"{report.requests} erasure requests: {report.erased} erased now, {report.already_erased} "
+        f"earlier, {report.not_found} not found (suppressed all the same); "
+        f"{report.total_rows_removed:,} rows removed"
+    )
+    landed = (
+        {}
+        if report.seconds_since_landing is None
+        else {"seconds_from_request_landing_to_done": round(report.seconds_since_landing, 1)}
+    )
     return dg.MaterializeResult(metadata={**metadata, **_report_metadata(report), **finished, **landed})
 
 
 @dg.asset(
-    key=ERASURE_SWEEP, deps=[dg.AssetKey(["intermediate", "identity_assignments"])],
-    group_name="privacy", owners=[OWNER], kinds={"duckdb", "python"}, pool="duckdb",
+    key=ERASURE_SWEEP,
+    deps=[dg.AssetKey(["intermediate", "identity_assignments"])],
+    group_name="privacy",
+    owners=[OWNER],
+    kinds={"duckdb", "python"},
+    pool="duckdb",
     description="After the identity graph, before dbt reads it: a person whom the new assignments tie to a "
-                "suppressed identifier (data that arrived under another of their identifiers) is erased whole, so "
-                "no feature, model or segment of this run counts them.",
+    "suppressed identifier (data that arrived under another of their identifiers) is erased whole, so "
+    "no feature, model or segment of this run counts them.",
 )
-def erasure_sweep(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
-                  settings: SettingsResource) -> dg.MaterializeResult:
+def erasure_sweep(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing: LandingZoneResource,
+    settings: SettingsResource,
+) -> dg.MaterializeResult:
     exports_dir = Path(settings.exports_dir)
     with warehouse.connect() as con:
         report = sweep(con, scrub_exports=lambda c: scrub_audiences(c, exports_dir))
         metadata = table_metadata(con, "intermediate.identity_assignments")  # dbt reads the swept table as this asset
     finished = _finish(context, warehouse, landing, settings, report, in_the_identity_chain=True)
     if report.identifiers_suppressed:
-        context.log.info(f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
-                         f"{report.total_rows_removed:,} rows removed")
+        context.log.info(
+            f"{report.identifiers_suppressed} identifiers of erased persons found in new data; "
+            f"{report.total_rows_removed:,} rows removed"
+        )
     return dg.MaterializeResult(metadata={**metadata, **_report_metadata(report), **finished})
 
 
@@ -171,23 +229,33 @@ def _traces(warehouse: WarehouseResource, settings: SettingsResource) -> dict[st
 def _no_trace_result(traces: dict[str, int], stores: list[str]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not traces,
-        description="No trace left in any table, export, or file the run writes." if not traces else
-        "Traces of erased persons remain: " + ", ".join(f"{t} ({n})" for t, n in traces.items()),
-        metadata={"stores_with_traces": len(traces), "traces_left": sum(traces.values()),
-                  "stores_searched": ", ".join(["warehouse tables", *stores])})
+        description="No trace left in any table, export, or file the run writes."
+        if not traces
+        else "Traces of erased persons remain: " + ", ".join(f"{t} ({n})" for t, n in traces.items()),
+        metadata={
+            "stores_with_traces": len(traces),
+            "traces_left": sum(traces.values()),
+            "stores_searched": ", ".join(["warehouse tables", *stores]),
+        },
+    )
 
 
-@dg.asset_check(asset=ERASURE_LOG, blocking=True, pool="duckdb",
-                description="No table (any identifier column, and tokens of quarantined text in any written form), "
-                            "no export folder (temporaries included), and no byte of any file the run writes "
-                            "(warehouse file, exports, reports, MLflow, Dagster home, Data Docs, dbt target) holds "
-                            "an identifier of an erased person.")
+@dg.asset_check(
+    asset=ERASURE_LOG,
+    blocking=True,
+    pool="duckdb",
+    description="No table (any identifier column, and tokens of quarantined text in any written form), "
+    "no export folder (temporaries included), and no byte of any file the run writes "
+    "(warehouse file, exports, reports, MLflow, Dagster home, Data Docs, dbt target) holds "
+    "an identifier of an erased person.",
+)
 def no_trace_of_erased_persons(warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
     return _no_trace_result(_traces(warehouse, settings), list(_stores(warehouse, settings)))
 
 
-@dg.asset_check(asset=ERASURE_SWEEP, blocking=True, pool="duckdb",
-                description="As no_trace_of_erased_persons, after the sweep.")
+@dg.asset_check(
+    asset=ERASURE_SWEEP, blocking=True, pool="duckdb", description="As no_trace_of_erased_persons, after the sweep."
+)
 def no_trace_after_sweep(warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
     return _no_trace_result(_traces(warehouse, settings), list(_stores(warehouse, settings)))
 

@@ -90,8 +90,12 @@ def slug(text: str) -> str:
 def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
     files = sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml"))
     if not folder.is_dir() or not files:
-        raise SegmentConfigError([f"{folder}: no segment definitions (*.yml) found. Set TESSERA_SEGMENTS_DIR to "
-                                  "the folder that holds them, or copy the project's segments/ folder."])
+        raise SegmentConfigError(
+            [
+                f"{folder}: no segment definitions (*.yml) found. Set TESSERA_SEGMENTS_DIR to "
+                "the folder that holds them, or copy the project's segments/ folder."
+            ]
+        )
     problems: list[str] = []
     specs: dict[str, tuple[SegmentSpec, str]] = {}
     for path in files:
@@ -105,20 +109,27 @@ def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
             problems += pydantic_problems(path.name, exc, _SegmentFile)
             continue
         for i, entry in enumerate(entries):
-            label = f"{path.name}, segment '{entry.get('name', f'#{i + 1}')}'" if isinstance(entry, dict) \
+            label = (
+                f"{path.name}, segment '{entry.get('name', f'#{i + 1}')}'"
+                if isinstance(entry, dict)
                 else f"{path.name}, entry #{i + 1}"
+            )
             try:
                 spec = SegmentSpec.model_validate(entry)
             except ValidationError as exc:
                 problems += pydantic_problems(label, exc, SegmentSpec)
                 continue
             if spec.name in specs:
-                problems.append(f"{label}: the name is already used in {specs[spec.name][1]}. Segment names are unique.")
+                problems.append(
+                    f"{label}: the name is already used in {specs[spec.name][1]}. Segment names are unique."
+                )
                 continue
             for column in spec.export_attributes:
                 if column not in schema:
-                    problems.append(f"{label}, key 'export_attributes': unknown column '{column}'. Use columns of "
-                                    "marts.segment_attributes.")
+                    problems.append(
+                        f"{label}, key 'export_attributes': unknown column '{column}'. Use columns of "
+                        "marts.segment_attributes."
+                    )
             specs[spec.name] = (spec, path.name)
     compiler = Compiler(schema, {name: spec.rule for name, (spec, _) in specs.items()})
     segments = {}
@@ -143,8 +154,13 @@ def expand_clusters(catalog: Catalog, clusters: list[tuple[int, str]]) -> list[S
         for cluster_id, cluster_name in clusters:
             name = f"{segment.name}_{slug(cluster_name)}"[:63]
             rule = f"({segment.spec.rule}) and cluster_id = {int(cluster_id)}"
-            spec = segment.spec.model_copy(update={
-                "name": name, "rule": rule, "for_each": None,
-                "description": f"{segment.spec.description} Cluster {cluster_id}: {cluster_name}."})
+            spec = segment.spec.model_copy(
+                update={
+                    "name": name,
+                    "rule": rule,
+                    "for_each": None,
+                    "description": f"{segment.spec.description} Cluster {cluster_id}: {cluster_name}.",
+                }
+            )
             out.append(Segment(spec, compiler.compile(name, rule), segment.source))
     return out

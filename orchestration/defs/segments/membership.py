@@ -93,8 +93,10 @@ def scoring_as_of(con: duckdb.DuckDBPyConnection) -> dt.datetime:
         raise MembershipError(f"{ATTRIBUTES} does not exist yet: materialise the dbt segment_attributes model first.")
     dates = [r[0] for r in con.execute(f"SELECT DISTINCT as_of FROM {ATTRIBUTES}").fetchall()]
     if len(dates) != 1:
-        raise MembershipError(f"{ATTRIBUTES} holds {len(dates)} as_of dates; it must hold exactly one (the scoring "
-                              "date). Rebuild it with dbt.")
+        raise MembershipError(
+            f"{ATTRIBUTES} holds {len(dates)} as_of dates; it must hold exactly one (the scoring "
+            "date). Rebuild it with dbt."
+        )
     return dates[0]
 
 
@@ -109,8 +111,9 @@ def _consent_sql(consent_default_allowed: bool) -> str:
     return f"coalesce(personalization_opt_in, {'true' if consent_default_allowed else 'false'})"
 
 
-def build_membership(con: duckdb.DuckDBPyConnection, catalog: Catalog,
-                     consent_default_allowed: bool = True) -> MembershipReport:
+def build_membership(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, consent_default_allowed: bool = True
+) -> MembershipReport:
     """Evaluate every segment at the scoring date and update membership, history and report."""
     as_of = scoring_as_of(con)
     segments = concrete_segments(con, catalog)
@@ -118,18 +121,25 @@ def build_membership(con: duckdb.DuckDBPyConnection, catalog: Catalog,
     con.execute("CREATE OR REPLACE TEMP TABLE _matches (person_id VARCHAR, segment_name VARCHAR, consented BOOLEAN)")
     for segment in segments:
         sql = segment.compiled.sql
-        con.execute(f"INSERT INTO _matches SELECT person_id, ?, {consent} FROM {ATTRIBUTES} WHERE {sql.text}",
-                    [segment.name, *sql.params])
-    counts = {name: (matched, excluded) for name, matched, excluded in con.execute("""
-        SELECT segment_name, count(*), count(*) FILTER (WHERE NOT consented) FROM _matches GROUP BY 1""").fetchall()}
+        con.execute(
+            f"INSERT INTO _matches SELECT person_id, ?, {consent} FROM {ATTRIBUTES} WHERE {sql.text}",
+            [segment.name, *sql.params],
+        )
+    counts = {
+        name: (matched, excluded)
+        for name, matched, excluded in con.execute("""
+        SELECT segment_name, count(*), count(*) FILTER (WHERE NOT consented) FROM _matches GROUP BY 1""").fetchall()
+    }
     report = MembershipReport(as_of)
     for segment in segments:
         matched, excluded = counts.get(segment.name, (0, 0))
-        report.segments.append(SegmentResult(segment.name, segment.spec.type, matched, excluded, matched - excluded,
-                                             segment.spec.min_size))
+        report.segments.append(
+            SegmentResult(segment.name, segment.spec.type, matched, excluded, matched - excluded, segment.spec.min_size)
+        )
     report.persons, report.persons_without_consent, report.persons_without_consent_evidence = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE NOT {consent}), count(*) FILTER (WHERE personalization_opt_in IS NULL) "
-        f"FROM {ATTRIBUTES}").fetchone()
+        f"FROM {ATTRIBUTES}"
+    ).fetchone()
     published = [s.name for s in report.segments if s.published]
     con.execute("CREATE OR REPLACE TEMP TABLE _published (segment_name VARCHAR)")
     if published:
@@ -158,50 +168,81 @@ def _apply_history(con, as_of: dt.datetime) -> bool:
         raise MembershipError(
             f"Segment history already runs to {latest:%Y-%m-%d}, after this run's as_of {as_of:%Y-%m-%d}. History only "
             "moves forward: set TESSERA_AS_OF to a later date, or reset the history with the run config "
-            "reset_history: true (this drops every past interval).")
+            "reset_history: true (this drops every past interval)."
+        )
     rewound = latest == as_of
     if rewound:  # undo this as_of's own earlier changes, then apply them afresh
         con.execute("DELETE FROM marts.segment_membership_history WHERE valid_from = ?", [as_of])
         con.execute("UPDATE marts.segment_membership_history SET valid_to = NULL WHERE valid_to = ?", [as_of])
-    con.execute("""
+    con.execute(
+        """
         UPDATE marts.segment_membership_history h SET valid_to = ?
         WHERE h.valid_to IS NULL
           AND NOT EXISTS (SELECT 1 FROM _current c WHERE c.person_id = h.person_id AND c.segment_name = h.segment_name)
-    """, [as_of])
-    con.execute("""
+    """,
+        [as_of],
+    )
+    con.execute(
+        """
         INSERT INTO marts.segment_membership_history
         SELECT c.person_id, c.segment_name, ?, NULL FROM _current c
         WHERE NOT EXISTS (SELECT 1 FROM marts.segment_membership_history h
                           WHERE h.valid_to IS NULL AND h.person_id = c.person_id AND h.segment_name = c.segment_name)
         ORDER BY c.segment_name, c.person_id
-    """, [as_of])
+    """,
+        [as_of],
+    )
     return rewound
 
 
 def _write_membership(con, as_of: dt.datetime, segments: list[Segment]) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE _types (segment_name VARCHAR, segment_type VARCHAR)")
     con.executemany("INSERT INTO _types VALUES (?, ?)", [[s.name, s.spec.type] for s in segments])
-    con.execute("""
+    con.execute(
+        """
         CREATE OR REPLACE TABLE marts.segment_membership AS
         SELECT h.person_id, h.segment_name, t.segment_type, h.valid_from AS entered_at, CAST(? AS TIMESTAMP) AS as_of
         FROM marts.segment_membership_history h JOIN _types t USING (segment_name)
         WHERE h.valid_to IS NULL
         ORDER BY h.segment_name, h.person_id
-    """, [as_of])
+    """,
+        [as_of],
+    )
 
 
 def _write_report(con, report: MembershipReport, segments: list[Segment]) -> None:
-    changes = {name: (entered, exited) for name, entered, exited in con.execute("""
+    changes = {
+        name: (entered, exited)
+        for name, entered, exited in con.execute(
+            """
         SELECT segment_name, count(*) FILTER (WHERE valid_from = ?), count(*) FILTER (WHERE valid_to = ?)
-        FROM marts.segment_membership_history GROUP BY 1""", [report.as_of, report.as_of]).fetchall()}
+        FROM marts.segment_membership_history GROUP BY 1""",
+            [report.as_of, report.as_of],
+        ).fetchall()
+    }
     by_name = {s.name: s for s in segments}
     rows = []
     for result in report.segments:
         result.entered, result.exited = changes.get(result.name, (0, 0))
         spec = by_name[result.name].spec
-        rows.append([report.as_of, result.name, result.type, spec.description, spec.owner, spec.rule.strip(),
-                     result.min_size, result.matched, result.excluded_by_consent, result.size, result.entered,
-                     result.exited, result.published, "published" if result.published else "below_minimum_size"])
+        rows.append(
+            [
+                report.as_of,
+                result.name,
+                result.type,
+                spec.description,
+                spec.owner,
+                spec.rule.strip(),
+                result.min_size,
+                result.matched,
+                result.excluded_by_consent,
+                result.size,
+                result.entered,
+                result.exited,
+                result.published,
+                "published" if result.published else "below_minimum_size",
+            ]
+        )
     con.execute("DELETE FROM marts.segment_report WHERE as_of = ?", [report.as_of])
     if rows:
         con.executemany(f"INSERT INTO marts.segment_report VALUES ({', '.join(['?'] * 14)})", rows)
@@ -209,7 +250,8 @@ def _write_report(con, report: MembershipReport, segments: list[Segment]) -> Non
 
 def _write_overlap(con, as_of: dt.datetime) -> None:
     con.execute("DELETE FROM marts.segment_overlap WHERE as_of = ?", [as_of])
-    con.execute("""
+    con.execute(
+        """
         INSERT INTO marts.segment_overlap
         WITH sizes AS (SELECT segment_name, count(*) AS n FROM marts.segment_membership GROUP BY 1),
         pairs AS (
@@ -221,7 +263,9 @@ def _write_overlap(con, as_of: dt.datetime) -> None:
                p.both_members / (sa.n + sb.n - p.both_members)
         FROM pairs p JOIN sizes sa ON sa.segment_name = p.segment_a JOIN sizes sb ON sb.segment_name = p.segment_b
         ORDER BY 2, 3
-    """, [as_of])
+    """,
+        [as_of],
+    )
 
 
 def reset_history(con) -> None:

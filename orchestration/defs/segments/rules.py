@@ -68,18 +68,50 @@ STRING: /'(?:[^']|'')*'/
 %ignore WS
 """
 
-SQL_STATEMENTS = {"select", "with", "insert", "update", "delete", "drop", "create", "alter", "attach", "copy",
-                  "pragma", "call", "set", "install", "load", "export", "import"}
+SQL_STATEMENTS = {
+    "select",
+    "with",
+    "insert",
+    "update",
+    "delete",
+    "drop",
+    "create",
+    "alter",
+    "attach",
+    "copy",
+    "pragma",
+    "call",
+    "set",
+    "install",
+    "load",
+    "export",
+    "import",
+}
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 NUMBER, TEXT, BOOLEAN, TIMESTAMP, NULLTYPE = "number", "text", "boolean", "timestamp", "null"
 
 # DuckDB column types -> rule types.
 SQL_TYPES = {
-    "BIGINT": NUMBER, "INTEGER": NUMBER, "SMALLINT": NUMBER, "TINYINT": NUMBER, "HUGEINT": NUMBER,
-    "UBIGINT": NUMBER, "UINTEGER": NUMBER, "DOUBLE": NUMBER, "FLOAT": NUMBER, "REAL": NUMBER,
-    "DECIMAL": NUMBER, "NUMERIC": NUMBER, "VARCHAR": TEXT, "TEXT": TEXT, "STRING": TEXT,
-    "BOOLEAN": BOOLEAN, "TIMESTAMP": TIMESTAMP, "DATE": TIMESTAMP, "TIMESTAMPTZ": TIMESTAMP,
+    "BIGINT": NUMBER,
+    "INTEGER": NUMBER,
+    "SMALLINT": NUMBER,
+    "TINYINT": NUMBER,
+    "HUGEINT": NUMBER,
+    "UBIGINT": NUMBER,
+    "UINTEGER": NUMBER,
+    "DOUBLE": NUMBER,
+    "FLOAT": NUMBER,
+    "REAL": NUMBER,
+    "DECIMAL": NUMBER,
+    "NUMERIC": NUMBER,
+    "VARCHAR": TEXT,
+    "TEXT": TEXT,
+    "STRING": TEXT,
+    "BOOLEAN": BOOLEAN,
+    "TIMESTAMP": TIMESTAMP,
+    "DATE": TIMESTAMP,
+    "TIMESTAMPTZ": TIMESTAMP,
 }
 
 
@@ -93,7 +125,12 @@ class RuleError(ValueError):
 
     def __init__(self, segment: str, rule: str, position: int | None, problem: str, suggestion: str = ""):
         self.segment, self.rule, self.position, self.problem, self.suggestion = (
-            segment, rule, position, problem, suggestion)
+            segment,
+            rule,
+            position,
+            problem,
+            suggestion,
+        )
         where = ""
         if position is not None:
             line = rule.count("\n", 0, position) + 1
@@ -136,33 +173,52 @@ def _local(ts: str) -> str:
 
 
 FUNCTIONS: dict[str, Function] = {
-    "days_since": Function(((TIMESTAMP,),), NUMBER,
-                           lambda a: f"date_diff('day', CAST({a[0]} AS DATE), CAST(\"as_of\" AS DATE))",
-                           help="days_since(timestamp): calendar days from the timestamp's date to as_of",
-                           reads=("as_of",)),
-    "hours_since": Function(((TIMESTAMP,),), NUMBER,
-                            lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"as_of\" + INTERVAL 1 DAY)",
-                            help="hours_since(timestamp): whole hours from the timestamp to the end of the as_of day",
-                            reads=("as_of",)),
-    "local_hour": Function(((TIMESTAMP,),), NUMBER, lambda a: f"hour({_local(a[0] if a else LAST_SEEN)})",
-                           optional_args=1, reads=LOCAL_TIME_READS,
-                           help="local_hour([timestamp]): hour 0-23 in the person's time zone, of their latest "
-                                "activity when no timestamp is given"),
-    "local_weekday": Function(((TIMESTAMP,),), NUMBER,
-                              lambda a: f"isodow({_local(a[0] if a else LAST_SEEN)})", optional_args=1,
-                              reads=LOCAL_TIME_READS,
-                              help="local_weekday([timestamp]): 1 (Monday) to 7 (Sunday) in the person's time zone"),
-    "greatest": Function(((NUMBER,), (NUMBER,)), NUMBER, lambda a: f"greatest({a[0]}, {a[1]})",
-                         help="greatest(number, number)"),
+    "days_since": Function(
+        ((TIMESTAMP,),),
+        NUMBER,
+        lambda a: f"date_diff('day', CAST({a[0]} AS DATE), CAST(\"as_of\" AS DATE))",
+        help="days_since(timestamp): calendar days from the timestamp's date to as_of",
+        reads=("as_of",),
+    ),
+    "hours_since": Function(
+        ((TIMESTAMP,),),
+        NUMBER,
+        lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"as_of\" + INTERVAL 1 DAY)",
+        help="hours_since(timestamp): whole hours from the timestamp to the end of the as_of day",
+        reads=("as_of",),
+    ),
+    "local_hour": Function(
+        ((TIMESTAMP,),),
+        NUMBER,
+        lambda a: f"hour({_local(a[0] if a else LAST_SEEN)})",
+        optional_args=1,
+        reads=LOCAL_TIME_READS,
+        help="local_hour([timestamp]): hour 0-23 in the person's time zone, of their latest "
+        "activity when no timestamp is given",
+    ),
+    "local_weekday": Function(
+        ((TIMESTAMP,),),
+        NUMBER,
+        lambda a: f"isodow({_local(a[0] if a else LAST_SEEN)})",
+        optional_args=1,
+        reads=LOCAL_TIME_READS,
+        help="local_weekday([timestamp]): 1 (Monday) to 7 (Sunday) in the person's time zone",
+    ),
+    "greatest": Function(
+        ((NUMBER,), (NUMBER,)), NUMBER, lambda a: f"greatest({a[0]}, {a[1]})", help="greatest(number, number)"
+    ),
     "least": Function(((NUMBER,), (NUMBER,)), NUMBER, lambda a: f"least({a[0]}, {a[1]})", help="least(number, number)"),
-    "coalesce": Function(((NUMBER, TEXT, BOOLEAN, TIMESTAMP), (NUMBER, TEXT, BOOLEAN, TIMESTAMP)),
-                         lambda types: types[0], lambda a: f"coalesce({a[0]}, {a[1]})",
-                         help="coalesce(value, fallback): the fallback where the value is null"),
+    "coalesce": Function(
+        ((NUMBER, TEXT, BOOLEAN, TIMESTAMP), (NUMBER, TEXT, BOOLEAN, TIMESTAMP)),
+        lambda types: types[0],
+        lambda a: f"coalesce({a[0]}, {a[1]})",
+        help="coalesce(value, fallback): the fallback where the value is null",
+    ),
     "lower": Function(((TEXT,),), TEXT, lambda a: f"lower({a[0]})", help="lower(text)"),
-    "starts_with": Function(((TEXT,), (TEXT,)), BOOLEAN, lambda a: f"starts_with({a[0]}, {a[1]})",
-                            help="starts_with(text, prefix)"),
-    "in_segment": Function(((TEXT,),), BOOLEAN, lambda a: a[0],
-                           help="in_segment('name'): the rule of another segment"),
+    "starts_with": Function(
+        ((TEXT,), (TEXT,)), BOOLEAN, lambda a: f"starts_with({a[0]}, {a[1]})", help="starts_with(text, prefix)"
+    ),
+    "in_segment": Function(((TEXT,),), BOOLEAN, lambda a: a[0], help="in_segment('name'): the rule of another segment"),
 }
 
 
@@ -196,18 +252,31 @@ MAX_NUMBER_DIGITS = 18
 
 def parse(segment: str, rule: str) -> Tree:
     if not isinstance(rule, str) or not rule.strip():
-        raise RuleError(segment, str(rule or ""), None, "the rule is empty",
-                        "Write one boolean expression, for example: recency_days <= 7 and events_7d > 10")
+        raise RuleError(
+            segment,
+            str(rule or ""),
+            None,
+            "the rule is empty",
+            "Write one boolean expression, for example: recency_days <= 7 and events_7d > 10",
+        )
     first = rule.split(None, 1)[0].lower()
     if first in SQL_STATEMENTS:
-        raise RuleError(segment, rule, len(rule) - len(rule.lstrip()), "the rule is an SQL statement, not an expression",
-                        "Write one condition over the attribute columns, for example: country = 'GB'; raw SQL is "
-                        "never run.")
+        raise RuleError(
+            segment,
+            rule,
+            len(rule) - len(rule.lstrip()),
+            "the rule is an SQL statement, not an expression",
+            "Write one condition over the attribute columns, for example: country = 'GB'; raw SQL is never run.",
+        )
     clauses = len(_CONNECTIVE.findall(_STRINGS.sub("''", rule))) + 1
     if clauses > MAX_CLAUSES:
-        raise RuleError(segment, rule, None, f"the rule has {clauses} clauses; the limit is {MAX_CLAUSES}",
-                        "Use `column in (...)` for a list of values, or split the rule into segments combined with "
-                        "in_segment().")
+        raise RuleError(
+            segment,
+            rule,
+            None,
+            f"the rule has {clauses} clauses; the limit is {MAX_CLAUSES}",
+            "Use `column in (...)` for a list of values, or split the rule into segments combined with in_segment().",
+        )
     try:
         return _PARSER.parse(rule)
     except UnexpectedCharacters as exc:
@@ -219,32 +288,55 @@ def parse(segment: str, rule: str) -> Tree:
         elif char in ";#":
             hint = "Rules are one expression: no ';', no SQL statements, no comments."
         else:
-            hint = ("Use column names, numbers, 'strings', comparisons, and/or/not, in (...), between ... and ..., "
-                    "and the functions " + ", ".join(sorted(FUNCTIONS)) + ".")
+            hint = (
+                "Use column names, numbers, 'strings', comparisons, and/or/not, in (...), between ... and ..., "
+                "and the functions " + ", ".join(sorted(FUNCTIONS)) + "."
+            )
         raise RuleError(segment, rule, exc.pos_in_stream, f"unexpected character {char!r}", hint) from None
     except UnexpectedEOF:
-        raise RuleError(segment, rule, len(rule.rstrip()), "the rule ends too early",
-                        "Complete the expression; check for an unclosed '(' or a trailing and/or.") from None
+        raise RuleError(
+            segment,
+            rule,
+            len(rule.rstrip()),
+            "the rule ends too early",
+            "Complete the expression; check for an unclosed '(' or a trailing and/or.",
+        ) from None
     except UnexpectedToken as exc:
         token = exc.token
         if token.type == "$END":
-            raise RuleError(segment, rule, len(rule.rstrip()), "the rule ends too early",
-                            "Complete the expression; check for an unclosed '(' or a trailing and/or.") from None
+            raise RuleError(
+                segment,
+                rule,
+                len(rule.rstrip()),
+                "the rule ends too early",
+                "Complete the expression; check for an unclosed '(' or a trailing and/or.",
+            ) from None
         expected = sorted(exc.expected)
-        raise RuleError(segment, rule, token.start_pos, f"unexpected {token.value!r}",
-                        _expected_hint(expected, token)) from None
+        raise RuleError(
+            segment, rule, token.start_pos, f"unexpected {token.value!r}", _expected_hint(expected, token)
+        ) from None
     except UnexpectedInput as exc:  # pragma: no cover - the subclasses above cover lark's errors
         raise RuleError(segment, rule, getattr(exc, "pos_in_stream", None), "the rule is not an expression") from None
 
 
 def _expected_hint(expected: list[str], token: Token) -> str:
-    words = {"AND": "and", "OR": "or", "COMP_OP": "a comparison (=, <>, <, <=, >, >=)", "RPAR": "')'",
-             "NAME": "a column or function", "NUMBER": "a number", "STRING": "a 'string'", "IN": "in",
-             "BETWEEN": "between", "IS": "is", "LPAR": "'('", "COMMA": "','"}
+    words = {
+        "AND": "and",
+        "OR": "or",
+        "COMP_OP": "a comparison (=, <>, <, <=, >, >=)",
+        "RPAR": "')'",
+        "NAME": "a column or function",
+        "NUMBER": "a number",
+        "STRING": "a 'string'",
+        "IN": "in",
+        "BETWEEN": "between",
+        "IS": "is",
+        "LPAR": "'('",
+        "COMMA": "','",
+    }
     readable = [words[e] for e in expected if e in words]
     if token.type == "NAME" and "AND" in expected:
-        return (f"Rules are one expression; did you mean to combine with 'and' / 'or' before "
-                f"'{token.value}'?")
+        return f"Rules are one expression; did you mean to combine with 'and' / 'or' before '{token.value}'?"
     return f"Expected {', '.join(dict.fromkeys(readable))}." if readable else ""
 
 
@@ -262,10 +354,14 @@ class Compiler:
             return self._compiled[segment]
         rule = self.sources[segment] if rule is None else rule
         if segment in self._stack:
-            cycle = " -> ".join(self._stack[self._stack.index(segment):] + [segment])
-            raise RuleError(self._stack[-1], self.sources.get(self._stack[-1], rule), None,
-                            f"segment references form a cycle ({cycle})",
-                            "Remove one of the in_segment() references.")
+            cycle = " -> ".join(self._stack[self._stack.index(segment) :] + [segment])
+            raise RuleError(
+                self._stack[-1],
+                self.sources.get(self._stack[-1], rule),
+                None,
+                f"segment references form a cycle ({cycle})",
+                "Remove one of the in_segment() references.",
+            )
         self._stack.append(segment)
         try:
             state = _State(segment, rule)
@@ -273,14 +369,22 @@ class Compiler:
             try:
                 sql = self._node(tree, state)
             except RecursionError:
-                raise RuleError(segment, rule, None, "the rule is nested too deeply",
-                                "Remove redundant parentheses, or split the rule into segments combined with "
-                                "in_segment().") from None
+                raise RuleError(
+                    segment,
+                    rule,
+                    None,
+                    "the rule is nested too deeply",
+                    "Remove redundant parentheses, or split the rule into segments combined with in_segment().",
+                ) from None
             if sql.type != BOOLEAN:
-                raise RuleError(segment, rule, 0, f"the rule is a {sql.type}, not a condition",
-                                "Compare it with something, for example: monetary_total > 500")
-            compiled = CompiledRule(segment, rule, sql, sorted(state.columns), sorted(state.references),
-                                    state.clauses)
+                raise RuleError(
+                    segment,
+                    rule,
+                    0,
+                    f"the rule is a {sql.type}, not a condition",
+                    "Compare it with something, for example: monetary_total > 500",
+                )
+            compiled = CompiledRule(segment, rule, sql, sorted(state.columns), sorted(state.references), state.clauses)
         finally:
             self._stack.pop()
         self._compiled[segment] = compiled
@@ -294,7 +398,7 @@ class Compiler:
         kind = node.data
         out = getattr(self, f"_{kind.rstrip('_')}")(node, state)
         if leaf and out.type == BOOLEAN and kind not in ("or_", "and_", "not_"):
-            text = state.rule[node.meta.start_pos:node.meta.end_pos]
+            text = state.rule[node.meta.start_pos : node.meta.end_pos]
             state.clauses.append(Clause(text, out, self._columns_in(node)))
         return out
 
@@ -333,8 +437,13 @@ class Compiler:
         op = {"==": "=", "!=": "<>"}.get(op, op)
         self._same_type(left, right, node, state, f"'{op}'")
         if op not in ("=", "<>") and BOOLEAN in (left.type, right.type):
-            raise RuleError(state.segment, state.rule, node.meta.start_pos,
-                            f"'{op}' cannot order booleans", "Use = or <> with true/false.")
+            raise RuleError(
+                state.segment,
+                state.rule,
+                node.meta.start_pos,
+                f"'{op}' cannot order booleans",
+                "Use = or <> with true/false.",
+            )
         return Sql(f"({left.text} {op} {right.text})", left.params + right.params)
 
     def _in_list(self, node, state, negate: bool) -> Sql:
@@ -358,8 +467,13 @@ class Compiler:
         for bound, child in ((low, parts[1]), (high, parts[2])):
             self._same_type(value, bound, child, state, "'between'")
         if value.type not in (NUMBER, TIMESTAMP, NULLTYPE):
-            raise RuleError(state.segment, state.rule, node.meta.start_pos,
-                            f"'between' needs numbers or timestamps, not {value.type}", "Use in (...) for text.")
+            raise RuleError(
+                state.segment,
+                state.rule,
+                node.meta.start_pos,
+                f"'between' needs numbers or timestamps, not {value.type}",
+                "Use in (...) for text.",
+            )
         word = "NOT BETWEEN" if negate else "BETWEEN"
         return Sql(f"({value.text} {word} {low.text} AND {high.text})", value.params + low.params + high.params)
 
@@ -394,9 +508,13 @@ class Compiler:
         token = node.children[0]
         text = token.value
         if len(text.split(".")[0].lstrip("0")) > MAX_NUMBER_DIGITS:
-            raise RuleError(state.segment, state.rule, token.start_pos,
-                            f"the number {text[:24]}{'...' if len(text) > 24 else ''} is out of range",
-                            f"Numbers may have at most {MAX_NUMBER_DIGITS} digits before the decimal point.")
+            raise RuleError(
+                state.segment,
+                state.rule,
+                token.start_pos,
+                f"the number {text[:24]}{'...' if len(text) > 24 else ''} is out of range",
+                f"Numbers may have at most {MAX_NUMBER_DIGITS} digits before the decimal point.",
+            )
         return Sql("?", (float(text) if "." in text else int(text),), NUMBER)
 
     def _string(self, node, state):
@@ -427,20 +545,31 @@ class Compiler:
         name = name_token.value.lower()
         fn = FUNCTIONS.get(name)
         if fn is None:
-            raise RuleError(state.segment, state.rule, name_token.start_pos, f"unknown function '{name_token.value}'",
-                            _suggest(name, FUNCTIONS, "function") or f"Functions: {', '.join(sorted(FUNCTIONS))}.")
+            raise RuleError(
+                state.segment,
+                state.rule,
+                name_token.start_pos,
+                f"unknown function '{name_token.value}'",
+                _suggest(name, FUNCTIONS, "function") or f"Functions: {', '.join(sorted(FUNCTIONS))}.",
+            )
         arg_nodes = [c for c in node.children[1:] if isinstance(c, Tree)]
         lo, hi = len(fn.args) - fn.optional_args, len(fn.args)
         if not lo <= len(arg_nodes) <= hi:
             count = str(hi) if lo == hi else f"{lo} or {hi}"
-            raise RuleError(state.segment, state.rule, node.meta.start_pos,
-                            f"{name}() takes {count} argument{'s' if hi != 1 else ''}, not {len(arg_nodes)}", fn.help)
+            raise RuleError(
+                state.segment,
+                state.rule,
+                node.meta.start_pos,
+                f"{name}() takes {count} argument{'s' if hi != 1 else ''}, not {len(arg_nodes)}",
+                fn.help,
+            )
         if name == "in_segment":
             return self._reference(node, arg_nodes, state)
         args = [self._sub(a, state) for a in arg_nodes]
         for i, (arg, child) in enumerate(zip(args, arg_nodes, strict=True)):
-            self._expect(arg, fn.args[i], child, state, f"argument {i + 1} of {name}() must be "
-                         f"{' or '.join(fn.args[i])}")
+            self._expect(
+                arg, fn.args[i], child, state, f"argument {i + 1} of {name}() must be {' or '.join(fn.args[i])}"
+            )
         state.columns.update(c for c in fn.reads if c in self.schema)
         returns = fn.returns([a.type for a in args]) if callable(fn.returns) else fn.returns
         if name == "coalesce":
@@ -450,12 +579,22 @@ class Compiler:
     def _reference(self, node, arg_nodes, state) -> Sql:
         arg = arg_nodes[0]
         if arg.data != "string":
-            raise RuleError(state.segment, state.rule, arg.meta.start_pos,
-                            "in_segment() takes a segment name in quotes", "For example: in_segment('vip')")
+            raise RuleError(
+                state.segment,
+                state.rule,
+                arg.meta.start_pos,
+                "in_segment() takes a segment name in quotes",
+                "For example: in_segment('vip')",
+            )
         target = arg.children[0].value[1:-1]
         if target not in self.sources:
-            raise RuleError(state.segment, state.rule, arg.meta.start_pos, f"unknown segment '{target}'",
-                            _suggest(target, self.sources, "segment") or "Reference a segment defined in segments/.")
+            raise RuleError(
+                state.segment,
+                state.rule,
+                arg.meta.start_pos,
+                f"unknown segment '{target}'",
+                _suggest(target, self.sources, "segment") or "Reference a segment defined in segments/.",
+            )
         referenced = self.compile(target)
         state.references.add(target)
         state.columns.update(referenced.columns)
@@ -465,14 +604,24 @@ class Compiler:
 
     def _expect(self, sql: Sql, types: tuple[str, ...], node, state, problem: str) -> None:
         if sql.type not in types and sql.type != NULLTYPE:
-            raise RuleError(state.segment, state.rule, node.meta.start_pos, f"{problem}; found {sql.type}",
-                            _type_hint(sql.type, types[0]))
+            raise RuleError(
+                state.segment,
+                state.rule,
+                node.meta.start_pos,
+                f"{problem}; found {sql.type}",
+                _type_hint(sql.type, types[0]),
+            )
 
     def _same_type(self, left: Sql, right: Sql, node, state, what: str) -> None:
         if NULLTYPE in (left.type, right.type) or left.type == right.type:
             return
-        raise RuleError(state.segment, state.rule, node.meta.start_pos,
-                        f"{what} compares a {left.type} with a {right.type}", _type_hint(right.type, left.type))
+        raise RuleError(
+            state.segment,
+            state.rule,
+            node.meta.start_pos,
+            f"{what} compares a {left.type} with a {right.type}",
+            _type_hint(right.type, left.type),
+        )
 
 
 def _type_hint(found: str, wanted: str) -> str:

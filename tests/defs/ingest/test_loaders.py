@@ -28,8 +28,15 @@ from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import connect, table_exists, table_fingerprint
 
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
-RAW_TABLES = ("raw.events", "raw.crm_customers", "raw.order_lines", "raw.firmographics", "raw.erasure_requests",
-              "raw.quarantine", "raw.ingested_files")
+RAW_TABLES = (
+    "raw.events",
+    "raw.crm_customers",
+    "raw.order_lines",
+    "raw.firmographics",
+    "raw.erasure_requests",
+    "raw.quarantine",
+    "raw.ingested_files",
+)
 
 
 def _load_all(warehouse: Path, landing: Path, now=NOW) -> dict:
@@ -48,15 +55,25 @@ def _per_source(warehouse: Path) -> dict:
         out = {t: table_fingerprint(con, t) for t in RAW_TABLES if t not in ("raw.quarantine", "raw.ingested_files")}
         for shared in ("raw.quarantine", "raw.ingested_files"):
             for source in SOURCES:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW _of_source AS SELECT * FROM {shared} WHERE source = '{source}'")
+                con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW _of_source AS SELECT * FROM {shared} WHERE source = '{source}'"
+                )
                 out[(shared, source)] = table_fingerprint(con, "_of_source")
     return out
 
 
 def _msg(**overrides) -> dict:
-    base = {"messageId": "m-1", "type": "track", "event": "Product Viewed", "anonymousId": "a-1", "userId": None,
-            "timestamp": "2026-10-01T12:00:00.000Z", "receivedAt": "2026-10-01T12:00:01.000Z",
-            "properties": {"sku": "X"}, "context": {"ip": "198.51.100.1"}}
+    base = {
+        "messageId": "m-1",
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "a-1",
+        "userId": None,
+        "timestamp": "2026-10-01T12:00:00.000Z",
+        "receivedAt": "2026-10-01T12:00:01.000Z",
+        "properties": {"sku": "X"},
+        "context": {"ip": "198.51.100.1"},
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not ...}
 
@@ -64,6 +81,7 @@ def _msg(**overrides) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Against the generated ground truth
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def loaded(sample, tmp_path_factory):
@@ -76,7 +94,9 @@ def test_every_planted_fault_is_quarantined_with_its_reason_and_nothing_else(sam
     warehouse, _ = loaded
     planted = collections.Counter(
         (f["source"], f["file"], f["reason_code"], f["raw"] if not f["reason_code"].startswith("file_") else "")
-        for f in sample.truth_rows("faults") if not f["column"])
+        for f in sample.truth_rows("faults")
+        if not f["column"]
+    )
     with connect(warehouse, read_only=True) as con:
         rows = con.execute("SELECT source, file, reason_code, raw, reason FROM raw.quarantine").fetchall()
     got = collections.Counter((s, f, c, "" if c.startswith("file_") else r) for s, f, c, r, _ in rows)
@@ -88,10 +108,18 @@ def test_every_planted_fault_is_quarantined_with_its_reason_and_nothing_else(sam
 def test_a_bad_optional_field_is_nulled_and_recorded_and_its_record_loads(sample, loaded):
     warehouse, _ = loaded
     planted = [f for f in sample.truth_rows("faults") if f["column"]]
-    assert {f["column"] for f in planted} >= {"email", "phone", "birth_date", "personalization_opt_in", "employee_count"}
+    assert {f["column"] for f in planted} >= {
+        "email",
+        "phone",
+        "birth_date",
+        "personalization_opt_in",
+        "employee_count",
+    }
     with connect(warehouse, read_only=True) as con:
         issues = con.execute("SELECT source, file, column_name, reason_code, reason FROM raw.field_issues").fetchall()
-        crm_lines = {(f, n) for f, n in con.execute("SELECT source_file, source_line FROM raw.crm_customers").fetchall()}
+        crm_lines = {
+            (f, n) for f, n in con.execute("SELECT source_file, source_line FROM raw.crm_customers").fetchall()
+        }
     got = collections.Counter((s, f, c, code) for s, f, c, code, _ in issues)
     expected = collections.Counter((f["source"], f["file"], f["column"], f["reason_code"]) for f in planted)
     assert expected - got == collections.Counter(), "planted bad fields that were not recorded"
@@ -101,8 +129,10 @@ def test_a_bad_optional_field_is_nulled_and_recorded_and_its_record_loads(sample
     for f in (f for f in planted if f["source"] == "crm"):
         customer_id = f["raw"].split(",")[0]
         with connect(warehouse, read_only=True) as con:
-            values = con.execute(f"SELECT {f['column']} FROM raw.crm_customers WHERE customer_id = ? AND source_file = ?",
-                                 [customer_id, f["file"]]).fetchall()
+            values = con.execute(
+                f"SELECT {f['column']} FROM raw.crm_customers WHERE customer_id = ? AND source_file = ?",
+                [customer_id, f["file"]],
+            ).fetchall()
         assert (None,) in values, (f["column"], customer_id)
     assert crm_lines
 
@@ -138,9 +168,11 @@ def test_an_unchanged_snapshot_is_not_read_again_and_a_changed_one_is(sample, tm
     landing = tmp_path / "landing"
     shutil.copytree(sample.landing / "crm", landing / "crm")
     # When a file was first seen differs between warehouses that saw the files on different days.
-    crm_tables = ["(SELECT * EXCLUDE (loaded_at) FROM raw.crm_customers)",
-                  "(SELECT * EXCLUDE (loaded_at) FROM raw.quarantine WHERE source = 'crm')",
-                  "(SELECT * EXCLUDE (loaded_at) FROM raw.ingested_files WHERE source = 'crm')"]
+    crm_tables = [
+        "(SELECT * EXCLUDE (loaded_at) FROM raw.crm_customers)",
+        "(SELECT * EXCLUDE (loaded_at) FROM raw.quarantine WHERE source = 'crm')",
+        "(SELECT * EXCLUDE (loaded_at) FROM raw.ingested_files WHERE source = 'crm')",
+    ]
 
     def load(warehouse: Path, now: dt.datetime):
         with connect(warehouse) as con:
@@ -155,8 +187,12 @@ def test_an_unchanged_snapshot_is_not_read_again_and_a_changed_one_is(sample, tm
     fresh, reloaded = load(tmp_path / "fresh.duckdb", NOW)
     assert (first.reused, again.reused, fresh.reused) == (False, True, False)
     assert kept == stored == reloaded
-    assert (again.rows_read, again.rows_loaded, again.rows_quarantined, again.deduplicated) == \
-        (first.rows_read, first.rows_loaded, first.rows_quarantined, first.deduplicated)
+    assert (again.rows_read, again.rows_loaded, again.rows_quarantined, again.deduplicated) == (
+        first.rows_read,
+        first.rows_loaded,
+        first.rows_quarantined,
+        first.deduplicated,
+    )
 
     files = sorted((landing / "crm").glob("*.csv"))
     with files[0].open("a", encoding="utf-8") as fh:  # edited: one more (malformed) row
@@ -254,11 +290,13 @@ def test_a_load_killed_with_sigkill_at_any_point_leaves_the_before_or_the_after(
     # Each source commits alone: its own table and its rows of the shared ones are before or after.
     state = _per_source(killed)
     before, after = _per_source(warehouse), _per_source(clean)
-    assert all(state[k] in (before[k], after[k]) for k in state), \
-        [k for k in state if state[k] not in (before[k], after[k])]
+    assert all(state[k] in (before[k], after[k]) for k in state), [
+        k for k in state if state[k] not in (before[k], after[k])
+    ]
     with connect(killed) as con:
-        assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
-                               "AND starts_with(table_name, '_')").fetchone()[0]
+        assert not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND starts_with(table_name, '_')"
+        ).fetchone()[0]
     load_all(killed)
     assert _fingerprints(killed) == _fingerprints(clean)
 
@@ -266,6 +304,7 @@ def test_a_load_killed_with_sigkill_at_any_point_leaves_the_before_or_the_after(
 # ---------------------------------------------------------------------------------------------
 # Hand-built fixtures with known answers
 # ---------------------------------------------------------------------------------------------
+
 
 def test_event_lines_get_the_expected_reason(tmp_path):
     landing = tmp_path / "landing"
@@ -299,8 +338,10 @@ def test_event_lines_get_the_expected_reason(tmp_path):
 
     with connect(tmp_path / "wh.duckdb") as con:
         report = load_events(con, landing, NOW)
-        loaded = {r[0]: r[1:] for r in con.execute(
-            "SELECT message_id, user_id, occurred_at, source_file FROM raw.events").fetchall()}
+        loaded = {
+            r[0]: r[1:]
+            for r in con.execute("SELECT message_id, user_id, occurred_at, source_file FROM raw.events").fetchall()
+        }
         reasons = dict(con.execute("SELECT raw, reason_code FROM raw.quarantine WHERE line IS NOT NULL").fetchall())
         files = dict(con.execute("SELECT file, reason_code FROM raw.quarantine WHERE line IS NULL").fetchall())
 
@@ -310,8 +351,11 @@ def test_event_lines_get_the_expected_reason(tmp_path):
     assert loaded["ok-3"][0] == "12345"
     expected = {line: code for code, line in lines.items() if not code.startswith("ok-")}
     assert reasons == expected
-    assert files == {"events/c.jsonl.gz": F.FILE_NOT_GZIP, "events/d.jsonl": F.FILE_NOT_UTF8,
-                     "events/f.jsonl.gz": F.FILE_UNREADABLE}
+    assert files == {
+        "events/c.jsonl.gz": F.FILE_NOT_GZIP,
+        "events/d.jsonl": F.FILE_NOT_UTF8,
+        "events/f.jsonl.gz": F.FILE_UNREADABLE,
+    }
     assert report.deduplicated == 1
 
 
@@ -320,9 +364,9 @@ def test_csv_rows_keep_their_exact_text_and_columns_are_matched_by_name(tmp_path
     (landing / "orders").mkdir(parents=True)
     text = (
         "\ufeffstatus,order_id,amount,currency,ordered_at,customer_id,email,channel,note\n"
-        "completed,O1,10.50,USD,2026-10-01T10:00:00Z,C1,,web,\"a note\nover two lines\"\n"
+        'completed,O1,10.50,USD,2026-10-01T10:00:00Z,C1,,web,"a note\nover two lines"\n'
         "refunded,O2,5,usd,2026-10-02T10:00:00Z,,Guest@Example.com ,store,\n"
-        "completed,O3,\"12,50\",USD,2026-10-02T10:00:00Z,C1,,web,\n"
+        'completed,O3,"12,50",USD,2026-10-02T10:00:00Z,C1,,web,\n'
         "completed,O4,1.00,USD,2026-10-02T10:00:00Z,C1,,web\n"
         "\n"
         "pending,O5,1.00,USD,2026-10-02T10:00:00Z,C1,,web,\n"
@@ -332,9 +376,12 @@ def test_csv_rows_keep_their_exact_text_and_columns_are_matched_by_name(tmp_path
     (landing / "orders" / "empty.csv").write_text("")
     with connect(tmp_path / "wh.duckdb") as con:
         load_csv_source(con, landing, ORDERS, NOW)
-        rows = con.execute("SELECT order_id, amount, currency, status, email, source_line FROM raw.order_lines "
-                           "ORDER BY order_id").fetchall()
-        quarantine = con.execute("SELECT file, line, reason_code, raw FROM raw.quarantine ORDER BY file, line").fetchall()
+        rows = con.execute(
+            "SELECT order_id, amount, currency, status, email, source_line FROM raw.order_lines ORDER BY order_id"
+        ).fetchall()
+        quarantine = con.execute(
+            "SELECT file, line, reason_code, raw FROM raw.quarantine ORDER BY file, line"
+        ).fetchall()
     assert [r[0] for r in rows] == ["O1", "O2"]
     assert float(rows[1][1]) == 5.0 and rows[1][2] == "USD" and rows[1][4] == "Guest@Example.com"
     assert rows[1][5] == 4, "line numbers count the physical lines of a multi-line record"
@@ -357,29 +404,40 @@ def test_a_file_with_only_some_columns_loads_them_and_says_which_are_absent(tmp_
         rows = con.execute("SELECT customer_id, email_normalised, phone, country FROM raw.crm_customers").fetchall()
         quarantine = con.execute("SELECT file, reason_code, reason FROM raw.quarantine").fetchall()
     assert rows == [("C1", "a@example.com", None, None)]
-    assert report.columns_absent == {"crm/partial.csv": ", ".join(c for c in CRM.columns
-                                                                  if c not in ("customer_id", "email", "updated_at"))}
+    assert report.columns_absent == {
+        "crm/partial.csv": ", ".join(c for c in CRM.columns if c not in ("customer_id", "email", "updated_at"))
+    }
     [(file, code, reason)] = quarantine
     assert (file, code) == ("crm/no_date.csv", F.FILE_MISSING_HEADER)
     assert "lacks the required column(s) updated_at" in reason and "sources.yml" in reason
 
 
 def test_the_load_report_reaches_dagster_as_tables_largest_count_first():
-    report = LoadReport("crm", "crm_customers", quarantine_by_reason={F.INVALID_EMAIL: 2, F.MISSING_REQUIRED: 5},
-                        files_rejected={"crm/b.csv": F.FILE_NOT_UTF8, "crm/a.csv": F.FILE_MISSING_HEADER},
-                        columns_absent={"crm/c.csv": "phone, country"})
+    report = LoadReport(
+        "crm",
+        "crm_customers",
+        quarantine_by_reason={F.INVALID_EMAIL: 2, F.MISSING_REQUIRED: 5},
+        files_rejected={"crm/b.csv": F.FILE_NOT_UTF8, "crm/a.csv": F.FILE_MISSING_HEADER},
+        columns_absent={"crm/c.csv": "phone, country"},
+    )
     metadata = report_metadata(report, DayWindow())
 
     def table(key: str) -> tuple[dict, list[dict]]:
         return {c.name: c.type for c in metadata[key].schema.columns}, [r.data for r in metadata[key].records]
 
-    assert table("quarantine_by_reason") == ({"reason": "string", "rows": "int"}, [
-        {"reason": F.MISSING_REQUIRED, "rows": 5}, {"reason": F.INVALID_EMAIL, "rows": 2}])
+    assert table("quarantine_by_reason") == (
+        {"reason": "string", "rows": "int"},
+        [{"reason": F.MISSING_REQUIRED, "rows": 5}, {"reason": F.INVALID_EMAIL, "rows": 2}],
+    )
     assert table("field_issues_by_reason") == ({"reason": "string", "fields nulled": "int"}, [])
-    assert table("files_rejected") == ({"file": "string", "reason": "string"}, [
-        {"file": "crm/a.csv", "reason": F.FILE_MISSING_HEADER}, {"file": "crm/b.csv", "reason": F.FILE_NOT_UTF8}])
-    assert table("columns_absent") == ({"file": "string", "columns": "string"}, [
-        {"file": "crm/c.csv", "columns": "phone, country"}])
+    assert table("files_rejected") == (
+        {"file": "string", "reason": "string"},
+        [{"file": "crm/a.csv", "reason": F.FILE_MISSING_HEADER}, {"file": "crm/b.csv", "reason": F.FILE_NOT_UTF8}],
+    )
+    assert table("columns_absent") == (
+        {"file": "string", "columns": "string"},
+        [{"file": "crm/c.csv", "columns": "phone, country"}],
+    )
 
 
 def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):
@@ -398,16 +456,20 @@ def test_crm_phones_are_normalised_to_e164_with_the_record_country(tmp_path):
     (landing / "crm" / "c.csv").write_text("\n".join([header, *rows]) + "\n")
     with connect(tmp_path / "wh.duckdb") as con:
         load_csv_source(con, landing, CRM, NOW)
-        got = con.execute("SELECT customer_id, phone, phone_e164, phone_valid, marketing_opt_in, personalization_opt_in "
-                          "FROM raw.crm_customers ORDER BY 1").fetchall()
+        got = con.execute(
+            "SELECT customer_id, phone, phone_e164, phone_valid, marketing_opt_in, personalization_opt_in "
+            "FROM raw.crm_customers ORDER BY 1"
+        ).fetchall()
         rejected = con.execute("SELECT reason_code FROM raw.quarantine").fetchall()
         issues = con.execute("SELECT line, column_name, reason_code, raw, customer_id FROM raw.field_issues").fetchall()
-    assert got == [("C1", "020 7946 0958", "+442079460958", True, True, True),
-                   ("C2", "+44 20 7946 0958", "+442079460958", True, False, False),
-                   ("C3", "(201) 555-0123", "+12015550123", True, None, None),
-                   ("C4", None, None, None, None, None),
-                   ("C5", "(286) 746-7627", "+12867467627", False, None, None),
-                   ("C6", "+1 471-305-6985", "+14713056985", False, None, None)]
+    assert got == [
+        ("C1", "020 7946 0958", "+442079460958", True, True, True),
+        ("C2", "+44 20 7946 0958", "+442079460958", True, False, False),
+        ("C3", "(201) 555-0123", "+12015550123", True, None, None),
+        ("C4", None, None, None, None, None),
+        ("C5", "(286) 746-7627", "+12867467627", False, None, None),
+        ("C6", "+1 471-305-6985", "+14713056985", False, None, None),
+    ]
     assert rejected == []
     assert issues == [(5, "phone", F.INVALID_PHONE, "call me", "C4")]
 
@@ -461,7 +523,7 @@ def test_poison_event_values_never_load(tmp_path):
         _msg(messageId="dup", properties={"revenue": 10}),
         _msg(messageId="dup", properties={"revenue": 99999}, timestamp="2026-10-01T12:00:05.000Z"),
         _msg(messageId="dup", properties={"revenue": 10}, context={"library": {"name": "server"}}),
-        _msg(messageId="giant", properties={"blob": "x" * (3 * 1024 ** 2)}),
+        _msg(messageId="giant", properties={"blob": "x" * (3 * 1024**2)}),
     ]
     (events / "e.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
     with connect(tmp_path / "wh.duckdb") as con:
@@ -469,16 +531,19 @@ def test_poison_event_values_never_load(tmp_path):
         loaded = dict(con.execute("SELECT message_id, received_at FROM raw.events").fetchall())
         traits = con.execute("SELECT traits FROM raw.events WHERE message_id = 'look'").fetchone()[0]
         quarantined = con.execute("SELECT reason_code, raw FROM raw.quarantine ORDER BY line").fetchall()
-        issues = con.execute("SELECT column_name, reason_code, raw, anonymous_id FROM raw.field_issues "
-                             "ORDER BY line").fetchall()
+        issues = con.execute(
+            "SELECT column_name, reason_code, raw, anonymous_id FROM raw.field_issues ORDER BY line"
+        ).fetchall()
     assert set(loaded) == {"late-receipt", "look", "dup", "giant"} and loaded["late-receipt"] is None
     assert json.loads(traits) == {"name": "Ann"}
     assert [code for code, _ in quarantined] == [F.FUTURE_TIMESTAMP, F.CONFLICTING_DUPLICATE]
     both = json.loads(quarantined[1][1])
     assert both["kept"]["properties"] == {"revenue": 10} and both["conflicting"]["properties"] == {"revenue": 99999}
     assert report.deduplicated == 1  # the third copy says what the first said (its context differs)
-    assert issues == [("receivedAt", F.FUTURE_TIMESTAMP, "9999-12-31 00:00:00", "a-1"),
-                      ("traits.email", F.MIXED_SCRIPT_EMAIL, "ann\u0456@example.com", "a-1")]
+    assert issues == [
+        ("receivedAt", F.FUTURE_TIMESTAMP, "9999-12-31 00:00:00", "a-1"),
+        ("traits.email", F.MIXED_SCRIPT_EMAIL, "ann\u0456@example.com", "a-1"),
+    ]
 
 
 def test_opted_out_crm_records_that_cannot_load_still_withhold(tmp_path):
@@ -486,20 +551,28 @@ def test_opted_out_crm_records_that_cannot_load_still_withhold(tmp_path):
     (landing / "crm").mkdir(parents=True)
     rows = [
         "C1,a@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,yes,yes",
-        "C1,a@x.com,,A,B,,,,,GB,,,no,no",                               # no updated_at
-        ",b@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,,false",           # no customer_id
-        ",c@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,,true",            # no opt-out: nothing to withhold
+        "C1,a@x.com,,A,B,,,,,GB,,,no,no",  # no updated_at
+        ",b@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,,false",  # no customer_id
+        ",c@x.com,,A,B,,,,,GB,,2026-01-01T00:00:00Z,,true",  # no opt-out: nothing to withhold
         "C4,Ann Müller <D@X.com>,555-0100,A,B,31/12/1985,,,,XX,,2026-01-01T00:00:00Z,N/A,",
     ]
     (landing / "crm" / "c.csv").write_text(",".join(CRM.columns) + "\n" + "\n".join(rows) + "\n")
     with connect(tmp_path / "wh.duckdb") as con:
         report = load_csv_source(con, landing, CRM, NOW)
-        withheld = con.execute("SELECT customer_id, email_normalised, updated_at, personalization_opt_in, source_line "
-                               "FROM raw.crm_rejected_opt_outs ORDER BY source_line").fetchall()
-        c4 = con.execute("SELECT email, email_normalised, phone, birth_date, country, marketing_opt_in "
-                         "FROM raw.crm_customers WHERE customer_id = 'C4'").fetchone()
+        withheld = con.execute(
+            "SELECT customer_id, email_normalised, updated_at, personalization_opt_in, source_line "
+            "FROM raw.crm_rejected_opt_outs ORDER BY source_line"
+        ).fetchall()
+        c4 = con.execute(
+            "SELECT email, email_normalised, phone, birth_date, country, marketing_opt_in "
+            "FROM raw.crm_customers WHERE customer_id = 'C4'"
+        ).fetchone()
     assert withheld == [("C1", "a@x.com", None, False, 3), (None, "b@x.com", dt.datetime(2026, 1, 1), False, 4)]
     assert report.withheld_opt_outs == 2
     assert c4 == ("Ann Müller <D@X.com>", "d@x.com", None, None, None, None)
-    assert report.field_issues_by_reason == {F.INVALID_PHONE: 1, F.INVALID_DATE: 1, F.INVALID_VALUE: 1,
-                                             F.INVALID_BOOLEAN: 1}
+    assert report.field_issues_by_reason == {
+        F.INVALID_PHONE: 1,
+        F.INVALID_DATE: 1,
+        F.INVALID_VALUE: 1,
+        F.INVALID_BOOLEAN: 1,
+    }

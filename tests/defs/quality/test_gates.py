@@ -12,12 +12,35 @@ from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.warehouse import connect
 
 GOOD_ROW = dict(
-    person_id="p_0000000000000001", as_of=pd.Timestamp("2026-10-31"), recency_days=3, frequency_orders=2,
-    monetary_total=120.5, r_score=5, f_score=4, m_score=4, rfm_code="544", sessions_total=9, events_total=40,
-    product_views=12, add_to_cart_count=2, searches=1, category_breadth=3, tenure_days=80,
-    decayed_engagement=6.1, cart_abandonment_rate=0.5, video_completion_share=None, deep_scroll_share=0.25,
-    mobile_share=0.7, weekend_share=0.2, business_hours_share=0.3, engagement_trend=0.1,
-    preferred_local_hour=20, preferred_local_weekday=6, preferred_daypart="evening", primary_device_type="mobile", country="GB",
+    person_id="p_0000000000000001",
+    as_of=pd.Timestamp("2026-10-31"),
+    recency_days=3,
+    frequency_orders=2,
+    monetary_total=120.5,
+    r_score=5,
+    f_score=4,
+    m_score=4,
+    rfm_code="544",
+    sessions_total=9,
+    events_total=40,
+    product_views=12,
+    add_to_cart_count=2,
+    searches=1,
+    category_breadth=3,
+    tenure_days=80,
+    decayed_engagement=6.1,
+    cart_abandonment_rate=0.5,
+    video_completion_share=None,
+    deep_scroll_share=0.25,
+    mobile_share=0.7,
+    weekend_share=0.2,
+    business_hours_share=0.3,
+    engagement_trend=0.1,
+    preferred_local_hour=20,
+    preferred_local_weekday=6,
+    preferred_daypart="evening",
+    primary_device_type="mobile",
+    country="GB",
 )
 
 
@@ -36,8 +59,11 @@ def _run(tmp_path, rows: list[dict]) -> dg.ExecuteInProcessResult:
         """Stands in for every model and segment downstream of the features."""
 
     gate = build_gate(suite, dg.AssetKey(["marts", "user_features"]), blocking=True)
-    return dg.materialize([features, gate, propensity_scores], raise_on_error=False,
-                          resources={"warehouse": WarehouseResource(path=str(warehouse))})
+    return dg.materialize(
+        [features, gate, propensity_scores],
+        raise_on_error=False,
+        resources={"warehouse": WarehouseResource(path=str(warehouse))},
+    )
 
 
 def _materialized(result) -> set[str]:
@@ -50,30 +76,55 @@ def test_clean_features_pass_the_gate_and_downstream_runs(tmp_path):
     assert evaluation.passed
     failures = evaluation.metadata["failures"]
     assert failures.records == [] and [c.name for c in failures.schema.columns] == [
-        "expectation", "column", "unexpected", "examples"]
+        "expectation",
+        "column",
+        "unexpected",
+        "examples",
+    ]
     assert "propensity_scores" in _materialized(result)
     assert (tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
 
 
-@pytest.mark.parametrize("corruption, expectation, column, unexpected, example, shown", [
-    ({"monetary_total": -50.0}, "expect_column_values_to_be_between", "monetary_total", 1, "-50.0", True),
-    # A person id is an identifier: the failure is named and counted, the value never shown or stored.
-    ({"person_id": "p_0000000000000001"}, "expect_compound_columns_to_be_unique", None, 2, "p_0000000000000001",
-     False),
-    ({"preferred_daypart": "lunchtime"}, "expect_column_values_to_be_in_set", "preferred_daypart", 1, "lunchtime",
-     True),
-])
-def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(tmp_path, corruption, expectation, column,
-                                                                    unexpected, example, shown):
+@pytest.mark.parametrize(
+    "corruption, expectation, column, unexpected, example, shown",
+    [
+        ({"monetary_total": -50.0}, "expect_column_values_to_be_between", "monetary_total", 1, "-50.0", True),
+        # A person id is an identifier: the failure is named and counted, the value never shown or stored.
+        (
+            {"person_id": "p_0000000000000001"},
+            "expect_compound_columns_to_be_unique",
+            None,
+            2,
+            "p_0000000000000001",
+            False,
+        ),
+        (
+            {"preferred_daypart": "lunchtime"},
+            "expect_column_values_to_be_in_set",
+            "preferred_daypart",
+            1,
+            "lunchtime",
+            True,
+        ),
+    ],
+)
+def test_corrupted_features_fail_the_gate_and_downstream_is_skipped(
+    tmp_path, corruption, expectation, column, unexpected, example, shown
+):
     result = _run(tmp_path, [GOOD_ROW, {**GOOD_ROW, "person_id": "p_0000000000000002", **corruption}])
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["expectations_failed"].value >= 1
     failures = evaluation.metadata["failures"]
     assert {c.name: c.type for c in failures.schema.columns} == {
-        "expectation": "string", "column": "string", "unexpected": "int", "examples": "string"}
-    assert [r.data for r in failures.records] == [{"expectation": expectation, "column": column,
-                                                   "unexpected": unexpected, "examples": example if shown else ""}]
+        "expectation": "string",
+        "column": "string",
+        "unexpected": "int",
+        "examples": "string",
+    }
+    assert [r.data for r in failures.records] == [
+        {"expectation": expectation, "column": column, "unexpected": unexpected, "examples": example if shown else ""}
+    ]
     docs = "".join(p.read_text(errors="replace") for p in (tmp_path / "gx").rglob("*") if p.is_file())
     assert (example in docs) == shown
     assert _materialized(result) == {"marts/user_features"}, "the blocking gate must skip propensity_scores"
@@ -109,8 +160,13 @@ def test_sampled_gate_compares_the_full_row_count_with_the_previous_run(tmp_path
     assert first.metadata["rows"].value == 10_000 and 900 <= first.metadata["rows_validated"].value <= 1100
     assert not collapsed.passed
     assert [r.data for r in collapsed.metadata["failures"].records] == [
-        {"expectation": "expect_table_row_count_to_be_between", "column": None, "unexpected": 3_000,
-         "examples": "previous run had 12000 rows"}]
+        {
+            "expectation": "expect_table_row_count_to_be_between",
+            "column": None,
+            "unexpected": 3_000,
+            "examples": "previous run had 12000 rows",
+        }
+    ]
 
 
 def test_a_gate_reads_only_the_columns_its_suite_names():
@@ -119,7 +175,12 @@ def test_a_gate_reads_only_the_columns_its_suite_names():
     from expectations.runner import columns_of
 
     e = gx.expectations
-    assert columns_of([e.ExpectColumnValuesToNotBeNull(column="a"), e.ExpectCompoundColumnsToBeUnique(column_list=["a", "b"]),
-                       e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="c", column_B="d"),
-                       e.ExpectTableRowCountToBeBetween(min_value=1)]) == ["a", "b", "c", "d"]
+    assert columns_of(
+        [
+            e.ExpectColumnValuesToNotBeNull(column="a"),
+            e.ExpectCompoundColumnsToBeUnique(column_list=["a", "b"]),
+            e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="c", column_B="d"),
+            e.ExpectTableRowCountToBeBetween(min_value=1),
+        ]
+    ) == ["a", "b", "c", "d"]
     assert "person_id" in columns_of(suite.expectations()) and "rfm_code" in columns_of(suite.expectations())

@@ -32,8 +32,13 @@ from orchestration.lib.day_window import DayWindow
 CSV_SOURCES = (CRM, ORDERS, ENRICHMENT, PRIVACY)
 
 
-def load_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, source: str,
-                now: dt.datetime | None = None, window: DayWindow = DayWindow()) -> LoadReport:
+def load_source(
+    con: duckdb.DuckDBPyConnection,
+    files: Path | SourceFiles,
+    source: str,
+    now: dt.datetime | None = None,
+    window: DayWindow = DayWindow(),
+) -> LoadReport:
     """`window` narrows an events load to some days; the other sources are always loaded whole."""
     if source == "events":
         return load_events(con, files, now, window=window)

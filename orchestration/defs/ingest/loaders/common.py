@@ -19,7 +19,7 @@ from orchestration.lib.identifiers import check_email, normalise_phone
 from orchestration.lib.warehouse import table_from_frame
 
 MAX_FUTURE_SKEW = "INTERVAL 1 DAY"  # clock skew allowed past the load's own clock
-MAX_LINE_BYTES = 64 * 1024 ** 2  # the longest line (event) or field (CSV) a load reads; docs/input_contract.md
+MAX_LINE_BYTES = 64 * 1024**2  # the longest line (event) or field (CSV) a load reads; docs/input_contract.md
 FIELD_ISSUES = "raw.field_issues"
 
 
@@ -62,7 +62,7 @@ class FieldCheck:
     column: str
     code: str
     condition: str  # SQL over the text columns, true when the value is unusable
-    message: str    # SQL expression giving the human-readable reason
+    message: str  # SQL expression giving the human-readable reason
 
 
 CONTRACT_PATTERNS = {"events": ("*.jsonl", "*.jsonl.gz")}  # the CSV sources: *.csv
@@ -83,7 +83,8 @@ def source_plan(files: Path | SourceFiles, source: str) -> SourceFiles:
 def _file_loaded_at(con, source: str, plan: SourceFiles, now: dt.datetime) -> dict[str, dt.datetime]:
     """First-seen time per file; a file whose size or mtime changed counts as new."""
     known = {
-        (f, size, mtime): loaded for f, size, mtime, loaded in con.execute(
+        (f, size, mtime): loaded
+        for f, size, mtime, loaded in con.execute(
             "SELECT file, size_bytes, modified_ns, loaded_at FROM raw.ingested_files WHERE source = ?", [source]
         ).fetchall()
     }
@@ -105,12 +106,17 @@ def whole_file_reason(exc: Exception) -> tuple[str, str]:
     if "end of gzip stream" in text.lower():
         return F.FILE_UNREADABLE, "gzip stream is truncated (the upload was cut off); re-send the whole file"
     if "GZIP" in text.upper():
-        return F.FILE_NOT_GZIP, "file ends in .gz but is not a gzip stream; re-export it compressed, or rename it without .gz"
+        return (
+            F.FILE_NOT_GZIP,
+            "file ends in .gz but is not a gzip stream; re-export it compressed, or rename it without .gz",
+        )
     if "unicode" in text.lower() or "utf-8" in text.lower() or isinstance(exc, UnicodeDecodeError):
         return F.FILE_NOT_UTF8, "file is not UTF-8 text; re-export it as UTF-8"
     if missing := re.search(r'Referenced column "([^"]+)" not found', text):  # a mapped file unlike the others
-        return F.FILE_UNREADABLE, (f"file has no column \"{missing.group(1)}\", which the sources config maps; "
-                                   "check its delimiter, encoding and header row against the config")
+        return F.FILE_UNREADABLE, (
+            f'file has no column "{missing.group(1)}", which the sources config maps; '
+            "check its delimiter, encoding and header row against the config"
+        )
     return F.FILE_UNREADABLE, f"file could not be read: {text.splitlines()[0][:300]}"
 
 
@@ -121,13 +127,21 @@ def _file_preview(path: Path) -> str:
 def register_files(con, plan: SourceFiles, now: dt.datetime, source: str):
     loaded_at = _file_loaded_at(con, source, plan, now)
     stats = {plan.relative(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in plan.files}
-    create_from_rows(con, "_files", ["file", "path", "loaded_at"],
-                      [(plan.relative(p), str(p), loaded_at[plan.relative(p)]) for p in plan.files],
-                      {"file": "string", "path": "string", "loaded_at": "datetime64[us]"})
-    con.execute("CREATE OR REPLACE TEMP TABLE _rejected_files (file VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
+    create_from_rows(
+        con,
+        "_files",
+        ["file", "path", "loaded_at"],
+        [(plan.relative(p), str(p), loaded_at[plan.relative(p)]) for p in plan.files],
+        {"file": "string", "path": "string", "loaded_at": "datetime64[us]"},
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _rejected_files (file VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)"
+    )
     # Rows of mapped files that could not be parsed into columns (CSV rows that do not fit the header).
-    con.execute("CREATE OR REPLACE TEMP TABLE _unparsed_rows "
-                "(file VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _unparsed_rows "
+        "(file VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)"
+    )
     return loaded_at, stats
 
 
@@ -169,21 +183,29 @@ def scan_mapped(con, plan: SourceFiles, select: list[str], files: list[Path]) ->
     """`_mapped(file, line_no, raw, ...)` and `_unparsed(path, line_no, reason, raw)` from mapped
     files. No side effect beyond these two tables, so scan_files may probe file by file."""
     if not files:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * FROM (SELECT NULL::VARCHAR AS file, "
-                    f"NULL::BIGINT AS line_no, NULL::VARCHAR AS raw, {', '.join(select)}) WHERE false")
-        con.execute("CREATE OR REPLACE TEMP TABLE _unparsed "
-                    "(path VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _mapped AS SELECT * FROM (SELECT NULL::VARCHAR AS file, "
+            f"NULL::BIGINT AS line_no, NULL::VARCHAR AS raw, {', '.join(select)}) WHERE false"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _unparsed "
+            "(path VARCHAR, line_no BIGINT, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)"
+        )
         return
     header = (1 if plan.csv.header else 0) + plan.csv.skip_rows if plan.format == "csv" else 0
     read_mapped(con, plan, files, select, header)
-    con.execute("CREATE OR REPLACE TEMP TABLE _mapped AS SELECT f.file, m.* EXCLUDE (path) "
-                "FROM _mapped m JOIN _files f USING (path)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _mapped AS SELECT f.file, m.* EXCLUDE (path) "
+        "FROM _mapped m JOIN _files f USING (path)"
+    )
 
 
 def keep_unparsed(con) -> None:
     """After a scan: its unparseable rows join the ones quarantined so far."""
-    con.execute("INSERT INTO _unparsed_rows SELECT f.file, u.line_no, u.reason_code, u.reason, u.raw "
-                "FROM _unparsed u JOIN _files f USING (path)")
+    con.execute(
+        "INSERT INTO _unparsed_rows SELECT f.file, u.line_no, u.reason_code, u.reason, u.raw "
+        "FROM _unparsed u JOIN _files f USING (path)"
+    )
 
 
 def _head(path: Path, n: int) -> bytes:
@@ -210,7 +232,9 @@ def normalise_phones(con, source: str = "_rows") -> None:
     otherwise. `phone_valid` says whether the numbering plan assigns it: `is_possible_number` accepts
     unassigned US area codes such as (286) 746-7627, which real CRMs hold, and those are kept as
     contact data but never link identities (docs/input_contract.md)."""
-    pairs = con.execute(f"SELECT DISTINCT phone, country FROM {source} WHERE nullif(trim(phone), '') IS NOT NULL").fetchall()
+    pairs = con.execute(
+        f"SELECT DISTINCT phone, country FROM {source} WHERE nullif(trim(phone), '') IS NOT NULL"
+    ).fetchall()
     out = []
     for phone, country in pairs:
         region = (country or "").strip().upper() or None
@@ -218,17 +242,28 @@ def normalise_phones(con, source: str = "_rows") -> None:
         if e164 is not None:
             valid = phonenumbers.is_valid_number(phonenumbers.parse(e164))
         out.append((phone, country, e164, valid))
-    create_from_rows(con, "_phones", ["phone", "country", "phone_e164", "phone_valid"], out,
-                      {"phone": "string", "country": "string", "phone_e164": "string", "phone_valid": "bool"})
+    create_from_rows(
+        con,
+        "_phones",
+        ["phone", "country", "phone_e164", "phone_valid"],
+        out,
+        {"phone": "string", "country": "string", "phone_e164": "string", "phone_valid": "bool"},
+    )
 
 
 def normalise_emails(con, source: str = "_rows") -> None:
     """`_emails(email, email_normalised, email_issue, email_issue_reason)` for every distinct email
     in `source` (orchestration.lib.identifiers.check_email)."""
     out = []
-    for (email,) in con.execute(f"SELECT DISTINCT email FROM {source} WHERE nullif(trim(email), '') IS NOT NULL").fetchall():
+    for (email,) in con.execute(
+        f"SELECT DISTINCT email FROM {source} WHERE nullif(trim(email), '') IS NOT NULL"
+    ).fetchall():
         checked = check_email(email)
         out.append((email, checked.key, checked.issue, checked.reason))
-    create_from_rows(con, "_emails", ["email", "email_normalised", "email_issue", "email_issue_reason"], out,
-                      {"email": "string", "email_normalised": "string", "email_issue": "string",
-                       "email_issue_reason": "string"})
+    create_from_rows(
+        con,
+        "_emails",
+        ["email", "email_normalised", "email_issue", "email_issue_reason"],
+        out,
+        {"email": "string", "email_normalised": "string", "email_issue": "string", "email_issue_reason": "string"},
+    )

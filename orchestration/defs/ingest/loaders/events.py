@@ -39,26 +39,46 @@ def _event_rules() -> tuple[Rule, ...]:
     types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     return (
         Rule(F.INVALID_JSON, "NOT is_json", "'line is not valid JSON'"),
-        Rule(F.NOT_AN_OBJECT, "json_kind <> 'OBJECT'",
-             "'line is JSON but not an object (found ' || lower(json_kind) || ')'"),
+        Rule(
+            F.NOT_AN_OBJECT,
+            "json_kind <> 'OBJECT'",
+            "'line is JSON but not an object (found ' || lower(json_kind) || ')'",
+        ),
         Rule(F.MISSING_MESSAGE_ID, "nullif(trim(message_id), '') IS NULL", "'messageId is missing'"),
-        Rule(F.UNKNOWN_TYPE, f"type IS NULL OR type NOT IN ({types})",
-             "'type ' || coalesce('\"' || type || '\"', 'is missing') || '; expected one of track, page, screen, identify'"),
-        Rule(F.MISSING_IDS, "nullif(trim(user_id), '') IS NULL AND nullif(trim(anonymous_id), '') IS NULL",
-             "'userId and anonymousId are both missing; a message needs at least one'"),
+        Rule(
+            F.UNKNOWN_TYPE,
+            f"type IS NULL OR type NOT IN ({types})",
+            "'type ' || coalesce('\"' || type || '\"', 'is missing') || '; expected one of track, page, screen, identify'",
+        ),
+        Rule(
+            F.MISSING_IDS,
+            "nullif(trim(user_id), '') IS NULL AND nullif(trim(anonymous_id), '') IS NULL",
+            "'userId and anonymousId are both missing; a message needs at least one'",
+        ),
         Rule(F.MISSING_TIMESTAMP, "nullif(trim(ts_text), '') IS NULL", "'timestamp is missing'"),
-        Rule(F.INVALID_TIMESTAMP, "ts IS NULL OR ts < TIMESTAMP '2000-01-01'",
-             "'timestamp \"' || ts_text || '\" is not a valid ISO-8601 time after 2000'"),
+        Rule(
+            F.INVALID_TIMESTAMP,
+            "ts IS NULL OR ts < TIMESTAMP '2000-01-01'",
+            "'timestamp \"' || ts_text || '\" is not a valid ISO-8601 time after 2000'",
+        ),
         # Judged by the load's own clock (when the file arrived), never by the message's receivedAt.
-        Rule(F.FUTURE_TIMESTAMP, f"ts > loaded_at + {MAX_FUTURE_SKEW}",
-             "'timestamp ' || ts_text || ' is more than a day after its file arrived (the row''s loaded_at)'"),
-        Rule(F.MISSING_EVENT_NAME, "type = 'track' AND nullif(trim(event), '') IS NULL",
-             "'track message has no event name'"),
-        Rule(F.INVALID_FIELD_TYPE,
-             "coalesce(json_type(properties), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
-             "OR coalesce(json_type(traits), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
-             "OR coalesce(json_type(context), 'OBJECT') NOT IN ('OBJECT', 'NULL')",
-             "'properties, traits and context must be JSON objects'"),
+        Rule(
+            F.FUTURE_TIMESTAMP,
+            f"ts > loaded_at + {MAX_FUTURE_SKEW}",
+            "'timestamp ' || ts_text || ' is more than a day after its file arrived (the row''s loaded_at)'",
+        ),
+        Rule(
+            F.MISSING_EVENT_NAME,
+            "type = 'track' AND nullif(trim(event), '') IS NULL",
+            "'track message has no event name'",
+        ),
+        Rule(
+            F.INVALID_FIELD_TYPE,
+            "coalesce(json_type(properties), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
+            "OR coalesce(json_type(traits), 'OBJECT') NOT IN ('OBJECT', 'NULL') "
+            "OR coalesce(json_type(context), 'OBJECT') NOT IN ('OBJECT', 'NULL')",
+            "'properties, traits and context must be JSON objects'",
+        ),
     )
 
 
@@ -82,19 +102,22 @@ def _read_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadRep
     """`_lines(file, line_no, line, raw)`: Segment JSON lines as they are, or built from a mapping."""
     con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR, raw VARCHAR)")
     if plan.mapped:
+
         def scan(batch):
             scan_mapped(con, plan, [f"{event_line_sql(plan)} AS line"], batch)
             con.execute("CREATE OR REPLACE TEMP TABLE _lines AS SELECT file, line_no, line, raw FROM _mapped")
     else:
+
         def scan(batch):
             if batch:
                 con.execute(LINES_SQL, [[str(p) for p in batch]])
+
     scan_files(con, plan, files, report, scan)
     if plan.mapped:
         keep_unparsed(con)
 
 
-EVENT_BATCH_BYTES = 64 * 1024 ** 2  # compressed bytes scanned per batch; bounds memory at any data size
+EVENT_BATCH_BYTES = 64 * 1024**2  # compressed bytes scanned per batch; bounds memory at any data size
 
 # A full load builds its events here, compressed in the warehouse file (a temp table would spill
 # them uncompressed, twice the disk), and renames it to raw.events when it commits.
@@ -135,7 +158,7 @@ def _until_load(col: str) -> str:
 EVENT_TYPED_SQL = f"""
     SELECT c.message_id, c.type, nullif(trim(c.event), '') AS event, nullif(trim(c.name), '') AS name,
            nullif(trim(c.user_id), '') AS user_id, nullif(trim(c.anonymous_id), '') AS anonymous_id,
-           c.ts AS occurred_at, {_until_load('c.sent_at')} AS sent_at, {_until_load('c.received_at')} AS received_at,
+           c.ts AS occurred_at, {_until_load("c.sent_at")} AS sent_at, {_until_load("c.received_at")} AS received_at,
            c.properties,
            -- A trait email that is no address, or a look-alike, leaves the traits (raw.field_issues keeps it).
            CASE WHEN q.email IS NULL THEN c.traits ELSE json_merge_patch(c.traits, '{{"email": null}}') END AS traits,
@@ -172,8 +195,9 @@ EVENT_FIELD_ISSUES_SQL = f"""
 """
 
 # Of a message's copies the earliest wins, in a full load as against stored copies.
-COPY_RANK = ("row_number() OVER (PARTITION BY message_id "
-             "ORDER BY occurred_at, received_at NULLS LAST, source_file, source_line)")
+COPY_RANK = (
+    "row_number() OVER (PARTITION BY message_id ORDER BY occurred_at, received_at NULLS LAST, source_file, source_line)"
+)
 EVENT_BAD_SQL = """
     SELECT file, line_no, reason_code, {message_sql} AS reason, coalesce(raw, line) AS raw, loaded_at
     FROM _checked WHERE reason_code IS NOT NULL
@@ -186,20 +210,45 @@ def _parse_user_agents(con, typed: str) -> None:
     whose events were reloaded away does no harm to the join in int_segment__events."""
     from user_agents import parse
 
-    con.execute("CREATE TABLE IF NOT EXISTS raw.user_agents (user_agent VARCHAR, device_type VARCHAR, "
-                "browser_family VARCHAR, os_family VARCHAR, is_bot BOOLEAN)")
-    agents = [r[0] for r in con.execute(
-        f"SELECT DISTINCT json_extract_string(context, '$.userAgent') AS agent FROM {typed} "
-        "WHERE agent IS NOT NULL AND agent NOT IN (SELECT user_agent FROM raw.user_agents) ORDER BY 1").fetchall()]
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS raw.user_agents (user_agent VARCHAR, device_type VARCHAR, "
+        "browser_family VARCHAR, os_family VARCHAR, is_bot BOOLEAN)"
+    )
+    agents = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT json_extract_string(context, '$.userAgent') AS agent FROM {typed} "
+            "WHERE agent IS NOT NULL AND agent NOT IN (SELECT user_agent FROM raw.user_agents) ORDER BY 1"
+        ).fetchall()
+    ]
     rows = []
     for agent in agents:
         ua = parse(agent)
-        kind = ("bot" if ua.is_bot else "tablet" if ua.is_tablet else "mobile" if ua.is_mobile
-                else "desktop" if ua.is_pc else "other")
+        kind = (
+            "bot"
+            if ua.is_bot
+            else "tablet"
+            if ua.is_tablet
+            else "mobile"
+            if ua.is_mobile
+            else "desktop"
+            if ua.is_pc
+            else "other"
+        )
         rows.append((agent, kind, ua.browser.family, ua.os.family, bool(ua.is_bot)))
-    create_from_rows(con, "_user_agents", ["user_agent", "device_type", "browser_family", "os_family", "is_bot"],
-                      rows, {"user_agent": "string", "device_type": "string", "browser_family": "string",
-                             "os_family": "string", "is_bot": "bool"})
+    create_from_rows(
+        con,
+        "_user_agents",
+        ["user_agent", "device_type", "browser_family", "os_family", "is_bot"],
+        rows,
+        {
+            "user_agent": "string",
+            "device_type": "string",
+            "browser_family": "string",
+            "os_family": "string",
+            "is_bot": "bool",
+        },
+    )
     con.execute("INSERT INTO raw.user_agents SELECT * FROM _user_agents")
 
 
@@ -214,16 +263,20 @@ def _batches(files: list[Path], limit: int) -> list[list[Path]]:
     return batches + [batch] if batch or not batches else batches
 
 
-def _event_files_to_read(con, plan: SourceFiles, stats: dict[str, tuple[int, int]],
-                         window: DayWindow) -> tuple[list[Path], set[dt.date], set[str]]:
+def _event_files_to_read(
+    con, plan: SourceFiles, stats: dict[str, tuple[int, int]], window: DayWindow
+) -> tuple[list[Path], set[dt.date], set[str]]:
     """(files to read, extra days, gone files). A load replaces the window's days and every day
     that a fresh file (new, changed, or indexed before the file index) holds or held, or that a
     gone file held: copies of one message share its day, so a file that changes or goes may
     bring back a copy from a file that did not. Files are read when they hold those days or own
     quarantined lines there, so a daily load reads a few days of files, not the history."""
-    known = {f: (size, mtime, dates, home) for f, size, mtime, dates, home in con.execute(
-        "SELECT file, size_bytes, modified_ns, event_dates, home_date FROM raw.ingested_files WHERE source = 'events'"
-    ).fetchall()}
+    known = {
+        f: (size, mtime, dates, home)
+        for f, size, mtime, dates, home in con.execute(
+            "SELECT file, size_bytes, modified_ns, event_dates, home_date FROM raw.ingested_files WHERE source = 'events'"
+        ).fetchall()
+    }
     current = {plan.relative(p): p for p in plan.files}
     gone = set(known) - set(current)
     if window.everything:
@@ -231,15 +284,21 @@ def _event_files_to_read(con, plan: SourceFiles, stats: dict[str, tuple[int, int
     fresh = {rel for rel in current if rel not in known or known[rel][2] is None or known[rel][:2] != stats[rel]}
     extra = {d for rel in gone | fresh if rel in known for d in known[rel][2] or []}
     if fresh:
-        extra |= {d for days in event_days(dataclasses.replace(plan, files=[current[r] for r in sorted(fresh)])).values()
-                  for d in days}
+        extra |= {
+            d
+            for days in event_days(dataclasses.replace(plan, files=[current[r] for r in sorted(fresh)])).values()
+            for d in days
+        }
     extra = {d for d in extra if not window.contains(d)}
 
     def wanted(day) -> bool:
         return day is not None and (window.contains(day) or day in extra)
 
-    selected = [p for rel, p in current.items() if rel in fresh or any(map(wanted, known[rel][2] or []))
-                or wanted(known[rel][3])]
+    selected = [
+        p
+        for rel, p in current.items()
+        if rel in fresh or any(map(wanted, known[rel][2] or [])) or wanted(known[rel][3])
+    ]
     return selected, extra, gone
 
 
@@ -252,21 +311,30 @@ def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("CREATE SCHEMA raw")
-        con.execute("CREATE TABLE raw.ingested_files (source VARCHAR, file VARCHAR, size_bytes BIGINT, "
-                    "modified_ns BIGINT, loaded_at TIMESTAMP)")
+        con.execute(
+            "CREATE TABLE raw.ingested_files (source VARCHAR, file VARCHAR, size_bytes BIGINT, "
+            "modified_ns BIGINT, loaded_at TIMESTAMP)"
+        )
         register_files(con, files, now, "events")
         code_sql, _ = reason_sql(_event_rules())
         for batch in _batches(files.files, batch_bytes):
             _read_event_lines(con, files, batch, LoadReport(source="events", table="events"))
             con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
-            for file, dates in con.execute("SELECT file, list_sort(list(DISTINCT CAST(ts AS DATE))) FROM _checked "
-                                           "WHERE reason_code IS NULL GROUP BY file").fetchall():
+            for file, dates in con.execute(
+                "SELECT file, list_sort(list(DISTINCT CAST(ts AS DATE))) FROM _checked "
+                "WHERE reason_code IS NULL GROUP BY file"
+            ).fetchall():
                 days[file] = dates
     return days
 
 
-def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: dt.datetime | None = None,
-                batch_bytes: int = EVENT_BATCH_BYTES, window: DayWindow = DayWindow()) -> LoadReport:
+def load_events(
+    con: duckdb.DuckDBPyConnection,
+    files: Path | SourceFiles,
+    now: dt.datetime | None = None,
+    batch_bytes: int = EVENT_BATCH_BYTES,
+    window: DayWindow = DayWindow(),
+) -> LoadReport:
     """Replace the events of the days in `window` (default: all) with what the landing files hold,
     and of every day a new, changed or withdrawn file touches (see _event_files_to_read).
 
@@ -294,6 +362,7 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
     # one batch, and disk one copy of those rows, in file order with no global sort.
     con.execute(f"DROP TABLE IF EXISTS {EVENTS_LOADING}")  # left by a killed full load
     typed = EVENTS_LOADING if window.everything else "_typed"
+
     def replacing(day_sql: str) -> str:
         return f"(({window.holds(day_sql)}) OR {day_sql} IN (SELECT day FROM _extra_days))"
 
@@ -305,15 +374,19 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
         con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
         _batch_phones(con)
-        normalise_emails(con, "(SELECT json_extract_string(traits, '$.email') AS email FROM _checked "
-                               "WHERE reason_code IS NULL)")
+        normalise_emails(
+            con, "(SELECT json_extract_string(traits, '$.email') AS email FROM _checked WHERE reason_code IS NULL)"
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE _event_emails AS SELECT * FROM _emails WHERE email_issue IS NOT NULL")
-        con.execute(f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} "
-                    "ORDER BY source_file, source_line")  # the same files load in the same order
+        con.execute(
+            f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} ORDER BY source_file, source_line"
+        )  # the same files load in the same order
         con.execute(f"{_into('_bad', i)} {EVENT_BAD_SQL.format(message_sql=message_sql)}")
         con.execute(f"{_into('_event_issues', i)} {EVENT_FIELD_ISSUES_SQL}")
-        con.execute(f"{_into('_file_days', i)} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
-                    "FROM _checked WHERE reason_code IS NULL GROUP BY ALL")
+        con.execute(
+            f"{_into('_file_days', i)} SELECT file, CAST(ts AS DATE) AS day, count(*) AS n "
+            "FROM _checked WHERE reason_code IS NULL GROUP BY ALL"
+        )
     report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute("DROP TABLE IF EXISTS _lines")
@@ -327,8 +400,9 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
         suppression.extend(con, {typed: columns}, "linked to an erased identifier in events")
         report.rows_suppressed = suppression.delete_suppressed(con, typed, columns)
     conflicts = con.execute("SELECT count(*) FROM _conflicts").fetchone()[0]
-    report.deduplicated = candidates - con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0] \
-        - report.rows_suppressed - conflicts
+    report.deduplicated = (
+        candidates - con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0] - report.rows_suppressed - conflicts
+    )
     quarantine = f"""
         SELECT 'events' AS source, q.file, q.line_no AS line, q.reason_code, q.reason, q.raw, q.loaded_at FROM (
             SELECT file, line_no, reason_code, reason, raw, loaded_at FROM _bad
@@ -351,20 +425,29 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
             con.execute("DELETE FROM raw.ingested_files WHERE source = 'events'")
         else:
             con.execute(f"DELETE FROM raw.events WHERE {to_load} OR source_file IN (SELECT file FROM _gone)")
-            con.execute("DELETE FROM raw.events e USING _superseded s "  # stored copies that lost to a new one
-                        "WHERE e.message_id = s.message_id AND e.source_file = s.file AND e.source_line = s.line_no")
+            con.execute(
+                "DELETE FROM raw.events e USING _superseded s "  # stored copies that lost to a new one
+                "WHERE e.message_id = s.message_id AND e.source_file = s.file AND e.source_line = s.line_no"
+            )
             con.execute("INSERT INTO raw.events SELECT * FROM _typed ORDER BY occurred_at, message_id")
             for table in ("raw.quarantine", FIELD_ISSUES):
-                con.execute(f"DELETE FROM {table} WHERE source = 'events' AND (file IN "
-                            f"(SELECT file FROM _homes WHERE {owned}) OR file IN (SELECT file FROM _gone))")
-            con.execute("DELETE FROM raw.ingested_files WHERE source = 'events' AND "
-                        "file IN (SELECT file FROM _homes UNION ALL SELECT file FROM _gone)")
+                con.execute(
+                    f"DELETE FROM {table} WHERE source = 'events' AND (file IN "
+                    f"(SELECT file FROM _homes WHERE {owned}) OR file IN (SELECT file FROM _gone))"
+                )
+            con.execute(
+                "DELETE FROM raw.ingested_files WHERE source = 'events' AND "
+                "file IN (SELECT file FROM _homes UNION ALL SELECT file FROM _gone)"
+            )
         con.execute(f"INSERT INTO raw.quarantine BY NAME {quarantine}")
-        con.execute(f"INSERT INTO {FIELD_ISSUES} BY NAME SELECT i.* FROM _event_issues i JOIN _homes h USING (file) "
-                    f"WHERE {owned}")
+        con.execute(
+            f"INSERT INTO {FIELD_ISSUES} BY NAME SELECT i.* FROM _event_issues i JOIN _homes h USING (file) "
+            f"WHERE {owned}"
+        )
         if suppression.has_suppressions(con):
             report.quarantine_suppressed = suppression.delete_suppressed(
-                con, "raw.quarantine", ["raw"], where="t.source = 'events'")
+                con, "raw.quarantine", ["raw"], where="t.source = 'events'"
+            )
         con.execute("""
             INSERT INTO raw.ingested_files BY NAME
             SELECT 'events' AS source, h.file, h.size_bytes, h.modified_ns, f.loaded_at,
@@ -374,14 +457,32 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, now: 
             FROM _homes h JOIN _files f USING (file) LEFT JOIN _rejected_files r USING (file)
         """)
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.events WHERE {in_window}").fetchone()[0]
-    report.quarantine_by_reason = dict(con.execute(
-        "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' AND file IN "
-        f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
+    report.quarantine_by_reason = dict(
+        con.execute(
+            "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = 'events' AND file IN "
+            f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    )
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
-    report.field_issues_by_reason = dict(con.execute(
-        f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = 'events' AND file IN "
-        f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
-    for name in ("_bad", "_conflicts", "_event_issues", "_event_emails", "_emails", "_typed", "_file_days", "_extra_days", "_gone", "_superseded", "_later_copies"):
+    report.field_issues_by_reason = dict(
+        con.execute(
+            f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = 'events' AND file IN "
+            f"(SELECT file FROM _homes WHERE {owned}) GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    )
+    for name in (
+        "_bad",
+        "_conflicts",
+        "_event_issues",
+        "_event_emails",
+        "_emails",
+        "_typed",
+        "_file_days",
+        "_extra_days",
+        "_gone",
+        "_superseded",
+        "_later_copies",
+    ):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
 
@@ -408,24 +509,37 @@ def _contest_stored_copies(con, replaced: str) -> None:
         )
     """)
     con.execute(f"INSERT INTO _conflicts {CONFLICTS_SQL.format(copies='_contest')}")
-    con.execute("DELETE FROM _typed t USING _contest c WHERE c.copy_no > 1 AND NOT c.stored "
-                "AND c.message_id = t.message_id AND c.source_file = t.source_file AND c.source_line = t.source_line")
-    con.execute("CREATE OR REPLACE TEMP TABLE _superseded AS "
-                "SELECT message_id, source_file AS file, source_line AS line_no FROM _contest "
-                "WHERE copy_no > 1 AND stored")
+    con.execute(
+        "DELETE FROM _typed t USING _contest c WHERE c.copy_no > 1 AND NOT c.stored "
+        "AND c.message_id = t.message_id AND c.source_file = t.source_file AND c.source_line = t.source_line"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _superseded AS "
+        "SELECT message_id, source_file AS file, source_line AS line_no FROM _contest "
+        "WHERE copy_no > 1 AND stored"
+    )
     con.execute("DROP TABLE _contest")
 
 
-def _event_file_homes(con, read: list[Path], plan: SourceFiles, stats: dict[str, tuple[int, int]],
-                      window: DayWindow, now: dt.datetime) -> None:
+def _event_file_homes(
+    con, read: list[Path], plan: SourceFiles, stats: dict[str, tuple[int, int]], window: DayWindow, now: dt.datetime
+) -> None:
     """`_homes(file, size_bytes, modified_ns, event_dates, home_date, rows_loaded, rows_quarantined)`
     for the files read."""
     first_sight = (window.end - dt.timedelta(days=1)) if window.end else now.date()
-    stored = dict(con.execute("SELECT file, home_date FROM raw.ingested_files "
-                              "WHERE source = 'events' AND home_date IS NOT NULL").fetchall())
+    stored = dict(
+        con.execute(
+            "SELECT file, home_date FROM raw.ingested_files WHERE source = 'events' AND home_date IS NOT NULL"
+        ).fetchall()
+    )
     rows = [(rel, *stats[rel], stored.get(rel)) for rel in map(plan.relative, read)]
-    create_from_rows(con, "_read", ["file", "size_bytes", "modified_ns", "stored_home"], rows,
-                      {"file": "string", "size_bytes": "int64", "modified_ns": "int64", "stored_home": "datetime64[s]"})
+    create_from_rows(
+        con,
+        "_read",
+        ["file", "size_bytes", "modified_ns", "stored_home"],
+        rows,
+        {"file": "string", "size_bytes": "int64", "modified_ns": "int64", "stored_home": "datetime64[s]"},
+    )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _homes AS
         WITH good AS (
@@ -468,8 +582,10 @@ def _drop_later_copies(con, typed: str) -> None:
         )
     """)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _conflicts AS {CONFLICTS_SQL.format(copies='_later_copies')}")
-    con.execute(f"DELETE FROM {typed} t USING _later_copies c "
-                "WHERE c.copy_no > 1 AND t.source_file = c.source_file AND t.source_line = c.source_line")
+    con.execute(
+        f"DELETE FROM {typed} t USING _later_copies c "
+        "WHERE c.copy_no > 1 AND t.source_file = c.source_file AND t.source_line = c.source_line"
+    )
 
 
 # What makes two copies of a message the same: what it says happened, to whom and when. Not the

@@ -20,33 +20,52 @@ from orchestration.lib import reason_codes as F
 CURRENCY_CODES = code_list(babel.numbers.list_currencies())
 
 ORDERS = CsvSource(
-    name="orders", table="order_lines",
+    name="orders",
+    table="order_lines",
     columns=("order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"),
     required=(("order_id",), ("ordered_at",), ("amount",), ("status",), ("customer_id", "email")),
     rules=(
         required_rule("order_id", "ordered_at", "amount", "status"),
-        Rule(F.MISSING_CUSTOMER, "nullif(customer_id, '') IS NULL AND email_normalised IS NULL",
-             "'customer_id is empty and email ' || coalesce('\"' || nullif(email, '') || '\" is not an address', "
-             "'is empty') || '; an order needs one of them'"),
+        Rule(
+            F.MISSING_CUSTOMER,
+            "nullif(customer_id, '') IS NULL AND email_normalised IS NULL",
+            "'customer_id is empty and email ' || coalesce('\"' || nullif(email, '') || '\" is not an address', "
+            "'is empty') || '; an order needs one of them'",
+        ),
         timestamp_rule("ordered_at"),
-        Rule(F.FUTURE_TIMESTAMP,
-             f"timezone('UTC', try_cast(ordered_at AS TIMESTAMPTZ)) > loaded_at + {MAX_FUTURE_SKEW}",
-             "'ordered_at ' || ordered_at || ' is more than a day after its file arrived (the row''s loaded_at)'"),
+        Rule(
+            F.FUTURE_TIMESTAMP,
+            f"timezone('UTC', try_cast(ordered_at AS TIMESTAMPTZ)) > loaded_at + {MAX_FUTURE_SKEW}",
+            "'ordered_at ' || ordered_at || ' is more than a day after its file arrived (the row''s loaded_at)'",
+        ),
         number_rule("amount", "DECIMAL(18, 2)"),
-        Rule(F.INVALID_VALUE, "lower(status) NOT IN ('completed', 'refunded', 'cancelled')",
-             "'status \"' || status || '\" is not one of completed, refunded, cancelled'"),
-        Rule(F.NEGATIVE_AMOUNT, "lower(status) = 'completed' AND try_cast(amount AS DECIMAL(18, 2)) < 0",
-             "'amount ' || amount || ' is negative on a completed order; send refunds with status refunded'"),
+        Rule(
+            F.INVALID_VALUE,
+            "lower(status) NOT IN ('completed', 'refunded', 'cancelled')",
+            "'status \"' || status || '\" is not one of completed, refunded, cancelled'",
+        ),
+        Rule(
+            F.NEGATIVE_AMOUNT,
+            "lower(status) = 'completed' AND try_cast(amount AS DECIMAL(18, 2)) < 0",
+            "'amount ' || amount || ' is negative on a completed order; send refunds with status refunded'",
+        ),
     ),
     fields=(
         *email_checks(),
-        FieldCheck("currency", F.INVALID_VALUE, f"nullif(currency, '') IS NOT NULL AND upper(trim(currency)) NOT IN ({CURRENCY_CODES})",
-                   "'currency \"' || currency || '\" is not an ISO 4217 code'"),
+        FieldCheck(
+            "currency",
+            F.INVALID_VALUE,
+            f"nullif(currency, '') IS NOT NULL AND upper(trim(currency)) NOT IN ({CURRENCY_CODES})",
+            "'currency \"' || currency || '\" is not an ISO 4217 code'",
+        ),
     ),
-    select=("order_id, nullif(customer_id, '') AS customer_id, nullif(email, '') AS email, email_normalised, "
-            f"{timestamp_sql('ordered_at')}, CAST(amount AS DECIMAL(18, 2)) AS amount, upper(trim(nullif(currency, ''))) AS currency, "
-            "lower(status) AS status, nullif(lower(channel), '') AS channel"),
+    select=(
+        "order_id, nullif(customer_id, '') AS customer_id, nullif(email, '') AS email, email_normalised, "
+        f"{timestamp_sql('ordered_at')}, CAST(amount AS DECIMAL(18, 2)) AS amount, upper(trim(nullif(currency, ''))) AS currency, "
+        "lower(status) AS status, nullif(lower(channel), '') AS channel"
+    ),
     # Orders with neither customer_id nor email: quarantined, they cannot be resolved.
-    checked_counts=(("guest_orders", f"SELECT count(DISTINCT order_id) FROM _checked "
-                                      f"WHERE reason_code = '{F.MISSING_CUSTOMER}'"),),
+    checked_counts=(
+        ("guest_orders", f"SELECT count(DISTINCT order_id) FROM _checked WHERE reason_code = '{F.MISSING_CUSTOMER}'"),
+    ),
 )

@@ -45,11 +45,11 @@ FALSE_TEXT = ("false", "0", "no", "n", "f")
 
 @dataclass(frozen=True)
 class CsvSource:
-    name: str          # the landing folder, and `source` in raw.quarantine
-    table: str         # raw.<table>
+    name: str  # the landing folder, and `source` in raw.quarantine
+    table: str  # raw.<table>
     columns: tuple[str, ...]
     rules: tuple[Rule, ...]  # what makes a whole record unusable: quarantined
-    select: str        # SQL turning the checked text columns into typed ones
+    select: str  # SQL turning the checked text columns into typed ones
     dedupe: bool = False  # drop rows identical in every column
     fields: tuple[FieldCheck, ...] = ()  # optional fields: nulled and recorded, never the record
     # Column groups a file must have (one column of each); a file may leave out any other column.
@@ -63,8 +63,9 @@ class CsvSource:
     table_counts: tuple[tuple[str, str], ...] = ()
 
 
-def _read_csv_records(path: Path, columns: tuple[str, ...], required: tuple[tuple[str, ...], ...] = (),
-                      absent: list[str] | None = None):
+def _read_csv_records(
+    path: Path, columns: tuple[str, ...], required: tuple[tuple[str, ...], ...] = (), absent: list[str] | None = None
+):
     """Yield (line_no, raw_text, fields) per CSV record, keeping the exact source text.
 
     A column the header lacks reads as empty, unless it is one of the `required` groups; the
@@ -89,10 +90,12 @@ def _read_csv_records(path: Path, columns: tuple[str, ...], required: tuple[tupl
         raise ValueError(F.FILE_MISSING_HEADER, "file is empty; expected a header row") from None
     missing = [" or ".join(group) for group in required if not any(c in header for c in group)]
     if missing:
-        raise ValueError(F.FILE_MISSING_HEADER,
-                         f"header row lacks the required column(s) {', '.join(missing)}; the first line must name "
-                         f"the columns (any of {', '.join(columns)}). Found: {', '.join(header_raw)[:200]}. Name "
-                         "them, or map the file's own columns in sources.yml (docs/sources.md).")
+        raise ValueError(
+            F.FILE_MISSING_HEADER,
+            f"header row lacks the required column(s) {', '.join(missing)}; the first line must name "
+            f"the columns (any of {', '.join(columns)}). Found: {', '.join(header_raw)[:200]}. Name "
+            "them, or map the file's own columns in sources.yml (docs/sources.md).",
+        )
     if absent is not None:
         absent.extend(c for c in columns if c not in header)
     positions = [header.index(c) if c in header else None for c in columns]
@@ -120,10 +123,14 @@ def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) 
         rel = plan.relative(path)
         absent: list[str] = []
         try:
-            for line_no, raw, fields, n_fields, n_header in _read_csv_records(path, spec.columns, spec.required, absent):
+            for line_no, raw, fields, n_fields, n_header in _read_csv_records(
+                path, spec.columns, spec.required, absent
+            ):
                 if fields is None:
-                    records.append((rel, line_no, raw, f"{n_fields} fields where the header has {n_header}")
-                                   + (None,) * len(spec.columns))
+                    records.append(
+                        (rel, line_no, raw, f"{n_fields} fields where the header has {n_header}")
+                        + (None,) * len(spec.columns)
+                    )
                 else:
                     records.append((rel, line_no, raw, None) + tuple(f.strip() for f in fields))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -134,8 +141,13 @@ def _read_csv_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) 
         if absent:
             report.columns_absent[rel] = ", ".join(absent)
     text_columns = ["file", "raw", "shape_error", *spec.columns]
-    create_from_rows(con, "_rows", ["file", "line_no", "raw", "shape_error", *spec.columns], records,
-                      {**{c: "string" for c in text_columns}, "line_no": "int64"})
+    create_from_rows(
+        con,
+        "_rows",
+        ["file", "line_no", "raw", "shape_error", *spec.columns],
+        records,
+        {**{c: "string" for c in text_columns}, "line_no": "int64"},
+    )
 
 
 def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadReport) -> None:
@@ -143,24 +155,41 @@ def _read_mapped_rows(con, plan: SourceFiles, spec: CsvSource, report: LoadRepor
     select = canonical_sql(plan, spec.columns)
     scan_files(con, plan, plan.files, report, lambda batch: scan_mapped(con, plan, select, batch))
     keep_unparsed(con)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT file, line_no, raw, NULL::VARCHAR AS shape_error, "
-                f"{', '.join(spec.columns)} FROM _mapped")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT file, line_no, raw, NULL::VARCHAR AS shape_error, "
+        f"{', '.join(spec.columns)} FROM _mapped"
+    )
     con.execute("DROP TABLE IF EXISTS _mapped")
 
 
-SNAPSHOT_LOADS_DDL = ("CREATE TABLE IF NOT EXISTS raw.snapshot_loads "
-                      "(source VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL, report JSON NOT NULL)")
+SNAPSHOT_LOADS_DDL = (
+    "CREATE TABLE IF NOT EXISTS raw.snapshot_loads "
+    "(source VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL, report JSON NOT NULL)"
+)
 
 # What a reuse carries over from the load that read the files; the rest is counted from the tables.
-_CARRIED = ("files_rejected", "columns_absent", "rows_read", "deduplicated", "rows_suppressed", "quarantine_suppressed", "guest_orders")
+_CARRIED = (
+    "files_rejected",
+    "columns_absent",
+    "rows_read",
+    "deduplicated",
+    "rows_suppressed",
+    "quarantine_suppressed",
+    "guest_orders",
+)
 
 
 def _snapshot_fingerprint(plan: SourceFiles, spec: CsvSource, stats: dict[str, tuple[int, int]]) -> str:
     """What a snapshot load depends on: each file's name, size and mtime, the source's spec and
     mapping, the loaders' code (every module of this package) and the phone library's version."""
     code = [p.read_text(encoding="utf-8") for p in sorted(Path(__file__).parent.glob("*.py"))]
-    parts = [repr(spec), repr((plan.format, plan.columns, plan.csv, str(plan.root))), repr(sorted(stats.items())),
-             phonenumbers.__version__, *code]
+    parts = [
+        repr(spec),
+        repr((plan.format, plan.columns, plan.csv, str(plan.root))),
+        repr(sorted(stats.items())),
+        phonenumbers.__version__,
+        *code,
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -169,8 +198,9 @@ def _reuse_snapshot(con, report: LoadReport, spec: CsvSource, fingerprint: str) 
     same loader: its tables stand as they are. They equal a reload: an erasure since then scrubbed
     them, as suppression would drop the same rows at a reload."""
     con.execute(SNAPSHOT_LOADS_DDL)
-    stored = con.execute("SELECT report FROM raw.snapshot_loads WHERE source = ? AND fingerprint = ?",
-                         [report.source, fingerprint]).fetchone()
+    stored = con.execute(
+        "SELECT report FROM raw.snapshot_loads WHERE source = ? AND fingerprint = ?", [report.source, fingerprint]
+    ).fetchone()
     if stored is None or not table_exists(con, "raw", report.table):
         return False
     for name, value in json.loads(stored[0]).items():
@@ -180,8 +210,9 @@ def _reuse_snapshot(con, report: LoadReport, spec: CsvSource, fingerprint: str) 
     return True
 
 
-def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, spec: CsvSource,
-                    now: dt.datetime | None = None) -> LoadReport:
+def load_csv_source(
+    con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, spec: CsvSource, now: dt.datetime | None = None
+) -> LoadReport:
     """`files`: the landing root (its <source>/ folder), or the files a sources config declares.
     When the files and this loader are as at the last load, nothing is read again (`report.reused`)."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
@@ -194,17 +225,23 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
         return report
     report.files_read = len(plan.files)
     (_read_mapped_rows if plan.mapped else _read_csv_rows)(con, plan, spec, report)
-    report.rows_read = con.execute("SELECT count(*) FROM _rows").fetchone()[0] + \
-        con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
+    report.rows_read = (
+        con.execute("SELECT count(*) FROM _rows").fetchone()[0]
+        + con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
+    )
     con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, f.loaded_at FROM _rows r JOIN _files f USING (file)")
     if "phone" in spec.columns:
         normalise_phones(con)
-        con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164, p.phone_valid FROM _rows r "
-                    "LEFT JOIN _phones p ON p.phone = r.phone AND p.country IS NOT DISTINCT FROM r.country")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, p.phone_e164, p.phone_valid FROM _rows r "
+            "LEFT JOIN _phones p ON p.phone = r.phone AND p.country IS NOT DISTINCT FROM r.country"
+        )
     if "email" in spec.columns:
         normalise_emails(con)
-        con.execute("CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, e.* EXCLUDE (email) FROM _rows r "
-                    "LEFT JOIN _emails e USING (email)")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rows AS SELECT r.*, e.* EXCLUDE (email) FROM _rows r "
+            "LEFT JOIN _emails e USING (email)"
+        )
     rules = (Rule(F.WRONG_FIELD_COUNT, "shape_error IS NOT NULL", "shape_error"),) + spec.rules
     code_sql, message_sql = reason_sql(rules)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {code_sql} AS reason_code FROM _rows")
@@ -213,14 +250,18 @@ def load_csv_source(con: duckdb.DuckDBPyConnection, files: Path | SourceFiles, s
         con.execute(f"CREATE OR REPLACE TEMP TABLE _companion_{i} AS {sql}")
         companions[table] = f"SELECT * FROM _companion_{i} ORDER BY source_file, source_line"
     companions[FIELD_ISSUES] = _check_fields(con, spec)
-    con.execute("CREATE OR REPLACE TEMP TABLE _file_rows AS SELECT file, reason_code IS NOT NULL AS rejected FROM _checked "
-                "UNION ALL SELECT file, true FROM _unparsed_rows")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _file_rows AS SELECT file, reason_code IS NOT NULL AS rejected FROM _checked "
+        "UNION ALL SELECT file, true FROM _unparsed_rows"
+    )
     typed_rows = f"SELECT {spec.select}, file AS source_file, line_no AS source_line, loaded_at FROM _checked WHERE reason_code IS NULL"
     if spec.dedupe:
         cols = ", ".join(spec.columns)
-        typed = (f"SELECT * EXCLUDE (copy_no) FROM (SELECT *, row_number() OVER (PARTITION BY {cols} "
-                 f"ORDER BY source_file, source_line) AS copy_no FROM ({typed_rows})) WHERE copy_no = 1 "
-                 f"ORDER BY source_file, source_line")
+        typed = (
+            f"SELECT * EXCLUDE (copy_no) FROM (SELECT *, row_number() OVER (PARTITION BY {cols} "
+            f"ORDER BY source_file, source_line) AS copy_no FROM ({typed_rows})) WHERE copy_no = 1 "
+            f"ORDER BY source_file, source_line"
+        )
     else:
         typed = typed_rows + " ORDER BY source_file, source_line"
     quarantine = f"""
@@ -246,29 +287,47 @@ def _check_fields(con, spec: CsvSource) -> str:
     for check in spec.fields:
         by_column.setdefault(check.column, []).append(check)
     key = "nullif(customer_id, '')" if "customer_id" in spec.columns else "NULL::VARCHAR"
-    selects = [f"""SELECT '{spec.name}' AS source, file, line_no AS line, '{column}' AS column_name,
-                       {' AS reason_code, '.join(reason_sql(checks))} AS reason,
+    selects = [
+        f"""SELECT '{spec.name}' AS source, file, line_no AS line, '{column}' AS column_name,
+                       {" AS reason_code, ".join(reason_sql(checks))} AS reason,
                        {column} AS raw, {key} AS customer_id, loaded_at
-                FROM _checked WHERE reason_code IS NULL AND ({' OR '.join(f'({c.condition})' for c in checks)})"""
-               for column, checks in by_column.items()]
-    con.execute("CREATE OR REPLACE TEMP TABLE _field_issues AS " + (" UNION ALL ".join(selects) or
-                f"SELECT * FROM {FIELD_ISSUES} WHERE false"))
+                FROM _checked WHERE reason_code IS NULL AND ({" OR ".join(f"({c.condition})" for c in checks)})"""
+        for column, checks in by_column.items()
+    ]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _field_issues AS "
+        + (" UNION ALL ".join(selects) or f"SELECT * FROM {FIELD_ISSUES} WHERE false")
+    )
     if by_column:
-        nulled = ", ".join(f"CASE WHEN {' OR '.join(f'({c.condition})' for c in checks)} THEN NULL ELSE {column} END "
-                           f"AS {column}" for column, checks in by_column.items())
+        nulled = ", ".join(
+            f"CASE WHEN {' OR '.join(f'({c.condition})' for c in checks)} THEN NULL ELSE {column} END AS {column}"
+            for column, checks in by_column.items()
+        )
         con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT * REPLACE ({nulled}) FROM _checked")
     return "SELECT * FROM _field_issues ORDER BY file, line, column_name"
 
 
-def _commit(con, report: LoadReport, spec: CsvSource, typed_sql: str, quarantine_sql: str, files: dict[str, dt.datetime],
-            file_stats: dict[str, tuple[int, int]], fingerprint: str, valid_rows: int,
-            companions: dict[str, str]) -> None:
+def _commit(
+    con,
+    report: LoadReport,
+    spec: CsvSource,
+    typed_sql: str,
+    quarantine_sql: str,
+    files: dict[str, dt.datetime],
+    file_stats: dict[str, tuple[int, int]],
+    fingerprint: str,
+    valid_rows: int,
+    companions: dict[str, str],
+) -> None:
     """Swap in the new raw table, its companion tables (`companions`: table -> SQL, including the
     source's rows of raw.field_issues), its quarantine rows, its file manifest and the fingerprint
     of what was read (raw.snapshot_loads, with the counts a reuse reports), atomically."""
-    per_file = {r[0]: r[1:] for r in con.execute(
-        "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
-    ).fetchall()}
+    per_file = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT file, count(*) FILTER (WHERE NOT rejected), count(*) FILTER (WHERE rejected) FROM _file_rows GROUP BY file"
+        ).fetchall()
+    }
     suppressing = f"raw.{report.table}" not in suppression.EXEMPT_TABLES and suppression.has_suppressions(con)
     if suppressing:  # erased persons' rows never land again, nor those their rows tie to them
         con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {typed_sql}")
@@ -282,7 +341,8 @@ def _commit(con, report: LoadReport, spec: CsvSource, typed_sql: str, quarantine
         con.execute(f"INSERT INTO raw.quarantine {quarantine_sql}")
         if suppressing:
             report.quarantine_suppressed = suppression.delete_suppressed(
-                con, "raw.quarantine", ["raw"], where=f"t.source = '{report.source}'")
+                con, "raw.quarantine", ["raw"], where=f"t.source = '{report.source}'"
+            )
         _write_companions(con, report.source, companions, suppressing)
         con.execute("DELETE FROM raw.ingested_files WHERE source = ?", [report.source])
         rows = []
@@ -292,15 +352,32 @@ def _commit(con, report: LoadReport, spec: CsvSource, typed_sql: str, quarantine
             size, mtime = file_stats[rel]
             rows.append((report.source, rel, size, mtime, loaded_at, status, loaded + rejected, loaded, rejected))
         if rows:
-            create_from_rows(con, "_manifest", ["source", "file", "size_bytes", "modified_ns", "loaded_at", "status",
-                                                 "rows_read", "rows_loaded", "rows_quarantined"], rows,
-                              {"loaded_at": "datetime64[us]"})
+            create_from_rows(
+                con,
+                "_manifest",
+                [
+                    "source",
+                    "file",
+                    "size_bytes",
+                    "modified_ns",
+                    "loaded_at",
+                    "status",
+                    "rows_read",
+                    "rows_loaded",
+                    "rows_quarantined",
+                ],
+                rows,
+                {"loaded_at": "datetime64[us]"},
+            )
             con.execute("INSERT INTO raw.ingested_files BY NAME SELECT * FROM _manifest")
-        report.deduplicated = valid_rows - con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0] \
-            - report.rows_suppressed
+        report.deduplicated = (
+            valid_rows - con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0] - report.rows_suppressed
+        )
         con.execute("DELETE FROM raw.snapshot_loads WHERE source = ?", [report.source])  # made by _reuse_snapshot
-        con.execute("INSERT INTO raw.snapshot_loads VALUES (?, ?, ?)",
-                    [report.source, fingerprint, json.dumps({name: getattr(report, name) for name in _CARRIED})])
+        con.execute(
+            "INSERT INTO raw.snapshot_loads VALUES (?, ?, ?)",
+            [report.source, fingerprint, json.dumps({name: getattr(report, name) for name in _CARRIED})],
+        )
     con.execute("DROP TABLE IF EXISTS _typed")
     _count_loaded(con, report, spec)
 
@@ -316,20 +393,27 @@ def _write_companions(con, source: str, companions: dict[str, str], suppressing:
             con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
             where = "true"
         if suppressing:
-            suppression.delete_suppressed(con, table, [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()],
-                                          where=where)
+            suppression.delete_suppressed(
+                con, table, [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()], where=where
+            )
 
 
 def _count_loaded(con, report: LoadReport, spec: CsvSource) -> None:
     """The rows, quarantined lines and field issues a source has now."""
     report.rows_loaded = con.execute(f"SELECT count(*) FROM raw.{report.table}").fetchone()[0]
-    report.quarantine_by_reason = dict(con.execute(
-        "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
-        [report.source]).fetchall())
+    report.quarantine_by_reason = dict(
+        con.execute(
+            "SELECT reason_code, count(*) FROM raw.quarantine WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+            [report.source],
+        ).fetchall()
+    )
     report.rows_quarantined = sum(report.quarantine_by_reason.values())
-    report.field_issues_by_reason = dict(con.execute(
-        f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
-        [report.source]).fetchall())
+    report.field_issues_by_reason = dict(
+        con.execute(
+            f"SELECT reason_code, count(*) FROM {FIELD_ISSUES} WHERE source = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+            [report.source],
+        ).fetchall()
+    )
     for name, table in spec.table_counts:
         if table_exists(con, *table.split(".")):
             setattr(report, name, con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
@@ -343,13 +427,18 @@ def required_rule(*cols: str) -> Rule:
 
 def email_checks() -> tuple[FieldCheck, ...]:
     """`email` against check_email's verdict (`email_issue`, joined in by normalise_emails)."""
-    return tuple(FieldCheck("email", code, f"email_issue = '{code}'", "'email \"' || email || '\": ' || email_issue_reason")
-                 for code in (F.INVALID_EMAIL, F.MIXED_SCRIPT_EMAIL))
+    return tuple(
+        FieldCheck("email", code, f"email_issue = '{code}'", "'email \"' || email || '\": ' || email_issue_reason")
+        for code in (F.INVALID_EMAIL, F.MIXED_SCRIPT_EMAIL)
+    )
 
 
 def timestamp_rule(col: str) -> Rule:
-    return Rule(F.INVALID_DATE, f"try_cast({col} AS TIMESTAMPTZ) IS NULL",
-                f"'{col} \"' || {col} || '\" is not an ISO-8601 date-time'")
+    return Rule(
+        F.INVALID_DATE,
+        f"try_cast({col} AS TIMESTAMPTZ) IS NULL",
+        f"'{col} \"' || {col} || '\" is not an ISO-8601 date-time'",
+    )
 
 
 def optional_timestamp_check(col: str) -> FieldCheck:
@@ -359,13 +448,19 @@ def optional_timestamp_check(col: str) -> FieldCheck:
 
 def boolean_check(col: str) -> FieldCheck:
     ok = ", ".join(f"'{v}'" for v in TRUE_TEXT + FALSE_TEXT)
-    return FieldCheck(col, F.INVALID_BOOLEAN, f"nullif({col}, '') IS NOT NULL AND lower(trim({col})) NOT IN ({ok})",
-                      f"'{col} \"' || {col} || '\" is not true/false (accepted: true, false, 1, 0, yes, no)'")
+    return FieldCheck(
+        col,
+        F.INVALID_BOOLEAN,
+        f"nullif({col}, '') IS NOT NULL AND lower(trim({col})) NOT IN ({ok})",
+        f"'{col} \"' || {col} || '\" is not true/false (accepted: true, false, 1, 0, yes, no)'",
+    )
 
 
 def bool_sql(col: str) -> str:
-    return (f"CASE WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in TRUE_TEXT)}) THEN true "
-            f"WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in FALSE_TEXT)}) THEN false END")
+    return (
+        f"CASE WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in TRUE_TEXT)}) THEN true "
+        f"WHEN lower(trim({col})) IN ({', '.join(repr(v) for v in FALSE_TEXT)}) THEN false END"
+    )
 
 
 def timestamp_sql(col: str) -> str:
@@ -373,8 +468,11 @@ def timestamp_sql(col: str) -> str:
 
 
 def number_rule(col: str, sql_type: str) -> Rule:
-    return Rule(F.INVALID_NUMBER, f"nullif({col}, '') IS NOT NULL AND try_cast({col} AS {sql_type}) IS NULL",
-                f"'{col} \"' || {col} || '\" is not a number (use a plain decimal such as 1234.50)'")
+    return Rule(
+        F.INVALID_NUMBER,
+        f"nullif({col}, '') IS NOT NULL AND try_cast({col} AS {sql_type}) IS NULL",
+        f"'{col} \"' || {col} || '\" is not a number (use a plain decimal such as 1234.50)'",
+    )
 
 
 def optional_number_check(col: str, sql_type: str) -> FieldCheck:
