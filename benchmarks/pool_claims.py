@@ -5,7 +5,7 @@ for a step at once, as a run's executor does: of a pool that exists, or of a new
 claim sets up first (the first runs on a new instance). A trial where both are granted it is a
 double claim: the second step then meets DuckDB's file lock and waits for a retry. A claim that
 raises fails its run. Measured for Dagster's own event log storage and for Tessera's
-(orchestration/lib/dagster_storage.py), on SQLite and, with --postgres-url, on PostgreSQL (a
+(orchestration/lib/dagster_storage/), on SQLite and, with --postgres-url, on PostgreSQL (a
 scratch database: dagster-postgres creates its tables there).
 
     .venv/bin/python benchmarks/pool_claims.py --trials 30
@@ -31,7 +31,7 @@ STORAGES = {
     },
     "postgres": {
         "dagster": ("dagster_postgres.event_log", "PostgresEventLogStorage"),
-        "tessera": ("orchestration.lib.dagster_storage", "SerialClaimsPostgresEventLogStorage"),
+        "tessera": ("orchestration.lib.dagster_storage.postgres", "SerialClaimsPostgresEventLogStorage"),
     },
 }
 

@@ -168,3 +168,37 @@ def test_only_composition_roots_import_definitions():
         )
 
     _assert_none(rule)
+
+
+# Installed only by `make install-dev` (the dev, spark and production extras); `make run` has none.
+EXTRAS_ONLY = ("dagster_postgres", "psycopg2", "pyspark", "pyhive", "recordlinkage", "lifetimes", "playwright",
+               "pytest", "dbt.adapters.spark")
+
+LEAN_SESSION = """
+import importlib.abc, sys
+from pathlib import Path
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == m or name.startswith(m + ".") for m in {extras!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (an extra that `make run` does not install)")
+        return None
+
+sys.meta_path.insert(0, Absent())
+from orchestration.cli import ensure_dagster_home
+ensure_dagster_home(Path({home!r}))
+import orchestration.definitions, orchestration.api.app, orchestration.services
+print("lean ok")
+"""
+
+
+def test_what_make_run_does_needs_none_of_the_extras(tmp_path):
+    """`make run` installs requirements.lock only: the CLI, the code location, the API and the
+    instance set-up it runs must import without the dev, spark and production extras."""
+    import subprocess
+    import sys
+
+    script = LEAN_SESSION.format(extras=EXTRAS_ONLY, home=str(tmp_path / "dagster_home"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("lean ok")

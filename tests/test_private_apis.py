@@ -1,7 +1,7 @@
 """The private Dagster and dagster-dbt APIs Tessera overrides still have the shape it relies on.
 
 Three places reach past the public APIs, each because no public way exists:
-- orchestration/lib/dagster_storage.py subclasses Dagster's SQLite and PostgreSQL event log storages
+- orchestration/lib/dagster_storage/ subclasses Dagster's SQLite and PostgreSQL event log storages
   to serialise pool claims (Dagster offers no hook around a claim);
 - orchestration/defs/dbt/definitions.py overrides two private methods of DbtCliResource to skip
   `dbt --version` and the in-process adapter on every step;
@@ -22,7 +22,8 @@ from dagster_dbt import DbtCliResource
 from dagster_postgres.event_log.event_log import PostgresEventLogStorage
 
 from orchestration.defs.dbt.definitions import VenvDbtCliResource
-from orchestration.lib.dagster_storage import SerialClaimsPostgresEventLogStorage, SerialClaimsSqliteEventLogStorage
+from orchestration.lib.dagster_storage import SerialClaimsSqliteEventLogStorage
+from orchestration.lib.dagster_storage.postgres import SerialClaimsPostgresEventLogStorage
 
 
 def parameters(function) -> list[str]:

@@ -1,73 +1,25 @@
-"""Dagster event log storages whose pool claims take turns across processes.
-
-Dagster claims a pool slot by reading a free slot row and taking it in a second statement, and
-creates a pool's slots on its first claim by counting them and adding the missing ones. Two runs
-claiming at the same instant can both take the `duckdb` pool's one slot, and the second then meets
-DuckDB's file lock; with Dagster's own storages that happens to a sixth or more of simultaneous
-claims, on SQLite and on PostgreSQL alike (benchmarks/pool_claims.py). These storages hold one
-instance-wide lock around each claim and each pool's setup: a file lock next to the SQLite files,
-an advisory lock in PostgreSQL.
-"""
+"""The production profile's event log storage: dagster-postgres's, with pool claims under an
+advisory lock (see the package's docstring). It needs the `production` extra (dagster-postgres)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as db
 from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster._utils.concurrency import ConcurrencyClaimStatus
 from dagster_postgres.event_log.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy.dialects import postgresql
 
-
-def create_instance_tables(instance) -> None:
-    """Use each of the instance's storages once (runs, event log, schedules), so that each creates its
-    tables: a new SQLite instance creates them on first use, and first processes race to."""
-    instance.get_runs(limit=1)
-    instance.event_log_storage.get_concurrency_keys()
-    instance.all_instigator_state()
-
+from orchestration.lib.dagster_storage import SerialClaims
 
 # pg_advisory_lock's key for the claims: any fixed 64-bit number that nothing else on the database uses.
 POSTGRES_CLAIMS_LOCK = 0x7E55E7A
 
 
-class _SerialClaims:
-    def _claims_lock(self) -> contextlib.AbstractContextManager:
-        raise NotImplementedError
-
-    def claim_concurrency_slot(
-        self, concurrency_key: str, run_id: str, step_key: str, priority: int | None = None
-    ) -> ConcurrencyClaimStatus:
-        with self._claims_lock():
-            return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)  # type: ignore[misc]
-
-    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
-        with self._claims_lock():
-            return super().initialize_concurrency_limit_to_default(concurrency_key)  # type: ignore[misc]
-
-
-class SerialClaimsSqliteEventLogStorage(_SerialClaims, SqliteEventLogStorage):
-    """Dagster's SQLite event log (the default instance's), with claims under a file lock."""
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value: Mapping[str, Any]):
-        return cls(inst_data=inst_data, **config_value)
-
-    @contextlib.contextmanager
-    def _claims_lock(self) -> Iterator[None]:
-        with open(os.path.join(self._base_dir, "pool_claims.lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
-            yield
-
-
-class SerialClaimsPostgresEventLogStorage(_SerialClaims, PostgresEventLogStorage):
+class SerialClaimsPostgresEventLogStorage(SerialClaims, PostgresEventLogStorage):
     """dagster-postgres's event log (the production profile's), with claims under an advisory lock."""
 
     @classmethod
