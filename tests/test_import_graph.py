@@ -171,8 +171,17 @@ def test_only_composition_roots_import_definitions():
 
 
 # Installed only by `make install-dev` (the dev, spark and production extras); `make run` has none.
-EXTRAS_ONLY = ("dagster_postgres", "psycopg2", "pyspark", "pyhive", "recordlinkage", "lifetimes", "playwright",
-               "pytest", "dbt.adapters.spark")
+EXTRAS_ONLY = (
+    "dagster_postgres",
+    "psycopg2",
+    "pyspark",
+    "pyhive",
+    "recordlinkage",
+    "lifetimes",
+    "playwright",
+    "pytest",
+    "dbt.adapters.spark",
+)
 
 LEAN_SESSION = """
 import importlib.abc, sys
