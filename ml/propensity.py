@@ -189,12 +189,17 @@ def build_pipeline(
 
 class CalibratedPropensity(BaseEstimator, ClassifierMixin):
     """A fitted propensity pipeline whose scores pass through a calibrator fitted out of time:
-    isotonic regression on the score, or a logistic regression on its log-odds (Platt)."""
+    isotonic regression on the score, or a logistic regression on its log-odds (Platt).
 
-    def __init__(self, pipeline: Pipeline, calibrator, method: str):
+    `typical`: the training set's typical row ({column: value}, see typical_row), against which
+    top_contributions explains a score, so that a person's explanation depends on the model and
+    the person only, not on who else is scored with them."""
+
+    def __init__(self, pipeline: Pipeline, calibrator, method: str, typical: dict | None = None):
         self.pipeline = pipeline
         self.calibrator = calibrator
         self.method = method
+        self.typical = typical
 
     @property
     def classes_(self) -> np.ndarray:
@@ -374,8 +379,9 @@ def train_propensity(
     calibrator = fit_calibrator(method, raw[chosen], y_train)
     x_fit, y_fit = _cap(x_train, training_labels.astype(int), config.max_train_rows, config.seed)
     pipeline = build_pipeline(chosen, numeric, categorical, config.seed, window).fit(x_fit, y_fit)
+    typical = {c: v.item() if isinstance(v, np.generic) else v for c, v in typical_row(x_train).iloc[0].items()}
     return PropensityResult(
-        model=CalibratedPropensity(pipeline, calibrator, method),
+        model=CalibratedPropensity(pipeline, calibrator, method, typical),
         chosen=chosen,
         validation=validation,
         calibration=calibration,
@@ -389,7 +395,7 @@ def score(model, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(model_inputs(frame))[:, 1]
 
 
-def _typical_row(inputs: pd.DataFrame) -> pd.DataFrame:
+def typical_row(inputs: pd.DataFrame) -> pd.DataFrame:
     """One row of each column's typical value: the median, or the most frequent category."""
     numeric = set(numeric_columns(inputs)) | set(BTYD_COLUMNS)
     return pd.DataFrame(
@@ -480,13 +486,23 @@ def _effects(model, inputs: pd.DataFrame, typical: pd.DataFrame) -> dict[str, np
     return effects
 
 
+def baseline(model, inputs: pd.DataFrame) -> pd.DataFrame:
+    """The row a model's scores are explained against: the training set's typical row that the
+    model keeps, or (a model trained before it kept one) the typical row of `inputs`."""
+    kept = getattr(model, "typical", None)
+    if not kept or not set(inputs.columns) <= set(kept):
+        return typical_row(inputs)
+    return pd.DataFrame({c: [kept[c]] for c in inputs.columns}).astype(inputs.dtypes.to_dict())
+
+
 def top_contributions(model, frame: pd.DataFrame, n: int = 3) -> list[list[dict]]:
     """Per row, the `n` features that raise its score most. For a random forest, by path attribution:
     what the splits on the feature added to the score along the row's paths. For any other model, by
-    occlusion: the score drop when the feature is set to the population's typical value (median, or
-    most frequent category), which explains whichever candidate became champion."""
+    occlusion: the score drop when the feature is set to its typical value in the training set
+    (median, or most frequent category: see baseline), which explains whichever candidate became
+    champion."""
     inputs = model_inputs(frame)
-    effects = _effects(model, inputs, _typical_row(inputs))
+    effects = _effects(model, inputs, baseline(model, inputs))
     names = np.array(list(effects))
     # Rounded before ranking, so that effects equal to the last bit rank by column order.
     values = np.round(np.column_stack(list(effects.values())), 4)

@@ -382,19 +382,37 @@ def _propensity_champion_metric(
         return float("nan")
 
 
-def score_propensity(frame: pd.DataFrame, model_name: str = "purchase_30d") -> pd.DataFrame:
-    """person_id, model_name, score, top_features (JSON), model_version for every row, from the champion."""
+def score_propensity(
+    frame: pd.DataFrame, model_name: str = "purchase_30d", previous: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """person_id, model_name, score, top_features (JSON), model_version for every row, from the champion.
+
+    `previous` (person_id, score, top_features, model_version: the last scoring's rows) spares the
+    explanations that did not change: a person whose score and model version are the same keeps
+    their top features, and only the others are explained. A model explains against the typical
+    row it learned (propensity.baseline), so a kept explanation is the one a new one would give.
+    A model trained before it kept that row explains everyone."""
     registered = propensity_registered_name(model_name)
     version, model = tracking.champion(registered)
     if model is None:
         raise _no_champion(registered)
-    scores = score(model, frame)
+    scores = np.round(score(model, frame), 6)
+    top = pd.Series(None, index=range(len(frame)), dtype="object")
+    if previous is not None and len(previous) and getattr(model, "typical", None):
+        same = previous[previous["model_version"] == str(version.version)].drop_duplicates("person_id")
+        kept = pd.DataFrame({"person_id": frame["person_id"].to_numpy(), "score": scores}).merge(
+            same[["person_id", "score", "top_features"]], on=["person_id", "score"], how="left"
+        )
+        top = kept["top_features"].astype("object")
+    todo = np.flatnonzero(top.isna().to_numpy())
+    if len(todo):
+        top.iloc[todo] = [json.dumps(t) for t in top_contributions(model, frame.iloc[todo])]
     return pd.DataFrame(
         {
             "person_id": frame["person_id"].to_numpy(),
             "model_name": model_name,
-            "score": np.round(scores, 6),
-            "top_features": [json.dumps(t) for t in top_contributions(model, frame)],
+            "score": scores,
+            "top_features": top.to_numpy(),
             "model_version": str(version.version),
         }
     )

@@ -5,19 +5,6 @@
     try_cast({{ field }} as {{ type }})
 {%- endmacro %}
 
-{# The text at a JSONPath inside a JSON column. #}
-{% macro json_text(column, path) -%}
-    {{ return(adapter.dispatch('json_text', 'tessera')(column, path)) }}
-{%- endmacro %}
-
-{% macro default__json_text(column, path) -%}
-    get_json_object({{ column }}, '{{ path }}')
-{%- endmacro %}
-
-{% macro duckdb__json_text(column, path) -%}
-    json_extract_string({{ column }}, '{{ path }}')
-{%- endmacro %}
-
 {# Trimmed text, with empty strings as NULL. #}
 {% macro clean_text(expr) -%}
     nullif(trim({{ expr }}), '')

@@ -134,3 +134,31 @@ def test_the_models_input_example_is_nobodys_row(mlflow_store):
 def test_scoring_without_a_champion_explains_itself(mlflow_store):
     with pytest.raises(workflows.NoChampionError, match="has no champion yet"):
         workflows.assign_clusters(pd.DataFrame({"person_id": ["p1"]}))
+
+
+def test_scoring_again_explains_only_the_persons_whose_score_or_model_changed(mlflow_store, monkeypatch):
+    ctx = workflows.RunContext(as_of="2026-10-31", data_version="v1", dagster_run_id="run-1")
+    workflows.train_propensity_model(_frame(1, 600, "2026-09-01"), _frame(2, 600, "2026-10-01"), ctx)
+    frame = _frame(5, 80, "2026-10-31")
+    first = workflows.score_propensity(frame)
+
+    explained: list[int] = []
+    real = workflows.top_contributions
+    monkeypatch.setattr(
+        workflows, "top_contributions", lambda model, rows: explained.append(len(rows)) or real(model, rows)
+    )
+    # The next day: two persons' features moved (their scores change), the others did not.
+    moved = frame.copy()
+    moved.loc[[3, 40], "x"] += 2.5
+    again = workflows.score_propensity(moved, previous=first)
+    assert explained == [2]
+    assert (again["score"] != first["score"]).sum() == 2
+    # Kept or new, each explanation is the one a full scoring gives: the model explains against the
+    # typical row it learned, not against the population scored with it.
+    pd.testing.assert_frame_equal(again, workflows.score_propensity(moved))
+    pd.testing.assert_frame_equal(workflows.score_propensity(moved.head(10)), again.head(10))
+
+    # A previous scoring by another model version explains everyone again.
+    explained.clear()
+    workflows.score_propensity(moved, previous=first.assign(model_version="0"))
+    assert explained == [len(moved)]

@@ -1,7 +1,8 @@
 -- One row per behavioural message, with the Segment context and the properties the product
--- uses flattened into typed columns. `behaviour` maps event names through the taxonomy vars.
--- No joins: a query that needs a few columns (int_segment__events asks for each day's message
--- ids) reads only those, without parsing the JSON.
+-- uses as typed columns. The loader flattened them in the same pass that checked each line
+-- (orchestration/defs/ingest/loaders/events.py, FLAT_FIELDS): nothing here parses JSON.
+-- `behaviour` maps event names through the taxonomy vars. No joins: a query that needs a few
+-- columns (int_segment__events asks for each day's message ids) reads only those.
 with source as (
     select * from {{ source('segment', 'events') }}
 ),
@@ -17,29 +18,29 @@ flattened as (
         occurred_at,
         sent_at,
         received_at,
-        {{ clean_text(json_text('context', '$.ip')) }} as ip,
-        {{ clean_text(json_text('context', '$.userAgent')) }} as user_agent,
-        {{ clean_text(json_text('context', '$.locale')) }} as locale,
-        {{ clean_text(json_text('context', '$.timezone')) }} as timezone,
-        upper({{ clean_text(json_text('context', '$.location.country')) }}) as country,
-        lower({{ clean_text(json_text('context', '$.device.type')) }}) as device_type_reported,
-        {{ clean_text(json_text('context', '$.library.name')) }} as library_name,
-        {{ clean_text(json_text('context', '$.page.path')) }} as page_path,
-        {{ clean_text(json_text('context', '$.page.url')) }} as page_url,
-        {{ clean_text(json_text('context', '$.page.referrer')) }} as page_referrer,
-        {{ clean_text(json_text('context', '$.campaign.source')) }} as campaign_source,
-        {{ clean_text(json_text('context', '$.campaign.medium')) }} as campaign_medium,
-        {{ clean_text(json_text('context', '$.campaign.name')) }} as campaign_name,
-        {{ clean_text(json_text('properties', '$.order_id')) }} as order_id,
-        {{ dbt.safe_cast(json_text('properties', '$.revenue'), 'decimal(18, 2)') }} as revenue,
-        {{ clean_text(json_text('properties', '$.product_id')) }} as product_id,
-        lower({{ clean_text(json_text('properties', '$.category')) }}) as category,
-        {{ clean_text(json_text('properties', '$.query')) }} as search_query,
-        {{ dbt.safe_cast(json_text('properties', '$.percent_watched'), 'double') }} as video_percent_watched,
-        {{ dbt.safe_cast(json_text('properties', '$.percent'), 'double') }} as scroll_percent,
-        {{ clean_text(json_text('traits', '$.email')) }} as traits_email,
-        lower({{ clean_text(json_text('traits', '$.email')) }}) as traits_email_normalised,
-        {{ clean_text(json_text('traits', '$.phone')) }} as traits_phone,
+        ip,
+        user_agent,
+        locale,
+        timezone,
+        country,
+        device_type_reported,
+        library_name,
+        page_path,
+        page_url,
+        page_referrer,
+        campaign_source,
+        campaign_medium,
+        campaign_name,
+        order_id,
+        revenue,
+        product_id,
+        category,
+        search_query,
+        video_percent_watched,
+        scroll_percent,
+        traits_email,
+        lower(traits_email) as traits_email_normalised,
+        traits_phone,
         traits_phone_e164,
         source_file,
         loaded_at

@@ -18,7 +18,7 @@ from ml.propensity import OneClassLabelsError, PropensityConfig
 from ml.tracking import PromotionPolicy
 from orchestration.defs.metadata import frame_table, table_metadata
 from orchestration.defs.resources import SettingsResource, WarehouseResource
-from orchestration.lib.warehouse import table_from_frame, transaction
+from orchestration.lib.warehouse import table_exists, table_from_frame, transaction
 
 OWNER = "team:data-science"
 # Models retrain weekly (Mondays 04:00 UTC, after the daily refresh); scoring follows every feature
@@ -388,11 +388,17 @@ def propensity_scores(
             "as_of": pd.Series(dtype="datetime64[us]"),
         }
     )
+    with warehouse.connect(read_only=True) as con:
+        previous = (
+            con.execute("SELECT person_id, score, top_features, model_version FROM marts.propensity_scores").df()
+            if table_exists(con, "marts", "propensity_scores")
+            else None
+        )  # a person whose score did not change keeps their explanation (workflows.score_propensity)
     scores, metadata = _score_into(
         warehouse,
         settings,
         "marts.propensity_scores",
-        lambda frame: workflows.score_propensity(frame, "purchase_30d"),
+        lambda frame: workflows.score_propensity(frame, "purchase_30d", previous),
         no_scores,
         context,
     )

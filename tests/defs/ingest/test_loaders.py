@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from orchestration.defs.ingest.assets import report_metadata
@@ -576,3 +577,87 @@ def test_opted_out_crm_records_that_cannot_load_still_withhold(tmp_path):
         F.INVALID_VALUE: 1,
         F.INVALID_BOOLEAN: 1,
     }
+
+
+def test_the_fields_the_product_reads_are_flattened_once_at_load_and_a_bad_number_is_nulled_and_recorded(tmp_path):
+    """raw.events carries the Segment fields as typed columns (dbt's staging reads them, never the
+    JSON): text trimmed, empty text as NULL, country upper-case, category and device type lower-case,
+    numbers typed. A number that is not one is nulled and recorded; its message loads."""
+    events = tmp_path / "landing" / "events"
+    events.mkdir(parents=True)
+    lines = [
+        _msg(
+            messageId="full",
+            event="Order Completed",
+            properties={"order_id": " o-7 ", "revenue": "12.5", "category": " Shoes", "product_id": "", "query": 3},
+            context={
+                "ip": "198.51.100.1",
+                "userAgent": "  ",
+                "location": {"country": "de "},
+                "device": {"type": "Mobile"},
+                "page": {"path": "/p", "url": "https://x.test/p", "referrer": "https://ref.test"},
+                "campaign": {"source": "news", "medium": "email", "name": "spring"},
+                "library": {"name": "analytics.js"},
+                "locale": "de-DE",
+                "timezone": "Europe/Berlin",
+            },
+        ),
+        _msg(messageId="bad-number", properties={"revenue": "twelve", "percent": {"of": 3}, "percent_watched": 40}),
+        _msg(messageId="bare", properties=..., context=...),
+    ]
+    (events / "e.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        load_events(con, tmp_path / "landing", NOW)
+        rows = {r["message_id"]: r for r in con.execute("SELECT * FROM raw.events").df().to_dict("records")}
+        issues = con.execute(
+            "SELECT line, column_name, reason_code, raw FROM raw.field_issues ORDER BY line, column_name"
+        ).fetchall()
+    full = rows["full"]
+    assert (full["order_id"], float(full["revenue"]), full["category"], full["product_id"]) == (
+        "o-7",
+        12.5,
+        "shoes",
+        None,
+    )
+    assert (full["search_query"], full["user_agent"], full["country"], full["device_type_reported"]) == (
+        "3",
+        None,
+        "DE",
+        "mobile",
+    )
+    assert (full["page_path"], full["page_referrer"], full["campaign_medium"], full["library_name"]) == (
+        "/p",
+        "https://ref.test",
+        "email",
+        "analytics.js",
+    )
+    assert (full["locale"], full["timezone"], full["ip"]) == ("de-DE", "Europe/Berlin", "198.51.100.1")
+    bad = rows["bad-number"]
+    assert bad["video_percent_watched"] == 40.0 and pd.isna(bad["revenue"]) and pd.isna(bad["scroll_percent"])
+    assert issues == [
+        (2, "properties.percent", F.INVALID_NUMBER, '{"of":3}'),
+        (2, "properties.revenue", F.INVALID_NUMBER, "twelve"),
+    ]
+    assert all(pd.isna(rows["bare"][c]) for c in ("ip", "order_id", "category", "country", "revenue"))
+
+
+def test_a_warehouse_of_an_earlier_release_gets_its_events_loaded_again_whole(tmp_path):
+    """A daily load cannot put a day's rows beside rows of other columns: when raw.events lacks a
+    column (a warehouse written before the columns were flattened at load), the load reads every file."""
+    events = tmp_path / "landing" / "events"
+    events.mkdir(parents=True)
+    days = ("2026-10-01", "2026-10-02")
+    for i, day in enumerate(days):
+        message = _msg(messageId=f"m{i}", timestamp=f"{day}T12:00:00Z", properties={"revenue": 5})
+        (events / f"{day}.jsonl").write_text(json.dumps(message) + "\n")
+    with connect(tmp_path / "wh.duckdb") as con:
+        load_events(con, tmp_path / "landing", NOW)
+        con.execute("ALTER TABLE raw.events DROP COLUMN revenue")
+        con.execute("ALTER TABLE raw.events DROP COLUMN traits_email")
+        report = load_events(
+            con, tmp_path / "landing", NOW, window=DayWindow(dt.date(2026, 10, 2), dt.date(2026, 10, 3))
+        )
+        columns = [r[0] for r in con.execute("DESCRIBE raw.events").fetchall()]
+        revenue = con.execute("SELECT message_id, revenue FROM raw.events ORDER BY 1").fetchall()
+    assert report.files_read == 2 and "traits_email" in columns
+    assert [(m, float(r)) for m, r in revenue] == [("m0", 5.0), ("m1", 5.0)]

@@ -82,39 +82,48 @@ def _event_rules() -> tuple[Rule, ...]:
     )
 
 
-LINES_SQL = """
-    CREATE OR REPLACE TEMP TABLE _lines AS
+# (file, line_no, line, raw, loaded_at) of the files in the list parameter: each line as one text column (the
+# delimiter cannot occur in valid JSON text), numbered within its file.
+LINES_SELECT = """
     WITH numbered AS (
-        -- Each line as one text column: the delimiter cannot occur in valid JSON text.
         SELECT filename, line, ordinality AS ord
         FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\\x01', quote='', escape='', header=false,
                       auto_detect=false, strict_mode=false, filename=true, max_line_size=MAX_LINE_BYTES) WITH ORDINALITY
     )
-    SELECT f.file, n.line_no, n.line, NULL::VARCHAR AS raw FROM (
+    SELECT f.file, n.line_no, n.line, NULL::VARCHAR AS raw, f.loaded_at FROM (
         SELECT filename, ord - min(ord) OVER (PARTITION BY filename) + 1 AS line_no, line
         FROM numbered
     ) n JOIN _files f ON f.path = n.filename
     WHERE n.line IS NOT NULL AND trim(n.line) <> ''
 """.replace("MAX_LINE_BYTES", str(MAX_LINE_BYTES))
+NO_LINES = (
+    "SELECT NULL::VARCHAR AS file, NULL::BIGINT AS line_no, NULL::VARCHAR AS line, NULL::VARCHAR AS raw, "
+    "NULL::TIMESTAMP AS loaded_at WHERE false"
+)
 
 
-def _read_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadReport) -> None:
-    """`_lines(file, line_no, line, raw)`: Segment JSON lines as they are, or built from a mapping."""
-    con.execute("CREATE OR REPLACE TEMP TABLE _lines (file VARCHAR, line_no BIGINT, line VARCHAR, raw VARCHAR)")
+def _check_event_lines(con, plan: SourceFiles, files: list[Path], report: LoadReport, code_sql: str) -> None:
+    """`_checked`: every line of `files` (Segment JSON lines as they are, or built from a mapping)
+    with its fields extracted and its reason code (NULL: valid). Plain JSON lines are read, numbered
+    and checked in one statement; a file DuckDB cannot read is rejected (scan_files)."""
     if plan.mapped:
 
         def scan(batch):
             scan_mapped(con, plan, [f"{event_line_sql(plan)} AS line"], batch)
-            con.execute("CREATE OR REPLACE TEMP TABLE _lines AS SELECT file, line_no, line, raw FROM _mapped")
+
+        scan_files(con, plan, files, report, scan)
+        keep_unparsed(con)
+        mapped = "(SELECT m.file, m.line_no, m.line, m.raw, f.loaded_at FROM _mapped m JOIN _files f USING (file))"
+        con.execute(_check_sql(code_sql, mapped))
     else:
 
         def scan(batch):
             if batch:
-                con.execute(LINES_SQL, [[str(p) for p in batch]])
+                con.execute(_check_sql(code_sql, f"({LINES_SELECT})"), [[str(p) for p in batch]])
+            else:
+                con.execute(_check_sql(code_sql, f"({NO_LINES})"))
 
-    scan_files(con, plan, files, report, scan)
-    if plan.mapped:
-        keep_unparsed(con)
+        scan_files(con, plan, files, report, scan)  # an empty list too: then _checked is empty
 
 
 EVENT_BATCH_BYTES = 64 * 1024**2  # compressed bytes scanned per batch; bounds memory at any data size
@@ -123,17 +132,71 @@ EVENT_BATCH_BYTES = 64 * 1024**2  # compressed bytes scanned per batch; bounds m
 # them uncompressed, twice the disk), and renames it to raw.events when it commits.
 EVENTS_LOADING = "raw._events_loading"
 
+# The Segment fields the product reads, flattened at load time into typed columns of raw.events:
+# (column, JSON path in the message, how the text becomes the column). dbt's staging reads these
+# columns and never parses the JSON again. The JSON objects stay in raw.events as received.
+FLAT_FIELDS = (
+    ("ip", "$.context.ip", "text"),
+    ("user_agent", "$.context.userAgent", "text"),
+    ("locale", "$.context.locale", "text"),
+    ("timezone", "$.context.timezone", "text"),
+    ("country", "$.context.location.country", "upper"),
+    ("device_type_reported", "$.context.device.type", "lower"),
+    ("library_name", "$.context.library.name", "text"),
+    ("page_path", "$.context.page.path", "text"),
+    ("page_url", "$.context.page.url", "text"),
+    ("page_referrer", "$.context.page.referrer", "text"),
+    ("campaign_source", "$.context.campaign.source", "text"),
+    ("campaign_medium", "$.context.campaign.medium", "text"),
+    ("campaign_name", "$.context.campaign.name", "text"),
+    ("order_id", "$.properties.order_id", "text"),
+    ("revenue", "$.properties.revenue", "DECIMAL(18, 2)"),
+    ("product_id", "$.properties.product_id", "text"),
+    ("category", "$.properties.category", "lower"),
+    ("search_query", "$.properties.query", "text"),
+    ("video_percent_watched", "$.properties.percent_watched", "DOUBLE"),
+    ("scroll_percent", "$.properties.percent", "DOUBLE"),
+    ("traits_phone", "$.traits.phone", "text"),
+)
+# Read as they are: the email decides a field issue first, and the phone is normalised.
+TRAITS_EMAIL_PATH = "$.traits.email"
+HEADER_PATHS = (
+    "$.messageId",
+    "$.type",
+    "$.event",
+    "$.name",
+    "$.userId",
+    "$.anonymousId",
+    "$.timestamp",
+    "$.sentAt",
+    "$.receivedAt",
+)
+
+
+NUMBERS = ("DECIMAL(18, 2)", "DOUBLE")
+
+
+def _flat_sql(text: str, how: str) -> str:
+    if how == "text":
+        return f"nullif(trim({text}), '')"
+    if how in ("upper", "lower"):
+        return f"{how}(nullif(trim({text}), ''))"
+    return f"try_cast({text} AS {how})"
+
+
+_PATHS = HEADER_PATHS + (TRAITS_EMAIL_PATH,) + tuple(path for _, path, _ in FLAT_FIELDS)
+_FLAT = len(HEADER_PATHS) + 2  # t[] index of the first flat field (1-based)
+
 EVENT_CHECK_SQL = """
     CREATE OR REPLACE TEMP TABLE _checked AS
     WITH parsed AS (
-        SELECT l.file, l.line_no, l.line, l.raw, f.loaded_at, json_valid(l.line) AS is_json
-        FROM _lines l JOIN _files f USING (file)
+        SELECT file, line_no, line, raw, loaded_at, json_valid(line) AS is_json
+        FROM {lines}
     ), extracted AS (
         -- List paths parse each line once; one path per call would parse it per field.
         SELECT *,
                CASE WHEN is_json THEN json_type(line) END AS json_kind,
-               CASE WHEN is_json THEN json_extract_string(line, ['$.messageId', '$.type', '$.event', '$.name',
-                    '$.userId', '$.anonymousId', '$.timestamp', '$.sentAt', '$.receivedAt']) END AS t,
+               CASE WHEN is_json THEN json_extract_string(line, [PATHS]) END AS t,
                CASE WHEN is_json THEN json_extract(line, ['$.properties', '$.traits', '$.context']) END AS o
         FROM parsed
     ), fields AS (
@@ -143,11 +206,24 @@ EVENT_CHECK_SQL = """
                timezone('UTC', try_cast(t[7] AS TIMESTAMPTZ)) AS ts,
                timezone('UTC', try_cast(t[8] AS TIMESTAMPTZ)) AS sent_at,
                timezone('UTC', try_cast(t[9] AS TIMESTAMPTZ)) AS received_at,
-               o[1] AS properties, o[2] AS traits, o[3] AS context
+               o[1] AS properties, o[2] AS traits, o[3] AS context, t[10] AS traits_email_text, FLAT
         FROM extracted
     )
-    SELECT *, {code_sql} AS reason_code FROM fields
-"""
+    -- The line's text is kept for the quarantine only: valid lines live on in their typed fields.
+    SELECT * REPLACE (CASE WHEN ({code_sql}) IS NOT NULL THEN line END AS line), {code_sql} AS reason_code
+    FROM fields
+""".replace("PATHS", ", ".join(f"'{p}'" for p in _PATHS)).replace(
+    "FLAT",
+    ", ".join(
+        f"{_flat_sql(f't[{_FLAT + i}]', how)} AS {name}"
+        + (f", t[{_FLAT + i}] AS {name}_text" if how in NUMBERS else "")
+        for i, (name, _, how) in enumerate(FLAT_FIELDS)
+    ),
+)
+
+
+def _check_sql(code_sql: str, lines: str) -> str:
+    return EVENT_CHECK_SQL.replace("{code_sql}", code_sql).replace("{lines}", lines)
 
 
 def _until_load(col: str) -> str:
@@ -162,16 +238,39 @@ EVENT_TYPED_SQL = f"""
            c.properties,
            -- A trait email that is no address, or a look-alike, leaves the traits (raw.field_issues keeps it).
            CASE WHEN q.email IS NULL THEN c.traits ELSE json_merge_patch(c.traits, '{{"email": null}}') END AS traits,
-           c.context, c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164
+           c.context, c.file AS source_file, c.line_no AS source_line, c.loaded_at, p.phone_e164 AS traits_phone_e164,
+           {", ".join(f"c.{name}" for name, _, _ in FLAT_FIELDS)},
+           CASE WHEN q.email IS NULL THEN nullif(trim(c.traits_email_text), '') END AS traits_email
     FROM _checked c
-    LEFT JOIN _event_emails q ON q.email = json_extract_string(c.traits, '$.email')
+    LEFT JOIN _event_emails q ON q.email = c.traits_email_text
     LEFT JOIN _phones p  -- identify traits may carry a phone: E.164 with the message's country, as for CRM records
       ON c.type = 'identify'
-     AND p.phone = json_extract_string(c.traits, '$.phone')
-     AND p.country IS NOT DISTINCT FROM upper(json_extract_string(c.context, '$.location.country'))
+     AND p.phone = c.traits_phone
+     AND p.country IS NOT DISTINCT FROM c.country
      AND p.phone_valid
     WHERE c.reason_code IS NULL
 """
+
+EVENT_COLUMNS = (
+    "message_id",
+    "type",
+    "event",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "occurred_at",
+    "sent_at",
+    "received_at",
+    "properties",
+    "traits",
+    "context",
+    "source_file",
+    "source_line",
+    "loaded_at",
+    "traits_phone_e164",
+    *(name for name, _, _ in FLAT_FIELDS),
+    "traits_email",
+)  # raw.events' columns, in EVENT_TYPED_SQL's order
 
 # sentAt and receivedAt after the load's clock, and unusable trait emails, are nulled and recorded
 # in raw.field_issues, with the message's ids so that erasure finds the row.
@@ -190,9 +289,19 @@ EVENT_FIELD_ISSUES_SQL = f"""
     UNION ALL
     SELECT 'events', c.file, c.line_no, 'traits.email', q.email_issue,
            'traits.email "' || q.email || '": ' || q.email_issue_reason, q.email, c.user_id, c.anonymous_id, c.loaded_at
-    FROM _checked c JOIN _event_emails q ON q.email = json_extract_string(c.traits, '$.email')
+    FROM _checked c JOIN _event_emails q ON q.email = c.traits_email_text
     WHERE c.reason_code IS NULL
+""" + "".join(
+    # A number that is not one is nulled, and recorded: the message keeps its other fields.
+    f"""
+    UNION ALL
+    SELECT 'events', file, line_no, '{path[2:]}', '{F.INVALID_NUMBER}',
+           '{path[2:]} "' || {name}_text || '" is not a number', {name}_text, user_id, anonymous_id, loaded_at
+    FROM _checked WHERE reason_code IS NULL AND {name} IS NULL AND {name}_text IS NOT NULL
 """
+    for name, path, how in FLAT_FIELDS
+    if how in NUMBERS
+)
 
 # Of a message's copies the earliest wins, in a full load as against stored copies.
 COPY_RANK = (
@@ -217,7 +326,7 @@ def _parse_user_agents(con, typed: str) -> None:
     agents = [
         r[0]
         for r in con.execute(
-            f"SELECT DISTINCT json_extract_string(context, '$.userAgent') AS agent FROM {typed} "
+            f"SELECT DISTINCT user_agent AS agent FROM {typed} "
             "WHERE agent IS NOT NULL AND agent NOT IN (SELECT user_agent FROM raw.user_agents) ORDER BY 1"
         ).fetchall()
     ]
@@ -318,8 +427,7 @@ def event_days(files: SourceFiles, batch_bytes: int = EVENT_BATCH_BYTES) -> dict
         register_files(con, files, now, "events")
         code_sql, _ = reason_sql(_event_rules())
         for batch in _batches(files.files, batch_bytes):
-            _read_event_lines(con, files, batch, LoadReport(source="events", table="events"))
-            con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
+            _check_event_lines(con, files, batch, LoadReport(source="events", table="events"), code_sql)
             for file, dates in con.execute(
                 "SELECT file, list_sort(list(DISTINCT CAST(ts AS DATE))) FROM _checked "
                 "WHERE reason_code IS NULL GROUP BY file"
@@ -348,8 +456,10 @@ def load_events(
     plan = source_plan(files, "events")
     report.files_seen = len(plan.files)
     loaded_at, stats = register_files(con, plan, now, "events")
-    if not table_exists(con, "raw", "events"):
-        window = DayWindow()  # the first load reads every file anyway: it loads every day
+    if not table_exists(con, "raw", "events") or _stored_columns(con) != EVENT_COLUMNS:
+        # The first load reads every file anyway; a warehouse of an earlier release (other
+        # columns) is loaded again whole, since a day's rows could not sit beside the others.
+        window = DayWindow()
     to_read, extra_days, gone = _event_files_to_read(con, plan, stats, window)
     report.files_read = len(to_read)
     report.extra_days = len(extra_days)
@@ -370,13 +480,10 @@ def load_events(
     to_load = replacing("CAST(occurred_at AS DATE)")
     owned = replacing("home_date")
     for i, batch in enumerate(_batches(to_read, batch_bytes)):
-        _read_event_lines(con, plan, batch, report)
-        report.rows_read += con.execute("SELECT count(*) FROM _lines").fetchone()[0]
-        con.execute(EVENT_CHECK_SQL.format(code_sql=code_sql))
+        _check_event_lines(con, plan, batch, report, code_sql)
+        report.rows_read += con.execute("SELECT count(*) FROM _checked").fetchone()[0]
         _batch_phones(con)
-        normalise_emails(
-            con, "(SELECT json_extract_string(traits, '$.email') AS email FROM _checked WHERE reason_code IS NULL)"
-        )
+        normalise_emails(con, "(SELECT traits_email_text AS email FROM _checked WHERE reason_code IS NULL)")
         con.execute("CREATE OR REPLACE TEMP TABLE _event_emails AS SELECT * FROM _emails WHERE email_issue IS NOT NULL")
         con.execute(
             f"{_into(typed, i)} SELECT * FROM ({EVENT_TYPED_SQL}) WHERE {to_load} ORDER BY source_file, source_line"
@@ -389,7 +496,6 @@ def load_events(
         )
     report.rows_read += con.execute("SELECT count(*) FROM _unparsed_rows").fetchone()[0]
     con.execute("DROP TABLE IF EXISTS _checked")
-    con.execute("DROP TABLE IF EXISTS _lines")
     _event_file_homes(con, to_read, plan, stats, window, now)
     candidates = con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0]
     _drop_later_copies(con, typed)
@@ -487,6 +593,10 @@ def load_events(
     return report
 
 
+def _stored_columns(con) -> tuple[str, ...]:
+    return tuple(r[0] for r in con.execute("DESCRIBE raw.events").fetchall())
+
+
 def _into(table: str, batch_no: int) -> str:
     """The first batch creates `table` (a temp table, but for the full load's EVENTS_LOADING); the others append."""
     temp = "" if table == EVENTS_LOADING else "TEMP "
@@ -560,10 +670,9 @@ def _batch_phones(con) -> None:
     """`_phones` for the phones in this batch's valid identify traits (see EVENT_TYPED_SQL)."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _event_phones AS
-        SELECT DISTINCT json_extract_string(traits, '$.phone') AS phone,
-               upper(json_extract_string(context, '$.location.country')) AS country
+        SELECT DISTINCT traits_phone AS phone, country
         FROM _checked
-        WHERE reason_code IS NULL AND type = 'identify' AND json_extract_string(traits, '$.phone') IS NOT NULL
+        WHERE reason_code IS NULL AND type = 'identify' AND traits_phone IS NOT NULL
     """)
     normalise_phones(con, "_event_phones")
 
