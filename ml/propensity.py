@@ -22,8 +22,10 @@ that set), and the refitted model's scores pass through it.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -165,10 +167,16 @@ def _btyd_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_pipeline(
-    name: str, numeric: list[str], categorical: list[str], seed: int, window_days: int | None = None
+    name: str,
+    numeric: list[str],
+    categorical: list[str],
+    seed: int,
+    window_days: int | None = None,
+    memory: joblib.Memory | None = None,
 ) -> Pipeline:
     """The candidate `name` behind its encoders; with `window_days`, behind a BG/NBD step too
-    (the frames then carry BTYD_COLUMNS, which the step turns into BG_NBD_FEATURES)."""
+    (the frames then carry BTYD_COLUMNS, which the step turns into BG_NBD_FEATURES). `memory`:
+    scikit-learn's cache of fitted steps, so that candidates fitted on the same rows fit BG/NBD once."""
     if window_days is not None:
         numeric = [*numeric, *BG_NBD_FEATURES]
     pre = ColumnTransformer(
@@ -184,7 +192,7 @@ def build_pipeline(
         verbose_feature_names_out=False,
     )
     steps = [("btyd", BgNbdFeatures(window_days))] if window_days is not None else []
-    return Pipeline([*steps, ("features", pre), ("model", _estimator(name, seed))])
+    return Pipeline([*steps, ("features", pre), ("model", _estimator(name, seed))], memory=memory)
 
 
 class CalibratedPropensity(BaseEstimator, ClassifierMixin):
@@ -360,10 +368,12 @@ def train_propensity(
     y_train = training_labels.astype(int).to_numpy()
     groups = x_train[[c for c in GROUP_COLUMNS if c in x_train.columns]]
     validation, raw = {}, {}
-    for name in config.candidates:
-        pipe = build_pipeline(name, numeric, categorical, config.seed, window).fit(x_back, y_back)
-        raw[name] = pipe.predict_proba(x_train)[:, 1]
-        validation[name] = evaluate(y_train, raw[name], groups, config)
+    with tempfile.TemporaryDirectory(prefix="tessera-propensity-") as cache:
+        memory = joblib.Memory(cache, verbose=0)
+        for name in config.candidates:
+            pipe = build_pipeline(name, numeric, categorical, config.seed, window, memory).fit(x_back, y_back)
+            raw[name] = pipe.predict_proba(x_train)[:, 1]
+            validation[name] = evaluate(y_train, raw[name], groups, config)
     chosen = max(validation, key=lambda n: validation[n].roc_auc)
     # Calibration methods compete on held-out persons: each half of the training set is calibrated
     # by the other half's fit. The winner is then fitted on all of it.
