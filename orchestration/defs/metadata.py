@@ -104,3 +104,21 @@ def table_metadata(
         if len(described) > len(shown):
             hidden = {"preview_columns_hidden": len(described) - len(shown)}  # personal, left out of the preview
     return {"dagster/row_count": rows, **written, "dagster/column_schema": schema, "preview": preview, **hidden}
+
+
+# What table_metadata gives that is large and the same for every day of a table.
+PER_TABLE = ("preview", "dagster/column_schema")
+
+
+def per_partition(
+    context: dg.AssetExecutionContext, asset_key: dg.AssetKey, metadata: dict
+) -> tuple[dict, list[dg.AssetObservation]]:
+    """(the metadata of each partition's materialization, observations to yield after it). A run
+    over many days (a backfill in one run) records one materialization per day, each with the same
+    metadata: the preview and the column schema then go once into an observation of the table
+    instead of once per day (seconds and megabytes of event log for two years of days)."""
+    if not context.has_partition_key_range or context.partition_key_range.start == context.partition_key_range.end:
+        return metadata, []
+    table = {key: value for key, value in metadata.items() if key in PER_TABLE}
+    rest = {key: value for key, value in metadata.items() if key not in PER_TABLE}
+    return rest, [dg.AssetObservation(asset_key=asset_key, metadata=table)] if table else []

@@ -8,7 +8,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.ingest.resources import LandingZoneResource
-from orchestration.defs.metadata import table_metadata
+from orchestration.defs.metadata import per_partition, table_metadata
 from orchestration.defs.partitions import (
     FullRefreshConfig,
     IncrementalConfig,
@@ -110,13 +110,18 @@ def _build(
                 )
                 described = {c.name: c.description for c in spec_schema.columns} if spec_schema else {}
                 invocation = event.metadata.get("invocation_id")
-                event = event.with_metadata(
+                metadata, observations = per_partition(
+                    context,
+                    keys[event.output_name],
                     {
                         **event.metadata,
                         **table_metadata(con, table, described, invocation.value if invocation else None),
-                    }
+                    },
                 )
-            yield event
+                yield event.with_metadata(metadata)
+                yield from observations
+            else:
+                yield event
 
 
 # Around the Python steps that sit between dbt models, the selections AFTER_IDENTITY_GRAPH and

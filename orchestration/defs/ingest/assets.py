@@ -10,7 +10,7 @@ import pandas as pd
 from orchestration.defs.ingest.loaders import CSV_SOURCES, load_source
 from orchestration.defs.ingest.loaders.common import LoadReport
 from orchestration.defs.ingest.resources import LandingZoneResource
-from orchestration.defs.metadata import frame_table, table_metadata
+from orchestration.defs.metadata import frame_table, per_partition, table_metadata
 from orchestration.defs.partitions import IncrementalConfig, daily_event_partitions, single_run, window_to_rebuild
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.day_window import DayWindow
@@ -126,11 +126,12 @@ def _ingest(
             + f", loaded {report.rows_loaded:,}, "
             f"quarantined {report.rows_quarantined:,}, collapsed {report.deduplicated:,} duplicates"
         )
-    yield dg.MaterializeResult(
-        asset_key=["raw", table], metadata={**tables.pop(table), **report_metadata(report, window)}
-    )
+    tables[table] = {**tables[table], **report_metadata(report, window)}
     for name, metadata in tables.items():
-        yield dg.MaterializeResult(asset_key=["raw", name], metadata=metadata)
+        key = dg.AssetKey(["raw", name])
+        metadata, observations = per_partition(context, key, metadata)
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        yield from observations
 
 
 def build_ingest_asset(source: str) -> dg.AssetsDefinition:
