@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -49,9 +50,13 @@ def write_instance(home: Path, module: str, cls: str, postgres_url: str | None =
     return home
 
 
-def _claim(home: str, pool: str, run_id: str, barrier, granted) -> None:
-    """Claim as a run's executor does: it sets the pool up on its first claim, then claims a slot."""
+def _claim(home: str, pool: str, run_id: str, barrier, granted, environ: dict[str, str]) -> None:
+    """Claim as a run's executor does: it sets the pool up on its first claim, then claims a slot.
+    `environ`: the caller's environment, which dagster.yaml may read ({env: ...}); the fork server
+    started with the environment of its first use."""
     import dagster as dg
+
+    os.environ.update(environ)
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
     from dagster._core.storage.dagster_run import DagsterRun
 
@@ -88,7 +93,8 @@ def simultaneous_claims(home: Path, trials: int, first_use: bool, claimers: int 
         runs = [uuid.uuid4().hex for _ in range(claimers)]
         barrier, granted = context.Barrier(claimers), context.Queue()
         processes = [
-            context.Process(target=_claim, args=(str(home), pool, run, barrier, granted), daemon=True) for run in runs
+            context.Process(target=_claim, args=(str(home), pool, run, barrier, granted, dict(os.environ)), daemon=True)
+            for run in runs
         ]
         for p in processes:
             p.start()

@@ -126,12 +126,19 @@ def connect(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDB
 def _drop_leftovers(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """What a killed process left: staging tables (`raw._*`, such as a full events load's
     `raw._events_loading`) and half-written compaction files. DuckDB admits one writer per file, so
-    none of them is in use when a write connection opens."""
-    for (name,) in con.execute(
+    none of them is in use when a write connection opens. A dropped table leaves its values in the
+    file's freed blocks, and a killed load may have held rows of erased persons there before it
+    deleted them: the file is then due a compaction (the next erasure step does it)."""
+    from orchestration.lib import suppression  # it imports this module
+
+    leftovers = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw' "
         "AND table_type = 'BASE TABLE' AND starts_with(table_name, '_')"
-    ).fetchall():
+    ).fetchall()
+    for (name,) in leftovers:
         con.execute(f'DROP TABLE raw."{name}"')
+    if leftovers:
+        suppression.mark_compaction_due(con)
     for stale in path.parent.glob(f".{path.name}.compact-*"):
         stale.unlink(missing_ok=True)
 

@@ -25,6 +25,7 @@ from orchestration.defs.ingest.loaders.events import load_events
 from orchestration.defs.ingest.loaders.orders import ORDERS
 from orchestration.defs.ingest.loaders.tabular import load_csv_source
 from orchestration.lib import reason_codes as F
+from orchestration.lib import suppression
 from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import connect, table_exists, table_fingerprint
 
@@ -242,6 +243,8 @@ def test_killed_run_leaves_previous_tables(sample, loaded, tmp_path):
             assert table_exists(raw_con, "raw", "_events_loading")
         with connect(copy) as con:  # ...which the next write connection, any step's, drops
             assert not table_exists(con, "raw", "_events_loading")
+            # Its values stay in the file's freed blocks until the next erasure step compacts it.
+            assert suppression.compaction_due(con)
             load_events(con, sample.landing, now=NOW)
             assert not table_exists(con, "raw", "_events_loading")
             assert con.execute("SELECT count(*) FROM raw.events WHERE message_id = 'new-1'").fetchone()[0] == 1
