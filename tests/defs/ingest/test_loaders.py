@@ -21,7 +21,7 @@ from orchestration.defs.ingest.assets import report_metadata
 from orchestration.defs.ingest.loaders import SOURCES, load_source
 from orchestration.defs.ingest.loaders.common import LoadReport
 from orchestration.defs.ingest.loaders.crm import CRM
-from orchestration.defs.ingest.loaders.events import load_events
+from orchestration.defs.ingest.loaders.events import EVENT_COLUMNS, load_events
 from orchestration.defs.ingest.loaders.orders import ORDERS
 from orchestration.defs.ingest.loaders.tabular import load_csv_source
 from orchestration.lib import reason_codes as F
@@ -655,6 +655,8 @@ def test_a_warehouse_of_an_earlier_release_gets_its_events_loaded_again_whole(tm
         (events / f"{day}.jsonl").write_text(json.dumps(message) + "\n")
     with connect(tmp_path / "wh.duckdb") as con:
         load_events(con, tmp_path / "landing", NOW)
+        # EVENT_COLUMNS, which a load compares with the stored table, is what a load writes.
+        assert tuple(r[0] for r in con.execute("DESCRIBE raw.events").fetchall()) == EVENT_COLUMNS
         con.execute("ALTER TABLE raw.events DROP COLUMN revenue")
         con.execute("ALTER TABLE raw.events DROP COLUMN traits_email")
         report = load_events(
