@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -95,6 +97,40 @@ def decide(
         f"Refused: {policy.metric} {value:.4f} does not beat champion v{champion_version} "
         f"({champion_metric:.4f}) by the margin {policy.margin}.",
     )
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """Create a missing SQLite tracking store whole or not at all. MLflow builds a new store by running
+    its schema migrations one by one; a process killed among them leaves a store that no later
+    process can open ("table _alembic_tmp_experiments already exists"). So the store is built in a
+    temporary file and linked into place, which fails harmlessly when another process got there first."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.building-*"):  # left by a killed process
+        with contextlib.suppress(ValueError, OSError):
+            if not _alive(int(stale.name.split(".building-")[1].split("-")[0])):  # its journal too
+                stale.unlink()
+    building = path.with_name(f".{path.name}.building-{os.getpid()}")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments()
+        with contextlib.suppress(FileExistsError):
+            os.link(building, path)
+    finally:
+        building.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

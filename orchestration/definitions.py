@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from ml.tracking import ensure_store
 from orchestration.defs.dbt import definitions as dbt_domain
 from orchestration.defs.exports import definitions as exports_domain
 from orchestration.defs.identity import definitions as identity_domain
@@ -20,6 +21,7 @@ from orchestration.lib.settings import export_for_subprocesses, load_settings
 # Read once, when the code location loads; the assets get them through the resources below.
 settings = load_settings()
 export_for_subprocesses(settings)
+ensure_store(settings.mlflow_tracking_uri)
 
 # Every run executes in one process, named jobs and ad-hoc materialisations alike: the warehouse
 # steps take turns anyway (DuckDB allows one writer per file), and the multiprocess executor would

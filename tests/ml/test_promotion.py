@@ -162,3 +162,34 @@ def test_scoring_again_explains_only_the_persons_whose_score_or_model_changed(ml
     explained.clear()
     workflows.score_propensity(moved, previous=first.assign(model_version="0"))
     assert explained == [len(moved)]
+
+
+def test_a_store_whose_creation_was_killed_is_built_whole_by_the_next_process(tmp_path):
+    """SIGKILL among MLflow's schema migrations (they take seconds) used to leave a store no process
+    could open; `ensure_store` builds it aside, so a killed build leaves nothing in its place."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ml.tracking import ensure_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    builder = subprocess.Popen(
+        [sys.executable, "-c", f"from ml.tracking import ensure_store; ensure_store({uri!r})"],
+        cwd=Path(__file__).parents[2],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Kill it once MLflow has begun migrating (its first log line), well before the last migration.
+    assert "Creating initial MLflow database tables" in builder.stderr.readline()
+    time.sleep(0.3)
+    os.kill(builder.pid, signal.SIGKILL)
+    builder.wait()
+    assert not (tmp_path / "mlflow.db").exists()
+    assert {p.name.removesuffix("-journal") for p in tmp_path.iterdir()} == {f".mlflow.db.building-{builder.pid}"}
+
+    ensure_store(uri)
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]  # the killed build's file went too
+    assert [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()] == ["Default"]
