@@ -76,14 +76,18 @@ browser-deps: /usr/bin/chromium
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-# The production profile's PostgreSQL and the Spark cluster's Java, from Debian's packages.
-services-deps: /usr/lib/postgresql/15/bin/postgres /usr/bin/java
+# The production profile's PostgreSQL, the Spark cluster's Java and the real-time path's Redis, from Debian's packages.
+services-deps: /usr/lib/postgresql/15/bin/postgres /usr/bin/java /usr/bin/redis-server
 /usr/lib/postgresql/15/bin/postgres:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
 /usr/bin/java:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
+# The package starts a system Redis on 6379; Tessera starts its own (tessera services up redis).
+/usr/bin/redis-server:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 
 services-up: $(VENV)/.installed-dev $(MANIFEST) services-deps
 	$(BIN)/tessera services up

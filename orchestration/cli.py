@@ -530,6 +530,88 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collector(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings("collector")
+    if settings is None:
+        return 2
+    port = args.port or settings.collector_port
+    if args.workers > 1:
+        uvicorn.run(
+            "orchestration.realtime.collector:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return 0
+    from orchestration.realtime.collector import app_from_environment
+
+    try:
+        app = app_from_environment()
+    except ValueError as exc:
+        print(f"tessera collector: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:
+        print(
+            f"tessera collector: Redis does not answer ({exc}); start it with `tessera services up redis`.",
+            file=sys.stderr,
+        )
+        return 2
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import redis
+
+    from orchestration.realtime.processor import processor_from_settings
+
+    settings = _settings("stream")
+    if settings is None:
+        return 2
+    try:
+        processor, landing = processor_from_settings(settings, args.consumer)
+    except (FileNotFoundError, redis.ConnectionError) as exc:
+        print(f"tessera stream: {exc}", file=sys.stderr)
+        return 2
+    from orchestration.realtime.webhooks import WebhookSender
+
+    try:
+        sender = WebhookSender(processor.client, settings.webhooks, settings.webhook_secret.get_secret_value())
+    except ValueError as exc:
+        print(f"tessera stream: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def send() -> None:  # its own thread: a slow receiver never holds up the stream
+        while not stop.is_set():
+            sender.step()
+
+    if settings.webhooks:
+        threading.Thread(target=send, name="webhooks", daemon=True).start()
+    print(
+        f"tessera stream: processing {settings.redis_url} ({len(processor.segments)} real-time segments, "
+        f"{len(settings.webhooks)} webhooks)",
+        flush=True,
+    )
+    try:
+        while not stop.is_set():
+            processor.step()
+            landing.step(block_ms=0)
+    except KeyboardInterrupt:
+        stop.set()
+    print(f"tessera stream: stopped; {processor.stats}", flush=True)
+    return 0
+
+
 def _cmd_why(args: argparse.Namespace) -> int:
     from orchestration.defs.segments.catalog import SegmentConfigError
     from orchestration.defs.segments.explain import ExplainError, explain, render, resolve_person
@@ -688,6 +770,24 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(func=_cmd_api)
+    col = sub.add_parser(
+        "collector",
+        help="serve the Segment-compatible collector (needs TESSERA_COLLECTOR_WRITE_KEY and Redis)",
+        description="POST /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/alias and /v1/batch, as Segment's "
+        "HTTP Tracking API; each message is checked and appended to the Redis stream (docs/realtime.md).",
+    )
+    col.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    col.add_argument("--port", type=int, default=None, help="port (default TESSERA_COLLECTOR_PORT, 8090)")
+    col.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    col.set_defaults(func=_cmd_collector)
+    st = sub.add_parser(
+        "stream",
+        help="process the collector's stream: live state, real-time segments, landing files",
+        description="Consume the Redis stream: live state and the membership of the segments with "
+        "`refresh: realtime`, and the landing files that the daily run replays (docs/realtime.md).",
+    )
+    st.add_argument("--consumer", default="processor", help="this process's name in the consumer groups")
+    st.set_defaults(func=_cmd_stream)
     sb = sub.add_parser(
         "spark-build",
         help="build the dbt project on Spark from the DuckDB warehouse's sources",
@@ -702,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
         "services",
         help="start, stop or list the local PostgreSQL, MLflow server and Spark cluster",
         description="Local services for the production profile (PostgreSQL, an MLflow server on it) "
-        "and the Spark engine (master, worker, Thrift server). PIDs are kept in "
+        "the Spark engine (master, worker, Thrift server) and Redis for the real-time path. PIDs are kept in "
         "data/services/ and `down` stops exactly those.",
     )
     svc.add_argument("action", choices=["up", "down", "status"])
@@ -710,8 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
         "names",
         nargs="*",
         metavar="NAME",
-        help="postgres, mlflow, spark-master, spark-worker, spark-thrift, or the groups 'production' "
-        "and 'spark' (default: all)",
+        help="postgres, mlflow, spark-master, spark-worker, spark-thrift, redis, or the groups 'production', "
+        "'spark' and 'realtime' (default: all)",
     )
     svc.set_defaults(func=_cmd_services)
     return parser

@@ -1,9 +1,10 @@
-"""Local services for the production profile and the Spark engine, started from packages:
+"""Local services for the production profile, the Spark engine and the real-time path, started from packages:
 
 - PostgreSQL (Debian's postgresql): the Dagster instance (dagster-postgres) and the MLflow backend;
 - an MLflow tracking server backed by that PostgreSQL;
 - a Spark standalone cluster from the pyspark wheel: master, worker and a Thrift server (dbt-spark's
-  `method: thrift`) with an embedded Derby metastore.
+  `method: thrift`) with an embedded Derby metastore;
+- Redis (Debian's redis-server): the real-time path's streams and live state (docs/realtime.md).
 
     tessera services up [NAME ...]     # all by default, in dependency order; waits until each answers
     tessera services down [NAME ...]
@@ -46,6 +47,7 @@ class Ports:
     spark_master_ui: int
     spark_worker_ui: int
     spark_thrift: int
+    redis: int = 6390
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -58,6 +60,7 @@ class Ports:
             spark_master_ui=settings.spark_master_ui_port,
             spark_worker_ui=settings.spark_worker_ui_port,
             spark_thrift=settings.spark_port,
+            redis=settings.redis_port,
         )
 
 
@@ -446,6 +449,51 @@ def _thrift_answers(ports: Ports) -> bool:
         return False
 
 
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def start_redis(ports: Ports) -> None:
+    """Every write is appended to the log and fsynced before Redis answers (appendfsync always), so the
+    collector acknowledges a message only once it would survive a crash of Redis or the machine."""
+    if not REDIS_SERVER.exists():
+        raise ServiceError(
+            f"Redis is not installed at {REDIS_SERVER}: run `make services-deps` (Debian's redis-server)."
+        )
+    _require_free(ports.redis, "TESSERA_REDIS_PORT")
+    data = SERVICES_DIR / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    spawn(
+        "redis",
+        [
+            str(REDIS_SERVER),
+            "--port",
+            str(ports.redis),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ],
+    )
+    wait_until("redis", lambda: _redis_answers(ports), 30)
+
+
+def _redis_answers(ports: Ports) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(port=ports.redis, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
 # In start order; `down` goes in reverse.
 SERVICES: dict[str, Callable[[Ports], None]] = {
     "postgres": start_postgres,
@@ -453,8 +501,13 @@ SERVICES: dict[str, Callable[[Ports], None]] = {
     "spark-master": start_spark_master,
     "spark-worker": start_spark_worker,
     "spark-thrift": start_spark_thrift,
+    "redis": start_redis,
 }
-GROUPS = {"spark": ["spark-master", "spark-worker", "spark-thrift"], "production": ["postgres", "mlflow"]}
+GROUPS = {
+    "spark": ["spark-master", "spark-worker", "spark-thrift"],
+    "production": ["postgres", "mlflow"],
+    "realtime": ["redis"],
+}
 
 
 def resolve(names: list[str], with_dependencies: bool = False) -> list[str]:

@@ -164,9 +164,11 @@ def create_app(
     refresh_seconds: float = 30.0,
     rate_limit: str = "50/second",
     docs_need_token: bool = False,
+    live=None,
 ) -> FastAPI:
     """`rate_limit` (the `limits` notation, per token): a client over it gets 429 with Retry-After.
-    With `docs_need_token`, /docs and /openapi.json need the token too."""
+    With `docs_need_token`, /docs and /openapi.json need the token too. `live`
+    (orchestration/realtime/processor.py LiveMembership): the stream's real-time membership, on top."""
     if not warehouse.exists():
         raise FileNotFoundError(
             f"The warehouse {warehouse} does not exist: run `make run` first, or point "
@@ -249,9 +251,35 @@ def create_app(
         except IdentifierError as exc:
             raise _problem(422, f"{exc}. Identifier types: {', '.join(LOOKUP_TYPES)}.") from None
         person = key if kind == "person_id" and key in snap.persons else snap.identities.get((kind, key))
+        if live is None:
+            if person is None:
+                raise _problem(404, f"No person has this {identifier_type}.")
+            return IdentitySegments(person_id=person, as_of=snap.as_of, segments=snap.memberships.get(person, []))
+        return _with_live(snap, kind, key, person, identifier_type)
+
+    def _with_live(snap: Snapshot, kind: str, key: str, person: str | None, identifier_type: str) -> IdentitySegments:
+        """The daily membership, with the real-time segments as the stream evaluated them last."""
+        import redis
+
+        try:
+            person = live.person(kind, key) or person
+            if person is None:
+                raise _problem(404, f"No person has this {identifier_type}.")
+            current = live.segments(person)
+        except redis.RedisError as exc:  # the stream's store is down: the daily membership still answers
+            log.warning("Serving the daily membership only; Redis: %s", exc)
+            current = None
         if person is None:
             raise _problem(404, f"No person has this {identifier_type}.")
-        return IdentitySegments(person_id=person, as_of=snap.as_of, segments=snap.memberships.get(person, []))
+        daily = snap.memberships.get(person, [])
+        if current is None:
+            return IdentitySegments(person_id=person, as_of=snap.as_of, segments=daily)
+        merged = [m for m in daily if m.segment not in live.realtime] + [
+            SegmentMembership(segment=name, type=live.realtime[name], entered_at=at)
+            for name, at in current.items()
+            if name in live.realtime
+        ]
+        return IdentitySegments(person_id=person, as_of=snap.as_of, segments=sorted(merged, key=lambda m: m.segment))
 
     @app.get(
         "/v1/segments",
@@ -296,4 +324,25 @@ def app_from_environment() -> FastAPI:
         settings.api_refresh_seconds,
         rate_limit=settings.api_rate_limit,
         docs_need_token=settings.api_docs_need_token,
+        live=_live_membership(settings),
     )
+
+
+def _live_membership(settings):
+    """The stream's membership when the catalog has real-time segments and Redis answers."""
+    import redis
+
+    from orchestration.defs.segments.loading import segment_catalog
+    from orchestration.realtime import broker
+    from orchestration.realtime.processor import LiveMembership
+
+    realtime = {n: s.spec.type for n, s in segment_catalog().segments.items() if s.spec.refresh == "realtime"}
+    if not realtime:
+        return None
+    client = broker.connect(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError:
+        log.warning("Redis at %s does not answer: the API serves the daily membership only.", settings.redis_url)
+        return None
+    return LiveMembership(client, realtime)

@@ -50,6 +50,8 @@ PORTS = (
     "spark_master_port",
     "spark_master_ui_port",
     "spark_worker_ui_port",
+    "redis_port",
+    "collector_port",
 )
 
 
@@ -84,6 +86,14 @@ class Settings(BaseSettings):
     api_docs_need_token: bool = False
     api_refresh_seconds: float = 30.0
 
+    # The real-time path (docs/realtime.md): Segment's write key that the collector accepts (required
+    # to start it), its port, and the broker's (Redis, started by `tessera services up redis`).
+    collector_write_key: SecretStr = SecretStr("")
+    collector_port: int = 8090
+    redis_port: int = 6390
+    webhook_urls: str = ""  # comma-separated; each gets every real-time entry and exit
+    webhook_secret: SecretStr = SecretStr("")  # the HMAC key of the X-Tessera-Signature header
+
     # Local services (orchestration/services.py) and the Spark engine's connection.
     services_dir: Path = Path("data/services")
     postgres_bin: Path = Path("/usr/lib/postgresql/15/bin")  # used as given: a relative path is relative to the cwd
@@ -100,6 +110,14 @@ class Settings(BaseSettings):
     spark_executor_memory: str = "5g"
     spark_driver_memory: str = "2g"
     spark_java_options: str = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # empty: the JVM's own defaults
+
+    @property
+    def webhooks(self) -> list[str]:
+        return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @classmethod
     def variable(cls, field: str) -> str:

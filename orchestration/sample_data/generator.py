@@ -508,7 +508,7 @@ class Simulator:
             bad["userId"] = None
             bad.pop("anonymousId", None)
         elif kind == F.UNKNOWN_TYPE:
-            bad["type"] = rng.choice(["trak", "pageview", "alias", "Track"])
+            bad["type"] = rng.choice(["trak", "pageview", "group", "Track"])
         elif kind == F.INVALID_TIMESTAMP:
             bad["timestamp"] = rng.choice(["2026-13-45T25:61:00Z", "yesterday", "10/31/2026 10:00", ""])
             if bad["timestamp"] == "":

@@ -57,7 +57,7 @@ select
         when event_name in ({{ event_names("tessera__event_products_searched") }}) then 'search'
         when event_name in ({{ event_names("tessera__event_video_watched") }}) then 'video'
         when event_name in ({{ event_names("tessera__event_scroll_depth") }}) then 'scroll'
-        when message_type = 'identify' then 'identify'
+        when message_type in ('identify', 'alias') then 'identify'  -- alias: previousId joined to userId
         else 'other'
     end as behaviour
 from flattened f

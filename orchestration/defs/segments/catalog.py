@@ -19,6 +19,16 @@ from orchestration.defs.segments.rules import CompiledRule, Compiler, RuleError,
 from orchestration.lib.config_errors import ConfigProblems, pydantic_problems
 
 ATTRIBUTES_MODEL = "model.tessera.segment_attributes"
+# The stream processor's live state (orchestration/realtime/processor.py), which only segments with
+# `refresh: realtime` may read. The stream also keeps these attribute columns live: the latest of
+# their batch value and the stream's (last_seen_at, last_add_to_cart_at, last_order_at), the day
+# counts derived from them (recency_days, days_since_last_order), and as_of and evaluated_at (now).
+LIVE_COLUMNS = {
+    "rt_events_1h": "number",
+    "rt_events_24h": "number",
+    "rt_cart_value": "number",
+    "rt_last_product_viewed": "text",
+}
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
 
@@ -41,6 +51,9 @@ class SegmentSpec(BaseModel):
     for_each: Literal["cluster"] | None = None
     # Attribute columns written to the audience export beside the ids and hashed email.
     export_attributes: tuple[str, ...] = ()
+    # `realtime`: the stream processor also evaluates it at each event (docs/realtime.md); its rule
+    # may read the live columns (LIVE_COLUMNS), and then only the stream evaluates it.
+    refresh: Literal["daily", "realtime"] = "daily"
 
 
 class _SegmentFile(BaseModel):
@@ -57,6 +70,11 @@ class Segment:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def live_only(self) -> bool:
+        """Reads live state, so the daily run cannot evaluate it."""
+        return any(c in LIVE_COLUMNS for c in self.compiled.columns)
 
 
 @dataclass
@@ -130,13 +148,28 @@ def load_catalog(folder: Path, schema: dict[str, str]) -> Catalog:
                         f"{label}, key 'export_attributes': unknown column '{column}'. Use columns of "
                         "marts.segment_attributes."
                     )
+            if spec.refresh == "realtime" and spec.for_each:
+                problems.append(
+                    f"{label}, key 'refresh': a `for_each: cluster` segment is daily (clusters come from the "
+                    "weekly model); remove `refresh: realtime`."
+                )
+                continue
             specs[spec.name] = (spec, path.name)
-    compiler = Compiler(schema, {name: spec.rule for name, (spec, _) in specs.items()})
+    rules = {name: spec.rule for name, (spec, _) in specs.items()}
+    compilers = {"daily": Compiler(schema, rules), "realtime": Compiler(schema | LIVE_COLUMNS, rules)}
     segments = {}
     for name, (spec, source) in specs.items():
         try:
-            segments[name] = Segment(spec, compiler.compile(name), source)
+            segments[name] = Segment(spec, compilers[spec.refresh].compile(name), source)
         except RuleError as exc:
+            if spec.refresh == "daily" and any(c in str(exc) for c in LIVE_COLUMNS):
+                exc = RuleError(
+                    name,
+                    spec.rule,
+                    exc.position,
+                    exc.problem,
+                    f"{', '.join(sorted(LIVE_COLUMNS))} are live state: set `refresh: realtime` to use them.",
+                )
             problems.append(f"{source}, key 'rule': {exc}")
     if problems:
         raise SegmentConfigError(problems)
@@ -148,6 +181,8 @@ def expand_clusters(catalog: Catalog, clusters: list[tuple[int, str]]) -> list[S
     out = []
     compiler = catalog.compiler()
     for segment in catalog.segments.values():
+        if segment.live_only:  # the stream processor's alone
+            continue
         if segment.spec.for_each != "cluster":
             out.append(segment)
             continue

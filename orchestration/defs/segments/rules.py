@@ -183,9 +183,10 @@ FUNCTIONS: dict[str, Function] = {
     "hours_since": Function(
         ((TIMESTAMP,),),
         NUMBER,
-        lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"as_of\" + INTERVAL 1 DAY)",
-        help="hours_since(timestamp): whole hours from the timestamp to the end of the as_of day",
-        reads=("as_of",),
+        lambda a: f"date_diff('hour', CAST({a[0]} AS TIMESTAMP), \"evaluated_at\")",
+        help="hours_since(timestamp): whole hours from the timestamp to evaluated_at (in a daily run the end "
+        "of the as_of day; in the stream, the moment of evaluation)",
+        reads=("evaluated_at",),
     ),
     "local_hour": Function(
         ((TIMESTAMP,),),

@@ -321,7 +321,7 @@ def test_event_lines_get_the_expected_reason(tmp_path):
         F.INVALID_JSON: '{"messageId": "x", "type": "track"',
         F.NOT_AN_OBJECT: '["track"]',
         F.MISSING_MESSAGE_ID: json.dumps(_msg(messageId=...)),
-        F.UNKNOWN_TYPE: json.dumps(_msg(messageId="bad-1", type="alias")),
+        F.UNKNOWN_TYPE: json.dumps(_msg(messageId="bad-1", type="group")),
         F.MISSING_IDS: json.dumps(_msg(messageId="bad-2", anonymousId=None, userId="  ")),
         F.MISSING_TIMESTAMP: json.dumps(_msg(messageId="bad-3", timestamp=...)),
         F.INVALID_TIMESTAMP: json.dumps(_msg(messageId="bad-4", timestamp="31/10/2026")),

@@ -15,6 +15,7 @@ from orchestration.defs.segments.rules import Compiler, RuleError
 SCHEMA = {
     "person_id": "text",
     "as_of": "timestamp",
+    "evaluated_at": "timestamp",
     "recency_days": "number",
     "events_7d": "number",
     "monetary_total": "number",
@@ -72,10 +73,13 @@ ROWS = [
 def con():
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("""CREATE TABLE attrs (person_id VARCHAR, as_of TIMESTAMP, recency_days BIGINT, events_7d BIGINT,
+    con.execute("""CREATE TABLE attrs (person_id VARCHAR, as_of TIMESTAMP, evaluated_at TIMESTAMP, recency_days BIGINT, events_7d BIGINT,
                    monetary_total DOUBLE, country VARCHAR, timezone VARCHAR, last_seen_at TIMESTAMP,
                    first_seen_at TIMESTAMP, is_customer BOOLEAN, primary_device_type VARCHAR)""")
-    con.executemany("INSERT INTO attrs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(r[0], AS_OF, *r[1:]) for r in ROWS])
+    con.executemany(
+        "INSERT INTO attrs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r[0], AS_OF, AS_OF + dt.timedelta(days=1), *r[1:]) for r in ROWS],
+    )
     yield con
     con.close()
 

@@ -32,7 +32,9 @@ from orchestration.lib import suppression
 from orchestration.lib.day_window import DayWindow
 from orchestration.lib.warehouse import table_exists, transaction
 
-EVENT_TYPES = ("track", "page", "screen", "identify")
+# `alias` joins a previousId (an anonymous id) to a userId: its previousId becomes the message's
+# anonymousId, so identity resolution links the two as it does for any message that carries both.
+EVENT_TYPES = ("track", "page", "screen", "identify", "alias")
 
 
 def _event_rules() -> tuple[Rule, ...]:
@@ -170,6 +172,7 @@ HEADER_PATHS = (
     "$.timestamp",
     "$.sentAt",
     "$.receivedAt",
+    "$.previousId",
 )
 
 
@@ -202,11 +205,11 @@ EVENT_CHECK_SQL = """
     ), fields AS (
         SELECT file, line_no, line, raw, loaded_at, is_json, json_kind,
                t[1] AS message_id, t[2] AS type, t[3] AS event, t[4] AS name, t[5] AS user_id,
-               t[6] AS anonymous_id, t[7] AS ts_text,
+               CASE WHEN t[2] = 'alias' THEN coalesce(t[6], t[10]) ELSE t[6] END AS anonymous_id, t[7] AS ts_text,
                timezone('UTC', try_cast(t[7] AS TIMESTAMPTZ)) AS ts,
                timezone('UTC', try_cast(t[8] AS TIMESTAMPTZ)) AS sent_at,
                timezone('UTC', try_cast(t[9] AS TIMESTAMPTZ)) AS received_at,
-               o[1] AS properties, o[2] AS traits, o[3] AS context, t[10] AS traits_email_text, FLAT
+               o[1] AS properties, o[2] AS traits, o[3] AS context, t[11] AS traits_email_text, FLAT
         FROM extracted
     )
     -- The line's text is kept for the quarantine only: valid lines live on in their typed fields.
@@ -224,6 +227,35 @@ EVENT_CHECK_SQL = """
 
 def _check_sql(code_sql: str, lines: str) -> str:
     return EVENT_CHECK_SQL.replace("{code_sql}", code_sql).replace("{lines}", lines)
+
+
+def check_messages(con: duckdb.DuckDBPyConnection, lines: list[str], received_at: dt.datetime) -> list[dict]:
+    """The loader's own checks on messages that arrive one by one (the real-time collector): for each
+    JSON line, its reason code and reason (None when valid) and its typed fields, as a load of a
+    file that arrived at `received_at` would give them. `con` is any DuckDB connection (in memory)."""
+    import pyarrow as pa
+
+    code_sql, message_sql = reason_sql(_event_rules())
+    con.register("_incoming", pa.table({"line_no": list(range(1, len(lines) + 1)), "line": lines}))
+    try:
+        con.execute(
+            _check_sql(
+                code_sql,
+                "(SELECT 'collector' AS file, line_no, line, NULL::VARCHAR AS raw, "
+                "?::TIMESTAMP AS loaded_at FROM _incoming)",
+            ),
+            [received_at],
+        )
+    finally:
+        con.unregister("_incoming")
+    flat = ", ".join(name for name, _, _ in FLAT_FIELDS)
+    cursor = con.execute(f"""
+        SELECT line_no, reason_code, {message_sql} AS reason, message_id, type, nullif(trim(event), '') AS event,
+               nullif(trim(user_id), '') AS user_id, nullif(trim(anonymous_id), '') AS anonymous_id,
+               ts AS occurred_at, {flat}
+        FROM _checked ORDER BY line_no""")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _until_load(col: str) -> str:

@@ -1,0 +1,507 @@
+"""The stream processor (`tessera stream`): live state and real-time segment membership.
+
+It reads the collector's stream in the consumer group `processor` and, for each batch of messages:
+- skips those the collector quarantined, those seen before (by messageId) and those of erased
+  persons (the erasure suppression list, as the batch run applies it);
+- resolves each message to a person: the live links first, then the batch identity map; a message
+  with both a userId and an anonymousId (an identify, an alias) links them at once, and the
+  anonymous person's live state joins the user's;
+- updates each person's live state: events per minute (the sliding windows), last seen, last
+  product viewed, last add-to-cart, cart value, last order;
+- evaluates the segments with `refresh: realtime` for the persons touched, and for those whose
+  timer fell due ("added to cart and no order within 24 hours" enters when the hours pass), over
+  the batch attributes of marts.segment_attributes with the live values on top, in the segment
+  rule language, behind the same consent test as the daily run;
+- writes the state, the membership, the entries and exits (the stream `tessera:segment_changes`)
+  and the acknowledgement of the batch in one Redis transaction.
+
+That transaction makes a batch count once: killed before it, the processor gets the same messages
+again on restart (they stay pending in the group) and nothing of them was applied; killed after it,
+they are acknowledged and their effects are whole. One processor consumes the group at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import redis
+
+from orchestration.defs.segments.catalog import LIVE_COLUMNS, Catalog, Segment
+from orchestration.realtime import broker
+
+log = logging.getLogger("tessera.stream")
+
+K = broker.PREFIX
+IDS = f"{K}ids"  # hash "<type>:<id>" -> person: links the stream made
+TIMERS = f"{K}timers"  # sorted set person -> when a real-time rule may change by the clock alone (epoch s)
+SEEN_TTL_S = 7 * 86400  # a messageId counts once within a week
+WINDOWS_S = {"rt_events_1h": 3600, "rt_events_24h": 86400}
+KEEP_MINUTES = max(WINDOWS_S.values()) // 60
+_HOURS_SINCE = re.compile(r"hours_since\(\s*(\w+)\s*\)\s*(>=|>|=)\s*([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
+LIVE_TIMES = ("last_seen_at", "last_add_to_cart_at", "last_order_at")
+
+
+def _key(kind: str, person: str) -> str:
+    return f"{K}{kind}:{person}"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Reference:
+    """What the processor takes from the last batch run: identities, attributes, erased identifiers."""
+
+    identities: dict[tuple[str, str], str]
+    attributes: duckdb.DuckDBPyConnection  # in memory: table attrs (marts.segment_attributes)
+    suppressed: set[tuple[str, str]]  # (identifier type, sha256)
+    ids_of: dict[str, list[tuple[str, str]]] = dataclasses.field(default_factory=dict)  # person -> identities
+
+    def __post_init__(self) -> None:
+        for (kind, value), person in self.identities.items():
+            self.ids_of.setdefault(person, []).append((kind, value))
+
+    @classmethod
+    def load(cls, warehouse: Path) -> Reference:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"ATTACH '{warehouse}' AS w (READ_ONLY)")
+        tables = {
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'w'"
+            ).fetchall()
+        }
+        if "marts.segment_attributes" not in tables:
+            raise FileNotFoundError(
+                f"{warehouse} has no marts.segment_attributes: run the batch pipeline once (`make run`) before the stream."
+            )
+        con.execute("CREATE TABLE attrs AS SELECT * FROM w.marts.segment_attributes")
+        identities = {
+            (t, i): p
+            for t, i, p in con.execute(
+                "SELECT identifier_type, identifier, person_id FROM w.marts.identity_map "
+                "WHERE identifier_type IN ('user_id', 'anonymous_id')"
+            ).fetchall()
+        }
+        suppressed = set()
+        if "privacy.suppression_list" in tables:
+            suppressed = {
+                (t, h)
+                for t, h in con.execute(
+                    "SELECT identifier_type, identifier_sha256 FROM w.privacy.suppression_list"
+                ).fetchall()
+            }
+        con.execute("DETACH w")
+        return cls(identities, con, suppressed)
+
+
+@dataclasses.dataclass
+class Message:
+    stream_id: str
+    message_id: str
+    type: str
+    event: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    occurred_at: dt.datetime
+    product_id: str | None
+    revenue: float | None
+    line: str
+
+    @classmethod
+    def of(cls, stream_id: str, fields: dict[str, str]) -> Message:
+        return cls(
+            stream_id,
+            fields["message_id"],
+            fields["type"],
+            fields.get("event"),
+            fields.get("user_id"),
+            fields.get("anonymous_id"),
+            dt.datetime.fromisoformat(fields["occurred_at"]),
+            fields.get("product_id"),
+            float(fields["revenue"]) if "revenue" in fields else None,
+            fields["line"],
+        )
+
+
+@dataclasses.dataclass
+class Stats:
+    processed: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    changes: int = 0
+    batches: int = 0
+
+
+def _epoch(value: dt.datetime) -> float:
+    return value.replace(tzinfo=dt.UTC).timestamp()
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+class Processor:
+    def __init__(
+        self,
+        client: redis.Redis,
+        reference: Reference,
+        catalog: Catalog,
+        taxonomy: dict[str, list[str]],
+        consent_default_allowed: bool = True,
+        consumer: str = "processor",
+        clock=time.time,
+    ):
+        self.client, self.reference, self.clock = client, reference, clock
+        self.consumer = consumer
+        self.segments: list[Segment] = [s for s in catalog.segments.values() if s.spec.refresh == "realtime"]
+        self.viewed = set(taxonomy.get("tessera__event_product_viewed", []))
+        self.added = set(taxonomy.get("tessera__event_product_added", []))
+        self.ordered = set(taxonomy.get("tessera__event_order_completed", []))
+        self.consent = f"coalesce(personalization_opt_in, {'true' if consent_default_allowed else 'false'})"
+        self.timers = {
+            s.name: [(col, float(n) + (1 if op == ">" else 0)) for col, op, n in _HOURS_SINCE.findall(s.spec.rule)]
+            for s in self.segments
+        }
+        self.stats = Stats()
+        self._pending = True  # after a restart, the messages delivered before it come first
+        broker.ensure_groups(client)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def step(self, count: int = 500, block_ms: int = 100) -> int:
+        """Process one batch (and the timers due); returns the number of stream entries handled."""
+        entries, self._pending = broker.read_group(
+            self.client, broker.PROCESSOR, self.consumer, self._pending, count, block_ms
+        )
+        now = self.clock()
+        due = [p for p in self.client.zrangebyscore(TIMERS, "-inf", now, start=0, num=1000)]
+        if not entries and not due:
+            return 0
+        self._apply(entries, due, now)
+        return len(entries)
+
+    def run(self, stop=None, idle_exit_s: float | None = None) -> Stats:
+        """Process until `stop` is set (or, with `idle_exit_s`, until the stream has been quiet that long)."""
+        quiet_since = time.monotonic()
+        while not (stop and stop.is_set()):
+            if self.step():
+                quiet_since = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - quiet_since > idle_exit_s:
+                break
+        return self.stats
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _apply(self, entries: list[tuple[str, dict]], due: list[str], now: float) -> None:
+        messages, skipped = [], 0
+        for stream_id, fields in entries:
+            if "reason_code" in fields:
+                self.stats.quarantined += 1
+                skipped += 1
+            else:
+                messages.append(Message.of(stream_id, fields))
+        messages = self._first_copies(messages)
+        messages = [m for m in messages if not self._erased(m)]
+
+        resolved, links, merges = self._resolve(messages)
+        persons = set(resolved.values()) | set(due) | set(merges.values()) | set(merges)
+        state = self._load_state(persons)
+        for src in merges:  # an absorbed person may have absorbed another before: follow to the end
+            dst = merges[src]
+            while dst in merges:
+                dst = merges[dst]
+            _merge(state[dst], state.pop(src))
+        for m in messages:
+            self._update(state[resolved[m.message_id]], m)
+        evaluated = {p: s for p, s in state.items() if p not in merges}
+        members = self._load_members(evaluated)
+        new_members = self._evaluate(evaluated, now)
+
+        with self.client.pipeline(transaction=True) as tx:
+            for m in messages:
+                tx.set(f"{K}seen:{m.message_id}", 1, ex=SEEN_TTL_S)
+            if links:
+                tx.hset(IDS, mapping=links)
+                for key, person in links.items():
+                    tx.sadd(_key("links", person), key)
+            for src in merges:
+                tx.delete(_key("state", src), _key("minutes", src), _key("members", src), _key("links", src))
+                tx.zrem(TIMERS, src)
+            for person, s in evaluated.items():
+                tx.delete(_key("minutes", person))
+                if s["minutes"]:
+                    tx.hset(_key("minutes", person), mapping={str(k): v for k, v in s["minutes"].items()})
+                tx.hset(_key("state", person), mapping={k: v for k, v in s.items() if k != "minutes" and v is not None})
+                self._write_membership(tx, person, members.get(person, {}), new_members.get(person, set()), now)
+                tx.zrem(TIMERS, person)
+                if (wake := self._next_timer(person, s, now)) is not None:
+                    tx.zadd(TIMERS, {person: wake})
+            if entries:
+                tx.xack(broker.EVENTS, broker.PROCESSOR, *[sid for sid, _ in entries])
+            tx.execute()
+        self.stats.processed += len(messages)
+        self.stats.batches += 1
+
+    def _first_copies(self, messages: list[Message]) -> list[Message]:
+        """A messageId counts once: copies within the batch and messages processed before are skipped."""
+        unique = list({m.message_id: m for m in reversed(messages)}.values())[::-1]
+        if not unique:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for m in unique:
+                pipe.exists(f"{K}seen:{m.message_id}")
+            seen = pipe.execute()
+        fresh = [m for m, s in zip(unique, seen, strict=True) if not s]
+        self.stats.duplicates += len(messages) - len(fresh)
+        return fresh
+
+    def _erased(self, m: Message) -> bool:
+        ids = [("user_id", m.user_id), ("anonymous_id", m.anonymous_id)]
+        if any((t, sha256(v)) in self.reference.suppressed for t, v in ids if v):
+            self.stats.suppressed += 1
+            return True
+        return False
+
+    def _resolve(self, messages: list[Message]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """(messageId -> person, links to write, merges: absorbed person -> the person it joined)."""
+        wanted = sorted({f"{t}:{v}" for m in messages for t, v in _ids(m)})
+        live = dict(zip(wanted, self.client.hmget(IDS, wanted), strict=True)) if wanted else {}
+        links: dict[str, str] = {}
+        merges: dict[str, str] = {}
+
+        def final(person: str | None) -> str | None:
+            while person in merges:
+                person = merges[person]
+            return person
+
+        def person_of(kind: str, value: str | None) -> str | None:
+            key = f"{kind}:{value}"
+            return final(links.get(key) or live.get(key) or self.reference.identities.get((kind, value)))
+
+        resolved = {}
+        for m in messages:
+            ids = _ids(m)
+            by_user = person_of("user_id", m.user_id) if m.user_id else None
+            by_anonymous = person_of("anonymous_id", m.anonymous_id) if m.anonymous_id else None
+            person = by_user or by_anonymous or "live_" + sha256(f"{ids[0][0]}:{ids[0][1]}")[:16]
+            if by_anonymous and by_anonymous != person:
+                merges[by_anonymous] = person
+            for kind, value in ids:
+                links[f"{kind}:{value}"] = person
+            resolved[m.message_id] = person
+        if merges:  # every identifier of an absorbed person now leads to the person it joined
+            absorbed = sorted(merges)
+            with self.client.pipeline(transaction=False) as pipe:
+                for person in absorbed:
+                    pipe.smembers(_key("links", person))
+                known = pipe.execute()
+            for person, keys in zip(absorbed, known, strict=True):
+                batch_keys = {f"{t}:{v}" for t, v in self.reference.ids_of.get(person, ())}
+                for key in keys | batch_keys:
+                    links[key] = final(person)
+        resolved = {mid: final(p) for mid, p in resolved.items()}
+        links = {
+            key: final(p)
+            for key, p in links.items()
+            if live.get(key) != final(p) and self.reference.identities.get(tuple(key.split(":", 1))) != final(p)
+        }
+        return resolved, links, merges
+
+    def _load_state(self, persons: Iterable[str]) -> dict[str, dict]:
+        persons = sorted(persons)
+        with self.client.pipeline(transaction=False) as pipe:
+            for p in persons:
+                pipe.hgetall(_key("state", p))
+                pipe.hgetall(_key("minutes", p))
+            replies = pipe.execute()
+        state = {}
+        for i, p in enumerate(persons):
+            stored, minutes = replies[2 * i], replies[2 * i + 1]
+            state[p] = {
+                "last_seen_at": stored.get("last_seen_at"),
+                "last_add_to_cart_at": stored.get("last_add_to_cart_at"),
+                "last_order_at": stored.get("last_order_at"),
+                "last_product_viewed": stored.get("last_product_viewed"),
+                "last_product_viewed_at": stored.get("last_product_viewed_at"),
+                "cart_value": float(stored.get("cart_value", 0)),
+                "events_total": int(stored.get("events_total", 0)),
+                "minutes": {int(k): int(v) for k, v in minutes.items()},
+            }
+        return state
+
+    def _update(self, s: dict, m: Message) -> None:
+        at = m.occurred_at.isoformat()
+        s["events_total"] += 1
+        s["last_seen_at"] = max(filter(None, (s["last_seen_at"], at)))
+        minute = int(_epoch(m.occurred_at) // 60)
+        s["minutes"][minute] = s["minutes"].get(minute, 0) + 1
+        newest = max(s["minutes"])
+        s["minutes"] = {k: v for k, v in s["minutes"].items() if k > newest - KEEP_MINUTES}
+        if m.type != "track":
+            return
+        if m.event in self.viewed and m.product_id and at >= (s["last_product_viewed_at"] or ""):
+            s["last_product_viewed"], s["last_product_viewed_at"] = m.product_id, at
+        elif m.event in self.added:
+            s["last_add_to_cart_at"] = max(filter(None, (s["last_add_to_cart_at"], at)))
+            s["cart_value"] = round(s["cart_value"] + _line_value(m), 2)
+        elif m.event in self.ordered:
+            s["last_order_at"] = max(filter(None, (s["last_order_at"], at)))
+            s["cart_value"] = 0.0
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def _load_members(self, persons: dict[str, dict]) -> dict[str, dict[str, str]]:
+        names = sorted(persons)
+        with self.client.pipeline(transaction=False) as pipe:
+            for p in names:
+                pipe.hgetall(_key("members", p))
+            return dict(zip(names, pipe.execute(), strict=True))
+
+    def frame(self, state: dict[str, dict], now: float) -> pd.DataFrame:
+        """The live columns of `state`'s persons, one row each."""
+        rows = []
+        for person, s in state.items():
+            row = {"person_id": person, **{c: _time(s[c]) for c in LIVE_TIMES}}
+            for column, seconds in WINDOWS_S.items():
+                since = (now - seconds) // 60
+                row[column] = sum(n for minute, n in s["minutes"].items() if minute > since)
+            row["rt_cart_value"] = s["cart_value"]
+            row["rt_last_product_viewed"] = s["last_product_viewed"]
+            rows.append(row)
+        columns = ["person_id", *LIVE_TIMES, *LIVE_COLUMNS]
+        return pd.DataFrame(rows, columns=columns).astype({c: "datetime64[us]" for c in LIVE_TIMES})
+
+    def _evaluate(self, state: dict[str, dict], now: float) -> dict[str, set[str]]:
+        """The real-time segments each person of `state` is in now, consent applied."""
+        if not state or not self.segments:
+            return {}
+        con = self.reference.attributes
+        live = self.frame(state, now)
+        live["_now"] = pd.Timestamp(dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None))
+        con.register("_live", live)
+        try:
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP VIEW _frame AS
+                SELECT a.* REPLACE (
+                           l.person_id AS person_id, l._now AS as_of, l._now AS evaluated_at,
+                           {", ".join(f"greatest(a.{c}, l.{c}) AS {c}" for c in LIVE_TIMES)},
+                           date_diff('day', CAST(greatest(a.last_seen_at, l.last_seen_at) AS DATE), CAST(l._now AS DATE))
+                             AS recency_days,
+                           date_diff('day', CAST(greatest(a.last_order_at, l.last_order_at) AS DATE), CAST(l._now AS DATE))
+                             AS days_since_last_order),
+                       {", ".join(f"l.{c}" for c in LIVE_COLUMNS)}
+                FROM _live l LEFT JOIN attrs a ON a.person_id = l.person_id"""
+            )
+            out: dict[str, set[str]] = {p: set() for p in state}
+            for segment in self.segments:
+                sql = segment.compiled.sql
+                for (person,) in con.execute(
+                    f"SELECT person_id FROM _frame WHERE {self.consent} AND ({sql.text})", list(sql.params)
+                ).fetchall():
+                    out[person].add(segment.name)
+        finally:
+            con.unregister("_live")
+        return out
+
+    def _write_membership(self, tx, person: str, before: dict[str, str], after: set[str], now: float) -> None:
+        at = dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None).isoformat()
+        entered = after - set(before)
+        exited = set(before) - after - {"_evaluated"}
+        for name in sorted(entered):
+            tx.hset(_key("members", person), name, at)
+            tx.xadd(broker.CHANGES, {"person_id": person, "segment": name, "change": "entered", "at": at})
+        for name in sorted(exited):
+            tx.hdel(_key("members", person), name)
+            tx.xadd(broker.CHANGES, {"person_id": person, "segment": name, "change": "exited", "at": at})
+        tx.hset(_key("members", person), "_evaluated", at)
+        self.stats.changes += len(entered) + len(exited)
+
+    def _next_timer(self, person: str, s: dict, now: float) -> float | None:
+        """The next moment an hours_since() clause of a real-time rule changes for this person."""
+        wakes = [  # hours_since() counts hour boundaries (date_diff), so it changes on the hour
+            _epoch(moment) // 3600 * 3600 + hours * 3600
+            for thresholds in self.timers.values()
+            for column, hours in thresholds
+            if column in LIVE_TIMES and (moment := _time(s[column])) is not None
+        ]
+        later = [w for w in wakes if w > now]
+        return min(later) if later else None
+
+
+def _ids(m: Message) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in (("user_id", m.user_id), ("anonymous_id", m.anonymous_id)) if v]
+
+
+def _line_value(m: Message) -> float:
+    """An added product's price times its quantity (Segment's Product Added properties)."""
+    properties = json.loads(m.line).get("properties") or {}
+    try:
+        return float(properties.get("price") or 0) * float(properties.get("quantity") or 1)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _merge(into: dict, absorbed: dict) -> None:
+    """The live state of an anonymous person who turned out to be `into`."""
+    for column in ("last_seen_at", "last_add_to_cart_at", "last_order_at"):
+        into[column] = max(filter(None, (into[column], absorbed[column])), default=None)
+    if (absorbed["last_product_viewed_at"] or "") > (into["last_product_viewed_at"] or ""):
+        into["last_product_viewed"] = absorbed["last_product_viewed"]
+        into["last_product_viewed_at"] = absorbed["last_product_viewed_at"]
+    into["cart_value"] = round(into["cart_value"] + absorbed["cart_value"], 2)
+    into["events_total"] += absorbed["events_total"]
+    for minute, n in absorbed["minutes"].items():
+        into["minutes"][minute] = into["minutes"].get(minute, 0) + n
+
+
+def processor_from_settings(settings, consumer: str = "processor"):
+    """The processor and the landing writer of the process's settings (orchestration/lib/settings.py)."""
+    from orchestration.defs.ingest.sources_config import cached_sources_config
+    from orchestration.defs.segments.loading import segment_catalog
+    from orchestration.realtime.landing import LandingWriter
+
+    client = broker.connect(settings.redis_url)
+    client.ping()
+    processor = Processor(
+        client,
+        Reference.load(settings.warehouse),
+        segment_catalog(),
+        cached_sources_config(settings.sources_config).taxonomy.dbt_vars(),
+        settings.consent_default_allowed,
+        consumer,
+    )
+    return processor, LandingWriter(client, settings.landing_dir, consumer)
+
+
+class LiveMembership:
+    """The processor's membership, as the lookup API reads it from Redis: for a person the stream has
+    evaluated, the real-time segments they are in now replace the daily run's verdict on those segments."""
+
+    def __init__(self, client: redis.Redis, realtime: dict[str, str]):
+        self.client, self.realtime = client, realtime  # real-time segment -> its type
+
+    def person(self, kind: str, value: str) -> str | None:
+        """The person the stream links the identifier to (it may have joined two since the daily run)."""
+        return self.client.hget(IDS, f"{kind}:{value}")
+
+    def segments(self, person: str) -> dict[str, dt.datetime] | None:
+        """The real-time segments `person` is in with their entry times; None when never evaluated."""
+        members = self.client.hgetall(_key("members", person))
+        if "_evaluated" not in members:
+            return None
+        return {name: dt.datetime.fromisoformat(at) for name, at in members.items() if name != "_evaluated"}

@@ -1,0 +1,409 @@
+"""The real-time path on real parts: Debian's redis-server started by `tessera services up redis`, the
+collector under uvicorn, Segment's own Python SDK, and `tessera stream` killed with SIGKILL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestration.defs.ingest.loaders.events import load_events
+from orchestration.defs.segments.catalog import load_catalog
+from orchestration.lib.warehouse import connect
+from orchestration.realtime import broker
+from orchestration.realtime.landing import LandingWriter
+from orchestration.realtime.processor import LiveMembership, Processor, Reference, sha256
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITE_KEY = "test-write-key-0123456789"
+TAXONOMY = {
+    "tessera__event_product_viewed": ["Product Viewed"],
+    "tessera__event_product_added": ["Product Added"],
+    "tessera__event_order_completed": ["Order Completed"],
+}
+SEGMENTS = """
+segments:
+  - {name: browsing_now, description: d, owner: o, type: rule, refresh: realtime, rule: rt_events_1h >= 3}
+  - {name: high_value_cart, description: d, owner: o, type: rule, refresh: realtime, rule: rt_cart_value > 200}
+  - name: cart_abandoners
+    description: d
+    owner: o
+    type: rule
+    refresh: realtime
+    rule: hours_since(last_add_to_cart_at) >= 24 and (last_order_at is null or last_order_at < last_add_to_cart_at)
+  - {name: loyal, description: d, owner: o, type: rule, rule: recency_days <= 30}
+"""
+SCHEMA = {
+    "person_id": "text",
+    "as_of": "timestamp",
+    "evaluated_at": "timestamp",
+    "last_seen_at": "timestamp",
+    "last_add_to_cart_at": "timestamp",
+    "last_order_at": "timestamp",
+    "recency_days": "number",
+    "days_since_last_order": "number",
+    "personalization_opt_in": "boolean",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory):
+    """A Redis of our own, started and stopped by the project's service commands."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TESSERA_SERVICES_DIR": str(tmp_path_factory.mktemp("services")),
+        "TESSERA_REDIS_PORT": str(port),
+    }
+    tessera = [sys.executable, "-m", "orchestration.cli", "services"]
+    subprocess.run([*tessera, "up", "redis"], env=env, check=True, cwd=ROOT, timeout=60)
+    yield port
+    subprocess.run([*tessera, "down", "redis"], env=env, check=True, cwd=ROOT, timeout=60)
+
+
+@pytest.fixture()
+def client(redis_port):
+    db = redis.Redis(port=redis_port, decode_responses=True)
+    db.flushall()
+    return db
+
+
+@pytest.fixture()
+def world(tmp_path):
+    """A warehouse as the daily run leaves it: two known persons (one who refused consent), one erased."""
+    warehouse, segments = tmp_path / "w.duckdb", tmp_path / "segments"
+    segments.mkdir()
+    (segments / "live.yml").write_text(SEGMENTS)
+    as_of = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
+        days=1
+    )
+    with connect(warehouse) as con:
+        con.execute(
+            "CREATE TABLE marts.segment_attributes (person_id VARCHAR, as_of TIMESTAMP, evaluated_at TIMESTAMP, "
+            "last_seen_at TIMESTAMP, last_add_to_cart_at TIMESTAMP, last_order_at TIMESTAMP, recency_days BIGINT, "
+            "days_since_last_order BIGINT, personalization_opt_in BOOLEAN)"
+        )
+        con.executemany(
+            "INSERT INTO marts.segment_attributes VALUES (?, ?, ?, ?, NULL, NULL, 40, NULL, ?)",
+            [
+                ("p_ann", as_of, as_of + dt.timedelta(days=1), as_of - dt.timedelta(days=40), True),
+                ("p_bob", as_of, as_of + dt.timedelta(days=1), as_of - dt.timedelta(days=40), False),
+            ],
+        )
+        con.execute("CREATE TABLE marts.identity_map (identifier_type VARCHAR, identifier VARCHAR, person_id VARCHAR)")
+        con.executemany(
+            "INSERT INTO marts.identity_map VALUES (?, ?, ?)",
+            [("user_id", "ann", "p_ann"), ("anonymous_id", "anon-ann", "p_ann"), ("user_id", "bob", "p_bob")],
+        )
+        con.execute("CREATE SCHEMA IF NOT EXISTS privacy")
+        con.execute("CREATE TABLE privacy.suppression_list (identifier_type VARCHAR, identifier_sha256 VARCHAR)")
+        con.execute("INSERT INTO privacy.suppression_list VALUES ('user_id', ?)", [sha256("erased-eve")])
+    return warehouse, load_catalog(segments, SCHEMA), segments
+
+
+def _processor(client, world, **kwargs) -> Processor:
+    warehouse, catalog, _ = world
+    return Processor(client, Reference.load(warehouse), catalog, TAXONOMY, **kwargs)
+
+
+def _drain(processor: Processor) -> None:
+    while processor.step(block_ms=10):
+        pass
+
+
+def _track(event: str, user: str | None = None, anonymous: str | None = None, at=None, **properties) -> dict:
+    at = at or dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    return {
+        "type": "track",
+        "event": event,
+        "messageId": str(uuid.uuid4()),
+        "userId": user,
+        "anonymousId": anonymous,
+        "timestamp": at.isoformat(),
+        "properties": properties,
+    }
+
+
+@pytest.fixture()
+def collector_url(client, redis_port):
+    port = _free_port()
+    env = {**os.environ, "TESSERA_REDIS_PORT": str(redis_port), "TESSERA_COLLECTOR_WRITE_KEY": WRITE_KEY}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "collector", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "the collector did not start"
+            time.sleep(0.2)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _post(url: str, path: str, body: dict, key: str = WRITE_KEY) -> tuple[int, dict]:
+    import base64
+
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_segments_own_sdk_delivers_a_batch_that_shows_up_in_membership(client, world, collector_url):
+    """segment-analytics-python, pointed at the collector: an anonymous visitor browses and fills a cart,
+    then logs in as ann; the stream joins the two at once and ann's segments change."""
+    from segment.analytics.client import Client
+
+    sdk = Client(WRITE_KEY, host=collector_url, sync_mode=True, max_retries=1)
+    for _ in range(3):
+        sdk.track(anonymous_id="anon-new", event="Product Viewed", properties={"product_id": "SKU-1"})
+    sdk.track(
+        anonymous_id="anon-new", event="Product Added", properties={"product_id": "SKU-1", "price": 150, "quantity": 2}
+    )
+    sdk.identify(user_id="ann", anonymous_id="anon-new", traits={"plan": "pro"})
+    sdk.flush()
+    assert client.xlen(broker.EVENTS) == 5
+
+    processor = _processor(client, world)
+    _drain(processor)
+    assert processor.stats.processed == 5 and processor.stats.quarantined == 0
+    live = LiveMembership(client, {"browsing_now": "rule", "high_value_cart": "rule", "cart_abandoners": "rule"})
+    assert live.person("anonymous_id", "anon-new") == "p_ann"
+    assert set(live.segments("p_ann")) == {"browsing_now", "high_value_cart"}
+    changes = [f for _, f in client.xrange(broker.CHANGES)]
+    assert {(c["person_id"], c["segment"], c["change"]) for c in changes} == {
+        ("p_ann", "browsing_now", "entered"),
+        ("p_ann", "high_value_cart", "entered"),
+    }
+    state = client.hgetall("tessera:rt:state:p_ann")
+    assert state["last_product_viewed"] == "SKU-1" and float(state["cart_value"]) == 300.0
+
+
+def test_consent_and_erasure_apply_to_the_stream_as_to_the_daily_run(client, world):
+    from orchestration.realtime.collector import Collector
+
+    collector = Collector(client, WRITE_KEY)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    collector.accept(
+        [_track("Product Viewed", user="bob", product_id="X") for _ in range(4)]
+        + [_track("Product Viewed", user="erased-eve", product_id="X") for _ in range(4)],
+        now,
+    )
+    processor = _processor(client, world)
+    _drain(processor)
+    assert processor.stats.suppressed == 4  # nothing of the erased person is kept
+    assert not client.keys("tessera:rt:*" + sha256("erased-eve")[:8] + "*")
+    assert client.hget("tessera:rt:ids", "user_id:erased-eve") is None
+    live = LiveMembership(client, {"browsing_now": "rule"})
+    assert live.segments("p_bob") == {}  # bob refused personalisation: evaluated, in nothing
+
+
+def test_cart_abandonment_enters_when_the_hours_pass_without_an_event(client, world):
+    from orchestration.realtime.collector import Collector
+
+    hour = time.time() // 3600 * 3600
+    clock = [hour + 60]
+    added = dt.datetime.fromtimestamp(hour - 23 * 3600 + 1800, dt.UTC)  # 23 hour boundaries ago
+    Collector(client, WRITE_KEY).accept(
+        [_track("Product Added", user="ann", at=added, product_id="S", price=20)],
+        dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    )
+    processor = _processor(client, world, clock=lambda: clock[0])
+    _drain(processor)
+    live = LiveMembership(client, {"cart_abandoners": "rule"})
+    assert live.segments("p_ann") == {}
+    assert processor.step(block_ms=10) == 0 and live.segments("p_ann") == {}  # no timer due yet
+    clock[0] = hour + 3600 + 1  # the 24th boundary has passed, and no event since
+    processor.step(block_ms=10)
+    assert set(live.segments("p_ann")) == {"cart_abandoners"}
+
+
+def test_the_collector_quarantines_with_the_loaders_reason_codes_and_the_batch_replays_them(
+    client, world, collector_url, tmp_path
+):
+    ok = _track("Product Viewed", anonymous="a-1", product_id="X")
+    bad = [
+        {"type": "track", "messageId": "m-no-ids", "event": "E", "timestamp": ok["timestamp"]},
+        {**ok, "messageId": "m-bad-time", "timestamp": "31/10/2026"},
+        {**ok, "messageId": "m-no-event", "event": ""},
+        "not an object",
+    ]
+    status, body = _post(collector_url, "/v1/batch", {"batch": [ok, *bad]})
+    assert status == 200 and body["accepted"] == 1
+    codes = [q["reason_code"] for q in body["quarantined"]]
+    assert codes == ["missing_ids", "invalid_timestamp", "missing_event_name", "not_an_object"]
+    assert _post(collector_url, "/v1/track", ok, key="wrong-key-0123456789")[0] == 401
+
+    landing = tmp_path / "landing"
+    assert LandingWriter(client, landing).step() == 5
+    with connect(tmp_path / "batch.duckdb") as con:
+        report = load_events(con, landing)
+        stored = con.execute("SELECT message_id FROM raw.events").fetchall()
+        quarantined = sorted(r[0] for r in con.execute("SELECT reason_code FROM raw.quarantine").fetchall())
+    assert stored == [(ok["messageId"],)] and report.rows_loaded == 1
+    assert quarantined == sorted(codes)
+
+
+def _live_state(client) -> dict:
+    keys = sorted(client.keys("tessera:rt:state:*") + client.keys("tessera:rt:minutes:*"))
+    state = {k: client.hgetall(k) for k in keys}
+    members = {k: sorted(set(client.hgetall(k)) - {"_evaluated"}) for k in sorted(client.keys("tessera:rt:members:*"))}
+    return {"state": state, "members": members, "ids": client.hgetall("tessera:rt:ids")}
+
+
+@pytest.mark.slow
+def test_a_processor_killed_with_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
+    client, world, redis_port, tmp_path
+):
+    """3,000 messages from 300 visitors, 10% sent twice; `tessera stream` is killed with SIGKILL while it
+    works and restarted; its state equals a replay of the same stream by a processor never killed."""
+    from orchestration.realtime.collector import Collector
+
+    warehouse, _, segments = world
+    collector = Collector(client, WRITE_KEY)
+    now = dt.datetime.now(dt.UTC)
+    messages = []
+    for i in range(3000):
+        visitor = i % 300
+        event = ("Product Viewed", "Product Added", "Order Completed")[i % 7 % 3]
+        m = _track(
+            event,
+            anonymous=f"anon-{visitor}",
+            at=now - dt.timedelta(seconds=3000 - i),
+            product_id=f"S{i % 13}",
+            price=30,
+        )
+        if i % 50 == 0:
+            m = {**m, "type": "identify", "userId": f"user-{visitor // 2}"}  # two devices of one user
+        messages.append(m)
+    messages += messages[::10]  # sent again
+    for start in range(0, len(messages), 100):
+        collector.accept(messages[start : start + 100], now.replace(tzinfo=None))
+
+    env = {
+        **os.environ,
+        "TESSERA_REDIS_PORT": str(redis_port),
+        "TESSERA_WAREHOUSE": str(warehouse),
+        "TESSERA_SEGMENTS_DIR": str(segments),
+        "TESSERA_LANDING_DIR": str(tmp_path / "landing"),
+    }
+
+    def processed() -> int:
+        group = next(g for g in client.xinfo_groups(broker.EVENTS) if g["name"] == broker.PROCESSOR)
+        return (group["entries-read"] or 0) - group["pending"]
+
+    stream = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "stream"], env=env, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while processed() < 600:
+        assert stream.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    stream.send_signal(signal.SIGKILL)
+    stream.wait()
+    assert processed() < len(messages), "the processor finished before it could be killed"
+
+    stream = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "stream"], env=env, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while processed() < len(messages) or client.xpending(broker.EVENTS, broker.PROCESSOR)["pending"]:
+        assert stream.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    stream.terminate()
+    stream.wait(timeout=30)
+    survived = _live_state(client)
+
+    # The replay: the same stream entries, in a fresh database, through a processor never killed.
+    entries = client.xrange(broker.EVENTS)
+    replay = redis.Redis(port=redis_port, db=1, decode_responses=True)
+    replay.flushdb()
+    for _, fields in entries:
+        replay.xadd(broker.EVENTS, fields)
+    _drain(_processor(replay, world))
+    assert survived == _live_state(replay)
+    total = sum(int(s["events_total"]) for k, s in survived["state"].items() if k.startswith("tessera:rt:state:"))
+    assert total == 3000  # every message once, the copies none
+
+
+def test_webhooks_are_signed_retried_with_back_off_and_dead_lettered(client):
+    """A receiver that fails twice then accepts gets each change once it recovers, signed; one that
+    always fails gets max_attempts tries, spaced 1, 2, 4... s apart, and the change is dead-lettered."""
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from orchestration.realtime.webhooks import DEAD_LETTER, WebhookSender, signature
+
+    secret = "webhook-secret-0123456789"
+    received: list[dict] = []
+    calls = {"/flaky": 0, "/down": 0}
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            calls[self.path] += 1
+            expected = signature(secret, self.headers["X-Tessera-Timestamp"], body)
+            assert hmac.compare_digest(expected, self.headers["X-Tessera-Signature"])
+            ok = self.path == "/flaky" and calls["/flaky"] > 2
+            if ok:
+                received.append(json.loads(body))
+            self.send_response(200 if ok else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    change = client.xadd(
+        broker.CHANGES, {"person_id": "p_ann", "segment": "browsing_now", "change": "entered", "at": "t"}
+    )
+
+    clock = [0.0]
+    sender = WebhookSender(client, [f"{base}/flaky", f"{base}/down"], secret, max_attempts=4, clock=lambda: clock[0])
+    attempts_at = []
+    for tick in range(40):  # 20 s of a fake clock, half a second a step
+        clock[0] = tick / 2
+        if sender.step(block_ms=1):
+            attempts_at.append(clock[0])
+    server.shutdown()
+    assert received == [{"id": change, "person_id": "p_ann", "segment": "browsing_now", "change": "entered", "at": "t"}]
+    assert calls == {"/flaky": 3, "/down": 4}
+    assert attempts_at == [0.0, 1.0, 3.0, 7.0]  # back-off 1, 2, 4 s
+    dead = [f for _, f in client.xrange(DEAD_LETTER)]
+    assert [(d["url"], d["attempts"], d["error"]) for d in dead] == [(f"{base}/down", "4", "HTTP 500")]
+    assert client.xpending(broker.CHANGES, "webhooks")["pending"] == 0  # settled: delivered or dead-lettered
