@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from orchestration.lib.identifiers import LOOKUP_TYPES, IdentifierError, lookup_key
 from orchestration.lib.warehouse import table_exists
+from orchestration.realtime.broker import LiveMembership
 
 log = logging.getLogger("tessera.api")
 
@@ -164,11 +165,11 @@ def create_app(
     refresh_seconds: float = 30.0,
     rate_limit: str = "50/second",
     docs_need_token: bool = False,
-    live=None,
+    live: LiveMembership | None = None,
 ) -> FastAPI:
     """`rate_limit` (the `limits` notation, per token): a client over it gets 429 with Retry-After.
     With `docs_need_token`, /docs and /openapi.json need the token too. `live`
-    (orchestration/realtime/processor.py LiveMembership): the stream's real-time membership, on top."""
+    (orchestration/realtime/broker.py): the stream's real-time membership, on top."""
     if not warehouse.exists():
         raise FileNotFoundError(
             f"The warehouse {warehouse} does not exist: run `make run` first, or point "
@@ -265,7 +266,7 @@ def create_app(
             person = live.person(kind, key) or person
             if person is None:
                 raise _problem(404, f"No person has this {identifier_type}.")
-            current = live.segments(person)
+            current, realtime = live.segments(person), live.realtime()
         except redis.RedisError as exc:  # the stream's store is down: the daily membership still answers
             log.warning("Serving the daily membership only; Redis: %s", exc)
             current = None
@@ -274,10 +275,10 @@ def create_app(
         daily = snap.memberships.get(person, [])
         if current is None:
             return IdentitySegments(person_id=person, as_of=snap.as_of, segments=daily)
-        merged = [m for m in daily if m.segment not in live.realtime] + [
-            SegmentMembership(segment=name, type=live.realtime[name], entered_at=at)
+        merged = [m for m in daily if m.segment not in realtime] + [
+            SegmentMembership(segment=name, type=realtime[name], entered_at=at)
             for name, at in current.items()
-            if name in live.realtime
+            if name in realtime
         ]
         return IdentitySegments(person_id=person, as_of=snap.as_of, segments=sorted(merged, key=lambda m: m.segment))
 
@@ -329,20 +330,15 @@ def app_from_environment() -> FastAPI:
 
 
 def _live_membership(settings):
-    """The stream's membership when the catalog has real-time segments and Redis answers."""
+    """The stream's membership, when Redis answers (docs/realtime.md)."""
     import redis
 
-    from orchestration.defs.segments.loading import segment_catalog
-    from orchestration.realtime import broker
-    from orchestration.realtime.processor import LiveMembership
+    from orchestration.realtime.broker import LiveMembership, connect
 
-    realtime = {n: s.spec.type for n, s in segment_catalog().segments.items() if s.spec.refresh == "realtime"}
-    if not realtime:
-        return None
-    client = broker.connect(settings.redis_url)
+    client = connect(settings.redis_url)
     try:
         client.ping()
     except redis.RedisError:
-        log.warning("Redis at %s does not answer: the API serves the daily membership only.", settings.redis_url)
+        log.info("Redis at %s does not answer: the API serves the daily membership only.", settings.redis_url)
         return None
-    return LiveMembership(client, realtime)
+    return LiveMembership(client)

@@ -7,6 +7,8 @@ batch run replays everything and quarantines the same lines with the same reason
 
 from __future__ import annotations
 
+import datetime as dt
+
 import redis
 
 EVENTS = "tessera:events"  # fields: line (the message as JSON), reason_code and reason when it failed a check
@@ -14,6 +16,13 @@ CHANGES = "tessera:segment_changes"  # fields: person_id, segment, change (enter
 PROCESSOR = "processor"  # consumer group: live state and membership
 LANDING = "landing"  # consumer group: landing files for the batch run
 PREFIX = "tessera:rt:"
+IDS = f"{PREFIX}ids"  # hash "<type>:<id>" -> person: the links the stream made
+SEGMENTS = f"{PREFIX}segments"  # hash: the processor's real-time segments -> their type
+
+
+def key(kind: str, person: str) -> str:
+    """A person's key: state, minutes (events per minute), members, links."""
+    return f"{PREFIX}{kind}:{person}"
 
 
 def connect(url: str) -> redis.Redis:
@@ -41,3 +50,26 @@ def read_group(
             return reply[0][1], True
     reply = client.xreadgroup(group, consumer, {EVENTS: ">"}, count=count, block=block_ms or None)
     return (reply[0][1] if reply else []), False
+
+
+class LiveMembership:
+    """The processor's membership, as the lookup API reads it: for a person the stream has evaluated,
+    the real-time segments they are in now replace the daily run's verdict on those segments."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def realtime(self) -> dict[str, str]:
+        """The real-time segments of the running processor, with their types."""
+        return self.client.hgetall(SEGMENTS)
+
+    def person(self, kind: str, value: str) -> str | None:
+        """The person the stream links the identifier to (it may have joined two since the daily run)."""
+        return self.client.hget(IDS, f"{kind}:{value}")
+
+    def segments(self, person: str) -> dict[str, dt.datetime] | None:
+        """The real-time segments `person` is in with their entry times; None when never evaluated."""
+        members = self.client.hgetall(key("members", person))
+        if "_evaluated" not in members:
+            return None
+        return {name: dt.datetime.fromisoformat(at) for name, at in members.items() if name != "_evaluated"}

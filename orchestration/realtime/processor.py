@@ -42,17 +42,14 @@ from orchestration.realtime import broker
 log = logging.getLogger("tessera.stream")
 
 K = broker.PREFIX
-IDS = f"{K}ids"  # hash "<type>:<id>" -> person: links the stream made
+IDS = broker.IDS
+_key = broker.key
 TIMERS = f"{K}timers"  # sorted set person -> when a real-time rule may change by the clock alone (epoch s)
 SEEN_TTL_S = 7 * 86400  # a messageId counts once within a week
 WINDOWS_S = {"rt_events_1h": 3600, "rt_events_24h": 86400}
 KEEP_MINUTES = max(WINDOWS_S.values()) // 60
 _HOURS_SINCE = re.compile(r"hours_since\(\s*(\w+)\s*\)\s*(>=|>|=)\s*([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
 LIVE_TIMES = ("last_seen_at", "last_add_to_cart_at", "last_order_at")
-
-
-def _key(kind: str, person: str) -> str:
-    return f"{K}{kind}:{person}"
 
 
 def sha256(text: str) -> str:
@@ -179,6 +176,11 @@ class Processor:
         self.stats = Stats()
         self._pending = True  # after a restart, the messages delivered before it come first
         broker.ensure_groups(client)
+        with client.pipeline(transaction=True) as tx:  # what the lookup API overlays
+            tx.delete(broker.SEGMENTS)
+            if self.segments:
+                tx.hset(broker.SEGMENTS, mapping={s.name: s.spec.type for s in self.segments})
+            tx.execute()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -486,22 +488,3 @@ def processor_from_settings(settings, consumer: str = "processor"):
         consumer,
     )
     return processor, LandingWriter(client, settings.landing_dir, consumer)
-
-
-class LiveMembership:
-    """The processor's membership, as the lookup API reads it from Redis: for a person the stream has
-    evaluated, the real-time segments they are in now replace the daily run's verdict on those segments."""
-
-    def __init__(self, client: redis.Redis, realtime: dict[str, str]):
-        self.client, self.realtime = client, realtime  # real-time segment -> its type
-
-    def person(self, kind: str, value: str) -> str | None:
-        """The person the stream links the identifier to (it may have joined two since the daily run)."""
-        return self.client.hget(IDS, f"{kind}:{value}")
-
-    def segments(self, person: str) -> dict[str, dt.datetime] | None:
-        """The real-time segments `person` is in with their entry times; None when never evaluated."""
-        members = self.client.hgetall(_key("members", person))
-        if "_evaluated" not in members:
-            return None
-        return {name: dt.datetime.fromisoformat(at) for name, at in members.items() if name != "_evaluated"}

@@ -22,8 +22,9 @@ from orchestration.defs.ingest.loaders.events import load_events
 from orchestration.defs.segments.catalog import load_catalog
 from orchestration.lib.warehouse import connect
 from orchestration.realtime import broker
+from orchestration.realtime.broker import LiveMembership
 from orchestration.realtime.landing import LandingWriter
-from orchestration.realtime.processor import LiveMembership, Processor, Reference, sha256
+from orchestration.realtime.processor import Processor, Reference, sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITE_KEY = "test-write-key-0123456789"
@@ -203,7 +204,8 @@ def test_segments_own_sdk_delivers_a_batch_that_shows_up_in_membership(client, w
     processor = _processor(client, world)
     _drain(processor)
     assert processor.stats.processed == 5 and processor.stats.quarantined == 0
-    live = LiveMembership(client, {"browsing_now": "rule", "high_value_cart": "rule", "cart_abandoners": "rule"})
+    live = LiveMembership(client)
+    assert live.realtime() == {"browsing_now": "rule", "high_value_cart": "rule", "cart_abandoners": "rule"}
     assert live.person("anonymous_id", "anon-new") == "p_ann"
     assert set(live.segments("p_ann")) == {"browsing_now", "high_value_cart"}
     changes = [f for _, f in client.xrange(broker.CHANGES)]
@@ -213,6 +215,22 @@ def test_segments_own_sdk_delivers_a_batch_that_shows_up_in_membership(client, w
     }
     state = client.hgetall("tessera:rt:state:p_ann")
     assert state["last_product_viewed"] == "SKU-1" and float(state["cart_value"]) == 300.0
+
+    # The lookup API serves it: the anonymous id the stream linked resolves, with the live segments.
+    from tests.api.test_api import TOKEN, _start, _wait_for, get
+
+    api, base = _start(world[0], TESSERA_REDIS_PORT=str(client.connection_pool.connection_kwargs["port"]))
+    try:
+        _wait_for(api, base)
+        status, body, _ = get(f"{base}/v1/identities/anonymous_id/anon-new/segments", TOKEN)
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
+    assert status == 200 and body["person_id"] == "p_ann"
+    assert [(s["segment"], s["type"]) for s in body["segments"]] == [
+        ("browsing_now", "rule"),
+        ("high_value_cart", "rule"),
+    ]
 
 
 def test_consent_and_erasure_apply_to_the_stream_as_to_the_daily_run(client, world):
@@ -230,7 +248,7 @@ def test_consent_and_erasure_apply_to_the_stream_as_to_the_daily_run(client, wor
     assert processor.stats.suppressed == 4  # nothing of the erased person is kept
     assert not client.keys("tessera:rt:*" + sha256("erased-eve")[:8] + "*")
     assert client.hget("tessera:rt:ids", "user_id:erased-eve") is None
-    live = LiveMembership(client, {"browsing_now": "rule"})
+    live = LiveMembership(client)
     assert live.segments("p_bob") == {}  # bob refused personalisation: evaluated, in nothing
 
 
@@ -246,7 +264,7 @@ def test_cart_abandonment_enters_when_the_hours_pass_without_an_event(client, wo
     )
     processor = _processor(client, world, clock=lambda: clock[0])
     _drain(processor)
-    live = LiveMembership(client, {"cart_abandoners": "rule"})
+    live = LiveMembership(client)
     assert live.segments("p_ann") == {}
     assert processor.step(block_ms=10) == 0 and live.segments("p_ann") == {}  # no timer due yet
     clock[0] = hour + 3600 + 1  # the 24th boundary has passed, and no event since

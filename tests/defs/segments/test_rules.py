@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from orchestration.defs.dbt.project import dbt_project
-from orchestration.defs.segments.catalog import SegmentConfigError, attribute_schema, load_catalog
+from orchestration.defs.segments.catalog import SegmentConfigError, attribute_schema, expand_clusters, load_catalog
 from orchestration.defs.segments.rules import Compiler, RuleError
 
 SCHEMA = {
@@ -253,8 +253,13 @@ def test_the_shipped_segments_load_against_the_dbt_contract():
         "rfm_at_risk",
         "rfm_hibernating",
         "high_value_at_risk",
+        "browsing_now",  # segments/realtime.yml: the stream's alone
+        "high_value_cart",
     }
     assert set(catalog.segments) == expected
+    live_only = {n for n, s in catalog.segments.items() if s.live_only}
+    assert live_only == {"browsing_now", "high_value_cart"}
+    assert not live_only & {s.name for s in expand_clusters(catalog, [(0, "c")])}  # the daily run leaves them out
     assert {s.spec.type for s in catalog.segments.values()} == {"rule", "contextual", "cluster", "propensity"}
 
 
@@ -291,6 +296,15 @@ GOOD = """
         ("segments:" + GOOD + GOOD, "a.yml, segment 'vip': the name is already used in a.yml"),
         ("segments: [\n", "a.yml: not valid YAML"),
         ("segmints: []\n", "a.yml, key 'segmints': unknown key"),
+        (
+            "segments:" + GOOD.replace("rule: monetary_total > 500", "rule: rt_cart_value > 500"),
+            "unknown column 'rt_cart_value' at line 1, column 1.\n    rt_cart_value > 500\n    ^\n  rt_cart_value, "
+            "rt_events_1h, rt_events_24h, rt_last_product_viewed are live state: set `refresh: realtime` to use them.",
+        ),
+        (
+            "segments:" + GOOD + "    refresh: hourly\n",
+            "key 'refresh': 'hourly' is not allowed. Input should be 'daily' or 'realtime'",
+        ),
     ],
 )
 def test_catalog_errors_name_the_file_segment_and_key(tmp_path, text, expected):
@@ -298,6 +312,16 @@ def test_catalog_errors_name_the_file_segment_and_key(tmp_path, text, expected):
     with pytest.raises(SegmentConfigError) as info:
         load_catalog(tmp_path, SCHEMA)
     assert expected in str(info.value)
+
+
+def test_a_realtime_rule_may_read_the_live_columns(tmp_path):
+    (tmp_path / "a.yml").write_text(
+        "segments:"
+        + GOOD.replace("monetary_total > 500", "monetary_total > 500 and rt_cart_value > 50")
+        + "    refresh: realtime\n"
+    )
+    segment = load_catalog(tmp_path, SCHEMA).segments["vip"]
+    assert segment.live_only and segment.compiled.columns == ["monetary_total", "rt_cart_value"]
 
 
 def test_an_empty_segments_folder_says_where_to_look(tmp_path):
