@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -104,6 +105,39 @@ class Reference:
         return cls(identities, con, suppressed)
 
 
+class _Reload:
+    """Loads the warehouse again, in a thread, when a daily run has changed it (checked every 30 s)."""
+
+    def __init__(self, warehouse: Path | None, every_s: float = 30.0):
+        self.warehouse, self.every_s = warehouse, every_s
+        self.mtime = warehouse.stat().st_mtime if warehouse else None
+        self.checked = time.monotonic()
+        self.thread: threading.Thread | None = None
+        self.loaded: Reference | None = None
+
+    def ready(self) -> Reference | None:
+        if self.loaded is not None:
+            fresh, self.loaded = self.loaded, None
+            return fresh
+        if self.warehouse is None or self.thread or time.monotonic() - self.checked < self.every_s:
+            return None
+        self.checked = time.monotonic()
+        mtime = self.warehouse.stat().st_mtime
+        if mtime != self.mtime:
+            self.thread = threading.Thread(target=self._load, args=(mtime,), daemon=True)
+            self.thread.start()
+        return None
+
+    def _load(self, mtime: float) -> None:
+        try:
+            self.loaded, self.mtime = Reference.load(self.warehouse), mtime
+            log.info("Reloaded the daily run's identities, attributes and suppression list from %s", self.warehouse)
+        except (duckdb.Error, OSError) as exc:  # a run holds the file: try again at the next check
+            log.warning("Could not reload %s yet: %s", self.warehouse, exc)
+        finally:
+            self.thread = None
+
+
 @dataclasses.dataclass
 class Message:
     stream_id: str
@@ -161,8 +195,10 @@ class Processor:
         consent_default_allowed: bool = True,
         consumer: str = "processor",
         clock=time.time,
+        warehouse: Path | None = None,
     ):
         self.client, self.reference, self.clock = client, reference, clock
+        self.warehouse, self._reload = warehouse, _Reload(warehouse)
         self.consumer = consumer
         self.segments: list[Segment] = [s for s in catalog.segments.values() if s.spec.refresh == "realtime"]
         self.viewed = set(taxonomy.get("tessera__event_product_viewed", []))
@@ -189,6 +225,8 @@ class Processor:
         entries, self._pending = broker.read_group(
             self.client, broker.PROCESSOR, self.consumer, self._pending, count, block_ms
         )
+        if (fresh := self._reload.ready()) is not None:
+            self.reference = fresh
         now = self.clock()
         due = [p for p in self.client.zrangebyscore(TIMERS, "-inf", now, start=0, num=1000)]
         if not entries and not due:
@@ -486,5 +524,6 @@ def processor_from_settings(settings, consumer: str = "processor"):
         cached_sources_config(settings.sources_config).taxonomy.dbt_vars(),
         settings.consent_default_allowed,
         consumer,
+        warehouse=settings.warehouse,
     )
     return processor, LandingWriter(client, settings.landing_dir, consumer)

@@ -425,3 +425,27 @@ def test_webhooks_are_signed_retried_with_back_off_and_dead_lettered(client):
     dead = [f for _, f in client.xrange(DEAD_LETTER)]
     assert [(d["url"], d["attempts"], d["error"]) for d in dead] == [(f"{base}/down", "4", "HTTP 500")]
     assert client.xpending(broker.CHANGES, "webhooks")["pending"] == 0  # settled: delivered or dead-lettered
+
+
+def test_the_processor_takes_the_next_daily_run_without_a_restart(client, world):
+    """A daily run links a new user and erases bob: within a check, the running processor follows."""
+    from orchestration.realtime.collector import Collector
+
+    warehouse = world[0]
+    processor = _processor(client, world, warehouse=warehouse)
+    processor._reload.every_s = 0
+    time.sleep(0.01)  # a later modification time than the one the processor read
+    with connect(warehouse) as con:
+        con.execute("INSERT INTO marts.identity_map VALUES ('user_id', 'carol', 'p_ann')")
+        con.execute("INSERT INTO privacy.suppression_list VALUES ('user_id', ?)", [sha256("bob")])
+    deadline = time.monotonic() + 30
+    while ("user_id", "carol") not in processor.reference.identities:
+        assert time.monotonic() < deadline
+        processor.step(block_ms=10)
+    Collector(client, WRITE_KEY).accept(
+        [_track("Product Viewed", user="carol"), _track("Product Viewed", user="bob")],
+        dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    )
+    _drain(processor)
+    assert processor.stats.suppressed == 1 and processor.stats.processed == 1
+    assert int(client.hget("tessera:rt:state:p_ann", "events_total")) == 1
