@@ -93,6 +93,7 @@ class SettingsResource(dg.ConfigurableResource):
     as_of: str | None = None  # YYYY-MM-DD; None: the day of the latest valid event, order or CRM record
     consent_default_allowed: bool = True
     ml_frame_rows: int = 1_000_000
+    redis_port: int = 6390  # the real-time path's broker (docs/realtime.md)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SettingsResource:
@@ -104,4 +105,5 @@ class SettingsResource(dg.ConfigurableResource):
             as_of=settings.as_of.isoformat() if settings.as_of else None,
             consent_default_allowed=settings.consent_default_allowed,
             ml_frame_rows=settings.ml_frame_rows,
+            redis_port=settings.redis_port,
         )

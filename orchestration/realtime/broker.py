@@ -18,6 +18,13 @@ LANDING = "landing"  # consumer group: landing files for the batch run
 PREFIX = "tessera:rt:"
 IDS = f"{PREFIX}ids"  # hash "<type>:<id>" -> person: the links the stream made
 SEGMENTS = f"{PREFIX}segments"  # hash: the processor's real-time segments -> their type
+STATS = f"{PREFIX}stats"  # hash: the processor's counters (processed, quarantined, duplicates...)
+OPEN_DAY = f"{PREFIX}open_day"  # the UTC day the processor works in; past midnight it closes it
+
+
+def closing(day) -> str:
+    """Hash segment -> size at the end of `day`; `<key>:<segment>` is the set of its persons."""
+    return f"{PREFIX}closing:{day}"
 
 
 def key(kind: str, person: str) -> str:

@@ -228,6 +228,12 @@ class Processor:
         if (fresh := self._reload.ready()) is not None:
             self.reference = fresh
         now = self.clock()
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        open_day = self.client.get(broker.OPEN_DAY)
+        if open_day is None:
+            self.client.set(broker.OPEN_DAY, today.isoformat())
+        elif (day := dt.date.fromisoformat(open_day)) < today:  # the processor ran through midnight
+            self.close_day(day)
         due = [p for p in self.client.zrangebyscore(TIMERS, "-inf", now, start=0, num=1000)]
         if not entries and not due:
             return 0
@@ -247,15 +253,14 @@ class Processor:
     # -- one batch -----------------------------------------------------------------------------
 
     def _apply(self, entries: list[tuple[str, dict]], due: list[str], now: float) -> None:
-        messages, skipped = [], 0
-        for stream_id, fields in entries:
-            if "reason_code" in fields:
-                self.stats.quarantined += 1
-                skipped += 1
-            else:
-                messages.append(Message.of(stream_id, fields))
-        messages = self._first_copies(messages)
-        messages = [m for m in messages if not self._erased(m)]
+        counts = Stats(batches=1)
+        messages = [Message.of(sid, fields) for sid, fields in entries if "reason_code" not in fields]
+        counts.quarantined = len(entries) - len(messages)
+        fresh = self._first_copies(messages)
+        counts.duplicates = len(messages) - len(fresh)
+        messages = [m for m in fresh if not self._erased(m)]
+        counts.suppressed = len(fresh) - len(messages)
+        counts.processed = len(messages)
 
         resolved, links, merges = self._resolve(messages)
         persons = set(resolved.values()) | set(due) | set(merges.values()) | set(merges)
@@ -286,15 +291,19 @@ class Processor:
                 if s["minutes"]:
                     tx.hset(_key("minutes", person), mapping={str(k): v for k, v in s["minutes"].items()})
                 tx.hset(_key("state", person), mapping={k: v for k, v in s.items() if k != "minutes" and v is not None})
-                self._write_membership(tx, person, members.get(person, {}), new_members.get(person, set()), now)
+                counts.changes += self._write_membership(
+                    tx, person, members.get(person, {}), new_members.get(person, set()), now
+                )
                 tx.zrem(TIMERS, person)
                 if (wake := self._next_timer(person, s, now)) is not None:
                     tx.zadd(TIMERS, {person: wake})
             if entries:
                 tx.xack(broker.EVENTS, broker.PROCESSOR, *[sid for sid, _ in entries])
+            for name, value in dataclasses.asdict(counts).items():  # for Dagster's observation
+                tx.hincrby(broker.STATS, name, value)
             tx.execute()
-        self.stats.processed += len(messages)
-        self.stats.batches += 1
+        for name, value in dataclasses.asdict(counts).items():
+            setattr(self.stats, name, getattr(self.stats, name) + value)
 
     def _first_copies(self, messages: list[Message]) -> list[Message]:
         """A messageId counts once: copies within the batch and messages processed before are skipped."""
@@ -305,16 +314,11 @@ class Processor:
             for m in unique:
                 pipe.exists(f"{K}seen:{m.message_id}")
             seen = pipe.execute()
-        fresh = [m for m, s in zip(unique, seen, strict=True) if not s]
-        self.stats.duplicates += len(messages) - len(fresh)
-        return fresh
+        return [m for m, s in zip(unique, seen, strict=True) if not s]
 
     def _erased(self, m: Message) -> bool:
         ids = [("user_id", m.user_id), ("anonymous_id", m.anonymous_id)]
-        if any((t, sha256(v)) in self.reference.suppressed for t, v in ids if v):
-            self.stats.suppressed += 1
-            return True
-        return False
+        return any((t, sha256(v)) in self.reference.suppressed for t, v in ids if v)
 
     def _resolve(self, messages: list[Message]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """(messageId -> person, links to write, merges: absorbed person -> the person it joined)."""
@@ -425,27 +429,30 @@ class Processor:
         columns = ["person_id", *LIVE_TIMES, *LIVE_COLUMNS]
         return pd.DataFrame(rows, columns=columns).astype({c: "datetime64[us]" for c in LIVE_TIMES})
 
-    def _evaluate(self, state: dict[str, dict], now: float) -> dict[str, set[str]]:
-        """The real-time segments each person of `state` is in now, consent applied."""
-        if not state or not self.segments:
+    def _evaluate(self, state: dict[str, dict], now: float, everyone: bool = False) -> dict[str, set[str]]:
+        """The real-time segments each person of `state` is in at `now`, consent applied; with
+        `everyone`, also each person of the daily attributes the stream has not seen."""
+        if not (state or everyone) or not self.segments:
             return {}
         con = self.reference.attributes
-        live = self.frame(state, now)
-        live["_now"] = pd.Timestamp(dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None))
-        con.register("_live", live)
+        con.register("_live", self.frame(state, now))
+        con.register(
+            "_clock", pd.DataFrame({"now": [pd.Timestamp(dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None))]})
+        )
+        join = "attrs a FULL JOIN _live l" if everyone else "_live l LEFT JOIN attrs a"
         try:
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP VIEW _frame AS
                 SELECT a.* REPLACE (
-                           l.person_id AS person_id, l._now AS as_of, l._now AS evaluated_at,
-                           {", ".join(f"greatest(a.{c}, l.{c}) AS {c}" for c in LIVE_TIMES)},
-                           date_diff('day', CAST(greatest(a.last_seen_at, l.last_seen_at) AS DATE), CAST(l._now AS DATE))
+                           coalesce(l.person_id, a.person_id) AS person_id, c.now AS as_of, c.now AS evaluated_at,
+                           {", ".join(f"greatest(a.{t}, l.{t}) AS {t}" for t in LIVE_TIMES)},
+                           date_diff('day', CAST(greatest(a.last_seen_at, l.last_seen_at) AS DATE), CAST(c.now AS DATE))
                              AS recency_days,
-                           date_diff('day', CAST(greatest(a.last_order_at, l.last_order_at) AS DATE), CAST(l._now AS DATE))
+                           date_diff('day', CAST(greatest(a.last_order_at, l.last_order_at) AS DATE), CAST(c.now AS DATE))
                              AS days_since_last_order),
-                       {", ".join(f"l.{c}" for c in LIVE_COLUMNS)}
-                FROM _live l LEFT JOIN attrs a ON a.person_id = l.person_id"""
+                       {", ".join(f"coalesce(l.{t}, 0) AS {t}" if LIVE_COLUMNS[t] == "number" else f"l.{t}" for t in LIVE_COLUMNS)}
+                FROM {join} ON a.person_id = l.person_id CROSS JOIN _clock c"""
             )
             out: dict[str, set[str]] = {p: set() for p in state}
             for segment in self.segments:
@@ -453,12 +460,40 @@ class Processor:
                 for (person,) in con.execute(
                     f"SELECT person_id FROM _frame WHERE {self.consent} AND ({sql.text})", list(sql.params)
                 ).fetchall():
-                    out[person].add(segment.name)
+                    out.setdefault(person, set()).add(segment.name)
         finally:
             con.unregister("_live")
+            con.unregister("_clock")
         return out
 
-    def _write_membership(self, tx, person: str, before: dict[str, str], after: set[str], now: float) -> None:
+    def close_day(self, day: dt.date) -> dict[str, int]:
+        """Every person's real-time segments at the end of `day` (the moment a daily run of that
+        day evaluates its segments at), over the daily attributes and all live state: kept 14 days
+        in Redis for the reconciliation with the daily run. Returns the size of each segment."""
+        at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()).replace(tzinfo=dt.UTC).timestamp()
+        persons = [k.removeprefix(_key("state", "")) for k in self.client.scan_iter(_key("state", "*"), count=1000)]
+        members = self._evaluate(self._load_state(persons), at, everyone=True)
+        by_segment: dict[str, list[str]] = {s.name: [] for s in self.segments}
+        for person, names in members.items():
+            for name in names:
+                by_segment[name].append(person)
+        closing = broker.closing(day)
+        with self.client.pipeline(transaction=True) as tx:
+            for name, people in by_segment.items():
+                tx.delete(f"{closing}:{name}")
+                if people:
+                    tx.sadd(f"{closing}:{name}", *people)
+                tx.expire(f"{closing}:{name}", 14 * 86400)
+            tx.hset(
+                closing,
+                mapping={name: len(people) for name, people in by_segment.items()} | {"_closed_at": time.time()},
+            )
+            tx.expire(closing, 14 * 86400)
+            tx.set(broker.OPEN_DAY, (day + dt.timedelta(days=1)).isoformat())
+            tx.execute()
+        return {name: len(people) for name, people in by_segment.items()}
+
+    def _write_membership(self, tx, person: str, before: dict[str, str], after: set[str], now: float) -> int:
         at = dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None).isoformat()
         entered = after - set(before)
         exited = set(before) - after - {"_evaluated"}
@@ -469,7 +504,7 @@ class Processor:
             tx.hdel(_key("members", person), name)
             tx.xadd(broker.CHANGES, {"person_id": person, "segment": name, "change": "exited", "at": at})
         tx.hset(_key("members", person), "_evaluated", at)
-        self.stats.changes += len(entered) + len(exited)
+        return len(entered) + len(exited)
 
     def _next_timer(self, person: str, s: dict, now: float) -> float | None:
         """The next moment an hours_since() clause of a real-time rule changes for this person."""

@@ -449,3 +449,51 @@ def test_the_processor_takes_the_next_daily_run_without_a_restart(client, world)
     _drain(processor)
     assert processor.stats.suppressed == 1 and processor.stats.processed == 1
     assert int(client.hget("tessera:rt:state:p_ann", "events_total")) == 1
+
+
+def test_the_days_closing_agrees_with_a_daily_run_of_that_day(client, world):
+    """The processor runs through midnight: its closing evaluates everyone at the moment the daily run
+    of that day evaluates at. Evaluated by the daily run's SQL on attributes that hold the day's
+    events, cart_abandoners has the same members, a person the stream knows by a live id included."""
+    from orchestration.realtime.collector import Collector
+    from orchestration.realtime.reconcile import reconcile
+
+    warehouse, catalog, _ = world
+    day = dt.date.today() - dt.timedelta(days=1)
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    clock = [midnight.replace(tzinfo=dt.UTC).timestamp() - 60]  # 23:59 on `day`
+    processor = _processor(client, world, clock=lambda: clock[0])
+    processor.step(block_ms=1)  # opens `day`
+    added = midnight - dt.timedelta(hours=30)
+    Collector(client, WRITE_KEY).accept(
+        [
+            _track("Product Added", user="ann", at=added.replace(tzinfo=dt.UTC), product_id="S", price=20),
+            _track("Product Added", anonymous="stranger", at=added.replace(tzinfo=dt.UTC), product_id="S", price=20),
+            _track("Product Added", user="bob", at=added.replace(tzinfo=dt.UTC), product_id="S", price=20),
+        ],
+        dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    )
+    _drain(processor)
+    clock[0] += 120  # past midnight: the next step closes the day
+    processor.step(block_ms=1)
+    assert client.hget(f"tessera:rt:closing:{day}", "cart_abandoners") == "2"  # ann and the stranger; bob refused
+
+    # The daily run of `day`: the stranger got a person and the day's events are in the attributes.
+    with connect(warehouse) as con:
+        con.execute("INSERT INTO marts.identity_map VALUES ('anonymous_id', 'stranger', 'p_stranger')")
+        con.execute(
+            "INSERT INTO marts.segment_attributes VALUES ('p_stranger', ?, ?, NULL, NULL, NULL, NULL, NULL, NULL)",
+            [midnight - dt.timedelta(days=1), midnight],
+        )
+        con.execute(
+            "UPDATE marts.segment_attributes SET last_add_to_cart_at = ?, as_of = ?, evaluated_at = ?",
+            [added, midnight - dt.timedelta(days=1), midnight],
+        )
+        rule = catalog.segments["cart_abandoners"].compiled.sql
+        con.execute(
+            "CREATE TABLE marts.segment_membership AS SELECT person_id, 'cart_abandoners' AS segment_name "
+            f"FROM marts.segment_attributes WHERE coalesce(personalization_opt_in, true) AND ({rule.text})",
+            list(rule.params),
+        )
+        [agreement] = reconcile(con, client, day, ["cart_abandoners"])
+    assert (agreement.daily, agreement.stream, agreement.both, agreement.disagreement) == (2, 2, 2, 0)
