@@ -104,6 +104,7 @@ def test_the_graph_covers_the_packages():
         "ml",
         "privacy",
         "quality",
+        "realtime",
         "segments",
     }
 
