@@ -271,6 +271,7 @@ def main() -> int:
         "TESSERA_LANDING_DIR": str(services / "landing"),
         "TESSERA_COLLECTOR_WRITE_KEY": WRITE_KEY,
         "TESSERA_API_TOKEN": TOKEN,
+        "TESSERA_API_RATE_LIMIT": "100000/second",  # one token stands for every client here
     }
     tessera = [sys.executable, "-m", "orchestration.cli"]
     subprocess.run([*tessera, "services", "up", "redis"], env=env, check=True)

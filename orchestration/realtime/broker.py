@@ -8,6 +8,7 @@ batch run replays everything and quarantines the same lines with the same reason
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import redis
 
@@ -28,7 +29,7 @@ def closing(day) -> str:
 
 
 def key(kind: str, person: str) -> str:
-    """A person's key: state, minutes (events per minute), members, links."""
+    """A person's key: state and members (JSON values), links (a set of "<type>:<id>")."""
     return f"{PREFIX}{kind}:{person}"
 
 
@@ -76,7 +77,8 @@ class LiveMembership:
 
     def segments(self, person: str) -> dict[str, dt.datetime] | None:
         """The real-time segments `person` is in with their entry times; None when never evaluated."""
-        members = self.client.hgetall(key("members", person))
-        if "_evaluated" not in members:
+        stored = self.client.get(key("members", person))
+        if stored is None:
             return None
+        members = json.loads(stored)
         return {name: dt.datetime.fromisoformat(at) for name, at in members.items() if name != "_evaluated"}

@@ -13,20 +13,22 @@ run's quarantine. When Redis cannot be reached the answer is 503, which Segment'
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import gzip
 import hmac
 import json
 import logging
+import queue
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 import duckdb
 import redis
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from orchestration.defs.ingest.loaders.events import check_messages
 from orchestration.realtime import broker
@@ -38,6 +40,12 @@ MAX_BODY_BYTES = 4 * 1024**2  # Segment's own API takes 500 KB per batch
 
 
 class Collector:
+    """Checks and appends messages. Requests that arrive together are checked together: one thread
+    takes every request waiting and runs the checks and the Redis transaction once for all of them,
+    since a check costs some 14 ms whatever its size (DuckDB plans the query), and 100 lines add 3."""
+
+    MAX_LINES = 5000  # per round of checks
+
     def __init__(self, client: redis.Redis, write_key: str):
         if len(write_key) < 16:
             raise ValueError(
@@ -45,14 +53,11 @@ class Collector:
                 "collector accepts only messages sent with it (Segment's SDKs send it as the HTTP Basic user)."
             )
         self.client, self.write_key = client, write_key
-        self._local = threading.local()
         broker.ensure_groups(client)
-
-    def _duckdb(self) -> duckdb.DuckDBPyConnection:
-        if not hasattr(self._local, "con"):
-            self._local.con = duckdb.connect()
-            self._local.con.execute("SET TimeZone = 'UTC'")
-        return self._local.con
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._waiting: queue.Queue[tuple[list[str], dt.datetime, Future]] = queue.Queue()
+        threading.Thread(target=self._check_rounds, name="collector-checks", daemon=True).start()
 
     def authorised(self, header: str | None) -> bool:
         if not header or not header.lower().startswith("basic "):
@@ -63,24 +68,57 @@ class Collector:
             return False
         return hmac.compare_digest(user.encode(), self.write_key.encode())
 
+    def submit(self, messages: list[Any], received_at: dt.datetime) -> Future:
+        """A future of `accept`'s answer."""
+        lines = [json.dumps(m, separators=(",", ":"), ensure_ascii=False, default=str) for m in messages]
+        done: Future = Future()
+        self._waiting.put((lines, received_at, done))
+        return done
+
     def accept(self, messages: list[Any], received_at: dt.datetime) -> dict:
         """Check `messages`, append them all to the stream in one transaction, and say what was quarantined."""
-        lines = [json.dumps(m, separators=(",", ":"), ensure_ascii=False, default=str) for m in messages]
-        checked = check_messages(self._duckdb(), lines, received_at)
-        quarantined = []
+        return self.submit(messages, received_at).result()
+
+    def _check_rounds(self) -> None:
+        while True:
+            requests = [self._waiting.get()]
+            size = len(requests[0][0])
+            while size < self.MAX_LINES and not self._waiting.empty():
+                requests.append(self._waiting.get_nowait())
+                size += len(requests[-1][0])
+            try:
+                answers = self._round(requests)
+            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error (503 for Redis)
+                for _, _, done in requests:
+                    done.set_exception(exc)
+                continue
+            for (_, _, done), answer in zip(requests, answers, strict=True):
+                done.set_result(answer)
+
+    def _round(self, requests: list[tuple[list[str], dt.datetime, Future]]) -> list[dict]:
+        lines = [line for r in requests for line in r[0]]
+        received = [r[1] for r in requests for _ in r[0]]
+        checked = check_messages(self._con, lines, received)
+        answers, position = [], 0
         with self.client.pipeline(transaction=True) as pipe:
-            for line, row in zip(lines, checked, strict=True):
-                fields = {"line": line}
-                if not row["reason_code"]:  # the checks' typed fields, so the processor never parses the line
-                    fields |= {k: _text(row[k]) for k in TYPED if row[k] is not None}
-                else:
-                    fields |= {"reason_code": row["reason_code"], "reason": row["reason"]}
-                    quarantined.append(
-                        {"messageId": row["message_id"], "reason_code": row["reason_code"], "reason": row["reason"]}
-                    )
-                pipe.xadd(broker.EVENTS, fields)
+            for request_lines, _, _ in requests:
+                quarantined = []
+                for line, row in zip(request_lines, checked[position : position + len(request_lines)], strict=True):
+                    fields = {"line": line}
+                    if not row["reason_code"]:  # the checks' typed fields, so the processor never parses the line
+                        fields |= {k: _text(row[k]) for k in TYPED if row[k] is not None}
+                    else:
+                        fields |= {"reason_code": row["reason_code"], "reason": row["reason"]}
+                        quarantined.append(
+                            {"messageId": row["message_id"], "reason_code": row["reason_code"], "reason": row["reason"]}
+                        )
+                    pipe.xadd(broker.EVENTS, fields)
+                position += len(request_lines)
+                answers.append(
+                    {"success": True, "accepted": len(request_lines) - len(quarantined), "quarantined": quarantined}
+                )
             pipe.execute()
-        return {"success": True, "accepted": len(lines) - len(quarantined), "quarantined": quarantined}
+        return answers
 
 
 # The typed fields of a valid message that the processor reads (the names of check_messages).
@@ -136,7 +174,7 @@ def create_app(collector: Collector) -> FastAPI:
         received_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         messages = _messages(kind, body, received_at)
         try:
-            result = await run_in_threadpool(collector.accept, messages, received_at)
+            result = await asyncio.wrap_future(collector.submit(messages, received_at))
         except redis.RedisError as exc:
             log.error("Redis refused the messages: %s", exc)
             raise HTTPException(503, "The stream is unavailable; retry later.", headers={"Retry-After": "1"}) from None

@@ -277,26 +277,30 @@ class Processor:
         new_members = self._evaluate(evaluated, now)
 
         with self.client.pipeline(transaction=True) as tx:
-            for m in messages:
-                tx.set(f"{K}seen:{m.message_id}", 1, ex=SEEN_TTL_S)
+            if messages:
+                tx.sadd(_seen_key(now), *[m.message_id for m in messages])
+                tx.expire(_seen_key(now), SEEN_TTL_S + 86400)
             if links:
                 tx.hset(IDS, mapping=links)
                 for key, person in links.items():
                     tx.sadd(_key("links", person), key)
             for src in merges:
-                tx.delete(_key("state", src), _key("minutes", src), _key("members", src), _key("links", src))
+                tx.delete(_key("state", src), _key("members", src), _key("links", src))
                 tx.zrem(TIMERS, src)
+            if due:
+                tx.zrem(TIMERS, *due)
+            writes, wakes = {}, {}
             for person, s in evaluated.items():
-                tx.delete(_key("minutes", person))
-                if s["minutes"]:
-                    tx.hset(_key("minutes", person), mapping={str(k): v for k, v in s["minutes"].items()})
-                tx.hset(_key("state", person), mapping={k: v for k, v in s.items() if k != "minutes" and v is not None})
+                writes[_key("state", person)] = _stored(s)
                 counts.changes += self._write_membership(
-                    tx, person, members.get(person, {}), new_members.get(person, set()), now
+                    tx, writes, person, members.get(person, {}), new_members.get(person, set()), now
                 )
-                tx.zrem(TIMERS, person)
                 if (wake := self._next_timer(person, s, now)) is not None:
-                    tx.zadd(TIMERS, {person: wake})
+                    wakes[person] = wake  # a later timer left from before only wakes them for nothing
+            if writes:
+                tx.mset(writes)
+            if wakes:
+                tx.zadd(TIMERS, wakes)
             if entries:
                 tx.xack(broker.EVENTS, broker.PROCESSOR, *[sid for sid, _ in entries])
             for name, value in dataclasses.asdict(counts).items():  # for Dagster's observation
@@ -310,10 +314,11 @@ class Processor:
         unique = list({m.message_id: m for m in reversed(messages)}.values())[::-1]
         if not unique:
             return []
+        ids = [m.message_id for m in unique]
         with self.client.pipeline(transaction=False) as pipe:
-            for m in unique:
-                pipe.exists(f"{K}seen:{m.message_id}")
-            seen = pipe.execute()
+            for days_ago in range(SEEN_TTL_S // 86400 + 1):
+                pipe.smismember(_seen_key(self.clock() - days_ago * 86400), ids)
+            seen = [any(flags) for flags in zip(*pipe.execute(), strict=True)]
         return [m for m, s in zip(unique, seen, strict=True) if not s]
 
     def _erased(self, m: Message) -> bool:
@@ -366,25 +371,14 @@ class Processor:
         return resolved, links, merges
 
     def _load_state(self, persons: Iterable[str]) -> dict[str, dict]:
+        """Each person's live state (one JSON value per person: a batch reads them in one MGET)."""
         persons = sorted(persons)
-        with self.client.pipeline(transaction=False) as pipe:
-            for p in persons:
-                pipe.hgetall(_key("state", p))
-                pipe.hgetall(_key("minutes", p))
-            replies = pipe.execute()
+        replies = self.client.mget([_key("state", p) for p in persons]) if persons else []
         state = {}
-        for i, p in enumerate(persons):
-            stored, minutes = replies[2 * i], replies[2 * i + 1]
-            state[p] = {
-                "last_seen_at": stored.get("last_seen_at"),
-                "last_add_to_cart_at": stored.get("last_add_to_cart_at"),
-                "last_order_at": stored.get("last_order_at"),
-                "last_product_viewed": stored.get("last_product_viewed"),
-                "last_product_viewed_at": stored.get("last_product_viewed_at"),
-                "cart_value": float(stored.get("cart_value", 0)),
-                "events_total": int(stored.get("events_total", 0)),
-                "minutes": {int(k): int(v) for k, v in minutes.items()},
-            }
+        for p, stored in zip(persons, replies, strict=True):
+            s = {**EMPTY_STATE, **json.loads(stored)} if stored else {**EMPTY_STATE}
+            s["minutes"] = {int(k): v for k, v in s["minutes"].items()}
+            state[p] = s
         return state
 
     def _update(self, s: dict, m: Message) -> None:
@@ -410,10 +404,8 @@ class Processor:
 
     def _load_members(self, persons: dict[str, dict]) -> dict[str, dict[str, str]]:
         names = sorted(persons)
-        with self.client.pipeline(transaction=False) as pipe:
-            for p in names:
-                pipe.hgetall(_key("members", p))
-            return dict(zip(names, pipe.execute(), strict=True))
+        replies = self.client.mget([_key("members", p) for p in names]) if names else []
+        return {p: json.loads(r) if r else {} for p, r in zip(names, replies, strict=True)}
 
     def frame(self, state: dict[str, dict], now: float) -> pd.DataFrame:
         """The live columns of `state`'s persons, one row each."""
@@ -493,17 +485,22 @@ class Processor:
             tx.execute()
         return {name: len(people) for name, people in by_segment.items()}
 
-    def _write_membership(self, tx, person: str, before: dict[str, str], after: set[str], now: float) -> int:
+    def _write_membership(
+        self, tx, writes: dict[str, str], person: str, before: dict[str, str], after: set[str], now: float
+    ) -> int:
+        """Entries and exits on the changes stream; the person's membership into `writes` when it changed."""
         at = dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None).isoformat()
         entered = after - set(before)
         exited = set(before) - after - {"_evaluated"}
         for name in sorted(entered):
-            tx.hset(_key("members", person), name, at)
             tx.xadd(broker.CHANGES, {"person_id": person, "segment": name, "change": "entered", "at": at})
         for name in sorted(exited):
-            tx.hdel(_key("members", person), name)
             tx.xadd(broker.CHANGES, {"person_id": person, "segment": name, "change": "exited", "at": at})
-        tx.hset(_key("members", person), "_evaluated", at)
+        if entered or exited or "_evaluated" not in before:  # _evaluated: the API's sign the stream knows them
+            members = {"_evaluated": before.get("_evaluated", at)} | {
+                name: before.get(name, at) for name in sorted(after)
+            }
+            writes[_key("members", person)] = json.dumps(members, separators=(",", ":"))
         return len(entered) + len(exited)
 
     def _next_timer(self, person: str, s: dict, now: float) -> float | None:
@@ -516,6 +513,28 @@ class Processor:
         ]
         later = [w for w in wakes if w > now]
         return min(later) if later else None
+
+
+def _seen_key(at: float) -> str:
+    """The messageIds processed on a UTC day: a set per day, kept a week."""
+    return f"{K}seen:{dt.datetime.fromtimestamp(at, dt.UTC).date()}"
+
+
+EMPTY_STATE = {
+    "last_seen_at": None,
+    "last_add_to_cart_at": None,
+    "last_order_at": None,
+    "last_product_viewed": None,
+    "last_product_viewed_at": None,
+    "cart_value": 0.0,
+    "events_total": 0,
+    "minutes": {},  # events per minute (epoch minute -> count), the last 24 hours
+}
+
+
+def _stored(s: dict) -> str:
+    """A person's live state as Redis keeps it: one JSON value."""
+    return json.dumps(s, separators=(",", ":"), sort_keys=True)
 
 
 def _ids(m: Message) -> list[tuple[str, str]]:

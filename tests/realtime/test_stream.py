@@ -213,7 +213,7 @@ def test_segments_own_sdk_delivers_a_batch_that_shows_up_in_membership(client, w
         ("p_ann", "browsing_now", "entered"),
         ("p_ann", "high_value_cart", "entered"),
     }
-    state = client.hgetall("tessera:rt:state:p_ann")
+    state = json.loads(client.get("tessera:rt:state:p_ann"))
     assert state["last_product_viewed"] == "SKU-1" and float(state["cart_value"]) == 300.0
 
     # The lookup API serves it: the anonymous id the stream linked resolves, with the live segments.
@@ -299,9 +299,11 @@ def test_the_collector_quarantines_with_the_loaders_reason_codes_and_the_batch_r
 
 
 def _live_state(client) -> dict:
-    keys = sorted(client.keys("tessera:rt:state:*") + client.keys("tessera:rt:minutes:*"))
-    state = {k: client.hgetall(k) for k in keys}
-    members = {k: sorted(set(client.hgetall(k)) - {"_evaluated"}) for k in sorted(client.keys("tessera:rt:members:*"))}
+    keys = sorted(client.keys("tessera:rt:state:*"))
+    state = {k: json.loads(client.get(k)) for k in keys}
+    members = {
+        k: sorted(set(json.loads(client.get(k))) - {"_evaluated"}) for k in sorted(client.keys("tessera:rt:members:*"))
+    }
     return {"state": state, "members": members, "ids": client.hgetall("tessera:rt:ids")}
 
 
@@ -448,7 +450,7 @@ def test_the_processor_takes_the_next_daily_run_without_a_restart(client, world)
     )
     _drain(processor)
     assert processor.stats.suppressed == 1 and processor.stats.processed == 1
-    assert int(client.hget("tessera:rt:state:p_ann", "events_total")) == 1
+    assert json.loads(client.get("tessera:rt:state:p_ann"))["events_total"] == 1
 
 
 def test_the_days_closing_agrees_with_a_daily_run_of_that_day(client, world):

@@ -229,22 +229,26 @@ def _check_sql(code_sql: str, lines: str) -> str:
     return EVENT_CHECK_SQL.replace("{code_sql}", code_sql).replace("{lines}", lines)
 
 
-def check_messages(con: duckdb.DuckDBPyConnection, lines: list[str], received_at: dt.datetime) -> list[dict]:
+def check_messages(
+    con: duckdb.DuckDBPyConnection, lines: list[str], received_at: dt.datetime | list[dt.datetime]
+) -> list[dict]:
     """The loader's own checks on messages that arrive one by one (the real-time collector): for each
     JSON line, its reason code and reason (None when valid) and its typed fields, as a load of a
-    file that arrived at `received_at` would give them. `con` is any DuckDB connection (in memory)."""
+    file that arrived at `received_at` (one time, or one per line) would give them. `con` is any
+    DuckDB connection (in memory)."""
     import pyarrow as pa
 
+    schema = pa.schema([("line_no", pa.int64()), ("line", pa.string()), ("loaded_at", pa.timestamp("us"))])
     code_sql, message_sql = reason_sql(_event_rules())
-    con.register("_incoming", pa.table({"line_no": list(range(1, len(lines) + 1)), "line": lines}))
+    times = received_at if isinstance(received_at, list) else [received_at] * len(lines)
+    incoming = {"line_no": list(range(1, len(lines) + 1)), "line": lines, "loaded_at": times}
+    con.register("_incoming", pa.table(incoming, schema=schema))
     try:
         con.execute(
             _check_sql(
                 code_sql,
-                "(SELECT 'collector' AS file, line_no, line, NULL::VARCHAR AS raw, "
-                "?::TIMESTAMP AS loaded_at FROM _incoming)",
-            ),
-            [received_at],
+                "(SELECT 'collector' AS file, line_no, line, NULL::VARCHAR AS raw, loaded_at FROM _incoming)",
+            )
         )
     finally:
         con.unregister("_incoming")
