@@ -604,8 +604,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     )
     try:
         while not stop.is_set():
-            processor.step()
-            landing.step(block_ms=0)
+            busy = processor.step() + landing.step(block_ms=0)
+            if args.close_day and not busy:
+                sizes = processor.close_day(args.close_day)
+                print(f"tessera stream: closed {args.close_day}: {sizes}", flush=True)
+                break
     except KeyboardInterrupt:
         stop.set()
     print(f"tessera stream: stopped; {processor.stats}", flush=True)
@@ -787,6 +790,13 @@ def build_parser() -> argparse.ArgumentParser:
         "`refresh: realtime`, and the landing files that the daily run replays (docs/realtime.md).",
     )
     st.add_argument("--consumer", default="processor", help="this process's name in the consumer groups")
+    st.add_argument(
+        "--close-day",
+        metavar="YYYY-MM-DD",
+        type=dt.date.fromisoformat,
+        help="process what the stream holds, close that day (every person's real-time segments at its end, "
+        "for realtime/reconciliation) and exit: for a day replayed through the collector after the fact",
+    )
     st.set_defaults(func=_cmd_stream)
     sb = sub.add_parser(
         "spark-build",

@@ -234,6 +234,7 @@ class Processor:
             self.client.set(broker.OPEN_DAY, today.isoformat())
         elif (day := dt.date.fromisoformat(open_day)) < today:  # the processor ran through midnight
             self.close_day(day)
+            self.client.set(broker.OPEN_DAY, today.isoformat())
         due = [p for p in self.client.zrangebyscore(TIMERS, "-inf", now, start=0, num=1000)]
         if not entries and not due:
             return 0
@@ -481,7 +482,6 @@ class Processor:
                 mapping={name: len(people) for name, people in by_segment.items()} | {"_closed_at": time.time()},
             )
             tx.expire(closing, 14 * 86400)
-            tx.set(broker.OPEN_DAY, (day + dt.timedelta(days=1)).isoformat())
             tx.execute()
         return {name: len(people) for name, people in by_segment.items()}
 
