@@ -422,27 +422,28 @@ class Processor:
         columns = ["person_id", *LIVE_TIMES, *LIVE_COLUMNS]
         return pd.DataFrame(rows, columns=columns).astype({c: "datetime64[us]" for c in LIVE_TIMES})
 
-    def _evaluate(self, state: dict[str, dict], now: float, everyone: bool = False) -> dict[str, set[str]]:
-        """The real-time segments each person of `state` is in at `now`, consent applied; with
-        `everyone`, also each person of the daily attributes the stream has not seen."""
+    def _evaluate(
+        self, state: dict[str, dict], now: float, everyone: bool = False, as_of: dt.date | None = None
+    ) -> dict[str, set[str]]:
+        """The real-time segments each person of `state` is in at `now` (the day of `as_of`, by default
+        now's), consent applied; with `everyone`, also each person of the daily attributes the stream
+        has not seen."""
         if not (state or everyone) or not self.segments:
             return {}
         con = self.reference.attributes
         con.register("_live", self.frame(state, now))
-        con.register(
-            "_clock", pd.DataFrame({"now": [pd.Timestamp(dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None))]})
-        )
+        con.register("_clock", _clock(now, as_of))
         join = "attrs a FULL JOIN _live l" if everyone else "_live l LEFT JOIN attrs a"
         try:
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP VIEW _frame AS
                 SELECT a.* REPLACE (
-                           coalesce(l.person_id, a.person_id) AS person_id, c.now AS as_of, c.now AS evaluated_at,
+                           coalesce(l.person_id, a.person_id) AS person_id, c.as_of AS as_of, c.evaluated_at AS evaluated_at,
                            {", ".join(f"greatest(a.{t}, l.{t}) AS {t}" for t in LIVE_TIMES)},
-                           date_diff('day', CAST(greatest(a.last_seen_at, l.last_seen_at) AS DATE), CAST(c.now AS DATE))
+                           date_diff('day', CAST(greatest(a.last_seen_at, l.last_seen_at) AS DATE), CAST(c.as_of AS DATE))
                              AS recency_days,
-                           date_diff('day', CAST(greatest(a.last_order_at, l.last_order_at) AS DATE), CAST(c.now AS DATE))
+                           date_diff('day', CAST(greatest(a.last_order_at, l.last_order_at) AS DATE), CAST(c.as_of AS DATE))
                              AS days_since_last_order),
                        {", ".join(f"coalesce(l.{t}, 0) AS {t}" if LIVE_COLUMNS[t] == "number" else f"l.{t}" for t in LIVE_COLUMNS)}
                 FROM {join} ON a.person_id = l.person_id CROSS JOIN _clock c"""
@@ -465,11 +466,12 @@ class Processor:
         in Redis for the reconciliation with the daily run. Returns the size of each segment."""
         at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()).replace(tzinfo=dt.UTC).timestamp()
         persons = [k.removeprefix(_key("state", "")) for k in self.client.scan_iter(_key("state", "*"), count=1000)]
-        members = self._evaluate(self._load_state(persons), at, everyone=True)
+        members = self._evaluate(self._load_state(persons), at, everyone=True, as_of=day)
+        names = self._identifiers([p for p, segments in members.items() if segments])
         by_segment: dict[str, list[str]] = {s.name: [] for s in self.segments}
-        for person, names in members.items():
-            for name in names:
-                by_segment[name].append(person)
+        for person, segments in members.items():
+            for segment in segments:
+                by_segment[segment].append(names[person])
         closing = broker.closing(day)
         with self.client.pipeline(transaction=True) as tx:
             for name, people in by_segment.items():
@@ -484,6 +486,21 @@ class Processor:
             tx.expire(closing, 14 * 86400)
             tx.execute()
         return {name: len(people) for name, people in by_segment.items()}
+
+    def _identifiers(self, persons: list[str]) -> dict[str, str]:
+        """One identifier ("<type>:<value>") for each person, by which a later daily run, whose person ids
+        may differ (new links merge persons), finds them: the least of the stream's links and the daily
+        run's ids; a person with neither keeps "person_id:<id>"."""
+        live = [p for p in persons if p.startswith("live_")]
+        with self.client.pipeline(transaction=False) as pipe:
+            for p in live:
+                pipe.smembers(_key("links", p))
+            linked = dict(zip(live, pipe.execute(), strict=True))
+        out = {}
+        for p in persons:
+            keys = set(linked.get(p, ())) | {f"{t}:{v}" for t, v in self.reference.ids_of.get(p, ())}
+            out[p] = min(keys, default=f"person_id:{p}")
+        return out
 
     def _write_membership(
         self, tx, writes: dict[str, str], person: str, before: dict[str, str], after: set[str], now: float
@@ -513,6 +530,13 @@ class Processor:
         ]
         later = [w for w in wakes if w > now]
         return min(later) if later else None
+
+
+def _clock(now: float, as_of: dt.date | None) -> pd.DataFrame:
+    """The evaluation's `as_of` (a day, as the daily run's scoring date) and `evaluated_at` (a moment)."""
+    moment = dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None)
+    day = dt.datetime.combine(as_of or moment.date(), dt.time())
+    return pd.DataFrame({"as_of": [pd.Timestamp(day)], "evaluated_at": [pd.Timestamp(moment)]})
 
 
 def _seen_key(at: float) -> str:

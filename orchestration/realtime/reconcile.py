@@ -3,9 +3,10 @@
 The processor closes each UTC day it runs through: at the end of the day it evaluates every
 person's real-time segments (broker.closing). A daily run of that day evaluates its segments at the
 same moment (`evaluated_at`, the end of the `as_of` day). For each real-time segment the daily run
-evaluates too (one that reads no live column), the two sets of persons should be the same: a
-person the stream knows under a live id (`live_...`) is counted under the daily run's person of any
-identifier the stream linked to it.
+evaluates too (one that reads no live column), the two sets of persons should be the same. The
+closing names each person by an identifier, which the daily run's identity map resolves: its
+person ids may differ from those the stream knew (a new link merges two persons), and a person the
+stream met first has a live id.
 """
 
 from __future__ import annotations
@@ -52,10 +53,8 @@ def reconcile(
             ).fetchall()
         }
         stream = set()
-        for person in client.smembers(f"{closing}:{segment}"):
-            if person.startswith("live_"):
-                linked = {resolve.get(tuple(k.split(":", 1))) for k in client.smembers(broker.key("links", person))}
-                person = min((p for p in linked if p), default=person)
-            stream.add(person)
+        for identifier in client.smembers(f"{closing}:{segment}"):
+            kind, value = identifier.split(":", 1)
+            stream.add(value if kind == "person_id" else resolve.get((kind, value), identifier))
         out.append(SegmentAgreement(segment, len(daily), len(stream), len(daily & stream)))
     return out

@@ -21,12 +21,22 @@ carts as (
     group by e.person_id
 ),
 
+-- The later of the order record and its Order Completed event: the stream, which sees only the
+-- event, then keeps the same value live (docs/realtime.md).
 orders as (
-    select o.person_id, max(o.ordered_at) as last_order_at
-    from {{ ref('int_orders') }} o
-    join scoring s on cast(o.ordered_at as date) <= s.as_of
-    where o.status = 'completed'
-    group by o.person_id
+    select person_id, max(completed_at) as last_order_at
+    from (
+        select o.person_id, o.ordered_at as completed_at
+        from {{ ref('int_orders') }} o
+        join scoring s on cast(o.ordered_at as date) <= s.as_of
+        where o.status = 'completed'
+        union all
+        select e.person_id, e.occurred_at
+        from {{ ref('int_person_events') }} e
+        join scoring s on e.event_date <= s.as_of
+        where e.behaviour = 'purchase'
+    ) completions
+    group by person_id
 ),
 
 purchase_30d as (
