@@ -107,7 +107,7 @@ class Load:
             )
         return json.dumps({"batch": batch}).encode()
 
-    def run(self, senders: int = 4) -> None:
+    def run(self, senders: int = 8) -> None:
         interval = senders * self.batch / self.rate
         start = time.perf_counter() + 0.2
 

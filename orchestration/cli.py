@@ -447,7 +447,16 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print("Event taxonomy:")
     for name, names in config.taxonomy.model_dump().items():
         print(f"  {name:<18} {', '.join(names)}")
-    print(f"Segments: {len(segment_catalog().segments)} definitions in {settings.segments_dir}")
+    catalog = segment_catalog()
+    print(f"Segments: {len(catalog.segments)} definitions in {settings.segments_dir}")
+    realtime = [s for s in catalog.segments.values() if s.spec.refresh == "realtime"]
+    if realtime:
+        from orchestration.defs.segments.catalog import LIVE_COLUMNS
+
+        print(
+            f"  real-time: {', '.join(s.name + (' (stream only)' if s.live_only else '') for s in realtime)}; "
+            f"their rules may also read {', '.join(LIVE_COLUMNS)} (docs/realtime.md)"
+        )
     print("OK: the configuration is valid.")
     return 0
 
@@ -526,7 +535,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"tessera api: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port or 8000, log_level="warning", access_log=False)
     return 0
 
 
@@ -537,17 +546,6 @@ def _cmd_collector(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     port = args.port or settings.collector_port
-    if args.workers > 1:
-        uvicorn.run(
-            "orchestration.realtime.collector:app_from_environment",
-            factory=True,
-            host=args.host,
-            port=port,
-            workers=args.workers,
-            log_level="warning",
-            access_log=False,
-        )
-        return 0
     from orchestration.realtime.collector import app_from_environment
 
     try:
@@ -770,8 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve GET /v1/identities/{type}/{value}/segments, /v1/segments and "
         "/v1/segments/{name}; OpenAPI at /docs and /openapi.json.",
     )
-    api.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _serving(api, "8000")
     api.set_defaults(func=_cmd_api)
     col = sub.add_parser(
         "collector",
@@ -779,9 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="POST /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/alias and /v1/batch, as Segment's "
         "HTTP Tracking API; each message is checked and appended to the Redis stream (docs/realtime.md).",
     )
-    col.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    col.add_argument("--port", type=int, default=None, help="port (default TESSERA_COLLECTOR_PORT, 8090)")
-    col.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    _serving(col, "TESSERA_COLLECTOR_PORT, 8090")
     col.set_defaults(func=_cmd_collector)
     st = sub.add_parser(
         "stream",
@@ -825,6 +820,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     svc.set_defaults(func=_cmd_services)
     return parser
+
+
+def _serving(parser: argparse.ArgumentParser, default_port: str) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help=f"port (default {default_port})")
 
 
 def main(argv: list[str] | None = None) -> int:

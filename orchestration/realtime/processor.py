@@ -220,7 +220,7 @@ class Processor:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def step(self, count: int = 500, block_ms: int = 100) -> int:
+    def step(self, count: int = 2000, block_ms: int = 100) -> int:
         """Process one batch (and the timers due); returns the number of stream entries handled."""
         entries, self._pending = broker.read_group(
             self.client, broker.PROCESSOR, self.consumer, self._pending, count, block_ms
