@@ -56,12 +56,23 @@ def _groups() -> dict[str, list[str]]:
 
 def test_the_asset_graph_shows_every_group_with_its_assets(deployment, dagster_url, page):
     groups = _groups()
-    assert set(groups) <= {"privacy", "ingest", "identity", "features", "quality", "ml", "segments", "exports"}
+    assert set(groups) <= {
+        "privacy",
+        "ingest",
+        "identity",
+        "features",
+        "quality",
+        "ml",
+        "segments",
+        "exports",
+        "realtime",
+    }
     overview = _open(page, f"{dagster_url}/asset-groups", "Global asset lineage", "dagster_global_lineage.png")
     for group in groups:
         assert group in overview
     for group, names in groups.items():
-        _open(page, f"{dagster_url}/locations/{LOCATION}/asset-groups/{group}", "Materialize all")
+        # A group with an observable source (realtime/stream) offers "Observe sources" beside "Materialize".
+        _open(page, f"{dagster_url}/locations/{LOCATION}/asset-groups/{group}", "Materialize")
         for _ in range(30):  # the graph lays out after the page has loaded
             labels = {line.strip() for line in page.inner_text("body").splitlines() if line.strip()}
             missing = [n for n in names if not _shown(n, labels)]

@@ -93,9 +93,10 @@ def test_definitions_carry_the_schedule_sensors_partitions_and_checks():
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("marts/segment_membership", "segments_meet_minimum_size") in checks
     assert not any("freshness" in name for _, name in checks)  # freshness is a policy, not a check
-    # Every step opens the warehouse, so every step holds the one DuckDB slot.
+    # Every step that opens the warehouse holds the one DuckDB slot; the stream's observation reads Redis only.
     job_all = defs.resolve_implicit_global_asset_job_def()
     pools = {node.name: node.definition.pool for node in job_all.graph.node_dict.values()}
+    assert pools.pop("stream") is None
     assert set(pools.values()) == {"duckdb"}, pools
 
 

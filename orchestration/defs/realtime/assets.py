@@ -73,6 +73,7 @@ def stream(settings: SettingsResource):
     key=["realtime", "reconciliation"],
     deps=[MEMBERSHIP],
     group_name="realtime",
+    pool="duckdb",
     owners=[OWNER],
     description="Real-time against daily membership at the end of the daily run's as_of day, per real-time "
     "segment that both evaluate: persons in both, in one only.",
