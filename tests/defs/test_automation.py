@@ -225,7 +225,7 @@ def test_runs_claiming_the_duckdb_pool_at_once_get_its_one_slot_in_turn(tmp_path
     from orchestration.cli import ensure_dagster_home
 
     ensure_dagster_home(tmp_path)
-    assert simultaneous_claims(tmp_path, trials=12, first_use=first_use, claimers=4) == [[0, 0, 0, 1]] * 12
+    assert simultaneous_claims(tmp_path, trials=8, first_use=first_use, claimers=4) == [[0, 0, 0, 1]] * 8
 
 
 @pytest.mark.slow
