@@ -600,9 +600,16 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         f"{len(settings.webhooks)} webhooks)",
         flush=True,
     )
+    from orchestration.realtime import broker
+
+    trimmed_at = 0.0
     try:
         while not stop.is_set():
             busy = processor.step() + landing.step(block_ms=0)
+            if time.monotonic() - trimmed_at > 60:  # the stream keeps a day of what every group has taken
+                for stream in (broker.EVENTS, broker.CHANGES):
+                    broker.trim(processor.client, stream, broker.KEEP_S, int(time.time() * 1000))
+                trimmed_at = time.monotonic()
             if args.close_day and not busy:
                 sizes = processor.close_day(args.close_day)
                 print(f"tessera stream: closed {args.close_day}: {sizes}", flush=True)

@@ -17,6 +17,7 @@ CHANGES = "tessera:segment_changes"  # fields: person_id, segment, change (enter
 PROCESSOR = "processor"  # consumer group: live state and membership
 LANDING = "landing"  # consumer group: landing files for the batch run
 PREFIX = "tessera:rt:"
+KEEP_S = 86400  # how long the streams keep an entry every consumer group has taken
 IDS = f"{PREFIX}ids"  # hash "<type>:<id>" -> person: the links the stream made
 SEGMENTS = f"{PREFIX}segments"  # hash: the processor's real-time segments -> their type
 STATS = f"{PREFIX}stats"  # hash: the processor's counters (processed, quarantined, duplicates...)
@@ -82,3 +83,23 @@ class LiveMembership:
             return None
         members = json.loads(stored)
         return {name: dt.datetime.fromisoformat(at) for name, at in members.items() if name != "_evaluated"}
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+def trim(client: redis.Redis, stream: str, keep_s: float, now_ms: int) -> int:
+    """Drop the entries of `stream` that every consumer group has taken and acknowledged, once they
+    are older than `keep_s`; returns how many went. What a group has not read, or holds pending (a
+    consumer killed before its acknowledgement), stays."""
+    if not client.exists(stream):
+        return 0
+    bounds = [(max(0, now_ms - int(keep_s * 1000)), 0)]
+    for group in client.xinfo_groups(stream):
+        bounds.append(_id(group["last-delivered-id"]))
+        if group["pending"]:
+            bounds.append(_id(client.xpending(stream, group["name"])["min"]))
+    ms, seq = min(bounds)
+    return client.xtrim(stream, minid=f"{ms}-{seq}", approximate=False)

@@ -499,3 +499,22 @@ def test_the_days_closing_agrees_with_a_daily_run_of_that_day(client, world):
         )
         [agreement] = reconcile(con, client, day, ["cart_abandoners"])
     assert (agreement.daily, agreement.stream, agreement.both, agreement.disagreement) == (2, 2, 2, 0)
+
+
+def test_the_stream_drops_only_what_every_group_has_taken_and_acknowledged(client, world, tmp_path):
+    """Trimming keeps a message a group has not read, or read and not acknowledged (a consumer killed
+    in between), and anything younger than the retention."""
+    from orchestration.realtime.collector import Collector
+
+    collector = Collector(client, WRITE_KEY)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    collector.accept([_track("Product Viewed", user="ann") for _ in range(5)], now)
+    _drain(_processor(client, world))
+    now_ms = int(time.time() * 1000) + 1000
+    assert broker.trim(client, broker.EVENTS, 0, now_ms) == 0  # the landing group has read nothing yet
+    assert LandingWriter(client, tmp_path / "landing").step() == 5
+    collector.accept([_track("Product Viewed", user="ann") for _ in range(3)], now)
+    client.xreadgroup(broker.LANDING, "killed", {broker.EVENTS: ">"}, count=1)  # read, never acknowledged
+    assert broker.trim(client, broker.EVENTS, 3600, now_ms) == 0  # younger than the retention
+    assert broker.trim(client, broker.EVENTS, 0, now_ms) == 4  # four of the five: the last delivered stays
+    assert client.xlen(broker.EVENTS) == 4
