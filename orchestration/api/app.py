@@ -252,28 +252,20 @@ def create_app(
         except IdentifierError as exc:
             raise _problem(422, f"{exc}. Identifier types: {', '.join(LOOKUP_TYPES)}.") from None
         person = key if kind == "person_id" and key in snap.persons else snap.identities.get((kind, key))
-        if live is None:
-            if person is None:
-                raise _problem(404, f"No person has this {identifier_type}.")
-            return IdentitySegments(person_id=person, as_of=snap.as_of, segments=snap.memberships.get(person, []))
-        return _with_live(snap, kind, key, person, identifier_type)
+        current, realtime = None, {}
+        if live is not None:
+            import redis
 
-    def _with_live(snap: Snapshot, kind: str, key: str, person: str | None, identifier_type: str) -> IdentitySegments:
-        """The daily membership, with the real-time segments as the stream evaluated them last."""
-        import redis
-
-        try:
-            person = live.person(kind, key) or person
-            if person is None:
-                raise _problem(404, f"No person has this {identifier_type}.")
-            current, realtime = live.segments(person), live.realtime()
-        except redis.RedisError as exc:  # the stream's store is down: the daily membership still answers
-            log.warning("Serving the daily membership only; Redis: %s", exc)
-            current = None
+            try:  # the stream may have linked this identifier since the daily run
+                person = live.person(kind, key) or person
+                if person is not None:
+                    current, realtime = live.segments(person), live.realtime()
+            except redis.RedisError as exc:  # the stream's store is down: the daily membership still answers
+                log.warning("Serving the daily membership only; Redis: %s", exc)
         if person is None:
             raise _problem(404, f"No person has this {identifier_type}.")
         daily = snap.memberships.get(person, [])
-        if current is None:
+        if current is None:  # no stream, or it has not evaluated this person
             return IdentitySegments(person_id=person, as_of=snap.as_of, segments=daily)
         merged = [m for m in daily if m.segment not in realtime] + [
             SegmentMembership(segment=name, type=realtime[name], entered_at=at)

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return redis_url(self.redis_port)
 
     @classmethod
     def variable(cls, field: str) -> str:
@@ -261,6 +261,11 @@ class Settings(BaseSettings):
             name = cls.variable(info.field_name)
             raise SettingsError(f"{name}={raw!r} must be a port number, for example {name}={default}.")
         return int(raw)
+
+
+def redis_url(port: int) -> str:
+    """The local Redis of the real-time path (`tessera services up redis`)."""
+    return f"redis://127.0.0.1:{port}/0"
 
 
 def _text(value: Any) -> str:

@@ -211,6 +211,7 @@ class Processor:
         }
         self.stats = Stats()
         self._pending = True  # after a restart, the messages delivered before it come first
+        self._open_day: dt.date | None = None
         broker.ensure_groups(client)
         with client.pipeline(transaction=True) as tx:  # what the lookup API overlays
             tx.delete(broker.SEGMENTS)
@@ -229,12 +230,14 @@ class Processor:
             self.reference = fresh
         now = self.clock()
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-        open_day = self.client.get(broker.OPEN_DAY)
-        if open_day is None:
+        if self._open_day is None:  # the day a processor before this one was working in, if any
+            stored = self.client.get(broker.OPEN_DAY)
+            self._open_day = dt.date.fromisoformat(stored) if stored else None
+        if self._open_day is not None and self._open_day < today:  # the processor ran through midnight
+            self.close_day(self._open_day)
+        if self._open_day is None or self._open_day < today:
             self.client.set(broker.OPEN_DAY, today.isoformat())
-        elif (day := dt.date.fromisoformat(open_day)) < today:  # the processor ran through midnight
-            self.close_day(day)
-            self.client.set(broker.OPEN_DAY, today.isoformat())
+            self._open_day = today
         due = [p for p in self.client.zrangebyscore(TIMERS, "-inf", now, start=0, num=1000)]
         if not entries and not due:
             return 0

@@ -7,6 +7,7 @@ import dagster as dg
 import redis
 
 from orchestration.defs.resources import SettingsResource, WarehouseResource
+from orchestration.lib.settings import redis_url
 from orchestration.realtime import broker
 from orchestration.realtime.reconcile import reconcile
 from orchestration.realtime.webhooks import DEAD_LETTER
@@ -18,7 +19,7 @@ MAX_LAG = 10_000  # messages the processor may be behind before the check fails
 
 
 def _client(settings: SettingsResource) -> redis.Redis:
-    return broker.connect(f"redis://127.0.0.1:{settings.redis_port}/0")  # as Settings.redis_url
+    return broker.connect(redis_url(settings.redis_port))
 
 
 def stream_figures(client: redis.Redis) -> dict[str, int]:
