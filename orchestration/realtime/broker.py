@@ -38,6 +38,16 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, health_check_interval=30)
 
 
+def reachable(url: str) -> redis.Redis | None:
+    """The real-time path's Redis if it answers; None where it does not run (a batch-only deployment)."""
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=60)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None
+    return client
+
+
 def ensure_groups(client: redis.Redis) -> None:
     """The consumer groups, created once, reading the stream from its start."""
     for group in (PROCESSOR, LANDING):

@@ -31,7 +31,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from orchestration.defs.ingest.loaders.events import check_messages
-from orchestration.realtime import broker
+from orchestration.realtime import broker, erasure
 
 log = logging.getLogger("tessera.collector")
 
@@ -53,6 +53,7 @@ class Collector:
                 "collector accepts only messages sent with it (Segment's SDKs send it as the HTTP Basic user)."
             )
         self.client, self.write_key = client, write_key
+        self._erased = erasure.ErasedCache()
         broker.ensure_groups(client)
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
@@ -99,25 +100,44 @@ class Collector:
         lines = [line for r in requests for line in r[0]]
         received = [r[1] for r in requests for _ in r[0]]
         checked = check_messages(self._con, lines, received)
-        answers, position = [], 0
-        with self.client.pipeline(transaction=True) as pipe:
-            for request_lines, _, _ in requests:
-                quarantined = []
-                for line, row in zip(request_lines, checked[position : position + len(request_lines)], strict=True):
-                    fields = {"line": line}
-                    if not row["reason_code"]:  # the checks' typed fields, so the processor never parses the line
-                        fields |= {k: _text(row[k]) for k in TYPED if row[k] is not None}
-                    else:
-                        fields |= {"reason_code": row["reason_code"], "reason": row["reason"]}
-                        quarantined.append(
-                            {"messageId": row["message_id"], "reason_code": row["reason_code"], "reason": row["reason"]}
-                        )
-                    pipe.xadd(broker.EVENTS, fields)
-                position += len(request_lines)
-                answers.append(
-                    {"success": True, "accepted": len(request_lines) - len(quarantined), "quarantined": quarantined}
-                )
-            pipe.execute()
+        while True:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.watch(erasure.ERASED)  # an erasure between the check below and the append: done again
+                erased = self._erased.refresh(pipe)
+                pipe.multi()
+                answers = self._append(pipe, requests, checked, erased)
+                try:
+                    pipe.execute()
+                    return answers
+                except redis.WatchError:
+                    continue
+
+    def _append(self, pipe, requests, checked: list[dict], erased: set[str]) -> list[dict]:
+        """Queue every message on `pipe`, but those of an erased person: they are answered as
+        accepted and never stored (the batch run would drop them too)."""
+        answers, position, dropped = [], 0, 0
+        match = erasure.Match(erased) if erased else None
+        for request_lines, _, _ in requests:
+            quarantined = []
+            for line, row in zip(request_lines, checked[position : position + len(request_lines)], strict=True):
+                if match and (match(row["user_id"], row["anonymous_id"]) if not row["reason_code"] else match(line)):
+                    dropped += 1
+                    continue
+                fields = {"line": line}
+                if not row["reason_code"]:  # the checks' typed fields, so the processor never parses the line
+                    fields |= {k: _text(row[k]) for k in TYPED if row[k] is not None}
+                else:
+                    fields |= {"reason_code": row["reason_code"], "reason": row["reason"]}
+                    quarantined.append(
+                        {"messageId": row["message_id"], "reason_code": row["reason_code"], "reason": row["reason"]}
+                    )
+                pipe.xadd(broker.EVENTS, fields)
+            position += len(request_lines)
+            answers.append(
+                {"success": True, "accepted": len(request_lines) - len(quarantined), "quarantined": quarantined}
+            )
+        if dropped:
+            pipe.hincrby(broker.STATS, "collector_erased", dropped)
         return answers
 
 

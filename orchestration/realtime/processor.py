@@ -38,7 +38,7 @@ import pandas as pd
 import redis
 
 from orchestration.defs.segments.catalog import LIVE_COLUMNS, Catalog, Segment
-from orchestration.realtime import broker
+from orchestration.realtime import broker, erasure
 
 log = logging.getLogger("tessera.stream")
 
@@ -212,7 +212,9 @@ class Processor:
         self.stats = Stats()
         self._pending = True  # after a restart, the messages delivered before it come first
         self._open_day: dt.date | None = None
+        self._erased_cache, self._erased_hashes = erasure.ErasedCache(), set()
         broker.ensure_groups(client)
+        self._apply_erasures()
         with client.pipeline(transaction=True) as tx:  # what the lookup API overlays
             tx.delete(broker.SEGMENTS)
             if self.segments:
@@ -228,6 +230,7 @@ class Processor:
         )
         if (fresh := self._reload.ready()) is not None:
             self.reference = fresh
+            self._apply_erasures()
         now = self.clock()
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         if self._open_day is None:  # the day a processor before this one was working in, if any
@@ -254,10 +257,30 @@ class Processor:
                 break
         return self.stats
 
+    def _apply_erasures(self) -> None:
+        """What the daily run erased since this Redis last heard of it (it was down during the run,
+        say) goes now: the erasure asset does it at once when Redis answers; this is the backstop."""
+        found = erasure.erase(self.client, {h for _, h in self.reference.suppressed})
+        if found:
+            log.info("Erased %d traces of erased persons in %d Redis keys", sum(found.values()), len(found))
+
     # -- one batch -----------------------------------------------------------------------------
 
     def _apply(self, entries: list[tuple[str, dict]], due: list[str], now: float) -> None:
+        """Apply a batch in one transaction, done again if an erasure came in meanwhile (the
+        transaction WATCHes the erased set, so nothing of a newly erased person is written)."""
+        while True:
+            with self.client.pipeline(transaction=True) as tx:
+                tx.watch(erasure.ERASED)
+                self._erased_hashes = self._erased_cache.refresh(tx)
+                try:
+                    return self._apply_watched(tx, entries, due, now)
+                except redis.WatchError:
+                    log.info("An erasure came in during a batch: applying the batch again without the erased")
+
+    def _apply_watched(self, tx, entries: list[tuple[str, dict]], due: list[str], now: float) -> None:
         counts = Stats(batches=1)
+        due = [p for p in due if sha256(p) not in self._erased_hashes]  # a timer the erasure has not reached yet
         messages = [Message.of(sid, fields) for sid, fields in entries if "reason_code" not in fields]
         counts.quarantined = len(entries) - len(messages)
         fresh = self._first_copies(messages)
@@ -280,36 +303,36 @@ class Processor:
         members = self._load_members(evaluated)
         new_members = self._evaluate(evaluated, now)
 
-        with self.client.pipeline(transaction=True) as tx:
-            if messages:
-                tx.sadd(_seen_key(now), *[m.message_id for m in messages])
-                tx.expire(_seen_key(now), SEEN_TTL_S + 86400)
-            if links:
-                tx.hset(IDS, mapping=links)
-                for key, person in links.items():
-                    tx.sadd(_key("links", person), key)
-            for src in merges:
-                tx.delete(_key("state", src), _key("members", src), _key("links", src))
-                tx.zrem(TIMERS, src)
-            if due:
-                tx.zrem(TIMERS, *due)
-            writes, wakes = {}, {}
-            for person, s in evaluated.items():
-                writes[_key("state", person)] = _stored(s)
-                counts.changes += self._write_membership(
-                    tx, writes, person, members.get(person, {}), new_members.get(person, set()), now
-                )
-                if (wake := self._next_timer(person, s, now)) is not None:
-                    wakes[person] = wake  # a later timer left from before only wakes them for nothing
-            if writes:
-                tx.mset(writes)
-            if wakes:
-                tx.zadd(TIMERS, wakes)
-            if entries:
-                tx.xack(broker.EVENTS, broker.PROCESSOR, *[sid for sid, _ in entries])
-            for name, value in dataclasses.asdict(counts).items():  # for Dagster's observation
-                tx.hincrby(broker.STATS, name, value)
-            tx.execute()
+        tx.multi()
+        if messages:
+            tx.sadd(_seen_key(now), *[m.message_id for m in messages])
+            tx.expire(_seen_key(now), SEEN_TTL_S + 86400)
+        if links:
+            tx.hset(IDS, mapping=links)
+            for key, person in links.items():
+                tx.sadd(_key("links", person), key)
+        for src in merges:
+            tx.delete(_key("state", src), _key("members", src), _key("links", src))
+            tx.zrem(TIMERS, src)
+        if due:
+            tx.zrem(TIMERS, *due)
+        writes, wakes = {}, {}
+        for person, s in evaluated.items():
+            writes[_key("state", person)] = _stored(s)
+            counts.changes += self._write_membership(
+                tx, writes, person, members.get(person, {}), new_members.get(person, set()), now
+            )
+            if (wake := self._next_timer(person, s, now)) is not None:
+                wakes[person] = wake  # a later timer left from before only wakes them for nothing
+        if writes:
+            tx.mset(writes)
+        if wakes:
+            tx.zadd(TIMERS, wakes)
+        if entries:
+            tx.xack(broker.EVENTS, broker.PROCESSOR, *[sid for sid, _ in entries])
+        for name, value in dataclasses.asdict(counts).items():  # for Dagster's observation
+            tx.hincrby(broker.STATS, name, value)
+        tx.execute()
         for name, value in dataclasses.asdict(counts).items():
             setattr(self.stats, name, getattr(self.stats, name) + value)
 
@@ -326,8 +349,11 @@ class Processor:
         return [m for m, s in zip(unique, seen, strict=True) if not s]
 
     def _erased(self, m: Message) -> bool:
+        """An identifier of the message is on the batch run's suppression list, or was erased since."""
         ids = [("user_id", m.user_id), ("anonymous_id", m.anonymous_id)]
-        return any((t, sha256(v)) in self.reference.suppressed for t, v in ids if v)
+        return any(
+            (t, h) in self.reference.suppressed or h in self._erased_hashes for t, v in ids if v and (h := sha256(v))
+        )
 
     def _resolve(self, messages: list[Message]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """(messageId -> person, links to write, merges: absorbed person -> the person it joined)."""
@@ -468,26 +494,38 @@ class Processor:
         day evaluates its segments at), over the daily attributes and all live state: kept 14 days
         in Redis for the reconciliation with the daily run. Returns the size of each segment."""
         at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()).replace(tzinfo=dt.UTC).timestamp()
+        while True:
+            with self.client.pipeline(transaction=True) as tx:
+                tx.watch(erasure.ERASED)  # as a batch does: an erasure meanwhile makes it start again
+                erased = self._erased_cache.refresh(tx)
+                try:
+                    return self._close_day_watched(tx, day, at, erased)
+                except redis.WatchError:
+                    log.info("An erasure came in during the closing of %s: closing it again", day)
+
+    def _close_day_watched(self, tx, day: dt.date, at: float, erased: set[str]) -> dict[str, int]:
         persons = [k.removeprefix(_key("state", "")) for k in self.client.scan_iter(_key("state", "*"), count=1000)]
         members = self._evaluate(self._load_state(persons), at, everyone=True, as_of=day)
         names = self._identifiers([p for p, segments in members.items() if segments])
         by_segment: dict[str, list[str]] = {s.name: [] for s in self.segments}
         for person, segments in members.items():
-            for segment in segments:
-                by_segment[segment].append(names[person])
+            # the daily attributes this processor holds may predate an erasure its reload has not brought yet
+            if segments and not {sha256(person), sha256(names[person].split(":", 1)[-1])} & erased:
+                for segment in segments:
+                    by_segment[segment].append(names[person])
         closing = broker.closing(day)
-        with self.client.pipeline(transaction=True) as tx:
-            for name, people in by_segment.items():
-                tx.delete(f"{closing}:{name}")
-                if people:
-                    tx.sadd(f"{closing}:{name}", *people)
-                tx.expire(f"{closing}:{name}", 14 * 86400)
-            tx.hset(
-                closing,
-                mapping={name: len(people) for name, people in by_segment.items()} | {"_closed_at": time.time()},
-            )
-            tx.expire(closing, 14 * 86400)
-            tx.execute()
+        tx.multi()
+        for name, people in by_segment.items():
+            tx.delete(f"{closing}:{name}")
+            if people:
+                tx.sadd(f"{closing}:{name}", *people)
+            tx.expire(f"{closing}:{name}", 14 * 86400)
+        tx.hset(
+            closing,
+            mapping={name: len(people) for name, people in by_segment.items()} | {"_closed_at": time.time()},
+        )
+        tx.expire(closing, 14 * 86400)
+        tx.execute()
         return {name: len(people) for name, people in by_segment.items()}
 
     def _identifiers(self, persons: list[str]) -> dict[str, str]:

@@ -243,9 +243,13 @@ def test_consent_and_erasure_apply_to_the_stream_as_to_the_daily_run(client, wor
         + [_track("Product Viewed", user="erased-eve", product_id="X") for _ in range(4)],
         now,
     )
-    processor = _processor(client, world)
+    assert client.xlen(broker.EVENTS) == 8  # Redis did not know of the erasure yet
+    processor = _processor(client, world)  # it brings the daily run's suppression list: eve's messages go
+    assert client.xlen(broker.EVENTS) == 4
     _drain(processor)
-    assert processor.stats.suppressed == 4  # nothing of the erased person is kept
+    assert processor.stats.processed == 4
+    collector.accept([_track("Product Viewed", user="erased-eve", product_id="X")], now)
+    assert client.xlen(broker.EVENTS) == 4 and client.hget(broker.STATS, "collector_erased") == "1"
     assert not client.keys("tessera:rt:*" + sha256("erased-eve")[:8] + "*")
     assert client.hget("tessera:rt:ids", "user_id:erased-eve") is None
     live = LiveMembership(client)
@@ -449,7 +453,8 @@ def test_the_processor_takes_the_next_daily_run_without_a_restart(client, world)
         dt.datetime.now(dt.UTC).replace(tzinfo=None),
     )
     _drain(processor)
-    assert processor.stats.suppressed == 1 and processor.stats.processed == 1
+    assert client.hget(broker.STATS, "collector_erased") == "1"  # bob's: not stored
+    assert processor.stats.processed == 1
     assert json.loads(client.get("tessera:rt:state:p_ann"))["events_total"] == 1
 
 
@@ -518,3 +523,90 @@ def test_the_stream_drops_only_what_every_group_has_taken_and_acknowledged(clien
     assert broker.trim(client, broker.EVENTS, 3600, now_ms) == 0  # younger than the retention
     assert broker.trim(client, broker.EVENTS, 0, now_ms) == 4  # four of the five: the last delivered stays
     assert client.xlen(broker.EVENTS) == 4
+
+
+def test_an_erasure_reaches_everything_the_stream_holds_of_the_person(client, world):
+    """dan-42 (a user the daily run has not seen yet) browses, fills a cart, links a device id and sends a
+    broken message; the processor keeps his state, links and membership and closes the day with him.
+    Then the daily run erases him: every key, entry, field and member of his goes, his linked device id
+    too; bob's stay; what he sends afterwards is never stored; and an erasure that comes in while a
+    batch is being applied makes the batch start again without him."""
+    from orchestration.realtime import erasure
+    from orchestration.realtime.collector import Collector
+
+    collector = Collector(client, WRITE_KEY)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    broken = _track("Product Viewed", user="dan-42")
+    del broken["timestamp"]
+    dan = [_track("Product Viewed", user="dan-42", product_id="X") for _ in range(3)]
+    dan += [_track("Product Added", anonymous="anon-dan-7", product_id="X", price=300)]
+    dan += [{**_track("Product Viewed", user="dan-42", anonymous="anon-dan-7"), "type": "identify"}, broken]
+    collector.accept([*dan, *[_track("Product Viewed", user="bob") for _ in range(3)]], now)
+    processor = _processor(client, world)
+    _drain(processor)
+    processor.close_day(dt.date.today())
+    dan_person = client.hget(broker.IDS, "user_id:dan-42")
+    assert dan_person and dan_person.startswith("live_")
+    assert set(LiveMembership(client).segments(dan_person)) == {"browsing_now", "high_value_cart"}
+    assert client.hget(f"tessera:rt:closing:{dt.date.today()}", "high_value_cart") == "1"
+
+    listed = [sha256("erased-eve"), sha256("dan-42")]
+    found = erasure.traces(client, listed)
+    assert {"tessera:events", "tessera:rt:ids", f"tessera:rt:links:{dan_person}"} <= set(found)
+    assert found["tessera:events"] == 5  # the quarantined line included
+
+    removed = erasure.erase(client, listed)
+    assert removed["tessera:events"] == 6  # the anonymous add-to-cart too: anon-dan-7 was linked to him
+    assert erasure.traces(client, listed) == {}
+    assert not [k for k in client.keys("tessera:*") if dan_person in k]
+    assert not [e for _, e in client.xrange(broker.CHANGES) if e["person_id"] == dan_person]
+    assert client.hget(f"tessera:rt:closing:{dt.date.today()}", "high_value_cart") == "0"
+    assert not client.smembers(f"tessera:rt:closing:{dt.date.today()}:high_value_cart")
+    assert client.xlen(broker.EVENTS) == 3 and json.loads(client.get("tessera:rt:state:p_bob"))["events_total"] == 3
+    landing = client.xpending(broker.EVENTS, broker.LANDING)
+    assert landing["pending"] == 0  # nothing of his waits in a group's pending list either
+    assert erasure.erase(client, listed) == {}  # applied: the next run reads nothing
+
+    # After: his linked device id is refused at the door, and a batch that an erasure overtakes is redone.
+    collector.accept([_track("Product Viewed", anonymous="anon-dan-7")], now)
+    assert client.xlen(broker.EVENTS) == 3
+    collector.accept([_track("Product Viewed", user="fay-9") for _ in range(3)], now)
+    evaluate, calls = processor._evaluate, []
+
+    def erasure_meanwhile(state, now, **kwargs):
+        if not calls:
+            erasure.erase(client, [*listed, sha256("fay-9")])
+        calls.append(set(state))
+        return evaluate(state, now, **kwargs)
+
+    processor._evaluate = erasure_meanwhile
+    _drain(processor)
+    assert len(calls) == 2 and calls[1] == set()  # the batch ran again, and fay was no longer in it
+    assert client.hget(broker.IDS, "user_id:fay-9") is None
+    assert erasure.traces(client, [*listed, sha256("fay-9")]) == {}
+
+
+@pytest.mark.parametrize("erase_in_redis", [True, False])
+def test_the_erasure_asset_reaches_redis_and_the_no_trace_check_searches_it(
+    client, redis_port, tmp_path, monkeypatch, erase_in_redis
+):
+    """The daily run's erasure asset erases from the running stream's Redis too; with that step
+    switched off, the no-trace check fails and names the Redis key that still holds the person."""
+    from orchestration.realtime.collector import Collector
+    from tests.defs.privacy.test_no_trace_check import USER, _erase
+
+    Collector(client, WRITE_KEY).accept(
+        [_track("Product Viewed", user=USER), _track("Product Viewed", user="u-bob-1")],
+        dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    )
+    monkeypatch.setenv("TESSERA_REDIS_PORT", str(redis_port))
+    if not erase_in_redis:
+        monkeypatch.setattr("orchestration.defs.privacy.assets.realtime_erasure.erase", lambda client, listed: {})
+    evaluation = _erase(tmp_path, monkeypatch)
+    remaining = [fields["user_id"] for _, fields in client.xrange(broker.EVENTS)]
+    if erase_in_redis:
+        assert evaluation.passed, evaluation.description
+        assert remaining == ["u-bob-1"]
+    else:
+        assert not evaluation.passed and "redis: tessera:events (1)" in evaluation.description, evaluation.description
+        assert remaining == [USER, "u-bob-1"]

@@ -25,10 +25,12 @@ from orchestration.lib import suppression
 from orchestration.lib.dbt_subprocess import run_vars
 from orchestration.lib.export_folders import export_traces, scrub_audiences
 from orchestration.lib.lake import lake_dir
-from orchestration.lib.settings import DBT_PROJECT_DIR
+from orchestration.lib.settings import DBT_PROJECT_DIR, redis_url
 from orchestration.lib.spark import rebuild_after_erasure
 from orchestration.lib.traces import file_traces
 from orchestration.lib.warehouse import compact
+from orchestration.realtime import broker
+from orchestration.realtime import erasure as realtime_erasure
 
 OWNER = "team:privacy"
 ERASURE_LOG = dg.AssetKey(["privacy", "erasure_log"])
@@ -87,6 +89,7 @@ def _finish(
             "file_bytes_before": before,
             "file_bytes_after": after,
         }
+    out |= _erase_in_redis(context, warehouse, settings)
     if not report.identifiers_suppressed:
         return out
     scrubbed = sorted(
@@ -112,6 +115,27 @@ def _finish(
             f"champion): {', '.join(flagged)}"
         )
     return out | {"model_versions_flagged": len(flagged)}
+
+
+def _listed(warehouse: WarehouseResource) -> list[str]:
+    with warehouse.connect(read_only=True) as con:
+        if not suppression.has_suppressions(con):
+            return []
+        return [r[0] for r in con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").fetchall()]
+
+
+def _erase_in_redis(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource
+) -> dict:
+    """The real-time path's copies (docs/realtime.md), when its Redis runs; when it does not, the
+    stream processor erases them as it starts (realtime/erasure.py)."""
+    client = broker.reachable(redis_url(settings.redis_port))
+    if client is None:
+        return {}
+    found = realtime_erasure.erase(client, _listed(warehouse))
+    if found:
+        context.log.info(f"Erased {sum(found.values())} traces of erased persons from {len(found)} Redis keys")
+    return {"redis_values_removed": sum(found.values())}
 
 
 def _report_metadata(report: ErasureReport) -> dict:
@@ -212,11 +236,13 @@ def erasure_sweep(
 
 def _traces(warehouse: WarehouseResource, settings: SettingsResource) -> dict[str, int]:
     exports_dir = Path(settings.exports_dir)
+    listed = _listed(warehouse)
+    if not listed:
+        return {}
     with warehouse.connect(read_only=True) as con:
-        if not suppression.has_suppressions(con):
-            return {}
         traces = remaining_traces(con, lambda c: export_traces(c, exports_dir), include_views=warehouse.on_spark)
-        listed = [r[0] for r in con.execute("SELECT identifier_sha256 FROM privacy.suppression_list").fetchall()]
+    if (client := broker.reachable(redis_url(settings.redis_port))) is not None:
+        traces |= {f"redis: {key}": n for key, n in realtime_erasure.traces(client, listed).items()}
     stores = _stores(warehouse, settings)
     roots = [root for paths in stores.values() for root in paths]
     found = file_traces(roots, listed, cache=Path(settings.dagster_home) / "trace_scan_cache.json")
@@ -224,6 +250,11 @@ def _traces(warehouse: WarehouseResource, settings: SettingsResource) -> dict[st
         store = next((s for s, paths in stores.items() if any(Path(path).is_relative_to(r) for r in paths)), "file")
         traces[f"{store}: {path}"] = n
     return traces
+
+
+def _searched(warehouse: WarehouseResource, settings: SettingsResource) -> list[str]:
+    running = broker.reachable(redis_url(settings.redis_port)) is not None
+    return [*_stores(warehouse, settings), "redis" if running else "redis (not running: erased as the stream starts)"]
 
 
 def _no_trace_result(traces: dict[str, int], stores: list[str]) -> dg.AssetCheckResult:
@@ -246,18 +277,19 @@ def _no_trace_result(traces: dict[str, int], stores: list[str]) -> dg.AssetCheck
     pool="duckdb",
     description="No table (any identifier column, and tokens of quarantined text in any written form), "
     "no export folder (temporaries included), and no byte of any file the run writes "
-    "(warehouse file, exports, reports, MLflow, Dagster home, Data Docs, dbt target) holds "
+    "(warehouse file, exports, reports, MLflow, Dagster home, Data Docs, dbt target), and no key of the "
+    "real-time path's Redis, holds "
     "an identifier of an erased person.",
 )
 def no_trace_of_erased_persons(warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
-    return _no_trace_result(_traces(warehouse, settings), list(_stores(warehouse, settings)))
+    return _no_trace_result(_traces(warehouse, settings), _searched(warehouse, settings))
 
 
 @dg.asset_check(
     asset=ERASURE_SWEEP, blocking=True, pool="duckdb", description="As no_trace_of_erased_persons, after the sweep."
 )
 def no_trace_after_sweep(warehouse: WarehouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
-    return _no_trace_result(_traces(warehouse, settings), list(_stores(warehouse, settings)))
+    return _no_trace_result(_traces(warehouse, settings), _searched(warehouse, settings))
 
 
 privacy_assets = [erasure_log]
