@@ -1,0 +1,313 @@
+"""Recommendations from purchases: the baselines, item-to-item co-occurrence, a factorisation, and a
+hybrid that learns how to weigh them.
+
+Every method reads a `History`: the purchases before a moment, as occasions (a person buying an item
+on a day counts once, however many lines or units). The hybrid is a two-stage recommender:
+1. candidates for each person: their own items, the items bought with them (co-occurrence), the
+   factorisation's nearest items, and what is popular now and in their segment;
+2. a gradient-boosted classifier ranks the candidates by the chance that the person buys the item
+   within `horizon_days`. It learns on the history one horizon earlier, labelled by what was bought
+   in the horizons that followed (three by default), so it never sees the period it is judged on.
+benchmarks/recommendations.py measures every method against the baselines on UCI Online Retail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from sklearn.decomposition import TruncatedSVD
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+K = 10
+HALF_LIFE_DAYS = 90.0  # how fast an occasion's weight halves in the decayed counts
+RECENT_HALF_LIFE_DAYS = 7.0  # the same for "what they bought lately" (the pairs of a recent purchase)
+RECENT_DAYS = 30  # "popular now"
+CHUNK = 2048  # persons scored at a time (dense person x item blocks)
+FEATURES = [
+    "own_occasions",
+    "own_decayed",
+    "own_days_since",
+    "own_share",
+    "own_cycle",
+    "person_occasions",
+    "person_items",
+    "person_days_since",
+    "cooccurrence",
+    "cooccurrence_max",
+    "cooccurrence_recent",
+    "factorisation",
+    "item_buyers",
+    "item_recent_buyers",
+    "item_group_share",
+    "item_repeat_rate",
+    "item_days_since_first",
+]
+
+
+class History:
+    """Purchases strictly before `until`, indexed for scoring. `purchases` has person_id, item_id,
+    at, and optionally group (the person's segment or context, for popularity within it)."""
+
+    def __init__(self, purchases: pd.DataFrame, until: pd.Timestamp, components: int = 48, seed: int = 0):
+        self.until = pd.Timestamp(until)
+        p = purchases[purchases["at"] < self.until]
+        occasions = (
+            p.assign(day=p["at"].dt.floor("D"))
+            .groupby(["person_id", "item_id", "day"], as_index=False, observed=True)
+            .size()[["person_id", "item_id", "day"]]
+        )
+        self.persons = pd.Index(sorted(occasions["person_id"].unique()))
+        self.items = pd.Index(sorted(occasions["item_id"].unique()))
+        rows = self.persons.get_indexer(occasions["person_id"])
+        cols = self.items.get_indexer(occasions["item_id"])
+        age_days = ((self.until - occasions["day"]).dt.total_seconds() / 86400).to_numpy()
+        shape = (len(self.persons), len(self.items))
+        self.counts = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
+        self.decayed = sparse.csr_matrix((0.5 ** (age_days / HALF_LIFE_DAYS), (rows, cols)), shape=shape)
+        self.lately = sparse.csr_matrix((0.5 ** (age_days / RECENT_HALF_LIFE_DAYS), (rows, cols)), shape=shape)
+        span = occasions.groupby(["person_id", "item_id"], observed=True)["day"].agg(["min", "max", "size"])
+        last = span["max"]
+        # A person's own rhythm for an item: the mean days between their occasions (none below two).
+        gap = ((span["max"] - span["min"]).dt.total_seconds() / 86400 / (span["size"] - 1)).where(span["size"] > 1)
+        self.cycle = sparse.csr_matrix(
+            (
+                gap.fillna(0).to_numpy() + 1,  # +1: 0 means "no rhythm"
+                (
+                    self.persons.get_indexer(gap.index.get_level_values(0)),
+                    self.items.get_indexer(gap.index.get_level_values(1)),
+                ),
+            ),
+            shape=shape,
+        )
+        self.last_days = sparse.csr_matrix(
+            (
+                ((self.until - last).dt.total_seconds() / 86400).to_numpy() + 1,  # +1: 0 means "never"
+                (
+                    self.persons.get_indexer(last.index.get_level_values(0)),
+                    self.items.get_indexer(last.index.get_level_values(1)),
+                ),
+            ),
+            shape=shape,
+        )
+        bought = (self.counts > 0).astype(np.float64)
+        self.item_buyers = np.asarray(bought.sum(axis=0)).ravel()
+        recent = occasions[occasions["day"] >= self.until - pd.Timedelta(days=RECENT_DAYS)]
+        self.item_recent = np.bincount(
+            self.items.get_indexer(recent.drop_duplicates(["person_id", "item_id"])["item_id"]),
+            minlength=len(self.items),
+        ).astype(np.float64)
+        self.item_repeat = np.asarray((self.counts > 1).sum(axis=0)).ravel() / np.maximum(self.item_buyers, 1)
+        first = occasions.groupby("item_id", observed=True)["day"].min()
+        self.item_days_since_first = ((self.until - first.reindex(self.items)).dt.total_seconds() / 86400).to_numpy()
+        self.person_occasions = np.asarray(self.counts.sum(axis=1)).ravel()
+        self.person_items = np.diff(bought.indptr).astype(np.float64)
+        person_last = occasions.groupby("person_id", observed=True)["day"].max().reindex(self.persons)
+        self.person_days_since = ((self.until - person_last).dt.total_seconds() / 86400).to_numpy()
+
+        # Co-occurrence: cosine of the items' buyer vectors, an item not its own neighbour.
+        norms = np.sqrt(np.maximum(self.item_buyers, 1))
+        co = (bought.T @ bought).toarray() / norms[:, None] / norms[None, :]
+        np.fill_diagonal(co, 0.0)
+        self.similar = co
+        # The factorisation: truncated SVD of the occasions, log-damped and idf-weighted.
+        weighted = self.counts.copy()
+        weighted.data = np.log1p(weighted.data)
+        weighted = weighted @ sparse.diags(np.log(len(self.persons) / np.maximum(self.item_buyers, 1)) + 1)
+        n = max(1, min(components, min(shape) - 1))
+        svd = TruncatedSVD(n_components=n, random_state=seed)
+        self.person_factors = svd.fit_transform(weighted)
+        self.item_factors = svd.components_.T
+
+        self.popular = np.argsort(-self.item_buyers, kind="stable")
+        self.popular_now = np.argsort(-(self.item_recent + self.item_buyers / 1e6), kind="stable")
+        self.group_of: dict[str, str] = {}
+        self.group_share: dict[str, np.ndarray] = {}
+        if "group" in purchases.columns:
+            groups = p.drop_duplicates("person_id", keep="last").set_index("person_id")["group"].astype(str)
+            self.group_of = groups.to_dict()
+            for name, members in groups.groupby(groups).groups.items():
+                idx = self.persons.get_indexer(members)
+                idx = idx[idx >= 0]
+                share = np.asarray(bought[idx].sum(axis=0)).ravel() / max(len(idx), 1)
+                self.group_share[name] = share
+
+    # -- the single methods (baselines included) -----------------------------------------------
+
+    def popularity(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        return {p: list(self.popular[:k]) for p in persons}
+
+    def group_popularity(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        out = {}
+        for p in persons:
+            share = self.group_share.get(self.group_of.get(p, ""))
+            out[p] = list(np.argsort(-share, kind="stable")[:k]) if share is not None else list(self.popular[:k])
+        return out
+
+    def buy_again(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        """The person's own items, most often bought first, then the more recent; popular items after."""
+        out = {}
+        for p in persons:
+            i = self.persons.get_loc(p)
+            row, last = self.counts[i], self.last_days[i]
+            own = sorted(zip(row.indices, row.data, strict=True), key=lambda t: (-t[1], last[0, t[0]]))
+            out[p] = self._pad([j for j, _ in own][:k], k)
+        return out
+
+    def item_to_item(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        """The items bought with what the person bought lately (RECENT_HALF_LIFE_DAYS)."""
+        return self._top(persons, lambda rows: self.lately[rows] @ self.similar, k)
+
+    def factorisation(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        return self._top(persons, lambda rows: self.person_factors[rows] @ self.item_factors.T, k)
+
+    def _top(self, persons: list[str], scores, k: int) -> dict[str, list[int]]:
+        out = {}
+        idx = self.persons.get_indexer(persons)
+        for start in range(0, len(idx), CHUNK):
+            block = np.asarray(scores(idx[start : start + CHUNK]))
+            top = np.argsort(-block, axis=1, kind="stable")[:, :k]
+            out.update({persons[start + n]: list(row) for n, row in enumerate(top)})
+        return out
+
+    def _pad(self, items: list[int], k: int) -> list[int]:
+        seen = set(items)
+        return items + [j for j in self.popular[: 2 * k] if j not in seen][: k - len(items)]
+
+    # -- the hybrid's candidates and features ----------------------------------------------------
+
+    def candidates(self, persons: list[str], per_source: int = 50) -> pd.DataFrame:
+        """One row per (person, candidate item) with FEATURES; persons outside the history get none."""
+        idx = self.persons.get_indexer(persons)
+        idx = idx[idx >= 0]
+        frames = []
+        for start in range(0, len(idx), CHUNK):
+            rows = idx[start : start + CHUNK]
+            own = self.counts[rows]
+            co = np.asarray(self.decayed[rows] @ self.similar)
+            co_recent = np.asarray(self.lately[rows] @ self.similar)
+            fac = self.person_factors[rows] @ self.item_factors.T
+            picks = [
+                np.argsort(-co, axis=1)[:, :per_source],
+                np.argsort(-fac, axis=1)[:, : per_source // 2],
+                np.argsort(-co_recent, axis=1)[:, : per_source // 2],
+            ]
+            pairs = set()
+            for n, r in enumerate(rows):
+                group = self.group_share.get(self.group_of.get(self.persons[r], ""))
+                chosen = set(own[n].indices) | {j for pick in picks for j in pick[n]} | set(self.popular_now[:20])
+                if group is not None:
+                    chosen |= set(np.argsort(-group)[:20])
+                pairs.update((n, j) for j in chosen)
+            local, cols = map(np.array, zip(*sorted(pairs), strict=True))
+            person_rows = rows[local]
+            own_counts = np.asarray(own[local, cols]).ravel()
+            last = np.asarray(self.last_days[person_rows, cols]).ravel()
+            cycle = np.asarray(self.cycle[person_rows, cols]).ravel()
+            own_items = self.decayed[rows]
+            co_max = np.zeros(len(local))
+            for n in np.unique(local):  # the strongest single link to one of the person's items
+                sel = local == n
+                mine = own_items[n].indices
+                co_max[sel] = self.similar[np.ix_(cols[sel], mine)].max(axis=1) if len(mine) else 0.0
+            group_share = np.array(
+                [
+                    self.group_share[g][c] if (g := self.group_of.get(self.persons[r])) in self.group_share else np.nan
+                    for r, c in zip(person_rows, cols, strict=True)
+                ]
+            )
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "person_id": self.persons[person_rows],
+                        "item": cols,
+                        "own_occasions": own_counts,
+                        "own_decayed": np.asarray(self.decayed[person_rows, cols]).ravel(),
+                        "own_days_since": np.where(last > 0, last - 1, np.nan),
+                        "own_share": own_counts / np.maximum(self.person_occasions[person_rows], 1),
+                        # where they are in their rhythm for the item: 1 means "about due"
+                        "own_cycle": np.where((cycle > 1) & (last > 0), (last - 1) / np.maximum(cycle - 1, 1), np.nan),
+                        "person_occasions": self.person_occasions[person_rows],
+                        "person_items": self.person_items[person_rows],
+                        "person_days_since": self.person_days_since[person_rows],
+                        "cooccurrence": co[local, cols],
+                        "cooccurrence_max": co_max,
+                        "cooccurrence_recent": co_recent[local, cols],
+                        "factorisation": fac[local, cols],
+                        "item_buyers": self.item_buyers[cols],
+                        "item_recent_buyers": self.item_recent[cols],
+                        "item_group_share": group_share,
+                        "item_repeat_rate": self.item_repeat[cols],
+                        "item_days_since_first": self.item_days_since_first[cols],
+                    }
+                )
+            )
+        return (
+            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["person_id", "item", *FEATURES])
+        )
+
+
+class HybridRecommender:
+    """The learned blend. `fit` learns on the history one horizon before `until`; `recommend` ranks
+    the candidates of the history up to `until`."""
+
+    def __init__(self, horizon_days: int = 30, seed: int = 0):
+        self.horizon_days, self.seed = horizon_days, seed
+        self.model: HistGradientBoostingClassifier | None = None
+
+    def fit(self, purchases: pd.DataFrame, until: pd.Timestamp, windows: int = 3) -> HybridRecommender:
+        """Learn on `windows` horizons before `until`, each labelled by the purchases that followed it."""
+        frames, labels = [], []
+        for w in range(1, windows + 1):
+            start = pd.Timestamp(until) - pd.Timedelta(days=w * self.horizon_days)
+            end = start + pd.Timedelta(days=self.horizon_days)
+            past = History(purchases, start, seed=self.seed)
+            window = purchases[(purchases["at"] >= start) & (purchases["at"] < end)]
+            frame = past.candidates(sorted(set(window["person_id"]) & set(past.persons)))
+            bought = set(zip(window["person_id"], past.items.get_indexer(window["item_id"]), strict=True))
+            labels.append(np.array([(p, i) in bought for p, i in zip(frame["person_id"], frame["item"], strict=True)]))
+            frames.append(frame)
+        frame, label = pd.concat(frames, ignore_index=True), np.concatenate(labels)
+        self.model = HistGradientBoostingClassifier(
+            max_iter=300, learning_rate=0.05, max_leaf_nodes=31, early_stopping=True, random_state=self.seed
+        ).fit(frame[FEATURES], label)
+        self.training = {"windows": windows, "candidates": len(frame), "positives": int(label.sum())}
+        return self
+
+    def scores(self, history: History, persons: list[str]) -> pd.DataFrame:
+        frame = history.candidates(persons)
+        frame["score"] = self.model.predict_proba(frame[FEATURES])[:, 1] if len(frame) else []
+        return frame
+
+    def recommend(self, history: History, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        frame = self.scores(history, persons).sort_values(["person_id", "score"], ascending=[True, False])
+        return {p: list(g["item"].head(k)) for p, g in frame.groupby("person_id", sort=False)}
+
+
+def metrics(recommended: dict[str, list], relevant: dict[str, set], catalog: int, k: int = K) -> dict[str, float]:
+    """Precision, recall, MAP and NDCG at k (binary relevance) and catalogue coverage."""
+    precision = recall = ap = ndcg = 0.0
+    for person, items in recommended.items():
+        truth = relevant[person]
+        hits = [1 if item in truth else 0 for item in items[:k]]
+        precision += sum(hits) / k
+        recall += sum(hits) / len(truth)
+        found, total = 0, 0.0
+        for rank, hit in enumerate(hits, 1):
+            if hit:
+                found += 1
+                total += found / rank
+        ap += total / min(len(truth), k)
+        dcg = sum(hit / math.log2(rank + 1) for rank, hit in enumerate(hits, 1))
+        ndcg += dcg / sum(1 / math.log2(rank + 1) for rank in range(1, min(len(truth), k) + 1))
+    n = max(len(recommended), 1)
+    shown = {item for items in recommended.values() for item in items[:k]}
+    return {
+        f"precision_at_{k}": round(precision / n, 4),
+        f"recall_at_{k}": round(recall / n, 4),
+        f"map_at_{k}": round(ap / n, 4),
+        f"ndcg_at_{k}": round(ndcg / n, 4),
+        "coverage": round(len(shown) / max(catalog, 1), 4),
+    }
