@@ -130,7 +130,9 @@ def run_pipeline(
     from orchestration.defs.identity.definitions import defs as identity_defs
     from orchestration.defs.ingest.assets import ingest_assets
     from orchestration.defs.ingest.resources import LandingZoneResource
-    from orchestration.defs.ml.assets import ml_assets, training_assets
+    from orchestration.defs.ml.assets import ml_assets
+    from orchestration.defs.ml.definitions import training_assets
+    from orchestration.defs.ml.recommendations import recommendation_assets
     from orchestration.defs.partitions import all_days_tags
     from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
     from orchestration.defs.quality.checks import quality_checks
@@ -149,7 +151,7 @@ def run_pipeline(
             *sweep_assets,
         ]
         + checks
-        + ([*ml_assets, dbt_after_ml, *segment_assets] if with_ml else [])
+        + ([*ml_assets, dbt_after_ml, *segment_assets, *recommendation_assets] if with_ml else [])
         + (privacy_assets if with_privacy else [])
         + (export_assets if with_exports else [])
     )

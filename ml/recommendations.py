@@ -61,6 +61,10 @@ class History:
         )
         self.persons = pd.Index(sorted(occasions["person_id"].unique()))
         self.items = pd.Index(sorted(occasions["item_id"].unique()))
+        if len(self.persons) < 2 or len(self.items) < 2:
+            raise NotEnoughPurchasesError(
+                f"{len(self.persons)} persons bought {len(self.items)} products before {self.until.date()}: too few to learn from."
+            )
         rows = self.persons.get_indexer(occasions["person_id"])
         cols = self.items.get_indexer(occasions["item_id"])
         age_days = ((self.until - occasions["day"]).dt.total_seconds() / 86400).to_numpy()
@@ -125,6 +129,7 @@ class History:
         self.popular_now = np.argsort(-(self.item_recent + self.item_buyers / 1e6), kind="stable")
         self.group_of: dict[str, str] = {}
         self.group_share: dict[str, np.ndarray] = {}
+        self._group_top: dict[str | None, set[int]] = {}
         if "group" in purchases.columns:
             groups = p.drop_duplicates("person_id", keep="last").set_index("person_id")["group"].astype(str)
             self.group_of = groups.to_dict()
@@ -133,6 +138,15 @@ class History:
                 idx = idx[idx >= 0]
                 share = np.asarray(bought[idx].sum(axis=0)).ravel() / max(len(idx), 1)
                 self.group_share[name] = share
+
+    def group_top(self, group: str | None, n: int = 20) -> set[int]:
+        """The n items most bought in `group` (bought by someone there)."""
+        if group not in self._group_top:
+            share = self.group_share.get(group)
+            self._group_top[group] = (
+                {int(i) for i in np.argsort(-share, kind="stable")[:n] if share[i] > 0} if share is not None else set()
+            )
+        return self._group_top[group]
 
     # -- the single methods (baselines included) -----------------------------------------------
 
@@ -207,11 +221,13 @@ class History:
             last = np.asarray(self.last_days[person_rows, cols]).ravel()
             cycle = np.asarray(self.cycle[person_rows, cols]).ravel()
             own_items = self.decayed[rows]
-            co_max = np.zeros(len(local))
+            co_max, bought_with = np.zeros(len(local)), np.full(len(local), -1)
             for n in np.unique(local):  # the strongest single link to one of the person's items
                 sel = local == n
                 mine = own_items[n].indices
-                co_max[sel] = self.similar[np.ix_(cols[sel], mine)].max(axis=1) if len(mine) else 0.0
+                if len(mine):
+                    links = self.similar[np.ix_(cols[sel], mine)]
+                    co_max[sel], bought_with[sel] = links.max(axis=1), mine[links.argmax(axis=1)]
             group_share = np.array(
                 [
                     self.group_share[g][c] if (g := self.group_of.get(self.persons[r])) in self.group_share else np.nan
@@ -241,6 +257,7 @@ class History:
                         "item_group_share": group_share,
                         "item_repeat_rate": self.item_repeat[cols],
                         "item_days_since_first": self.item_days_since_first[cols],
+                        "bought_with": bought_with,  # not a feature: the reason's "bought with X"
                     }
                 )
             )
@@ -263,17 +280,28 @@ class HybridRecommender:
         for w in range(1, windows + 1):
             start = pd.Timestamp(until) - pd.Timedelta(days=w * self.horizon_days)
             end = start + pd.Timedelta(days=self.horizon_days)
-            past = History(purchases, start, seed=self.seed)
+            try:
+                past = History(purchases, start, seed=self.seed)
+            except NotEnoughPurchasesError:
+                if w == 1:
+                    raise
+                break  # the history is shorter than the windows: learn on those it has
             window = purchases[(purchases["at"] >= start) & (purchases["at"] < end)]
             frame = past.candidates(sorted(set(window["person_id"]) & set(past.persons)))
             bought = set(zip(window["person_id"], past.items.get_indexer(window["item_id"]), strict=True))
             labels.append(np.array([(p, i) in bought for p, i in zip(frame["person_id"], frame["item"], strict=True)]))
             frames.append(frame)
         frame, label = pd.concat(frames, ignore_index=True), np.concatenate(labels)
+        if label.all() or not label.any():
+            raise NotEnoughPurchasesError(
+                f"The {len(frames)} training window(s) before {pd.Timestamp(until).date()} hold no purchase of a "
+                "candidate product: nothing to learn from."
+            )
         self.model = HistGradientBoostingClassifier(
             max_iter=300, learning_rate=0.05, max_leaf_nodes=31, early_stopping=True, random_state=self.seed
         ).fit(frame[FEATURES], label)
-        self.training = {"windows": windows, "candidates": len(frame), "positives": int(label.sum())}
+        self.training = {"windows": len(frames), "candidates": len(frame), "positives": int(label.sum())}
+        self.last_frame = frame[FEATURES]  # what the model reads, for MLflow's synthetic input example
         return self
 
     def scores(self, history: History, persons: list[str]) -> pd.DataFrame:
@@ -284,6 +312,103 @@ class HybridRecommender:
     def recommend(self, history: History, persons: list[str], k: int = K) -> dict[str, list[int]]:
         frame = self.scores(history, persons).sort_values(["person_id", "score"], ascending=[True, False])
         return {p: list(g["item"].head(k)) for p, g in frame.groupby("person_id", sort=False)}
+
+    def table(self, history: History, groups: dict[str, str | None], model: str, k: int = K) -> pd.DataFrame:
+        """Ten items for every person of `groups` (person -> their segment or context, or None), with
+        a reason each: a person with purchases gets the hybrid's ranking; one without (cold start)
+        what is popular in their group, or what is popular now."""
+        known = [p for p in groups if p in history.persons]
+        if self.model is None:  # no champion yet: the persons with purchases get buy again
+            top = _buy_again_table(history, known, k)
+        else:
+            scored = self.scores(history, known) if known else pd.DataFrame(columns=["person_id", "item", "score"])
+            top = (
+                scored.sort_values(["person_id", "score", "item"], ascending=[True, False, True])
+                .groupby("person_id", sort=False)
+                .head(k)
+            )
+            top = top.assign(rank=top.groupby("person_id", sort=False).cumcount() + 1, model=model)
+            top["reason"] = [
+                _reason(history, r.own_occasions, r.bought_with, r.cooccurrence_max, groups.get(r.person_id), r.item)
+                for r in top.itertuples()
+            ]
+        cold = []
+        for person in sorted(set(groups) - set(known)):
+            group = groups[person]
+            share = history.group_share.get(group)
+            if share is not None and share.max() > 0:
+                items = np.argsort(-share, kind="stable")[:k]
+                cold += [(person, n + 1, i, float(share[i]), f"popular in {group}") for n, i in enumerate(items)]
+            else:
+                recent = history.item_recent / max(len(history.persons), 1)
+                cold += [
+                    (person, n + 1, i, float(recent[i]), "popular now") for n, i in enumerate(history.popular_now[:k])
+                ]
+        cold_frame = pd.DataFrame(cold, columns=["person_id", "rank", "item", "score", "reason"]).assign(
+            model="popularity"
+        )
+        out = pd.concat([top[["person_id", "rank", "item", "score", "model", "reason"]], cold_frame], ignore_index=True)
+        out.insert(2, "item_id", history.items[out["item"].to_numpy()] if len(out) else pd.Series(dtype="string"))
+        return out.drop(columns="item").astype({"rank": "int64", "score": "float64"})
+
+
+def _buy_again_table(history: History, persons: list[str], k: int) -> pd.DataFrame:
+    """The buy-again baseline as recommendations: score is the item's share of the person's occasions."""
+    rows = []
+    for person, items in history.buy_again(persons, k).items():
+        i = history.persons.get_loc(person)
+        total = max(history.person_occasions[i], 1)
+        for rank, item in enumerate(items, 1):
+            own = history.counts[i, item]
+            reason = _reason(history, own, -1, 0.0, None, item)
+            rows.append((person, rank, item, own / total, "buy again", reason))
+    return pd.DataFrame(rows, columns=["person_id", "rank", "item", "score", "model", "reason"])
+
+
+def _reason(history: History, own: float, bought_with: int, link: float, group: str | None, item: int) -> str:
+    if own >= 1:
+        return "bought before" + (f" ({int(own)} times)" if own > 1 else "")
+    if bought_with >= 0 and link > 0:
+        return f"bought with {history.items[bought_with]}"
+    if item in history.group_top(group):
+        return f"popular in {group}"
+    return "popular now"
+
+
+class NotEnoughPurchasesError(ValueError):
+    """Too few purchases with a product to learn or judge recommendations."""
+
+
+BASELINES = {
+    "global popularity": "popularity",
+    "popularity in the segment": "group_popularity",
+    "buy again": "buy_again",
+}
+
+
+def holdout(purchases: pd.DataFrame, until: pd.Timestamp, horizon_days: int = 30):
+    """(History up to `until` - horizon, what each person of it bought in the horizon after, as item
+    indices of that history): the time split every evaluation uses."""
+    cutoff = pd.Timestamp(until) - pd.Timedelta(days=horizon_days)
+    history = History(purchases, cutoff)
+    window = purchases[(purchases["at"] >= cutoff) & (purchases["at"] < until)]
+    relevant: dict[str, set[int]] = {}
+    for person, item in zip(window["person_id"], window["item_id"], strict=True):
+        if person in history.persons:  # an item new in the window can be bought, never recommended
+            relevant.setdefault(person, set()).add(history.items.get_loc(item) if item in history.items else -1)
+    return history, relevant
+
+
+def evaluate(history: History, relevant: dict[str, set[int]], hybrid: HybridRecommender | None = None) -> dict:
+    """Method -> metrics on the split, the baselines always, the hybrid when given."""
+    persons = sorted(relevant)
+    table = {
+        name: metrics(getattr(history, method)(persons), relevant, len(history.items))
+        for name, method in BASELINES.items()
+    }
+    if hybrid is not None:
+        table["hybrid"] = metrics(hybrid.recommend(history, persons), relevant, len(history.items))
+    return table
 
 
 def metrics(recommended: dict[str, list], relevant: dict[str, set], catalog: int, k: int = K) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from ml import clv, plots, tracking
+from ml import clv, plots, recommendations, tracking
 from ml.clustering import ClusteringConfig, silhouette_of, top_categories, train_clustering
 from ml.features import numeric_matrix
 from ml.propensity import PropensityConfig, model_inputs, score, top_contributions, train_propensity
@@ -35,6 +35,15 @@ CLV_MODEL = "tessera_clv"
 # Promoted on the holdout's purchase error; expected purchases must rank who bought in the holdout.
 CLV_POLICY = PromotionPolicy(
     metric="holdout_mae_purchases", margin=0.001, lower_is_better=True, minimums={"holdout_purchases_roc_auc": 0.60}
+)
+
+
+RECOMMENDER_EXPERIMENT = "tessera-recommendations"
+RECOMMENDER_MODEL = "tessera_recommender"
+# The hybrid must beat every baseline on the holdout to be worth serving (lift 1.0), and the
+# champion on NDCG@10 to replace it.
+RECOMMENDER_POLICY = PromotionPolicy(
+    metric="ndcg_at_10", margin=0.002, minimums={"lift_over_best_baseline": 1.0, "persons_evaluated": 20}
 )
 
 
@@ -545,6 +554,121 @@ def score_clv(frame: pd.DataFrame) -> pd.DataFrame:
             "model_version": str(version.version),
         }
     )
+
+
+def train_recommender(
+    purchases: pd.DataFrame,
+    until: pd.Timestamp,
+    ctx: RunContext,
+    horizon_days: int = 30,
+    policy: PromotionPolicy = RECOMMENDER_POLICY,
+) -> dict:
+    """The hybrid recommender: judged on the last `horizon_days` before `until` (learnt on the
+    windows before them) against the baselines and the champion, refitted up to `until`, logged,
+    registered, maybe promoted. `purchases`: person_id, item_id, at, group (ml/recommendations.py)."""
+    registered = RECOMMENDER_MODEL
+    history, relevant = recommendations.holdout(purchases, until, horizon_days)
+    if len(relevant) < policy.minimums.get("persons_evaluated", 1) or len(history.items) < 2:
+        raise recommendations.NotEnoughPurchasesError(
+            f"{len(relevant)} persons bought a product in the {horizon_days} days before {until.date()} after buying "
+            "before them; recommendations need order lines with a product_id (docs/input_contract.md)."
+        )
+    judged = recommendations.HybridRecommender(horizon_days).fit(purchases, history.until)
+    table = recommendations.evaluate(history, relevant, judged)
+    best_baseline = max(recommendations.BASELINES, key=lambda name: table[name]["ndcg_at_10"])
+    challenger = {
+        **table["hybrid"],
+        "lift_over_best_baseline": table["hybrid"]["ndcg_at_10"] / max(table[best_baseline]["ndcg_at_10"], 1e-9),
+        "persons_evaluated": len(relevant),
+    }
+    champion_version, champion_model = tracking.champion(registered)
+    champion_metric = None
+    if champion_model is not None:
+        judged_champion = recommendations.HybridRecommender(horizon_days)
+        judged_champion.model = champion_model
+        champion_metric = recommendations.evaluate(history, relevant, judged_champion)["hybrid"]["ndcg_at_10"]
+    model = recommendations.HybridRecommender(horizon_days).fit(purchases, until)
+    description = (
+        f"Recommendations as of {ctx.as_of}: the hybrid (co-occurrence, truncated SVD, buy again and popularity "
+        f"candidates ranked by gradient boosting) on {purchases['person_id'].nunique():,} buyers and "
+        f"{purchases['item_id'].nunique():,} products; judged on the {horizon_days} days before {until.date()} "
+        f"({len(relevant):,} buyers) against the baselines."
+    )
+    with tracking.run(RECOMMENDER_EXPERIMENT, f"recommender {ctx.as_of}", description, ctx.tags()) as active:
+        mlflow.log_params(
+            {
+                "horizon_days": horizon_days,
+                "training_windows": model.training["windows"],
+                "training_candidates": model.training["candidates"],
+                "training_positives": model.training["positives"],
+                "features": ",".join(recommendations.FEATURES),
+                "best_baseline": best_baseline,
+            }
+        )
+        mlflow.log_metrics(_finite(challenger))
+        for name in recommendations.BASELINES:
+            mlflow.log_metrics({f"{name.replace(' ', '_')}.{k}": v for k, v in table[name].items()})
+        by_method = pd.DataFrame([{"method": name, **figures} for name, figures in table.items()])
+        mlflow.log_table(by_method, "holdout_by_method.json")
+        example = tracking.synthetic_example(model.last_frame)
+        version = tracking.log_model(
+            model.model, registered, example, model.model.predict_proba(example), predict_fn="predict_proba"
+        )
+        decision = tracking.decide(
+            policy,
+            challenger,
+            champion_metric,
+            champion_version.version if champion_version else None,
+            version,
+            tracking.erasure_flag(champion_version),
+        )
+        tracking.apply(registered, decision)
+        tracking.describe(
+            RECOMMENDER_EXPERIMENT,
+            registered,
+            "Recommendations: ten products per person, ranked by the chance they buy each within 30 days. The "
+            "champion ranks marts.recommendations; persons without purchases get what is popular in their segment.",
+            policy,
+        )
+        summary = _summary(
+            [
+                f"# Recommendations as of {ctx.as_of}",
+                "",
+                description,
+                "",
+                f"- promotion: {decision.reason}",
+                "",
+                "| method | precision@10 | recall@10 | MAP@10 | NDCG@10 | coverage |",
+                "|---|---|---|---|---|---|",
+                *[
+                    f"| {name} | {f['precision_at_10']:.4f} | {f['recall_at_10']:.4f} | {f['map_at_10']:.4f} | "
+                    f"{f['ndcg_at_10']:.4f} | {f['coverage']:.4f} |"
+                    for name, f in table.items()
+                ],
+            ]
+        )
+        run_id = active.info.run_id
+    return {
+        "run_id": run_id,
+        "model_version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "metrics": _finite(challenger),
+        "summary": summary,
+        "by_method": by_method,
+    }
+
+
+def recommend(purchases: pd.DataFrame, groups: dict[str, str | None], until: pd.Timestamp) -> pd.DataFrame:
+    """Ten products for each person of `groups` (person -> segment or context), ranked by the
+    champion (without one, by buy again); a person without purchases gets what is popular in their
+    group (cold start)."""
+    version, model = tracking.champion(RECOMMENDER_MODEL)
+    recommender = recommendations.HybridRecommender()
+    recommender.model = model
+    history = recommendations.History(purchases, until)
+    name = f"{RECOMMENDER_MODEL} v{version.version}" if version is not None else "none"
+    return recommender.table(history, groups, name)
 
 
 def _ml_package_dir() -> str:

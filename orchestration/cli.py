@@ -415,6 +415,15 @@ def _config_problems(settings) -> list[str]:
     except SegmentConfigError as exc:
         problems.append(f"Segment definitions ({settings.segments_dir}):")
         problems += [f"  - {p}" for p in exc.problems]
+        return problems  # the experiments name segments: they are checked once the segments load
+    from orchestration.defs.experiments.config import ExperimentConfigError
+    from orchestration.defs.experiments.loading import experiment_catalog
+
+    try:
+        experiment_catalog()
+    except ExperimentConfigError as exc:
+        problems.append(f"Experiment definitions ({settings.experiments_dir}):")
+        problems += [f"  - {p}" for p in exc.problems]
     return problems
 
 
@@ -456,6 +465,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(
             f"  real-time: {', '.join(s.name + (' (stream only)' if s.live_only else '') for s in realtime)}; "
             f"their rules may also read {', '.join(LIVE_COLUMNS)} (docs/realtime.md)"
+        )
+    from orchestration.defs.experiments.loading import experiment_catalog
+
+    experiments = experiment_catalog()
+    print(f"Experiments: {len(experiments)} in {settings.experiments_dir}")
+    for spec in experiments.values():
+        split = ", ".join(f"{v} {share:.0%}" for v, share in spec.split.items())
+        print(
+            f"  {spec.name:<28} on {spec.segment}, {spec.mode}, {split}; {spec.metric.kind} in {spec.metric.days} days"
         )
     print("OK: the configuration is valid.")
     return 0

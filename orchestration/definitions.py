@@ -6,12 +6,12 @@ import dagster as dg
 
 from ml.tracking import ensure_store
 from orchestration.defs.dbt import definitions as dbt_domain
+from orchestration.defs.experiments import definitions as experiments_domain
 from orchestration.defs.exports import definitions as exports_domain
 from orchestration.defs.identity import definitions as identity_domain
 from orchestration.defs.ingest import definitions as ingest_domain
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml import definitions as ml_domain
-from orchestration.defs.ml.assets import training_assets
 from orchestration.defs.privacy import definitions as privacy_domain
 from orchestration.defs.quality import definitions as quality_domain
 from orchestration.defs.realtime import definitions as realtime_domain
@@ -38,13 +38,13 @@ materialize_all = dg.define_asset_job(
 
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh_job",
-    selection=BATCH - training_assets,
+    selection=BATCH - ml_domain.training_assets,
     description="One day's events (and the lookback before it), the snapshot sources, and everything downstream, "
     "scored with the @champion models: training is weekly (train_models).",
 )
 train_models = dg.define_asset_job(
     "train_models",
-    selection=training_assets.downstream(),
+    selection=ml_domain.training_assets.downstream(),
     description="Retrain the clustering and propensity models, then rescore and rebuild what follows them.",
 )
 
@@ -96,6 +96,7 @@ defs = dg.Definitions.merge(
     segments_domain.defs,
     privacy_domain.defs,
     exports_domain.defs,
+    experiments_domain.defs,
     realtime_domain.defs,
     dg.Definitions(
         executor=dg.in_process_executor,

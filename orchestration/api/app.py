@@ -44,6 +44,32 @@ class IdentitySegments(BaseModel):
     segments: list[SegmentMembership]
 
 
+class Recommendation(BaseModel):
+    rank: int
+    item_id: str
+    score: float
+    reason: str
+    model: str
+
+
+class IdentityRecommendations(BaseModel):
+    person_id: str
+    as_of: dt.date | None
+    recommendations: list[Recommendation]
+
+
+class Assignment(BaseModel):
+    experiment: str
+    variant: str
+    assigned_at: dt.date
+
+
+class IdentityExperiments(BaseModel):
+    person_id: str
+    as_of: dt.date | None
+    experiments: list[Assignment]
+
+
 class Segment(BaseModel):
     name: str
     type: str
@@ -73,6 +99,9 @@ class Snapshot:
     persons: set[str] = field(default_factory=set)
     memberships: dict[str, list[SegmentMembership]] = field(default_factory=dict)
     segments: dict[str, Segment] = field(default_factory=dict)
+    # person -> (rank, item, score, reason, model), best first
+    recommendations: dict[str, list[tuple]] = field(default_factory=dict)
+    assignments: dict[str, list[Assignment]] = field(default_factory=dict)
     loaded_at: dt.datetime | None = None
 
 
@@ -92,6 +121,20 @@ def load_snapshot(warehouse: Path) -> Snapshot:
             ).fetchall():
                 snap.memberships.setdefault(person, []).append(
                     SegmentMembership(segment=segment, type=kind, entered_at=entered)
+                )
+        if table_exists(con, "marts", "recommendations"):
+            for person, *row in con.execute(
+                "SELECT person_id, rank, item_id, score, reason, model FROM marts.recommendations "
+                "ORDER BY person_id, rank"
+            ).fetchall():
+                snap.recommendations.setdefault(person, []).append(tuple(row))
+        if table_exists(con, "marts", "experiment_assignments"):
+            for person, experiment, variant, at in con.execute(
+                "SELECT person_id, experiment, variant, assigned_at FROM marts.experiment_assignments "
+                "ORDER BY person_id, experiment"
+            ).fetchall():
+                snap.assignments.setdefault(person, []).append(
+                    Assignment(experiment=experiment, variant=variant, assigned_at=at)
                 )
         if table_exists(con, "marts", "segment_report"):
             cursor = con.execute("""
@@ -233,6 +276,25 @@ def create_app(
             identifiers=len(snap.identities),
         )
 
+    def resolve(identifier_type: str, value: str) -> tuple[Snapshot, str]:
+        """The snapshot and the person an identifier names (the stream's links first); 422 or 404."""
+        snap = store.current()
+        try:
+            kind, key = lookup_key(identifier_type, value)
+        except IdentifierError as exc:
+            raise _problem(422, f"{exc}. Identifier types: {', '.join(LOOKUP_TYPES)}.") from None
+        person = key if kind == "person_id" and key in snap.persons else snap.identities.get((kind, key))
+        if live is not None:
+            import redis
+
+            try:  # the stream may have linked this identifier since the daily run
+                person = live.person(kind, key) or person
+            except redis.RedisError as exc:
+                log.warning("Resolving by the daily identity map only; Redis: %s", exc)
+        if person is None:
+            raise _problem(404, f"No person has this {identifier_type}.")
+        return snap, person
+
     @app.get(
         "/v1/identities/{identifier_type}/{value}/segments",
         response_model=IdentitySegments,
@@ -246,24 +308,15 @@ def create_app(
     def identity_segments(identifier_type: str, value: str) -> IdentitySegments:
         """`identifier_type` is one of person_id, anonymous_id, user_id, customer_id, email, phone (E.164),
         email_sha256 or phone_sha256. Emails and phones are normalised and hashed before the lookup."""
-        snap = store.current()
-        try:
-            kind, key = lookup_key(identifier_type, value)
-        except IdentifierError as exc:
-            raise _problem(422, f"{exc}. Identifier types: {', '.join(LOOKUP_TYPES)}.") from None
-        person = key if kind == "person_id" and key in snap.persons else snap.identities.get((kind, key))
+        snap, person = resolve(identifier_type, value)
         current, realtime = None, {}
         if live is not None:
             import redis
 
-            try:  # the stream may have linked this identifier since the daily run
-                person = live.person(kind, key) or person
-                if person is not None:
-                    current, realtime = live.segments(person), live.realtime()
+            try:
+                current, realtime = live.segments(person), live.realtime()
             except redis.RedisError as exc:  # the stream's store is down: the daily membership still answers
                 log.warning("Serving the daily membership only; Redis: %s", exc)
-        if person is None:
-            raise _problem(404, f"No person has this {identifier_type}.")
         daily = snap.memberships.get(person, [])
         if current is None:  # no stream, or it has not evaluated this person
             return IdentitySegments(person_id=person, as_of=snap.as_of, segments=daily)
@@ -273,6 +326,44 @@ def create_app(
             if name in realtime
         ]
         return IdentitySegments(person_id=person, as_of=snap.as_of, segments=sorted(merged, key=lambda m: m.segment))
+
+    @app.get(
+        "/v1/identities/{identifier_type}/{value}/recommendations",
+        response_model=IdentityRecommendations,
+        dependencies=secured,
+        responses={
+            404: {"description": "Unknown identifier"},
+            422: {"description": "Invalid identifier type or value"},
+        },
+        summary="Resolve an identifier to its person and return the products recommended to them",
+    )
+    def identity_recommendations(identifier_type: str, value: str) -> IdentityRecommendations:
+        """Ten products, best first, each with its score, the model that ranked it and why
+        (marts.recommendations). A person who did not consent to personalisation gets none."""
+        snap, person = resolve(identifier_type, value)
+        rows = snap.recommendations.get(person, [])
+        return IdentityRecommendations(
+            person_id=person,
+            as_of=snap.as_of,
+            recommendations=[
+                Recommendation(rank=r, item_id=i, score=s, reason=why, model=m) for r, i, s, why, m in rows
+            ],
+        )
+
+    @app.get(
+        "/v1/identities/{identifier_type}/{value}/experiments",
+        response_model=IdentityExperiments,
+        dependencies=secured,
+        responses={
+            404: {"description": "Unknown identifier"},
+            422: {"description": "Invalid identifier type or value"},
+        },
+        summary="Resolve an identifier to its person and return the variant of each experiment they entered",
+    )
+    def identity_experiments(identifier_type: str, value: str) -> IdentityExperiments:
+        """The variants to show this person (marts.experiment_assignments): sticky, one per experiment."""
+        snap, person = resolve(identifier_type, value)
+        return IdentityExperiments(person_id=person, as_of=snap.as_of, experiments=snap.assignments.get(person, []))
 
     @app.get(
         "/v1/segments",

@@ -38,6 +38,7 @@ PATHS = (
     "warehouse",
     "dagster_home",
     "segments_dir",
+    "experiments_dir",
     "exports_dir",
     "reports_dir",
     "lake_dir",
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field("", validation_alias="MLFLOW_TRACKING_URI")
     dagster_home: Path = Field(Path("data/dagster_home"), validation_alias="DAGSTER_HOME")
     segments_dir: Path = Path("segments")
+    experiments_dir: Path = Path("experiments")  # experiment definitions (docs/experiments.md); none: no experiment
     exports_dir: Path = Path("data/exports")
     consent_default_allowed: bool = Field(True, validation_alias="TESSERA_CONSENT_DEFAULT")
     sources_config: Path | None = None  # None: read the landing folders (docs/input_contract.md)

@@ -38,6 +38,7 @@ import pandas as pd
 import redis
 
 from orchestration.defs.segments.catalog import LIVE_COLUMNS, Catalog, Segment
+from orchestration.lib.consent import personalisation_allowed_sql
 from orchestration.realtime import broker, erasure
 
 log = logging.getLogger("tessera.stream")
@@ -204,7 +205,7 @@ class Processor:
         self.viewed = set(taxonomy.get("tessera__event_product_viewed", []))
         self.added = set(taxonomy.get("tessera__event_product_added", []))
         self.ordered = set(taxonomy.get("tessera__event_order_completed", []))
-        self.consent = f"coalesce(personalization_opt_in, {'true' if consent_default_allowed else 'false'})"
+        self.consent = personalisation_allowed_sql(consent_default_allowed)
         self.timers = {
             s.name: [(col, float(n) + (1 if op == ">" else 0)) for col, op, n in _HOURS_SINCE.findall(s.spec.rule)]
             for s in self.segments

@@ -5,7 +5,8 @@ output is deterministic for a seed and chunks of people can be generated in para
 landing files contain is realistic and messy; what `truth/` says about it is exact:
 
 - identifiers.csv   every identifier that appears in the landing data, with its true person;
-- persons.csv       archetype, consent, erasure, RFM as of `as_of`, purchases after `as_of`;
+- persons.csv       archetype, consent, erasure, RFM as of `as_of`, purchases after `as_of`, and the
+                    products each person buys again and again (favourite_products);
 - bots.csv          the bot anonymousIds (not persons);
 - faults.csv        every planted malformed line or file, with its reason code and raw text; `column`
                     names the optional field of a record that loads with that field nulled;
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import gzip
 import io
+import itertools
 import json
 import math
 import os
@@ -54,7 +57,25 @@ CRM_COLUMNS = [
     "marketing_opt_in",
     "personalization_opt_in",
 ]
-ORDER_COLUMNS = ["order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"]
+ORDER_COLUMNS = [
+    "order_id",
+    "customer_id",
+    "email",
+    "ordered_at",
+    "amount",
+    "currency",
+    "status",
+    "channel",
+    "product_id",
+    "quantity",
+]
+# The products orders draw from: per category, CATALOGUE_SIZE products whose popularity falls off as
+# a Zipf law; each person has a favourite in each of their categories, which they buy again and
+# again (FAVOURITE_SHARE of their lines), and a product is often bought with its pair (the product
+# next to it in the catalogue). What recommendations can learn; persons.csv names the favourites.
+CATALOGUE_SIZE = 300
+FAVOURITE_SHARE = 0.45
+PAIR_SHARE = 0.5
 ENRICHMENT_COLUMNS = ["email_domain", "company_name", "industry", "employee_count", "annual_revenue_usd"]
 PRIVACY_COLUMNS = ["requested_at", "identifier_type", "identifier"]
 
@@ -278,6 +299,31 @@ class Person:
     identifiers: dict = field(default_factory=dict)  # (type, value) -> linkable
     orders: list = field(default_factory=list)
     future_orders: int = 0
+    favourites: dict = field(default_factory=dict)  # category -> the product they buy again and again
+
+
+def _catalogue_product(rng: random.Random, category: str) -> str:
+    """A product of `category`, the popular ones far more often (Zipf, s = 1.1)."""
+    weights = _zipf_weights()
+    return f"SKU-{category[:3].upper()}-{1000 + rng.choices(range(CATALOGUE_SIZE), cum_weights=weights)[0]}"
+
+
+@functools.cache
+def _zipf_weights() -> list[float]:
+    return list(itertools.accumulate(1 / (i + 1) ** 1.1 for i in range(CATALOGUE_SIZE)))
+
+
+def _basket_product(rng: random.Random, p: Person, category: str, lines: list[dict]) -> str:
+    """The product of an order line: the person's favourite, the pair of a product already in the
+    basket, or one of the catalogue."""
+    draw = rng.random()
+    if draw < FAVOURITE_SHARE:
+        return p.favourites[category]
+    same = [ln["sku"] for ln in lines if ln["category"] == category]
+    if same and draw < FAVOURITE_SHARE + (1 - FAVOURITE_SHARE) * PAIR_SHARE:
+        number = int(same[0][-4:]) - 1000
+        return f"{same[0][:-4]}{1000 + (number ^ 1)}"  # pairs: 0-1, 2-3, ...
+    return _catalogue_product(rng, category)
 
 
 class ChunkWriter:
@@ -698,6 +744,8 @@ class Simulator:
             rng, p.purchase_rate, p.active_from, min(p.active_to, cfg.end + dt.timedelta(days=cfg.horizon_days))
         )
         guest_identified: set[str] = set()
+        basket = random.Random(f"{cfg.seed}:basket:{p.index}")  # products: a stream of draws of its own
+        p.favourites = {c: _catalogue_product(basket, c) for c in p.categories}
         for ot in order_times:
             if ot >= cfg.end:
                 if ot < cfg.end + dt.timedelta(days=cfg.horizon_days):
@@ -706,9 +754,10 @@ class Simulator:
             lines = []
             for _ in range(rng.choices([1, 2, 3, 4], weights=[5, 3, 1, 1])[0]):
                 cat = rng.choice(p.categories)
+                rng.randrange(1000, 9999)  # the draw of the catalogue-free generator, kept: the rest stays as it was
                 lines.append(
                     {
-                        "sku": f"SKU-{cat[:3].upper()}-{rng.randrange(1000, 9999)}",
+                        "sku": _basket_product(basket, p, cat, lines),
                         "category": cat,
                         "price": round(rng.uniform(12, 160), 2),
                         "qty": rng.choice([1, 1, 1, 2]),
@@ -958,6 +1007,8 @@ class Simulator:
                             "USD",
                             o["status"],
                             o["channel"],
+                            ln["sku"],
+                            str(ln["qty"]),
                         ]
                     )
                 if o["email"]:
@@ -1122,6 +1173,7 @@ class Simulator:
                     last_order.isoformat() if last_order else "",
                     p.future_orders > 0,
                     p.future_orders,
+                    "|".join(sorted(p.favourites.values())),
                 ]
             )
 
@@ -1276,6 +1328,7 @@ def generate(out_dir: Path | str, cfg: GeneratorConfig, truth_dir: Path | str | 
             "last_order_at",
             "purchased_next_30d",
             "orders_next_30d",
+            "favourite_products",
         ],
         files["persons"],
     )

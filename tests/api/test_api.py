@@ -36,6 +36,13 @@ def _build_warehouse(path: Path) -> None:
             ('p_one', 'vip', 'rule', TIMESTAMP '2026-10-01', TIMESTAMP '2026-10-31'),
             ('p_one', 'active', 'rule', TIMESTAMP '2026-10-31', TIMESTAMP '2026-10-31'))
             t(person_id, segment_name, segment_type, entered_at, as_of)""")
+        con.execute("""CREATE TABLE marts.recommendations AS SELECT * FROM (VALUES
+            ('p_one', 2, 'SKU-2', 0.4, 'tessera_recommender v3', 'bought with SKU-1', DATE '2026-10-31'),
+            ('p_one', 1, 'SKU-1', 0.7, 'tessera_recommender v3', 'bought before (3 times)', DATE '2026-10-31'))
+            t(person_id, rank, item_id, score, model, reason, as_of)""")
+        con.execute("""CREATE TABLE marts.experiment_assignments AS SELECT * FROM (VALUES
+            ('winback_voucher', 'p_one', 'voucher', DATE '2026-10-02'))
+            t(experiment, person_id, variant, assigned_at)""")
         con.execute("""CREATE TABLE marts.segment_report AS SELECT * FROM (VALUES
             (TIMESTAMP '2026-10-31', 'vip', 'rule', 'Big spenders', 'team:crm', 'monetary_total > 500', 0, 1, 0, 1, 0, 0,
              true, 'published'),
@@ -142,6 +149,22 @@ def test_a_known_person_in_no_segment_gets_an_empty_list(server):
     assert status == 200 and body["person_id"] == "p_two" and body["segments"] == []
 
 
+def test_a_person_gets_their_recommendations_best_first_and_their_experiment_variants(server):
+    status, body, _ = get(f"{server[0]}/v1/identities/customer_id/C1/recommendations")
+    assert status == 200 and body["person_id"] == "p_one"
+    assert [(r["rank"], r["item_id"], r["reason"]) for r in body["recommendations"]] == [
+        (1, "SKU-1", "bought before (3 times)"),
+        (2, "SKU-2", "bought with SKU-1"),
+    ]
+    status, body, _ = get(f"{server[0]}/v1/identities/email/ann@example.com/experiments")
+    assert status == 200 and body["experiments"] == [
+        {"experiment": "winback_voucher", "variant": "voucher", "assigned_at": "2026-10-02"}
+    ]
+    status, body, _ = get(f"{server[0]}/v1/identities/anonymous_id/anon-2/recommendations")  # none: refused, say
+    assert status == 200 and body["recommendations"] == []
+    assert get(f"{server[0]}/v1/identities/customer_id/C404/experiments")[0] == 404
+
+
 @pytest.mark.parametrize(
     ("path", "status", "text"),
     [
@@ -167,9 +190,13 @@ def test_segments_list_and_detail(server):
 def test_openapi_schema_lists_the_routes_and_declares_the_bearer_scheme(server):
     status, schema, _ = get(f"{server[0]}/openapi.json", token=None)
     assert status == 200
-    assert {"/v1/identities/{identifier_type}/{value}/segments", "/v1/segments", "/v1/segments/{name}"} <= set(
-        schema["paths"]
-    )
+    assert {
+        "/v1/identities/{identifier_type}/{value}/segments",
+        "/v1/identities/{identifier_type}/{value}/recommendations",
+        "/v1/identities/{identifier_type}/{value}/experiments",
+        "/v1/segments",
+        "/v1/segments/{name}",
+    } <= set(schema["paths"])
     assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
         "type": "http",
         "scheme": "bearer",

@@ -13,15 +13,18 @@ import pytest
 
 from orchestration.defs.dbt.assets import tessera_dbt_models
 from orchestration.defs.dbt.definitions import defs as dbt_domain_defs
+from orchestration.defs.experiments.assets import experiment_assets, experiment_checks
 from orchestration.defs.exports.assets import export_assets
 from orchestration.defs.identity.definitions import defs as identity_defs
 from orchestration.defs.ingest.assets import ingest_assets
 from orchestration.defs.ingest.resources import LandingZoneResource
 from orchestration.defs.ml.assets import ml_assets
+from orchestration.defs.ml.recommendations import recommendation_assets
 from orchestration.defs.partitions import all_days_tags
 from orchestration.defs.privacy.assets import privacy_assets, privacy_checks, sweep_assets, sweep_checks
 from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.defs.segments.assets import segment_assets, segment_checks
+from orchestration.defs.segments.kpis import kpi_assets, kpi_checks
 from orchestration.lib.dbt_subprocess import dbt_target, run_dbt
 from orchestration.lib.identifiers import sha256_hex
 from orchestration.lib.settings import DBT_PROJECT_DIR, reload_settings
@@ -34,8 +37,13 @@ CHAIN = [
     *identity_defs.assets,
     *sweep_assets,
     *ml_assets,
+    *recommendation_assets,
     *segment_assets,
     *segment_checks,
+    *kpi_assets,
+    *kpi_checks,
+    *experiment_assets,
+    *experiment_checks,
     *privacy_assets,
     *privacy_checks,
     *sweep_checks,
@@ -233,6 +241,65 @@ def test_exports_hold_published_consenting_members_with_hashed_emails(chain):
                 assert email_hash == sha256_hex(contacts[person].strip().lower())
 
 
+def test_recommendations_find_the_planted_favourites_and_leave_out_who_refused(sample, chain):
+    """The generator plants a favourite product in each of a person's categories, bought again and
+    again. Whoever bought a favourite twice before as_of finds it in their top three; whoever refused
+    personalisation gets nothing; everyone else gets ten products with a reason, those without a
+    purchase what is popular in their segment."""
+    from mlflow.tracking import MlflowClient
+
+    env, _ = chain
+    with connect(env["warehouse"], read_only=True) as con:
+        recs = con.execute("SELECT * FROM marts.recommendations").df()
+        bought = con.execute(
+            "SELECT person_id, product_id, count(DISTINCT order_id) AS orders FROM marts.purchased_items GROUP BY ALL"
+        ).df()
+        customers = dict(
+            con.execute(
+                "SELECT identifier, person_id FROM marts.identity_map WHERE identifier_type = 'customer_id'"
+            ).fetchall()
+        )
+        allowed = {
+            r[0]
+            for r in con.execute(
+                "SELECT person_id FROM marts.segment_attributes WHERE coalesce(personalization_opt_in, true)"
+            ).fetchall()
+        }
+    person_of = {
+        r["person_key"]: customers[r["identifier"]]
+        for r in sample.truth_rows("identifiers")
+        if r["identifier_type"] == "customer_id" and r["identifier"] in customers
+    }
+    favourites = {
+        person_of[p["person_key"]]: set(p["favourite_products"].split("|"))
+        for p in sample.truth_rows("persons")
+        if p["person_key"] in person_of and p["favourite_products"]
+    }
+    twice = bought[bought["orders"] >= 2]
+    expected = {
+        person
+        for person, product in zip(twice["person_id"], twice["product_id"], strict=True)
+        if product in favourites.get(person, ()) and person in allowed
+    }
+    top3 = recs[recs["rank"] <= 3].groupby("person_id")["item_id"].agg(set)
+    found = [bool(top3.get(person, set()) & favourites[person]) for person in expected]
+    assert len(found) >= 20 and sum(found) / len(found) >= 0.9, (sum(found), len(found))
+
+    assert set(recs["person_id"]) == allowed  # everyone who may be personalised for, and no one else
+    counts = recs.groupby("person_id")["rank"].agg(["count", "min", "max"])
+    assert (counts["count"] == 10).all() and (counts["min"] == 1).all() and (counts["max"] == 10).all()
+    assert (
+        recs["reason"].str.match(r"^(bought before( \(\d+ times\))?|bought with .+|popular in .+|popular now)$").all()
+    )
+    never_bought = allowed - set(bought["person_id"])
+    cold = recs[recs["person_id"].isin(never_bought)]
+    assert len(cold) and (cold["model"] == "popularity").all() and cold["reason"].str.startswith("popular").all()
+    summary = _metadata(env["first"])["ml/recommendation_model"]
+    version = MlflowClient().get_model_version("tessera_recommender", summary["model_version"].value)
+    run = MlflowClient().get_run(version.run_id)
+    assert {"ndcg_at_10", "buy_again.ndcg_at_10", "lift_over_best_baseline"} <= set(run.data.metrics)
+
+
 def sha256_hex_file(path) -> str:
     import hashlib
 
@@ -284,12 +351,29 @@ def test_the_report_page_is_self_contained_complete_and_free_of_personal_data(sa
     page = env["reports"] / str(as_of.date()) / "index.html"
     assert metadata["path"].value == str(page)
     html = page.read_text(encoding="utf-8")
-    for section in ("segments", "overlap", "clusters", "propensity", "quality"):
+    for section in (
+        "segments",
+        "kpis",
+        "overlap",
+        "clusters",
+        "propensity",
+        "recommendations",
+        "experiments",
+        "quality",
+    ):
         assert f'<section id="{section}">' in html
+    # The new sections hold what the tables say, in aggregate.
+    with connect(env["warehouse"], read_only=True) as con:
+        top = con.execute(
+            "SELECT item_id FROM marts.recommendations GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+        ).fetchone()
+        experiments = [r[0] for r in con.execute("SELECT DISTINCT experiment FROM marts.experiment_results").fetchall()]
+    assert top and f"<td>{top[0]}</td>" in html and experiments and all(f"<td>{e}</td>" in html for e in experiments)
     assert all(f"<b>{name}</b>" in html for name in names) and all(name in html for name in clusters)
     images = re.findall(r'<img alt="([^"]+)" src="([^"]+)"', html)
     assert {alt for alt, _ in images} == {
         "segment sizes over time",
+        "conversion per segment over time",
         "segment overlap heatmap",
         "cluster profiles heatmap",
         "calibration plot",

@@ -134,6 +134,9 @@ def test_scores_and_segment_membership_are_the_same_on_both_engines(engines):
         left = _duckdb(engines["warehouse"], f"select {columns} from {table} order by person_id")
         right = _duckdb(engines["spark_run"], f"select {columns} from {table} order by person_id")
         _assert_frames_match(left, right)
+    sql = "select person_id, rank, item_id, reason from marts.recommendations"
+    duck, spark_run = _duckdb(engines["warehouse"], sql), _duckdb(engines["spark_run"], sql)
+    assert len(duck) > 0 and set(map(tuple, duck.to_numpy())) == set(map(tuple, spark_run.to_numpy()))
 
 
 def test_the_spark_run_tags_its_models_with_the_engine(engines):

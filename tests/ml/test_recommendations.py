@@ -37,6 +37,11 @@ def planted():
     return purchases[purchases["at"] < END]
 
 
+@pytest.fixture(scope="module")
+def hybrid(planted):
+    return HybridRecommender().fit(planted, CUTOFF)
+
+
 def _split(purchases):
     history = History(purchases, CUTOFF)
     test = purchases[purchases["at"] >= CUTOFF]
@@ -74,11 +79,39 @@ def test_co_occurrence_recommends_the_pair_of_what_a_person_just_bought(planted)
     assert np.mean(hits) > 0.9
 
 
-def test_the_hybrid_finds_both_what_buy_again_and_co_occurrence_find_alone(planted):
+def test_the_hybrid_finds_both_what_buy_again_and_co_occurrence_find_alone(planted, hybrid):
     history, relevant, persons = _split(planted)
     catalog = len(history.items)
     again = metrics(history.buy_again(persons), relevant, catalog)["ndcg_at_10"]
     pairs = metrics(history.item_to_item(persons), relevant, catalog)["ndcg_at_10"]
     popular = metrics(history.popularity(persons), relevant, catalog)["ndcg_at_10"]
-    hybrid = metrics(HybridRecommender().fit(planted, CUTOFF).recommend(history, persons), relevant, catalog)
-    assert hybrid["ndcg_at_10"] > 1.1 * max(again, pairs, popular), (hybrid, again, pairs, popular)
+    ranked = metrics(hybrid.recommend(history, persons), relevant, catalog)
+    assert ranked["ndcg_at_10"] > 1.1 * max(again, pairs, popular), (ranked, again, pairs, popular)
+
+
+def test_the_table_gives_each_person_ten_products_with_a_reason_and_the_cold_what_their_group_buys(planted, hybrid):
+    history, _, _ = _split(planted)
+    groups = {p: g for p, g in planted.groupby("person_id")["group"].first().items()} | {
+        "newcomer": "g1",
+        "stranger": None,
+    }
+    table = hybrid.table(history, groups, "tessera_recommender v1")
+    ranks = table.groupby("person_id")["rank"].apply(list)
+    assert len(ranks) == len(groups) and all(r == list(range(1, 11)) for r in ranks)
+    staples = planted.groupby("person_id")["item_id"].agg(lambda s: s.value_counts().index[0])
+    first = table[table["rank"] == 1].set_index("person_id")
+    assert (first.loc[staples.index, "item_id"] == staples).mean() > 0.9  # the staple leads
+    assert first.loc[staples.index, "reason"].str.match(r"bought before \(\d+ times\)").mean() > 0.9
+    owned = planted[planted["at"] < CUTOFF].groupby("person_id")["item_id"].agg(set)
+    bought_with = table[table["reason"].str.startswith("bought with ")]
+    assert len(bought_with) and all(  # "bought with X": X is something they bought
+        r.reason.removeprefix("bought with ") in owned[r.person_id] for r in bought_with.itertuples()
+    )
+    newcomer, stranger = table[table["person_id"] == "newcomer"], table[table["person_id"] == "stranger"]
+    assert (newcomer["reason"] == "popular in g1").all() and (newcomer["model"] == "popularity").all()
+    assert (stranger["reason"] == "popular now").all()
+
+    # Before any champion: buy again for whoever bought, the same cold start for the others.
+    fallback = HybridRecommender().table(history, groups, "none")
+    assert set(fallback.loc[fallback["person_id"].isin(staples.index), "model"]) == {"buy again"}
+    assert (fallback[fallback["person_id"] == "newcomer"]["reason"] == "popular in g1").all()

@@ -1,5 +1,5 @@
 -- One row per order line; lines that share order_id make one order (aggregated downstream).
--- Emails arrive normalised from ingestion.
+-- Emails arrive normalised from ingestion. product_id and quantity are optional (recommendations).
 with source as (
     select * from {{ source('commerce', 'order_lines') }}
 )
@@ -15,6 +15,8 @@ select
     currency,
     status,
     channel,
+    product_id,
+    quantity,
     source_file,
     loaded_at
 from source

@@ -17,13 +17,14 @@ from orchestration.defs.segments.membership import concrete_segments, scoring_as
 
 @dg.asset(
     key=["exports", "audiences"],
-    deps=[MEMBERSHIP],
+    deps=[MEMBERSHIP, dg.AssetKey(["marts", "recommendations"])],
     group_name="exports",
     owners=["team:marketing-analytics"],
     kinds={"parquet", "csv"},
     pool="duckdb",
     description="data/exports/<segment>/<as_of>/: members.parquet and members.csv (person_id, SHA-256 of the "
-    "normalised email, the segment's export_attributes) with manifest.json, for each published "
+    "normalised email, the segment's export_attributes and, with export_recommendations, the member's top "
+    "recommended products) with manifest.json, for each published "
     "segment. People without personalisation consent are never members, so never exported.",
 )
 def audiences(
@@ -57,14 +58,22 @@ def audiences(
 
 @dg.asset(
     key=["exports", "segment_report_page"],
-    deps=[MEMBERSHIP, dg.AssetKey(["marts", "cluster_assignments"]), dg.AssetKey(["marts", "propensity_scores"])],
+    deps=[
+        MEMBERSHIP,
+        dg.AssetKey(["marts", "cluster_assignments"]),
+        dg.AssetKey(["marts", "propensity_scores"]),
+        dg.AssetKey(["marts", "segment_kpis"]),
+        dg.AssetKey(["marts", "recommendations"]),
+        dg.AssetKey(["marts", "experiment_results"]),
+    ],
     group_name="exports",
     owners=["team:marketing-analytics"],
     kinds={"html"},
     pool="duckdb",
     description="data/reports/<as_of>/index.html: one self-contained page (inline styles and figures, no personal "
-    "data) with each segment's definition, size, trend, entries and exits and overlap, the cluster "
-    "profiles, the propensity deciles and calibration, and data-quality status. Opens from disk.",
+    "data) with each segment's definition, size, trend, entries and exits, overlap and KPIs over time, the "
+    "cluster profiles, the propensity deciles and calibration, lifetime value, the recommendations, the "
+    "experiments, and data-quality status. Opens from disk.",
 )
 def segment_report_page(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: SettingsResource

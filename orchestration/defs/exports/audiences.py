@@ -17,6 +17,7 @@ import duckdb
 
 from orchestration.defs.segments.catalog import Segment
 from orchestration.lib.export_folders import remove_leftovers, write_folder
+from orchestration.lib.warehouse import table_exists
 
 
 def write_audiences(
@@ -32,13 +33,24 @@ def write_audiences(
             shutil.rmtree(target, ignore_errors=True)
             continue
         attributes = "".join(f', a."{c}"' for c in segment.spec.export_attributes)
+        top = segment.spec.export_recommendations
+        with_products = bool(top) and table_exists(con, "marts", "recommendations")
+        products = (  # the member's top products, best first, joined by "|"
+            f"""LEFT JOIN (
+                SELECT person_id, string_agg(item_id, '|' ORDER BY rank) AS recommended_products
+                FROM marts.recommendations WHERE rank <= {top} GROUP BY person_id
+            ) r ON r.person_id = m.person_id"""
+            if with_products
+            else ""
+        )
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _audience AS
-            SELECT m.person_id, p.email_sha256{attributes}
+            SELECT m.person_id, p.email_sha256{attributes}{", r.recommended_products" if with_products else ""}
             FROM marts.segment_membership m
             LEFT JOIN marts.profiles p ON p.person_id = m.person_id
             LEFT JOIN marts.segment_attributes a ON a.person_id = m.person_id
+            {products}
             WHERE m.segment_name = ?""",
             [segment.name],
         )

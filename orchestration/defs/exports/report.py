@@ -1,8 +1,9 @@
 """The segment report: one static, self-contained HTML page per scoring date.
 
 `data/reports/<as_of>/index.html` holds each segment's definition, size, trend, entries and exits
-and overlap; the cluster profiles; the propensity deciles and calibration; lifetime value by decile;
-and data-quality status.
+and overlap; each segment's KPIs over time and their control chart; the cluster profiles; the
+propensity deciles and calibration; lifetime value by decile; the recommendations and the
+experiments; and data-quality status.
 Everything is an aggregate (no identifier, no personal data), styles and figures are inline, and
 it opens from disk without a server. Plain Python over DuckDB (no Dagster); the asset is exports/segment_report_page.
 """
@@ -22,11 +23,13 @@ import pandas as pd
 from ml import plots
 from ml.clustering import profile_z_scores
 from ml.features import numeric_columns, numeric_matrix
+from orchestration.defs.segments.kpis import CONTROL_RUNS, out_of_control
 from orchestration.lib import figures
 from orchestration.lib.warehouse import table_exists
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 TREND_RUNS = 8  # sizes shown per segment in the trend column
+COHORTS = 4  # entry months shown per segment in the KPI table
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,80 @@ def _lifetime_value(con) -> pd.DataFrame:
     """).df()
 
 
+def _kpis(con, as_of) -> tuple[pd.DataFrame, str | None]:
+    """Each segment's KPIs at this run, its entry cohorts' retention, and conversion over the runs."""
+    if not table_exists(con, "marts", "segment_kpis"):
+        return pd.DataFrame(), None
+    history = con.execute("SELECT * FROM marts.segment_kpis WHERE as_of <= ? ORDER BY as_of", [as_of]).df()
+    current = history[history["as_of"] == history["as_of"].max()].copy()
+    flagged = out_of_control(history)
+    runs = history.groupby("segment_name")["as_of"].nunique()
+    current["control"] = [
+        ", ".join(f"{r.kpi} out of limits" for r in flagged[flagged["segment_name"] == name].itertuples())
+        or ("in control" if runs[name] > CONTROL_RUNS else f"charted from run {CONTROL_RUNS + 1} ({runs[name]} so far)")
+        for name in current["segment_name"]
+    ]
+    cohorts = con.execute(
+        """SELECT h.segment_name, strftime(date_trunc('month', h.valid_from), '%Y-%m') AS cohort, count(*) AS entered,
+                  avg(CASE WHEN m.person_id IS NOT NULL THEN 1.0 ELSE 0.0 END) AS still
+           FROM marts.segment_membership_history h
+           LEFT JOIN marts.segment_membership m ON m.person_id = h.person_id AND m.segment_name = h.segment_name
+           GROUP BY ALL ORDER BY cohort DESC"""
+    ).df()
+    current["cohorts"] = [
+        "; ".join(
+            f"{r.cohort}: {r.still:.0%} of {r.entered:,}"
+            for r in cohorts[cohorts["segment_name"] == name].head(COHORTS).itertuples()
+        )
+        for name in current["segment_name"]
+    ]
+    conversion = history.pivot(index="as_of", columns="segment_name", values="conversion_30d")
+    figure = figures.data_uri(figures.lines(conversion, "30-day conversion per segment", "share of members"))
+    return current.sort_values("segment_name"), figure
+
+
+def _recommendations(con) -> dict | None:
+    """Aggregates only: who gets recommendations and why, and the products most recommended."""
+    if not table_exists(con, "marts", "recommendations"):
+        return None
+    summary = (
+        con.execute(
+            """SELECT count(DISTINCT person_id) AS persons, count(DISTINCT item_id) AS products, any_value(model) AS model
+           FROM marts.recommendations WHERE model LIKE 'tessera_recommender%' OR model = 'buy again'"""
+        )
+        .df()
+        .iloc[0]
+        .to_dict()
+    )
+    reasons = con.execute(
+        """SELECT regexp_extract(reason, '^(bought before|bought with|popular in|popular now)') AS reason,
+                  count(*) AS recommendations, count(DISTINCT person_id) AS persons
+           FROM marts.recommendations GROUP BY 1 ORDER BY 2 DESC"""
+    ).df()
+    top = con.execute(
+        """SELECT item_id, count(*) AS persons, round(avg(rank), 1) AS mean_rank
+           FROM marts.recommendations GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"""
+    ).df()
+    cold = con.execute(
+        "SELECT count(DISTINCT person_id) FROM marts.recommendations WHERE model = 'popularity'"
+    ).fetchone()
+    return {
+        **summary,
+        "cold_start": cold[0],
+        "reasons": reasons.to_dict("records"),
+        "top": top.to_dict("records"),
+    }
+
+
+def _experiments(con) -> pd.DataFrame:
+    if not table_exists(con, "marts", "experiment_results"):
+        return pd.DataFrame()
+    return con.execute(
+        """SELECT * FROM marts.experiment_results
+           WHERE as_of = (SELECT max(as_of) FROM marts.experiment_results) ORDER BY experiment, variant <> 'control', variant"""
+    ).df()
+
+
 def _quality(con) -> tuple[pd.DataFrame, pd.DataFrame]:
     gates = pd.DataFrame()
     if table_exists(con, "quality", "gate_history"):
@@ -180,7 +257,19 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
         else None
     )
     lifetime_value = _lifetime_value(con)
-    sections = ("segments", "overlap", "clusters", "propensity", "lifetime-value", "quality")
+    kpis, conversion_figure = _kpis(con, as_of)
+    experiments = _experiments(con)
+    sections = (
+        "segments",
+        "kpis",
+        "overlap",
+        "clusters",
+        "propensity",
+        "lifetime-value",
+        "recommendations",
+        "experiments",
+        "quality",
+    )
     html = (
         jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
         .from_string(TEMPLATE.read_text(encoding="utf-8"))
@@ -197,6 +286,10 @@ def build_report(con, out_root: Path, calibration: pd.DataFrame | None = None) -
             deciles=deciles.to_dict("records"),
             calibration_figure=calibration_figure,
             lifetime_value=lifetime_value.to_dict("records"),
+            kpis=kpis.to_dict("records"),
+            conversion_figure=conversion_figure,
+            recommendations=_recommendations(con),
+            experiments=experiments.to_dict("records"),
             gates=gates.to_dict("records"),
             quarantine=quarantine.to_dict("records"),
             gates_failing=int((~gates["success"]).sum()) if len(gates) else 0,

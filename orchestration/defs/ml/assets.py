@@ -144,7 +144,7 @@ def _days_before_scoring(warehouse: WarehouseResource, purpose: str) -> int:
     return (dates["scoring"] - dates[purpose]).days
 
 
-def _context(
+def lineage(
     warehouse: WarehouseResource, frame: pd.DataFrame, context: dg.AssetExecutionContext
 ) -> workflows.RunContext:
     """The run's lineage for MLflow: the scoring date, a digest of the frame the model learns from
@@ -237,7 +237,7 @@ def clustering_model(
         JOIN intermediate.int_feature_dates d ON d.purpose = 'scoring' AND e.event_date <= d.as_of
         WHERE e.category IS NOT NULL
         GROUP BY e.person_id, e.category""")
-    run_context = _context(warehouse, frame, context)
+    run_context = lineage(warehouse, frame, context)
     policy = PromotionPolicy(
         workflows.CLUSTERING_POLICY.metric, config.promotion_margin, workflows.CLUSTERING_POLICY.minimums
     )
@@ -327,7 +327,7 @@ def purchase_30d_model(
 ) -> dg.MaterializeResult:
     backtest = _frame(warehouse, settings, "backtest_cutoff", with_labels=True, context=context)
     training = _frame(warehouse, settings, "training_cutoff", with_labels=True, context=context)
-    run_context = _context(warehouse, training, context)
+    run_context = lineage(warehouse, training, context)
     try:
         propensity_config = PropensityConfig(
             candidates=tuple(config.candidates),
@@ -436,7 +436,7 @@ def clv_model(
         numbers = frame.columns.difference(["person_id", "as_of"])
         frame[numbers] = frame[numbers].astype("float64")
     holdout_days = _days_before_scoring(warehouse, "backtest_cutoff")
-    run_context = _context(warehouse, scoring, context)
+    run_context = lineage(warehouse, scoring, context)
     policy = PromotionPolicy(
         workflows.CLV_POLICY.metric, config.promotion_margin, workflows.CLV_POLICY.minimums, lower_is_better=True
     )
@@ -512,4 +512,3 @@ ml_assets = [
     clv_model,
     customer_lifetime_values,
 ]
-training_assets = dg.AssetSelection.assets(clustering_model, purchase_30d_model, clv_model)

@@ -51,6 +51,8 @@ class SegmentSpec(BaseModel):
     for_each: Literal["cluster"] | None = None
     # Attribute columns written to the audience export beside the ids and hashed email.
     export_attributes: tuple[str, ...] = ()
+    # The audience export also carries each member's top N recommended products (marts.recommendations).
+    export_recommendations: int = Field(default=0, ge=0, le=10)
     # `realtime`: the stream processor also evaluates it at each event (docs/realtime.md); its rule
     # may read the live columns (LIVE_COLUMNS), and then only the stream evaluates it.
     refresh: Literal["daily", "realtime"] = "daily"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from orchestration.defs.segments.catalog import Catalog, Segment, expand_clusters
+from orchestration.lib.consent import personalisation_allowed_sql
 from orchestration.lib.warehouse import table_exists, transaction
 
 ATTRIBUTES = "marts.segment_attributes"
@@ -107,17 +108,13 @@ def concrete_segments(con, catalog: Catalog) -> list[Segment]:
     return expand_clusters(catalog, clusters)
 
 
-def _consent_sql(consent_default_allowed: bool) -> str:
-    return f"coalesce(personalization_opt_in, {'true' if consent_default_allowed else 'false'})"
-
-
 def build_membership(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, consent_default_allowed: bool = True
 ) -> MembershipReport:
     """Evaluate every segment at the scoring date and update membership, history and report."""
     as_of = scoring_as_of(con)
     segments = concrete_segments(con, catalog)
-    consent = _consent_sql(consent_default_allowed)
+    consent = personalisation_allowed_sql(consent_default_allowed)
     con.execute("CREATE OR REPLACE TEMP TABLE _matches (person_id VARCHAR, segment_name VARCHAR, consented BOOLEAN)")
     for segment in segments:
         sql = segment.compiled.sql

@@ -666,3 +666,23 @@ def test_a_warehouse_of_an_earlier_release_gets_its_events_loaded_again_whole(tm
         revenue = con.execute("SELECT message_id, revenue FROM raw.events ORDER BY 1").fetchall()
     assert report.files_read == 2 and "traits_email" in columns
     assert [(m, float(r)) for m, r in revenue] == [("m0", 5.0), ("m1", 5.0)]
+
+
+def test_an_order_lines_product_and_quantity_are_optional_and_a_bad_quantity_is_nulled_not_the_line(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "orders").mkdir(parents=True)
+    (landing / "orders" / "o.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,product_id,quantity\n"
+        "O1,C1,2026-10-01T10:00:00Z,10.00,completed, SKU-1 ,2\n"
+        "O1,C1,2026-10-01T10:00:00Z,5.00,completed,SKU-2,two\n"
+        "O2,C1,2026-10-02T10:00:00Z,5.00,completed,,\n"
+        "O3,C1,2026-10-02T10:00:00Z,5.00,completed,SKU-3,-1\n"
+    )
+    with connect(tmp_path / "wh.duckdb") as con:
+        load_csv_source(con, landing, ORDERS, NOW)
+        rows = con.execute(
+            "SELECT order_id, product_id, quantity FROM raw.order_lines ORDER BY order_id, amount DESC"
+        ).fetchall()
+        issues = con.execute("SELECT line, column_name, reason_code FROM raw.field_issues ORDER BY line").fetchall()
+    assert rows == [("O1", "SKU-1", 2.0), ("O1", "SKU-2", None), ("O2", None, None), ("O3", "SKU-3", None)]
+    assert issues == [(3, "quantity", F.INVALID_NUMBER), (5, "quantity", F.INVALID_NUMBER)]

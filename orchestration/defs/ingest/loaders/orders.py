@@ -22,7 +22,18 @@ CURRENCY_CODES = code_list(babel.numbers.list_currencies())
 ORDERS = CsvSource(
     name="orders",
     table="order_lines",
-    columns=("order_id", "customer_id", "email", "ordered_at", "amount", "currency", "status", "channel"),
+    columns=(
+        "order_id",
+        "customer_id",
+        "email",
+        "ordered_at",
+        "amount",
+        "currency",
+        "status",
+        "channel",
+        "product_id",
+        "quantity",
+    ),
     required=(("order_id",), ("ordered_at",), ("amount",), ("status",), ("customer_id", "email")),
     rules=(
         required_rule("order_id", "ordered_at", "amount", "status"),
@@ -58,11 +69,18 @@ ORDERS = CsvSource(
             f"nullif(currency, '') IS NOT NULL AND upper(trim(currency)) NOT IN ({CURRENCY_CODES})",
             "'currency \"' || currency || '\" is not an ISO 4217 code'",
         ),
+        FieldCheck(  # the line's product, for recommendations; an order line without one still counts
+            "quantity",
+            F.INVALID_NUMBER,
+            "nullif(quantity, '') IS NOT NULL AND coalesce(try_cast(quantity AS DOUBLE) <= 0, true)",
+            "'quantity \"' || quantity || '\" is not a positive number'",
+        ),
     ),
     select=(
         "order_id, nullif(customer_id, '') AS customer_id, nullif(email, '') AS email, email_normalised, "
         f"{timestamp_sql('ordered_at')}, CAST(amount AS DECIMAL(18, 2)) AS amount, upper(trim(nullif(currency, ''))) AS currency, "
-        "lower(status) AS status, nullif(lower(channel), '') AS channel"
+        "lower(status) AS status, nullif(lower(channel), '') AS channel, nullif(trim(product_id), '') AS product_id, "
+        "CAST(nullif(quantity, '') AS DOUBLE) AS quantity"
     ),
     # Orders with neither customer_id nor email: quarantined, they cannot be resolved.
     checked_counts=(
