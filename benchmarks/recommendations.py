@@ -11,8 +11,9 @@ Learn from the purchases before a cutoff (the end of the last day minus 30 days)
   only grouping; a warehouse: the person's cluster, else their country, as the pipeline groups
   them); buy again (the customer's own items, most often bought first, then the more recent,
   padded with the global popularity);
-- item-to-item co-occurrence, the factorisation (truncated SVD), and the hybrid that learns to rank
-  their candidates, on 1, 2 and 3 earlier 30-day windows (never on the test period; 3 is the
+- item-to-item co-occurrence, the factorisation (truncated SVD), content similarity (TF-IDF of the
+  product descriptions; Online Retail only, a warehouse holds no product text), and the hybrid that
+  learns to rank their candidates, on 1, 2 and 3 earlier 30-day windows (never on the test period; 3 is the
   pipeline's).
 Precision, recall, MAP and NDCG at 10 (binary relevance: an item the customer bought in the test
 period), and coverage (distinct items recommended over the items sold before the cutoff). The bar
@@ -37,17 +38,21 @@ from benchmarks._pipeline import save_result  # noqa: E402
 from ml.recommendations import BASELINES, HybridRecommender, evaluate, holdout, metrics  # noqa: E402
 
 DATA = ROOT / "examples" / "online_retail" / "online_retail_2010-2011.parquet"
-METHODS = {"item-to-item co-occurrence": "item_to_item", "factorisation (truncated SVD)": "factorisation"}
+METHODS = {
+    "item-to-item co-occurrence": "item_to_item",
+    "factorisation (truncated SVD)": "factorisation",
+    "content similarity (TF-IDF of the description)": "content_similarity",
+}
 
 
 def online_retail() -> pd.DataFrame:
-    """Purchases: customer, product (StockCode), time and country; products only (no postage, fees or
-    manual lines), no cancellations, no lines without a customer."""
+    """Purchases: customer, product (StockCode), time, country and the product's description; products
+    only (no postage, fees or manual lines), no cancellations, no lines without a customer."""
     return (
         duckdb.connect()
         .execute(f"""
         SELECT CAST(CAST(CustomerID AS BIGINT) AS VARCHAR) AS person_id, StockCode AS item_id, InvoiceDate AS at,
-               Country AS "group"
+               Country AS "group", Description AS item_text
         FROM read_parquet('{DATA}')
         WHERE CustomerID IS NOT NULL AND Quantity > 0 AND NOT starts_with(InvoiceNo, 'C')
           AND regexp_matches(StockCode, '^[0-9]{{5}}')""")

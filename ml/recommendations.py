@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 K = 10
 HALF_LIFE_DAYS = 90.0  # how fast an occasion's weight halves in the decayed counts
@@ -116,6 +117,17 @@ class History:
         co = (bought.T @ bought).toarray() / norms[:, None] / norms[None, :]
         np.fill_diagonal(co, 0.0)
         self.similar = co
+        # Content: the cosine of the products' TF-IDF over their text (name, category, description),
+        # when the purchases carry an `item_text` column; None without one. A method of its own: as a
+        # feature of the hybrid it added nothing on Online Retail (benchmarks/recommendations.py).
+        self.content = None
+        if "item_text" in p.columns:
+            text = p.dropna(subset=["item_text"]).groupby("item_id", observed=True)["item_text"].last()
+            text = text.reindex(self.items).fillna("")
+            if (text != "").sum() >= 2:
+                vectors = TfidfVectorizer(min_df=2, ngram_range=(1, 2), sublinear_tf=True).fit_transform(text)
+                self.content = (vectors @ vectors.T).toarray()
+                np.fill_diagonal(self.content, 0.0)
         # The factorisation: truncated SVD of the occasions, log-damped and idf-weighted.
         weighted = self.counts.copy()
         weighted.data = np.log1p(weighted.data)
@@ -174,6 +186,12 @@ class History:
         """The items bought with what the person bought lately (RECENT_HALF_LIFE_DAYS)."""
         return self._top(persons, lambda rows: self.lately[rows] @ self.similar, k)
 
+    def content_similarity(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
+        """The products whose text is closest to what the person bought lately (needs `item_text`)."""
+        if self.content is None:
+            return self.popularity(persons, k)
+        return self._top(persons, lambda rows: self.lately[rows] @ self.content, k)
+
     def factorisation(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
         return self._top(persons, lambda rows: self.person_factors[rows] @ self.item_factors.T, k)
 
@@ -208,6 +226,7 @@ class History:
                 np.argsort(-fac, axis=1)[:, : per_source // 2],
                 np.argsort(-co_recent, axis=1)[:, : per_source // 2],
             ]
+
             pairs = set()
             for n, r in enumerate(rows):
                 group = self.group_share.get(self.group_of.get(self.persons[r], ""))
@@ -297,16 +316,19 @@ class HybridRecommender:
                 f"The {len(frames)} training window(s) before {pd.Timestamp(until).date()} hold no purchase of a "
                 "candidate product: nothing to learn from."
             )
+        features = frame[FEATURES].astype("float64")
+        # A feature no candidate has (no one bought anything twice, say) stops the binning: a constant does not.
+        features = features.fillna({c: 0.0 for c in FEATURES if features[c].isna().all()})
         self.model = HistGradientBoostingClassifier(
             max_iter=300, learning_rate=0.05, max_leaf_nodes=31, early_stopping=True, random_state=self.seed
-        ).fit(frame[FEATURES], label)
+        ).fit(features, label)
         self.training = {"windows": len(frames), "candidates": len(frame), "positives": int(label.sum())}
-        self.last_frame = frame[FEATURES]  # what the model reads, for MLflow's synthetic input example
+        self.last_frame = features  # what the model reads, for MLflow's synthetic input example
         return self
 
     def scores(self, history: History, persons: list[str]) -> pd.DataFrame:
         frame = history.candidates(persons)
-        frame["score"] = self.model.predict_proba(frame[FEATURES])[:, 1] if len(frame) else []
+        frame["score"] = self.model.predict_proba(frame[FEATURES].astype("float64"))[:, 1] if len(frame) else []
         return frame
 
     def recommend(self, history: History, persons: list[str], k: int = K) -> dict[str, list[int]]:

@@ -94,6 +94,43 @@ def _finite(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(float(v))}
 
 
+def _promote(
+    experiment: str,
+    registered: str,
+    purpose: str,
+    policy: PromotionPolicy,
+    metrics: dict,
+    champion_metric: float | None,
+    champion_version,
+    version: str,
+) -> tracking.PromotionDecision:
+    """Decide on the challenger `version` by the policy, move the aliases, and describe the family."""
+    decision = tracking.decide(
+        policy,
+        metrics,
+        champion_metric,
+        champion_version.version if champion_version else None,
+        version,
+        tracking.erasure_flag(champion_version),
+    )
+    tracking.apply(registered, decision)
+    tracking.describe(experiment, registered, purpose, policy)
+    return decision
+
+
+def _outcome(run_id: str, version: str, decision, metrics: dict, summary: str, **extra) -> dict:
+    """What a training function returns to its asset: the run, the version, the promotion and more."""
+    return {
+        "run_id": run_id,
+        "model_version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "metrics": _finite(metrics),
+        "summary": summary,
+        **extra,
+    }
+
+
 def _summary(lines: list[str]) -> str:
     text = "\n".join(lines) + "\n"
     mlflow.log_text(text, "summary.md")
@@ -162,21 +199,16 @@ def train_clustering_model(
                 champion_metric = silhouette_of(champion_model, frame, config.sample_size, config.seed)
             except (KeyError, ValueError):
                 champion_metric = float("nan")
-        decision = tracking.decide(
-            policy,
-            challenger_metrics,
-            champion_metric,
-            champion_version.version if champion_version else None,
-            version,
-            tracking.erasure_flag(champion_version),
-        )
-        tracking.apply(CLUSTERING_MODEL, decision)
-        tracking.describe(
+        decision = _promote(
             CLUSTERING_EXPERIMENT,
             CLUSTERING_MODEL,
             "Behavioural clusters of persons, from marts.user_features_model_ready at the scoring date. "
             "The champion assigns marts.cluster_assignments and the cluster segments.",
             policy,
+            challenger_metrics,
+            champion_metric,
+            champion_version,
+            version,
         )
         not_separating = result.significance.loc[~result.significance["separates"], "feature"].tolist()
         summary = _summary(
@@ -201,19 +233,18 @@ def train_clustering_model(
             ]
         )
         run_id = active.info.run_id
-    return {
-        "run_id": run_id,
-        "model_version": version,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "algorithm": chosen.algorithm,
-        "k": chosen.k,
-        "metrics": _finite(result.metrics),
-        "names": result.names,
-        "profile": result.profile,
-        "summary": summary,
-        "features_not_separating": not_separating,
-    }
+    return _outcome(
+        run_id,
+        version,
+        decision,
+        result.metrics,
+        summary,
+        algorithm=chosen.algorithm,
+        k=chosen.k,
+        names=result.names,
+        profile=result.profile,
+        features_not_separating=not_separating,
+    )
 
 
 def assign_clusters(frame: pd.DataFrame) -> pd.DataFrame:
@@ -317,22 +348,17 @@ def train_propensity_model(
             result.model, registered, example, score(result.model, example), predict_fn="predict_proba"
         )
         champion_metric = _propensity_champion_metric(champion_version, champion_model, training, label_column, config)
-        decision = tracking.decide(
-            policy,
-            val.metrics(),
-            champion_metric,
-            champion_version.version if champion_version else None,
-            version,
-            tracking.erasure_flag(champion_version),
-        )
-        tracking.apply(registered, decision)
-        tracking.describe(
+        decision = _promote(
             propensity_experiment(config.model_name),
             registered,
             f"{config.model_name}: the probability that a person places a completed order in the "
             "label window after the scoring date (the model name says how many days). The champion "
             "scores marts.propensity_scores and the propensity segments.",
             policy,
+            val.metrics(),
+            champion_metric,
+            champion_version,
+            version,
         )
         groups = "; ".join(f"{r.group_column}={r.group}: {r.roc_auc:.3f}" for r in val.by_group.itertuples())
         summary = _summary(
@@ -355,17 +381,16 @@ def train_propensity_model(
         )
         run_id = active.info.run_id
     metrics = {**val.metrics(), "calibrated_ece": calibrated.ece, "calibrated_brier": calibrated.brier}
-    return {
-        "run_id": run_id,
-        "model_version": version,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "chosen": result.chosen,
-        "metrics": _finite(metrics),
-        "summary": summary,
-        "calibration_method": result.calibration_method,
-        "candidates": {n: round(e.roc_auc, 4) for n, e in result.validation.items()},
-    }
+    return _outcome(
+        run_id,
+        version,
+        decision,
+        metrics,
+        summary,
+        chosen=result.chosen,
+        calibration_method=result.calibration_method,
+        candidates={n: round(e.roc_auc, 4) for n, e in result.validation.items()},
+    )
 
 
 def _propensity_champion_metric(
@@ -487,22 +512,17 @@ def train_clv_model(
                 calibration["holdout_value"],
                 config.deciles,
             ).mae_purchases
-        decision = tracking.decide(
-            policy,
-            check.metrics(),
-            champion_metric,
-            champion_version.version if champion_version else None,
-            version,
-            tracking.erasure_flag(champion_version),
-        )
-        tracking.apply(registered, decision)
-        tracking.describe(
+        decision = _promote(
             CLV_EXPERIMENT,
             registered,
             "Lifetime value: per buyer, P(alive), expected purchases in 30 days and 12 months, and the "
             "expected 12-month value (Pareto/NBD + Gamma-Gamma). The champion scores "
             "marts.customer_lifetime_values and the churn segments.",
             policy,
+            check.metrics(),
+            champion_metric,
+            champion_version,
+            version,
         )
         summary = _summary(
             [
@@ -526,15 +546,14 @@ def train_clv_model(
             ]
         )
         run_id = active.info.run_id
-    return {
-        "run_id": run_id,
-        "model_version": version,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "metrics": _finite(check.metrics()),
-        "summary": summary,
-        "by_decile": check.by_decile,
-    }
+    return _outcome(
+        run_id,
+        version,
+        decision,
+        check.metrics(),
+        summary,
+        by_decile=check.by_decile,
+    )
 
 
 def score_clv(frame: pd.DataFrame) -> pd.DataFrame:
@@ -586,7 +605,10 @@ def train_recommender(
     if champion_model is not None:
         judged_champion = recommendations.HybridRecommender(horizon_days)
         judged_champion.model = champion_model
-        champion_metric = recommendations.evaluate(history, relevant, judged_champion)["hybrid"]["ndcg_at_10"]
+        try:
+            champion_metric = recommendations.evaluate(history, relevant, judged_champion)["hybrid"]["ndcg_at_10"]
+        except ValueError:  # trained on other features: it cannot rank today's candidates
+            champion_metric = float("nan")
     model = recommendations.HybridRecommender(horizon_days).fit(purchases, until)
     description = (
         f"Recommendations as of {ctx.as_of}: the hybrid (co-occurrence, truncated SVD, buy again and popularity "
@@ -614,21 +636,16 @@ def train_recommender(
         version = tracking.log_model(
             model.model, registered, example, model.model.predict_proba(example), predict_fn="predict_proba"
         )
-        decision = tracking.decide(
-            policy,
-            challenger,
-            champion_metric,
-            champion_version.version if champion_version else None,
-            version,
-            tracking.erasure_flag(champion_version),
-        )
-        tracking.apply(registered, decision)
-        tracking.describe(
+        decision = _promote(
             RECOMMENDER_EXPERIMENT,
             registered,
             "Recommendations: ten products per person, ranked by the chance they buy each within 30 days. The "
             "champion ranks marts.recommendations; persons without purchases get what is popular in their segment.",
             policy,
+            challenger,
+            champion_metric,
+            champion_version,
+            version,
         )
         summary = _summary(
             [
@@ -648,15 +665,14 @@ def train_recommender(
             ]
         )
         run_id = active.info.run_id
-    return {
-        "run_id": run_id,
-        "model_version": version,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "metrics": _finite(challenger),
-        "summary": summary,
-        "by_method": by_method,
-    }
+    return _outcome(
+        run_id,
+        version,
+        decision,
+        challenger,
+        summary,
+        by_method=by_method,
+    )
 
 
 def recommend(purchases: pd.DataFrame, groups: dict[str, str | None], until: pd.Timestamp) -> pd.DataFrame:

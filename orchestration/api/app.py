@@ -30,6 +30,7 @@ from orchestration.lib.warehouse import table_exists
 from orchestration.realtime.broker import LiveMembership
 
 log = logging.getLogger("tessera.api")
+LOOKUP_ERRORS = {404: {"description": "Unknown identifier"}, 422: {"description": "Invalid identifier type or value"}}
 
 
 class SegmentMembership(BaseModel):
@@ -299,10 +300,7 @@ def create_app(
         "/v1/identities/{identifier_type}/{value}/segments",
         response_model=IdentitySegments,
         dependencies=secured,
-        responses={
-            404: {"description": "Unknown identifier"},
-            422: {"description": "Invalid identifier type or value"},
-        },
+        responses=LOOKUP_ERRORS,
         summary="Resolve an identifier to its person and return their current segments",
     )
     def identity_segments(identifier_type: str, value: str) -> IdentitySegments:
@@ -331,10 +329,7 @@ def create_app(
         "/v1/identities/{identifier_type}/{value}/recommendations",
         response_model=IdentityRecommendations,
         dependencies=secured,
-        responses={
-            404: {"description": "Unknown identifier"},
-            422: {"description": "Invalid identifier type or value"},
-        },
+        responses=LOOKUP_ERRORS,
         summary="Resolve an identifier to its person and return the products recommended to them",
     )
     def identity_recommendations(identifier_type: str, value: str) -> IdentityRecommendations:
@@ -354,10 +349,7 @@ def create_app(
         "/v1/identities/{identifier_type}/{value}/experiments",
         response_model=IdentityExperiments,
         dependencies=secured,
-        responses={
-            404: {"description": "Unknown identifier"},
-            422: {"description": "Invalid identifier type or value"},
-        },
+        responses=LOOKUP_ERRORS,
         summary="Resolve an identifier to its person and return the variant of each experiment they entered",
     )
     def identity_experiments(identifier_type: str, value: str) -> IdentityExperiments:

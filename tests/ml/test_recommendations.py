@@ -115,3 +115,27 @@ def test_the_table_gives_each_person_ten_products_with_a_reason_and_the_cold_wha
     fallback = HybridRecommender().table(history, groups, "none")
     assert set(fallback.loc[fallback["person_id"].isin(staples.index), "model"]) == {"buy again"}
     assert (fallback[fallback["person_id"] == "newcomer"]["reason"] == "popular in g1").all()
+
+
+def test_content_similarity_recommends_what_is_described_like_their_last_purchase():
+    at = pd.Timestamp("2026-10-01")
+    rows = [
+        (f"p{n}", f"{kind}-{i}", at, "g", text)
+        for n in range(6)
+        for kind, text in (("mug", "white ceramic coffee mug"), ("candle", "scented soy candle jar"))
+        for i in range(5)
+        if (n + i) % 2
+    ]
+    rows.append(("fan", "mug-0", at + pd.Timedelta(days=1), "g", "white ceramic coffee mug"))
+    history = History(
+        pd.DataFrame(rows, columns=["person_id", "item_id", "at", "group", "item_text"]), at + pd.Timedelta(days=2)
+    )
+    top = {history.items[i] for i in history.content_similarity(["fan"], k=4)["fan"]}
+    assert top == {"mug-1", "mug-2", "mug-3", "mug-4"}
+
+
+def test_the_hybrid_learns_when_no_one_has_a_rhythm_yet(planted):
+    """Everyone bought each product once (no own_cycle anywhere): the feature is constant, not fatal."""
+    once = planted.drop_duplicates(["person_id", "item_id"])
+    model = HybridRecommender().fit(once, CUTOFF, windows=1)
+    assert model.training["positives"] > 0 and model.last_frame["own_cycle"].eq(0).all()

@@ -159,7 +159,7 @@ def lineage(
     )
 
 
-def _decision_metadata(summary: dict) -> dict:
+def decision_metadata(summary: dict) -> dict:
     return {
         "mlflow_run_id": summary["run_id"],
         "model_version": summary["model_version"],
@@ -262,7 +262,7 @@ def clustering_model(
     profile = summary["profile"][["cluster_name", "size", "share", "top_categories"]].reset_index()
     return dg.MaterializeResult(
         metadata={
-            **_decision_metadata(summary),
+            **decision_metadata(summary),
             "algorithm": summary["algorithm"],
             "clusters": summary["k"],
             "persons": len(frame),
@@ -357,7 +357,7 @@ def purchase_30d_model(
         raise dg.Failure(description=f"purchase_30d could not be trained: {exc}") from None
     return dg.MaterializeResult(
         metadata={
-            **_decision_metadata(summary),
+            **decision_metadata(summary),
             "chosen_model": summary["chosen"],
             "candidates_roc_auc": dg.MetadataValue.json(summary["candidates"]),
             "backtest_rows": len(backtest),
@@ -449,7 +449,7 @@ def clv_model(
         )
     return dg.MaterializeResult(
         metadata={
-            **_decision_metadata(summary),
+            **decision_metadata(summary),
             "buyers": len(scoring),
             "holdout_buyers": len(calibration),
             "holdout_days": holdout_days,

@@ -14,7 +14,7 @@ import pandas as pd
 from ml import workflows
 from ml.recommendations import NotEnoughPurchasesError
 from orchestration.defs.metadata import frame_table, table_metadata
-from orchestration.defs.ml.assets import OWNER, TRAINING, lineage
+from orchestration.defs.ml.assets import OWNER, TRAINING, decision_metadata, lineage
 from orchestration.defs.resources import SettingsResource, WarehouseResource
 from orchestration.lib.consent import personalisation_allowed_sql
 from orchestration.lib.warehouse import table_from_frame, transaction
@@ -42,10 +42,11 @@ def purchases_frame(warehouse: WarehouseResource) -> pd.DataFrame:
     """What the recommender learns from: person_id, item_id, at, and the person's group."""
     frame = warehouse.read_frame(
         f"""
-        SELECT i.person_id, i.product_id AS item_id, i.ordered_at AS at, {GROUP_SQL} AS "group"
+        SELECT i.person_id, i.product_id AS item_id, i.ordered_at AS at, {GROUP_SQL} AS segment_group
         FROM marts.purchased_items i LEFT JOIN marts.segment_attributes a ON a.person_id = i.person_id
         ORDER BY i.person_id, i.ordered_at, i.product_id"""
     )
+    frame = frame.rename(columns={"segment_group": "group"})  # Spark SQL takes no quoted names
     return frame.astype({"person_id": "string", "item_id": "string"}).assign(at=pd.to_datetime(frame["at"]))
 
 
@@ -83,13 +84,8 @@ def recommendation_model(
         return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc), "purchases": len(purchases)})
     return dg.MaterializeResult(
         metadata={
-            "mlflow_run_id": summary["run_id"],
-            "model_version": summary["model_version"],
-            "promoted": summary["promoted"],
-            "promotion_reason": summary["reason"],
-            "summary": dg.MetadataValue.md(summary["summary"]),
+            **decision_metadata(summary),
             "holdout_by_method": frame_table(summary["by_method"]),
-            **{f"metric/{k}": float(v) for k, v in summary["metrics"].items()},
             "purchases": len(purchases),
         }
     )
@@ -111,9 +107,12 @@ def recommendations(
 ) -> dg.MaterializeResult:
     allowed = personalisation_allowed_sql(settings.consent_default_allowed, "a.personalization_opt_in")
     people = warehouse.read_frame(
-        f'SELECT a.person_id, {GROUP_SQL} AS "group", a.as_of FROM marts.segment_attributes a WHERE {allowed}'
+        f"SELECT a.person_id, {GROUP_SQL} AS segment_group, a.as_of FROM marts.segment_attributes a WHERE {allowed}"
     )
-    groups = {p: (g if isinstance(g, str) else None) for p, g in zip(people["person_id"], people["group"], strict=True)}
+    groups = {
+        p: (g if isinstance(g, str) else None)
+        for p, g in zip(people["person_id"], people["segment_group"], strict=True)
+    }
     try:
         table = workflows.recommend(purchases_frame(warehouse), groups, scoring_end(warehouse))
     except NotEnoughPurchasesError as exc:
