@@ -64,6 +64,7 @@ def test_the_asset_graph_shows_every_group_with_its_assets(deployment, dagster_u
         "quality",
         "ml",
         "segments",
+        "experiments",
         "exports",
         "realtime",
     }
@@ -142,10 +143,13 @@ def test_the_report_opens_from_disk_with_its_sections_and_no_personal_data(deplo
         "Clusters",
         "Propensity: purchase_30d",
         "Lifetime value and churn",
+        "Segment KPIs",
+        "Recommendations",
+        "Experiments",
         "Data quality",
     ):
         assert page.get_by_role("heading", name=heading).count() == 1, heading
     images = page.locator("img")
-    assert images.count() == 4
-    assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(4))
+    assert images.count() == 5  # sizes, conversion, overlap, cluster profiles, calibration
+    assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(5))
     assert not EMAIL.search(text) and not PHONE.search(text)

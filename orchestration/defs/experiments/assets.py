@@ -275,6 +275,7 @@ def experiment_results(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 @dg.asset_check(
     asset=experiment_results,
+    pool="duckdb",
     description="Every fixed-split experiment's assignment counts fit its planned split (chi-square p >= 0.001): "
     "a mismatch means assignment or logging is broken, and no other figure of the experiment can be trusted.",
 )

@@ -130,6 +130,7 @@ def segment_kpis(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 @dg.asset_check(
     asset=segment_kpis,
+    pool="duckdb",
     description=f"Each segment's size and 30-day conversion stay within their XmR control limits (the mean of its "
     f"earlier runs plus or minus {XMR} mean moving ranges), once it has {CONTROL_RUNS} earlier runs.",
 )
