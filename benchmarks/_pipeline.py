@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -118,6 +119,8 @@ def run_pipeline(
     Pass an ephemeral `instance` to watch the run's steps from another thread while it runs."""
     import dagster as dg
 
+    # The dbt assets read the manifest when imported; a fresh clone has none until make builds it.
+    subprocess.run(["make", "--quiet", "dbt_project/target/manifest.json"], cwd=ROOT, check=True)
     os.environ["TESSERA_WAREHOUSE"] = str(warehouse)
     from orchestration.defs.dbt.assets import (
         dbt_after_identity_graph,

@@ -27,6 +27,7 @@ HALF_LIFE_DAYS = 90.0  # how fast an occasion's weight halves in the decayed cou
 RECENT_HALF_LIFE_DAYS = 7.0  # the same for "what they bought lately" (the pairs of a recent purchase)
 RECENT_DAYS = 30  # "popular now"
 CHUNK = 2048  # persons scored at a time (dense person x item blocks)
+MAX_NEGATIVES = 1_000_000  # candidates not bought the ranker learns on, at most: a sample beyond, weighted back
 FEATURES = [
     "own_occasions",
     "own_decayed",
@@ -114,7 +115,8 @@ class History:
 
         # Co-occurrence: cosine of the items' buyer vectors, an item not its own neighbour.
         norms = np.sqrt(np.maximum(self.item_buyers, 1))
-        co = (bought.T @ bought).toarray() / norms[:, None] / norms[None, :]
+        # C order: every product with it reads it row by row (scipy copies a Fortran-ordered operand)
+        co = np.ascontiguousarray((bought.T @ bought).toarray()) / norms[:, None] / norms[None, :]
         np.fill_diagonal(co, 0.0)
         self.similar = co
         # Content: the cosine of the products' TF-IDF over their text (name, category, description),
@@ -126,7 +128,7 @@ class History:
             text = text.reindex(self.items).fillna("")
             if (text != "").sum() >= 2:
                 vectors = TfidfVectorizer(min_df=2, ngram_range=(1, 2), sublinear_tf=True).fit_transform(text)
-                self.content = (vectors @ vectors.T).toarray()
+                self.content = np.ascontiguousarray((vectors @ vectors.T).toarray())
                 np.fill_diagonal(self.content, 0.0)
         # The factorisation: truncated SVD of the occasions, log-damped and idf-weighted.
         weighted = self.counts.copy()
@@ -142,6 +144,8 @@ class History:
         self.group_of: dict[str, str] = {}
         self.group_share: dict[str, np.ndarray] = {}
         self._group_top: dict[str | None, set[int]] = {}
+        self._group_order: dict[str, np.ndarray] = {}
+        self.person_group = np.full(len(self.persons), -1)  # each person's row of group_shares, -1 for none
         if "group" in purchases.columns:
             groups = p.drop_duplicates("person_id", keep="last").set_index("person_id")["group"].astype(str)
             self.group_of = groups.to_dict()
@@ -150,13 +154,31 @@ class History:
                 idx = idx[idx >= 0]
                 share = np.asarray(bought[idx].sum(axis=0)).ravel() / max(len(idx), 1)
                 self.group_share[name] = share
+                self.person_group[idx] = len(self.group_share) - 1
+        self.group_shares = np.vstack([*self.group_share.values(), np.zeros(len(self.items))])
+        self.group_names = np.array([*self.group_share, ""], dtype=object)
+        # The pattern of (person, item) pairs every per-pair matrix above shares, as sorted keys.
+        self._pair_keys = np.repeat(np.arange(len(self.persons)), np.diff(self.counts.indptr)) * len(self.items)
+        self._pair_keys += self.counts.indices
+
+    def _pairs(self, matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """matrix[rows[i], cols[i]] for a matrix with the persons' pair pattern (0 off it), vectorised."""
+        keys = rows * len(self.items) + cols
+        at = np.minimum(np.searchsorted(self._pair_keys, keys), len(self._pair_keys) - 1)
+        return np.where(self._pair_keys[at] == keys, matrix.data[at], 0.0)
+
+    def group_order(self, group: str) -> np.ndarray:
+        """The items of `group`, most bought there first."""
+        if group not in self._group_order:
+            self._group_order[group] = np.argsort(-self.group_share[group], kind="stable")
+        return self._group_order[group]
 
     def group_top(self, group: str | None, n: int = 20) -> set[int]:
         """The n items most bought in `group` (bought by someone there)."""
         if group not in self._group_top:
             share = self.group_share.get(group)
             self._group_top[group] = (
-                {int(i) for i in np.argsort(-share, kind="stable")[:n] if share[i] > 0} if share is not None else set()
+                {int(i) for i in self.group_order(group)[:n] if share[i] > 0} if share is not None else set()
             )
         return self._group_top[group]
 
@@ -168,19 +190,21 @@ class History:
     def group_popularity(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
         out = {}
         for p in persons:
-            share = self.group_share.get(self.group_of.get(p, ""))
-            out[p] = list(np.argsort(-share, kind="stable")[:k]) if share is not None else list(self.popular[:k])
+            group = self.group_of.get(p, "")
+            out[p] = list(self.group_order(group)[:k]) if group in self.group_share else list(self.popular[:k])
         return out
 
     def buy_again(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
         """The person's own items, most often bought first, then the more recent; popular items after."""
-        out = {}
-        for p in persons:
-            i = self.persons.get_loc(p)
-            row, last = self.counts[i], self.last_days[i]
-            own = sorted(zip(row.indices, row.data, strict=True), key=lambda t: (-t[1], last[0, t[0]]))
-            out[p] = self._pad([j for j, _ in own][:k], k)
-        return out
+        rows = self.persons.get_indexer(persons)
+        own = self.counts[rows]
+        local = np.repeat(np.arange(len(rows)), np.diff(own.indptr))
+        last = self._pairs(self.last_days, rows[local], own.indices)
+        order = np.lexsort((last, -own.data, local))
+        items, starts = own.indices[order], np.searchsorted(local[order], np.arange(len(rows) + 1))
+        return {
+            p: self._pad(list(items[starts[n] : min(starts[n + 1], starts[n] + k)]), k) for n, p in enumerate(persons)
+        }
 
     def item_to_item(self, persons: list[str], k: int = K) -> dict[str, list[int]]:
         """The items bought with what the person bought lately (RECENT_HALF_LIFE_DAYS)."""
@@ -214,52 +238,51 @@ class History:
         """One row per (person, candidate item) with FEATURES; persons outside the history get none."""
         idx = self.persons.get_indexer(persons)
         idx = idx[idx >= 0]
+        n_items = len(self.items)
+        group_picks = np.vstack([self.group_order(g)[:20] for g in self.group_share] + [self.popular_now[:20]])
         frames = []
         for start in range(0, len(idx), CHUNK):
             rows = idx[start : start + CHUNK]
+            m = np.arange(len(rows))
             own = self.counts[rows]
+            own_local = np.repeat(m, np.diff(own.indptr))
             co = np.asarray(self.decayed[rows] @ self.similar)
             co_recent = np.asarray(self.lately[rows] @ self.similar)
             fac = self.person_factors[rows] @ self.item_factors.T
+            # each source's picks as (local row, item) keys: the person's own items, the best of
+            # co-occurrence, factorisation and recent co-occurrence, what is popular now and in their group
+            groups = self.person_group[rows]
             picks = [
-                np.argsort(-co, axis=1)[:, :per_source],
-                np.argsort(-fac, axis=1)[:, : per_source // 2],
-                np.argsort(-co_recent, axis=1)[:, : per_source // 2],
+                own_local * n_items + own.indices,
+                _best(co, per_source),
+                _best(fac, per_source // 2),
+                _best(co_recent, per_source // 2),
+                (m[:, None] * n_items + self.popular_now[None, :20]).ravel(),
+                (m[groups >= 0, None] * n_items + group_picks[groups[groups >= 0]]).ravel(),
             ]
-
-            pairs = set()
-            for n, r in enumerate(rows):
-                group = self.group_share.get(self.group_of.get(self.persons[r], ""))
-                chosen = set(own[n].indices) | {j for pick in picks for j in pick[n]} | set(self.popular_now[:20])
-                if group is not None:
-                    chosen |= set(np.argsort(-group)[:20])
-                pairs.update((n, j) for j in chosen)
-            local, cols = map(np.array, zip(*sorted(pairs), strict=True))
+            keys = np.unique(np.concatenate(picks))
+            local, cols = keys // n_items, keys % n_items
             person_rows = rows[local]
-            own_counts = np.asarray(own[local, cols]).ravel()
-            last = np.asarray(self.last_days[person_rows, cols]).ravel()
-            cycle = np.asarray(self.cycle[person_rows, cols]).ravel()
-            own_items = self.decayed[rows]
+            own_counts = self._pairs(self.counts, person_rows, cols)
+            last = self._pairs(self.last_days, person_rows, cols)
+            cycle = self._pairs(self.cycle, person_rows, cols)
+            # the strongest single link to one of the person's items, and that item
             co_max, bought_with = np.zeros(len(local)), np.full(len(local), -1)
-            for n in np.unique(local):  # the strongest single link to one of the person's items
-                sel = local == n
-                mine = own_items[n].indices
-                if len(mine):
+            bounds = np.searchsorted(local, np.arange(len(rows) + 1))
+            for n in m:
+                mine = own.indices[own.indptr[n] : own.indptr[n + 1]]
+                if len(mine) and bounds[n + 1] > bounds[n]:
+                    sel = slice(bounds[n], bounds[n + 1])
                     links = self.similar[np.ix_(cols[sel], mine)]
                     co_max[sel], bought_with[sel] = links.max(axis=1), mine[links.argmax(axis=1)]
-            group_share = np.array(
-                [
-                    self.group_share[g][c] if (g := self.group_of.get(self.persons[r])) in self.group_share else np.nan
-                    for r, c in zip(person_rows, cols, strict=True)
-                ]
-            )
+            group_rows = self.person_group[person_rows]
             frames.append(
                 pd.DataFrame(
                     {
                         "person_id": self.persons[person_rows],
                         "item": cols,
                         "own_occasions": own_counts,
-                        "own_decayed": np.asarray(self.decayed[person_rows, cols]).ravel(),
+                        "own_decayed": self._pairs(self.decayed, person_rows, cols),
                         "own_days_since": np.where(last > 0, last - 1, np.nan),
                         "own_share": own_counts / np.maximum(self.person_occasions[person_rows], 1),
                         # where they are in their rhythm for the item: 1 means "about due"
@@ -273,7 +296,7 @@ class History:
                         "factorisation": fac[local, cols],
                         "item_buyers": self.item_buyers[cols],
                         "item_recent_buyers": self.item_recent[cols],
-                        "item_group_share": group_share,
+                        "item_group_share": np.where(group_rows >= 0, self.group_shares[group_rows, cols], np.nan),
                         "item_repeat_rate": self.item_repeat[cols],
                         "item_days_since_first": self.item_days_since_first[cols],
                         "bought_with": bought_with,  # not a feature: the reason's "bought with X"
@@ -283,6 +306,15 @@ class History:
         return (
             pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["person_id", "item", *FEATURES])
         )
+
+
+def _best(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k best items of each row of `scores`, as (row, item) keys."""
+    if k >= scores.shape[1]:
+        top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    else:  # the k best in no order (ties broken arbitrarily, as a sort would): the candidates are a set
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return (np.arange(len(scores))[:, None] * scores.shape[1] + top).ravel()
 
 
 class HybridRecommender:
@@ -316,12 +348,16 @@ class HybridRecommender:
                 f"The {len(frames)} training window(s) before {pd.Timestamp(until).date()} hold no purchase of a "
                 "candidate product: nothing to learn from."
             )
-        features = frame[FEATURES].astype("float64")
+        # Every positive and at most MAX_NEGATIVES negatives, weighted back, so that the fit's cost stops growing
+        # with the population (docs/models.md: at 100k persons NDCG@10 rose a little, on Online Retail it is all).
+        share = min(1.0, MAX_NEGATIVES / max(len(label) - label.sum(), 1))
+        keep = label | (np.random.default_rng(self.seed).random(len(label)) < share)
+        features = frame.loc[keep, FEATURES].astype("float64")
         # A feature no candidate has (no one bought anything twice, say) stops the binning: a constant does not.
         features = features.fillna({c: 0.0 for c in FEATURES if features[c].isna().all()})
         self.model = HistGradientBoostingClassifier(
             max_iter=300, learning_rate=0.05, max_leaf_nodes=31, early_stopping=True, random_state=self.seed
-        ).fit(features, label)
+        ).fit(features, label[keep], sample_weight=np.where(label[keep], 1.0, 1 / share))
         self.training = {"windows": len(frames), "candidates": len(frame), "positives": int(label.sum())}
         self.last_frame = features  # what the model reads, for MLflow's synthetic input example
         return self
@@ -354,18 +390,19 @@ class HybridRecommender:
                 _reason(history, r.own_occasions, r.bought_with, r.cooccurrence_max, groups.get(r.person_id), r.item)
                 for r in top.itertuples()
             ]
-        cold = []
+        cold, per_group = [], {}
         for person in sorted(set(groups) - set(known)):
             group = groups[person]
-            share = history.group_share.get(group)
-            if share is not None and share.max() > 0:
-                items = np.argsort(-share, kind="stable")[:k]
-                cold += [(person, n + 1, i, float(share[i]), f"popular in {group}") for n, i in enumerate(items)]
-            else:
-                recent = history.item_recent / max(len(history.persons), 1)
-                cold += [
-                    (person, n + 1, i, float(recent[i]), "popular now") for n, i in enumerate(history.popular_now[:k])
-                ]
+            if group not in per_group:
+                share = history.group_share.get(group)
+                if share is not None and share.max() > 0:
+                    items = history.group_order(group)[:k]
+                    per_group[group] = [(n + 1, i, float(share[i]), f"popular in {group}") for n, i in enumerate(items)]
+                else:
+                    recent = history.item_recent / max(len(history.persons), 1)
+                    items = history.popular_now[:k]
+                    per_group[group] = [(n + 1, i, float(recent[i]), "popular now") for n, i in enumerate(items)]
+            cold += [(person, *row) for row in per_group[group]]
         cold_frame = pd.DataFrame(cold, columns=["person_id", "rank", "item", "score", "reason"]).assign(
             model="popularity"
         )

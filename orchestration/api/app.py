@@ -106,6 +106,16 @@ class Snapshot:
     loaded_at: dt.datetime | None = None
 
 
+def _per_person(con, table: str, columns: str, order: str, row) -> dict[str, list]:
+    """`marts.<table>`'s rows per person, in `order`, each made by `row`; empty if the table is not built yet."""
+    found: dict[str, list] = {}
+    if table_exists(con, "marts", table):
+        sql = f"SELECT person_id, {columns} FROM marts.{table} ORDER BY person_id, {order}"
+        for person, *values in con.execute(sql).fetchall():
+            found.setdefault(person, []).append(row(*values))
+    return found
+
+
 def load_snapshot(warehouse: Path) -> Snapshot:
     snap = Snapshot(loaded_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -115,28 +125,23 @@ def load_snapshot(warehouse: Path) -> Snapshot:
             ).fetchall():
                 snap.identities[(kind, identifier)] = person
                 snap.persons.add(person)
-        if table_exists(con, "marts", "segment_membership"):
-            for person, segment, kind, entered in con.execute(
-                "SELECT person_id, segment_name, segment_type, entered_at FROM marts.segment_membership "
-                "ORDER BY person_id, segment_name"
-            ).fetchall():
-                snap.memberships.setdefault(person, []).append(
-                    SegmentMembership(segment=segment, type=kind, entered_at=entered)
-                )
-        if table_exists(con, "marts", "recommendations"):
-            for person, *row in con.execute(
-                "SELECT person_id, rank, item_id, score, reason, model FROM marts.recommendations "
-                "ORDER BY person_id, rank"
-            ).fetchall():
-                snap.recommendations.setdefault(person, []).append(tuple(row))
-        if table_exists(con, "marts", "experiment_assignments"):
-            for person, experiment, variant, at in con.execute(
-                "SELECT person_id, experiment, variant, assigned_at FROM marts.experiment_assignments "
-                "ORDER BY person_id, experiment"
-            ).fetchall():
-                snap.assignments.setdefault(person, []).append(
-                    Assignment(experiment=experiment, variant=variant, assigned_at=at)
-                )
+        snap.memberships = _per_person(
+            con,
+            "segment_membership",
+            "segment_name, segment_type, entered_at",
+            "segment_name",
+            lambda segment, kind, entered: SegmentMembership(segment=segment, type=kind, entered_at=entered),
+        )
+        snap.recommendations = _per_person(
+            con, "recommendations", "rank, item_id, score, reason, model", "rank", lambda *row: tuple(row)
+        )
+        snap.assignments = _per_person(
+            con,
+            "experiment_assignments",
+            "experiment, variant, assigned_at",
+            "experiment",
+            lambda experiment, variant, at: Assignment(experiment=experiment, variant=variant, assigned_at=at),
+        )
         if table_exists(con, "marts", "segment_report"):
             cursor = con.execute("""
                 SELECT segment_name AS name, segment_type AS type, description, owner, rule, size, entered, exited,
