@@ -155,8 +155,8 @@ class History:
                 share = np.asarray(bought[idx].sum(axis=0)).ravel() / max(len(idx), 1)
                 self.group_share[name] = share
                 self.person_group[idx] = len(self.group_share) - 1
+        # a row per group, and one of zeros last: the row of person_group -1
         self.group_shares = np.vstack([*self.group_share.values(), np.zeros(len(self.items))])
-        self.group_names = np.array([*self.group_share, ""], dtype=object)
         # The pattern of (person, item) pairs every per-pair matrix above shares, as sorted keys.
         self._pair_keys = np.repeat(np.arange(len(self.persons)), np.diff(self.counts.indptr)) * len(self.items)
         self._pair_keys += self.counts.indices
@@ -239,6 +239,7 @@ class History:
         idx = self.persons.get_indexer(persons)
         idx = idx[idx >= 0]
         n_items = len(self.items)
+        # each group's 20 most bought, a row per group (and a spare row, so that no groups still stack)
         group_picks = np.vstack([self.group_order(g)[:20] for g in self.group_share] + [self.popular_now[:20]])
         frames = []
         for start in range(0, len(idx), CHUNK):
