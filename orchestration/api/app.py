@@ -95,31 +95,22 @@ class Health(BaseModel):
     identifiers: int
 
 
-@dataclass
-class Snapshot:
-    as_of: dt.date | None = None
-    identities: dict[tuple[str, str], str] = field(default_factory=dict)
-    persons: set[str] = field(default_factory=set)
-    memberships: PerPerson = field(default_factory=lambda: PerPerson())  # of SegmentMembership
-    segments: dict[str, Segment] = field(default_factory=dict)
-    recommendations: PerPerson = field(default_factory=lambda: PerPerson())  # (rank, item, score, reason, model)
-    assignments: PerPerson = field(default_factory=lambda: PerPerson())  # of Assignment
-    loaded_at: dt.datetime | None = None
-
-
 class PerPerson:
     """A table's rows grouped by person, each column dictionary-encoded by Arrow: a few bytes a row,
     where a Python object per row took the snapshot to 964 MB at 100k persons (528 MB through pandas,
-    whose per-row strings fragment the heap). `get` makes a person's rows when they are asked for."""
+    whose per-row strings fragment the heap). `get` makes a person's rows, each a `model` whose fields
+    are the table's columns, when they are asked for."""
 
-    def __init__(self, table: pa.Table | None = None, row=lambda *values: values):
-        self._row, self._at, self._columns = row, {}, []
+    def __init__(self, table: pa.Table | None = None, model: type[BaseModel] | None = None):
+        self._model, self._at, self._columns = model, {}, []
         if table is None or table.num_rows == 0:
             return
         encoded = [table.column(name).combine_chunks().dictionary_encode("encode") for name in table.column_names]
-        persons, *columns = [(c.indices.to_numpy(zero_copy_only=False), c.dictionary.to_pylist()) for c in encoded]
-        codes, names = persons  # the rows come ordered by person
-        change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        (_, codes, names), *columns = [
+            (name, c.indices.to_numpy(zero_copy_only=False), c.dictionary.to_pylist())
+            for name, c in zip(table.column_names, encoded, strict=True)
+        ]
+        change = np.flatnonzero(codes[1:] != codes[:-1]) + 1  # the rows come ordered by person
         starts, ends = np.r_[0, change], np.r_[change, len(codes)]
         self._at = {
             names[c]: (s, e) for c, s, e in zip(codes[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
@@ -128,16 +119,31 @@ class PerPerson:
 
     def get(self, person: str) -> list:
         start, end = self._at.get(person, (0, 0))
-        return [self._row(*(values[codes[i]] for codes, values in self._columns)) for i in range(start, end)]
+        return [
+            self._model(**{name: values[codes[i]] for name, codes, values in self._columns}) for i in range(start, end)
+        ]
 
 
-def _per_person(con, table: str, columns: str, order: str, row=lambda *values: values) -> PerPerson:
-    """`marts.<table>`'s rows per person, in `order`, each made by `row`; none if the table is not built yet."""
+def _per_person(con, table: str, columns: str, order: str, model: type[BaseModel]) -> PerPerson:
+    """`marts.<table>`'s rows per person, in `order`, as `model`s (`columns` named as its fields); none if the
+    table is not built yet."""
     if not table_exists(con, "marts", table):
         return PerPerson()
     sql = f"SELECT person_id, {columns} FROM marts.{table} ORDER BY person_id, {order}"
     with con.cursor() as cursor:  # a relation of its own: the connection may hold another's unfinished result
-        return PerPerson(cursor.sql(sql).to_arrow_table(), row)
+        return PerPerson(cursor.sql(sql).to_arrow_table(), model)
+
+
+@dataclass
+class Snapshot:
+    as_of: dt.date | None = None
+    identities: dict[tuple[str, str], str] = field(default_factory=dict)
+    persons: set[str] = field(default_factory=set)
+    memberships: PerPerson = field(default_factory=PerPerson)  # of SegmentMembership
+    segments: dict[str, Segment] = field(default_factory=dict)
+    recommendations: PerPerson = field(default_factory=PerPerson)  # of Recommendation, best first
+    assignments: PerPerson = field(default_factory=PerPerson)  # of Assignment
+    loaded_at: dt.datetime | None = None
 
 
 def load_snapshot(warehouse: Path) -> Snapshot:
@@ -149,21 +155,12 @@ def load_snapshot(warehouse: Path) -> Snapshot:
             ).fetchall():
                 snap.identities[(kind, identifier)] = person
                 snap.persons.add(person)
-        snap.memberships = _per_person(
-            con,
-            "segment_membership",
-            "segment_name, segment_type, entered_at",
-            "segment_name",
-            lambda segment, kind, entered: SegmentMembership(segment=segment, type=kind, entered_at=entered),
-        )
-        snap.recommendations = _per_person(con, "recommendations", "rank, item_id, score, reason, model", "rank")
-        snap.assignments = _per_person(
-            con,
-            "experiment_assignments",
-            "experiment, variant, assigned_at",
-            "experiment",
-            lambda experiment, variant, at: Assignment(experiment=experiment, variant=variant, assigned_at=at),
-        )
+        memberships = "segment_name AS segment, segment_type AS type, entered_at"
+        snap.memberships = _per_person(con, "segment_membership", memberships, "segment_name", SegmentMembership)
+        recommendations = "rank, item_id, score, reason, model"
+        snap.recommendations = _per_person(con, "recommendations", recommendations, "rank", Recommendation)
+        assignments = "experiment, variant, assigned_at"
+        snap.assignments = _per_person(con, "experiment_assignments", assignments, "experiment", Assignment)
         if table_exists(con, "marts", "segment_report"):
             cursor = con.execute("""
                 SELECT segment_name AS name, segment_type AS type, description, owner, rule, size, entered, exited,
@@ -363,13 +360,8 @@ def create_app(
         """Ten products, best first, each with its score, the model that ranked it and why
         (marts.recommendations). A person who did not consent to personalisation gets none."""
         snap, person = resolve(identifier_type, value)
-        rows = snap.recommendations.get(person)
         return IdentityRecommendations(
-            person_id=person,
-            as_of=snap.as_of,
-            recommendations=[
-                Recommendation(rank=r, item_id=i, score=s, reason=why, model=m) for r, i, s, why, m in rows
-            ],
+            person_id=person, as_of=snap.as_of, recommendations=snap.recommendations.get(person)
         )
 
     @app.get(
